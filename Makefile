@@ -1,0 +1,38 @@
+# The README's commands. Each target sets itself up (virtualenv, pip, apt) and is idempotent.
+#   make demo        the offline demo (see README)
+#   make test        the default test suite (< 15 min on 2 CPU cores)
+#   make test-slow   the slow tests: multi-process training, the full demo profile
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+# A CPU wheel of this torch lies on the CI/dev machines' disk; a GPU user installs their own torch
+# into the venv first (see README) and this pin is then skipped with TORCH=.
+TORCH  ?= torch==2.13.0
+SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PROFILE ?= default
+OUT     ?= runs/demo
+
+.PHONY: setup demo test test-slow clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@command -v espeak-ng >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(if $(TORCH),$(BIN)/pip install -q $(TORCH))
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/audiopalm demo --profile $(PROFILE) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,65 @@
+"""The `audiopalm` console script.
+
+Each subcommand lives in the module that does the work; that module exposes
+``add_arguments(parser)`` and ``run(args) -> int | None``. Modules are imported only when their
+subcommand is used, so ``audiopalm --help`` is instant (no torch import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). A plain dict registry: add a line to add a subcommand.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("data_prep.synth_corpus", "speak a generated parallel corpus (en/fr/es/de) with espeak-ng"),
+    "prepare": ("data_prep.prepare", "turn a Hugging Face corpus (LibriSpeech, CoVoST 2, CVSS, FLEURS) into a manifest"),
+    "manifest": ("audiopalm.manifest", "check a manifest: fields, audio files, durations, summary table"),
+    "tokenizer": ("audiopalm.tokenizers.cli", "fit / inspect an audio tokenizer"),
+    "tokenize": ("audiopalm.tokenize", "manifest + audio tokenizer -> token store"),
+    "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return argparse.ArgumentParser(
+        prog="audiopalm",
+        description="audiopalm: teach a text LLM to listen and speak.",
+        epilog="commands:\n" + "\n".join(lines) + "\n\nRun `audiopalm COMMAND --help` for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="audiopalm [-h] [--version] COMMAND ...",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    top.add_argument("--version", action="store_true", help="print the version and exit")
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0
+    if argv[0] == "--version":
+        from audiopalm import __version__
+
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(
+        prog=f"audiopalm {name}",
+        description=(module.__doc__ or help_).strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    rc = module.run(args)
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
