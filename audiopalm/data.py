@@ -1,0 +1,217 @@
+"""Token store rows -> task examples -> batches: a weighted task mixture, packing, and padding.
+
+Examples are dicts ``{"input_ids": [L], "labels": [L]}`` with ``labels == -100`` on the prompt (loss on
+targets only), as :func:`audiopalm.tasks.render` makes them. Two ways to batch them:
+
+* **packing** (:class:`PackedCollator`): several examples are laid end to end in one row of at most
+  ``max_len`` tokens; ``position_ids`` restart at 0 for each example. With ``attention_mask=None``
+  transformers' causal-mask builder (``masking_utils.find_packed_sequence_indices``) turns restarting
+  position ids into a block-diagonal causal mask, so attention never crosses examples (tested against
+  unpacked forward passes in tests/test_data.py). Call the model with ``use_cache=False``: with a KV
+  cache transformers skips the packing check and the examples would see each other. Nearly every token in a packed batch is useful work::
+
+      row 0:  [ex3 ex3 ex3 ex3 | ex7 ex7 ex7 | ex1 ex1 | pad]
+      pos:    [ 0   1   2   3  |  0   1   2  |  0   1  |  0 ]
+
+* **padding** (:class:`PaddingCollator`): one example per row, right-padded to the longest in the batch,
+  with a 2-D attention mask — the usual dynamic-padding baseline.
+
+:class:`TaskMixture` draws examples from one or more token stores for a weighted list of tasks,
+deterministically for a seed, and can resume mid-epoch from ``state_dict()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+IGNORE_INDEX = -100  # labels that the loss skips (prompt and padding), as in transformers
+
+
+@dataclasses.dataclass
+class MixtureSource:
+    """One stream of examples: a task rendered from the rows of one token store."""
+
+    name: str
+    """Label used in logs and skip counts, e.g. ``"ASR en"``."""
+    rows: Sequence[dict]
+    """Token-store rows (a ``datasets.Dataset`` or a list of dicts)."""
+    render: Callable[[dict], dict | None]
+    """Row -> ``{"input_ids", "labels"}``, or None to skip the row (counted)."""
+    weight: float = 1.0
+    """Relative sampling weight of this source in the mixture."""
+
+    def __post_init__(self):
+        if not self.weight > 0:
+            raise ValueError(f"MixtureSource {self.name!r}: weight must be > 0, got {self.weight}")
+        if len(self.rows) == 0:
+            raise ValueError(f"MixtureSource {self.name!r}: no rows")
+
+
+class TaskMixture:
+    """A deterministic, resumable stream of examples drawn from weighted sources.
+
+    One epoch draws ``examples_per_epoch`` examples (default: the total number of rows); each draw picks a
+    source with probability proportional to its weight, then that source's next row in a per-epoch
+    permutation (cycling if a heavily weighted source runs out). The order depends only on
+    ``(seed, epoch)``, so ``load_state_dict(state_dict())`` continues exactly where a run stopped.
+    """
+
+    def __init__(self, sources: Sequence[MixtureSource], *, seed: int = 0, examples_per_epoch: int | None = None):
+        if not sources:
+            raise ValueError("TaskMixture needs at least one source")
+        self.sources = list(sources)
+        self.seed = seed
+        self.examples_per_epoch = examples_per_epoch or sum(len(s.rows) for s in self.sources)
+        self.epoch = 0
+        self.position = 0  # examples of the current epoch already yielded (rendered or skipped)
+        self.skipped: dict[str, int] = {s.name: 0 for s in self.sources}
+
+    def _plan(self, epoch: int) -> list[tuple[int, int]]:
+        """The epoch's (source index, row index) draws."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        weights = torch.tensor([s.weight for s in self.sources], dtype=torch.float64)
+        picks = torch.multinomial(weights, self.examples_per_epoch, replacement=True, generator=g).tolist()
+        perms = [torch.randperm(len(s.rows), generator=g).tolist() for s in self.sources]
+        used = [0] * len(self.sources)
+        plan = []
+        for src in picks:
+            perm = perms[src]
+            plan.append((src, perm[used[src] % len(perm)]))
+            used[src] += 1
+        return plan
+
+    def __iter__(self) -> Iterator[dict]:
+        """Yields examples forever, epoch after epoch, each tagged with ``"source"`` (its name)."""
+        while True:
+            plan = self._plan(self.epoch)
+            while self.position < len(plan):
+                src, row = plan[self.position]
+                self.position += 1
+                source = self.sources[src]
+                example = source.render(source.rows[row])
+                if example is None:
+                    self.skipped[source.name] += 1
+                    continue
+                yield {**example, "source": source.name}
+            self.epoch += 1
+            self.position = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "skipped": dict(self.skipped), "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["seed"] != self.seed:
+            raise ValueError(f"mixture state was saved with seed {state['seed']}, this run uses {self.seed}")
+        self.epoch, self.position, self.skipped = state["epoch"], state["position"], dict(state["skipped"])
+
+
+@dataclasses.dataclass
+class PackedCollator:
+    """A list of packed rows (each a list of examples) -> a batch of ``[B, max_len]`` tensors.
+
+    Returns ``input_ids``, ``labels``, ``position_ids`` (restarting per example; padding gets its own
+    run of positions from 0 so it forms a separate, fully masked block) and ``num_target_tokens``
+    (labels that the shifted loss will score). No ``attention_mask``: see the module docstring.
+    """
+
+    max_len: int
+    """Row length; every row is padded to exactly this (static shapes)."""
+    pad_id: int
+    """Token id used for padding (its label is -100)."""
+
+    def __call__(self, rows: Sequence[Sequence[dict]]) -> dict[str, torch.Tensor]:
+        B = len(rows)
+        input_ids = torch.full((B, self.max_len), self.pad_id, dtype=torch.long)  # [B, L]
+        labels = torch.full((B, self.max_len), IGNORE_INDEX, dtype=torch.long)  # [B, L]
+        position_ids = torch.zeros((B, self.max_len), dtype=torch.long)  # [B, L]
+        for b, row in enumerate(rows):
+            at = 0
+            for ex in row:
+                n = len(ex["input_ids"])
+                assert at + n <= self.max_len, (at, n, self.max_len)
+                input_ids[b, at:at + n] = torch.as_tensor(ex["input_ids"])
+                labels[b, at:at + n] = torch.as_tensor(ex["labels"])
+                position_ids[b, at:at + n] = torch.arange(n)
+                at += n
+            position_ids[b, at:] = torch.arange(self.max_len - at)
+        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
+                "num_target_tokens": count_target_tokens(labels)}
+
+
+@dataclasses.dataclass
+class PaddingCollator:
+    """One example per row, right-padded to the longest in the batch, with a 2-D attention mask."""
+
+    pad_id: int
+    """Token id used for padding (its label is -100)."""
+    pad_to_multiple_of: int = 1
+    """Round the padded length up (8 or 64 helps GPU kernels)."""
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(ex["input_ids"]) for ex in examples)
+        L = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        B = len(examples)
+        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)  # [B, L]
+        labels = torch.full((B, L), IGNORE_INDEX, dtype=torch.long)  # [B, L]
+        attention_mask = torch.zeros((B, L), dtype=torch.long)  # [B, L]
+        for b, ex in enumerate(examples):
+            n = len(ex["input_ids"])
+            input_ids[b, :n] = torch.as_tensor(ex["input_ids"])
+            labels[b, :n] = torch.as_tensor(ex["labels"])
+            attention_mask[b, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
+                "num_target_tokens": count_target_tokens(labels)}
+
+
+def count_target_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """Labels the causal-LM loss scores: position t predicts labels[t+1], so the first column never counts."""
+    return (labels[:, 1:] != IGNORE_INDEX).sum()
+
+
+class PackedBatches:
+    """Endless packed batches from a mixture, resumable exactly.
+
+    Examples are laid into rows in mixture order (next-fit: an example that does not fit closes the row
+    and starts the next one); every ``rows_per_batch`` closed rows make a batch. :meth:`state_dict` is the
+    mixture's state just before the first example not yet in a yielded batch, so a run restored from it
+    yields the same batches as an uninterrupted one. An example longer than ``max_len`` is an error:
+    targets are never silently truncated (``render`` should have refused it).
+    """
+
+    def __init__(self, mixture: TaskMixture, *, max_len: int, rows_per_batch: int, pad_id: int):
+        self.mixture = mixture
+        self.max_len, self.rows_per_batch = max_len, rows_per_batch
+        self.collate = PackedCollator(max_len=max_len, pad_id=pad_id)
+        self._resume = mixture.state_dict()
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        stream = iter(self.mixture)
+        rows: list[list[dict]] = []
+        current: list[dict] = []
+        used = 0
+        while True:
+            before = self.mixture.state_dict()
+            ex = next(stream)
+            n = len(ex["input_ids"])
+            if n > self.max_len:
+                raise ValueError(f"example of {n} tokens is longer than max_len={self.max_len} "
+                                 f"(source {ex['source']}); render() should have refused it")
+            if used + n > self.max_len:
+                rows.append(current)
+                current, used = [], 0
+                if len(rows) == self.rows_per_batch:
+                    self._resume = before  # `ex` (not yet in a batch) is drawn again on resume
+                    yield self.collate(rows)
+                    rows = []
+            current.append(ex)
+            used += n
+
+    def state_dict(self) -> dict:
+        return dict(self._resume)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mixture.load_state_dict(state)
+        self._resume = dict(state)
