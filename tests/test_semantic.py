@@ -1,0 +1,134 @@
+"""SemanticTokenizer: MFCC units and SSL-layer units (tiny random HuBERT / wav2vec 2.0 built from configs)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
+from audiopalm.tokenizers.semantic import SemanticConfig, SemanticTokenizer, add_deltas
+
+SR = 16000
+
+
+def _tone_wavs(n=6, seconds=0.5, seed=0):
+    """Noisy tones of different pitch: features that k-means can tell apart."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(SR * seconds)) / SR
+    return [(0.3 * np.sin(2 * np.pi * (150 + 120 * i) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+            for i in range(n)]
+
+
+def _pad(wavs):
+    lengths = torch.tensor([len(w) for w in wavs])
+    batch = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = torch.as_tensor(w)
+    return batch, lengths
+
+
+@pytest.fixture(scope="module")
+def mfcc_tok():
+    return SemanticTokenizer(num_units=8).fit(_tone_wavs(), progress=False)
+
+
+def test_mfcc_units_shapes_range_and_rate(mfcc_tok):
+    assert mfcc_tok.num_codebooks == 1 and mfcc_tok.codebook_size == 8 and mfcc_tok.frame_rate == 50.0
+    assert mfcc_tok.dim == 39 and not mfcc_tok.can_decode
+    wav = torch.as_tensor(_tone_wavs(1, seconds=1.0)[0])[None]
+    codes, frames = mfcc_tok.encode(wav)
+    assert codes.shape == (1, 1, 51) and frames.tolist() == [51]  # 1 + T // hop with centred frames
+    assert 0 <= int(codes.min()) and int(codes.max()) < 8
+    # different tones get different units; one steady tone mostly one unit
+    a = mfcc_tok.encode(torch.as_tensor(_tone_wavs()[0])[None])[0][0, 0, 3:-3]
+    b = mfcc_tok.encode(torch.as_tensor(_tone_wavs()[5])[None])[0][0, 0, 3:-3]
+    assert torch.mode(a).values != torch.mode(b).values
+
+
+def test_mfcc_batch_equals_per_item(mfcc_tok):
+    wavs = [w[:n] for w, n in zip(_tone_wavs(3), (8000, 5000, 3333))]
+    batch, lengths = _pad(wavs)
+    codes, frames = mfcc_tok.encode(batch, lengths)
+    for i, w in enumerate(wavs):
+        one, f = mfcc_tok.encode(torch.as_tensor(w)[None])
+        assert int(f[0]) == int(frames[i])
+        assert torch.equal(one[0], codes[i, :, : int(f[0])])
+        assert (codes[i, :, int(f[0]):] == 0).all()
+
+
+def test_decode_refuses_clearly(mfcc_tok):
+    with pytest.raises(NotImplementedError, match="no decoder"):
+        mfcc_tok.decode(torch.zeros(1, 1, 5, dtype=torch.long))
+
+
+def test_unfitted_encode_refuses():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SemanticTokenizer(num_units=4).encode(torch.zeros(1, 1600))
+
+
+def test_mfcc_round_trip(mfcc_tok, tmp_path):
+    mfcc_tok.save_pretrained(tmp_path / "sem")
+    assert json.loads((tmp_path / "sem" / CONFIG_NAME).read_text())["type"] == "semantic"
+    back = load_audio_tokenizer(tmp_path / "sem")
+    assert back.fingerprint == mfcc_tok.fingerprint
+    wav = torch.as_tensor(_tone_wavs(2)[1])[None]
+    assert torch.equal(back.encode(wav)[0], mfcc_tok.encode(wav)[0])
+    other = SemanticTokenizer(num_units=8).fit(_tone_wavs(seed=1), progress=False, seed=3)
+    assert other.fingerprint != mfcc_tok.fingerprint
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="features="):
+        SemanticConfig(features="wavelets")
+    with pytest.raises(ValueError, match="ssl_model"):
+        SemanticConfig(features="ssl")
+    with pytest.raises(ValueError, match="n_mfcc=50"):
+        SemanticConfig(n_mfcc=50)
+
+
+def test_deltas_of_a_ramp_are_its_slope():
+    x = torch.arange(10.0)[:, None] * 3.0  # [F, 1], slope 3
+    d = add_deltas(x)
+    assert torch.allclose(d[2:-2], torch.full((6, 1), 3.0))
+
+
+@pytest.fixture(scope="module", params=["hubert-group-norm", "wav2vec2-layer-norm"])
+def ssl_dir(request, tmp_path_factory):
+    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    small = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
+                 conv_stride=(5, 64), conv_kernel=(10, 64), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    torch.manual_seed(0)
+    if request.param.startswith("hubert"):
+        model = HubertModel(HubertConfig(feat_extract_norm="group", **small))
+    else:
+        model = Wav2Vec2Model(Wav2Vec2Config(feat_extract_norm="layer", do_stable_layer_norm=True, **small))
+    path = tmp_path_factory.mktemp(request.param) / "ssl"
+    model.eval().save_pretrained(path)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, do_normalize=True, return_attention_mask=True).save_pretrained(path)
+    return path
+
+
+def test_ssl_units(ssl_dir, tmp_path):
+    tok = SemanticTokenizer(features="ssl", ssl_model=str(ssl_dir), layer=1, num_units=4)
+    tok.fit(_tone_wavs(), progress=False)
+    assert tok.dim == 16 and tok.frame_rate == 50.0  # 16 kHz / (5 * 64) = 50 frames per second
+    wavs = [w[:n] for w, n in zip(_tone_wavs(3), (8000, 4800, 6400))]
+    batch, lengths = _pad(wavs)
+    codes, frames = tok.encode(batch, lengths)
+    assert codes.shape[:2] == (3, 1) and frames.tolist() == [24, 14, 19]  # conv front end: no padding, 400-sample receptive field
+    assert 0 <= int(codes.min()) and int(codes.max()) < 4
+    for i, w in enumerate(wavs):  # batch == per item, for group norm (equal-length groups) and layer norm (mask)
+        one, f = tok.encode(torch.as_tensor(w)[None])
+        assert int(f[0]) == int(frames[i]) and torch.equal(one[0], codes[i, :, : int(f[0])]), i
+    tok.save_pretrained(tmp_path / "sem")
+    assert (tmp_path / "sem" / "ssl" / "model.safetensors").is_file()
+    back = load_audio_tokenizer(tmp_path / "sem")
+    assert back.fingerprint == tok.fingerprint and back.config.ssl_model == str(ssl_dir)
+    assert torch.equal(back.encode(batch, lengths)[0], codes)
+
+
+def test_ssl_layer_out_of_range(ssl_dir):
+    with pytest.raises(ValueError, match="layer=7"):
+        SemanticTokenizer(features="ssl", ssl_model=str(ssl_dir), layer=7)
