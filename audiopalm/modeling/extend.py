@@ -1,0 +1,154 @@
+"""Extend a Hugging Face causal LM with the audio vocabulary, and save / load the result HF-natively.
+
+AudioPaLM (arXiv 2306.12925, section 3.2): the only change to the text decoder is a bigger input
+embedding and output projection; text rows and every other weight come from the pretrained LM::
+
+    embedding / lm_head rows:  [ text rows (kept bit-identical) | audio + special rows (new) | padding ]
+                               0                                 audio_offset          len(vocab)   multiple of 64
+
+New rows start at the mean of the old text rows (``init="mean"``: the new tokens begin with the
+average logit, so the text distribution barely moves; Hewitt 2021) or at zero (``init="zeros"``, as
+the AudioPaLM paper). Rows a hub model already had past its tokenizer (Qwen2 pads its embedding) are
+unused and re-initialised the same way.
+
+A checkpoint (:func:`save_checkpoint`) is a plain HF directory, loadable without ``trust_remote_code``::
+
+    ckpt/
+      config.json  generation_config.json  model.safetensors      <- AutoModelForCausalLM.from_pretrained
+      tokenizer.json  tokenizer_config.json ...                   <- AutoTokenizer.from_pretrained
+      audiopalm.json                                              <- vocabulary layout, pattern, tasks
+      audio_tokenizer/audio_tokenizer.json (+ .safetensors)       <- load_audio_tokenizer
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+
+from audiopalm.vocab import UnifiedVocab
+
+AUDIO_TOKENIZER_DIR = "audio_tokenizer"
+
+
+class CheckpointError(ValueError):
+    """A model, vocabulary and audio tokenizer that do not belong together."""
+
+
+def _gathered(params):
+    """Under DeepSpeed ZeRO-3 the weights are sharded: gather them to edit rows (no-op otherwise)."""
+    try:
+        from transformers.integrations import is_deepspeed_zero3_enabled
+    except ImportError:  # pragma: no cover - transformers without deepspeed integration
+        return contextlib.nullcontext()
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(params), modifier_rank=0)
+
+
+def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multiple_of: int = 64):
+    """Grow ``model``'s input embedding and lm_head to cover ``vocab``; returns ``model`` (changed in place).
+
+    Rows ``[0, vocab.audio_offset)`` keep their exact values; rows from ``audio_offset`` on are set to
+    the mean of the old text rows (``init="mean"``) or zeros (``init="zeros"``), separately for the
+    input embedding and an untied lm_head (and its bias, if any). The row count is rounded up to a
+    multiple of ``pad_to_multiple_of`` (64: matmuls over the vocabulary run on GPU tensor cores only
+    when that dimension is a multiple of 8/64, so the lm_head matmul is markedly faster) and never
+    shrinks. Sets ``config.vocab_size`` and the pad/bos/eos ids of the config and generation config.
+    Call it once, on a text LM, before training (``accelerator.prepare``).
+    """
+    if init not in ("mean", "zeros"):
+        raise ValueError(f"init: expected 'mean' or 'zeros', got {init!r}")
+    if pad_to_multiple_of < 1:
+        raise ValueError(f"pad_to_multiple_of: expected >= 1, got {pad_to_multiple_of}")
+    text = vocab.audio_offset
+    old_rows = model.get_input_embeddings().weight.shape[0]
+    if old_rows < text:
+        raise CheckpointError(f"the model's embedding has {old_rows} rows but the text tokenizer has {text} tokens: "
+                              "tokenizer and model do not belong together")
+    model.resize_token_embeddings(max(len(vocab), old_rows), pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
+
+    emb = model.get_input_embeddings()
+    head = model.get_output_embeddings()
+    tied = head is None or head.weight is emb.weight
+    params = [emb.weight] + ([] if tied else [head.weight] + ([head.bias] if head.bias is not None else []))
+    with _gathered(params), torch.no_grad():
+        for weight in params:
+            new = weight[text:]  # [V_new, H] or [V_new] for a bias
+            new.copy_(weight[:text].mean(dim=0) if init == "mean" else torch.zeros_like(new[0]))
+    rows = emb.weight.shape[0]
+
+    # config: vocab_size (resize sets it; set it again for configs that keep it on a text sub-config)
+    text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    text_config.vocab_size = rows
+    ids = {"pad_token_id": vocab.pad_id, "eos_token_id": vocab.eos_id, "bos_token_id": vocab.bos_id}
+    for cfg in {id(c): c for c in (model.config, text_config)}.values():
+        for name, value in ids.items():
+            setattr(cfg, name, value)
+    if getattr(model, "generation_config", None) is not None:
+        for name, value in ids.items():
+            setattr(model.generation_config, name, value)
+    return model
+
+
+def _check_audio_tokenizer(vocab: UnifiedVocab, audio_tokenizer) -> None:
+    """The audio tokenizer makes the codes the vocabulary was laid out for."""
+    if audio_tokenizer.codebook_size != vocab.codebook_size or audio_tokenizer.num_codebooks < vocab.num_codebooks:
+        raise CheckpointError(f"audio tokenizer ({audio_tokenizer.num_codebooks} codebooks of {audio_tokenizer.codebook_size}) "
+                              f"does not fit the vocabulary ({vocab.num_codebooks} codebooks of {vocab.codebook_size})")
+    recorded = vocab.layout.audio_tokenizer
+    if recorded is not None and recorded.get("fingerprint") != audio_tokenizer.fingerprint:
+        raise CheckpointError(f"audio tokenizer fingerprint {audio_tokenizer.fingerprint} differs from the one the "
+                              f"vocabulary was built for ({recorded.get('fingerprint')})")
+
+
+def save_checkpoint(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | os.PathLike) -> Path:
+    """Write model (safetensors), tokenizer, ``audiopalm.json`` and ``audio_tokenizer/`` into ``out_dir``."""
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < len(vocab):
+        raise CheckpointError(f"the model's embedding has {rows} rows, the vocabulary {len(vocab)}: call extend_model first")
+    _check_audio_tokenizer(vocab, audio_tokenizer)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))  # transformers writes safetensors only
+    layout = vocab.layout
+    if layout.audio_tokenizer is None:
+        layout = dataclasses.replace(layout, audio_tokenizer={
+            "type": audio_tokenizer.type_name, "fingerprint": audio_tokenizer.fingerprint,
+            "num_codebooks": audio_tokenizer.num_codebooks})
+    UnifiedVocab(vocab.tokenizer, layout).save_pretrained(out)
+    audio_tokenizer.save_pretrained(out / AUDIO_TOKENIZER_DIR)
+    pickled = sorted(p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
+    if pickled:
+        raise CheckpointError(f"{out}: pickle-format files written: {pickled}; only safetensors are allowed")
+    return out
+
+
+def load_checkpoint(directory: str | os.PathLike, **model_kwargs):
+    """Load ``(model, vocab, audio_tokenizer)`` from a :func:`save_checkpoint` directory and check they agree.
+
+    ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained`` (e.g. ``dtype``, ``device_map``)."""
+    from transformers import AutoModelForCausalLM
+
+    from audiopalm.tokenizers.base import load_audio_tokenizer
+
+    directory = Path(directory)
+    vocab = UnifiedVocab.from_pretrained(directory)
+    model = AutoModelForCausalLM.from_pretrained(str(directory), **model_kwargs)
+    rows = model.get_input_embeddings().weight.shape[0]
+    if rows < len(vocab):
+        raise CheckpointError(f"{directory}: the model's embedding has {rows} rows, the vocabulary {len(vocab)}")
+    tok_dir = directory / AUDIO_TOKENIZER_DIR
+    if not tok_dir.is_dir():
+        raise FileNotFoundError(f"{tok_dir}: no audio tokenizer folder in the checkpoint")
+    audio_tokenizer = load_audio_tokenizer(tok_dir)
+    try:
+        _check_audio_tokenizer(vocab, audio_tokenizer)
+    except CheckpointError as e:
+        raise CheckpointError(f"{directory}: {e}") from None
+    return model, vocab, audio_tokenizer

@@ -1,0 +1,162 @@
+"""extend_model / save_checkpoint / load_checkpoint on tiny Llama, Qwen2 and GPT-2 models, tied and untied."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
+
+from audiopalm.modeling.extend import CheckpointError, extend_model, load_checkpoint, save_checkpoint
+from audiopalm.tokenizers import base
+from audiopalm.tokenizers.base import AudioTokenizer
+from audiopalm.vocab import UnifiedVocab
+from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+
+
+class TinyCodec(AudioTokenizer):
+    """A stand-in audio tokenizer: frames of 4 samples, codebook q's code = bucket of the frame mean."""
+
+    type_name = "tiny_test_codec"
+
+    def __init__(self, num_codebooks: int = 2, codebook_size: int = 8):
+        super().__init__()
+        self._k, self._c = num_codebooks, codebook_size
+        self.scale = torch.nn.Parameter(torch.linspace(1.0, 2.0, num_codebooks))  # a weight to save
+
+    sample_rate = property(lambda self: 16)
+    frame_rate = property(lambda self: 4.0)
+    num_codebooks = property(lambda self: self._k)
+    codebook_size = property(lambda self: self._c)
+
+    def encode(self, wav, lengths=None):
+        frames = wav.unfold(-1, 4, 4).mean(-1)  # [B, F]
+        codes = ((frames.unsqueeze(1) * self.scale[:, None] + 1) * self._c / 2).long().clamp(0, self._c - 1)  # [B, K, F]
+        n = torch.full((wav.shape[0],), codes.shape[-1]) if lengths is None else lengths // 4
+        return codes, n
+
+    def decode(self, codes):
+        return (codes.float().mean(1) / self._c * 2 - 1).repeat_interleave(4, dim=-1)  # [B, T]
+
+    def get_config(self):
+        return {"num_codebooks": self._k, "codebook_size": self._c}
+
+
+def tiny_model(family: str, tied: bool, vocab_size: int):
+    """A 2-layer model of ``family`` with hidden size 16 (llama, gpt2) or 32 (qwen2)."""
+    if family == "llama":
+        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
+    elif family == "qwen2":
+        cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                          num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+    else:
+        cfg = GPT2Config(vocab_size=vocab_size, n_embd=16, n_layer=2, n_head=2, n_positions=128, tie_word_embeddings=tied)
+    return AutoModelForCausalLM.from_config(cfg).eval()
+
+
+CASES = [("llama", False), ("llama", True), ("qwen2", True), ("qwen2", False), ("gpt2", True), ("gpt2", False)]
+
+
+def _setup(family, tied, extra_rows=0):
+    text_tok = tiny_text_tokenizer(family)
+    model = tiny_model(family, tied, len(text_tok) + extra_rows)
+    codec = TinyCodec()
+    vocab = UnifiedVocab.build(text_tok, audio_tokenizer=codec, pattern="flatten", tasks=["ASR", "TTS"])
+    return model, vocab, codec
+
+
+def _weights(model):
+    emb = model.get_input_embeddings().weight.detach().clone()
+    head = model.get_output_embeddings().weight.detach().clone()
+    return emb, head
+
+
+@pytest.mark.parametrize("family, tied", CASES)
+@pytest.mark.parametrize("init", ["mean", "zeros"])
+def test_extend_rows_and_config(family, tied, init):
+    model, vocab, _ = _setup(family, tied)
+    old_emb, old_head = _weights(model)
+    text = vocab.audio_offset
+    assert old_emb.shape[0] == text
+    extend_model(model, vocab, init=init)
+    emb, head = _weights(model)
+    rows = emb.shape[0]
+    assert rows % 64 == 0 and len(vocab) <= rows < len(vocab) + 64, (rows, len(vocab))
+    assert head.shape == emb.shape and model.config.vocab_size == rows
+    assert torch.equal(emb[:text], old_emb) and torch.equal(head[:text], old_head)  # bit-identical
+    for new, old in ((emb, old_emb), (head, old_head)):
+        want = old.mean(0) if init == "mean" else torch.zeros(old.shape[1])
+        assert torch.equal(new[text:], want.expand(rows - text, -1))
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
+    assert model.config.pad_token_id == vocab.pad_id and model.config.eos_token_id == vocab.eos_id
+    assert model.config.bos_token_id == vocab.bos_id and model.generation_config.pad_token_id == vocab.pad_id
+
+
+def test_extra_rows_of_a_padded_hub_embedding_are_reinitialised():
+    model, vocab, _ = _setup("qwen2", False, extra_rows=10)  # like Qwen2: embedding larger than its tokenizer
+    old_emb, _ = _weights(model)
+    extend_model(model, vocab)
+    emb, _ = _weights(model)
+    text = vocab.audio_offset
+    assert torch.equal(emb[:text], old_emb[:text])
+    assert torch.equal(emb[text:text + 10], old_emb[:text].mean(0).expand(10, -1))
+
+
+@pytest.mark.parametrize("family, tied", [("llama", False), ("gpt2", True)])
+def test_text_logits_unchanged_by_extension(family, tied):
+    model, vocab, _ = _setup(family, tied)
+    ids = torch.tensor([vocab.text_ids("the dog sleeps.")])
+    with torch.no_grad():
+        before = model(ids).logits  # [1, T, V_text]
+        extend_model(model, vocab)
+        after = model(ids).logits  # [1, T, V_padded]
+    assert torch.equal(after[..., :vocab.audio_offset], before)
+
+
+@pytest.mark.parametrize("family, tied", CASES)
+def test_checkpoint_loads_with_plain_transformers(family, tied, tmp_path, monkeypatch):
+    monkeypatch.setitem(base.TOKENIZERS, TinyCodec.type_name, f"{__name__}:TinyCodec")
+    model, vocab, codec = _setup(family, tied)
+    extend_model(model, vocab)
+    with torch.no_grad():  # train the new rows a little so that a load that re-initialised them shows
+        model.get_input_embeddings().weight[vocab.audio_offset:] += torch.randn_like(model.get_input_embeddings().weight[vocab.audio_offset:])
+    ids = (vocab.text_ids("[ASR English]") + vocab.audio_to_ids(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+           + [vocab.sep_id] + vocab.text_ids("the dog.") + [vocab.eos_id])
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        want = model(x).logits  # [1, T, V]
+    save_checkpoint(model, vocab, codec, tmp_path)
+
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"model.safetensors", "config.json", "audiopalm.json", "audio_tokenizer"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pkl"))]
+    plain = AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()  # no trust_remote_code
+    with torch.no_grad():
+        assert torch.equal(plain(x).logits, want)
+    tok = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert tok.encode(tok.decode(ids), add_special_tokens=False) == ids
+    layout = json.loads((tmp_path / "audiopalm.json").read_text())
+    assert layout["audio_tokenizer"]["fingerprint"] == codec.fingerprint and layout["tasks"] == ["ASR", "TTS"]
+
+    model2, vocab2, codec2 = load_checkpoint(tmp_path)
+    assert vocab2.layout == vocab.layout and codec2.fingerprint == codec.fingerprint
+    with torch.no_grad():
+        assert torch.equal(model2.eval()(x).logits, want)
+
+
+def test_checkpoint_errors(tmp_path):
+    model, vocab, codec = _setup("gpt2", True)
+    with pytest.raises(CheckpointError, match="call extend_model first"):
+        save_checkpoint(model, vocab, codec, tmp_path)
+    extend_model(model, vocab)
+    with torch.no_grad():
+        codec.scale += 1  # a different tokenizer
+    with pytest.raises(CheckpointError, match="fingerprint .* differs"):
+        save_checkpoint(model, vocab, codec, tmp_path)
+    with pytest.raises(CheckpointError, match=r"audio tokenizer \(2 codebooks of 4\) does not fit"):
+        save_checkpoint(model, vocab, TinyCodec(codebook_size=4), tmp_path)
+    with pytest.raises(ValueError, match="init: expected 'mean' or 'zeros', got 'normal'"):
+        extend_model(model, vocab, init="normal")
+    small = tiny_model("gpt2", True, 10)
+    with pytest.raises(CheckpointError, match="embedding has 10 rows but the text tokenizer has 257"):
+        extend_model(small, vocab)
