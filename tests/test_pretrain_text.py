@@ -1,0 +1,171 @@
+"""recipes/pretrain_text.py end to end on a tiny model and a small generated corpus (seconds)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiopalm.manifest import Record, write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "pretrain_text.py"
+TINY = REPO / "recipes" / "configs" / "pretrain_text_tiny.yaml"
+
+# A toy parallel grammar: (en, fr, es, de) words, so every sentence has aligned translations.
+_ADJ = [("small", "petit", "pequeño", "kleine"), ("big", "grand", "grande", "große"),
+        ("old", "vieux", "viejo", "alte"), ("red", "rouge", "rojo", "rote")]
+_NOUN = [("dog", "chien", "perro", "Hund"), ("cat", "chat", "gato", "Katze"),
+         ("bird", "oiseau", "pájaro", "Vogel"), ("man", "homme", "hombre", "Mann")]
+_VERB = [("sleeps", "dort", "duerme", "schläft"), ("eats", "mange", "come", "isst"),
+         ("runs", "court", "corre", "läuft"), ("sings", "chante", "canta", "singt")]
+_LANGS = ("en", "fr", "es", "de")
+
+
+def _sentence(adj, noun, verb, k: int) -> str:
+    a, n, v = adj[k], noun[k], verb[k]
+    return [f"the {a} {n} {v}.", f"le {a} {n} {v}.", f"el {n} {a} {v}.", f"der {a} {n} {v}."][k]
+
+
+def write_corpus(folder: Path, *, train: int = 48, dev: int = 8, seed: int = 0) -> tuple[Path, Path]:
+    """A small 4-language parallel manifest pair (train.jsonl, dev.jsonl) with one tiny shared wav."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wav = folder / "wav" / "tone.wav"
+    wav.parent.mkdir(exist_ok=True)
+    sf.write(wav, (0.1 * np.sin(np.arange(1600) / 5.0)).astype("float32"), 16000)
+    combos = list(itertools.product(_ADJ, _NOUN, _VERB))
+    random.Random(seed).shuffle(combos)
+    paths = []
+    for split, chunk in (("train", combos[:train]), ("dev", combos[train:train + dev])):
+        recs = []
+        for i, (a, n, v) in enumerate(chunk):
+            k = i % 3 + 1  # English paired with fr / es / de in turn
+            recs.append(Record(id=f"{split}-{i:04d}", lang="en", text=_sentence(a, n, v, 0), audio=str(wav),
+                               tgt_lang=_LANGS[k], tgt_text=_sentence(a, n, v, k), speaker="s0", split=split))
+        paths.append(write_manifest(folder / f"{split}.jsonl", recs))
+    return paths[0], paths[1]
+
+
+def run_recipe(args: list[str], *, timeout: int = 120) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(RECIPE), *args], capture_output=True, text=True, timeout=timeout,
+                          env=_env())
+    assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _env() -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    return env
+
+
+def losses(out: Path) -> dict[int, float]:
+    from audiopalm.training import read_jsonl
+
+    return {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(corpus, tmp_path_factory) -> Path:
+    """One tiny run (8 steps, checkpoints at 4 and 8 -> only the 4 is kept as resumable, final at 8)."""
+    out = tmp_path_factory.mktemp("run")
+    train, dev = corpus
+    run_recipe(["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}",
+                "train.log_with=tensorboard"])
+    return out
+
+
+def test_run_writes_a_loadable_hf_model_and_tokenizer(tiny_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = tiny_run / "final"
+    assert (final / "model.safetensors").is_file()
+    assert not list(final.glob("*.bin")), "weights must be safetensors only"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    tok = AutoTokenizer.from_pretrained(final)
+    assert model.config.model_type == "llama" and model.config.num_hidden_layers == 2
+    assert model.config.vocab_size % 64 == 0 and model.config.vocab_size >= len(tok)
+    ids = tok("the small dog sleeps.", return_tensors="pt").input_ids
+    assert ids[0, 0].item() == tok.bos_token_id
+    out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == ids.shape[1] + 3
+
+
+def test_metrics_loss_decreases_and_logs_every_step(tiny_run):
+    from audiopalm.training import read_jsonl
+
+    rows = [r for r in read_jsonl(tiny_run / "metrics.jsonl") if "loss" in r]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert all({"lr", "tokens_per_s", "tokens_seen"} <= set(r) for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"] - 0.25, [r["loss"] for r in rows]
+    # warm-up over 2 steps to 3e-3 (the LR each step used), then cosine down
+    assert [r["lr"] for r in rows[:3]] == pytest.approx([0.0, 1.5e-3, 3e-3])
+    assert all(a["lr"] >= b["lr"] for a, b in zip(rows[2:], rows[3:]))
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert summary["steps"] == 8 and summary["dev_loss"] is not None and summary["dev_ppl"] > 1
+
+
+def test_checkpoints_are_complete_and_pruned(tiny_run):
+    ckpts = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
+    assert ckpts == ["step_0000004"], ckpts  # save_every=4; the end of the run is the final save
+    ck = tiny_run / "checkpoints" / "step_0000004"
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "trainer_state.json", "optimizer.json",
+                 "optimizer.safetensors", "scheduler.json", "rng_rank0.safetensors"):
+        assert (ck / name).is_file(), name
+    assert not list(ck.glob("*.pkl")) and not list(ck.glob("*.bin")) and not list(ck.glob("*.pt"))
+
+
+def test_tensorboard_events_written(tiny_run):
+    assert list(tiny_run.rglob("events.out.tfevents.*")), sorted(p.name for p in tiny_run.rglob("*"))
+
+
+def test_resume_is_bit_for_bit(tiny_run, corpus, tmp_path):
+    """Resuming from the step-4 checkpoint reproduces steps 5..8 exactly."""
+    import shutil
+
+    train, dev = corpus
+    out = tmp_path / "resumed"
+    shutil.copytree(tiny_run / "checkpoints", out / "checkpoints")
+    shutil.copytree(tiny_run / "tokenizer", out / "tokenizer")
+    rows = [json.loads(x) for x in (tiny_run / "metrics.jsonl").read_text().splitlines()]
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))  # includes steps 5..8
+    run_recipe(["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}", "--resume"])
+    assert losses(out) == losses(tiny_run)  # exact float equality: same data, weights, Adam state, schedule
+
+
+def test_bad_override_names_the_field(corpus, tmp_path):
+    proc = subprocess.run([sys.executable, str(RECIPE), "--config", str(TINY), "optim.lrr=1"],
+                          capture_output=True, text=True, timeout=60, env=_env())
+    assert proc.returncode != 0 and "optim.lrr: unknown key" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_training_lines_cover_mono_and_mt_and_skip_test(corpus, tmp_path):
+    from audiopalm.config import load_config, PretrainTextConfig
+    sys.path.insert(0, str(RECIPE.parent))
+    from pretrain_text import PretrainTextRecipe
+
+    train, dev = corpus
+    rec_test = tmp_path / "test.jsonl"
+    rec_test.write_text(json.dumps({"id": "t1", "lang": "en", "text": "secret test sentence.",
+                                    "audio": str(train.parent / "wav" / "tone.wav"), "split": "test"}) + "\n")
+    cfg = load_config(PretrainTextConfig, TINY, [f"data.manifests=[{train},{dev},{rec_test}]"])
+    r = PretrainTextRecipe(cfg)
+    lines = r._render_lines("train")
+    assert any(s.startswith("[MT English French] the ") and " -> le " in s for s in lines)
+    assert "the small dog sleeps." in lines or any(s.startswith("the ") for s in lines)
+    assert not any("secret" in s for s in lines) and not any("secret" in s for s in r._render_lines("dev"))
+    assert len(lines) == len(set(lines))
