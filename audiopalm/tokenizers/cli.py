@@ -1,0 +1,144 @@
+"""Fit, inspect and listen to an audio tokenizer.
+
+    audiopalm tokenizer fit --manifest corpus/manifest.jsonl --out runs/tok [--split train]
+                            [--num-codebooks 8 --codebook-size 256 --stack 4 --max-hours 2]
+    audiopalm tokenizer info runs/tok
+    audiopalm tokenizer roundtrip runs/tok --manifest corpus/manifest.jsonl --out runs/tok/roundtrip
+                            [--limit 4 --num-codebooks 1 2 8]
+
+``fit`` fits the built-in ``mel_rvq`` codec (log-mel + residual VQ by k-means) and saves it with
+``save_pretrained``; ``info`` prints any saved tokenizer's settings, fingerprint and LM cost in tokens
+per second of audio; ``roundtrip`` encodes and decodes some utterances and writes the wavs, to listen to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    p = sub.add_parser("fit", help="fit the built-in mel_rvq codec on a manifest's audio",
+                       description="Fit log-mel normalisation and K residual codebooks (k-means) on the audio "
+                                   "(and tgt_audio) of a manifest, then save the tokenizer folder.")
+    p.add_argument("--manifest", required=True, help="JSONL manifest whose audio to fit on")
+    p.add_argument("--out", required=True, help="folder to write the tokenizer to")
+    p.add_argument("--split", default=None, help="use only rows of this split (e.g. train); default: all rows")
+    p.add_argument("--num-codebooks", type=int, default=8, help="K residual codebooks (default 8)")
+    p.add_argument("--codebook-size", type=int, default=256, help="codes per codebook (default 256)")
+    p.add_argument("--stack", type=int, default=4,
+                   help="mel frames (10 ms) per code frame: 4 -> 25 Hz (default), 2 -> 50 Hz")
+    p.add_argument("--n-mels", type=int, default=80, help="mel bands (default 80)")
+    p.add_argument("--max-hours", type=float, default=None, help="read at most this much audio (default: all)")
+    p.add_argument("--max-frames", type=int, default=100_000,
+                   help="k-means on at most this many code frames, drawn at random (default 100000)")
+    p.add_argument("--kmeans-iters", type=int, default=20, help="Lloyd iterations per codebook (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frame sample and k-means (default 0)")
+
+    p = sub.add_parser("info", help="print a saved tokenizer's settings, fingerprint and tokens per second")
+    p.add_argument("path", help="tokenizer folder (holding audio_tokenizer.json)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+
+    p = sub.add_parser("roundtrip", help="encode + decode some utterances and write the wavs",
+                       description="Encode utterances with the tokenizer, decode them with the first k codebooks "
+                                   "for each k asked, and write ORIGINAL_ID.kK.wav files (plus the original, "
+                                   "resampled) into --out.")
+    p.add_argument("path", help="tokenizer folder")
+    p.add_argument("--manifest", required=True, help="JSONL manifest to take utterances from")
+    p.add_argument("--out", required=True, help="folder for the wavs")
+    p.add_argument("--split", default=None, help="only rows of this split")
+    p.add_argument("--limit", type=int, default=4, help="utterances to write (default 4)")
+    p.add_argument("--num-codebooks", type=int, nargs="+", default=None,
+                   help="decode with these numbers of codebooks (default: all K)")
+
+
+def run(args) -> int:
+    return {"fit": _fit, "info": _info, "roundtrip": _roundtrip}[args.action](args)
+
+
+def _fit(args) -> int:
+    from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer, manifest_waves
+
+    tok_kwargs = dict(stack=args.stack, n_mels=args.n_mels)
+    sample_rate = MelRVQTokenizer(**tok_kwargs).sample_rate
+    waves = manifest_waves(args.manifest, sample_rate, split=args.split, seed=args.seed)
+    tok = MelRVQTokenizer.fit(
+        waves, num_codebooks=args.num_codebooks, codebook_size=args.codebook_size, max_frames=args.max_frames,
+        max_seconds=None if args.max_hours is None else args.max_hours * 3600, seed=args.seed,
+        kmeans_iters=args.kmeans_iters, progress=True, **tok_kwargs)
+    out = tok.save_pretrained(args.out)
+    info = tok.fit_info
+    (Path(out) / "fit_info.json").write_text(json.dumps({"manifest": str(args.manifest), "split": args.split,
+                                                          **info}, indent=2) + "\n")
+    print(f"fitted mel_rvq on {info['seconds'] / 3600:.3f} h ({info['frames_used']} of "
+          f"{info['frames_available']} frames); saved to {out} (fingerprint {tok.fingerprint})")
+    return 0
+
+
+def describe(tok) -> dict:
+    """Settings, fingerprint and costs of any audio tokenizer, as a JSON-able dict."""
+    return {
+        "type": tok.type_name,
+        "fingerprint": tok.fingerprint,
+        "sample_rate": tok.sample_rate,
+        "frame_rate": tok.frame_rate,
+        "num_codebooks": tok.num_codebooks,
+        "codebook_size": tok.codebook_size,
+        "tokens_per_second": {k: tok.tokens_per_second(k) for k in range(1, tok.num_codebooks + 1)},
+        "can_decode": tok.can_decode,
+        "config": tok.get_config(),
+    }
+
+
+def _info(args) -> int:
+    from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
+
+    if not (Path(args.path) / CONFIG_NAME).is_file():
+        print(f"{args.path}: no {CONFIG_NAME} here; not a saved audiopalm tokenizer", file=sys.stderr)
+        return 1
+    d = describe(load_audio_tokenizer(args.path))
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"{d['type']} tokenizer at {args.path}  fingerprint {d['fingerprint']}")
+    print(f"  {d['sample_rate']} Hz audio, {d['frame_rate']:g} frames/s, K={d['num_codebooks']} codebooks "
+          f"x {d['codebook_size']} codes")
+    print("  LM tokens per second of audio, first k codebooks: "
+          + ", ".join(f"k={k}: {v:g}" for k, v in d["tokens_per_second"].items()))
+    print("  config: " + ", ".join(f"{k}={v}" for k, v in d["config"].items()))
+    return 0
+
+
+def _roundtrip(args) -> int:
+    import numpy as np
+    import torch
+
+    from audiopalm import audio
+    from audiopalm.manifest import read_manifest
+    from audiopalm.tokenizers.base import load_audio_tokenizer
+
+    tok = load_audio_tokenizer(args.path)
+    if not tok.can_decode:
+        print(f"{args.path}: a {tok.type_name} tokenizer cannot decode", file=sys.stderr)
+        return 1
+    ks = args.num_codebooks or [tok.num_codebooks]
+    bad = [k for k in ks if not 1 <= k <= tok.num_codebooks]
+    if bad:
+        print(f"--num-codebooks {bad}: must be in 1..{tok.num_codebooks}", file=sys.stderr)
+        return 1
+    records = [r for r in read_manifest(args.manifest) if args.split is None or r.split == args.split][: args.limit]
+    out = Path(args.out)
+    for rec in records:
+        wav, sr = audio.load(rec.audio, tok.sample_rate)
+        audio.save(out / f"{rec.id}.orig.wav", wav, sr)
+        with torch.no_grad():
+            codes, n = tok.encode(torch.from_numpy(wav)[None])  # [1, K, F]
+            for k in ks:
+                rec_wav = tok.decode(codes[:, :k])[0].cpu().numpy()  # [T']
+                audio.save(out / f"{rec.id}.k{k}.wav", rec_wav[: len(wav)].astype(np.float32), sr)
+    print(f"wrote {len(records) * (len(ks) + 1)} wavs to {out}")
+    return 0

@@ -1,0 +1,74 @@
+"""`audiopalm tokenizer fit / info / roundtrip` on a tiny manifest of synthetic audio."""
+
+import json
+
+import numpy as np
+import pytest
+
+from audiopalm import audio
+from audiopalm.cli import main
+from audiopalm.manifest import Record, write_manifest
+from audiopalm.tokenizers.base import load_audio_tokenizer
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(6):
+        t = np.arange(int(rng.uniform(0.5, 1.0) * 16000)) / 16000
+        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 300) * t * (1 + 0.3 * t)) + 0.02 * rng.normal(size=t.size)
+        # the corpus is stored at 22.05 kHz (as espeak-ng writes it): fit must resample to 16 kHz
+        audio.save(root / "wav" / f"u{i}.wav", audio.resample(wav.astype(np.float32), 16000, 22050), 22050)
+        records.append(Record(id=f"u{i}", lang="en", text="hello", audio=str(root / "wav" / f"u{i}.wav"),
+                              split="train" if i < 4 else "test"))
+    return write_manifest(root / "manifest.jsonl", records)
+
+
+@pytest.fixture(scope="module")
+def fitted(manifest, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tok") / "tok"
+    rc = main(["tokenizer", "fit", "--manifest", str(manifest), "--out", str(out), "--split", "train",
+               "--num-codebooks", "3", "--codebook-size", "8", "--n-mels", "32", "--kmeans-iters", "5"])
+    assert rc == 0
+    return out
+
+
+def test_fit_writes_a_loadable_tokenizer(fitted):
+    tok = load_audio_tokenizer(fitted)
+    assert tok.type_name == "mel_rvq" and tok.num_codebooks == 3 and tok.codebook_size == 8
+    assert tok.get_config()["n_mels"] == 32
+    info = json.loads((fitted / "fit_info.json").read_text())
+    assert info["split"] == "train"
+    # 4 train utterances of 0.5-1.0 s were read, not the 2 test ones
+    assert 2.0 <= info["seconds"] <= 4.0 and info["frames_used"] == info["frames_available"]
+
+
+def test_info_prints_settings_and_fingerprint(fitted, capsys):
+    assert main(["tokenizer", "info", str(fitted)]) == 0
+    out = capsys.readouterr().out
+    assert load_audio_tokenizer(fitted).fingerprint in out
+    assert "25 frames/s" in out and "k=3: 75" in out
+    assert main(["tokenizer", "info", str(fitted), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["tokens_per_second"]["2"] == 50.0 and d["config"]["stack"] == 4
+
+
+def test_info_on_a_folder_without_tokenizer(tmp_path, capsys):
+    assert main(["tokenizer", "info", str(tmp_path)]) == 1
+    assert "not a saved audiopalm tokenizer" in capsys.readouterr().err
+
+
+def test_roundtrip_writes_wavs(fitted, manifest, tmp_path):
+    out = tmp_path / "rt"
+    rc = main(["tokenizer", "roundtrip", str(fitted), "--manifest", str(manifest), "--out", str(out),
+               "--split", "test", "--num-codebooks", "1", "3"])
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["u4.k1.wav", "u4.k3.wav", "u4.orig.wav", "u5.k1.wav", "u5.k3.wav", "u5.orig.wav"]
+    orig, sr = audio.load(out / "u4.orig.wav")
+    dec, sr2 = audio.load(out / "u4.k3.wav")
+    assert sr == sr2 == 16000 and len(dec) == len(orig)
+    assert main(["tokenizer", "roundtrip", str(fitted), "--manifest", str(manifest), "--out", str(out),
+                 "--num-codebooks", "4"]) == 1
