@@ -22,7 +22,7 @@ def tiny_text_tokenizer(kind: str):
     qwen2 (byte-level, no bos, pad = eos) or gpt2 (byte-level, bos = eos, no pad)."""
     if kind == "llama":
         vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3}
-        for c in "abcdefghijklmnopqrstuvwxyzéèàçñüöä.,'[]ASRTMEFGnglishrench":
+        for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789éèàçñüöä.,'[]":
             vocab.setdefault(c, len(vocab))
         return LlamaTokenizer(vocab=vocab, merges=[])
     from tokenizers import pre_tokenizers

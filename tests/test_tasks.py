@@ -1,0 +1,128 @@
+"""Task rendering: exact sequences per task (decoded and compared as strings), label masks, chains, errors."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from audiopalm.tasks import (IGNORE_INDEX, TASKS, TaskError, TaskSpec, output_template, parse_task, prompt_ids,
+                             render)
+from audiopalm.vocab import UnifiedVocab
+from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+
+A_SRC = "<|audio_start|><a_0_1><a_1_3><a_0_2><a_1_0><|audio_end|>"  # audio_codes, flatten, 2 codebooks
+A_TGT = "<|audio_start|><a_0_0><a_1_3><a_0_1><a_1_3><a_0_2><a_1_3><|audio_end|>"  # tgt_audio_codes
+EOS = "<|endoftext|>"
+
+
+def record(**changes):
+    rec = {"id": "en-0001", "lang": "en", "text": "the dog sleeps.", "audio": "wav/en-0001.wav",
+           "tgt_lang": "fr", "tgt_text": "le chien dort.", "tgt_audio": "wav/fr-0001.wav",
+           "audio_codes": [[1, 2], [3, 0], [7, 7]],  # nested lists; third codebook unused
+           "tgt_audio_codes": np.array([[0, 1, 2], [3, 3, 3], [5, 5, 5]])}
+    rec.update(changes)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def vocab():
+    return UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=4, num_codebooks=2, pattern="flatten")
+
+
+EXPECTED = {  # prompt | target, as the tokenizer decodes them
+    "ASR": ("[ASR English]" + A_SRC + "<|sep|>", "the dog sleeps." + EOS),
+    "AST": ("[AST English French]" + A_SRC + "<|sep|>", "le chien dort." + EOS),
+    "S2ST": ("[S2ST English French]" + A_SRC + "<|sep|>", A_TGT + EOS),
+    "TTS": ("[TTS English] the dog sleeps.<|sep|>", A_SRC + EOS),
+    "MT": ("[MT English French] the dog sleeps.<|sep|>", "le chien dort." + EOS),
+    "ASR AST S2ST": ("[ASR AST S2ST English French]" + A_SRC + "<|sep|>",
+                     "the dog sleeps.<|sep|>le chien dort.<|sep|>" + A_TGT + EOS),
+    "ASR AST": ("[ASR AST English French]" + A_SRC + "<|sep|>", "the dog sleeps.<|sep|>le chien dort." + EOS),
+    "MT TTS": ("[MT TTS English French] the dog sleeps.<|sep|>", "le chien dort.<|sep|>" + A_SRC + EOS),
+}
+
+
+@pytest.mark.parametrize("task", sorted(EXPECTED))
+def test_exact_rendered_sequences_and_labels(task, vocab):
+    ex = render(record(), task, vocab, max_len=256)
+    ids, labels = ex["input_ids"], ex["labels"]
+    assert len(ids) == len(labels)
+    n_prompt = sum(1 for lab in labels if lab == IGNORE_INDEX)
+    assert labels[:n_prompt] == [IGNORE_INDEX] * n_prompt and labels[n_prompt:] == ids[n_prompt:]
+    want_prompt, want_target = EXPECTED[task]
+    assert vocab.tokenizer.decode(ids[:n_prompt]) == want_prompt
+    assert vocab.tokenizer.decode(ids[n_prompt:]) == want_target
+    assert prompt_ids(record(), task, vocab) == ids[:n_prompt]
+    assert ids[-1] == vocab.eos_id and ids[n_prompt - 1] == vocab.sep_id
+
+
+def test_audio_segments_invert_to_the_record_codes(vocab):
+    ex = render(record(), "ASR AST S2ST", vocab, max_len=256)
+    ids = ex["input_ids"]
+    starts = [i for i, t in enumerate(ids) if t == vocab.audio_start_id]
+    ends = [i for i, t in enumerate(ids) if t == vocab.audio_end_id]
+    src, tgt = (vocab.ids_to_audio(ids[s:e + 1]) for s, e in zip(starts, ends))
+    assert torch.equal(src, torch.tensor([[1, 2], [3, 0]]))
+    assert torch.equal(tgt, torch.tensor([[0, 1, 2], [3, 3, 3]]))
+
+
+def test_prompt_needs_only_input_fields(vocab):
+    rec = {"id": "x", "lang": "en", "audio_codes": [[1, 2], [3, 0]], "tgt_lang": "fr"}
+    assert vocab.tokenizer.decode(prompt_ids(rec, "S2ST", vocab)) == EXPECTED["S2ST"][0]
+
+
+def test_bos_comes_first_when_the_tokenizer_has_one():
+    v = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=4, num_codebooks=2, pattern="delay")
+    ex = render(record(), "ASR", v, max_len=256)
+    assert ex["input_ids"][0] == v.bos_id == v.tokenizer.bos_token_id
+    s = v.tokenizer.decode(ex["input_ids"])
+    assert s.startswith("<s>") and "<|audio_pad|>" in s and s.endswith("the dog sleeps.</s>"), s
+
+
+def test_output_template_and_parse():
+    assert output_template("asr ast s2st") == [("text", "text"), ("text", "tgt_text"), ("audio", "tgt_audio_codes")]
+    assert output_template("TTS") == [("audio", "audio_codes")]
+    spec = parse_task("ASR AST")
+    assert spec == TaskSpec(("ASR", "AST")) and spec.tag("de", "es") == "[ASR AST German Spanish]"
+    assert parse_task(spec) is spec and set(TASKS) == {"ASR", "AST", "TTS", "S2ST", "MT"}
+    assert parse_task("S2ST").fields == ["lang", "tgt_lang", "audio_codes", "tgt_audio_codes"]
+
+
+@pytest.mark.parametrize("task, message", [
+    ("ASRX", "unknown task 'ASRX'"),
+    ("ASR TTS", "chained tasks must share one input"),
+    ("ASR ASR", "repeats an output"),
+    ("", "expected a task name"),
+])
+def test_bad_tasks(task, message, vocab):
+    with pytest.raises(TaskError, match=message):
+        render(record(), task, vocab, max_len=256, skip=Counter())  # a skip counter never hides a bad task
+
+
+def test_missing_field_names_record_task_and_field(vocab):
+    rec = record(tgt_audio_codes=None, tgt_audio=None)
+    with pytest.raises(TaskError) as e:
+        render(rec, "S2ST", vocab, max_len=256)
+    assert "record 'en-0001', task 'S2ST', field 'tgt_audio_codes': missing" in str(e.value)
+    assert (e.value.record_id, e.value.task, e.value.field) == ("en-0001", "S2ST", "tgt_audio_codes")
+    with pytest.raises(TaskError, match="field 'tgt_lang'"):
+        render(record(tgt_lang=None), "AST", vocab, max_len=256)
+    with pytest.raises(TaskError, match="field 'lang': unknown language 'xx'"):
+        render(record(lang="xx"), "ASR", vocab, max_len=256)
+    with pytest.raises(TaskError, match=r"field 'audio_codes': expected audio codes \[K, F\] with F >= 1, got shape \(2, 0\)"):
+        render(record(audio_codes=[[], []]), "ASR", vocab, max_len=256)
+    with pytest.raises(TaskError, match=r"field 'audio_codes': codes must be in \[0, 4\)"):
+        render(record(audio_codes=[[1, 9], [0, 0]]), "ASR", vocab, max_len=256)
+
+
+def test_too_long_is_an_error_or_a_counted_skip_never_a_truncation(vocab):
+    n = len(render(record(), "ASR AST S2ST", vocab, max_len=256)["input_ids"])
+    assert render(record(), "ASR AST S2ST", vocab, max_len=n) is not None
+    with pytest.raises(TaskError, match=rf"record 'en-0001', task 'ASR AST S2ST': {n} tokens .* > max_len {n - 1}"):
+        render(record(), "ASR AST S2ST", vocab, max_len=n - 1)
+    skip = Counter()
+    assert render(record(), "ASR AST S2ST", vocab, max_len=n - 1, skip=skip) is None
+    assert render(record(tgt_audio_codes=None), "S2ST", vocab, max_len=256, skip=skip) is None
+    assert render(record(tgt_audio_codes=None), "S2ST", vocab, max_len=256, skip=skip) is None
+    assert skip == Counter({"ASR AST S2ST: too long": 1, "S2ST: missing tgt_audio_codes": 2})
