@@ -107,13 +107,14 @@ class WhisperJudge:
     """Longest transcript in tokens (Whisper's decoder holds 448 positions in all)."""
     name: str = "whisper"
     """Name recorded in metric signatures."""
+    _model: object = dataclasses.field(default=None, init=False, repr=False)
+    _processor: object = dataclasses.field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"WhisperJudge.batch_size must be >= 1, got {self.batch_size}")
         if self.max_new_tokens < 1:
             raise ValueError(f"WhisperJudge.max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        self._model = self._processor = None
 
     def _load(self):
         if self._model is None:

@@ -119,6 +119,8 @@ class ErrorRate:
     """Each utterance's own rate (100 * edits / max(ref_len, 1)); an empty reference counts as one unit."""
     n: int
     """Number of utterances."""
+    signature: str = ""
+    """How it was computed (normaliser on/off, language, jiwer version), to report beside the number."""
 
     @property
     def edits(self) -> int:
@@ -164,9 +166,19 @@ def _error_rate(metric: str, refs: Sequence[str], hyps: Sequence[str], lang: str
     assert out.hits + out.substitutions + out.deletions == total, \
         (metric, out.hits, out.substitutions, out.deletions, total)
     edits = out.substitutions + out.deletions + out.insertions
+    signature = f"norm:{'audiopalm' if normalized else 'no'}|lang:{lang or '-'}|jiwer:{_version('jiwer')}"
     return ErrorRate(metric=metric, value=100.0 * edits / total, substitutions=out.substitutions,
                      deletions=out.deletions, insertions=out.insertions, hits=out.hits, ref_len=total,
-                     per_utterance=per_utt, n=len(refs))
+                     per_utterance=per_utt, n=len(refs), signature=signature)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
 
 
 def wer(refs: Sequence[str], hyps: Sequence[str], lang: str | None = None, *,
@@ -293,4 +305,20 @@ def tts_roundtrip_wer(wavs: Sequence[np.ndarray], sample_rate: int, texts: Seque
     Returns the error rate and the transcripts.
     """
     hyps = _transcribe(judge, wavs, sample_rate, lang, "TTS round-trip WER")
-    return wer(texts, hyps, lang), hyps
+    score = wer(texts, hyps, lang)
+    score.signature = f"judge:{getattr(judge, 'name', type(judge).__name__)}|{score.signature}"
+    return score, hyps
+
+
+# ----------------------------------------------------------------------------- summary rows
+
+
+def summary_row(score: ErrorRate | CorpusScore, *, task: str, src: str | None, tgt: str | None = None,
+                split: str = "test", subset: str = "all", metric: str | None = None) -> dict:
+    """One entry of a results folder's ``summary.json`` "metrics" list (the format eval/report.py reads).
+
+    ``metric`` overrides the score's own name (e.g. ``"TTS-WER"`` for a round-trip WER).
+    """
+    return {"task": task, "src": src, "tgt": tgt, "split": split, "subset": subset,
+            "metric": metric or score.metric, "value": round(float(score.value), 4), "n": score.n,
+            "signature": score.signature or None}

@@ -11,7 +11,7 @@ import pytest
 
 from audiopalm import asr_judges
 from audiopalm.asr_judges import ASRJudge, CallableJudge, PocketSphinxJudge, WhisperJudge, make_judge
-from audiopalm.metrics import asr_bleu, bleu, cer, chrf, normalize, tts_roundtrip_wer, wer
+from audiopalm.metrics import asr_bleu, bleu, cer, chrf, normalize, summary_row, tts_roundtrip_wer, wer
 
 # ----------------------------------------------------------------------------- normaliser rules
 
@@ -85,6 +85,17 @@ def test_wer_hand_computed_and_corpus_level():
     assert r.per_utterance == pytest.approx([0.0, 100.0])
     assert r.value == pytest.approx(100 / 11)
     assert r.n == 2 and r.edits == 1
+
+
+def test_error_rate_signature_and_summary_row():
+    r = wer(["a b"], ["a c"], "fr")
+    assert r.signature.startswith("norm:audiopalm|lang:fr|jiwer:")
+    assert wer(["a"], ["a"], normalized=False).signature.startswith("norm:no|lang:-|")
+    row = summary_row(r, task="ASR", src="fr", subset="heldout_voice")
+    assert row == {"task": "ASR", "src": "fr", "tgt": None, "split": "test", "subset": "heldout_voice",
+                   "metric": "WER", "value": 50.0, "n": 1, "signature": r.signature}
+    b = summary_row(bleu(["a b c d"], ["a b c d"]), task="AST", src="en", tgt="fr", metric="BLEU-13a")
+    assert b["metric"] == "BLEU-13a" and b["value"] == 100.0 and "tok:13a" in b["signature"]
 
 
 def test_wer_normalises_by_default_only():
@@ -180,6 +191,7 @@ def test_callable_judge_and_judged_metrics():
     assert raw.value < 50
     err, texts = tts_roundtrip_wer(wavs, 16000, ["le chat dort", "vingt et un chats"], "fr", judge)
     assert err.value == pytest.approx(100 / 7)  # 1 substitution over 3 + 4 words
+    assert err.signature.startswith("judge:fake|norm:audiopalm|lang:fr|")
     assert calls == [(2, 16000, "fr")] * 3
 
 

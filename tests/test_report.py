@@ -168,6 +168,20 @@ def test_markdown_report(tmp_path):
     assert "## Ablation: codebook pattern" in text
 
 
+def test_summary_rows_from_metrics_module_are_read(tmp_path):
+    from audiopalm.metrics import bleu, summary_row, wer
+
+    root = tmp_path / "results"
+    root.mkdir()
+    rows = [summary_row(wer(["a b c"], ["a b x"], "en"), task="ASR", src="en", subset="seen_voices"),
+            summary_row(bleu(["the cat sat on the mat"], ["the cat sat on a mat"]), task="AST", src="en", tgt="de")]
+    (root / "summary.json").write_text(json.dumps({"checkpoint": "ckpt", "metrics": rows}))
+    md, _ = report.write_report(root)
+    text = md.read_text()
+    assert "| test | seen_voices | 33.33 | 1 |" in text and "| test | all | 53.73 | 1 |" in text
+    assert "WER: norm:audiopalm|lang:en|jiwer:" in text
+
+
 def test_runs_named_by_folder_or_mapping(tmp_path):
     root = _results_folder(tmp_path / "results")
     (root / "train_metrics.jsonl").unlink()
@@ -231,3 +245,14 @@ def test_cli(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "eval" / "report.py"), "--help"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "summary.json" in out.stdout
+
+
+def test_text_is_escaped(tmp_path):
+    root = _results_folder(tmp_path / "results")
+    rows = [{"id": "x<1>", "task": "TTS", "src": "en", "text": "a <script>alert(1)</script> | b",
+             "audio": "outputs/wav/tts-0001.wav"}]
+    (root / "outputs" / "tts.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    md, page = report.write_report(root)
+    body = page.read_text()
+    assert "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "x&lt;1&gt;" in body
+    assert "a <script>alert(1)</script> \\| b" in md.read_text()  # a pipe cannot break the md table
