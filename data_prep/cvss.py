@@ -40,49 +40,40 @@ def _release_split_dir(folder: Path, split: str) -> str:
     for name in (split, *hc.SPLIT_ALIASES.get(split, ())):
         if (folder / f"{name}.tsv").is_file():
             return name
-    raise hc.SourceError(f"{folder}: no {split}.tsv (or {', '.join(n + '.tsv' for n in hc.SPLIT_ALIASES.get(split, ()))});"
-                         " expected an extracted CVSS release (train.tsv, dev.tsv, test.tsv + wav folders)")
+    raise hc.SourceError(f"{folder}: no {split}.tsv (nor an alias: {', '.join(hc.SPLIT_ALIASES.get(split, ()))}); "
+                         "expected an extracted CVSS release (train.tsv, dev.tsv, test.tsv + wav folders)")
 
 
 def target_index(source: str, *, split: str, config: str | None = None, streaming: bool | None = None,
-                 revision: str | None = None) -> dict[str, tuple[str, object, str | None]]:
-    """CVSS target side as ``{clip: (normalised_text, audio_cell, base_dir)}``.
+                 revision: str | None = None) -> dict[str, tuple[str, object]]:
+    """CVSS target side as ``{clip: (normalised_text, audio_cell)}``.
 
     For the release folder and for map-style datasets the cells are paths / lazy row lookups, so
     the index is small; a streamed hub copy is held in memory (bytes included).
     """
     path = Path(source)
-    index: dict[str, tuple[str, object, str | None]] = {}
+    index: dict[str, tuple[str, object]] = {}
     if path.is_dir() and any((path / f"{n}.tsv").is_file() for n in ("train", "dev", "test")):
         name = _release_split_dir(path, split)
-        for lineno, cells in hc.read_tsv(path / f"{name}.tsv", header=False):
+        tsv = path / f"{name}.tsv"
+        for lineno, cells in hc.read_tsv(tsv, header=False):
             if len(cells) != 2:
-                raise hc.SourceError(f"{path / (name + '.tsv')}:{lineno}: expected 'CLIP<TAB>text', got {len(cells)} fields")
+                raise hc.SourceError(f"{tsv}:{lineno}: expected 'CLIP<TAB>text', got {len(cells)} fields")
             clip_file, text = cells
-            index[hc.strip_audio_ext(clip_file)] = (text.strip(), {"bytes": None, "path": f"{name}/{clip_file}.wav"},
-                                                    str(path))
+            wav = path / name / f"{clip_file}.wav"
+            index[hc.strip_audio_ext(clip_file)] = (text.strip(), {"bytes": None, "path": str(wav)})
         return index
     ds = hc.open_dataset(source, config=config, split=split, streaming=streaming, revision=revision)
     hc.require_columns(ds, COLUMNS, source)
     if hc.dataset_len(ds) is not None:  # map-style: keep row numbers, fetch audio when joined
         ids, texts = ds["id"], ds["text"]
         for i, (clip, text) in enumerate(zip(ids, texts)):
-            index[hc.strip_audio_ext(str(clip))] = (str(text).strip(), _LazyCell(ds, i), None)
+            index[hc.strip_audio_ext(str(clip))] = (str(text).strip(), hc.LazyCell(ds, i))
     else:
         print(f"cvss: holding the streamed target split {split!r} of {source} in memory to join it", file=sys.stderr)
         for row in ds:
-            index[hc.strip_audio_ext(str(row["id"]))] = (str(row["text"]).strip(), row["audio"], None)
+            index[hc.strip_audio_ext(str(row["id"]))] = (str(row["text"]).strip(), row["audio"])
     return index
-
-
-class _LazyCell:
-    """An audio cell read from row ``i`` of a map-style dataset only when it is decoded."""
-
-    def __init__(self, ds, i: int):
-        self.ds, self.i = ds, i
-
-    def get(self) -> dict:
-        return self.ds[self.i]["audio"]
 
 
 def prepare(source: str | os.PathLike, out_dir: str | os.PathLike = "data/cvss", *, covost: str | os.PathLike,
@@ -121,16 +112,16 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike = "data/cvss",
             if hit is None:
                 yield "no CVSS target for the CoVoST clip"
                 continue
-            text, cell, base_dir = hit
-            if isinstance(cell, _LazyCell):
+            text, cell = hit
+            if isinstance(cell, hc.LazyCell):
                 cell = cell.get()
             tgt_text = text if tgt_text_from == "cvss" else row["translation"]
             yield hc.Item(
-                record=Record(id=f"cvss_{variant}-{src_iso}_en-{row['clip']}", lang=src_iso, text=row["sentence"],
-                              audio=str(src_dir / f"{row['clip']}.wav"), tgt_lang="en", tgt_text=tgt_text,
-                              tgt_audio=str(tgt_dir / f"{row['clip']}.wav"), speaker=covost2.speaker_of(row["client_id"]),
-                              split=split),
-                audio=row["audio"], tgt_audio=_based(cell, base_dir))
+                record=Record(id=f"cvss_{variant}-{src_iso}_en-{row['clip']}", lang=src_iso,
+                              text=row["sentence"], audio=str(src_dir / f"{row['clip']}.wav"),
+                              tgt_lang="en", tgt_text=tgt_text, tgt_audio=str(tgt_dir / f"{row['clip']}.wav"),
+                              speaker=covost2.speaker_of(row["client_id"]), split=split),
+                audio=row["audio"], tgt_audio=cell)
 
     manifest, stats = hc.run_import(items(), out_dir / f"cvss_{variant}.{src_iso}_en.{split}.jsonl",
                                     max_items=max_items, skip_bad=skip_bad, sample_rate=sample_rate,
@@ -138,12 +129,4 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike = "data/cvss",
                                     desc=f"cvss_{variant} {pair} {split}", progress=progress)
     hc.report(f"cvss_{variant}", manifest, stats)
     return manifest
-
-
-def _based(cell, base_dir: str | None):
-    """Make a relative path in a cell absolute against ``base_dir`` (the CVSS release folder)."""
-    if base_dir is None or not isinstance(cell, dict) or cell.get("bytes") or not cell.get("path"):
-        return cell
-    p = Path(cell["path"])
-    return {"bytes": None, "path": str(p if p.is_absolute() else Path(base_dir) / p)}
 

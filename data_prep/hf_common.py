@@ -175,6 +175,17 @@ def class_names(ds, column: str) -> list[str] | None:
     return list(feat.names) if isinstance(feat, datasets.ClassLabel) else None
 
 
+class LazyCell:
+    """An audio cell in row ``i`` of a map-style dataset, read only when :meth:`get` is called
+    (joins index the other side by id without holding its audio in memory)."""
+
+    def __init__(self, ds, i: int, column: str = "audio"):
+        self.ds, self.i, self.column = ds, i, column
+
+    def get(self):
+        return self.ds[self.i][self.column]
+
+
 def dataset_len(ds) -> int | None:
     """Number of rows if known without iterating (map-style datasets), else None."""
     try:
@@ -242,11 +253,11 @@ def _wav_is_usable(path: Path, sample_rate: int | None) -> bool:
     return info.frames > 0 and (sample_rate is None or info.samplerate == sample_rate)
 
 
-def materialise(cell, dest: Path, *, name: str, base_dir=None, sample_rate: int | None = None) -> bool:
+def materialise(cell, dest: Path, *, name: str, sample_rate: int | None = None) -> bool:
     """Write ``cell``'s audio to the wav ``dest`` unless a usable one is there. True if written."""
     if dest.is_file() and _wav_is_usable(dest, sample_rate):
         return False
-    wav, sr = decode_cell(cell, name=name, base_dir=base_dir, sample_rate=sample_rate)  # [T]
+    wav, sr = decode_cell(cell, name=name, sample_rate=sample_rate)  # [T]
     tmp = dest.with_name(dest.stem + ".partial.wav")  # a crash mid-write never leaves a "done" wav
     audio.save(tmp, wav, sr)
     os.replace(tmp, dest)
@@ -267,8 +278,6 @@ class Item:
     """Audio cell of the source side (``{"bytes", "path"}``, or a path)."""
     tgt_audio: object = None
     """Audio cell of the target side (CVSS), or None."""
-    base_dir: str | None = None
-    """Folder that relative paths in the cells are relative to."""
 
 
 @dataclasses.dataclass
@@ -336,7 +345,7 @@ def run_import(items: Iterable[Item | str], manifest: str | os.PathLike, *, max_
                     dest = Path(dest)
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     new = materialise(cell, dest, name=f"row {row_no} (id {rec.id}) {field}",
-                                      base_dir=item.base_dir, sample_rate=sample_rate)
+                                      sample_rate=sample_rate)
                     stats.wavs_new += new
                     stats.wavs_kept += not new
             except (AudioError, ManifestError) as e:

@@ -9,7 +9,8 @@ examples:
   audiopalm prepare librispeech --split train.clean.100 --max-items 2000 --out data/librispeech
   audiopalm prepare covost2 --pair fr_en --split train --source covost_fr_en_copy/ --out data/covost2
   audiopalm prepare cvss --pair fr_en --source cvss_c_fr_en_v1.0/ --covost covost_fr_en_copy/ --out data/cvss
-  audiopalm prepare fleurs --config fr_fr --split test --source fleurs_fr_fr_copy/ --out data/fleurs
+  audiopalm prepare fleurs --config fr_fr --split test --source fleurs_copy/ --out data/fleurs
+  audiopalm prepare fleurs --config fr_fr --tgt-config en_us --split test --source fleurs_copy/ --out data/fleurs
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="en_us", help="language config: en_us, fr_fr, cmn_hans_cn ... (default: en_us)")
     p.add_argument("--lang", default=None, help="ISO code to write instead of the one derived from --config")
     p.add_argument("--normalized", action="store_true", help="use the normalised transcription, not the raw one")
+    p.add_argument("--tgt-config", default=None,
+                   help="make translation pairs with this second language (FLEURS is n-way parallel), e.g. en_us")
+    p.add_argument("--tgt-source", default=None, help="source of the --tgt-config language (default: --source)")
+    p.add_argument("--no-tgt-speech", action="store_true", help="pairs with target text only (no tgt_audio)")
 
 
 def run(args) -> int:
@@ -90,7 +95,8 @@ def run(args) -> int:
         kw.update(covost=args.covost, pair=args.pair, variant=args.variant, tgt_text_from=args.tgt_text,
                   clips_dir=args.clips, covost_config=args.covost_config, config=args.config)
     elif args.corpus == "fleurs":
-        kw.update(config=args.config, lang=args.lang, normalized=args.normalized)
+        kw.update(config=args.config, lang=args.lang, normalized=args.normalized, tgt_config=args.tgt_config,
+                  tgt_source=args.tgt_source, tgt_speech=not args.no_tgt_speech)
     try:
         manifest = module.prepare(args.source, args.out, **kw)
     except (hc.SourceError, AudioError, ManifestError) as e:

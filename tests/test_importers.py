@@ -277,3 +277,31 @@ def test_unreachable_hub_is_a_clear_error(tmp_path):
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # tests/conftest.py: never touch the network
     with pytest.raises(hc.SourceError, match="Without the hub, pass a save_to_disk copy"):
         librispeech.prepare("openslr/librispeech_asr", tmp_path / "out", progress=False)
+
+
+def test_fleurs_pairs_joined_on_sentence_id(tmp_path, capsys):
+    fr = fx.fleurs_saved(tmp_path / "fr", config="fr_fr", n=3)  # sentences 1000, 1001, 1000
+    en = fx.fleurs_saved(tmp_path / "en", config="en_us", n=1)  # only sentence 1000
+    man = fleurs.prepare(fr, tmp_path / "out", config="fr_fr", tgt_source=en, tgt_config="en_us", progress=False)
+    assert man.name == "fleurs.fr_fr-en_us.train.jsonl"
+    recs = read_manifest(man)
+    assert [r.id for r in recs] == [f"fleurs-fr_fr-en_us-{10004088536354799741 + i}" for i in (0, 2)]
+    assert "1 skipped: sentence not in en_us" in capsys.readouterr().err
+    assert {(r.lang, r.tgt_lang, r.tgt_text) for r in recs} == {("fr", "en", fx.FLEURS_RAW["en_us"][0])}
+    assert recs[0].tgt_audio == recs[1].tgt_audio  # one target wav per sentence
+    assert abs(_dur(recs[0].tgt_audio)[0] - fx.seconds_of(0)) < 1e-3
+    text_only = read_manifest(fleurs.prepare(fr, tmp_path / "out2", config="fr_fr", tgt_source=en,
+                                             tgt_config="en_us", tgt_speech=False, progress=False))
+    assert all(r.tgt_audio is None and r.tgt_text for r in text_only)
+
+
+def test_cli_fleurs_pairs_with_a_release_folder_target(tmp_path, capsys):
+    from audiopalm.cli import main
+
+    fr = fx.fleurs_saved(tmp_path / "fr", config="fr_fr", n=2, split="validation")
+    en = fx.fleurs_release(tmp_path / "en_us", config="en_us", n=2)  # dev.tsv: sentences 1000, 1001
+    assert main(["prepare", "fleurs", "--source", str(fr), "--config", "fr_fr", "--tgt-config", "en_us",
+                 "--tgt-source", str(en), "--split", "validation", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    recs = read_manifest(capsys.readouterr().out.strip())
+    assert [r.tgt_text for r in recs] == fx.FLEURS_RAW["en_us"]
+    assert [r.text for r in recs] == fx.FLEURS_RAW["fr_fr"]
