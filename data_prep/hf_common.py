@@ -147,7 +147,7 @@ def open_dataset(source: str, *, config: str | None = None, split: str, streamin
             if "split" in str(e).lower():
                 raise SourceError(f"{source} ({config}): {e}") from None
             raise
-    cols = ds.column_names or []
+    cols = column_names(ds)
     for col in audio_columns:
         if col not in cols:
             raise SourceError(f"{source}: no {col!r} column; columns: {', '.join(cols)}")
@@ -155,10 +155,18 @@ def open_dataset(source: str, *, config: str | None = None, split: str, streamin
     return ds
 
 
+def column_names(ds) -> list[str]:
+    """Columns of a dataset; a stream whose features are not declared is asked for its first row."""
+    cols = ds.column_names
+    if cols is None:  # IterableDataset without declared features
+        first = next(iter(ds.take(1)), None)
+        cols = list(first) if first is not None else []
+    return list(cols)
+
+
 def require_columns(ds, needed: Iterable[str], where: str) -> None:
     """Raise :class:`SourceError` naming the missing columns of a dataset (or row dict)."""
-    cols = ds.column_names if hasattr(ds, "column_names") else list(ds)
-    cols = cols or []
+    cols = column_names(ds) if hasattr(ds, "column_names") else list(ds)
     missing = [c for c in needed if c not in cols]
     if missing:
         raise SourceError(f"{where}: missing column(s) {', '.join(missing)}; has: {', '.join(cols)}")
