@@ -141,6 +141,13 @@ def parse_task(task: str | TaskSpec) -> TaskSpec:
     return TaskSpec(tuple(w.upper() for w in task.split()))
 
 
+def tag_lines() -> list[str]:
+    """One line per language holding every task word, e.g. ``"[ASR AST S2ST TTS MT English]"``.
+
+    Add these to a text tokenizer's training text (stage 0) so that no tag word becomes ``<unk>``."""
+    return [f"[{' '.join(TASKS)} {name}]" for name in LANGUAGES.values()]
+
+
 def output_template(task: str | TaskSpec) -> list[tuple[str, str]]:
     """The target's segments in order, e.g. ``[("text", "text"), ("text", "tgt_text"), ("audio", "tgt_audio_codes")]``."""
     return parse_task(task).output_segments

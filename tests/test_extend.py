@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
 
-from audiopalm.modeling.extend import CheckpointError, extend_model, load_checkpoint, save_checkpoint
+from audiopalm.modeling.extend import (CheckpointError, extend_model, load_checkpoint, new_token_ids, save_checkpoint,
+                                       trainable_token_indices)
 from audiopalm.tokenizers import base
 from audiopalm.tokenizers.base import AudioTokenizer
 from audiopalm.vocab import UnifiedVocab
@@ -160,3 +161,28 @@ def test_checkpoint_errors(tmp_path):
     small = tiny_model("gpt2", True, 10)
     with pytest.raises(CheckpointError, match="embedding has 10 rows but the text tokenizer has 257"):
         extend_model(small, vocab)
+
+
+@pytest.mark.parametrize("family, tied", [("llama", False), ("gpt2", True)])
+def test_lora_trains_only_the_new_rows(family, tied):
+    from peft import LoraConfig, get_peft_model
+
+    model, vocab, _ = _setup(family, tied)
+    extend_model(model, vocab)
+    indices = trainable_token_indices(model, vocab)
+    assert indices == ({"embed_tokens": new_token_ids(vocab), "lm_head": new_token_ids(vocab)} if not tied
+                       else {"wte": new_token_ids(vocab)})
+    old_emb, old_head = _weights(model)
+    targets = ["q_proj", "v_proj"] if family == "llama" else ["c_attn"]
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                  trainable_token_indices=indices))
+    opt = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=1.0)
+    x = torch.tensor([vocab.text_ids("[TTS English] the dog") + vocab.audio_to_ids(torch.tensor([[1, 2], [3, 4]]))])
+    peft_model(x, labels=x).loss.backward()
+    opt.step()
+    merged = peft_model.merge_and_unload()
+    emb, head = _weights(merged)
+    text = vocab.audio_offset
+    assert torch.equal(emb[:text], old_emb[:text]) and torch.equal(head[:text], old_head[:text])
+    assert not torch.equal(emb[text:len(vocab)], old_emb[text:len(vocab)])
+    assert not torch.equal(head[text:len(vocab)], old_head[text:len(vocab)])

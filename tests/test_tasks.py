@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from audiopalm.tasks import (IGNORE_INDEX, TASKS, TaskError, TaskSpec, output_template, parse_task, prompt_ids,
-                             render)
+                             render, tag_lines)
 from audiopalm.vocab import UnifiedVocab
 from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
@@ -126,3 +126,11 @@ def test_too_long_is_an_error_or_a_counted_skip_never_a_truncation(vocab):
     assert render(record(tgt_audio_codes=None), "S2ST", vocab, max_len=256, skip=skip) is None
     assert render(record(tgt_audio_codes=None), "S2ST", vocab, max_len=256, skip=skip) is None
     assert skip == Counter({"ASR AST S2ST: too long": 1, "S2ST: missing tgt_audio_codes": 2})
+
+
+def test_tag_lines_cover_every_tag_word():
+    lines = tag_lines()
+    words = {w for line in lines for w in line.strip("[]").split()}
+    spec = parse_task("ASR AST S2ST")
+    assert set(spec.tag("en", "fr").strip("[]").split()) <= words and set(TASKS) <= words
+    assert len(lines) == len(set(lines)) and all(line.startswith("[") and line.endswith("]") for line in lines)

@@ -96,6 +96,24 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
     return model
 
 
+def new_token_ids(vocab: UnifiedVocab) -> list[int]:
+    """Ids added by the vocabulary (audio block and special tokens): ``[audio_offset, len(vocab))``."""
+    return list(range(vocab.audio_offset, len(vocab)))
+
+
+def trainable_token_indices(model, vocab: UnifiedVocab) -> dict[str, list[int]]:
+    """``peft.LoraConfig(trainable_token_indices=...)`` that trains only the new rows under LoRA.
+
+    Keys are the module names of the input embedding and, when it is not tied to it, the lm_head
+    (``{"embed_tokens": ids, "lm_head": ids}`` for Llama; ``{"wte": ids}`` for tied GPT-2)."""
+    names = {id(m): n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    out = {names[id(emb)]: new_token_ids(vocab)}
+    if head is not None and head.weight is not emb.weight:
+        out[names[id(head)]] = new_token_ids(vocab)
+    return out
+
+
 def _check_audio_tokenizer(vocab: UnifiedVocab, audio_tokenizer) -> None:
     """The audio tokenizer makes the codes the vocabulary was laid out for."""
     if audio_tokenizer.codebook_size != vocab.codebook_size or audio_tokenizer.num_codebooks < vocab.num_codebooks:
