@@ -213,6 +213,11 @@ class UnifiedVocab:
                 raise VocabError(f"special token {role} {entry['token']!r} has id {got_id}, expected {entry['id']}")
             if lay.audio_offset <= entry["id"] < self.audio_end_offset:
                 raise VocabError(f"special token {role} id {entry['id']} lies inside the audio block")
+        for role in ("pad", "eos", "bos"):
+            entry = lay.special_tokens.get(role)
+            got_id = getattr(self.tokenizer, f"{role}_token_id")
+            if entry is not None and got_id != entry["id"]:
+                raise VocabError(f"tokenizer.{role}_token_id is {got_id}, expected {entry['id']} ({entry['token']!r})")
 
     # ---- sizes and special ids ----------------------------------------------------------------
     def __len__(self) -> int:

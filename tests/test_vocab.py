@@ -8,6 +8,8 @@ import json
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import torch
 from transformers import AutoTokenizer, GPT2Tokenizer, LlamaTokenizer, Qwen2Tokenizer
 
@@ -130,6 +132,7 @@ def test_save_load_round_trip(tmp_path):
     assert layout["special_tokens"]["audio_start"] == {"token": "<|audio_start|>", "id": v.audio_start_id}
     w = UnifiedVocab.from_pretrained(tmp_path)
     assert w.layout == v.layout and w.tasks == ["ASR", "TTS"]
+    assert (w.tokenizer.pad_token, w.tokenizer.pad_token_id) == ("<|pad|>", v.pad_id) and w.tokenizer.bos_token_id == v.bos_id
     codes = torch.tensor([[1, 2, 3], [4, 5, 6]])
     assert w.audio_to_ids(codes) == v.audio_to_ids(codes)
 
@@ -146,6 +149,13 @@ def test_load_detects_disagreement(tmp_path):
     path.write_text(json.dumps(dict(layout, codebook_size=9, vocab_size=layout["vocab_size"] + 2)))
     with pytest.raises(VocabError, match="disagree: len.tokenizer. is"):
         UnifiedVocab.from_pretrained(tmp_path)
+    tok_cfg = tmp_path / "tokenizer_config.json"
+    saved = tok_cfg.read_text()
+    tok_cfg.write_text(json.dumps(dict(json.loads(saved), pad_token="<|sep|>")))
+    path.write_text(json.dumps(layout))
+    with pytest.raises(VocabError, match=r"tokenizer.pad_token_id is \d+, expected \d+ \('<\|pad\|>'\)"):
+        UnifiedVocab.from_pretrained(tmp_path)
+    tok_cfg.write_text(saved)
     path.write_text(json.dumps(dict(layout, pattern="zigzag")))
     with pytest.raises(VocabError, match="pattern: unknown 'zigzag'"):
         UnifiedVocab.from_pretrained(tmp_path)
@@ -178,3 +188,39 @@ def test_adding_2k_audio_tokens_is_quick():
 def test_build_checks_audio_tokenizer_fit():
     with pytest.raises(VocabError, match="give codebook_size and num_codebooks"):
         UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=8)
+
+
+WORDS = ["the", "dog", "sleeps.", "le", "chien", "dort,", "pequeño", "Hund", "[ASR", "English]", "é", "42"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_mixed_sequences_round_trip(data, text_tok):
+    """Random interleavings of text, audio segments and special tokens decode and re-encode to the same ids."""
+    pattern = data.draw(st.sampled_from(sorted(PATTERNS)))
+    v = _vocab_for(text_tok, pattern)
+    ids: list[int] = []
+    previous = None
+    for _ in range(data.draw(st.integers(1, 6))):
+        kind = data.draw(st.sampled_from(["audio", "special"] + (["text"] if previous != "text" else [])))
+        if kind == "text":
+            ids += v.text_ids(" ".join(data.draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))))
+        elif kind == "audio":
+            frames = data.draw(st.integers(1, 4))
+            codes = data.draw(st.lists(st.lists(st.integers(0, 3), min_size=frames, max_size=frames), min_size=2, max_size=2))
+            ids += v.audio_to_ids(codes)
+        else:
+            ids.append(data.draw(st.sampled_from([v.sep_id, v.eos_id, v.audio_pad_id, v.audio_start_id])))
+        previous = kind
+    s = v.tokenizer.decode(ids)
+    assert v.tokenizer.encode(s, add_special_tokens=False) == ids, s
+
+
+_VOCABS: dict = {}
+
+
+def _vocab_for(text_tok, pattern):
+    key = (type(text_tok).__name__, pattern)
+    if key not in _VOCABS:
+        _VOCABS[key] = UnifiedVocab.build(text_tok, codebook_size=4, num_codebooks=2, pattern=pattern)
+    return _VOCABS[key]
