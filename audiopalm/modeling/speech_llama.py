@@ -424,7 +424,8 @@ class SpeechLlama(nn.Module):
                         dtype: torch.dtype | str | None = None, is_trainable: bool = False) -> "SpeechLlama":
         """Rebuild a model saved by :meth:`save_pretrained` on ``base_model`` (default: ``config.llm``).
 
-        ``is_trainable``: keep the LoRA weights trainable (to continue training); default is inference.
+        ``is_trainable``: LoRA, encoder and projector trainable as configured (to continue training);
+        default: an inference model in eval mode with no trainable parameters.
         """
         from safetensors.torch import load_model
 
@@ -445,7 +446,10 @@ class SpeechLlama(nn.Module):
             from peft import PeftModel
 
             model.llm = PeftModel.from_pretrained(llm, str(save_dir / ADAPTER_DIR), is_trainable=is_trainable)
-        missing, unexpected = load_model(model._speech_modules(), str(save_dir / WEIGHTS_NAME), strict=True)
+        load_model(model._speech_modules(), str(save_dir / WEIGHTS_NAME), strict=True)
+        if not is_trainable:  # an inference model, like transformers' from_pretrained: eval mode, no grads
+            model.requires_grad_(False)
+            model.eval()
         return model
 
     # ---- parameters -------------------------------------------------------------------------
@@ -466,6 +470,18 @@ class SpeechLlama(nn.Module):
         }
 
     # ---- audio --------------------------------------------------------------------------------
+    @property
+    def seconds_per_embedding(self) -> float:
+        """Audio behind one LLM input embedding (s): encoder frame period x ``projector_stride``.
+        The paper's study spans 0.08 s to 0.96 s."""
+        enc, c = self.encoder, self.config
+        if isinstance(enc, HFSpeechEncoder) and enc.model_type != "whisper":
+            frame = math.prod(enc.model.config.conv_stride) / c.sample_rate
+        else:
+            hop = self.log_mel.config.hop_length / c.sample_rate
+            frame = hop * (2 if isinstance(enc, HFSpeechEncoder) else enc.stack)
+        return frame * c.projector_stride
+
     @property
     def input_kind(self) -> str:
         """"log_mel" or "waveform": what :meth:`encode_audio` takes (see :meth:`featurize`)."""
