@@ -322,3 +322,43 @@ def summary_row(score: ErrorRate | CorpusScore, *, task: str, src: str | None, t
     return {"task": task, "src": src, "tgt": tgt, "split": split, "subset": subset,
             "metric": metric or score.metric, "value": round(float(score.value), 4), "n": score.n,
             "signature": score.signature or None}
+
+
+# ----------------------------------------------------------------------------- CLI: audiopalm score
+
+SCORERS = {"wer": wer, "cer": cer, "bleu": bleu, "chrf": chrf}
+
+
+def add_arguments(parser) -> None:
+    """``audiopalm score REFS HYPS``: score two text files, one segment per line."""
+    parser.add_argument("refs", help="reference text file, one segment per line (UTF-8)")
+    parser.add_argument("hyps", help="hypothesis text file, same number of lines")
+    parser.add_argument("--metric", choices=list(SCORERS), nargs="+", default=["wer"],
+                        help="metrics to compute (default: wer)")
+    parser.add_argument("--lang", default=None,
+                        help="language code: number words for WER/CER, tokenizer for BLEU (e.g. en, zh)")
+    parser.add_argument("--json", action="store_true", help="print summary.json-style rows as JSON lines")
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\r\n") for line in f]
+
+
+def run(args) -> int:
+    import json
+    import sys
+
+    refs, hyps = _read_lines(args.refs), _read_lines(args.hyps)
+    if len(refs) != len(hyps):
+        print(f"{args.refs} has {len(refs)} lines but {args.hyps} has {len(hyps)}", file=sys.stderr)
+        return 1
+    for name in args.metric:
+        fn = SCORERS[name]
+        score = fn(refs, hyps) if name == "chrf" else fn(refs, hyps, args.lang)
+        if args.json:
+            print(json.dumps({"metric": score.metric, "value": score.value, "n": score.n,
+                              "signature": score.signature}, ensure_ascii=False))
+        else:
+            print(f"{score.metric} = {score.value:.2f}  (n={score.n}; {score.signature})")
+    return 0

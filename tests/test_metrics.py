@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from audiopalm import asr_judges
+from audiopalm import asr_judges, metrics
 from audiopalm.asr_judges import ASRJudge, CallableJudge, PocketSphinxJudge, WhisperJudge, make_judge
 from audiopalm.metrics import asr_bleu, bleu, cer, chrf, normalize, summary_row, tts_roundtrip_wer, wer
 
@@ -286,3 +286,22 @@ def test_whisper_judge_tiny_random_model(tmp_path):
     score, transcripts = asr_bleu(wavs, 24000, ["le chat"] * 3, "fr", judge)
     assert transcripts == texts and 0.0 <= score.value <= 100.0 and not math.isnan(score.value)
 
+
+
+def test_score_cli(tmp_path, capsys):
+    import argparse
+    import json
+
+    (tmp_path / "ref.txt").write_text("the cat sat\nI have 2 dogs\n")
+    (tmp_path / "hyp.txt").write_text("the cat sad\ni have two dogs\n")
+    parser = argparse.ArgumentParser()
+    metrics.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "ref.txt"), str(tmp_path / "hyp.txt"), "--metric", "wer", "bleu",
+                              "--lang", "en", "--json"])
+    assert metrics.run(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rows[0]["metric"] == "WER" and rows[0]["value"] == pytest.approx(100 / 7) and rows[0]["n"] == 2
+    assert rows[1]["metric"] == "BLEU" and "tok:13a" in rows[1]["signature"]
+    (tmp_path / "hyp.txt").write_text("one line\n")
+    assert metrics.run(args) == 1
+    assert "has 2 lines but" in capsys.readouterr().err
