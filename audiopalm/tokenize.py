@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser) -> None:
@@ -56,9 +57,13 @@ def run(args) -> int:
 
     from audiopalm.audio import AudioError
     from audiopalm.manifest import ManifestError
-    from audiopalm.tokenizers.base import load_audio_tokenizer
+    from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
 
     codec_kwargs = {k: v for k, v in (("bandwidth", args.bandwidth), ("num_codebooks", args.num_codebooks)) if v is not None}
+    if codec_kwargs and (Path(args.tokenizer) / CONFIG_NAME).is_file():
+        print(f"error: --bandwidth/--num-codebooks apply when loading a codec by name or HF folder; {args.tokenizer} "
+              "is a saved audiopalm tokenizer whose codebook choice is fixed", file=sys.stderr)
+        return 2
     try:
         tok = load_audio_tokenizer(args.tokenizer, **codec_kwargs)
     except (ValueError, OSError) as e:

@@ -73,13 +73,13 @@ def test_load_by_path_shapes_range_frame_rate(codec_dir):
     assert tok.sample_rate == SR
     expected_k = {"encodec": 4, "mimi": 4, "dac": 3}[kind]  # encodec: largest bandwidth 12 kbps = 4 x 3 kbps
     assert tok.num_codebooks == expected_k and tok.codebook_size == 64
-    wav = _wavs([SR])[0][None]  # one second
+    wav = _wavs([SR // 2])[0][None]  # half a second
     codes, frames = tok.encode(wav)
     assert codes.shape == (1, expected_k, int(frames[0])), (codes.shape, frames)
     assert codes.dtype == torch.long and 0 <= int(codes.min()) and int(codes.max()) < 64
     assert len(torch.unique(codes)) > 1, "random codebooks should give varied codes"
     # frames per second of audio equals the advertised frame rate (within one frame of edge padding)
-    assert abs(int(frames[0]) - tok.frame_rate) <= 1, (int(frames[0]), tok.frame_rate)
+    assert abs(int(frames[0]) - tok.frame_rate / 2) <= 1, (int(frames[0]), tok.frame_rate)
     out = tok.decode(codes)
     assert out.shape == (1, int(frames[0]) * tok.hop_length) and torch.isfinite(out).all()
     out2 = tok.decode(codes[:, :1])  # the first codebook alone also decodes

@@ -93,18 +93,26 @@ def test_deltas_of_a_ramp_are_its_slope():
     assert torch.allclose(d[2:-2], torch.full((6, 1), 3.0))
 
 
-@pytest.fixture(scope="module", params=["hubert-group-norm", "wav2vec2-layer-norm"])
+@pytest.fixture(scope="module", params=["hubert-group-norm", "wav2vec2-layer-norm", "w2v-bert-fbank"])
 def ssl_dir(request, tmp_path_factory):
-    from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+    from transformers import (HubertConfig, HubertModel, SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig,
+                              Wav2Vec2BertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model)
 
     small = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
                  conv_stride=(5, 64), conv_kernel=(10, 64), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
     torch.manual_seed(0)
+    path = tmp_path_factory.mktemp(request.param) / "ssl"
+    if request.param.startswith("w2v-bert"):  # log-mel fbank input, 2 frames of 10 ms stacked: 50 Hz
+        model = Wav2Vec2BertModel(Wav2Vec2BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                                     intermediate_size=32, feature_projection_input_dim=160,
+                                                     conv_depthwise_kernel_size=3, add_adapter=False))
+        model.eval().save_pretrained(path)
+        SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=SR, stride=2).save_pretrained(path)
+        return path
     if request.param.startswith("hubert"):
         model = HubertModel(HubertConfig(feat_extract_norm="group", **small))
     else:
         model = Wav2Vec2Model(Wav2Vec2Config(feat_extract_norm="layer", do_stable_layer_norm=True, **small))
-    path = tmp_path_factory.mktemp(request.param) / "ssl"
     model.eval().save_pretrained(path)
     Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, do_normalize=True, return_attention_mask=True).save_pretrained(path)
     return path
@@ -117,7 +125,8 @@ def test_ssl_units(ssl_dir, tmp_path):
     wavs = [w[:n] for w, n in zip(_tone_wavs(3), (8000, 4800, 6400))]
     batch, lengths = _pad(wavs)
     codes, frames = tok.encode(batch, lengths)
-    assert codes.shape[:2] == (3, 1) and frames.tolist() == [24, 14, 19]  # conv front end: no padding, 400-sample receptive field
+    # conv front end: 400-sample receptive field, no padding; w2v-bert: 25 ms fbank frames, stacked in pairs
+    assert codes.shape[:2] == (3, 1) and frames.tolist() == [24, 14, 19]
     assert 0 <= int(codes.min()) and int(codes.max()) < 4
     for i, w in enumerate(wavs):  # batch == per item, for group norm (equal-length groups) and layer norm (mask)
         one, f = tok.encode(torch.as_tensor(w)[None])

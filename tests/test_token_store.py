@@ -170,3 +170,5 @@ def test_cli_tokenize_and_check(tok, corpus, tmp_path, capsys):
     assert main(["tokenize", "--check", str(tmp_path / "store"), "--no-progress"]) == 0
     assert "8 rows" in capsys.readouterr().out
     assert main(["tokenize", "--check", str(tmp_path / "nothing"), "--no-progress"]) == 1
+    assert main(["tokenize", "--manifest", str(manifest), "--tokenizer", str(tmp_path / "tok"), "--out",
+                 str(tmp_path / "s2"), "--bandwidth", "6"]) == 2  # codec options on a saved tokenizer: refused
