@@ -18,6 +18,9 @@ casing or punctuation to compare.
 
     >>> wer(["the cat sat"], ["The cat sat."]).value
     0.0
+
+Subcommand ``audiopalm score REFS HYPS --metric wer bleu --lang en`` scores two text files (one
+segment per line).
 """
 
 from __future__ import annotations
@@ -217,6 +220,14 @@ class CorpusScore:
     """Number of segments scored."""
 
 
+def _check_hyps(hyps: Sequence[str], what: str) -> None:
+    if isinstance(hyps, str):
+        raise TypeError(f"{what}: hyps must be a list of strings, not a single string")
+    for i, h in enumerate(hyps):
+        if not isinstance(h, str):
+            raise TypeError(f"{what}: hypothesis {i}: expected str, got {type(h).__name__}")
+
+
 def _references(refs: Sequence[str] | Sequence[Sequence[str]], n_hyps: int, what: str) -> list[list[str]]:
     """One or several references per hypothesis -> sacrebleu's layout: one list per reference set."""
     if isinstance(refs, str):
@@ -241,7 +252,7 @@ def bleu(refs: Sequence[str] | Sequence[Sequence[str]], hyps: Sequence[str], lan
     """
     from sacrebleu.metrics import BLEU
 
-    _check_pairs([""] * len(hyps), hyps, "BLEU")
+    _check_hyps(hyps, "BLEU")
     ref_sets = _references(refs, len(hyps), "BLEU")
     scorer = BLEU(tokenize=tokenize or BLEU_TOKENIZERS.get(lang or "", "13a"))
     score = scorer.corpus_score(list(hyps), ref_sets)
@@ -253,7 +264,7 @@ def chrf(refs: Sequence[str] | Sequence[Sequence[str]], hyps: Sequence[str], *,
     """Corpus chrF (sacrebleu); ``word_order=2`` gives chrF++."""
     from sacrebleu.metrics import CHRF
 
-    _check_pairs([""] * len(hyps), hyps, "chrF")
+    _check_hyps(hyps, "chrF")
     ref_sets = _references(refs, len(hyps), "chrF")
     scorer = CHRF(word_order=word_order)
     score = scorer.corpus_score(list(hyps), ref_sets)

@@ -305,3 +305,12 @@ def test_score_cli(tmp_path, capsys):
     (tmp_path / "hyp.txt").write_text("one line\n")
     assert metrics.run(args) == 1
     assert "has 2 lines but" in capsys.readouterr().err
+
+
+def test_bleu_bad_input():
+    with pytest.raises(ValueError, match="no segments"):
+        bleu([], [])
+    with pytest.raises(TypeError, match="not a single string"):
+        chrf(["a"], "a")
+    with pytest.raises(ValueError, match="2 references but 1 hypotheses"):
+        bleu(["a", "b"], ["a"])
