@@ -71,26 +71,40 @@ class PretrainTextRecipe:
         self._setup_model()
         self._setup_optimizer()
         self._maybe_resume()
+        self._fill_deepspeed_config()
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        plugin = self.accelerator.state.deepspeed_plugin
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        self.accelerator.print(f"[pretrain_text] model {type(self.model).__name__}, optimizer {type(inner).__name__}"
+                               + (f", ZeRO stage {plugin.zero_stage}" if plugin is not None else ""))
         # The scheduler is stepped by hand once per optimizer step: accelerate's wrapper would step it
         # once per process, which changes the schedule with the process count.
 
     def _setup_accelerator(self) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import set_seed
+        from accelerate.utils import InitProcessGroupKwargs, set_seed
 
         cfg = self.cfg.train
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        no_gpu = not torch.cuda.is_available()
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+        handlers = []
+        if no_gpu and deepspeed and launched > 1:
+            # Without a GPU accelerate picks no process-group backend for DeepSpeed and each process
+            # would run alone; naming gloo makes it initialise DeepSpeed's process group over gloo.
+            handlers.append(InitProcessGroupKwargs(backend="gloo"))
         self.accelerator = Accelerator(
             gradient_accumulation_steps=cfg.grad_accum_steps,
             mixed_precision=mp,
             log_with=None if cfg.log_with == "none" else cfg.log_with,
             project_dir=str(self.out),
+            cpu=no_gpu and not deepspeed,  # CPU processes: DDP over gloo (cpu=True would turn DeepSpeed off)
+            kwargs_handlers=handlers,
         )
         acc = self.accelerator
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
         if launched != acc.num_processes:
             raise RuntimeError(
                 f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
@@ -208,6 +222,21 @@ class PretrainTextRecipe:
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         self.metrics.resume_at(self.step)
         self.accelerator.print(f"[pretrain_text] resumed from {ckpt} at step {self.step}")
+
+    def _fill_deepspeed_config(self) -> None:
+        """Under DeepSpeed, the micro-batch and clipping come from this config (no dataloader is prepared)."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = self.cfg.train.micro_batch_size
+        clip = ds.get("gradient_clipping", "auto")
+        if clip in (None, "auto"):
+            ds["gradient_clipping"] = self.cfg.optim.grad_clip
+        elif float(clip) != self.cfg.optim.grad_clip:
+            raise ValueError(f"optim.grad_clip={self.cfg.optim.grad_clip} but the DeepSpeed config says gradient_clipping={clip}")
+        if self.cfg.train.save_every:
+            raise ValueError("train.save_every: resumable checkpoints are not implemented under DeepSpeed; set it to 0")
 
     # ------------------------------------------------------------------------------------------------------------------
     # train
