@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import re
 
 LANGS = ("en", "fr", "es", "de")
 """The languages of the grammar, English first (the pivot of every translation pair)."""
