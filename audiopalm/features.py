@@ -2,13 +2,15 @@
 
 ``LogMel(config)(wav [B, T], lengths [B]) -> (feats [B, F, n_mels], feat_lengths [B])``
 
-A short-time Fourier transform (``torch.stft``, Hann window, centred frames) and a mel filterbank
+A short-time Fourier transform (``torch.stft``, Hann window, centred frames: reflected at the start,
+zero-padded after the end) and a mel filterbank
 (``transformers.audio_utils.mel_filter_bank``, Slaney scale and norm, as librosa and Whisper use).
 Two scalings:
 
 - ``"log"``: natural log of the mel power, floored at ``1e-6`` (about -14): the usual ASR fbank.
 - ``"whisper"``: what a pretrained Whisper encoder expects: log10, dynamic range limited to 8
   (80 dB) below the utterance's peak, then ``(x + 4) / 4``; the trailing frame is dropped, as Whisper does.
+  With the default sizes this equals ``WhisperFeatureExtractor``'s frames (tested).
 
 Each utterance is transformed on its own (a loop over the batch; the STFT is cheap next to the
 encoder), so padding never leaks into the features: a batch gives exactly the per-item results.
@@ -94,10 +96,14 @@ class LogMel(nn.Module):
     def _one(self, wav: torch.Tensor) -> torch.Tensor:
         """One waveform [T] -> [F, n_mels]."""
         c = self.config
-        if wav.numel() < c.n_fft // 2 + 1:  # reflect padding needs more samples than half a window
-            wav = nn.functional.pad(wav, (0, c.n_fft // 2 + 1 - wav.numel()))
-        spec = torch.stft(wav, c.n_fft, c.hop_length, window=self.window, center=True,
-                          pad_mode="reflect", return_complex=True)  # [n_fft/2+1, F]
+        half = c.n_fft // 2
+        if wav.numel() <= half:  # reflection needs more samples than half a window
+            wav = nn.functional.pad(wav, (0, half + 1 - wav.numel()))
+        # Centred frames: reflect at the start, zeros after the end (what Whisper sees: audio zero-padded
+        # to 30 s). 1 + T // hop frames, as torch.stft(center=True) would give.
+        wav = torch.cat([wav[1: half + 1].flip(0), wav, wav.new_zeros(half)])  # [half + T + half]
+        spec = torch.stft(wav, c.n_fft, c.hop_length, window=self.window, center=False,
+                          return_complex=True)  # [n_fft/2+1, F]
         mel = spec.abs().pow(2).transpose(0, 1) @ self.fbank  # [F, n_mels]
         if c.style == "log":
             return mel.clamp(min=LOG_FLOOR).log()

@@ -285,9 +285,13 @@ class HFSpeechEncoder(nn.Module):
                 raise ValueError(f"Whisper encoder expects log-mel [B, T, {self.n_mels}], got {tuple(feats.shape)}")
             if feats.shape[1] > self.max_frames:
                 raise ValueError(f"Whisper encoder takes at most {self.max_frames} frames (30 s), got {feats.shape[1]}")
-            x = feats.masked_fill(~length_mask(lengths, feats.shape[1])[..., None], 0.0)
-            x = F.pad(x, (0, 0, 0, self.max_frames - x.shape[1])).transpose(1, 2)  # [B, n_mels, 3000]
-            h = self.model(input_features=x).last_hidden_state  # [B, 1500, E]
+            # Whisper was trained on audio zero-padded to 30 s, i.e. on frames at the log-mel floor after the
+            # speech: pad each item with its own lowest value (its floor, once clamped 80 dB below the peak).
+            valid = length_mask(lengths, feats.shape[1])[..., None]  # [B, T, 1]
+            floor = feats.masked_fill(~valid, float("inf")).amin(dim=(1, 2))  # [B]
+            x = F.pad(feats, (0, 0, 0, self.max_frames - feats.shape[1]))  # [B, 3000, n_mels]
+            x = torch.where(length_mask(lengths, self.max_frames)[..., None], x, floor[:, None, None])
+            h = self.model(input_features=x.transpose(1, 2)).last_hidden_state  # [B, 1500, E]
             out_lengths = (lengths - 1) // 2 + 1
             return h[:, : int(out_lengths.max())], out_lengths
         wav = feats.squeeze(-1) if feats.dim() == 3 else feats  # [B, T]
@@ -513,8 +517,8 @@ class SpeechLlama(nn.Module):
         if feats.shape[0] != feat_lengths.shape[0] or int(feat_lengths.min()) < 1 or \
                 int(feat_lengths.max()) > feats.shape[1]:
             raise ValueError(f"feat_lengths {feat_lengths.tolist()} do not fit feats {tuple(feats.shape)}")
-        dev = self.projector.mlp[0].weight.device
-        h, lengths = self.encoder(feats.to(dev), feat_lengths.to(dev))  # [B, T', E]
+        w = self.projector.mlp[0].weight  # the speech modules' device and dtype (e.g. after .to(bfloat16))
+        h, lengths = self.encoder(feats.to(w.device, w.dtype), feat_lengths.to(w.device))  # [B, T', E]
         emb, emb_lengths = self.projector(h, lengths)  # [B, N, D]
         emb = emb.masked_fill(~length_mask(emb_lengths, emb.shape[1])[..., None], 0.0)
         return emb, emb_lengths
@@ -531,7 +535,7 @@ class SpeechLlama(nn.Module):
             raise ValueError(f"CTC targets must be in [0, {vocab}), got min {int(targets[valid].min())} "
                              f"max {int(targets[valid].max())}")
         dev = self.ctc_head.weight.device
-        h, lengths = self.encoder(feats.to(dev), feat_lengths.to(dev))  # [B, T', E]
+        h, lengths = self.encoder(feats.to(dev, self.ctc_head.weight.dtype), feat_lengths.to(dev))  # [B, T', E]
         log_probs = self.ctc_head(h).float().log_softmax(-1)  # [B, T', vocab + 1]
         return F.ctc_loss(log_probs.transpose(0, 1), targets.to(dev), lengths, target_lengths.to(dev),
                           blank=vocab, reduction="mean", zero_infinity=True)
