@@ -1,0 +1,213 @@
+"""Modality-constrained generation: the model can only emit what the task's output template allows.
+
+A task's target is a fixed sequence of segments (:func:`audiopalm.tasks.output_template`), e.g. for
+``[ASR AST S2ST English French]``: text, ``<|sep|>``, text, ``<|sep|>``, audio, eos. While decoding,
+:class:`SegmentConstraint` (a transformers ``LogitsProcessor``) follows each row through that template
+and sets the logits of every token that would break it to -inf:
+
+* in a text segment: text tokens only, then ``<|sep|>`` (or eos after the last segment), never empty;
+* in an audio segment: ``<|audio_start|>``, then exactly the codebook the codebook pattern expects at each
+  position (``flatten``: q0 q1 .. qk-1 per frame; ``delay``: the MusicGen slots with ``<|audio_pad|>``
+  fillers), ``<|audio_end|>`` only where the stream is a whole number of frames (>= 1), then
+  ``<|sep|>`` or eos.
+
+So a generated audio segment always reverts to codes ``[k, F]``. The processor keeps each row's parser
+state between steps (rows keep their order in greedy search and sampling) and re-parses from the prompt
+when rows were reordered (beam search), so it works with every ``model.generate`` mode and the KV cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from audiopalm.tasks import AUDIO, TEXT, TaskSpec, output_template, parse_task
+from audiopalm.tokenizers.patterns import DelayPattern
+from audiopalm.vocab import UnifiedVocab
+
+# what a row may emit next: a mask name, plus single ids
+_DONE = "done"
+
+
+@dataclasses.dataclass
+class _RowState:
+    """Where one row is in the output template."""
+
+    segment: int = 0  # index into the template; == len(template) once eos was emitted
+    pos: int = -1  # tokens emitted in the current segment (-1: segment not started; audio: before start)
+    stream: int = 0  # audio stream tokens emitted in the current audio segment
+    frames: int | None = None  # delay pattern: F, once codebook 0 emitted its first trailing filler
+    closed: bool = False  # audio: <|audio_end|> emitted, waiting for <|sep|>/eos
+
+
+class SegmentConstraint(LogitsProcessor):
+    """Masks logits so that the generated ids follow ``template`` (see the module docstring).
+
+    ``prompt_length`` is the (left-padded) prompt length: generated ids start there.
+    """
+
+    def __init__(self, vocab: UnifiedVocab, task: str | TaskSpec, prompt_length: int, vocab_size: int):
+        self.vocab = vocab
+        self.template = [kind for kind, _ in output_template(task)]
+        self.prompt_length = prompt_length
+        self.k = vocab.num_codebooks
+        self.delay = isinstance(vocab.pattern, DelayPattern) and self.k > 1
+        V = vocab_size
+        text = vocab.text_mask(V)
+        for special in (vocab.pad_id, vocab.eos_id, vocab.bos_id, vocab.tokenizer.unk_token_id):
+            if special is not None and special < V:
+                text[special] = False
+        self._masks = {"text": text, **{f"q{q}": vocab.codebook_mask(q, V) for q in range(self.k)}}
+        self._states: list[_RowState] = []
+        self._seen: torch.Tensor | None = None  # input_ids of the previous call
+
+    # ---- the parser --------------------------------------------------------------------------
+    def _terminator(self, st: _RowState) -> int:
+        return self.vocab.eos_id if st.segment == len(self.template) - 1 else self.vocab.sep_id
+
+    def _allowed(self, st: _RowState) -> tuple[str | None, list[int]]:
+        """(mask name or None, extra ids) a row in state ``st`` may emit next."""
+        v = self.vocab
+        if st.segment >= len(self.template):
+            return None, [v.eos_id if v.pad_id is None else v.pad_id, v.eos_id]
+        if st.closed:
+            return None, [self._terminator(st)]
+        if self.template[st.segment] == TEXT:
+            return "text", ([self._terminator(st)] if st.pos > 0 else [])
+        if st.pos < 0:
+            return None, [v.audio_start_id]
+        k, n = self.k, st.stream
+        whole = n > 0 and n % k == 0
+        if not self.delay:
+            return f"q{n % k}", ([v.audio_end_id] if whole else [])
+        step, q = divmod(n, k)
+        if st.frames is None:
+            if step < q:  # leading filler
+                return None, [v.audio_pad_id]
+            if q == 0 and step >= 1:  # codebook 0 may stop here: F = step
+                return "q0", [v.audio_pad_id]
+            return f"q{q}", []
+        if whole and step == st.frames + k - 1:  # all (F + k - 1) steps done
+            return None, [v.audio_end_id]
+        frame = step - q
+        return (f"q{q}", []) if 0 <= frame < st.frames else (None, [v.audio_pad_id])
+
+    def _feed(self, st: _RowState, token: int) -> None:
+        """Advance ``st`` by one emitted token (which the mask allowed)."""
+        v = self.vocab
+        if st.segment >= len(self.template):
+            return
+        if st.closed or (self.template[st.segment] == TEXT and token in (v.sep_id, v.eos_id)):
+            st.segment, st.pos, st.stream, st.frames, st.closed = st.segment + 1, -1, 0, None, False
+            return
+        if self.template[st.segment] == TEXT:
+            st.pos = max(st.pos, 0) + 1
+            return
+        if st.pos < 0:  # <|audio_start|>
+            st.pos = 0
+            return
+        if token == v.audio_end_id:
+            st.closed = True
+            return
+        if self.delay and st.frames is None and token == v.audio_pad_id:
+            step, q = divmod(st.stream, self.k)
+            if q == 0 and step >= 1:
+                st.frames = step
+        st.stream += 1
+        st.pos += 1
+
+    # ---- the processor -----------------------------------------------------------------------
+    def _sync(self, input_ids: torch.Tensor) -> None:
+        """Bring per-row states up to date with ``input_ids`` [N, L]."""
+        prev = self._seen
+        incremental = (prev is not None and prev.shape[0] == input_ids.shape[0]
+                       and prev.shape[1] + 1 == input_ids.shape[1] and torch.equal(input_ids[:, :-1], prev))
+        if incremental:
+            new = input_ids[:, -1].tolist()
+            for st, tok in zip(self._states, new):
+                self._feed(st, tok)
+        else:  # first call, or rows were reordered (beam search): parse from the prompt
+            self._states = []
+            for row in input_ids[:, self.prompt_length:].tolist():
+                st = _RowState()
+                for tok in row:
+                    self._feed(st, tok)
+                self._states.append(st)
+        self._seen = input_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self._sync(input_ids)  # input_ids [N, L], scores [N, V]
+        allow = torch.zeros_like(scores, dtype=torch.bool)  # [N, V]
+        for i, st in enumerate(self._states):
+            mask_name, ids = self._allowed(st)
+            if mask_name is not None:
+                allow[i] |= self._masks[mask_name].to(allow.device)
+            if ids:
+                allow[i, ids] = True
+        return scores.masked_fill(~allow, float("-inf"))
+
+
+def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str | torch.Tensor]:
+    """Generated ids (after the prompt) -> one value per template segment: text, or codes [k, F].
+
+    The ids must follow the template (as :class:`SegmentConstraint` guarantees); an output cut short by
+    ``max_new_tokens`` gives only the segments that were completed (an unfinished audio segment is cut to
+    its whole frames)."""
+    ids = [int(i) for i in ids]
+    template = output_template(task)
+    out: list[str | torch.Tensor] = []
+    at = 0
+    for kind, _ in template:
+        if at >= len(ids):
+            break
+        ends = [j for j in range(at, len(ids)) if ids[j] in (vocab.sep_id, vocab.eos_id)]
+        end = ends[0] if ends else len(ids)
+        seg = ids[at:end]
+        if kind == TEXT:
+            out.append(vocab.decode_text(seg).strip())
+        else:
+            if not seg or seg[0] != vocab.audio_start_id:
+                raise ValueError(f"audio segment does not start with <|audio_start|>: {seg[:5]}")
+            if seg[-1] != vocab.audio_end_id:  # cut short: keep whole frames (flatten only)
+                stream = seg[1:]
+                stream = stream[:len(stream) - len(stream) % vocab.num_codebooks]
+                seg = [vocab.audio_start_id, *stream, vocab.audio_end_id]
+            out.append(vocab.ids_to_audio(seg))  # [k, F]
+        at = end + 1
+    return out
+
+
+@torch.no_grad()
+def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | TaskSpec, *,
+             max_new_tokens: int = 256, constrained: bool = True, **generate_kwargs) -> list[list[int]]:
+    """Batched generation from prompt ids (as :func:`audiopalm.tasks.prompt_ids` makes them).
+
+    Prompts are left-padded into one batch; decoding uses the KV cache through ``model.generate``
+    (greedy by default; pass ``do_sample=True, temperature=..., top_k=..., top_p=...`` or
+    ``num_beams=...``). Returns the generated ids of each prompt, up to and including eos.
+    """
+    parse_task(task)
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    P = max(len(p) for p in prompts)
+    pad = vocab.pad_id
+    input_ids = torch.full((len(prompts), P), pad, dtype=torch.long)  # [B, P]
+    attention_mask = torch.zeros((len(prompts), P), dtype=torch.long)  # [B, P]
+    for b, p in enumerate(prompts):
+        input_ids[b, P - len(p):] = torch.as_tensor(p)
+        attention_mask[b, P - len(p):] = 1
+    processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", []))
+    if constrained:
+        processors.append(SegmentConstraint(vocab, task, P, model.get_output_embeddings().weight.shape[0]))
+    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                         max_new_tokens=max_new_tokens, logits_processor=processors,
+                         pad_token_id=pad, eos_token_id=vocab.eos_id, **generate_kwargs)  # [B, P + N]
+    results = []
+    for row in out[:, P:].tolist():
+        if vocab.eos_id in row:
+            row = row[:row.index(vocab.eos_id) + 1]
+        results.append(row)
+    return results

@@ -1,0 +1,107 @@
+"""audiopalm.generation: constrained decoding always follows the task's output template."""
+
+import pytest
+import torch
+import transformers
+
+from audiopalm.generation import SegmentConstraint, generate, split_segments
+from audiopalm.modeling.extend import extend_model
+from audiopalm.tasks import prompt_ids
+from audiopalm.vocab import UnifiedVocab
+from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+
+
+def _setup(pattern="flatten", k=2, seed=0):
+    torch.manual_seed(seed)
+    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=k, pattern=pattern)
+    cfg = transformers.LlamaConfig(vocab_size=len(vocab.tokenizer), hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    model = extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
+    return model, vocab
+
+
+class _PushToEnd(transformers.LogitsProcessor):
+    """Raise the logits of every segment end, so a random model tries to end segments everywhere
+    (also where the template forbids it) and its outputs finish within a small budget."""
+
+    def __init__(self, vocab):
+        self.ids = [vocab.sep_id, vocab.eos_id, vocab.audio_end_id, vocab.audio_pad_id]
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.ids] += 4.0
+        return scores
+
+
+def _record(frames, k=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"id": "r", "lang": "en", "tgt_lang": "fr", "text": "the dog.",
+            "audio_codes": torch.randint(0, 16, (k, frames), generator=g)}
+
+
+@pytest.mark.parametrize("pattern,k,task", [("flatten", 2, "ASR AST S2ST"), ("flatten", 2, "TTS"),
+                                            ("flatten", 1, "S2ST"), ("delay", 3, "ASR AST S2ST"),
+                                            ("delay", 3, "TTS")])
+def test_sampled_outputs_always_follow_the_template(pattern, k, task):
+    model, vocab = _setup(pattern, k)
+    prompts = [prompt_ids(_record(f, k, seed=f), task, vocab) for f in (3, 5, 4)]
+    for seed in range(2):
+        torch.manual_seed(seed)
+        outs = generate(model, vocab, prompts, task, max_new_tokens=150, do_sample=True,
+                        logits_processor=[_PushToEnd(vocab)])
+        for out in outs:
+            assert out[-1] == vocab.eos_id, out[-5:]  # finished within the budget with eos
+            segments = split_segments(out, task, vocab)  # raises on any malformed segment
+            kinds = ["audio" if isinstance(s, torch.Tensor) else "text" for s in segments]
+            assert kinds == (["text", "text", "audio"] if task == "ASR AST S2ST" else ["audio"])
+            for s in segments:
+                if isinstance(s, torch.Tensor):
+                    assert s.shape[0] == k and s.shape[1] >= 1 and int(s.max()) < 16, s.shape
+
+
+def test_unconstrained_random_model_breaks_the_template():
+    """The check above can fail: without the processor a random model does not follow the template."""
+    model, vocab = _setup()
+    prompts = [prompt_ids(_record(4), "S2ST", vocab)]
+    torch.manual_seed(0)
+    out = generate(model, vocab, prompts, "S2ST", max_new_tokens=40, do_sample=True, constrained=False)[0]
+    with pytest.raises(Exception):
+        segs = split_segments(out, "S2ST", vocab)
+        assert segs and out[-1] == vocab.eos_id
+
+
+def test_batched_equals_one_by_one_greedy():
+    model, vocab = _setup()
+    prompts = [prompt_ids(_record(f, seed=f), "ASR AST S2ST", vocab) for f in (2, 7, 4)]
+    batched = generate(model, vocab, prompts, "ASR AST S2ST", max_new_tokens=60)
+    single = [generate(model, vocab, [p], "ASR AST S2ST", max_new_tokens=60)[0] for p in prompts]
+    assert batched == single
+
+
+def test_beam_search_text_task():
+    model, vocab = _setup()
+    prompts = [prompt_ids(_record(3), "ASR", vocab), prompt_ids(_record(5, seed=1), "ASR", vocab)]
+    outs = generate(model, vocab, prompts, "ASR", max_new_tokens=20, num_beams=3)
+    for out in outs:
+        (text,) = split_segments(out, "ASR", vocab)
+        assert isinstance(text, str)
+        assert not any(vocab.is_audio(i) for i in out)
+        assert vocab.sep_id not in out
+
+
+def test_flatten_audio_end_only_at_frame_boundaries():
+    model, vocab = _setup(k=2)
+    proc = SegmentConstraint(vocab, "TTS", prompt_length=0, vocab_size=len(vocab))
+    scores = torch.zeros(1, len(vocab))
+    a = lambda q, c: vocab.audio_token_id(q, c)
+    seq = [vocab.audio_start_id]
+    out = proc(torch.tensor([seq]), scores)
+    assert torch.isfinite(out[0]).sum() == 16 and torch.isfinite(out[0, a(0, 0):a(0, 16 - 1) + 1]).all()
+    seq.append(a(0, 3))
+    out = proc(torch.tensor([seq]), scores)  # half a frame: only codebook 1, no end
+    assert torch.isfinite(out[0, a(1, 0):a(1, 15) + 1]).all() and out[0, vocab.audio_end_id] == float("-inf")
+    seq.append(a(1, 5))
+    out = proc(torch.tensor([seq]), scores)  # a whole frame: codebook 0 or end
+    assert out[0, vocab.audio_end_id] == 0 and torch.isfinite(out[0]).sum() == 17
+    seq.append(vocab.audio_end_id)
+    out = proc(torch.tensor([seq]), scores)  # TTS has one segment: eos only
+    assert torch.isfinite(out[0]).sum() == 1 and out[0, vocab.eos_id] == 0
