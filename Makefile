@@ -9,6 +9,8 @@ STAMP   = $(VENV)/.installed
 # A CPU wheel of this torch lies on the CI/dev machines' disk; a GPU user installs their own torch
 # into the venv first (see README) and this pin is then skipped with TORCH=.
 TORCH  ?= torch==2.13.0
+# espeak-ng speaks the offline corpus; chromium renders the HTML report in its test (headless)
+APT_PACKAGES = espeak-ng chromium
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROFILE ?= default
 OUT     ?= runs/demo
@@ -18,7 +20,8 @@ OUT     ?= runs/demo
 setup: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
-	@command -v espeak-ng >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq espeak-ng; }
+	@command -v espeak-ng >/dev/null && command -v chromium >/dev/null || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(if $(TORCH),$(BIN)/pip install -q $(TORCH))

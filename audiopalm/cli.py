@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("audiopalm.manifest", "check a manifest: fields, audio files, durations, summary table"),
     "tokenizer": ("audiopalm.tokenizers.cli", "fit / inspect an audio tokenizer"),
     "tokenize": ("audiopalm.tokenize", "manifest + audio tokenizer -> token store"),
+    "score": ("audiopalm.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
     "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
 }
 
