@@ -171,8 +171,8 @@ class TextDataConfig:
     """A trained text tokenizer (folder or hub name); ``null`` trains one on the corpus into output_dir/tokenizer."""
     vocab_size: int = 4096
     """Size of the tokenizer trained when ``tokenizer`` is null (padded to a multiple of 64 in the model)."""
-    tokenizer_model: Literal["bpe", "unigram"] = "bpe"
-    """Algorithm of the trained tokenizer: byte-level BPE (never <unk>) or unigram (SentencePiece-style)."""
+    tokenizer_model: Literal["bpe"] = "bpe"
+    """Algorithm of the trained tokenizer: byte-level BPE (never <unk>); the only one for now."""
 
     def __post_init__(self) -> None:
         _check(self.seq_len >= 8, "data.seq_len", f"must be >= 8, got {self.seq_len}")
@@ -315,8 +315,8 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+        except yaml.YAMLError:
+            value = raw  # not YAML (e.g. "[MT] {src}"): take it as a plain string; the type check decides
         _set_dotted(data, key.strip(), value)
     return data
 

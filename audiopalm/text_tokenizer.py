@@ -4,10 +4,9 @@ Uses the Hugging Face ``tokenizers`` library and saves a ``PreTrainedTokenizerFa
 ``<s>`` (bos), ``</s>`` (eos), ``<pad>`` and ``<unk>``, so ``AutoTokenizer.from_pretrained(folder)``
 loads it like any hub tokenizer. Like Llama's, encoding adds ``<s>`` in front (not ``</s>``).
 
-Two algorithms:
-
-- ``bpe``: byte-level BPE (GPT-2 / Llama 3 style). Every string encodes; ``<unk>`` never appears.
-- ``unigram``: SentencePiece-style unigram LM over ``▁``-marked words (Llama 2 / T5 style).
+The algorithm is byte-level BPE (GPT-2 / Llama 3 style): every string encodes, ``<unk>`` never
+appears. (``tokenizers``' unigram trainer learned almost no multi-character pieces on small corpora
+in our trials, so it is not offered.)
 
 Subcommand::
 
@@ -34,28 +33,20 @@ def train_text_tokenizer(lines: Iterable[str], out_dir: str | Path | None = None
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if model not in ("bpe", "unigram"):
-        raise ValueError(f"model: expected 'bpe' or 'unigram', got {model!r}")
+    if model != "bpe":
+        raise ValueError(f"model: only 'bpe' is supported, got {model!r}")
     if vocab_size < 300:
         raise ValueError(f"vocab_size: must be >= 300 (256 bytes + specials), got {vocab_size}")
     lines = [s for s in lines if s and s.strip()]
     if not lines:
         raise ValueError("no text to train the tokenizer on (all lines empty)")
 
-    if model == "bpe":
-        tok = Tokenizer(models.BPE())
-        tok.normalizer = normalizers.NFC()
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    else:
-        tok = Tokenizer(models.Unigram())
-        tok.normalizer = normalizers.NFKC()
-        tok.pre_tokenizer = pre_tokenizers.Metaspace()
-        tok.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, unk_token=UNK,
-                                          show_progress=False)
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(lines, trainer=trainer)
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
@@ -81,11 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", action="append", required=True, help="manifest JSONL (repeat for several)")
     parser.add_argument("--out", required=True, help="folder to save the tokenizer in")
     parser.add_argument("--vocab-size", type=int, default=4096, help="upper bound on the vocabulary (default 4096)")
-    parser.add_argument("--model", choices=["bpe", "unigram"], default="bpe", help="algorithm (default bpe)")
 
 
 def run(args: argparse.Namespace) -> int:
-    tok = train_text_tokenizer(manifest_lines(args.manifest), args.out, vocab_size=args.vocab_size, model=args.model)
+    tok = train_text_tokenizer(manifest_lines(args.manifest), args.out, vocab_size=args.vocab_size)
     sample = "the small dog sleeps."
     print(f"wrote {args.out}: {len(tok)} tokens; {sample!r} -> {tok.tokenize(sample)}")
     return 0

@@ -15,7 +15,7 @@ Features:
   translation pairs ``[MT English French] src -> tgt`` (``mt``), de-duplicated, each line wrapped
   in ``<s> ... </s>``, concatenated and cut into blocks of ``data.seq_len`` tokens; every token is a
   target.
-- Text tokenizer: trained on the training lines first (byte-level BPE or unigram) unless
+- Text tokenizer: trained on the training lines first (byte-level BPE) unless
   ``data.tokenizer`` names one.
 - Model: ``LlamaConfig`` sized by ``model.*``, vocabulary padded to a multiple of 64.
 - AdamW (no decay on norms/biases/embeddings, optional per-name LRs), cosine schedule with linear
