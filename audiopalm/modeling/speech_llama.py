@@ -176,7 +176,7 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
 # ---- encoders: each maps (feats, lengths) -> (hidden [B, T', E], lengths [B]) -----------------
 
 class TransformerSpeechEncoder(nn.Module):
-    """Log-mel frames -> stacked frames -> linear -> sinusoidal positions -> pre-norm Transformer."""
+    """Log-mel frames -> stacked frames -> LayerNorm + linear -> sinusoidal positions -> pre-norm Transformer."""
 
     input_kind = "log_mel"
 
@@ -184,7 +184,9 @@ class TransformerSpeechEncoder(nn.Module):
         super().__init__()
         self.stack = c.encoder_stack
         self.output_dim = c.encoder_dim
-        self.input_proj = nn.Linear(c.n_mels * c.encoder_stack, c.encoder_dim)
+        # per-frame LayerNorm first: raw log-mel values sit around -14..5; no corpus statistics needed
+        self.input_proj = nn.Sequential(nn.LayerNorm(c.n_mels * c.encoder_stack),
+                                        nn.Linear(c.n_mels * c.encoder_stack, c.encoder_dim))
         layer = nn.TransformerEncoderLayer(c.encoder_dim, c.encoder_heads, c.encoder_ffn_dim, c.encoder_dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.layers = nn.TransformerEncoder(layer, c.encoder_layers, norm=nn.LayerNorm(c.encoder_dim),
