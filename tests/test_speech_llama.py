@@ -369,6 +369,8 @@ def test_wav2vec2_encoder_by_path(tmp_path):
     frames = [((n - 10) // 5 + 1 - 8) // 4 + 1 for n in (3200, 1600)]  # the two conv layers
     assert emb_lengths.tolist() == [math.ceil(f / 4) for f in frames] and emb.shape[-1] == 32
     assert model.seconds_per_embedding == pytest.approx(5 * 4 / 16000 * 4)  # conv strides x projector stride
+    one, _ = model.encode_audio(wav[1:, :1600], lengths[1:])  # layer-norm feature encoder: masks padding
+    torch.testing.assert_close(emb[1, : one.shape[1]], one[0], rtol=1e-4, atol=1e-4)
     model.save_pretrained(tmp_path / "ckpt")
     assert (tmp_path / "ckpt" / "encoder" / "config.json").is_file()
     loaded = SpeechLlama.from_pretrained(tmp_path / "ckpt", base_model=str(tmp_path / "llm")).eval()
