@@ -260,7 +260,7 @@ def _encode_shard(paths: list[str], durations: dict, tokenizer, *, batch_seconds
         for p, w in zip(batch, wavs):
             if isinstance(w, Exception):
                 if not skip_bad:
-                    raise w
+                    raise audio_io.AudioError(f"{w} (use skip_bad / --skip-bad to skip rows with bad audio)") from None
                 cols["path"].append(p)
                 cols["codes"].append(None)
                 cols["error"].append(str(w))
@@ -359,7 +359,7 @@ def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer,
     manifest_path = None
     if isinstance(manifest, (str, os.PathLike)):
         manifest_path = str(Path(manifest).resolve())
-        records = read_manifest(manifest)
+        records = read_manifest(manifest, skip_bad=skip_bad)  # bad lines: an error, or counted and skipped
     else:
         records = list(manifest)
     if not records:

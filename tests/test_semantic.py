@@ -78,6 +78,23 @@ def test_mfcc_round_trip(mfcc_tok, tmp_path):
     assert other.fingerprint != mfcc_tok.fingerprint
 
 
+def test_fit_on_a_manifest(tmp_path):
+    import soundfile as sf
+
+    from audiopalm.manifest import Record, write_manifest
+
+    rows = []
+    for i, w in enumerate(_tone_wavs(4)):
+        sf.write(tmp_path / f"{i}.wav", w, SR)
+        rows.append(Record(id=str(i), lang="en", text="x", audio=str(tmp_path / f"{i}.wav"), split="train" if i < 3 else "dev"))
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    tok = SemanticTokenizer(num_units=4).fit(manifest, split="train", progress=False)
+    same = SemanticTokenizer(num_units=4).fit([str(tmp_path / f"{i}.wav") for i in range(3)], progress=False)
+    assert tok.fingerprint == same.fingerprint  # the manifest's train rows, read from their files
+    with pytest.raises(ValueError, match="split 'test'"):
+        SemanticTokenizer(num_units=4).fit(manifest, split="test", progress=False)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="features="):
         SemanticConfig(features="wavelets")

@@ -258,15 +258,23 @@ class SemanticTokenizer(AudioTokenizer):
                                   "use a codec tokenizer (hf_codec or mel_rvq) for speech output")
 
     # ---- fitting -------------------------------------------------------------------------------
-    def fit(self, audio: Iterable, *, max_frames: int = 200_000, iters: int = 20, seed: int = 0,
-            progress: bool = True) -> "SemanticTokenizer":
+    def fit(self, audio: Iterable | str | os.PathLike, *, split: str | None = None, max_frames: int = 200_000,
+            iters: int = 20, seed: int = 0, progress: bool = True) -> "SemanticTokenizer":
         """Fit mean/std and ``num_units`` k-means centres on features of ``audio``.
 
-        ``audio``: waveforms ([T] arrays/tensors at :attr:`sample_rate`) or audio file paths, read
-        until ``max_frames`` feature frames are collected. Returns ``self``.
+        ``audio``: a JSONL manifest (its ``audio`` and ``tgt_audio`` files, each once; only rows of
+        ``split`` if given), or an iterable of waveforms ([T] arrays/tensors at :attr:`sample_rate`) or
+        audio file paths. Read until ``max_frames`` feature frames are collected. Returns ``self``.
         """
         from audiopalm import audio as audio_io
+        from audiopalm.manifest import read_manifest
         from audiopalm.tokenizers.kmeans import kmeans
+
+        if isinstance(audio, (str, os.PathLike)):
+            records = [r for r in read_manifest(audio) if split is None or r.split == split]
+            if not records:
+                raise ValueError(f"{audio}: no rows" + (f" with split {split!r}" if split else ""))
+            audio = list(dict.fromkeys(p for r in records for p in (r.audio, r.tgt_audio) if p is not None))
 
         chunks, total = [], 0
         for item in tqdm(audio, desc="semantic features", disable=not progress, unit="utt"):
