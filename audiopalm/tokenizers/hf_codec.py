@@ -20,10 +20,12 @@ dac       ``num_codebooks``       ``descript/dac_16khz`` / ``_24khz`` / ``_44khz
                                   of 1024.
 ========  =====================  ====================================================================
 
-Every item is zero-padded to a whole number of frames. Batching: causal codecs (EnCodec 24 kHz, Mimi) never look to the right, so zero padding after an
-item's end cannot change its valid frames: a padded batch is encoded in one call. Non-causal codecs
-(DAC, EnCodec with ``use_causal_conv=False``) do see the padding; for them the batch is split into
-groups of equal length (each group one call), so batched results always equal per-item results.
+Every item is zero-padded to a whole number of frames (``F = ceil(samples / hop_length)``), alone or
+in a batch. Causal codecs (EnCodec 24 kHz, Mimi) never look to the right, so what follows an item in
+a padded batch cannot change its frames: the batch is encoded in one call. Non-causal codecs (DAC,
+EnCodec with ``use_causal_conv=False``) do see it; for them the batch is split into groups of equal
+padded length (one call each), so batched results always equal per-item results (at the price of
+speed: DAC mostly encodes one file per call).
 
 Saved as ``audio_tokenizer.json`` plus ``codec/`` (the HF model folder: config.json, model.safetensors,
 preprocessor_config.json), which ``EncodecModel.from_pretrained(dir / "codec")`` also reads.
