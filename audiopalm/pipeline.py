@@ -1,0 +1,346 @@
+"""The inference API: a trained checkpoint that listens and speaks, in a few lines.
+
+    from audiopalm.pipeline import AudioPaLM
+
+    model = AudioPaLM.from_pretrained("runs/demo/audiopalm")        # a folder, or a hub repo id
+    model.asr("clip.wav", lang="en").text                           # speech -> transcript
+    model.ast(wav, src="en", tgt="fr", sample_rate=16000).translation
+    out = model.tts("the dog sleeps.", lang="en")                   # out.audio [T], out.sample_rate
+    model.s2st("clip.wav", src="en", tgt="fr")                      # chained: text, translation, audio
+    model.mt(["the dog sleeps.", "a cat runs."], src="en", tgt="fr")  # a list in, a list out (one batch)
+    model.generate("ASR AST", wavs, src="en", tgt="de", num_beams=4)  # any task or chain, any HF gen kwargs
+
+Every method takes one item (returns one :class:`Output`) or a list (returns a list; the list is cut
+into batches of ``batch_size`` and each batch is one ``model.generate`` call). Speech inputs are numpy or
+torch waveforms [T] at ``sample_rate`` (default: the audio tokenizer's) or audio file paths (read and
+resampled by :func:`audiopalm.audio.load`). Decoding is greedy unless generation kwargs say otherwise,
+and always modality-constrained (:mod:`audiopalm.generation`), so a speech output always reverts to
+codes ``[k, F]`` and is decoded to a waveform by the checkpoint's audio tokenizer.
+
+Malformed requests are refused before any decoding, with the reason: an unknown language code, an
+empty waveform, a prompt longer than the model's context, or a speech output from an audio tokenizer
+that cannot decode (semantic units). A task the checkpoint was not trained on (``audiopalm.json``'s
+task list) is decoded anyway, with a warning: the tag format is shared, so a fine-tuned model may
+still do something sensible, but the user should know. (The checkpoint does not record its language
+pairs, so pairs cannot be checked beyond the language codes.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from audiopalm import audio as audio_io
+from audiopalm.generation import generate as constrained_generate
+from audiopalm.generation import split_segments
+from audiopalm.manifest import LANGUAGES
+from audiopalm.tasks import AUDIO, TEXT, TaskError, TaskSpec, parse_task, prompt_ids
+
+# Longest text output when the caller gives no max_new_tokens: a few long sentences.
+DEFAULT_TEXT_TOKENS = 256
+# Longest speech output when the caller gives no max_new_tokens, in seconds of audio: utterances in
+# the speech-translation corpora are under 20 s; the model's context caps it further.
+DEFAULT_SPEECH_SECONDS = 20.0
+
+
+class PipelineError(ValueError):
+    """A request the pipeline refuses (unknown language, empty audio, too long, cannot decode audio)."""
+
+
+@dataclasses.dataclass
+class Output:
+    """What one input became. Fields a task does not produce are None."""
+
+    task: str
+    """The task or chain that ran (``"ASR AST S2ST"``)."""
+    text: str | None = None
+    """Transcript (ASR) of the input speech."""
+    translation: str | None = None
+    """Translated text (AST, MT)."""
+    codes: torch.Tensor | None = None
+    """Generated audio codes ``[k, F]`` (TTS, S2ST); None if decoding stopped before a whole frame."""
+    audio: np.ndarray | None = None
+    """The codes decoded to a mono float32 waveform ``[T]`` at :attr:`sample_rate`."""
+    sample_rate: int | None = None
+    """Hz of :attr:`audio`."""
+    ids: list[int] = dataclasses.field(default_factory=list, repr=False)
+    """The generated token ids (after the prompt, up to and including eos)."""
+    finished: bool = True
+    """False when ``max_new_tokens`` ran out before eos (outputs may then be missing or cut)."""
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for t in (*module.parameters(), *module.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+class AudioPaLM:
+    """A vocabulary-extended causal LM + its unified vocabulary + its audio tokenizer, ready to run.
+
+    Build one with :meth:`from_pretrained`; ``AudioPaLM(model, vocab, audio_tokenizer)`` wraps objects
+    already in memory (e.g. at the end of training).
+    """
+
+    def __init__(self, model, vocab, audio_tokenizer, *, device: str | torch.device | None = None,
+                 batch_size: int = 8):
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.vocab = vocab
+        self.audio_tokenizer = audio_tokenizer.eval()
+        self.batch_size = batch_size
+        if device is not None:
+            self.model.to(device)
+            self.audio_tokenizer.to(device)
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.max_length: int | None = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        """The model's context in tokens (prompt + output); None if its config does not say."""
+
+    # ---- loading and saving ----------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
+                        revision: str | None = None, batch_size: int = 8, **model_kwargs) -> "AudioPaLM":
+        """Load a checkpoint folder (:func:`audiopalm.modeling.extend.save_checkpoint`) or a hub repo id.
+
+        A hub id is fetched with ``huggingface_hub.snapshot_download`` (safetensors and JSON only; the
+        code never runs remote code). ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``
+        (``dtype=torch.bfloat16``, ...). ``device`` defaults to cuda when available."""
+        from audiopalm.modeling.extend import load_checkpoint
+
+        path = Path(name_or_path)
+        if not path.is_dir():
+            if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") != 1:
+                raise FileNotFoundError(f"{name_or_path}: no such checkpoint folder (and not a hub repo id 'owner/name')")
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(name_or_path), revision=revision,
+                                          allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+        model, vocab, audio_tokenizer = load_checkpoint(path, **model_kwargs)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(model, vocab, audio_tokenizer, device=device, batch_size=batch_size)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the checkpoint (model, tokenizer, ``audiopalm.json``, audio tokenizer) into ``directory``."""
+        from audiopalm.modeling.extend import save_checkpoint
+
+        return save_checkpoint(self.model, self.vocab, self.audio_tokenizer, directory)
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    commit_message: str = "Upload audiopalm checkpoint", revision: str | None = None) -> Any:
+        """Save into a temporary folder and upload it as one commit to the hub repo ``repo_id``
+        (created if missing). Returns ``HfApi.upload_folder``'s commit info."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory(prefix="audiopalm-push-") as tmp:
+            self.save_pretrained(tmp)
+            return api.upload_folder(folder_path=tmp, repo_id=repo_id, repo_type="model",
+                                     commit_message=commit_message, revision=revision)
+
+    # ---- properties --------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        """Hz of the waveforms the audio tokenizer takes and gives."""
+        return self.audio_tokenizer.sample_rate
+
+    @property
+    def tasks(self) -> list[str]:
+        """Task names the checkpoint was trained on (from ``audiopalm.json``; may be empty)."""
+        return list(self.vocab.tasks)
+
+    # ---- one method per task -------------------------------------------------------------------
+    def asr(self, wav, lang: str, **kwargs):
+        """Speech -> transcript (``Output.text``)."""
+        return self.generate("ASR", wav, lang, **kwargs)
+
+    def ast(self, wav, src: str, tgt: str, **kwargs):
+        """Speech -> translated text (``Output.translation``)."""
+        return self.generate("AST", wav, src, tgt, **kwargs)
+
+    def tts(self, text, lang: str, **kwargs):
+        """Text -> speech (``Output.audio`` [T] at ``Output.sample_rate``, ``Output.codes`` [k, F])."""
+        return self.generate("TTS", text, lang, **kwargs)
+
+    def mt(self, text, src: str, tgt: str, **kwargs):
+        """Text -> translated text (``Output.translation``)."""
+        return self.generate("MT", text, src, tgt, **kwargs)
+
+    def s2st(self, wav, src: str, tgt: str, *, chained: bool = True, **kwargs):
+        """Speech -> translated speech. ``chained=True`` runs ``[ASR AST S2ST ...]`` (AudioPaLM's best
+        setting: transcript, translation, then speech in one pass; all three are in the output);
+        ``chained=False`` runs the direct ``[S2ST ...]`` task (only audio)."""
+        return self.generate("ASR AST S2ST" if chained else "S2ST", wav, src, tgt, **kwargs)
+
+    # ---- the general entry point -------------------------------------------------------------------
+    def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, *,
+                 sample_rate: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
+                 progress: bool = False, **generate_kwargs):
+        """Run any task or chain (``"ASR"``, ``"ASR AST S2ST"``, ...) on one input or a list of inputs.
+
+        ``inputs``: text (TTS, MT) or speech (a waveform [T] at ``sample_rate`` or a file path).
+        ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). Other keyword arguments go to
+        ``model.generate`` (``do_sample``, ``temperature``, ``num_beams`` ...). Returns an
+        :class:`Output`, or a list of them for a list input.
+        """
+        spec = self._check_request(task, src, tgt)
+        single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
+        items = [inputs] if single else list(inputs)
+        records = [self._record(spec, item, src, tgt, sample_rate, i) for i, item in enumerate(items)]
+        outs = self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                         progress=progress, **generate_kwargs)
+        return outs[0] if single else outs
+
+    def generate_records(self, task: str | TaskSpec, records: Sequence[dict], *, batch_size: int | None = None,
+                         max_new_tokens: int | None = None, progress: bool = False, **generate_kwargs) -> list[Output]:
+        """Run ``task`` on task records (:mod:`audiopalm.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
+        ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already."""
+        spec = None
+        for pair in dict.fromkeys((r.get("lang"), r.get("tgt_lang") if parse_task(task).needs_tgt_lang else None)
+                                  for r in records):
+            spec = self._check_request(task, *pair)
+        return self._run(spec or parse_task(task), records, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                         progress=progress, **generate_kwargs)
+
+    def _run(self, spec: TaskSpec, records: Sequence[dict], *, batch_size: int | None, max_new_tokens: int | None,
+             progress: bool, **generate_kwargs) -> list[Output]:
+        """Prompts of checked records -> batched constrained generation -> outputs."""
+        prompts = []
+        for i, rec in enumerate(records):
+            try:
+                prompts.append(prompt_ids(rec, spec, self.vocab))
+            except TaskError as e:
+                raise PipelineError(f"input {i}: {e}") from None
+        for i, p in enumerate(prompts):
+            if self.max_length is not None and len(p) >= self.max_length:
+                raise PipelineError(f"input {i} ({records[i].get('id', 'no id')}): the prompt is {len(p)} tokens, "
+                                    f"but the model's context is {self.max_length} (max_position_embeddings); "
+                                    "shorten the text or audio")
+        bs = batch_size or self.batch_size
+        outs: list[Output] = []
+        starts = range(0, len(prompts), bs)
+        for s in tqdm(starts, desc=f"generate {spec.name}", unit="batch", disable=not progress):
+            batch = prompts[s:s + bs]
+            budget = self._budget(spec, batch, max_new_tokens)
+            ids = constrained_generate(self.model, self.vocab, batch, spec, max_new_tokens=budget, **generate_kwargs)
+            outs.extend(self._output(spec, row) for row in ids)
+        return outs
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _check_request(self, task, src, tgt) -> TaskSpec:
+        """Parse the task and check languages and decodability before any work."""
+        try:
+            spec = parse_task(task)
+        except TaskError as e:
+            raise PipelineError(str(e)) from None
+        for name, code in (("src", src), ("tgt", tgt)):
+            if code is not None and code not in LANGUAGES:
+                raise PipelineError(f"{name}: unknown language {code!r}; known: {', '.join(sorted(LANGUAGES))}")
+        if src is None:
+            raise PipelineError(f"task {spec.name}: give the source language (src)")
+        if spec.needs_tgt_lang and tgt is None:
+            raise PipelineError(f"task {spec.name} translates: give the target language (tgt)")
+        if not spec.needs_tgt_lang and tgt is not None:
+            raise PipelineError(f"task {spec.name} does not translate, but tgt={tgt!r} was given")
+        if tgt is not None and tgt == src:
+            raise PipelineError(f"src and tgt are both {src!r}; translation tasks need two languages")
+        if any(kind == AUDIO for kind, _ in spec.output_segments) and not self.audio_tokenizer.can_decode:
+            raise PipelineError(f"task {spec.name} outputs speech, but this checkpoint's audio tokenizer "
+                                f"({self.audio_tokenizer.type_name}) cannot turn codes back into audio "
+                                "(semantic units have no decoder); use a codec tokenizer for TTS/S2ST")
+        if self.tasks and spec.name not in self.tasks:
+            warnings.warn(f"task {spec.name!r} is not among the tasks this checkpoint was trained on "
+                          f"({', '.join(self.tasks)}); its output may be meaningless", stacklevel=3)
+        return spec
+
+    def _record(self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None, index: int) -> dict:
+        """One input -> a task record (languages + text or audio codes [K, F])."""
+        rec: dict = {"id": f"input {index}", "lang": src, "tgt_lang": tgt}
+        kind, field = spec.input_segment
+        if kind == TEXT:
+            if not isinstance(item, str):
+                raise PipelineError(f"input {index}: task {spec.name} takes text, got {type(item).__name__}")
+            if not item.strip():
+                raise PipelineError(f"input {index}: empty text")
+            rec[field] = item
+        else:
+            rec[field] = self.encode_audio(item, sample_rate=sample_rate, name=f"input {index}")
+        return rec
+
+    @torch.no_grad()
+    def encode_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> torch.Tensor:
+        """A waveform [T] (at ``sample_rate``, default the tokenizer's) or an audio file path -> codes [K, F]."""
+        sr = self.sample_rate
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                wav, _ = audio_io.load(item, sr)  # [T]
+            except audio_io.AudioError as e:
+                raise PipelineError(str(e)) from None
+        elif isinstance(item, (np.ndarray, torch.Tensor)):
+            arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+            try:
+                wav = audio_io.validate(arr, sample_rate or sr, name=name)
+            except audio_io.AudioError as e:
+                raise PipelineError(str(e)) from None
+            wav = audio_io.resample(wav, sample_rate or sr, sr)
+        else:
+            raise PipelineError(f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, "
+                                f"got {type(item).__name__}")
+        x = torch.as_tensor(np.ascontiguousarray(wav), dtype=torch.float32, device=_module_device(self.audio_tokenizer))
+        codes, n = self.audio_tokenizer.encode(x[None], torch.tensor([x.shape[0]], device=x.device))  # [1, K, F], [1]
+        frames = int(n[0])
+        if frames < 1:
+            raise PipelineError(f"{name}: {x.shape[0]} samples make no whole audio frame "
+                                f"({self.audio_tokenizer.frame_rate:g} frames/s); the audio is too short")
+        return codes[0, :, :frames].cpu()  # [K, F]
+
+    def _budget(self, spec: TaskSpec, prompts: list[list[int]], max_new_tokens: int | None) -> int:
+        """max_new_tokens for one batch: the caller's, or a default by output kind; never past the context."""
+        if max_new_tokens is None:
+            n_text = sum(kind == TEXT for kind, _ in spec.output_segments)
+            speech = any(kind == AUDIO for kind, _ in spec.output_segments)
+            per_second = self.audio_tokenizer.frame_rate * self.vocab.num_codebooks
+            max_new_tokens = n_text * DEFAULT_TEXT_TOKENS + (int(DEFAULT_SPEECH_SECONDS * per_second) + 2 if speech else 0)
+        if max_new_tokens < 1:
+            raise PipelineError(f"max_new_tokens: expected >= 1, got {max_new_tokens}")
+        if self.max_length is not None:
+            room = self.max_length - max(len(p) for p in prompts)
+            max_new_tokens = min(max_new_tokens, room)
+        return max_new_tokens
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
+        """Codes [k, F] -> mono float32 waveform [T] at :attr:`sample_rate`."""
+        dev = _module_device(self.audio_tokenizer)
+        wav = self.audio_tokenizer.decode(codes[None].to(dev))  # [1, T]
+        return wav[0].float().cpu().numpy()
+
+    def _output(self, spec: TaskSpec, ids: list[int]) -> Output:
+        out = Output(task=spec.name, ids=ids, finished=bool(ids) and ids[-1] == self.vocab.eos_id)
+        try:
+            segments = split_segments(ids, spec, self.vocab)
+        except ValueError:  # only when cut short inside a delay-pattern audio segment: nothing whole to give
+            assert not out.finished, ("a finished output that does not follow the template", ids)
+            segments = []
+        for (kind, field), value in zip(spec.output_segments, segments):
+            if kind == AUDIO:
+                if value.shape[1] == 0:
+                    continue
+                out.codes = value  # [k, F]
+                out.audio = self.decode_codes(value)  # [T]
+                out.sample_rate = self.sample_rate
+            elif field == "text":
+                out.text = value
+            else:
+                out.translation = value
+        return out

@@ -1,0 +1,199 @@
+"""audiopalm.pipeline: a tiny random checkpoint saved with save_checkpoint and loaded by AudioPaLM.from_pretrained."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from audiopalm import audio as audio_io
+from audiopalm.modeling.extend import extend_model, save_checkpoint
+from audiopalm.pipeline import AudioPaLM, Output, PipelineError
+from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
+from audiopalm.vocab import UnifiedVocab
+from test_extend import TinyCodec  # tests/ is on sys.path under pytest
+from test_vocab import tiny_text_tokenizer
+
+SR = 16000
+TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST", "ASR AST S2ST"]
+
+
+def tone(seconds: float, freq: float, sr: int = SR) -> np.ndarray:
+    """A test waveform [T]: a tone with a little noise."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(int(freq))
+    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def make_checkpoint(out_dir, *, tasks=TASKS, max_positions=512, audio_tokenizer=None):
+    """A 2-layer random Llama extended with a mel_rvq vocabulary (2 codebooks of 16), saved to out_dir."""
+    torch.manual_seed(0)
+    if audio_tokenizer is None:
+        audio_tokenizer = MelRVQTokenizer.fit([tone(1.5, f) for f in (220, 440, 880)], num_codebooks=2,
+                                              codebook_size=16, kmeans_iters=3, progress=False, griffin_lim_iters=4,
+                                              nnls_iters=2)
+    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=audio_tokenizer, pattern="flatten",
+                               tasks=tasks)
+    cfg = transformers.LlamaConfig(vocab_size=len(vocab.tokenizer), hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                   max_position_embeddings=max_positions)
+    model = extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
+    return save_checkpoint(model, vocab, audio_tokenizer, out_dir)
+
+
+class PushToEnd(transformers.LogitsProcessor):
+    """Raise the logits of segment ends, so a random model finishes its outputs within a small budget."""
+
+    def __init__(self, vocab, boost: float = 6.0):
+        self.ids, self.boost = [vocab.sep_id, vocab.eos_id, vocab.audio_end_id], boost
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.ids] += self.boost
+        return scores
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt"))
+
+
+@pytest.fixture(scope="module")
+def pipe(ckpt):
+    return AudioPaLM.from_pretrained(ckpt, device="cpu")
+
+
+def test_loads_everything(pipe, ckpt):
+    assert pipe.sample_rate == SR and pipe.tasks == TASKS
+    assert pipe.max_length == 512
+    assert isinstance(pipe.audio_tokenizer, MelRVQTokenizer)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        AudioPaLM.from_pretrained(ckpt / "missing")
+
+
+def test_each_method_returns_the_right_fields(pipe, tmp_path):
+    wav = tone(0.6, 300)
+    path = audio_io.save(tmp_path / "a.wav", tone(0.6, 300, 8000), 8000)  # a file at another rate
+    kw = {"max_new_tokens": 12}
+    asr = pipe.asr(wav, "en", **kw)
+    assert isinstance(asr, Output) and isinstance(asr.text, str) and asr.translation is None and asr.audio is None
+    assert asr.task == "ASR" and len(asr.ids) <= 12
+    assert isinstance(pipe.asr(str(path), "en", **kw).text, str)
+    ast = pipe.ast(torch.from_numpy(wav), "en", "fr", **kw)
+    assert isinstance(ast.translation, str) and ast.text is None
+    mt = pipe.mt("the dog.", "en", "de", **kw)
+    assert isinstance(mt.translation, str) and mt.codes is None
+    tts = pipe.tts("the dog.", "en", max_new_tokens=21)  # <|audio_start|> + 20 tokens = 10 whole frames
+    assert tts.codes.shape == (2, 10) and tts.codes.dtype == torch.long and int(tts.codes.max()) < 16
+    assert tts.sample_rate == SR and tts.audio.dtype == np.float32 and tts.audio.ndim == 1
+    assert tts.audio.size == pytest.approx(10 * 640, abs=640)  # 640 samples per frame (hop 160 x stack 4)
+    assert tts.text is None and tts.translation is None and not tts.finished
+    direct = pipe.s2st(wav, "en", "fr", chained=False, max_new_tokens=9)
+    assert direct.task == "S2ST" and direct.codes.shape == (2, 4) and direct.text is None
+    chained = pipe.s2st(wav, "en", "fr", max_new_tokens=60, logits_processor=[PushToEnd(pipe.vocab)])
+    assert chained.task == "ASR AST S2ST" and chained.finished, chained
+    assert isinstance(chained.text, str) and isinstance(chained.translation, str)
+    assert chained.codes.shape[0] == 2 and chained.audio.size == chained.codes.shape[1] * 640
+
+
+def test_list_in_list_out_and_batched_equals_one_by_one(pipe):
+    wavs = [tone(0.4, 200), tone(0.9, 500), tone(0.6, 700)]
+    batched = pipe.generate("ASR AST", wavs, "en", "es", max_new_tokens=16, batch_size=2)
+    assert isinstance(batched, list) and len(batched) == 3
+    single = [pipe.generate("ASR AST", w, "en", "es", max_new_tokens=16) for w in wavs]
+    assert [o.ids for o in batched] == [o.ids for o in single]
+    texts = ["the dog.", "a cat runs fast."]
+    tts_b = pipe.tts(texts, "en", max_new_tokens=15)
+    tts_1 = [pipe.tts(t, "en", max_new_tokens=15) for t in texts]
+    for b, s in zip(tts_b, tts_1):
+        assert torch.equal(b.codes, s.codes) and np.allclose(b.audio, s.audio)
+
+
+def test_one_generate_call_per_batch(pipe, monkeypatch):
+    calls = []
+    original = pipe.model.generate
+    monkeypatch.setattr(pipe.model, "generate", lambda *a, **k: calls.append(k["input_ids"].shape) or original(*a, **k))
+    pipe.mt(["a.", "b.", "c.", "d.", "e."], "en", "fr", batch_size=2, max_new_tokens=3)
+    assert [s[0] for s in calls] == [2, 2, 1]
+
+
+def test_clear_errors(pipe, ckpt):
+    with pytest.raises(PipelineError, match="unknown language 'xx'"):
+        pipe.asr(tone(0.3, 100), "xx")
+    with pytest.raises(PipelineError, match="give the target language"):
+        pipe.ast(tone(0.3, 100), "en", None)
+    with pytest.raises(PipelineError, match="does not translate"):
+        pipe.generate("ASR", tone(0.3, 100), "en", "fr")
+    with pytest.raises(PipelineError, match="empty audio"):
+        pipe.asr(np.zeros(0, np.float32), "en")
+    with pytest.raises(PipelineError, match="no such audio file"):
+        pipe.asr("/nonexistent/x.wav", "en")
+    with pytest.raises(PipelineError, match="empty text"):
+        pipe.tts("  ", "en")
+    with pytest.raises(PipelineError, match="takes text"):
+        pipe.tts(tone(0.3, 100), "en")
+    with pytest.raises(PipelineError, match="unknown task 'FOO'"):
+        pipe.generate("FOO", "x", "en")
+    with pytest.raises(PipelineError, match=r"prompt is \d+ tokens, but the model's context is 512"):
+        pipe.mt("the dog sleeps. " * 60, "en", "fr")
+
+
+def test_untrained_task_warns_and_undecodable_audio_is_refused(tmp_path):
+    class Undecodable(TinyCodec):
+        type_name = "tiny_undecodable"
+        can_decode = property(lambda self: False)
+
+    from audiopalm.tokenizers import base
+
+    base.TOKENIZERS["tiny_undecodable"] = f"{__name__}:_Undecodable"
+    globals()["_Undecodable"] = Undecodable
+    try:
+        ckpt = make_checkpoint(tmp_path / "ckpt", tasks=["ASR"], audio_tokenizer=Undecodable())
+        pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            pipe.asr(np.ones(32, np.float32) * 0.1, "en", sample_rate=16, max_new_tokens=2)  # trained: no warning
+        with pytest.warns(UserWarning, match="not among the tasks this checkpoint was trained on"):
+            pipe.mt("ab.", "en", "fr", max_new_tokens=2)
+        with pytest.raises(PipelineError, match="cannot turn codes back into audio"):
+            pipe.tts("ab.", "en")
+    finally:
+        del base.TOKENIZERS["tiny_undecodable"]
+
+
+def test_save_pretrained_round_trips(pipe, tmp_path):
+    out = pipe.save_pretrained(tmp_path / "copy")
+    again = AudioPaLM.from_pretrained(out, device="cpu")
+    assert again.audio_tokenizer.fingerprint == pipe.audio_tokenizer.fingerprint
+    assert again.vocab.layout == pipe.vocab.layout
+    for (n1, p1), (n2, p2) in zip(pipe.model.state_dict().items(), again.model.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    a = pipe.mt("the cat.", "en", "fr", max_new_tokens=8)
+    b = again.mt("the cat.", "en", "fr", max_new_tokens=8)
+    assert a.ids == b.ids
+
+
+def test_push_to_hub_builds_the_upload(pipe, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create", repo_id, kw["private"], kw["exist_ok"]))
+
+        def upload_folder(self, *, folder_path, repo_id, **kw):
+            from pathlib import Path
+
+            names = sorted(p.name for p in Path(folder_path).iterdir())
+            calls.append(("upload", repo_id, names, kw["commit_message"]))
+            return "commit-info"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert pipe.push_to_hub("me/tiny", private=True, token="t") == "commit-info"
+    assert calls[0] == ("init", "t") and calls[1] == ("create", "me/tiny", True, True)
+    kind, repo, names, msg = calls[2]
+    assert repo == "me/tiny" and {"audiopalm.json", "config.json", "model.safetensors", "audio_tokenizer"} <= set(names)
