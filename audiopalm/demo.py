@@ -4,14 +4,24 @@ Each stage writes into its own folder under --out and is skipped when its output
 (a stage writes a `.done` marker last), so re-running resumes where it stopped. Stages:
 
   corpus      data_prep/synth_corpus.py: the four-language parallel corpus spoken by espeak-ng
+  tokenizer   audiopalm tokenizer fit: the built-in mel-RVQ codec fitted on the training audio
+  tokens      audiopalm tokenize: train/dev/test token stores (audio codes per utterance)
+  text_lm     recipes/pretrain_text.py: the small text LLM (stage 0, the stand-in for a hub model)
+
+Every stage runs the same command a user would (printed before it runs), so each can be re-run by hand.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]  # recipes/ live beside the package (editable install)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,12 +34,22 @@ class Profile:
     """Dev sentences."""
     test: int
     """Test sentences (never seen in training)."""
+    tokenizer_args: tuple[str, ...]
+    """Extra `audiopalm tokenizer fit` arguments."""
+    text_lm_overrides: tuple[str, ...]
+    """key=value overrides of recipes/configs/pretrain_text.yaml."""
 
 
 # smoke: every stage on a tiny corpus (part of the test suite); default: the README's demo.
 PROFILES = {
-    "smoke": Profile(train=60, dev=10, test=10),
-    "default": Profile(train=1500, dev=100, test=100),
+    "smoke": Profile(train=60, dev=10, test=10,
+                     tokenizer_args=("--num-codebooks", "2", "--codebook-size", "64", "--kmeans-iters", "5"),
+                     text_lm_overrides=("model.hidden_size=64", "model.num_layers=2", "model.intermediate_size=128",
+                                        "data.vocab_size=512", "train.max_steps=20", "train.save_every=10",
+                                        "train.eval_every=10", "train.log_with=none")),
+    "default": Profile(train=1500, dev=100, test=100,
+                       tokenizer_args=("--num-codebooks", "8", "--codebook-size", "256"),
+                       text_lm_overrides=()),
 }
 
 
@@ -60,6 +80,44 @@ def _corpus(profile: Profile, seed: int):
     return fn
 
 
+def _run(cmd: list[str]) -> None:
+    """Run one stage's command as a user would, echoing it; a failure stops the demo with its exit code."""
+    print("+ " + shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def _bin(name: str) -> str:
+    """A console script of this environment (the venv's own, whatever PATH says)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def _tokenizer(corpus: Path, profile: Profile, seed: int):
+    def fn(folder: Path) -> str:
+        _run([_bin("audiopalm"), "tokenizer", "fit", "--manifest", str(corpus / "train.jsonl"), "--out", str(folder),
+              "--seed", str(seed), *profile.tokenizer_args])
+        return str(folder)
+    return fn
+
+
+def _tokens(corpus: Path, tokenizer: Path):
+    def fn(folder: Path) -> str:
+        for split in ("train", "dev", "test"):
+            _run([_bin("audiopalm"), "tokenize", "--manifest", str(corpus / f"{split}.jsonl"),
+                  "--tokenizer", str(tokenizer), "--out", str(folder / split)])
+        return f"{folder}/{{train,dev,test}}"
+    return fn
+
+
+def _text_lm(corpus: Path, profile: Profile, seed: int):
+    def fn(folder: Path) -> str:
+        _run([sys.executable, str(REPO / "recipes/pretrain_text.py"), "--config",
+              str(REPO / "recipes/configs/pretrain_text.yaml"),
+              f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
+              f"train.output_dir={folder}", f"train.seed={seed}", *profile.text_lm_overrides])
+        return f"{folder}/final (HF model + tokenizer), {folder}/metrics.jsonl"
+    return fn
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
                         help="smoke: tiny corpus, every stage in minutes; default: the README's demo")
@@ -72,6 +130,9 @@ def run(args) -> int:
     profile = PROFILES[args.profile]
     out = Path(args.out)
     t0 = time.time()
-    _stage(out, "corpus", _corpus(profile, args.seed), force=args.force)
+    corpus = _stage(out, "corpus", _corpus(profile, args.seed), force=args.force)
+    tokenizer = _stage(out, "tokenizer", _tokenizer(corpus, profile, args.seed), force=args.force)
+    _stage(out, "tokens", _tokens(corpus, tokenizer), force=args.force)
+    _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
     print(f"demo ({args.profile}) finished in {time.time() - t0:.0f} s; outputs under {out}")
     return 0
