@@ -16,6 +16,15 @@ from test_extend import TinyCodec  # tests/ is on sys.path under pytest
 from test_vocab import tiny_text_tokenizer
 
 SR = 16000
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; two threads on a loaded 2-core machine spin and are ~10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST", "ASR AST S2ST"]
 
 

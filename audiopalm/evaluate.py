@@ -1,0 +1,410 @@
+"""Evaluate a checkpoint on any tasks of a manifest (or token store): outputs, scores, report.
+
+    audiopalm eval --checkpoint runs/demo/audiopalm --manifest runs/demo/corpus/test.jsonl \\
+        --tasks ASR AST TTS S2ST "ASR AST S2ST" MT --out runs/demo/eval [--max-items 20] \\
+        [--batch-size 8] [--judge model|pocketsphinx|whisper:openai/whisper-large-v3]
+
+Writes, into ``--out`` (the results-folder format of ``eval/report.py``)::
+
+    outputs/<TASK>.jsonl        one line per utterance: id, task, src, tgt, speaker, split, subset, text
+                                (input text / reference transcript), ref_text (reference translation),
+                                hyp_text (the model's text; for speech outputs the judge's transcript),
+                                hyp_transcript / hyp_translation (chained tasks), audio, ref_audio
+                                (wav paths relative to --out), judge_ref_text, finished, new_tokens
+    outputs/wav/<TASK>/<id>.wav generated speech (TTS, S2ST)
+    summary.json                {"checkpoint", "judge", "data", "metrics": [summary rows], ...}
+    report.md, report.html      eval/report.py's report of the folder
+
+Metrics, corpus-level, per task, language pair, split and subset (:mod:`audiopalm.metrics`): ASR output
+-> WER and CER; translated text (AST, MT) -> BLEU and chrF; TTS -> round-trip WER (``TTS-WER``) and
+S2ST -> ``ASR-BLEU``, both through an ASR judge. The judge (``--judge``) is the checkpoint's own ASR by
+default (``model``), PocketSphinx (``pocketsphinx``, English only) or a Whisper model
+(``whisper:NAME``). The judge also transcribes the *reference* audio (``TTS-WER (ref audio)``,
+``ASR-BLEU (ref audio)``), so a reader sees how good the judge itself is on real speech.
+
+Subsets: when ``corpus.json`` next to the manifest (or ``--corpus``) lists ``held_out_voices``
+(:mod:`data_prep.synth_corpus`), utterances whose ``speaker`` (the voice of the source audio) is held
+out form the ``heldout_voice`` subset and the rest ``seen_voices``, for tasks with speech input; text-input
+tasks (TTS, MT) and corpora without that key give one subset, ``all``.
+
+Utterances are de-duplicated per task (a source clip paired with three translations is transcribed once
+for ASR); ``--max-items`` keeps the first N per task and language pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import os
+import re
+import sys
+import warnings
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+# Placeholder for a speech output that produced no whole frame (decoding ran out): a judge hears
+# silence, so the utterance counts as all errors instead of being silently dropped.
+SILENCE_SECONDS = 0.1
+HELD_OUT_KEY = "held_out_voices"
+"""Key of ``corpus.json`` (data_prep/synth_corpus.py) listing the voices kept out of training."""
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Settings of one evaluation run (the ``audiopalm eval`` options)."""
+
+    checkpoint: str
+    """Checkpoint folder or hub repo id (:meth:`audiopalm.pipeline.AudioPaLM.from_pretrained`)."""
+    out: str
+    """Results folder to write."""
+    tasks: list[str]
+    """Task names or chains: ``["ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT"]``."""
+    manifest: str | None = None
+    """Manifest to evaluate on (audio is encoded with the checkpoint's audio tokenizer)."""
+    store: str | None = None
+    """Or a token store made with the checkpoint's audio tokenizer (codes are read, not recomputed)."""
+    corpus: str | None = None
+    """corpus.json with held-out voices; default: next to the manifest, if present."""
+    max_items: int | None = None
+    """Keep the first N utterances per task and language pair (None: all)."""
+    batch_size: int = 8
+    """Prompts per ``model.generate`` call."""
+    judge: str = "model"
+    """ASR judge for speech outputs: ``model``, ``pocketsphinx`` or ``whisper:NAME``."""
+    max_new_tokens: int | None = None
+    """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
+    device: str | None = None
+    """torch device (default: cuda if available)."""
+    report: bool = True
+    """Write report.md / report.html with eval/report.py at the end."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self):
+        from audiopalm.tasks import TaskError, parse_task
+
+        if (self.manifest is None) == (self.store is None):
+            raise ValueError(f"give exactly one of manifest / store (got manifest={self.manifest!r}, store={self.store!r})")
+        if not self.tasks:
+            raise ValueError("tasks: give at least one task")
+        for t in self.tasks:
+            try:
+                parse_task(t)
+            except TaskError as e:
+                raise ValueError(f"tasks: {e}") from None
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"max_items: expected >= 1, got {self.max_items}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
+        if not (self.judge in ("model", "pocketsphinx") or re.fullmatch(r"whisper:\S+", self.judge)):
+            raise ValueError(f"judge: expected 'model', 'pocketsphinx' or 'whisper:NAME', got {self.judge!r}")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_rows(cfg: EvalConfig, audio_tokenizer=None) -> tuple[list[dict], Path | None]:
+    """The utterances to evaluate (manifest fields, audio paths absolute, plus ``audio_codes`` /
+    ``tgt_audio_codes`` [K, F] from a token store) and the folder the data came from."""
+    if cfg.manifest is not None:
+        from audiopalm.manifest import read_manifest
+
+        rows = [dataclasses.asdict(r) for r in read_manifest(cfg.manifest)]
+        return rows, Path(cfg.manifest).parent
+    from audiopalm.token_store import load_token_store
+
+    store = load_token_store(cfg.store, expected_tokenizer=audio_tokenizer)
+    rows = []
+    for i in range(len(store)):
+        row = {k: v for k, v in store[i].items() if k not in ("audio_codes", "tgt_audio_codes")}
+        row["audio_codes"] = store.codes(i, "audio_codes")
+        row["tgt_audio_codes"] = store.codes(i, "tgt_audio_codes")
+        rows.append(row)
+    origin = Path(store.meta.manifest).parent if store.meta.manifest else None
+    return rows, origin
+
+
+def held_out_voices(cfg: EvalConfig, origin: Path | None) -> set[str] | None:
+    """Voices marked held out in corpus.json (``--corpus``, else next to the data); None if unknown."""
+    path = Path(cfg.corpus) if cfg.corpus else (origin / "corpus.json" if origin else None)
+    if path is None or not path.is_file():
+        if cfg.corpus:
+            raise FileNotFoundError(f"{cfg.corpus}: no such corpus.json")
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    voices = meta.get(HELD_OUT_KEY) if isinstance(meta, dict) else None
+    if voices is None:
+        return None
+    if not isinstance(voices, list) or not all(isinstance(v, str) for v in voices):
+        raise ValueError(f"{path}: field {HELD_OUT_KEY!r}: expected a list of voice ids, got {voices!r}")
+    return set(voices)
+
+
+def task_items(spec, rows: list[dict], max_items: int | None, skipped: Counter) -> dict[tuple, list[dict]]:
+    """Rows usable for ``spec``, de-duplicated, grouped by (src, tgt), first ``max_items`` of each group.
+
+    A row lacking what the task needs (a translation, a target audio for S2ST's reference) is counted in
+    ``skipped`` under ``"<task>: no <field>"``."""
+    from audiopalm.tasks import AUDIO
+
+    kind, field = spec.input_segment
+    need = ["tgt_lang", "tgt_text"] if spec.needs_tgt_lang else []
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    seen = set()
+    for row in rows:
+        missing = [f for f in need if not row.get(f)]
+        if missing:
+            skipped[f"{spec.name}: no {missing[0]}"] += 1
+            continue
+        tgt = row.get("tgt_lang") if spec.needs_tgt_lang else None
+        key = (row["audio"] if kind == AUDIO else (row["lang"], row["text"]), tgt)
+        if key in seen:
+            continue
+        seen.add(key)
+        group = groups[(row["lang"], tgt)]
+        if max_items is None or len(group) < max_items:
+            group.append(row)
+    return dict(groups)
+
+
+def subset_of(row: dict, spec, held_out: set[str] | None) -> str:
+    """``heldout_voice`` / ``seen_voices`` for speech-input tasks when held-out voices are known, else ``all``."""
+    from audiopalm.tasks import AUDIO
+
+    if held_out is None or spec.input_segment[0] != AUDIO:
+        return "all"
+    return "heldout_voice" if row.get("speaker") in held_out else "seen_voices"
+
+
+# ----------------------------------------------------------------------------- judges
+
+
+def make_eval_judge(name: str, pipe, *, batch_size: int, max_new_tokens: int | None):
+    """``model`` (the checkpoint's own ASR), ``pocketsphinx`` or ``whisper:NAME`` as an ASR judge."""
+    from audiopalm.asr_judges import CallableJudge, PocketSphinxJudge, WhisperJudge
+
+    if name == "model":
+        def own_asr(wavs, sample_rate, lang):
+            outs = pipe.asr(list(wavs), lang, sample_rate=sample_rate, batch_size=batch_size,
+                            max_new_tokens=max_new_tokens)
+            return [o.text or "" for o in outs]
+
+        return CallableJudge(own_asr, name="model-asr")
+    if name == "pocketsphinx":
+        return PocketSphinxJudge()
+    return WhisperJudge(model=name.split(":", 1)[1], batch_size=batch_size, name=name)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def evaluate(cfg: EvalConfig) -> dict:
+    """Run the evaluation described by ``cfg``; returns the summary written to ``summary.json``."""
+    from tqdm import tqdm
+
+    from audiopalm import audio as audio_io
+    from audiopalm.metrics import asr_bleu, bleu, cer, chrf, summary_row, tts_roundtrip_wer, wer
+    from audiopalm.pipeline import AudioPaLM
+    from audiopalm.tasks import AUDIO, parse_task
+
+    out_dir = Path(cfg.out)
+    (out_dir / "outputs").mkdir(parents=True, exist_ok=True)
+    pipe = AudioPaLM.from_pretrained(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
+    rows, origin = load_rows(cfg, pipe.audio_tokenizer)
+    held_out = held_out_voices(cfg, origin)
+    judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+    sr = pipe.sample_rate
+    metrics: list[dict] = []
+    skipped: Counter = Counter()
+    notes: list[str] = []
+
+    def rel(path: str | os.PathLike | None) -> str | None:
+        return None if path is None else os.path.relpath(os.path.abspath(path), out_dir.resolve())
+
+    for task in cfg.tasks:
+        spec = parse_task(task)
+        kind_in, field_in = spec.input_segment
+        out_kinds = dict((f, k) for k, f in spec.output_segments)
+        speech_field = next((f for k, f in spec.output_segments if k == AUDIO), None)
+        slug = _slug(spec.name)
+        lines: list[dict] = []
+        for (src, tgt), items in task_items(spec, rows, cfg.max_items, skipped).items():
+            records = []
+            for row in tqdm(items, desc=f"{spec.name} {src}{'-' + tgt if tgt else ''}: encode", unit="utt",
+                            disable=not cfg.progress or kind_in != AUDIO or row_has_codes(items)):
+                rec = {"id": row["id"], "lang": src, "tgt_lang": tgt, "text": row["text"]}
+                if kind_in == AUDIO:
+                    codes = row.get("audio_codes")
+                    rec[field_in] = codes if codes is not None else pipe.encode_audio(row["audio"], name=row["audio"])
+                records.append(rec)
+            outs = pipe.generate_records(spec, records, max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
+            # speech outputs -> wavs on disk (and silence for the judge where nothing came out)
+            wavs = []
+            for row, o in zip(items, outs):
+                line = {"id": row["id"], "task": spec.name, "src": src, "tgt": tgt, "speaker": row.get("speaker"),
+                        "split": row.get("split") or "test", "subset": subset_of(row, spec, held_out),
+                        "text": row["text"], "ref_text": row.get("tgt_text") if spec.needs_tgt_lang else None,
+                        "hyp_text": o.translation if "tgt_text" in out_kinds else o.text,
+                        "finished": o.finished, "new_tokens": len(o.ids)}
+                if "text" in out_kinds and "tgt_text" in out_kinds:
+                    line["hyp_transcript"], line["hyp_translation"] = o.text, o.translation
+                if speech_field is not None:
+                    ref = row.get("audio") if speech_field == "audio_codes" else row.get("tgt_audio")
+                    line["ref_audio"] = rel(ref)
+                    if o.audio is not None:
+                        wav_path = audio_io.save(out_dir / "outputs" / "wav" / slug / f"{_slug(row['id'])}.wav", o.audio, sr)
+                        line["audio"] = rel(wav_path)
+                        wavs.append(o.audio)
+                    else:
+                        line["audio"] = None
+                        wavs.append(np.zeros(int(SILENCE_SECONDS * sr), np.float32))
+                lines.append(line)
+            group_lines = lines[-len(items):]
+            # judge transcripts of generated and reference speech, once per language pair
+            judged, judged_ref = None, None
+            if speech_field is not None:
+                out_lang = tgt if speech_field == "tgt_audio_codes" else src
+                try:
+                    judged = judge.transcribe(wavs, sr, out_lang)
+                    refs_audio = [r.get("audio") if speech_field == "audio_codes" else r.get("tgt_audio") for r in items]
+                    if all(refs_audio):
+                        ref_wavs = [audio_io.load(p, sr)[0] for p in refs_audio]
+                        judged_ref = judge.transcribe(ref_wavs, sr, out_lang)
+                except ValueError as e:  # e.g. PocketSphinx has no model for this language
+                    notes.append(f"{spec.name} {src}-{tgt or src}: no judged metric ({e})")
+                    print(f"warning: {notes[-1]}", file=sys.stderr)
+                for i, line in enumerate(group_lines):
+                    if judged is not None:
+                        line["hyp_text"] = judged[i]
+                    if judged_ref is not None:
+                        line["judge_ref_text"] = judged_ref[i]
+            # scores per (split, subset)
+            by_subset: dict[tuple, list[int]] = defaultdict(list)
+            for i, line in enumerate(group_lines):
+                by_subset[(line["split"], line["subset"])].append(i)
+            for (split, subset), idx in by_subset.items():
+                row_kw = {"task": spec.name, "src": src, "tgt": tgt, "split": split, "subset": subset}
+                if "text" in out_kinds:
+                    refs = [items[i]["text"] for i in idx]
+                    hyps = [outs[i].text or "" for i in idx]
+                    metrics += [summary_row(wer(refs, hyps, src), **row_kw), summary_row(cer(refs, hyps, src), **row_kw)]
+                if "tgt_text" in out_kinds:
+                    refs = [items[i]["tgt_text"] for i in idx]
+                    hyps = [outs[i].translation or "" for i in idx]
+                    metrics += [summary_row(bleu(refs, hyps, tgt), **row_kw), summary_row(chrf(refs, hyps), **row_kw)]
+                for transcripts, suffix in ((judged, ""), (judged_ref, " (ref audio)")):
+                    if transcripts is None:
+                        continue
+                    fixed = _fixed_judge(judge, [transcripts[i] for i in idx])
+                    sub_wavs = [wavs[i] for i in idx]
+                    if speech_field == "audio_codes":  # TTS: round trip against the input text
+                        score, _ = tts_roundtrip_wer(sub_wavs, sr, [items[i]["text"] for i in idx], src, fixed)
+                        metrics.append(summary_row(score, metric="TTS-WER" + suffix, **row_kw))
+                    else:  # S2ST: ASR-BLEU against the reference translation
+                        score, _ = asr_bleu(sub_wavs, sr, [items[i]["tgt_text"] for i in idx], tgt, fixed)
+                        metrics.append(summary_row(score, metric="ASR-BLEU" + suffix, **row_kw))
+        with (out_dir / "outputs" / f"{slug}.jsonl").open("w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+        if not lines:
+            notes.append(f"{spec.name}: no usable utterances in the data")
+            print(f"warning: {notes[-1]}", file=sys.stderr)
+
+    summary = {"checkpoint": str(cfg.checkpoint), "judge": cfg.judge,
+               "data": str(cfg.manifest or cfg.store), "tasks": list(cfg.tasks),
+               "subsets": "by held-out voice" if held_out is not None else "all",
+               "metrics": metrics, "notes": notes}
+    if skipped:
+        summary["extra_tables"] = {"Skipped utterances": [{"reason": k, "count": v} for k, v in sorted(skipped.items())]}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if cfg.report:
+        write_report(out_dir)
+    return summary
+
+
+def row_has_codes(items: list[dict]) -> bool:
+    """Whether the rows carry precomputed audio codes (token store): then there is nothing to encode."""
+    return bool(items) and items[0].get("audio_codes") is not None
+
+
+def _fixed_judge(judge, transcripts: list[str]):
+    """A judge that returns transcripts already made (one judge pass serves every subset)."""
+    from audiopalm.asr_judges import CallableJudge
+
+    return CallableJudge(lambda wavs, sr, lang: transcripts, name=getattr(judge, "name", "judge"))
+
+
+def write_report(results_dir: str | os.PathLike):
+    """Render report.md / report.html with ``eval/report.py`` (found beside the package in a checkout)."""
+    path = Path(__file__).resolve().parent.parent / "eval" / "report.py"
+    if not path.is_file():
+        warnings.warn(f"{path}: not found (not a source checkout); run eval/report.py {results_dir} yourself")
+        return None
+    spec = importlib.util.spec_from_file_location("audiopalm_eval_report", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module.write_report(results_dir)
+
+
+# ----------------------------------------------------------------------------- CLI: audiopalm eval
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--manifest", help="manifest (JSONL) to evaluate on")
+    data.add_argument("--store", help="or a token store made with the checkpoint's audio tokenizer")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder or hub repo id")
+    parser.add_argument("--tasks", nargs="+", default=["ASR", "AST", "TTS", "S2ST", "MT"], metavar="TASK",
+                        help='tasks or quoted chains, e.g. ASR AST TTS S2ST "ASR AST S2ST" MT')
+    parser.add_argument("--out", required=True, help="results folder to write")
+    parser.add_argument("--corpus", help="corpus.json with held_out_voices (default: next to the manifest)")
+    parser.add_argument("--max-items", type=int, metavar="N", help="first N utterances per task and language pair")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per generate call (default 8)")
+    parser.add_argument("--judge", default="model", help="ASR judge of speech outputs: model (default), "
+                        "pocketsphinx (English only) or whisper:NAME (e.g. whisper:openai/whisper-large-v3)")
+    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args) -> int:
+    try:
+        cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
+                         store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
+                         judge=args.judge, max_new_tokens=args.max_new_tokens, device=args.device,
+                         report=not args.no_report, progress=not args.quiet)
+        summary = evaluate(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for m in summary["metrics"]:
+        pair = m["src"] + (f"-{m['tgt']}" if m["tgt"] else "")
+        print(f"{m['task']:<14} {pair:<6} {m['subset']:<14} {m['metric']:<22} {m['value']:8.2f}  (n={m['n']})")
+    print(f"wrote {Path(args.out) / 'summary.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="audiopalm eval", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""audiopalm eval on a tiny manifest (tones as speech, corpus.json with a held-out voice) and a tiny checkpoint."""
+
+import json
+
+import pytest
+import torch
+
+from audiopalm import audio as audio_io
+from audiopalm.evaluate import EvalConfig, main, task_items
+from audiopalm.manifest import Record, write_manifest
+from audiopalm.tasks import parse_task
+from test_pipeline import SR, make_checkpoint, tone  # tests/ is on sys.path under pytest
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest on one thread; two threads on a loaded 2-core machine spin and are ~10x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+ALL_TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST S2ST"]
+
+
+def make_corpus(root):
+    """4 manifest rows over 3 source clips: en-1 is paired with fr and es (ASR must see it once)."""
+    wav = root / "wav"
+    for name, f in (("en-1", 220), ("en-2", 330), ("fr-1", 440), ("fr-2", 550), ("es-1", 660), ("en-3", 770)):
+        audio_io.save(wav / f"{name}.wav", tone(0.5, f), SR)
+    rows = [
+        Record("s1-en-fr", "en", "the dog sleeps.", str(wav / "en-1.wav"), "fr", "le chien dort.", str(wav / "fr-1.wav"),
+               speaker="en-v00", split="test"),
+        Record("s1-en-es", "en", "the dog sleeps.", str(wav / "en-1.wav"), "es", "el perro duerme.", str(wav / "es-1.wav"),
+               speaker="en-v00", split="test"),
+        Record("s2-en-fr", "en", "a cat runs.", str(wav / "en-2.wav"), "fr", "un chat court.", str(wav / "fr-2.wav"),
+               speaker="en-v09", split="test"),
+        Record("s3-fr-en", "fr", "le chien dort.", str(wav / "fr-1.wav"), "en", "the dog sleeps.", str(wav / "en-3.wav"),
+               speaker="fr-v01", split="test"),
+    ]
+    manifest = write_manifest(root / "test.jsonl", rows)
+    (root / "corpus.json").write_text(json.dumps({"seed": 0, "held_out_voices": ["en-v09", "fr-v09"]}))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    return make_checkpoint(root / "ckpt"), make_corpus(root / "corpus"), root
+
+
+def test_task_items_dedup_and_grouping(setup):
+    from audiopalm.manifest import read_manifest
+    import collections
+    import dataclasses
+
+    rows = [dataclasses.asdict(r) for r in read_manifest(setup[1])]
+    skipped = collections.Counter()
+    asr = task_items(parse_task("ASR"), rows, None, skipped)
+    assert {k: [r["id"] for r in v] for k, v in asr.items()} == {("en", None): ["s1-en-fr", "s2-en-fr"],
+                                                                 ("fr", None): ["s3-fr-en"]}
+    ast = task_items(parse_task("AST"), rows, 1, skipped)
+    assert {k: len(v) for k, v in ast.items()} == {("en", "fr"): 1, ("en", "es"): 1, ("fr", "en"): 1}
+    rows.append({**rows[0], "id": "mono", "tgt_lang": None, "tgt_text": None, "tgt_audio": None})
+    task_items(parse_task("MT"), rows, None, skipped)
+    assert skipped == {"MT: no tgt_lang": 1}
+
+
+def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
+    ckpt, manifest, _ = setup
+    out = tmp_path / "results"
+    rc = main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", *ALL_TASKS, "--out", str(out),
+               "--max-new-tokens", "8", "--batch-size", "2", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    got = {(m["task"], m["src"], m["tgt"], m["subset"], m["metric"]) for m in summary["metrics"]}
+    want = set()
+    for src, subset in (("en", "seen_voices"), ("en", "heldout_voice"), ("fr", "seen_voices")):
+        want |= {("ASR", src, None, subset, m) for m in ("WER", "CER")}
+    for src, tgt, subset in (("en", "fr", "seen_voices"), ("en", "fr", "heldout_voice"), ("en", "es", "seen_voices"),
+                             ("fr", "en", "seen_voices")):
+        want |= {("AST", src, tgt, subset, m) for m in ("BLEU", "chrF")}
+        want |= {("S2ST", src, tgt, subset, m) for m in ("ASR-BLEU", "ASR-BLEU (ref audio)")}
+        want |= {("ASR AST S2ST", src, tgt, subset, m)
+                 for m in ("WER", "CER", "BLEU", "chrF", "ASR-BLEU", "ASR-BLEU (ref audio)")}
+    for src, tgt in (("en", "fr"), ("en", "es"), ("fr", "en")):
+        want |= {("MT", src, tgt, "all", m) for m in ("BLEU", "chrF")}
+    for src in ("en", "fr"):  # TTS: text input, one subset; en text "the dog sleeps." occurs twice, once scored
+        want |= {("TTS", src, None, "all", m) for m in ("TTS-WER", "TTS-WER (ref audio)")}
+    assert got == want, (got - want, want - got)
+    by_key = {(m["task"], m["src"], m["tgt"], m["subset"], m["metric"]): m for m in summary["metrics"]}
+    assert by_key[("ASR", "en", None, "seen_voices", "WER")]["n"] == 1
+    assert by_key[("TTS", "en", None, "all", "TTS-WER")]["n"] == 2
+    assert "judge:model-asr" in by_key[("S2ST", "en", "fr", "seen_voices", "ASR-BLEU")]["signature"]
+    for m in summary["metrics"]:
+        assert m["split"] == "test" and 0 <= m["value"] and m["n"] >= 1, m
+
+    files = sorted(p.name for p in (out / "outputs").glob("*.jsonl"))
+    assert files == sorted(["ASR.jsonl", "AST.jsonl", "TTS.jsonl", "S2ST.jsonl", "MT.jsonl", "ASR_AST_S2ST.jsonl"])
+    tts = [json.loads(line) for line in (out / "outputs" / "TTS.jsonl").read_text().splitlines()]
+    assert len(tts) == 3 and all(r["audio"].startswith("outputs/wav/TTS/") for r in tts)
+    for r in tts:
+        wav, sr = audio_io.load(out / r["audio"])
+        assert sr == SR and wav.size == 3 * 640  # 8 new tokens: <|audio_start|> + 7 -> 3 whole frames of 640 samples
+        assert (out / r["ref_audio"]).is_file() and isinstance(r["hyp_text"], str) and "judge_ref_text" in r
+    chained = [json.loads(line) for line in (out / "outputs" / "ASR_AST_S2ST.jsonl").read_text().splitlines()]
+    assert len(chained) == 4 and {"hyp_transcript", "hyp_translation", "ref_text", "ref_audio"} <= set(chained[0])
+    asr = [json.loads(line) for line in (out / "outputs" / "ASR.jsonl").read_text().splitlines()]
+    assert [r["subset"] for r in asr] == ["seen_voices", "heldout_voice", "seen_voices"]
+    html = (out / "report.html").read_text()
+    assert "ASR-BLEU" in html and "heldout_voice" in html and (out / "report.md").is_file()
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
+    from audiopalm.pipeline import AudioPaLM
+    from audiopalm.token_store import build_token_store
+
+    ckpt, manifest, root = setup
+    tok = AudioPaLM.from_pretrained(ckpt, device="cpu").audio_tokenizer
+    store = build_token_store(manifest, tok, tmp_path / "store", progress=False, num_proc=1)
+    (manifest.parent / "corpus.json").rename(tmp_path / "corpus.json")  # no held-out voices known
+    try:
+        out = tmp_path / "results"
+        rc = main(["--checkpoint", str(ckpt), "--store", str(store.path), "--tasks", "ASR", "--out", str(out),
+                   "--max-new-tokens", "4", "--no-report", "--quiet"])
+    finally:
+        (tmp_path / "corpus.json").rename(manifest.parent / "corpus.json")
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert {(m["src"], m["subset"], m["metric"], m["n"]) for m in summary["metrics"]} == {
+        ("en", "all", "WER", 2), ("en", "all", "CER", 2), ("fr", "all", "WER", 1), ("fr", "all", "CER", 1)}
+    assert not (out / "report.html").exists()
+
+
+def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
+    ckpt, manifest, _ = setup
+    with pytest.raises(ValueError, match="judge: expected"):
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), judge="google")
+    with pytest.raises(ValueError, match="unknown task 'XYZ'"):
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["XYZ"], manifest=str(manifest))
+    with pytest.raises(ValueError, match="exactly one of manifest / store"):
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"])
+    assert main(["--checkpoint", str(ckpt), "--manifest", str(tmp_path / "none.jsonl"), "--tasks", "ASR",
+                 "--out", str(tmp_path / "r")]) == 1
+    assert "no such manifest" in capsys.readouterr().err
