@@ -206,6 +206,7 @@ class PretrainTextConfig:
 # Recipe name (the YAML's ``recipe:`` key) -> "module:Class". Add a line for a new recipe.
 CONFIGS: dict[str, str] = {
     "pretrain_text": "audiopalm.config:PretrainTextConfig",
+    "finetune_audiopalm": "audiopalm.finetune_config:FinetuneAudioPaLMConfig",
 }
 
 

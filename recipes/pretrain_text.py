@@ -194,7 +194,9 @@ class PretrainTextRecipe:
         torch.manual_seed(self.cfg.train.seed)
         self.model = AutoModelForCausalLM.from_config(config)
         if self.cfg.train.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # transformers >= 5 names it activation checkpointing; older versions only have the old name
+            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
+            enable()
             self.model.config.use_cache = False
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.accelerator.print(f"[pretrain_text] Llama {m.num_layers} layers x {m.hidden_size}, "

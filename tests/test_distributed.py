@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pretrain_text import RECIPE, REPO, TINY, _env, losses, run_recipe, write_corpus
+from test_pretrain_text import RECIPE, REPO, TINY, _env, losses, run_in_process, run_recipe, write_corpus
 
 ACCEL = REPO / "recipes" / "accelerate"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -58,7 +58,7 @@ def _assert_close(a: dict[int, float], b: dict[int, float], rel: float = 1e-5) -
 def one_process(corpus, tmp_path_factory) -> dict[int, float]:
     """Reference: 1 process, micro-batch 4, no accumulation (global batch 4)."""
     out = tmp_path_factory.mktemp("one")
-    run_recipe(_common(corpus, out) + ["train.micro_batch_size=4"])
+    run_in_process(_common(corpus, out) + ["train.micro_batch_size=4"])
     return losses(out)
 
 
@@ -91,7 +91,7 @@ def test_sigkill_then_resume_matches_unbroken_run(corpus, tmp_path):
     """Kill -9 a run after its step-10 checkpoint, resume, and compare every step's loss exactly."""
     args = ["train.max_steps=40", "train.save_every=10", "train.keep_last=1", "train.micro_batch_size=8"]
     ref = tmp_path / "ref"
-    run_recipe(_common(corpus, ref) + args)
+    run_in_process(_common(corpus, ref) + args)
 
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(RECIPE), *_common(corpus, out), *args], env=_env(),
@@ -112,7 +112,7 @@ def test_sigkill_then_resume_matches_unbroken_run(corpus, tmp_path):
     killed_at = max(losses(out))
     assert 12 <= killed_at < 40, killed_at
 
-    run_recipe(_common(corpus, out) + args + ["--resume"])
+    run_in_process(_common(corpus, out) + args + ["--resume"])
     assert losses(out) == losses(ref)  # exact: steps 1..10 from before the kill, 11..40 after the resume
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000030"]  # keep_last=1
 
