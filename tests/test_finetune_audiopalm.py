@@ -1,0 +1,379 @@
+"""recipes/finetune_audiopalm.py end to end: a 2-layer Llama "pretrained" LM, a tiny fitted mel_rvq tokenizer and a
+token store of toy 4-language sentences spoken as word tones (seconds)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from audiopalm.manifest import Record, write_manifest
+from test_pretrain_text import _ADJ, _LANGS, _NOUN, _VERB, _env, _sentence
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "finetune_audiopalm.py"
+CONFIGS = REPO / "recipes" / "configs"
+TINY = CONFIGS / "finetune_audiopalm_tiny.yaml"
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+SR = 16000
+
+
+def _speak(text: str) -> np.ndarray:
+    """A stand-in for speech: one 80 ms tone per word, its pitch a function of the word."""
+    parts = []
+    for word in text.strip(".").split():
+        freq = 180 + 37 * (sum(word.encode()) % 40)
+        t = np.arange(int(0.08 * SR)) / SR
+        parts.append(0.3 * np.sin(2 * np.pi * freq * t))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]:
+    """Manifest (en<->fr/es/de rows sharing wavs, plus rows without a translation), text tokenizer, tiny Llama,
+    a fitted 2-codebook mel_rvq tokenizer, its token store, and a second tokenizer (another fingerprint)."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from audiopalm.tasks import tag_lines
+    from audiopalm.text_tokenizer import train_text_tokenizer
+    from audiopalm.token_store import build_token_store
+    from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
+
+    wav_dir = root / "wav"
+    wav_dir.mkdir(parents=True)
+    combos = list(itertools.product(_ADJ, _NOUN, _VERB))
+    random.Random(0).shuffle(combos)
+    records, waves, lines = [], [], []
+
+    def wav_for(key: str, text: str) -> str:
+        path = wav_dir / f"{key}.wav"
+        if not path.exists():
+            w = _speak(text)
+            sf.write(path, w, SR)
+            waves.append(w)
+        return str(path)
+
+    for split, chunk in (("train", combos[:train]), ("dev", combos[train:train + dev])):
+        for i, (a, n, v) in enumerate(chunk):
+            k = i % 3 + 1
+            en, xx = _sentence(a, n, v, 0), _sentence(a, n, v, k)
+            en_wav, xx_wav = wav_for(f"{split}{i}_en", en), wav_for(f"{split}{i}_{_LANGS[k]}", xx)
+            records.append(Record(id=f"{split}-{i}-en", lang="en", text=en, audio=en_wav, tgt_lang=_LANGS[k],
+                                  tgt_text=xx, tgt_audio=xx_wav, split=split))
+            records.append(Record(id=f"{split}-{i}-{_LANGS[k]}", lang=_LANGS[k], text=xx, audio=xx_wav, tgt_lang="en",
+                                  tgt_text=en, tgt_audio=en_wav, split=split))
+            lines += [en, xx, f"[MT English French] {en} -> {xx}"]
+            if split == "train" and i < 2:  # as in the synthetic corpus: one English wav, two translations
+                j = k % 3 + 1
+                yy = _sentence(a, n, v, j)
+                records.append(Record(id=f"{split}-{i}-en-{_LANGS[j]}", lang="en", text=en, audio=en_wav,
+                                      tgt_lang=_LANGS[j], tgt_text=yy, tgt_audio=wav_for(f"{split}{i}_{_LANGS[j]}", yy),
+                                      split=split))
+                lines.append(yy)
+    for i in range(2):  # monolingual rows: AST/S2ST/MT leave them out (counted), ASR/TTS use them
+        text = f"the {_ADJ[i][0]} {_NOUN[i][0]} {_VERB[i][0]} {_VERB[i + 1][0]}."
+        records.append(Record(id=f"mono-{i}", lang="en", text=text, audio=wav_for(f"mono{i}", text), split="train"))
+    manifest = write_manifest(root / "manifest.jsonl", records)
+
+    lm = root / "text_lm"
+    tok = train_text_tokenizer(lines + tag_lines(), lm, vocab_size=400)
+    config = LlamaConfig(vocab_size=math.ceil(len(tok) / 64) * 64, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(lm)
+
+    opts = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
+    audio_tok = MelRVQTokenizer.fit(waves, seed=0, **opts)
+    audio_tok.save_pretrained(root / "mel_rvq")
+    MelRVQTokenizer.fit(waves, seed=1, **opts).save_pretrained(root / "mel_rvq_other")
+    build_token_store(manifest, audio_tok, root / "store", num_proc=1, progress=False)
+    return {"lm": lm, "tok": root / "mel_rvq", "other_tok": root / "mel_rvq_other", "store": root / "store",
+            "manifest": manifest}
+
+
+def common(world: dict, out: Path) -> list[str]:
+    return ["--config", str(TINY), f"model.name_or_path={world['lm']}", f"model.audio_tokenizer={world['tok']}",
+            f"data.stores=[{world['store']}]", f"train.output_dir={out}"]
+
+
+def run_recipe(args: list[str], *, ok: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, str(RECIPE), *args], capture_output=True, text=True, timeout=timeout,
+                          env=_env())
+    if ok:
+        assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def losses(out: Path) -> dict[int, float]:
+    from audiopalm.training import read_jsonl
+
+    return {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def full_run(world, tmp_path_factory) -> tuple[Path, str]:
+    """Full fine-tune, 8 steps (checkpoints at 4 and 8 -> step 4 kept as resumable, final at 8)."""
+    out = tmp_path_factory.mktemp("full")
+    proc = run_recipe(common(world, out) + ["train.log_with=tensorboard"])
+    return out, proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------------------------------------ full fine-tune
+
+
+def test_loss_decreases_and_metrics_are_logged(full_run):
+    from audiopalm.training import read_jsonl
+
+    out, _ = full_run
+    rows = read_jsonl(out / "metrics.jsonl")
+    train = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    assert all({"lr", "tokens_per_s", "tokens_seen", "grad_norm"} <= set(r) for r in train)
+    assert train[-1]["loss"] < train[0]["loss"] - 0.5, [r["loss"] for r in train]
+    assert [r["lr"] for r in train[:3]] == pytest.approx([0.0, 5e-3, 1e-2])
+    dev = [r for r in rows if "dev_loss/all" in r]
+    assert [r["step"] for r in dev] == [4, 8]
+    assert {"dev_loss/ASR", "dev_loss/TTS", "dev_loss/S2ST", "dev_loss/ASR AST S2ST"} <= set(dev[-1])
+    assert dev[-1]["dev_loss/all"] < dev[0]["dev_loss/all"]
+    assert list(out.rglob("events.out.tfevents.*")), "TensorBoard events"
+
+
+def test_summary_counts_skips_and_trainable_parameters(full_run, world):
+    out, log = full_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s["steps"] == 8 and s["trainable_parameters"] == s["parameters"] and not s["lora"]
+    assert s["tokens_seen"] > 0 and s["wall_s_this_run"] > 0
+    # the 2 monolingual rows have no translation: AST, S2ST and MT leave them out; the chain is en-fr/fr-en only
+    assert s["skips"]["rows_left_out"] == {"AST: no tgt_lang": 2, "S2ST: no tgt_lang": 2, "MT: no tgt_lang": 2}
+    assert "rows left out (missing fields)" in log
+    # ASR is de-duplicated by source audio: 26 translated rows have 24 source wavs, + 2 monolingual rows
+    assert "ASR 26 rows" in log and "AST 26 rows" in log and "ASR AST S2ST 8 rows" in log, log[-3000:]
+
+
+def test_final_checkpoint_loads_with_plain_transformers_and_generates(full_run, world):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from audiopalm.generation import generate, split_segments
+    from audiopalm.modeling.extend import load_checkpoint
+    from audiopalm.tasks import prompt_ids
+    from audiopalm.token_store import load_token_store
+
+    out, _ = full_run
+    final = out / "final"
+    assert (final / "model.safetensors").is_file() and (final / "audiopalm.json").is_file()
+    assert not [p for p in final.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    plain = AutoModelForCausalLM.from_pretrained(final)
+    tok = AutoTokenizer.from_pretrained(final)
+    assert plain.config.vocab_size % 64 == 0 and plain.config.vocab_size >= len(tok)
+    assert tok.convert_tokens_to_ids("<a_1_15>") > tok.convert_tokens_to_ids("<a_0_0>")
+
+    model, vocab, audio_tok = load_checkpoint(final)
+    assert vocab.num_codebooks == 2 and "ASR AST S2ST" in vocab.tasks
+    row = load_token_store(world["store"])[0]
+    for task in ("ASR", "TTS", "ASR AST S2ST"):
+        [ids] = generate(model, vocab, [prompt_ids(row, task, vocab)], task, max_new_tokens=24)
+        assert len(ids) >= 1
+        segments = split_segments(ids, task, vocab)
+        assert isinstance(segments[0], str if task.startswith("ASR") else torch.Tensor), (task, segments)
+
+
+def test_checkpoints_are_complete_and_pruned(full_run):
+    out, _ = full_run
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004"]
+    ck = out / "checkpoints" / "step_0000004"
+    state = json.loads((ck / "trainer_state.json").read_text())
+    assert state["step"] == 4 and set(state["batches"]) == {"epoch", "position", "skipped", "seed"}
+    for name in ("model.safetensors", "tokenizer.json", "optimizer.safetensors", "scheduler.json", "rng_rank0.json"):
+        assert (ck / name).is_file(), name
+
+
+def test_resume_is_bit_for_bit(full_run, world, tmp_path):
+    """Resuming from the step-4 checkpoint reproduces steps 5..8 exactly (weights, Adam, schedule, batch stream)."""
+    ref, _ = full_run
+    out = tmp_path / "resumed"
+    shutil.copytree(ref / "checkpoints", out / "checkpoints")
+    shutil.copy(ref / "metrics.jsonl", out / "metrics.jsonl")  # holds steps 5..8: resume drops them first
+    proc = run_recipe(common(world, out) + ["--resume"])
+    assert "resumed from" in proc.stdout + proc.stderr
+    assert losses(out) == losses(ref)
+
+
+def _setup_in_process(world, tmp_path, overrides: list[str]):
+    """Build the recipe in this process (no subprocess start-up) and run its setup."""
+    from audiopalm.config import load_config
+    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+
+    sys.path.insert(0, str(RECIPE.parent))
+    from finetune_audiopalm import FinetuneAudioPaLMRecipe
+
+    cfg = load_config(FinetuneAudioPaLMConfig, TINY, common(world, tmp_path / "x")[2:] + overrides)
+    recipe = FinetuneAudioPaLMRecipe(cfg)
+    recipe.setup()
+    return recipe
+
+
+def test_store_from_another_tokenizer_is_refused(world, tmp_path):
+    from audiopalm.token_store import TokenStoreMismatch
+
+    with pytest.raises(TokenStoreMismatch, match="token store fingerprint") as e:
+        _setup_in_process(world, tmp_path, [f"model.audio_tokenizer={world['other_tok']}"])
+    assert str(world["store"]) in str(e.value) and "mel_rvq" in str(e.value)
+
+
+def test_task_without_rows_names_the_task(world, tmp_path):
+    with pytest.raises(ValueError, match="task 'AST' .*has no training rows"):
+        _setup_in_process(world, tmp_path, ["data.tasks=[{task: AST, pairs: [de-es]}]"])
+
+
+def test_rows_are_filtered_and_deduplicated(world, tmp_path):
+    """ASR/TTS see each source wav / sentence once; a chain filtered to en-fr/fr-en sees only those rows."""
+    recipe = _setup_in_process(world, tmp_path, ["data.tasks=[{task: ASR}, {task: ASR, dedupe: false}, "
+                                                  "{task: ASR AST S2ST, pairs: [en-fr]}]"])
+    asr, asr_all, chain = recipe.mixture.sources
+    assert (asr.name, asr_all.name) == ("ASR", "ASR #1")
+    assert len(asr.rows) == 26 and len(asr_all.rows) == 28  # 2 English wavs are the source of 2 rows each
+    audio = [asr.rows[i]["audio"] for i in range(len(asr.rows))]
+    assert len(set(audio)) == len(audio)
+    assert {(chain.rows[i]["lang"], chain.rows[i]["tgt_lang"]) for i in range(len(chain.rows))} == {("en", "fr")}
+    batch = next(iter(recipe.batches))
+    assert batch["input_ids"].shape == (2, 256) and int(batch["num_target_tokens"]) > 0
+
+
+# ------------------------------------------------------------------------------------------------ LoRA
+
+
+def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_resumes(world, tmp_path):
+    """LoRA (dropout on, padded batches): adapter + merged model; only LoRA and new rows change; exact resume."""
+    from transformers import AutoModelForCausalLM
+
+    from audiopalm.vocab import UnifiedVocab
+
+    args = ["lora.enabled=true", "lora.dropout=0.1", "data.packing=false", "train.eval_every=0",
+            "train.micro_batch_size=4"]
+    out = tmp_path / "lora"
+    run_recipe(common(world, out) + args)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["lora"] and 0 < s["trainable_parameters"] < s["parameters"] / 2, s
+    ref_losses = losses(out)
+    first, last = [ref_losses[i] for i in range(1, 5)], [ref_losses[i] for i in range(5, 9)]
+    assert sum(last) / 4 < sum(first) / 4 - 0.2, ref_losses  # one padded batch of 4 examples is noisy: compare halves
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    assert not list((out / "adapter").glob("*.bin"))
+
+    base = AutoModelForCausalLM.from_pretrained(world["lm"])
+    merged = AutoModelForCausalLM.from_pretrained(out / "final")
+    vocab = UnifiedVocab.from_pretrained(out / "final")
+    text, n = vocab.audio_offset, len(vocab)
+    emb0, emb1 = base.get_input_embeddings().weight, merged.get_input_embeddings().weight
+    assert torch.equal(emb1[:text], emb0[:text]), "text rows must stay bit-identical"
+    assert not torch.allclose(emb1[text:n], emb0[:text].mean(0).expand(n - text, -1)), "new rows must train"
+    base_sd, merged_sd = base.state_dict(), merged.state_dict()
+    changed = sorted(k for k in base_sd if "embed" not in k and "lm_head" not in k
+                     and not torch.equal(base_sd[k], merged_sd[k]))
+    assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed), changed
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out / "checkpoints", resumed / "checkpoints")
+    assert (resumed / "checkpoints" / "step_0000004" / "adapter_model.safetensors").is_file()
+    run_recipe(common(world, resumed) + args + ["--resume"])
+    assert {k: v for k, v in losses(resumed).items() if k > 4} == {k: v for k, v in ref_losses.items() if k > 4}
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+
+@pytest.mark.parametrize("name", ["finetune_audiopalm.yaml", "finetune_audiopalm_tiny.yaml"])
+def test_shipped_yaml_loads_and_shows_its_launch_command(name):
+    from audiopalm.config import load_config
+    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+
+    cfg = load_config(FinetuneAudioPaLMConfig, CONFIGS / name)
+    assert cfg.recipe == "finetune_audiopalm" and cfg.data.tasks
+    header = (CONFIGS / name).read_text().splitlines()[:12]
+    assert any("recipes/finetune_audiopalm.py" in line and line.startswith("#") for line in header)
+    assert any(line.startswith("#") and "=" in line and "." in line.split("=")[0] for line in header)
+
+
+def test_config_errors_name_the_field():
+    from audiopalm.config import ConfigError, load_config
+    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+
+    with pytest.raises(ConfigError, match="data.tasks.task: .*unknown task 'ASX'"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["data.tasks=[{task: ASX}]"])
+    with pytest.raises(ConfigError, match="data.tasks.pairs: .*'en_fr'"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["data.tasks=[{task: AST, pairs: [en_fr]}]"])
+    with pytest.raises(ConfigError, match="lora.r: must be >= 1"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["lora.r=0"])
+    with pytest.raises(ConfigError, match="recipe: this config is for 'finetune_audiopalm'"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["recipe=pretrain_text"])
+
+
+# ------------------------------------------------------------------------------------------------ slow: processes
+
+
+def _launch(args: list[str], *, timeout: int = 600) -> str:
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(REPO / "recipes" / "accelerate" / "cpu.yaml"),
+           str(RECIPE), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(world, tmp_path):
+    """2 processes x micro-batch 1 x accumulation 2 == 1 process x micro-batch 4 (same global batches)."""
+    one = tmp_path / "one"
+    run_recipe(common(world, one) + ["train.micro_batch_size=4", "train.save_every=0"])
+    two = tmp_path / "two"
+    log = _launch(common(world, two) + ["train.micro_batch_size=1", "train.grad_accum_steps=2", "train.save_every=0"])
+    assert "MULTI_CPU x2" in log and "global batch 4 rows = 1 x 2 accum x 2" in log, log[-3000:]
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b)
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-5), (step, a[step], b[step])
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
+    """Kill -9 a run after its step-6 checkpoint, resume, and compare every step's loss exactly."""
+    args = ["train.max_steps=24", "train.save_every=6", "train.keep_last=1", "train.eval_every=0"]
+    ref = tmp_path / "ref"
+    run_recipe(common(world, ref) + args)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(RECIPE), *common(world, out), *args], env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "checkpoints" / "step_0000006").is_dir() and max(losses(out) or [0]) >= 8:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    killed_at = max(losses(out))
+    assert 8 <= killed_at < 24, killed_at
+    run_recipe(common(world, out) + args + ["--resume"])
+    assert losses(out) == losses(ref)
