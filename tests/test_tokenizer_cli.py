@@ -72,3 +72,27 @@ def test_roundtrip_writes_wavs(fitted, manifest, tmp_path):
     assert sr == sr2 == 16000 and len(dec) == len(orig)
     assert main(["tokenizer", "roundtrip", str(fitted), "--manifest", str(manifest), "--out", str(out),
                  "--num-codebooks", "4"]) == 1
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_the_table(tmp_path):
+    """eval/bench_tokenizers.py --quick: synthesises a small corpus, fits, measures (about a minute)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_tokenizers",
+                                                  Path(__file__).parents[1] / "eval" / "bench_tokenizers.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench" / "tokenizers.json"
+    assert bench.main(["--quick", "--quiet", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["mel_rvq_realtime_factor_per_core"] > 1.0
+    rows = result["reconstruction"]
+    assert [r["num_codebooks"] for r in rows] == [1, 2, 4, 8]
+    l1 = [r["mel_l1"] for r in rows]
+    assert all(a > b for a, b in zip(l1, l1[1:])), l1
+    for r in rows:
+        assert 0 <= r["pocketsphinx_wer"] and r["reference_wer"] == rows[0]["reference_wer"]
+    assert len(result["examples"]) == 4 and all(Path(p).is_file() for p in result["examples"])
+    assert "| 8 | 200 |" in out.with_suffix(".md").read_text()

@@ -57,18 +57,19 @@ def nearest(x: torch.Tensor, centroids: torch.Tensor, *, chunk: int = ASSIGN_CHU
 def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """k-means++ seeding: ``k`` rows of ``x`` [N, D] -> centres [k, D]."""
     n = x.shape[0]
-    first = int(torch.randint(n, (1,), generator=generator).item())
-    centroids = [x[first]]
-    closest = ((x - x[first]) ** 2).sum(-1)  # [N] squared distance to the nearest chosen centre
+    x_sq = (x * x).sum(-1)  # [N]
+    picks = [int(torch.randint(n, (1,), generator=generator).item())]
+    # squared distance to the nearest chosen centre, as ||x||^2 - 2 x.c + ||c||^2 (a mat-vec, no [N, D] temp)
+    closest = (x_sq - 2.0 * (x @ x[picks[0]]) + x_sq[picks[0]]).clamp_min(0.0)  # [N]
     for _ in range(1, k):
         total = float(closest.sum())
         if total <= 0.0:  # every point already sits on a centre (fewer distinct points than k)
             pick = int(torch.randint(n, (1,), generator=generator).item())
         else:
             pick = int(torch.multinomial(closest / total, 1, generator=generator).item())
-        centroids.append(x[pick])
-        closest = torch.minimum(closest, ((x - x[pick]) ** 2).sum(-1))
-    return torch.stack(centroids)  # [k, D]
+        picks.append(pick)
+        closest = torch.minimum(closest, (x_sq - 2.0 * (x @ x[pick]) + x_sq[pick]).clamp_min(0.0))
+    return x[picks].clone()  # [k, D]
 
 
 def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, seed: int = 0, tol: float = 1e-5,
