@@ -90,7 +90,7 @@ class TrainConfig:
     grad_accum_steps: int = 1
     """Micro-batches per optimizer step. Global batch = micro_batch_size * grad_accum_steps * processes."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    """``auto``: bf16 on a GPU that supports it, otherwise fp32 (``no``), e.g. on CPU."""
+    """``auto``: the accelerate config's ``mixed_precision`` when launched with one, else bf16 on a GPU that has it, else fp32."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% slower."""
     save_every: int = 200

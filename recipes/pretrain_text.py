@@ -86,8 +86,9 @@ class PretrainTextRecipe:
 
         cfg = self.cfg.train
         mp = cfg.mixed_precision
-        if mp == "auto":
-            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        if mp == "auto":  # the launcher's choice (accelerate config), else bf16 where the GPU has it, else fp32
+            mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or (
+                "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
         launched = int(os.environ.get("WORLD_SIZE", "1"))
         no_gpu = not torch.cuda.is_available()
         deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
@@ -108,15 +109,18 @@ class PretrainTextRecipe:
         if launched != acc.num_processes:
             raise RuntimeError(
                 f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
-                f"({acc.distributed_type}): each process would train alone on the whole batch. "
+                f"({acc.distributed_type.value}): each process would train alone on the whole batch. "
                 "DeepSpeed without a GPU: launch with torchrun (see tests/test_distributed.py).")
+        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != "FSDP":
+            raise RuntimeError(f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
+                               "(FSDP needs GPUs; on CPU use recipes/accelerate/cpu.yaml or deepspeed_zero2/3.yaml)")
         self.world, self.rank = acc.num_processes, acc.process_index
         self.global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * self.world
         set_seed(cfg.seed)
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
-        acc.print(f"[pretrain_text] {acc.distributed_type} x{self.world} on {acc.device}, precision {mp}, "
+        acc.print(f"[pretrain_text] {acc.distributed_type.value} x{self.world} on {acc.device}, precision {mp}, "
                   f"global batch {self.global_batch} = {cfg.micro_batch_size} x {cfg.grad_accum_steps} accum x {self.world}")
 
     def _render_lines(self, split_kind: str) -> list[str]:
@@ -198,7 +202,8 @@ class PretrainTextRecipe:
             enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
             enable()
             self.model.config.use_cache = False
-        self.num_params = sum(p.numel() for p in self.model.parameters())
+        # under ZeRO-3 each process holds a shard; ds_numel is the full size
+        self.num_params = sum(getattr(p, "ds_numel", p.numel()) for p in self.model.parameters())
         self.accelerator.print(f"[pretrain_text] Llama {m.num_layers} layers x {m.hidden_size}, "
                                f"{self.num_params / 1e6:.2f}M parameters, vocab {vocab}")
 
