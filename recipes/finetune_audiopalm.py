@@ -298,7 +298,9 @@ class FinetuneAudioPaLMRecipe:
         text_rows = self.model.get_input_embeddings().weight.shape[0]
         extend_model(self.model, self.vocab, init=m.init)
         if tr.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # transformers >= 5 names it activation checkpointing; older versions only have the old name
+            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
+            enable()
             self.model.config.use_cache = False
         self.num_params = sum(p.numel() for p in self.model.parameters())
         if self.cfg.lora.enabled:
