@@ -58,7 +58,8 @@ class EvalConfig:
     """Settings of one evaluation run (the ``audiopalm eval`` options)."""
 
     checkpoint: str
-    """Checkpoint folder or hub repo id (:meth:`audiopalm.pipeline.AudioPaLM.from_pretrained`)."""
+    """Checkpoint folder or hub repo id (:meth:`audiopalm.pipeline.AudioPaLM.from_pretrained`), or a Speech-Llama
+    run folder (:class:`audiopalm.speech_llama_pipeline.SpeechLlamaPipeline`: ASR and AST from a manifest)."""
     out: str
     """Results folder to write."""
     tasks: list[str]
@@ -222,7 +223,11 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     out_dir = Path(cfg.out)
     (out_dir / "outputs").mkdir(parents=True, exist_ok=True)
-    pipe = AudioPaLM.from_pretrained(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
+    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
+
+    # a Speech-Llama run (recipes/finetune_speech_llama.py; ASR/AST from a manifest) or an AudioPaLM checkpoint
+    loader = SpeechLlamaPipeline if find_run(cfg.checkpoint) is not None else AudioPaLM
+    pipe = loader.from_pretrained(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
     rows, origin = load_rows(cfg, pipe.audio_tokenizer)
     held_out = held_out_voices(cfg, origin)
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
@@ -230,6 +235,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     metrics: list[dict] = []
     skipped: Counter = Counter()
     notes: list[str] = []
+    encoded: dict[str, object] = {}  # audio path -> codes [K, F] (manifest input)
 
     def rel(path: str | os.PathLike | None) -> str | None:
         return None if path is None else os.path.relpath(os.path.abspath(path), out_dir.resolve())
@@ -248,7 +254,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                 rec = {"id": row["id"], "lang": src, "tgt_lang": tgt, "text": row["text"]}
                 if kind_in == AUDIO:
                     codes = row.get("audio_codes")
-                    rec[field_in] = codes if codes is not None else pipe.encode_audio(row["audio"], name=row["audio"])
+                    if codes is None:  # a clip serves several tasks and pairs: encode it once
+                        if row["audio"] not in encoded:
+                            encoded[row["audio"]] = pipe.encode_audio(row["audio"], name=row["audio"])
+                        codes = encoded[row["audio"]]
+                    rec[field_in] = codes
                 records.append(rec)
             outs = pipe.generate_records(spec, records, max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
             # speech outputs -> wavs on disk (and silence for the judge where nothing came out)

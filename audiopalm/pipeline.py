@@ -122,8 +122,12 @@ class AudioPaLM:
                 raise FileNotFoundError(f"{name_or_path}: no such checkpoint folder (and not a hub repo id 'owner/name')")
             from huggingface_hub import snapshot_download
 
-            path = Path(snapshot_download(str(name_or_path), revision=revision,
-                                          allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+            try:
+                path = Path(snapshot_download(str(name_or_path), revision=revision,
+                                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+            except Exception as e:  # offline, no such repo, no access: say what was tried
+                raise FileNotFoundError(f"{name_or_path}: not a local checkpoint folder, and fetching it from the "
+                                        f"Hugging Face hub failed ({type(e).__name__}: {e})") from e
         model, vocab, audio_tokenizer = load_checkpoint(path, **model_kwargs)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"

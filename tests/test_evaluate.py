@@ -144,3 +144,24 @@ def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
     assert main(["--checkpoint", str(ckpt), "--manifest", str(tmp_path / "none.jsonl"), "--tasks", "ASR",
                  "--out", str(tmp_path / "r")]) == 1
     assert "no such manifest" in capsys.readouterr().err
+
+
+def test_bench_generate_quick_writes_the_figures(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "eval" / "bench_generate.py"
+    spec = importlib.util.spec_from_file_location("bench_generate", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    n = torch.get_num_threads()
+    try:
+        assert bench.main(["--quick", "--tokens", "6", "--batch-sizes", "1", "2", "--out", str(tmp_path / "b.json")]) == 0
+    finally:
+        torch.set_num_threads(n)
+    res = json.loads((tmp_path / "b.json").read_text())
+    for key in ("cached_tokens_per_s", "uncached_tokens_per_s", "constrained_overhead_fraction"):
+        assert isinstance(res[key], float), (key, res[key])
+    assert res["cached_tokens_per_s"] > 0 and res["uncached_tokens_per_s"] > 0
+    assert set(res["per_batch"]) == {"1", "2"} and res["headline_batch_size"] == 2
+    assert res["setup"]["audio_tokens"] == 6 and 0 <= res["constraint_time_fraction"] < 1

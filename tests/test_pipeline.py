@@ -78,6 +78,8 @@ def test_loads_everything(pipe, ckpt):
     assert isinstance(pipe.audio_tokenizer, MelRVQTokenizer)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         AudioPaLM.from_pretrained(ckpt / "missing")
+    with pytest.raises(FileNotFoundError, match="fetching it from the Hugging Face hub failed"):
+        AudioPaLM.from_pretrained("nobody/no-such-model")  # HF_HUB_OFFLINE=1 in tests
 
 
 def test_each_method_returns_the_right_fields(pipe, tmp_path):
