@@ -109,8 +109,8 @@ class PretrainTextRecipe:
         if launched != acc.num_processes:
             raise RuntimeError(
                 f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
-                f"({acc.distributed_type.value}): each process would train alone on the whole batch. "
-                "DeepSpeed without a GPU: launch with torchrun (see tests/test_distributed.py).")
+                f"({acc.distributed_type.value}): each process would train alone on the whole batch; "
+                "launch with `accelerate launch --config_file recipes/accelerate/<config>.yaml`")
         if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != "FSDP":
             raise RuntimeError(f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
                                "(FSDP needs GPUs; on CPU use recipes/accelerate/cpu.yaml or deepspeed_zero2/3.yaml)")
