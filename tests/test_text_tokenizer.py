@@ -38,3 +38,22 @@ def test_errors(tmp_path):
         train_text_tokenizer(LINES, tmp_path, vocab_size=100)
     with pytest.raises(ValueError, match="no text"):
         train_text_tokenizer(["", "  "], tmp_path)
+
+
+def test_subcommand_trains_on_manifest_text(tmp_path, capsys):
+    import argparse
+
+    from transformers import AutoTokenizer
+
+    from audiopalm import text_tokenizer
+    from test_pretrain_text import write_corpus
+
+    train, dev = write_corpus(tmp_path / "corpus")
+    parser = argparse.ArgumentParser()
+    text_tokenizer.add_arguments(parser)
+    args = parser.parse_args(["--manifest", str(train), "--manifest", str(dev), "--out", str(tmp_path / "tok"),
+                              "--vocab-size", "320"])
+    assert text_tokenizer.run(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    tok = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    assert len(tok) == 320 and tok.convert_ids_to_tokens(tok("der kleine Hund").input_ids)[0] == "<s>"
