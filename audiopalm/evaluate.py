@@ -294,7 +294,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                         ref_wavs = [audio_io.load(p, sr)[0] for p in refs_audio]
                         judged_ref = judge.transcribe(ref_wavs, sr, out_lang)
                 except ValueError as e:  # e.g. PocketSphinx has no model for this language
-                    notes.append(f"{spec.name} {src}-{tgt or src}: no judged metric ({e})")
+                    notes.append(f"{spec.name} {src}{'-' + tgt if tgt else ''}: no judged metric ({e})")
                     print(f"warning: {notes[-1]}", file=sys.stderr)
                 for i, line in enumerate(group_lines):
                     if judged is not None:
