@@ -207,6 +207,7 @@ class PretrainTextConfig:
 CONFIGS: dict[str, str] = {
     "pretrain_text": "audiopalm.config:PretrainTextConfig",
     "finetune_audiopalm": "audiopalm.finetune_config:FinetuneAudioPaLMConfig",
+    "finetune_speech_llama": "audiopalm.speech_llama_config:FinetuneSpeechLlamaConfig",
 }
 
 
