@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("data_prep.prepare", "turn a Hugging Face corpus (LibriSpeech, CoVoST 2, CVSS, FLEURS) into a manifest"),
     "manifest": ("audiopalm.manifest", "check a manifest: fields, audio files, durations, summary table"),
     "tokenizer": ("audiopalm.tokenizers.cli", "fit / inspect an audio tokenizer"),
+    "text-tokenizer": ("audiopalm.text_tokenizer", "train a byte-level BPE text tokenizer on manifest text (stage 0)"),
     "tokenize": ("audiopalm.tokenize", "manifest + audio tokenizer -> token store"),
     "score": ("audiopalm.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
     "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
