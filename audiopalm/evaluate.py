@@ -219,12 +219,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     from audiopalm import audio as audio_io
     from audiopalm.metrics import asr_bleu, bleu, cer, chrf, summary_row, tts_roundtrip_wer, wer
     from audiopalm.pipeline import AudioPaLM
+    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
     from audiopalm.tasks import AUDIO, parse_task
 
     out_dir = Path(cfg.out)
     (out_dir / "outputs").mkdir(parents=True, exist_ok=True)
-    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
-
     # a Speech-Llama run (recipes/finetune_speech_llama.py; ASR/AST from a manifest) or an AudioPaLM checkpoint
     loader = SpeechLlamaPipeline if find_run(cfg.checkpoint) is not None else AudioPaLM
     pipe = loader.from_pretrained(cfg.checkpoint, device=cfg.device, batch_size=cfg.batch_size)
