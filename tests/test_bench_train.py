@@ -82,3 +82,42 @@ def test_tiny_quick_run_writes_consistent_results(bench, tmp_path):
     assert res["mfu"] == pytest.approx(mfu, rel=2e-3)
     table = out.with_suffix(".md").read_text()
     assert table.count("\n|") == 4 and "Trainer" in table and "packed" in table, table
+
+
+def test_rows_from_a_token_store(bench, tmp_path):
+    """--store: rows come from a real store (semantic units on tones), tasks it cannot serve are refused."""
+    import argparse
+
+    import numpy as np
+    import soundfile as sf
+
+    from audiopalm.manifest import Record, write_manifest
+    from audiopalm.token_store import build_token_store
+    from audiopalm.tokenizers.semantic import SemanticTokenizer
+    from audiopalm.vocab import UnifiedVocab
+
+    sr = 16000
+    tone = lambda f, s: (0.3 * np.sin(2 * np.pi * f * np.arange(int(sr * s)) / sr)).astype(np.float32)  # noqa: E731
+    tok = SemanticTokenizer(num_units=8).fit([tone(150 + 100 * i, 0.5) for i in range(4)], progress=False)
+    records = []
+    for i in range(4):
+        src, tgt = tmp_path / f"s{i}.wav", tmp_path / f"t{i}.wav"
+        sf.write(src, tone(200 + 50 * i, 0.4), sr)
+        sf.write(tgt, tone(300 + 50 * i, 0.6), sr)
+        records.append(Record(id=f"r{i}", lang="en", text=f"the dog {i}.", audio=str(src), tgt_lang="fr",
+                              tgt_text=f"le chien {i}.", tgt_audio=str(tgt)))
+    build_token_store(write_manifest(tmp_path / "m.jsonl", records), tok, tmp_path / "store", num_proc=1,
+                      progress=False)
+
+    cfg = bench.BenchConfig(num_codebooks=1, text_vocab_size=300)
+    rows, desc, codebook_size = bench.load_rows(argparse.Namespace(store=str(tmp_path / "store")), cfg)
+    assert len(rows) == 4 and codebook_size == 8 and "token store" in desc, (len(rows), codebook_size, desc)
+    vocab = UnifiedVocab.build(bench.train_tokenizer(rows, 300), codebook_size=8, num_codebooks=1)
+    examples, skip = bench.render_examples(rows, vocab, bench.parse_tasks("ASR,S2ST"), max_len=448, count=20, seed=0)
+    assert {e["source"] for e in examples} == {"ASR", "S2ST"} and not skip, skip
+    s2st = next(e for e in examples if e["source"] == "S2ST")
+    assert vocab.audio_start_id in s2st["labels"]  # the target is speech
+    with pytest.raises(ValueError, match="could not be rendered"):
+        bench.render_examples(rows, vocab, {"ASR": 1.0}, max_len=8, count=5, seed=0)  # every example too long
+    with pytest.raises(ValueError, match="only K=1"):
+        bench.load_rows(argparse.Namespace(store=str(tmp_path / "store")), bench.BenchConfig(num_codebooks=2))
