@@ -35,14 +35,14 @@ def tone(seconds: float, freq: float, sr: int = SR) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
-def make_checkpoint(out_dir, *, tasks=TASKS, max_positions=512, audio_tokenizer=None):
+def make_checkpoint(out_dir, *, tasks=TASKS, max_positions=512, audio_tokenizer=None, pattern="flatten"):
     """A 2-layer random Llama extended with a mel_rvq vocabulary (2 codebooks of 16), saved to out_dir."""
     torch.manual_seed(0)
     if audio_tokenizer is None:
         audio_tokenizer = MelRVQTokenizer.fit([tone(1.5, f) for f in (220, 440, 880)], num_codebooks=2,
                                               codebook_size=16, kmeans_iters=3, progress=False, griffin_lim_iters=4,
                                               nnls_iters=2)
-    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=audio_tokenizer, pattern="flatten",
+    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=audio_tokenizer, pattern=pattern,
                                tasks=tasks)
     cfg = transformers.LlamaConfig(vocab_size=len(vocab.tokenizer), hidden_size=32, intermediate_size=64,
                                    num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
@@ -55,7 +55,7 @@ class PushToEnd(transformers.LogitsProcessor):
     """Raise the logits of segment ends, so a random model finishes its outputs within a small budget."""
 
     def __init__(self, vocab, boost: float = 6.0):
-        self.ids, self.boost = [vocab.sep_id, vocab.eos_id, vocab.audio_end_id], boost
+        self.ids, self.boost = [vocab.sep_id, vocab.eos_id, vocab.audio_end_id, vocab.audio_pad_id], boost
 
     def __call__(self, input_ids, scores):
         scores[:, self.ids] += self.boost
@@ -208,3 +208,13 @@ def test_push_to_hub_builds_the_upload(pipe, monkeypatch):
     assert calls[0] == ("init", "t") and calls[1] == ("create", "me/tiny", True, True)
     kind, repo, names, msg = calls[2]
     assert repo == "me/tiny" and {"audiopalm.json", "config.json", "model.safetensors", "audio_tokenizer"} <= set(names)
+
+
+def test_delay_pattern_speech_and_a_cut_short_output(tmp_path):
+    pipe = AudioPaLM.from_pretrained(make_checkpoint(tmp_path / "delay", pattern="delay"), device="cpu")
+    torch.manual_seed(0)
+    done = pipe.tts("the dog.", "en", max_new_tokens=80, logits_processor=[PushToEnd(pipe.vocab, boost=2.0)])
+    assert done.finished and done.codes.shape[0] == 2 and done.codes.shape[1] >= 1, done
+    assert done.audio.size == done.codes.shape[1] * 640
+    cut = pipe.tts("the dog.", "en", max_new_tokens=4)  # <|audio_start|> + 3 stream slots: an unfinished delay stream
+    assert not cut.finished and cut.ids[0] == pipe.vocab.audio_start_id and len(cut.ids) == 4
