@@ -217,7 +217,6 @@ def evaluate(cfg: EvalConfig) -> dict:
     from tqdm import tqdm
 
     from audiopalm import audio as audio_io
-    from audiopalm.metrics import asr_bleu, bleu, cer, chrf, summary_row, tts_roundtrip_wer, wer
     from audiopalm.pipeline import AudioPaLM
     from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
     from audiopalm.tasks import AUDIO, parse_task
@@ -242,7 +241,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     for task in cfg.tasks:
         spec = parse_task(task)
         kind_in, field_in = spec.input_segment
-        out_kinds = dict((f, k) for k, f in spec.output_segments)
+        out_fields = {f for _, f in spec.output_segments}
         speech_field = next((f for k, f in spec.output_segments if k == AUDIO), None)
         slug = _slug(spec.name)
         lines: list[dict] = []
@@ -266,9 +265,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                 line = {"id": row["id"], "task": spec.name, "src": src, "tgt": tgt, "speaker": row.get("speaker"),
                         "split": row.get("split") or "test", "subset": subset_of(row, spec, held_out),
                         "text": row["text"], "ref_text": row.get("tgt_text") if spec.needs_tgt_lang else None,
-                        "hyp_text": o.translation if "tgt_text" in out_kinds else o.text,
+                        "hyp_text": o.translation if "tgt_text" in out_fields else o.text,
                         "finished": o.finished, "new_tokens": len(o.ids)}
-                if "text" in out_kinds and "tgt_text" in out_kinds:
+                if "text" in out_fields and "tgt_text" in out_fields:
                     line["hyp_transcript"], line["hyp_translation"] = o.text, o.translation
                 if speech_field is not None:
                     ref = row.get("audio") if speech_field == "audio_codes" else row.get("tgt_audio")
@@ -300,31 +299,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                         line["hyp_text"] = judged[i]
                     if judged_ref is not None:
                         line["judge_ref_text"] = judged_ref[i]
-            # scores per (split, subset)
-            by_subset: dict[tuple, list[int]] = defaultdict(list)
-            for i, line in enumerate(group_lines):
-                by_subset[(line["split"], line["subset"])].append(i)
-            for (split, subset), idx in by_subset.items():
-                row_kw = {"task": spec.name, "src": src, "tgt": tgt, "split": split, "subset": subset}
-                if "text" in out_kinds:
-                    refs = [items[i]["text"] for i in idx]
-                    hyps = [outs[i].text or "" for i in idx]
-                    metrics += [summary_row(wer(refs, hyps, src), **row_kw), summary_row(cer(refs, hyps, src), **row_kw)]
-                if "tgt_text" in out_kinds:
-                    refs = [items[i]["tgt_text"] for i in idx]
-                    hyps = [outs[i].translation or "" for i in idx]
-                    metrics += [summary_row(bleu(refs, hyps, tgt), **row_kw), summary_row(chrf(refs, hyps), **row_kw)]
-                for transcripts, suffix in ((judged, ""), (judged_ref, " (ref audio)")):
-                    if transcripts is None:
-                        continue
-                    fixed = _fixed_judge(judge, [transcripts[i] for i in idx])
-                    sub_wavs = [wavs[i] for i in idx]
-                    if speech_field == "audio_codes":  # TTS: round trip against the input text
-                        score, _ = tts_roundtrip_wer(sub_wavs, sr, [items[i]["text"] for i in idx], src, fixed)
-                        metrics.append(summary_row(score, metric="TTS-WER" + suffix, **row_kw))
-                    else:  # S2ST: ASR-BLEU against the reference translation
-                        score, _ = asr_bleu(sub_wavs, sr, [items[i]["tgt_text"] for i in idx], tgt, fixed)
-                        metrics.append(summary_row(score, metric="ASR-BLEU" + suffix, **row_kw))
+            metrics += score_group(spec, src, tgt, items, outs, group_lines, wavs, sr, judged, judged_ref,
+                                   getattr(judge, "name", "judge"))
         with (out_dir / "outputs" / f"{slug}.jsonl").open("w", encoding="utf-8") as f:
             for line in lines:
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -344,16 +320,48 @@ def evaluate(cfg: EvalConfig) -> dict:
     return summary
 
 
+def score_group(spec, src: str, tgt: str | None, items: list[dict], outs: list, lines: list[dict],
+                wavs: list[np.ndarray], sample_rate: int, judged: list[str] | None, judged_ref: list[str] | None,
+                judge_name: str) -> list[dict]:
+    """summary.json rows of one task and language pair, one set per (split, subset) of ``lines``.
+
+    ``outs``: the pipeline outputs of ``items``; ``wavs``: their speech ([T] each; silence where none);
+    ``judged`` / ``judged_ref``: the judge's transcripts of the generated / reference speech (or None)."""
+    from audiopalm.asr_judges import CallableJudge
+    from audiopalm.metrics import asr_bleu, bleu, cer, chrf, summary_row, tts_roundtrip_wer, wer
+
+    out_fields = {f for _, f in spec.output_segments}
+    by_subset: dict[tuple, list[int]] = defaultdict(list)
+    for i, line in enumerate(lines):
+        by_subset[(line["split"], line["subset"])].append(i)
+    rows = []
+    for (split, subset), idx in by_subset.items():
+        kw = {"task": spec.name, "src": src, "tgt": tgt, "split": split, "subset": subset}
+        if "text" in out_fields:  # a transcript
+            refs, hyps = [items[i]["text"] for i in idx], [outs[i].text or "" for i in idx]
+            rows += [summary_row(wer(refs, hyps, src), **kw), summary_row(cer(refs, hyps, src), **kw)]
+        if "tgt_text" in out_fields:  # a translation
+            refs, hyps = [items[i]["tgt_text"] for i in idx], [outs[i].translation or "" for i in idx]
+            rows += [summary_row(bleu(refs, hyps, tgt), **kw), summary_row(chrf(refs, hyps), **kw)]
+        for transcripts, suffix in ((judged, ""), (judged_ref, " (ref audio)")):
+            if transcripts is None:
+                continue
+            # one judge pass served every subset: hand the metric the transcripts already made
+            subset_texts = [transcripts[i] for i in idx]
+            fixed = CallableJudge(lambda w, sr, lang, t=subset_texts: t, name=judge_name)
+            sub_wavs = [wavs[i] for i in idx]
+            if "audio_codes" in out_fields:  # TTS: round trip against the input text
+                score, _ = tts_roundtrip_wer(sub_wavs, sample_rate, [items[i]["text"] for i in idx], src, fixed)
+                rows.append(summary_row(score, metric="TTS-WER" + suffix, **kw))
+            else:  # S2ST: ASR-BLEU against the reference translation
+                score, _ = asr_bleu(sub_wavs, sample_rate, [items[i]["tgt_text"] for i in idx], tgt, fixed)
+                rows.append(summary_row(score, metric="ASR-BLEU" + suffix, **kw))
+    return rows
+
+
 def row_has_codes(items: list[dict]) -> bool:
     """Whether the rows carry precomputed audio codes (token store): then there is nothing to encode."""
     return bool(items) and items[0].get("audio_codes") is not None
-
-
-def _fixed_judge(judge, transcripts: list[str]):
-    """A judge that returns transcripts already made (one judge pass serves every subset)."""
-    from audiopalm.asr_judges import CallableJudge
-
-    return CallableJudge(lambda wavs, sr, lang: transcripts, name=getattr(judge, "name", "judge"))
 
 
 def write_report(results_dir: str | os.PathLike):
