@@ -308,9 +308,10 @@ class FinetuneAudioPaLMRecipe:
 
             lo = self.cfg.lora
             rows = trainable_token_indices(self.model, self.vocab)
-            extra = {"trainable_token_indices": rows} if lo.new_rows == "trainable_tokens" else \
-                {"modules_to_save": sorted(rows) + [n for n in ("lm_head",) if n not in rows and
-                                                     not self.model.config.tie_word_embeddings]}
+            if lo.new_rows == "trainable_tokens":
+                extra = {"trainable_token_indices": rows}
+            else:  # whole embedding (+ untied lm_head); a tied lm_head must follow the trained copy
+                extra = {"modules_to_save": sorted(rows), "ensure_weight_tying": len(rows) == 1}
             if tr.gradient_checkpointing:
                 self.model.enable_input_require_grads()
             self.model = get_peft_model(self.model, LoraConfig(

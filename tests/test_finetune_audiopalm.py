@@ -93,7 +93,7 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
                          max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
+    torch.manual_seed(1234)  # not the recipe's seed, so that model.from_scratch gives other weights
     AutoModelForCausalLM.from_config(config).save_pretrained(lm)
 
     opts = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
@@ -243,7 +243,7 @@ def test_resume_is_bit_for_bit(full_run, world, tmp_path):
 def test_gradient_checkpointing_gives_the_same_losses(full_run, world, tmp_path):
     ref, _ = full_run
     out = tmp_path / "gc"
-    run_in_process(common(world, out) + ["train.gradient_checkpointing=true", "train.save_every=0"])
+    run_in_process(common(world, out) + ["train.gradient_checkpointing=true", "train.save_every=0", "train.eval_every=0"])
     got, want = losses(out), losses(ref)
     assert sorted(got) == sorted(want)
     assert all(got[s] == pytest.approx(want[s], rel=1e-5) for s in want), (got, want)
@@ -409,3 +409,32 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     assert 8 <= killed_at < 24, killed_at
     run_recipe(common(world, out) + args + ["--resume"])
     assert losses(out) == losses(ref)
+
+
+def test_lora_modules_to_save_trains_the_whole_tied_embedding(world, tmp_path):
+    """``lora.new_rows=modules_to_save``: embedding copy trains (text rows too); the tied lm_head follows it."""
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "mts"
+    run_in_process(common(world, out) + ["lora.enabled=true", "lora.new_rows=modules_to_save", "train.save_every=0",
+                                         "train.eval_every=0", "train.micro_batch_size=4"])
+    got = losses(out)
+    assert sum(got[i] for i in range(5, 9)) < sum(got[i] for i in range(1, 5)) - 0.8, got
+    base = AutoModelForCausalLM.from_pretrained(world["lm"])
+    merged = AutoModelForCausalLM.from_pretrained(out / "final")
+    emb = merged.get_input_embeddings().weight
+    assert merged.config.tie_word_embeddings and merged.get_output_embeddings().weight.data_ptr() == emb.data_ptr()
+    assert not torch.equal(emb[:100], base.get_input_embeddings().weight[:100])
+
+
+def test_from_scratch_reinitialises_and_zeros_init_starts_new_rows_at_zero(world, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(world["lm"]).get_input_embeddings().weight
+    pretrained = _setup_in_process(world, tmp_path, ["model.init=zeros"])
+    emb = pretrained.accelerator.unwrap_model(pretrained.model).get_input_embeddings().weight
+    text = pretrained.vocab.audio_offset
+    assert torch.equal(emb[:text], base[:text]) and not emb[text:].any()
+    scratch = _setup_in_process(world, tmp_path, ["model.from_scratch=true"])
+    emb = scratch.accelerator.unwrap_model(scratch.model).get_input_embeddings().weight
+    assert emb.shape == base.shape and not torch.allclose(emb[:text], base[:text])
