@@ -83,7 +83,9 @@ PROFILES = {
     # smoke: minutes on a CPU, the demo's smoke corpus; numbers show the plumbing, not the methods
     "smoke": CompareProfile(demo_profile="smoke", steps=60, batch=8, lr=3e-3, warmup=6, max_items=4, max_new_tokens=24,
                             speech_llama=("model.encoder=transformer", "model.encoder_dim=64", "model.encoder_layers=2",
-                                          "model.encoder_heads=4", "model.encoder_ffn_dim=128")),
+                                          "model.encoder_heads=4", "model.encoder_ffn_dim=128"),
+                            # the smoke text LM's context is 128 positions: one codebook (25 tokens/s) fits 2-3 s clips
+                            audiopalm=("model.num_codebooks=1",)),
     "default": CompareProfile(demo_profile="default", steps=2000, batch=8, lr=1e-3, warmup=50, max_items=None,
                               max_new_tokens=64),
 }
@@ -126,10 +128,13 @@ def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, see
             f"train.seed={seed}", f"optim.lr={p.lr}", f"optim.warmup_steps={p.warmup}", "train.save_every=0",
             "train.log_every=1", f"train.eval_every={p.steps}", "train.log_with=none", f"train.output_dir={out}"]
     if path == "audiopalm":
+        # examples longer than the LLM's context are skipped (and counted) in training, as the pipeline refuses them
+        context = json.loads((d["llm"] / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 512)
         return ["--config", str(REPO / "recipes/configs/finetune_audiopalm.yaml"), f"model.name_or_path={d['llm']}",
                 f"model.audio_tokenizer={d['tokenizer']}", f"data.stores=[{d['train_store']},{d['dev_store']}]",
                 "data.tasks=[{task: ASR}, {task: AST}]", "data.packing=false", "lora.enabled=true", "lora.r=8",
-                "lora.alpha=16", "lora.new_rows=trainable_tokens", *loop, *p.audiopalm]
+                "lora.alpha=16", "lora.new_rows=trainable_tokens", f"data.max_len={min(512, context)}", *loop,
+                *p.audiopalm]
     return ["--config", str(REPO / "recipes/configs/finetune_speech_llama.yaml"), f"model.llm={d['llm']}",
             f"data.train_manifests=[{d['train']}]", f"data.dev_manifest={d['dev']}", "data.tasks=[ASR, AST]",
             "model.lora_r=8", "model.lora_alpha=16", *loop, *p.speech_llama]
