@@ -140,6 +140,8 @@ class FinetuneSpeechLlamaRecipe:
         self._maybe_resume()
         if self.step == 0 and self.cfg.ctc.steps:
             self.ctc_pretrain()
+        if self.model.ctc_head is not None:  # only for pre-training; unused (and so frozen) in the main loop
+            self.model.ctc_head.requires_grad_(False)
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
 
     def _log(self, message: str) -> None:
@@ -230,7 +232,7 @@ class FinetuneSpeechLlamaRecipe:
         asr = [e for e in self.examples if e["task"] == "ASR"]
         if not asr:
             raise ValueError("ctc.steps > 0 needs ASR examples (data.tasks has no ASR)")
-        model = self.model
+        model = self.model.to(self.accelerator.device)  # in place: the main optimizer keeps its parameters
         params = list(model.encoder.parameters()) + list(model.ctc_head.parameters())
         opt = torch.optim.AdamW(params, lr=self.cfg.ctc.lr)
         sampler = training.StepSampler(len(asr), self.cfg.train.micro_batch_size, seed=self.cfg.train.seed + 1)
