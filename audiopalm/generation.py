@@ -60,6 +60,9 @@ class SegmentConstraint(LogitsProcessor):
             if special is not None and special < V:
                 text[special] = False
         self._masks = {"text": text, **{f"q{q}": vocab.codebook_mask(q, V) for q in range(self.k)}}
+        # (mask name, extra ids) -> [V] True where forbidden, on the scores' device. A template has only a
+        # handful of distinct states, so each step is one stack + one masked_fill, whatever the batch size.
+        self._forbidden: dict[tuple, torch.Tensor] = {}
         self._states: list[_RowState] = []
         self._seen: torch.Tensor | None = None  # input_ids of the previous call
 
@@ -137,16 +140,21 @@ class SegmentConstraint(LogitsProcessor):
                 self._states.append(st)
         self._seen = input_ids
 
+    def _forbidden_row(self, mask_name: str | None, ids: list[int], device: torch.device) -> torch.Tensor:
+        """[V] bool, True for the ids a row in this state may not emit (built once per state, then cached)."""
+        key = (mask_name, tuple(ids), device)
+        row = self._forbidden.get(key)
+        if row is None:
+            allow = self._masks[mask_name].clone() if mask_name is not None else torch.zeros_like(self._masks["text"])
+            if ids:
+                allow[ids] = True
+            row = self._forbidden[key] = (~allow).to(device)  # [V]
+        return row
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self._sync(input_ids)  # input_ids [N, L], scores [N, V]
-        allow = torch.zeros_like(scores, dtype=torch.bool)  # [N, V]
-        for i, st in enumerate(self._states):
-            mask_name, ids = self._allowed(st)
-            if mask_name is not None:
-                allow[i] |= self._masks[mask_name].to(allow.device)
-            if ids:
-                allow[i, ids] = True
-        return scores.masked_fill(~allow, float("-inf"))
+        forbid = torch.stack([self._forbidden_row(*self._allowed(st), scores.device) for st in self._states])  # [N, V]
+        return scores.masked_fill(forbid, float("-inf"))
 
 
 def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str | torch.Tensor]:
