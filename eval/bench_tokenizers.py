@@ -161,7 +161,7 @@ def bench(args, work: Path) -> dict:
         tok = MelRVQTokenizer.fit(fit_manifest, num_codebooks=max(KS), codebook_size=args.codebook_size,
                                   max_frames=args.max_frames, kmeans_iters=args.kmeans_iters, seed=args.seed,
                                   stack=args.stack, progress=not args.quiet)
-        fit = {"train_utterances": len(train), **tok.fit_info, "wall_seconds": time.perf_counter() - t0}
+        fit = {"train_manifest_rows": len(train), **tok.fit_info, "wall_seconds": time.perf_counter() - t0}
     ks = [k for k in KS if k <= tok.num_codebooks]
 
     waves = [audio.load(r.audio, tok.sample_rate)[0] for r in test]
