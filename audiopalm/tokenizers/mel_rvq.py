@@ -161,7 +161,7 @@ class MelRVQTokenizer(AudioTokenizer):
         self.config = MelRVQConfig(**config)
         c = self.config
         fb = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.f_min, c.f_max or c.sample_rate / 2, c.mel_scale)
-        # derived from the config, so not saved (persistent=False) and not part of the fingerprint twice
+        # derived from the config (which the fingerprint already hashes): not saved, persistent=False
         self.register_buffer("mel_fb", fb, persistent=False)  # [n_freq, n_mels]
         self.register_buffer("mel_fb_pinv", torch.linalg.pinv(fb.double()).float(), persistent=False)  # [n_mels, n_freq]
         self.register_buffer("window", torch.hann_window(c.win_length), persistent=False)  # [win]
