@@ -208,8 +208,9 @@ def bench(args, work: Path) -> dict:
         })
         if k == ks[-1]:
             for i in range(min(2, len(waves))):
-                audio.save(examples / f"{test[i].id}.orig.wav", waves[i], tok.sample_rate)
-                audio.save(examples / f"{test[i].id}.k{k}.wav", decoded_waves[i], tok.sample_rate)
+                name = Path(test[i].audio).stem  # the audio file's name: one test row per audio file
+                audio.save(examples / f"{name}.orig.wav", waves[i], tok.sample_rate)
+                audio.save(examples / f"{name}.k{k}.wav", decoded_waves[i], tok.sample_rate)
     return {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "corpus": {"source": source, "test_utterances": len(test), "test_seconds": test_seconds,
