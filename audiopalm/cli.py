@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokenizer": ("audiopalm.tokenizers.cli", "fit / inspect an audio tokenizer"),
     "text-tokenizer": ("audiopalm.text_tokenizer", "train a byte-level BPE text tokenizer on manifest text (stage 0)"),
     "tokenize": ("audiopalm.tokenize", "manifest + audio tokenizer -> token store"),
+    "eval": ("audiopalm.evaluate", "evaluate a checkpoint on tasks of a manifest: outputs, WER/BLEU/ASR-BLEU, report"),
     "score": ("audiopalm.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
     "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
 }

@@ -140,9 +140,14 @@ class TextModelConfig:
     """Attention dropout (Llama uses none)."""
     tie_word_embeddings: bool = True
     """Share the input embedding and the LM head: at this size the embedding is most of the parameters."""
+    max_position_embeddings: int = 2048
+    """Context the model declares (``config.max_position_embeddings``). Text blocks here are short, but the
+    AudioPaLM fine-tune feeds it audio sequences of ``data.max_len`` (512+) tokens; RoPE has no learned
+    positions, so declaring a longer context costs nothing."""
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
+        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
+                     "max_position_embeddings"):
             _check(getattr(self, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(self.hidden_size % self.num_heads == 0, "model.hidden_size",
                f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}")

@@ -7,6 +7,8 @@ Each stage writes into its own folder under --out and is skipped when its output
   tokenizer   audiopalm tokenizer fit: the built-in mel-RVQ codec fitted on the training audio
   tokens      audiopalm tokenize: train/dev/test token stores (audio codes per utterance)
   text_lm     recipes/pretrain_text.py: the small text LLM (stage 0, the stand-in for a hub model)
+  audiopalm   recipes/finetune_audiopalm.py: extend it with audio tokens, fine-tune on the task mixture
+  eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
 
 Every stage runs the same command a user would (printed before it runs), so each can be re-run by hand.
 """
@@ -38,6 +40,10 @@ class Profile:
     """Extra `audiopalm tokenizer fit` arguments."""
     text_lm_overrides: tuple[str, ...]
     """key=value overrides of recipes/configs/pretrain_text.yaml."""
+    finetune_overrides: tuple[str, ...]
+    """key=value overrides of recipes/configs/finetune_audiopalm.yaml."""
+    eval_args: tuple[str, ...]
+    """Extra `audiopalm eval` arguments."""
 
 
 # smoke: every stage on a tiny corpus (part of the test suite); default: the README's demo.
@@ -46,10 +52,13 @@ PROFILES = {
                      tokenizer_args=("--num-codebooks", "2", "--codebook-size", "64", "--kmeans-iters", "5"),
                      text_lm_overrides=("model.hidden_size=64", "model.num_layers=2", "model.intermediate_size=128",
                                         "data.vocab_size=512", "train.max_steps=20", "train.save_every=10",
-                                        "train.eval_every=10", "train.log_with=none")),
+                                        "train.eval_every=10", "train.log_with=none"),
+                     finetune_overrides=("train.max_steps=30", "optim.warmup_steps=5", "train.save_every=15",
+                                         "train.eval_every=15", "train.log_with=none", "data.dev_examples_per_task=4"),
+                     eval_args=("--max-items", "2", "--max-new-tokens", "200")),
     "default": Profile(train=1500, dev=100, test=100,
                        tokenizer_args=("--num-codebooks", "8", "--codebook-size", "256"),
-                       text_lm_overrides=()),
+                       text_lm_overrides=(), finetune_overrides=(), eval_args=()),
 }
 
 
@@ -118,6 +127,26 @@ def _text_lm(corpus: Path, profile: Profile, seed: int):
     return fn
 
 
+def _audiopalm(out: Path, profile: Profile, seed: int):
+    def fn(folder: Path) -> str:
+        _run([sys.executable, str(REPO / "recipes/finetune_audiopalm.py"), "--config",
+              str(REPO / "recipes/configs/finetune_audiopalm.yaml"),
+              f"model.name_or_path={out / 'text_lm/final'}", f"model.audio_tokenizer={out / 'tokenizer'}",
+              f"data.stores=[{out / 'tokens/train'},{out / 'tokens/dev'}]",
+              f"train.output_dir={folder}", f"train.seed={seed}", *profile.finetune_overrides])
+        return f"{folder}/final (HF checkpoint with audio tokens), {folder}/metrics.jsonl"
+    return fn
+
+
+def _eval(out: Path, profile: Profile):
+    def fn(folder: Path) -> str:
+        _run([_bin("audiopalm"), "eval", "--checkpoint", str(out / "audiopalm/final"),
+              "--manifest", str(out / "corpus/test.jsonl"), "--out", str(folder),
+              "--tasks", "ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT", *profile.eval_args])
+        return f"{folder}/report.html, {folder}/report.md, {folder}/summary.json"
+    return fn
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
                         help="smoke: tiny corpus, every stage in minutes; default: the README's demo")
@@ -134,5 +163,7 @@ def run(args) -> int:
     tokenizer = _stage(out, "tokenizer", _tokenizer(corpus, profile, args.seed), force=args.force)
     _stage(out, "tokens", _tokens(corpus, tokenizer), force=args.force)
     _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
+    _stage(out, "audiopalm", _audiopalm(out, profile, args.seed), force=args.force)
+    _stage(out, "eval", _eval(out, profile), force=args.force)
     print(f"demo ({args.profile}) finished in {time.time() - t0:.0f} s; outputs under {out}")
     return 0

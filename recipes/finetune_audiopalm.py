@@ -295,6 +295,10 @@ class FinetuneAudioPaLMRecipe:
         else:
             # fp32 master weights; accelerate's autocast runs the matmuls in bf16 where enabled
             self.model = AutoModelForCausalLM.from_pretrained(m.name_or_path, dtype=torch.float32)
+        context = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions", None)
+        if context is not None and self.cfg.data.max_len > context:
+            raise ValueError(f"data.max_len={self.cfg.data.max_len} is longer than the model's context "
+                             f"({context} positions, {m.name_or_path}); lower data.max_len or use a longer-context model")
         text_rows = self.model.get_input_embeddings().weight.shape[0]
         extend_model(self.model, self.vocab, init=m.init)
         if tr.gradient_checkpointing:

@@ -191,7 +191,7 @@ class PretrainTextRecipe:
         config = LlamaConfig(
             vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
             num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
-            max_position_embeddings=self.cfg.data.seq_len, rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta},
+            max_position_embeddings=max(m.max_position_embeddings, self.cfg.data.seq_len), rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta},
             attention_dropout=m.dropout, tie_word_embeddings=m.tie_word_embeddings,
             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         )

@@ -271,6 +271,11 @@ def test_store_from_another_tokenizer_is_refused(world, tmp_path):
     assert str(world["store"]) in str(e.value) and "mel_rvq" in str(e.value)
 
 
+def test_max_len_over_the_model_context_is_refused(world, tmp_path):
+    with pytest.raises(ValueError, match="data.max_len=100000 is longer than the model's context"):
+        _setup_in_process(world, tmp_path, ["data.max_len=100000"])
+
+
 def test_task_without_rows_names_the_task(world, tmp_path):
     with pytest.raises(ValueError, match="task 'AST' .*has no training rows"):
         _setup_in_process(world, tmp_path, ["data.tasks=[{task: AST, pairs: [de-es]}]"])
