@@ -140,6 +140,11 @@ def _audiopalm(out: Path, profile: Profile, seed: int):
 
 def _eval(out: Path, profile: Profile):
     def fn(folder: Path) -> str:
+        import shutil
+
+        for run in ("text_lm", "audiopalm"):  # the report plots every */train_metrics.jsonl it finds
+            (folder / run).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / run / "metrics.jsonl", folder / run / "train_metrics.jsonl")
         _run([_bin("audiopalm"), "eval", "--checkpoint", str(out / "audiopalm/final"),
               "--manifest", str(out / "corpus/test.jsonl"), "--out", str(folder),
               "--tasks", "ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT", *profile.eval_args])
