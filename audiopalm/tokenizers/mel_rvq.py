@@ -414,9 +414,8 @@ class MelRVQTokenizer(AudioTokenizer):
 
 
 def _unit(z: torch.Tensor) -> torch.Tensor:
-    """Complex tensor scaled to unit modulus (phase only); 0 stays 1."""
-    mag = z.abs()
-    return torch.where(mag > 1e-12, z / mag.clamp_min(1e-12), torch.ones_like(z))
+    """Complex tensor scaled to unit modulus (its phase). A tiny real offset gives exact zeros phase 0."""
+    return torch.sgn(z + 1e-12)
 
 
 def _check_batch(wav: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
