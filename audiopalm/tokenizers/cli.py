@@ -130,7 +130,9 @@ def _roundtrip(args) -> int:
     if bad:
         print(f"--num-codebooks {bad}: must be in 1..{tok.num_codebooks}", file=sys.stderr)
         return 1
-    records = [r for r in read_manifest(args.manifest) if args.split is None or r.split == args.split][: args.limit]
+    records = [r for r in read_manifest(args.manifest) if args.split is None or r.split == args.split]
+    # one per audio file: a parallel manifest repeats a source audio in a row per translation pair
+    records = list({r.audio: r for r in reversed(records)}.values())[::-1][: args.limit]
     out = Path(args.out)
     for rec in records:
         wav, sr = audio.load(rec.audio, tok.sample_rate)
