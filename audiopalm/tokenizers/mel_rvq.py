@@ -107,41 +107,18 @@ class MelRVQConfig:
 # ----------------------------------------------------------------------------- mel filterbank
 
 
-def hz_to_mel(f: np.ndarray, scale: str) -> np.ndarray:
-    """Hz -> mel on the 'htk' or 'slaney' scale (Slaney: linear to 1 kHz at 3 mel/200 Hz, then log)."""
-    f = np.asarray(f, dtype=np.float64)
-    if scale == "htk":
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(f < min_log_hz, f / f_sp, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep)
-
-
-def mel_to_hz(m: np.ndarray, scale: str) -> np.ndarray:
-    """Inverse of :func:`hz_to_mel`."""
-    m = np.asarray(m, dtype=np.float64)
-    if scale == "htk":
-        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-    f_sp, min_log_hz = 200.0 / 3, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(m < min_log_mel, m * f_sp, min_log_hz * np.exp(logstep * (m - min_log_mel)))
-
-
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_max: float, scale: str) -> torch.Tensor:
     """Triangular mel filters over the rFFT bins: [n_freq, n_mels] (n_freq = n_fft // 2 + 1).
 
-    Filters are spaced evenly on the mel scale; with ``scale='slaney'`` each is area-normalised
-    (height 2 / bandwidth in Hz), as in Slaney's Auditory Toolbox.
+    transformers' ``mel_filter_bank`` (the one Whisper's and other feature extractors use); with
+    ``scale='slaney'`` each filter is area-normalised as in Slaney's Auditory Toolbox (and librosa).
     """
-    freqs = np.linspace(0.0, sample_rate / 2, n_fft // 2 + 1)  # [n_freq]
-    edges = mel_to_hz(np.linspace(hz_to_mel(f_min, scale), hz_to_mel(f_max, scale), n_mels + 2), scale)  # [n_mels+2]
-    lower, center, upper = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # [n_mels, 1] each
-    rising = (freqs[None, :] - lower) / (center - lower)
-    falling = (upper - freqs[None, :]) / (upper - center)
-    fb = np.maximum(0.0, np.minimum(rising, falling))  # [n_mels, n_freq]
-    if scale == "slaney":
-        fb *= (2.0 / (upper - lower))
-    return torch.from_numpy(fb.T.astype(np.float32))  # [n_freq, n_mels]
+    from transformers.audio_utils import mel_filter_bank
+
+    fb = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=f_min,
+                         max_frequency=f_max, sampling_rate=sample_rate,
+                         norm="slaney" if scale == "slaney" else None, mel_scale=scale)  # [n_freq, n_mels]
+    return torch.from_numpy(np.asarray(fb, dtype=np.float32))
 
 
 # ----------------------------------------------------------------------------- the tokenizer
