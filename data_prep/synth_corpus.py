@@ -267,7 +267,7 @@ def _readme(corpus: dict) -> str:
         "|---|---:|---:|---:|",
     ]
     for split in ("train", "dev", "test"):
-        hours = sum(corpus["counts"]["seconds"][split].values()) / 3600
+        hours = sum(corpus["counts"]["seconds"].get(split, {}).values()) / 3600  # an empty split has no entry
         lines.append(f"| {split} | {sizes[split]} | {corpus['records'][split]} | {hours:.3f} |")
     lines += [
         "",

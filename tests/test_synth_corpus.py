@@ -287,3 +287,10 @@ def test_script_help_runs():
     proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(script.parents[1])})
     assert proc.returncode == 0 and "--profile" in proc.stdout, proc.stderr
+
+
+def test_an_empty_split_is_allowed(tmp_path):
+    corpus = sc.synthesize(tmp_path / "c", train=2, dev=0, test=1, seed=0, jobs=1, progress=False)
+    assert corpus["sentences"]["dev"] == 0
+    assert (tmp_path / "c/dev.jsonl").read_text() == ""
+    assert "| dev | 0 | 0 | 0.000 |" in (tmp_path / "c/README.md").read_text()
