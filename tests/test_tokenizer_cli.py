@@ -96,3 +96,12 @@ def test_bench_quick_writes_the_table(tmp_path):
         assert 0 <= r["pocketsphinx_wer"] and r["reference_wer"] == rows[0]["reference_wer"]
     assert len(result["examples"]) == 4 and all(Path(p).is_file() for p in result["examples"])
     assert "| 8 | 200 |" in out.with_suffix(".md").read_text()
+
+
+def test_fit_semantic_units(manifest, tmp_path):
+    out = tmp_path / "units"
+    assert main(["tokenizer", "fit-semantic", "--manifest", str(manifest), "--out", str(out), "--split", "train",
+                 "--num-units", "5"]) == 0
+    tok = load_audio_tokenizer(out)
+    assert tok.type_name == "semantic" and tok.num_codebooks == 1 and tok.codebook_size == 5
+    assert not tok.can_decode

@@ -39,6 +39,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--kmeans-iters", type=int, default=20, help="Lloyd iterations per codebook (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the frame sample and k-means (default 0)")
 
+    p = sub.add_parser("fit-semantic", help="fit k-means units over MFCC (default) or an SSL model's hidden layer",
+                       description="Fit a semantic-unit tokenizer (K = 1 stream of k-means units, no decoder): over "
+                                   "MFCC features (HuBERT's first iteration) or over hidden layer --layer of a "
+                                   "HuBERT / wav2vec 2.0 / w2v-BERT model given by --ssl-model (hub name or folder).")
+    p.add_argument("--manifest", required=True, help="JSONL manifest whose audio to fit on")
+    p.add_argument("--out", required=True, help="folder to write the tokenizer to")
+    p.add_argument("--split", default=None, help="use only rows of this split (e.g. train); default: all rows")
+    p.add_argument("--ssl-model", default=None, help="SSL model (hub name or folder); default: MFCC features")
+    p.add_argument("--layer", type=int, default=6, help="hidden layer of the SSL model (default 6)")
+    p.add_argument("--num-units", type=int, default=100, help="k-means units (default 100)")
+    p.add_argument("--max-frames", type=int, default=200_000, help="k-means on at most this many frames")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frame sample and k-means (default 0)")
+
     p = sub.add_parser("info", help="print a saved tokenizer's settings, fingerprint and tokens per second")
     p.add_argument("path", help="tokenizer folder (holding audio_tokenizer.json)")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -57,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    return {"fit": _fit, "info": _info, "roundtrip": _roundtrip}[args.action](args)
+    return {"fit": _fit, "fit-semantic": _fit_semantic, "info": _info, "roundtrip": _roundtrip}[args.action](args)
 
 
 def _fit(args) -> int:
@@ -76,6 +89,18 @@ def _fit(args) -> int:
                                                           **info}, indent=2) + "\n")
     print(f"fitted mel_rvq on {info['seconds'] / 3600:.3f} h ({info['frames_used']} of "
           f"{info['frames_available']} frames); saved to {out} (fingerprint {tok.fingerprint})")
+    return 0
+
+
+def _fit_semantic(args) -> int:
+    from audiopalm.tokenizers.semantic import SemanticTokenizer
+
+    kwargs = {"features": "ssl", "ssl_model": args.ssl_model, "layer": args.layer} if args.ssl_model else {}
+    tok = SemanticTokenizer(num_units=args.num_units, **kwargs).fit(
+        args.manifest, split=args.split, max_frames=args.max_frames, seed=args.seed)
+    tok.save_pretrained(args.out)
+    print(f"fitted {args.num_units} semantic units over {'layer %d of %s' % (args.layer, args.ssl_model) if args.ssl_model else 'MFCC'}; "
+          f"saved to {args.out} (fingerprint {tok.fingerprint})")
     return 0
 
 
