@@ -261,3 +261,20 @@ def test_metrics_log_resume_drops_rows_after_the_checkpoint(tmp_path):
     training.MetricsLog(tmp_path / "other.jsonl", enabled=False).write({"step": 1})
     assert not (tmp_path / "other.jsonl").exists()
     assert json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0]) == {"step": 1, "loss": 1.0}
+
+
+def test_new_rows_get_their_own_lr_under_lora_trainable_tokens():
+    """The 'separate LR for the new embedding rows' option: peft keeps them in their own tensor."""
+    import peft
+    import transformers
+
+    from audiopalm.training import param_groups
+
+    cfg = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=1)
+    model = peft.get_peft_model(transformers.LlamaForCausalLM(cfg), peft.LoraConfig(
+        r=2, target_modules=["q_proj"], trainable_token_indices={"embed_tokens": [90, 91]}, task_type="CAUSAL_LM"))
+    groups = {g["lr"]: g["names"] for g in param_groups(model, lr=1e-3, weight_decay=0.1,
+                                                         group_lrs={"trainable_tokens": 5e-3})}
+    assert len(groups[5e-3]) == 1 and "trainable_tokens_delta" in groups[5e-3][0]
+    assert all("lora_" in n for n in groups[1e-3])
