@@ -1,7 +1,8 @@
 """The offline demo, stage by stage (`make demo` runs `audiopalm demo`).
 
 Each stage writes into its own folder under --out and is skipped when its output is already there
-(a stage writes a `.done` marker last), so re-running resumes where it stopped. Stages:
+(a stage writes a `.done` marker last), so re-running resumes where it stopped; the training stages
+also continue from their newest checkpoint. Stages:
 
   corpus      data_prep/synth_corpus.py: the four-language parallel corpus spoken by espeak-ng
   tokenizer   audiopalm tokenizer fit: the built-in mel-RVQ codec fitted on the training audio
@@ -122,7 +123,8 @@ def _text_lm(corpus: Path, profile: Profile, seed: int):
         _run([sys.executable, str(REPO / "recipes/pretrain_text.py"), "--config",
               str(REPO / "recipes/configs/pretrain_text.yaml"),
               f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
-              f"train.output_dir={folder}", f"train.seed={seed}", *profile.text_lm_overrides])
+              f"train.output_dir={folder}", f"train.seed={seed}", *profile.text_lm_overrides,
+              "--resume"])  # a demo killed mid-training continues from the newest checkpoint
         return f"{folder}/final (HF model + tokenizer), {folder}/metrics.jsonl"
     return fn
 
@@ -133,7 +135,8 @@ def _audiopalm(out: Path, profile: Profile, seed: int):
               str(REPO / "recipes/configs/finetune_audiopalm.yaml"),
               f"model.name_or_path={out / 'text_lm/final'}", f"model.audio_tokenizer={out / 'tokenizer'}",
               f"data.stores=[{out / 'tokens/train'},{out / 'tokens/dev'}]",
-              f"train.output_dir={folder}", f"train.seed={seed}", *profile.finetune_overrides])
+              f"train.output_dir={folder}", f"train.seed={seed}", *profile.finetune_overrides,
+              "--resume"])
         return f"{folder}/final (HF checkpoint with audio tokens), {folder}/metrics.jsonl"
     return fn
 
