@@ -285,6 +285,43 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def make_accelerator(cfg, project_dir: str | Path):
+    """The ``Accelerator`` of a recipe, from a :class:`audiopalm.config.TrainConfig`; returns ``(accelerator,
+    mixed_precision)``.
+
+    One place for what the launchers get wrong without a GPU: CPU processes run DDP over gloo
+    (``cpu=True``); DeepSpeed on CPU gets a gloo process group (accelerate would pick none, and every
+    process would train alone); the process count accelerate set up must be the one launched
+    (``WORLD_SIZE``); an FSDP config that accelerate silently ran as DDP is refused.
+    """
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    mp = cfg.mixed_precision
+    if mp == "auto":  # the launcher's choice (accelerate config), else bf16 where the GPU has it, else fp32
+        mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or (
+            "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    no_gpu = not torch.cuda.is_available()
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if no_gpu and deepspeed and launched > 1 else []
+    acc = Accelerator(
+        gradient_accumulation_steps=cfg.grad_accum_steps, mixed_precision=mp,
+        log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=str(project_dir),
+        cpu=no_gpu and not deepspeed,  # CPU processes: DDP over gloo (cpu=True would turn DeepSpeed off)
+        kwargs_handlers=handlers)
+    if launched != acc.num_processes:
+        raise RuntimeError(
+            f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
+            f"({acc.distributed_type.value}): each process would train alone on the whole batch; "
+            "launch with `accelerate launch --config_file recipes/accelerate/<config>.yaml`")
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != "FSDP":
+        raise RuntimeError(f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
+                           "(FSDP needs GPUs; on CPU use recipes/accelerate/cpu.yaml or deepspeed_zero2/3.yaml)")
+    return acc, mp
+
+
 def save_checkpoint(accelerator, root: str | Path, *, step: int, model, optimizer, scheduler, tokenizer=None,
                     state: dict | None = None, keep_last: int = 2) -> Path:
     """Write a resumable checkpoint ``root/step_N`` atomically; call on every process.

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -137,26 +136,11 @@ class FinetuneAudioPaLMRecipe:
         self.accelerator.print(f"[finetune_audiopalm] {message}")
 
     def _setup_accelerator(self) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import InitProcessGroupKwargs, set_seed
+        from accelerate.utils import set_seed
 
         cfg = self.cfg.train
-        mp = cfg.mixed_precision
-        if mp == "auto":
-            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        no_gpu = not torch.cuda.is_available()
-        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-        handlers = [InitProcessGroupKwargs(backend="gloo")] if no_gpu and deepspeed and launched > 1 else []
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=cfg.grad_accum_steps, mixed_precision=mp,
-            log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=str(self.out),
-            cpu=no_gpu and not deepspeed, kwargs_handlers=handlers)
+        self.accelerator, mp = training.make_accelerator(cfg, self.out)
         acc = self.accelerator
-        if launched != acc.num_processes:
-            raise RuntimeError(
-                f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
-                f"({acc.distributed_type}): each process would train alone on the whole batch.")
         self.world, self.rank = acc.num_processes, acc.process_index
         self.global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * self.world  # rows per optimizer step
         set_seed(cfg.seed)

@@ -148,21 +148,11 @@ class FinetuneSpeechLlamaRecipe:
         self.accelerator.print(f"[finetune_speech_llama] {message}")
 
     def _setup_accelerator(self) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         cfg = self.cfg.train
-        mp = cfg.mixed_precision
-        if mp == "auto":
-            mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-        self.accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum_steps, mixed_precision=mp,
-                                       log_with=None if cfg.log_with == "none" else cfg.log_with,
-                                       project_dir=str(self.out), cpu=not torch.cuda.is_available())
+        self.accelerator, mp = training.make_accelerator(cfg, self.out)
         acc = self.accelerator
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        if launched != acc.num_processes:
-            raise RuntimeError(f"{launched} processes were launched (WORLD_SIZE) but accelerate set up "
-                               f"{acc.num_processes} ({acc.distributed_type})")
         self.world, self.rank = acc.num_processes, acc.process_index
         self.global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * self.world
         set_seed(cfg.seed)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -81,39 +80,11 @@ class PretrainTextRecipe:
         # once per process, which changes the schedule with the process count.
 
     def _setup_accelerator(self) -> None:
-        from accelerate import Accelerator
-        from accelerate.utils import InitProcessGroupKwargs, set_seed
+        from accelerate.utils import set_seed
 
         cfg = self.cfg.train
-        mp = cfg.mixed_precision
-        if mp == "auto":  # the launcher's choice (accelerate config), else bf16 where the GPU has it, else fp32
-            mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or (
-                "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
-        launched = int(os.environ.get("WORLD_SIZE", "1"))
-        no_gpu = not torch.cuda.is_available()
-        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-        handlers = []
-        if no_gpu and deepspeed and launched > 1:
-            # Without a GPU accelerate picks no process-group backend for DeepSpeed and each process
-            # would run alone; naming gloo makes it initialise DeepSpeed's process group over gloo.
-            handlers.append(InitProcessGroupKwargs(backend="gloo"))
-        self.accelerator = Accelerator(
-            gradient_accumulation_steps=cfg.grad_accum_steps,
-            mixed_precision=mp,
-            log_with=None if cfg.log_with == "none" else cfg.log_with,
-            project_dir=str(self.out),
-            cpu=no_gpu and not deepspeed,  # CPU processes: DDP over gloo (cpu=True would turn DeepSpeed off)
-            kwargs_handlers=handlers,
-        )
+        self.accelerator, mp = training.make_accelerator(cfg, self.out)
         acc = self.accelerator
-        if launched != acc.num_processes:
-            raise RuntimeError(
-                f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
-                f"({acc.distributed_type.value}): each process would train alone on the whole batch; "
-                "launch with `accelerate launch --config_file recipes/accelerate/<config>.yaml`")
-        if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != "FSDP":
-            raise RuntimeError(f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
-                               "(FSDP needs GPUs; on CPU use recipes/accelerate/cpu.yaml or deepspeed_zero2/3.yaml)")
         self.world, self.rank = acc.num_processes, acc.process_index
         self.global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * self.world
         set_seed(cfg.seed)
