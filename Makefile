@@ -13,7 +13,7 @@ TORCH  ?= torch==2.13.0
 APT_PACKAGES = espeak-ng chromium
 SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROFILE ?= default
-OUT     ?= runs/demo
+OUT     ?=
 
 .PHONY: setup demo test test-slow clean
 
@@ -29,7 +29,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/audiopalm demo --profile $(PROFILE) --out $(OUT)
+	$(BIN)/audiopalm demo --profile $(PROFILE) $(if $(OUT),--out $(OUT))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

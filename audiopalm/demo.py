@@ -158,14 +158,24 @@ def _eval(out: Path, profile: Profile):
 def add_arguments(parser) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
                         help="smoke: tiny corpus, every stage in minutes; default: the README's demo")
-    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument("--out", default=None,
+                        help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
     parser.add_argument("--force", action="store_true", help="redo stages that are done already")
 
 
 def run(args) -> int:
     profile = PROFILES[args.profile]
-    out = Path(args.out)
+    out = Path(args.out or ("runs/demo" if args.profile == "default" else f"runs/demo_{args.profile}"))
+    # a folder holds one profile and seed: mixing them would pair e.g. a smoke corpus with default stages
+    settings = {"profile": args.profile, "seed": args.seed}
+    marker = out / "demo.json"
+    if marker.is_file() and json.loads(marker.read_text()) != settings:
+        print(f"error: {out} holds a demo run with {json.loads(marker.read_text())}, not {settings}; "
+              "use another --out or delete it", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(settings) + "\n")
     t0 = time.time()
     corpus = _stage(out, "corpus", _corpus(profile, args.seed), force=args.force)
     tokenizer = _stage(out, "tokenizer", _tokenizer(corpus, profile, args.seed), force=args.force)

@@ -30,3 +30,6 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert all(f"[{stage}] done already" in again.stdout for stage in STAGES), again.stdout
+    other = subprocess.run([AUDIOPALM, "demo", "--profile", "default", "--out", str(out)],
+                           capture_output=True, text=True, timeout=60)
+    assert other.returncode == 2 and "holds a demo run with" in other.stderr  # profiles never mix in one folder
