@@ -168,7 +168,7 @@ class TextDataConfig:
     """Records with this split give the dev loss / perplexity (none found: no dev eval)."""
     include: list[Literal["mono", "mt"]] = dataclasses.field(default_factory=lambda: ["mono", "mt"])
     """Line kinds: ``mono`` = each text and tgt_text as a sentence; ``mt`` = each pair as ``mt_template``."""
-    mt_template: str = "[MT {src_lang} {tgt_lang}] {src} -> {tgt}"
+    mt_template: str = "[MT {src_lang} {tgt_lang}] {src}<|sep|>{tgt}"
     """How a translation pair is written; languages are English names ("[MT English French] ...")."""
     seq_len: int = 128
     """Tokens per packed block (lines are joined with bos/eos and cut into blocks of this length)."""

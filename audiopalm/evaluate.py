@@ -76,6 +76,9 @@ class EvalConfig:
     """Prompts per ``model.generate`` call."""
     judge: str = "model"
     """ASR judge for speech outputs: ``model``, ``pocketsphinx`` or ``whisper:NAME``."""
+    peer: str | None = None
+    """A second ASR system on the same audio (``pocketsphinx`` or ``whisper:NAME``), reported beside the model:
+    on ASR input audio (``WER [peer]``) and on generated / reference speech (``TTS-WER [peer]``, ...)."""
     max_new_tokens: int | None = None
     """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
     device: str | None = None
@@ -105,6 +108,8 @@ class EvalConfig:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
         if not (self.judge in ("model", "pocketsphinx") or re.fullmatch(r"whisper:\S+", self.judge)):
             raise ValueError(f"judge: expected 'model', 'pocketsphinx' or 'whisper:NAME', got {self.judge!r}")
+        if self.peer is not None and not (self.peer == "pocketsphinx" or re.fullmatch(r"whisper:\S+", self.peer)):
+            raise ValueError(f"peer: expected 'pocketsphinx' or 'whisper:NAME', got {self.peer!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -229,6 +234,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     rows, origin = load_rows(cfg, pipe.audio_tokenizer)
     held_out = held_out_voices(cfg, origin)
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
+    peer = None if cfg.peer is None else make_eval_judge(cfg.peer, pipe, batch_size=cfg.batch_size, max_new_tokens=None)
     sr = pipe.sample_rate
     metrics: list[dict] = []
     skipped: Counter = Counter()
@@ -301,6 +307,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                         line["judge_ref_text"] = judged_ref[i]
             metrics += score_group(spec, src, tgt, items, outs, group_lines, wavs, sr, judged, judged_ref,
                                    getattr(judge, "name", "judge"))
+            if peer is not None:
+                try:
+                    metrics += peer_rows(peer, cfg.peer, spec, src, tgt, items, outs, group_lines, wavs, sr)
+                except ValueError as e:  # e.g. PocketSphinx has no model for this language
+                    notes.append(f"{spec.name} {src}{'-' + tgt if tgt else ''}: no {cfg.peer} row ({e})")
         with (out_dir / "outputs" / f"{slug}.jsonl").open("w", encoding="utf-8") as f:
             for line in lines:
                 f.write(json.dumps(line, ensure_ascii=False) + "\n")
@@ -359,6 +370,37 @@ def score_group(spec, src: str, tgt: str | None, items: list[dict], outs: list, 
     return rows
 
 
+def peer_rows(peer, name: str, spec, src: str, tgt: str | None, items: list[dict], outs: list, lines: list[dict],
+              wavs: list[np.ndarray], sample_rate: int) -> list[dict]:
+    """summary.json rows of a second ASR system (``peer``) on the audio of one task and language pair, named
+    ``<metric> [name]`` so the report puts them beside the model's: for ASR its own transcripts of the input
+    audio (WER/CER), for speech outputs its transcripts of the generated and the reference speech.
+
+    Raises ValueError where the peer has no model for the language."""
+    from audiopalm import audio as audio_io
+    from audiopalm.tasks import AUDIO, TEXT
+
+    if spec.output_segments == [(TEXT, "text")] and spec.input_segment[0] == AUDIO:  # plain ASR
+        heard = peer.transcribe([audio_io.load(r["audio"], sample_rate)[0] for r in items], sample_rate, src)
+        fake = [dataclasses.replace(o, text=t) for o, t in zip(outs, heard)]
+        rows = score_group(spec, src, tgt, items, fake, lines, wavs, sample_rate, None, None, name)
+    elif any(kind == AUDIO for kind, _ in spec.output_segments):
+        speech_field = next(f for k, f in spec.output_segments if k == AUDIO)
+        out_lang = tgt if speech_field == "tgt_audio_codes" else src
+        refs = [r.get("audio") if speech_field == "audio_codes" else r.get("tgt_audio") for r in items]
+        heard = peer.transcribe(wavs, sample_rate, out_lang)
+        heard_ref = peer.transcribe([audio_io.load(p, sample_rate)[0] for p in refs], sample_rate, out_lang) \
+            if all(refs) else None
+        rows = [r for r in score_group(spec, src, tgt, items, outs, lines, wavs, sample_rate, heard, heard_ref, name)
+                if r["metric"].startswith(("TTS-WER", "ASR-BLEU"))]
+    else:
+        return []
+    for r in rows:
+        metric, paren, rest = r["metric"].partition(" (")
+        r["metric"] = f"{metric} [{name}]" + (f" ({rest}" if paren else "")
+    return rows
+
+
 def row_has_codes(items: list[dict]) -> bool:
     """Whether the rows carry precomputed audio codes (token store): then there is nothing to encode."""
     return bool(items) and items[0].get("audio_codes") is not None
@@ -393,6 +435,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per generate call (default 8)")
     parser.add_argument("--judge", default="model", help="ASR judge of speech outputs: model (default), "
                         "pocketsphinx (English only) or whisper:NAME (e.g. whisper:openai/whisper-large-v3)")
+    parser.add_argument("--peer", metavar="ASR", help="a second ASR system on the same audio, reported beside the "
+                        "model: pocketsphinx (English only) or whisper:NAME")
     parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
@@ -403,7 +447,7 @@ def run(args) -> int:
     try:
         cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
                          store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
-                         judge=args.judge, max_new_tokens=args.max_new_tokens, device=args.device,
+                         judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens, device=args.device,
                          report=not args.no_report, progress=not args.quiet)
         summary = evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -56,7 +56,7 @@ class SegmentConstraint(LogitsProcessor):
         self.delay = isinstance(vocab.pattern, DelayPattern) and self.k > 1
         V = vocab_size
         text = vocab.text_mask(V)
-        for special in (vocab.pad_id, vocab.eos_id, vocab.bos_id, vocab.tokenizer.unk_token_id):
+        for special in (vocab.pad_id, vocab.eos_id, vocab.bos_id, vocab.sep_id, vocab.tokenizer.unk_token_id):
             if special is not None and special < V:
                 text[special] = False
         self._masks = {"text": text, **{f"q{q}": vocab.codebook_mask(q, V) for q in range(self.k)}}

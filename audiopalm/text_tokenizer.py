@@ -20,8 +20,12 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
-# Order fixes the ids: <s>=0, </s>=1, <pad>=2, <unk>=3 in every tokenizer trained here.
-SPECIAL_TOKENS = [BOS, EOS, PAD, UNK]
+# The segment separator of audiopalm's task format (audiopalm.vocab.SPECIAL_TOKENS["sep"]): stage 0 trains
+# MT lines as "[MT English French] src<|sep|>tgt", the exact tokens the fine-tune's MT examples are made of,
+# so the fine-tune starts from a model that already knows its text format (the vocabulary reuses this id).
+SEP = "<|sep|>"
+# Order fixes the ids: <s>=0, </s>=1, <pad>=2, <unk>=3, <|sep|>=4 in every tokenizer trained here.
+SPECIAL_TOKENS = [BOS, EOS, PAD, UNK, SEP]
 
 
 def train_text_tokenizer(lines: Iterable[str], out_dir: str | Path | None = None, *, vocab_size: int = 4096,
@@ -51,7 +55,8 @@ def train_text_tokenizer(lines: Iterable[str], out_dir: str | Path | None = None
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
                                                        special_tokens=[(BOS, bos_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
+                                   additional_special_tokens=[SEP])
     if out_dir is not None:
         fast.save_pretrained(str(out_dir))
     return fast

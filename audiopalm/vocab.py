@@ -139,7 +139,10 @@ class UnifiedVocab:
             roles["pad"] = PAD_TOKEN
         if tok.eos_token is None:
             roles["eos"] = EOS_TOKEN
-        specials = [AddedToken(t, special=True, normalized=False) for t in roles.values()]
+        # a role token the text tokenizer already has (e.g. <|sep|> of a stage-0 model trained on the task
+        # format, audiopalm.text_tokenizer) keeps its id and its trained embedding row
+        known = tok.get_vocab()
+        specials = [AddedToken(t, special=True, normalized=False) for t in roles.values() if t not in known]
         # one batch call: adding ~2k tokens this way takes milliseconds (one at a time is far slower)
         tok.add_tokens(audio + specials, special_tokens=True)
         if "pad" in roles:

@@ -133,6 +133,42 @@ def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
     assert not (out / "report.html").exists()
 
 
+def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
+    """--peer: a second ASR system transcribes the ASR input audio and the generated / reference speech;
+    its rows are named "<metric> [peer]"; a language it lacks becomes a note, not a failure."""
+    import audiopalm.evaluate as ev
+    from audiopalm.asr_judges import CallableJudge
+
+    heard = []
+
+    def fake_peer(wavs, sample_rate, lang):
+        if lang != "en":
+            raise ValueError(f"no model for {lang!r}")
+        heard.append(len(wavs))
+        return ["the dog sleeps."] * len(wavs)
+
+    real = ev.make_eval_judge
+    monkeypatch.setattr(ev, "make_eval_judge", lambda name, pipe, **kw: CallableJudge(fake_peer, name="peer")
+                        if name == "pocketsphinx" else real(name, pipe, **kw))
+    ckpt, manifest, _ = setup
+    out = tmp_path / "results"
+    assert main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "ASR", "TTS", "--out", str(out),
+                 "--peer", "pocketsphinx", "--max-new-tokens", "4", "--no-report", "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    by_key = {(m["task"], m["src"], m["subset"], m["metric"]): m["value"] for m in summary["metrics"]}
+    # ASR en: s1 "the dog sleeps." (seen voice) heard right, s2 "a cat runs." (held-out voice) all wrong
+    assert by_key[("ASR", "en", "seen_voices", "WER [pocketsphinx]")] == 0
+    assert by_key[("ASR", "en", "heldout_voice", "WER [pocketsphinx]")] == 100
+    assert ("ASR", "en", "seen_voices", "WER") in by_key  # the model's own row is still there
+    assert {k for k in by_key if k[0] == "TTS" and "[" in k[3]} == {
+        ("TTS", "en", "all", "TTS-WER [pocketsphinx]"), ("TTS", "en", "all", "TTS-WER [pocketsphinx] (ref audio)")}
+    assert not any(k[1] == "fr" and "[" in k[3] for k in by_key)
+    assert any("fr" in n and "no pocketsphinx row" in n for n in summary["notes"])
+    assert heard == [2, 2, 2]  # ASR en inputs, TTS en generated speech, TTS en reference speech
+    with pytest.raises(ValueError, match="peer: expected"):
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), peer="model")
+
+
 def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
     ckpt, manifest, _ = setup
     with pytest.raises(ValueError, match="judge: expected"):

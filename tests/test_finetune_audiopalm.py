@@ -74,7 +74,7 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
                                   tgt_text=xx, tgt_audio=xx_wav, split=split))
             records.append(Record(id=f"{split}-{i}-{_LANGS[k]}", lang=_LANGS[k], text=xx, audio=xx_wav, tgt_lang="en",
                                   tgt_text=en, tgt_audio=en_wav, split=split))
-            lines += [en, xx, f"[MT English French] {en} -> {xx}"]
+            lines += [en, xx, f"[MT English French] {en}<|sep|>{xx}"]
             if split == "train" and i < 2:  # as in the synthetic corpus: one English wav, two translations
                 j = k % 3 + 1
                 yy = _sentence(a, n, v, j)

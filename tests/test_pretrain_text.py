@@ -180,7 +180,7 @@ def test_training_lines_cover_mono_and_mt_and_skip_test(corpus, tmp_path):
     cfg = load_config(PretrainTextConfig, TINY, [f"data.manifests=[{train},{dev},{rec_test}]"])
     r = PretrainTextRecipe(cfg)
     lines = r._render_lines("train")
-    assert any(s.startswith("[MT English French] the ") and " -> le " in s for s in lines)
+    assert any(s.startswith("[MT English French] the ") and "<|sep|>le " in s for s in lines)
     assert "the small dog sleeps." in lines or any(s.startswith("the ") for s in lines)
     assert not any("secret" in s for s in lines) and not any("secret" in s for s in r._render_lines("dev"))
     assert len(lines) == len(set(lines))
@@ -194,3 +194,30 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_run, corpus, tmp_path
     got, want = losses(out), losses(tiny_run)
     assert sorted(got) == sorted(want)
     assert all(got[s] == pytest.approx(want[s], rel=1e-5) for s in want), (got, want)
+
+
+def test_stage0_mt_lines_are_the_finetune_mt_examples_token_for_token(tmp_path, corpus):
+    """Stage 0 pre-teaches the fine-tune's MT format: a rendered MT line, packed as <s> line </s>, is exactly
+    prompt_ids + target_ids of the same pair once the vocabulary is extended (<|sep|> keeps its stage-0 id)."""
+    from audiopalm.config import load_config, PretrainTextConfig
+    from audiopalm.manifest import read_manifest
+    from audiopalm.tasks import prompt_ids, target_ids
+    from audiopalm.text_tokenizer import SEP, train_text_tokenizer
+    from audiopalm.vocab import UnifiedVocab
+
+    sys.path.insert(0, str(RECIPE.parent))
+    from pretrain_text import PretrainTextRecipe
+
+    train, _ = corpus
+    r = PretrainTextRecipe(load_config(PretrainTextConfig, TINY, [f"data.manifests=[{train}]"]))
+    lines = r._render_lines("train")
+    tok = train_text_tokenizer(lines, vocab_size=400)
+    sep_id = tok.convert_tokens_to_ids(SEP)
+    vocab = UnifiedVocab.build(tok, codebook_size=8, num_codebooks=1)
+    assert vocab.sep_id == sep_id < vocab.audio_offset  # reused, not added again
+    rec = next(x for x in read_manifest(train) if x.lang == "en" and x.tgt_lang == "fr")
+    line = next(s for s in lines if s.startswith("[MT English French] " + rec.text + SEP))
+    stage0 = [tok.bos_token_id, *tok(line, add_special_tokens=False).input_ids, tok.eos_token_id]
+    record = {"id": rec.id, "lang": "en", "tgt_lang": "fr", "text": rec.text, "tgt_text": rec.tgt_text}
+    assert stage0 == prompt_ids(record, "MT", vocab) + target_ids(record, "MT", vocab)
+    assert stage0.count(sep_id) == 1
