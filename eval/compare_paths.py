@@ -211,19 +211,25 @@ def markdown(rows: list[dict], profile: str, info: dict) -> str:
 
 
 def compare(profile: str, out: Path, *, data: Path | None = None, seed: int = 0, force: bool = False,
-            steps: int | None = None) -> list[dict]:
-    """Run the whole comparison; returns the table rows (also written to ``out/comparison.{md,json}``)."""
+            steps: int | None = None, max_items: int | None = None, test: Path | None = None) -> list[dict]:
+    """Run the whole comparison; returns the table rows (also written to ``out/comparison.{md,json}``).
+
+    ``steps`` / ``max_items`` override the profile's; ``test`` replaces the data's test manifest."""
     from audiopalm.evaluate import EvalConfig, evaluate
 
     p = PROFILES[profile]
     if steps is not None:
         p = dataclasses.replace(p, steps=steps, warmup=min(p.warmup, steps))
+    if max_items is not None:
+        p = dataclasses.replace(p, max_items=max_items)
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
         data = out / "data"
         _run([str(Path(sys.executable).with_name("audiopalm")), "demo", "--profile", p.demo_profile, "--out",
               str(data), "--seed", str(seed)])
     d = data_layout(data)
+    if test is not None:
+        d["test"] = Path(test)
     rows = []
     for path in PATHS:
         run_dir = out / path

@@ -1,4 +1,4 @@
-"""The README's main command on the smoke profile: every stage runs, writes its files, and resumes."""
+"""The README's main command on the smoke profile: every stage runs, writes its files, and resumes;\nthen eval/ablations.py on its output."""
 
 import json
 import subprocess
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 AUDIOPALM = str(Path(sys.executable).with_name("audiopalm"))
+REPO = Path(__file__).resolve().parents[1]
 STAGES = ("corpus", "tokenizer", "tokens", "text_lm", "audiopalm", "eval")
 
 
@@ -24,6 +25,8 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
     summary = json.loads((out / "eval/summary.json").read_text())
     tasks = {m["task"] for m in summary["metrics"]}
     assert {"ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT"} <= tasks, tasks
+    peer = {(m["task"], m["src"], m["metric"]) for m in summary["metrics"] if "[pocketsphinx]" in m["metric"]}
+    assert ("ASR", "en", "WER [pocketsphinx]") in peer and ("TTS", "en", "TTS-WER [pocketsphinx]") in peer, peer
     html = (out / "eval/report.html").read_text()
     assert "<audio" in html and "data:image/png;base64" in html  # audio players and the loss plot
     again = subprocess.run([AUDIOPALM, "demo", "--profile", "smoke", "--out", str(out)],
@@ -33,3 +36,29 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
     other = subprocess.run([AUDIOPALM, "demo", "--profile", "default", "--out", str(out)],
                            capture_output=True, text=True, timeout=60)
     assert other.returncode == 2 and "holds a demo run with" in other.stderr  # profiles never mix in one folder
+
+
+    # eval/ablations.py on this demo: every arm trains (the base too: other steps than the demo's) and is scored
+    abl = tmp_path / "ablations"
+    run = subprocess.run([sys.executable, str(REPO / "eval/ablations.py"), "--demo", str(out), "--out", str(abl),
+                          "--steps", "4", "--max-items", "2", "--max-new-tokens", "30"],
+                         capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    table = json.loads((abl / "ablations.json").read_text())
+    arms = {(r["ablation"], r["arm"]) for r in table["rows"]}
+    assert {a for a, _ in arms} == {"all tasks", "peer ASR on the same audio", "init: text LM vs random",
+                                    "S2ST: direct vs chained",
+                                    "mixture: multitask vs ASR only", "RVQ codebooks in the LM",
+                                    "vocab extension vs Speech-Llama (LoRA, ASR+AST)"}, arms
+    assert ("init: text LM vs random", "random_init") in arms and ("RVQ codebooks in the LM", "codebooks_2") in arms
+    assert ("RVQ codebooks in the LM", "codebooks_1 (base)") in arms
+    for r in table["rows"]:
+        assert r["steps"] == (None if r["ablation"] == "peer ASR on the same audio" else 4)
+        if r["ablation"] != "S2ST: direct vs chained":
+            assert r["ASR WER seen"] is not None and r["ASR WER seen"] >= 0, r
+        else:
+            assert r["S2ST ASR-BLEU"] is not None, r
+    for arm in ("base", "random_init", "asr_only", "codebooks_2"):
+        assert json.loads((abl / arm / "summary.json").read_text())["steps"] == 4
+    md = (abl / "ablations.md").read_text()
+    assert md.count("\n| ") == len(table["rows"]) + 1 and "speech_llama" in md

@@ -358,7 +358,7 @@ class MelRVQTokenizer(AudioTokenizer):
             x, n = tok.features(wav, normalise=False)  # [1, F, D]
             frames.append(x[0, : int(n[0])])
             seconds += wav.shape[1] / tok.sample_rate
-            bar.set_postfix(hours=f"{seconds / 3600:.2f}")
+            bar.set_postfix(hours=f"{seconds / 3600:.2f}", refresh=False)  # per file: let tqdm pace the redraws
             if max_seconds is not None and seconds >= max_seconds:
                 break
         bar.close()
