@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps: must be >= 1, got {args.steps}")
+    known = {arm.name for base in (1, 2) for arm in arms(base)} | {"speech_llama"}
+    if args.only and set(args.only) - known:
+        parser.error(f"--only: unknown arm(s) {sorted(set(args.only) - known)}; known: {sorted(known)}")
     out = Path(args.out)
     demo = Path(args.demo) if args.demo else out / "demo"
     if not args.demo:

@@ -62,3 +62,11 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
         assert json.loads((abl / arm / "summary.json").read_text())["steps"] == 4
     md = (abl / "ablations.md").read_text()
     assert md.count("\n| ") == len(table["rows"]) + 1 and "speech_llama" in md
+
+
+def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):
+    run = subprocess.run([sys.executable, str(REPO / "eval/ablations.py"), "--demo", str(tmp_path / "none"),
+                          "--out", str(tmp_path / "abl"), "--only", "asr_only", "codebooks_9"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "unknown arm(s) ['codebooks_9']" in run.stderr, run.stderr
+    assert not (tmp_path / "abl").exists()
