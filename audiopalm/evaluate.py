@@ -81,6 +81,8 @@ class EvalConfig:
     on ASR input audio (``WER [peer]``) and on generated / reference speech (``TTS-WER [peer]``, ...)."""
     max_new_tokens: int | None = None
     """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
+    cap_speech: bool = True
+    """End each speech output at a length set by its input (``AudioPaLM.generate``'s ``cap_speech``)."""
     device: str | None = None
     """torch device (default: cuda if available)."""
     report: bool = True
@@ -264,7 +266,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                         codes = encoded[row["audio"]]
                     rec[field_in] = codes
                 records.append(rec)
-            outs = pipe.generate_records(spec, records, max_new_tokens=cfg.max_new_tokens, progress=cfg.progress)
+            outs = pipe.generate_records(spec, records, max_new_tokens=cfg.max_new_tokens, progress=cfg.progress,
+                                         **({"cap_speech": cfg.cap_speech} if speech_field else {}))
             # speech outputs -> wavs on disk (and silence for the judge where nothing came out)
             wavs = []
             for row, o in zip(items, outs):
@@ -437,6 +440,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peer", metavar="ASR", help="a second ASR system on the same audio, reported beside the "
                         "model: pocketsphinx (English only) or whisper:NAME")
     parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output")
+    parser.add_argument("--no-speech-cap", action="store_true", help="let speech outputs run to --max-new-tokens "
+                        "(default: each ends by 2.5x its input speech, or 0.2 s per input character)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -446,7 +451,8 @@ def run(args) -> int:
     try:
         cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
                          store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
-                         judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens, device=args.device,
+                         judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens,
+                         cap_speech=not args.no_speech_cap, device=args.device,
                          report=not args.no_report, progress=not args.quiet)
         summary = evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -11,7 +11,10 @@ and sets the logits of every token that would break it to -inf:
   fillers), ``<|audio_end|>`` only where the stream is a whole number of frames (>= 1), then
   ``<|sep|>`` or eos.
 
-So a generated audio segment always reverts to codes ``[k, F]``. The processor keeps each row's parser
+So a generated audio segment always reverts to codes ``[k, F]``. An optional per-row cap on frames
+(``max_audio_frames``) closes a row's audio segment once it holds that many frames, as ESPnet's
+``maxlenratio`` bounds a TTS output by its input: a model that never emits ``<|audio_end|>`` then stops
+near the length a person would speak the input, not at ``max_new_tokens``. The processor keeps each row's parser
 state between steps (rows keep their order in greedy search and sampling) and re-parses from the prompt
 when rows were reordered (beam search), so it works with every ``model.generate`` mode and the KV cache.
 """
@@ -46,10 +49,16 @@ class SegmentConstraint(LogitsProcessor):
     """Masks logits so that the generated ids follow ``template`` (see the module docstring).
 
     ``prompt_length`` is the (left-padded) prompt length: generated ids start there.
+    ``max_audio_frames``: one cap per prompt (None: no cap) on the frames of each audio segment; with
+    beam search or several sequences per prompt the rows of prompt ``b`` share its cap.
     """
 
-    def __init__(self, vocab: UnifiedVocab, task: str | TaskSpec, prompt_length: int, vocab_size: int):
+    def __init__(self, vocab: UnifiedVocab, task: str | TaskSpec, prompt_length: int, vocab_size: int,
+                 max_audio_frames: list[int | None] | None = None):
+        if max_audio_frames is not None and any(f is not None and f < 1 for f in max_audio_frames):
+            raise ValueError(f"max_audio_frames: expected caps >= 1 (or None), got {max_audio_frames}")
         self.vocab = vocab
+        self.max_audio_frames = max_audio_frames
         self.template = [kind for kind, _ in output_template(task)]
         self.prompt_length = prompt_length
         self.k = vocab.num_codebooks
@@ -70,8 +79,8 @@ class SegmentConstraint(LogitsProcessor):
     def _terminator(self, st: _RowState) -> int:
         return self.vocab.eos_id if st.segment == len(self.template) - 1 else self.vocab.sep_id
 
-    def _allowed(self, st: _RowState) -> tuple[str | None, list[int]]:
-        """(mask name or None, extra ids) a row in state ``st`` may emit next."""
+    def _allowed(self, st: _RowState, cap: int | None = None) -> tuple[str | None, list[int]]:
+        """(mask name or None, extra ids) a row in state ``st`` may emit next; ``cap``: its frame cap."""
         v = self.vocab
         if st.segment >= len(self.template):
             return None, [v.eos_id if v.pad_id is None else v.pad_id, v.eos_id]
@@ -84,10 +93,14 @@ class SegmentConstraint(LogitsProcessor):
         k, n = self.k, st.stream
         whole = n > 0 and n % k == 0
         if not self.delay:
+            if whole and cap is not None and n // k >= cap:
+                return None, [v.audio_end_id]
             return f"q{n % k}", ([v.audio_end_id] if whole else [])
         step, q = divmod(n, k)
         if st.frames is None:
             if step < q:  # leading filler
+                return None, [v.audio_pad_id]
+            if q == 0 and cap is not None and step >= cap:  # codebook 0 must stop: F = cap
                 return None, [v.audio_pad_id]
             if q == 0 and step >= 1:  # codebook 0 may stop here: F = step
                 return "q0", [v.audio_pad_id]
@@ -153,7 +166,14 @@ class SegmentConstraint(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         self._sync(input_ids)  # input_ids [N, L], scores [N, V]
-        forbid = torch.stack([self._forbidden_row(*self._allowed(st), scores.device) for st in self._states])  # [N, V]
+        caps = self.max_audio_frames
+        if caps is None:
+            caps = [None] * len(self._states)
+        else:  # beam search / num_return_sequences: the rows of prompt b are b*r .. b*r + r-1
+            r = max(len(self._states) // len(caps), 1)
+            caps = [caps[i // r] for i in range(len(self._states))]
+        forbid = torch.stack([self._forbidden_row(*self._allowed(st, cap), scores.device)
+                              for st, cap in zip(self._states, caps)])  # [N, V]
         return scores.masked_fill(forbid, float("-inf"))
 
 
@@ -189,16 +209,22 @@ def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str |
 
 @torch.no_grad()
 def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | TaskSpec, *,
-             max_new_tokens: int = 256, constrained: bool = True, **generate_kwargs) -> list[list[int]]:
+             max_new_tokens: int = 256, constrained: bool = True, max_audio_frames: list[int | None] | None = None,
+             **generate_kwargs) -> list[list[int]]:
     """Batched generation from prompt ids (as :func:`audiopalm.tasks.prompt_ids` makes them).
 
     Prompts are left-padded into one batch; decoding uses the KV cache through ``model.generate``
     (greedy by default; pass ``do_sample=True, temperature=..., top_k=..., top_p=...`` or
-    ``num_beams=...``). Returns the generated ids of each prompt, up to and including eos.
+    ``num_beams=...``). ``max_audio_frames``: a frame cap per prompt on its audio output (see
+    :class:`SegmentConstraint`; needs ``constrained``). Returns the generated ids of each prompt, up to and
+    including eos.
     """
     parse_task(task)
     if not prompts:
         return []
+    if max_audio_frames is not None and (not constrained or len(max_audio_frames) != len(prompts)):
+        raise ValueError(f"max_audio_frames: needs constrained=True and one cap per prompt "
+                         f"({len(prompts)}), got {len(max_audio_frames)} with constrained={constrained}")
     device = next(model.parameters()).device
     P = max(len(p) for p in prompts)
     pad = vocab.pad_id
@@ -209,7 +235,8 @@ def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | T
         attention_mask[b, P - len(p):] = 1
     processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", []))
     if constrained:
-        processors.append(SegmentConstraint(vocab, task, P, model.get_output_embeddings().weight.shape[0]))
+        processors.append(SegmentConstraint(vocab, task, P, model.get_output_embeddings().weight.shape[0],
+                                            max_audio_frames=max_audio_frames))
     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                          max_new_tokens=max_new_tokens, logits_processor=processors,
                          pad_token_id=pad, eos_token_id=vocab.eos_id, **generate_kwargs)  # [B, P + N]

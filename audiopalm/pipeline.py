@@ -28,6 +28,7 @@ pairs, so pairs cannot be checked beyond the language codes.)
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 import warnings
@@ -49,6 +50,14 @@ DEFAULT_TEXT_TOKENS = 256
 # Longest speech output when the caller gives no max_new_tokens, in seconds of audio: utterances in
 # the speech-translation corpora are under 20 s; the model's context caps it further.
 DEFAULT_SPEECH_SECONDS = 20.0
+# Each speech output also stops at a length set by its own input (``cap_speech``; ESPnet's maxlenratio does
+# the same for TTS), so that a model that has not learnt to end its speech does not babble to the budget:
+# speech input (S2ST): SPEECH_LENGTH_RATIO x its duration (a translation is rarely twice its source);
+# text input (TTS): SPEECH_SECONDS_PER_CHAR per character (people speak ~15 characters a second, ~0.07 s
+# each; espeak-ng's demo voices 0.06-0.08 s); never under MIN_SPEECH_SECONDS.
+SPEECH_LENGTH_RATIO = 2.5
+SPEECH_SECONDS_PER_CHAR = 0.2
+MIN_SPEECH_SECONDS = 1.0
 
 
 class PipelineError(ValueError):
@@ -189,11 +198,13 @@ class AudioPaLM:
     # ---- the general entry point -------------------------------------------------------------------
     def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, *,
                  sample_rate: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
-                 progress: bool = False, **generate_kwargs):
+                 cap_speech: bool = True, progress: bool = False, **generate_kwargs):
         """Run any task or chain (``"ASR"``, ``"ASR AST S2ST"``, ...) on one input or a list of inputs.
 
         ``inputs``: text (TTS, MT) or speech (a waveform [T] at ``sample_rate`` or a file path).
-        ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). Other keyword arguments go to
+        ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). ``cap_speech``: end each speech
+        output at a length set by its input (:data:`SPEECH_LENGTH_RATIO` x the input speech, or
+        :data:`SPEECH_SECONDS_PER_CHAR` per input character); False: only ``max_new_tokens``. Other keyword arguments go to
         ``model.generate`` (``do_sample``, ``temperature``, ``num_beams`` ...). Returns an
         :class:`Output`, or a list of them for a list input.
         """
@@ -202,11 +213,12 @@ class AudioPaLM:
         items = [inputs] if single else list(inputs)
         records = [self._record(spec, item, src, tgt, sample_rate, i) for i, item in enumerate(items)]
         outs = self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         progress=progress, **generate_kwargs)
+                         cap_speech=cap_speech, progress=progress, **generate_kwargs)
         return outs[0] if single else outs
 
     def generate_records(self, task: str | TaskSpec, records: Sequence[dict], *, batch_size: int | None = None,
-                         max_new_tokens: int | None = None, progress: bool = False, **generate_kwargs) -> list[Output]:
+                         max_new_tokens: int | None = None, cap_speech: bool = True, progress: bool = False,
+                         **generate_kwargs) -> list[Output]:
         """Run ``task`` on task records (:mod:`audiopalm.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
         ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already."""
         spec = None
@@ -214,10 +226,10 @@ class AudioPaLM:
                                   for r in records):
             spec = self._check_request(task, *pair)
         return self._run(spec or parse_task(task), records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         progress=progress, **generate_kwargs)
+                         cap_speech=cap_speech, progress=progress, **generate_kwargs)
 
     def _run(self, spec: TaskSpec, records: Sequence[dict], *, batch_size: int | None, max_new_tokens: int | None,
-             progress: bool, **generate_kwargs) -> list[Output]:
+             cap_speech: bool, progress: bool, **generate_kwargs) -> list[Output]:
         """Prompts of checked records -> batched constrained generation -> outputs."""
         prompts = []
         for i, rec in enumerate(records):
@@ -230,15 +242,32 @@ class AudioPaLM:
                 raise PipelineError(f"input {i} ({records[i].get('id', 'no id')}): the prompt is {len(p)} tokens, "
                                     f"but the model's context is {self.max_length} (max_position_embeddings); "
                                     "shorten the text or audio")
+        caps = self.speech_frame_caps(spec, records) if cap_speech else None
         bs = batch_size or self.batch_size
         outs: list[Output] = []
         starts = range(0, len(prompts), bs)
         for s in tqdm(starts, desc=f"generate {spec.name}", unit="batch", disable=not progress):
             batch = prompts[s:s + bs]
             budget = self._budget(spec, batch, max_new_tokens)
-            ids = constrained_generate(self.model, self.vocab, batch, spec, max_new_tokens=budget, **generate_kwargs)
+            ids = constrained_generate(self.model, self.vocab, batch, spec, max_new_tokens=budget,
+                                       max_audio_frames=None if caps is None else caps[s:s + bs], **generate_kwargs)
             outs.extend(self._output(spec, row) for row in ids)
         return outs
+
+    def speech_frame_caps(self, spec: TaskSpec, records: Sequence[dict]) -> list[int] | None:
+        """The most audio frames each record's speech output may have (None: the task outputs no speech)."""
+        if not any(kind == AUDIO for kind, _ in spec.output_segments):
+            return None
+        rate = self.audio_tokenizer.frame_rate
+        kind, field = spec.input_segment
+        caps = []
+        for rec in records:
+            if kind == AUDIO:
+                seconds = SPEECH_LENGTH_RATIO * torch.as_tensor(rec[field]).shape[-1] / rate
+            else:
+                seconds = SPEECH_SECONDS_PER_CHAR * len(rec[field])
+            caps.append(max(1, math.ceil(max(seconds, MIN_SPEECH_SECONDS) * rate)))
+        return caps
 
     # ---- helpers ------------------------------------------------------------------------------
     def _check_request(self, task, src, tgt) -> TaskSpec:

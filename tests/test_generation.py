@@ -105,3 +105,45 @@ def test_flatten_audio_end_only_at_frame_boundaries():
     seq.append(vocab.audio_end_id)
     out = proc(torch.tensor([seq]), scores)  # TTS has one segment: eos only
     assert torch.isfinite(out[0]).sum() == 1 and out[0, vocab.eos_id] == 0
+
+
+class _NeverEnd(transformers.LogitsProcessor):
+    """Lower the logits of every way to end audio, so a random model never ends its speech by itself."""
+
+    def __init__(self, vocab):
+        self.ids = [vocab.audio_end_id, vocab.audio_pad_id]
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.ids] -= 100.0
+        return scores
+
+
+@pytest.mark.parametrize("pattern,k", [("flatten", 2), ("delay", 3)])
+def test_audio_frame_cap_ends_each_row_at_its_own_cap(pattern, k):
+    model, vocab = _setup(pattern, k)
+    prompts = [prompt_ids(_record(f, k, seed=f), "S2ST", vocab) for f in (3, 5)]
+    budget = 60
+    free = generate(model, vocab, prompts, "S2ST", max_new_tokens=budget, logits_processor=[_NeverEnd(vocab)])
+    assert all(len(o) == budget and o[-1] != vocab.eos_id for o in free)  # without caps: runs to the budget
+    capped = generate(model, vocab, prompts, "S2ST", max_new_tokens=budget, max_audio_frames=[2, 5],
+                      logits_processor=[_NeverEnd(vocab)])
+    for out, cap in zip(capped, (2, 5)):
+        assert out[-1] == vocab.eos_id, out[-5:]
+        (codes,) = split_segments(out, "S2ST", vocab)
+        assert codes.shape == (k, cap)
+    # the cap only closes the segment: up to it the tokens are the uncapped run's
+    assert capped[0][1:1 + 2 * k] == free[0][1:1 + 2 * k]
+
+
+def test_audio_frame_cap_with_beam_search_and_chains():
+    model, vocab = _setup("flatten", 2)
+    prompts = [prompt_ids(_record(f, seed=f), "ASR AST S2ST", vocab) for f in (3, 4)]
+    outs = generate(model, vocab, prompts, "ASR AST S2ST", max_new_tokens=80, num_beams=2, max_audio_frames=[1, 3],
+                    logits_processor=[_NeverEnd(vocab), _PushToEnd(vocab)])
+    for out, cap in zip(outs, (1, 3)):
+        text, translation, codes = split_segments(out, "ASR AST S2ST", vocab)
+        assert out[-1] == vocab.eos_id and codes.shape == (2, cap)
+    with pytest.raises(ValueError, match="one cap per prompt"):
+        generate(model, vocab, prompts, "S2ST", max_audio_frames=[2])
+    with pytest.raises(ValueError, match=">= 1"):
+        generate(model, vocab, prompts, "S2ST", max_audio_frames=[2, 0])

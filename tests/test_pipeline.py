@@ -1,5 +1,6 @@
 """audiopalm.pipeline: a tiny random checkpoint saved with save_checkpoint and loaded by AudioPaLM.from_pretrained."""
 
+import math
 import warnings
 
 import numpy as np
@@ -10,6 +11,7 @@ import transformers
 from audiopalm import audio as audio_io
 from audiopalm.modeling.extend import extend_model, save_checkpoint
 from audiopalm.pipeline import AudioPaLM, Output, PipelineError
+from audiopalm.tasks import parse_task
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 from audiopalm.vocab import UnifiedVocab
 from test_extend import TinyCodec  # tests/ is on sys.path under pytest
@@ -218,3 +220,24 @@ def test_delay_pattern_speech_and_a_cut_short_output(tmp_path):
     assert done.audio.size == done.codes.shape[1] * 640
     cut = pipe.tts("the dog.", "en", max_new_tokens=4)  # <|audio_start|> + 3 stream slots: an unfinished delay stream
     assert not cut.finished and cut.ids[0] == pipe.vocab.audio_start_id and len(cut.ids) == 4
+
+
+def test_speech_outputs_end_at_a_length_set_by_their_input(pipe):
+    from audiopalm.pipeline import MIN_SPEECH_SECONDS, SPEECH_LENGTH_RATIO, SPEECH_SECONDS_PER_CHAR
+
+    rate = pipe.audio_tokenizer.frame_rate  # 25 frames/s
+    never_end = PushToEnd(pipe.vocab, boost=-100.0)  # a model that never ends its speech by itself
+    text = "the small dog sleeps under the old table."  # 41 characters -> 8.2 s at most
+    tts = pipe.tts(text, "en", logits_processor=[never_end])
+    assert tts.finished and tts.codes.shape[1] == math.ceil(SPEECH_SECONDS_PER_CHAR * len(text) * rate)
+    short = pipe.tts("a.", "en", logits_processor=[never_end])  # 0.4 s -> the 1 s floor
+    assert short.finished and short.codes.shape[1] == math.ceil(MIN_SPEECH_SECONDS * rate)
+    wav = tone(0.6, 300)
+    frames_in = pipe.encode_audio(wav).shape[1]
+    s2st = pipe.s2st(wav, "en", "fr", chained=False, logits_processor=[never_end])
+    assert s2st.finished and s2st.codes.shape[1] == math.ceil(SPEECH_LENGTH_RATIO * frames_in)
+    capped = pipe.tts("the dog.", "en", max_new_tokens=101, logits_processor=[never_end])  # cap 1.6 s: 40 frames
+    free = pipe.tts("the dog.", "en", max_new_tokens=101, cap_speech=False, logits_processor=[never_end])
+    assert capped.finished and capped.codes.shape[1] == 40
+    assert not free.finished and free.codes.shape[1] == 50  # only max_new_tokens stops it
+    assert pipe.speech_frame_caps(parse_task("ASR AST"), [{"audio_codes": torch.zeros(2, 5)}]) is None
