@@ -25,19 +25,21 @@ from probe_tokens import Pair, store_pairs  # noqa: E402  (eval/ is not a packag
 
 @torch.no_grad()
 def asr_loss(pipe, pairs: list[Pair], lang: str, *, progress: bool = False) -> float:
-    """Mean cross-entropy (nats per target token, eos included) of the ``[ASR lang]`` transcripts given the codes."""
-    from audiopalm.tasks import prompt_ids, target_ids
+    """Mean cross-entropy (nats per target token, eos included) of the ``[ASR lang]`` transcripts given the codes,
+    on the examples the fine-tune renders (:func:`audiopalm.tasks.render`: the prompt masked out of the labels)."""
+    from audiopalm.tasks import IGNORE_INDEX, render
 
     k = pipe.vocab.num_codebooks
     device = next(pipe.model.parameters()).device
     total, count = 0.0, 0
     for codes, text in tqdm(pairs, desc="ASR loss", unit="utt", disable=not progress):
         rec = {"lang": lang, "text": text, "audio_codes": torch.as_tensor(codes)[:k]}
-        prompt, target = prompt_ids(rec, "ASR", pipe.vocab), target_ids(rec, "ASR", pipe.vocab)
-        logits = pipe.model(torch.tensor([prompt + target], device=device)).logits[0]  # [P + T, V]
-        pred = logits[len(prompt) - 1:-1].float()  # [T, V]: the positions that predict the target
-        total += torch.nn.functional.cross_entropy(pred, torch.tensor(target, device=device), reduction="sum").item()
-        count += len(target)
+        ex = render(rec, "ASR", pipe.vocab, max_len=pipe.max_length or sys.maxsize)
+        n = sum(label != IGNORE_INDEX for label in ex["labels"])
+        ids, labels = (torch.tensor([ex[key]], device=device) for key in ("input_ids", "labels"))
+        out = pipe.model(ids, labels=labels)
+        total += out.loss.item() * n  # the model's mean over the n target tokens
+        count += n
     return total / count
 
 
