@@ -36,8 +36,10 @@ class FinetuneModelConfig:
     """k: the LM models the first k codebooks (null: all of the tokenizer's). AudioPaLM uses few; each adds tokens."""
     pattern: Literal["flatten", "delay"] = "flatten"
     """How the k codebooks of a frame become one token stream (audiopalm/tokenizers/patterns.py)."""
-    init: Literal["mean", "zeros"] = "mean"
-    """Initial value of the new embedding / lm_head rows: mean of the text rows, or zeros (the AudioPaLM paper)."""
+    init: Literal["mean", "zeros", "codebook"] = "mean"
+    """Initial value of the new embedding / lm_head rows: mean of the text rows, zeros (the AudioPaLM paper), or
+    ``codebook``: audio rows from the audio tokenizer's code vectors (PCA, scaled to the text rows; codes that
+    sound alike start close), see :func:`audiopalm.modeling.extend.codebook_rows`."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "must not be empty")

@@ -284,7 +284,8 @@ class FinetuneAudioPaLMRecipe:
             raise ValueError(f"data.max_len={self.cfg.data.max_len} is longer than the model's context "
                              f"({context} positions, {m.name_or_path}); lower data.max_len or use a longer-context model")
         text_rows = self.model.get_input_embeddings().weight.shape[0]
-        extend_model(self.model, self.vocab, init=m.init)
+        extend_model(self.model, self.vocab, init=m.init,
+                     code_vectors=self.audio_tokenizer.code_vectors() if m.init == "codebook" else None)
         if tr.gradient_checkpointing:
             # transformers >= 5 names it activation checkpointing; older versions only have the old name
             enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable

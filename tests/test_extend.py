@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
 
-from audiopalm.modeling.extend import (CheckpointError, extend_model, load_checkpoint, new_token_ids, save_checkpoint,
+from audiopalm.modeling.extend import (CheckpointError, codebook_rows, extend_model, load_checkpoint, new_token_ids, save_checkpoint,
                                        trainable_token_indices)
 from audiopalm.tokenizers import base
 from audiopalm.tokenizers.base import AudioTokenizer
@@ -93,6 +93,57 @@ def test_extend_rows_and_config(family, tied, init):
     assert model.config.bos_token_id == vocab.bos_id and model.generation_config.pad_token_id == vocab.pad_id
 
 
+@pytest.mark.parametrize("family, tied", CASES)
+def test_codebook_init_keeps_the_codes_geometry(family, tied):
+    """init='codebook': audio rows are the code vectors rotated and scaled (pairwise distances kept up to one
+    factor per codebook), centred on the text mean at the text rows' spread; text and special rows as before."""
+    model, vocab, _ = _setup(family, tied)
+    old_emb, old_head = _weights(model)
+    text, k, c = vocab.audio_offset, vocab.num_codebooks, vocab.codebook_size
+    vectors = torch.randn(k + 1, c, 5, generator=torch.Generator().manual_seed(0))  # one codebook more than used
+    vectors[0, 1] = vectors[0, 0] + 1e-3  # two codes that sound alike
+    extend_model(model, vocab, init="codebook", code_vectors=vectors)
+    emb, head = _weights(model)
+    assert torch.equal(emb[:text], old_emb) and torch.equal(head[:text], old_head)
+    for new, old in ((emb, old_emb), (head, old_head)):
+        mean = old.mean(0)
+        spread = (old - mean).pow(2).sum(1).mean().sqrt()
+        for q in range(k):
+            rows = new[text + q * c: text + (q + 1) * c]
+            assert torch.allclose(rows.mean(0), mean, atol=1e-5)
+            assert torch.allclose((rows - mean).pow(2).sum(1).mean().sqrt(), spread, rtol=1e-4)
+            got, want = torch.cdist(rows, rows), torch.cdist(vectors[q], vectors[q])
+            ratio = got[want > 0] / want[want > 0]
+            assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-3)  # an isometry up to scale
+        assert torch.equal(new[text + k * c:], mean.expand(new.shape[0] - text - k * c, -1))  # special + padding rows
+    a, b, other = emb[text], emb[text + 1], emb[text + 2]
+    assert (a - b).norm() < 0.01 * (a - other).norm()
+
+
+def test_codebook_init_needs_matching_code_vectors():
+    model, vocab, _ = _setup("llama", True)
+    k, c = vocab.num_codebooks, vocab.codebook_size
+    for bad in (None, torch.randn(k, c), torch.randn(k - 1, c, 4), torch.randn(k, c + 1, 4)):
+        with pytest.raises(ValueError, match="code vectors"):
+            extend_model(model, vocab, init="codebook", code_vectors=bad)
+    with pytest.raises(ValueError, match="init"):
+        extend_model(model, vocab, init="centroids")
+
+
+def test_codebook_rows_project_wider_vectors_onto_their_top_directions():
+    """D > H: the rows keep the H principal directions of the codes (the variance along the rest is lost)."""
+    gen = torch.Generator().manual_seed(1)
+    text_rows = torch.randn(50, 4, generator=gen)
+    low = torch.randn(32, 3, generator=gen) * torch.tensor([5.0, 3.0, 2.0])
+    vectors = torch.cat([low, 0.01 * torch.randn(32, 5, generator=gen)], dim=1)[None]  # [1, 32, 8], rank ~3
+    rows = codebook_rows(vectors, text_rows)
+    assert rows.shape == (32, 4)
+    got, want = torch.cdist(rows, rows), torch.cdist(vectors[0], vectors[0])
+    mask = want > 1.0
+    ratio = got[mask] / want[mask]
+    assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=0.02)
+
+
 def test_extra_rows_of_a_padded_hub_embedding_are_reinitialised():
     model, vocab, _ = _setup("qwen2", False, extra_rows=10)  # like Qwen2: embedding larger than its tokenizer
     old_emb, _ = _weights(model)
@@ -156,7 +207,7 @@ def test_checkpoint_errors(tmp_path):
         save_checkpoint(model, vocab, codec, tmp_path)
     with pytest.raises(CheckpointError, match=r"audio tokenizer \(2 codebooks of 4\) does not fit"):
         save_checkpoint(model, vocab, TinyCodec(codebook_size=4), tmp_path)
-    with pytest.raises(ValueError, match="init: expected 'mean' or 'zeros', got 'normal'"):
+    with pytest.raises(ValueError, match="init: expected 'mean', 'zeros' or 'codebook', got 'normal'"):
         extend_model(model, vocab, init="normal")
     small = tiny_model("gpt2", True, 10)
     with pytest.raises(CheckpointError, match="embedding has 10 rows but the text tokenizer has 257"):

@@ -146,6 +146,15 @@ def test_encode_fewer_codebooks_is_a_prefix(tok, corpus):
         tok.encode(wav, num_codebooks=9)
 
 
+def test_code_vectors_are_what_dequantize_sums(tok):
+    vectors = tok.code_vectors()
+    assert vectors.shape == (tok.num_codebooks, tok.codebook_size, tok.config.dim)
+    codes = torch.tensor([[[3], [7]]])  # one frame: code 3 of codebook 0, code 7 of codebook 1
+    assert torch.allclose(tok.dequantize(codes)[0, 0], vectors[0, 3] + vectors[1, 7])
+    with pytest.raises(RuntimeError, match="not been fitted"):
+        MelRVQTokenizer(num_codebooks=2, codebook_size=8).code_vectors()
+
+
 def test_error_falls_as_codebooks_are_added(tok, corpus):
     batch, lengths = pad_batch(corpus)
     x, n = tok.features(batch, lengths)  # [B, F, D]

@@ -57,6 +57,17 @@ def test_mfcc_batch_equals_per_item(mfcc_tok):
         assert (codes[i, :, int(f[0]):] == 0).all()
 
 
+def test_code_vectors_are_the_centroids(mfcc_tok):
+    wav, lengths = _pad(_tone_wavs(2))
+    codes, frames = mfcc_tok.encode(wav, lengths)
+    feats, _ = mfcc_tok.features(wav, lengths)
+    vectors = mfcc_tok.code_vectors()
+    assert vectors.shape == (1, mfcc_tok.codebook_size, mfcc_tok.dim)
+    # every frame's unit is its nearest centroid (in the standardised feature space)
+    z = (feats[0, : frames[0]] - mfcc_tok.mean) / mfcc_tok.std
+    assert torch.equal(torch.cdist(z, vectors[0]).argmin(-1), codes[0, 0, : frames[0]])
+
+
 def test_decode_refuses_clearly(mfcc_tok):
     with pytest.raises(NotImplementedError, match="no decoder"):
         mfcc_tok.decode(torch.zeros(1, 1, 5, dtype=torch.long))

@@ -51,7 +51,36 @@ def _gathered(params):
     return deepspeed.zero.GatheredParameters(list(params), modifier_rank=0)
 
 
-def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multiple_of: int = 64):
+def codebook_rows(code_vectors: torch.Tensor, text_rows: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """Embedding rows for the audio codes from the audio tokenizer's own code vectors.
+
+    ``code_vectors`` [k, C, D] (codebook q's code c in the codec's feature space), ``text_rows`` [T, H]
+    -> [k * C, H] in the vocabulary's order (codebook-major). Each codebook's vectors are centred and
+    projected on their top principal directions (at most H), mapped into the H-dim space by a fixed
+    random orthonormal matrix, and scaled to the text rows' spread around their mean: codes that sound
+    alike start as nearby rows, at the size of a text row.
+    """
+    k, c, d = code_vectors.shape
+    t, h = text_rows.shape
+    mean = text_rows.mean(dim=0)
+    scale = (text_rows - mean).pow(2).sum(dim=1).mean().sqrt()  # RMS distance of a text row from the mean
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for q in range(k):
+        x = code_vectors[q].double()
+        x = x - x.mean(dim=0)
+        r = min(d, h, c)
+        _, _, vh = torch.linalg.svd(x, full_matrices=False)
+        z = x @ vh[:r].T  # [C, r]: coordinates on the top r principal directions
+        basis, _ = torch.linalg.qr(torch.randn(h, r, generator=gen, dtype=torch.float64))  # [H, r], orthonormal
+        y = z @ basis.T  # [C, H]
+        y = y * (scale / y.pow(2).sum(dim=1).mean().sqrt().clamp_min(1e-12))
+        rows.append((mean.double() + y).to(text_rows.dtype))
+    return torch.cat(rows)
+
+
+def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multiple_of: int = 64,
+                 code_vectors: torch.Tensor | None = None):
     """Grow ``model``'s input embedding and lm_head to cover ``vocab``; returns ``model`` (changed in place).
 
     Rows ``[0, vocab.audio_offset)`` keep their exact values; rows from ``audio_offset`` on are set to
@@ -62,8 +91,16 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
     shrinks. Sets ``config.vocab_size`` and the pad/bos/eos ids of the config and generation config.
     Call it once, on a text LM, before training (``accelerator.prepare``).
     """
-    if init not in ("mean", "zeros"):
-        raise ValueError(f"init: expected 'mean' or 'zeros', got {init!r}")
+    if init not in ("mean", "zeros", "codebook"):
+        raise ValueError(f"init: expected 'mean', 'zeros' or 'codebook', got {init!r}")
+    if init == "codebook":
+        need = (vocab.num_codebooks, vocab.codebook_size)
+        if (code_vectors is None or code_vectors.dim() != 3 or code_vectors.shape[0] < need[0]
+                or code_vectors.shape[1] != need[1]):
+            shape = None if code_vectors is None else tuple(code_vectors.shape)
+            raise ValueError(f"init='codebook' needs the audio tokenizer's code vectors [k>={need[0]}, {need[1]}, D], "
+                             f"got {shape}")
+        code_vectors = code_vectors[: vocab.num_codebooks]
     if pad_to_multiple_of < 1:
         raise ValueError(f"pad_to_multiple_of: expected >= 1, got {pad_to_multiple_of}")
     text = vocab.audio_offset
@@ -80,7 +117,10 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
     with _gathered(params), torch.no_grad():
         for weight in params:
             new = weight[text:]  # [V_new, H] or [V_new] for a bias
-            new.copy_(weight[:text].mean(dim=0) if init == "mean" else torch.zeros_like(new[0]))
+            new.copy_(torch.zeros_like(new[0]) if init == "zeros" else weight[:text].mean(dim=0))
+            if init == "codebook" and weight.dim() == 2:  # audio rows; special rows and a bias stay at the mean
+                audio = vocab.num_codebooks * vocab.codebook_size
+                new[:audio].copy_(codebook_rows(code_vectors.detach().cpu().float(), weight[:text].detach().cpu()))
     rows = emb.weight.shape[0]
 
     # config: vocab_size (resize sets it; set it again for configs that keep it on a text sub-config)

@@ -90,6 +90,11 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
     def get_config(self) -> dict:
         """JSON-serialisable keyword arguments that rebuild this tokenizer (without weights)."""
 
+    def code_vectors(self) -> torch.Tensor | None:
+        """The vector each code stands for, ``[K, C, D]`` (codebook, code, feature), or None where the
+        tokenizer has none to offer. The LM's ``init: codebook`` starts its audio rows from them."""
+        return None
+
     # ---- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``audio_tokenizer.json`` and, if there are any, the weights as safetensors."""

@@ -227,6 +227,11 @@ class MelRVQTokenizer(AudioTokenizer):
         return x.reshape(x.shape[0], x.shape[1] * c.stack, c.n_mels)  # [B, M, n_mels]
 
     # ---- quantiser --------------------------------------------------------------------------
+    def code_vectors(self) -> torch.Tensor:
+        """The RVQ codebooks [K, C, D] in the normalised stacked log-mel space."""
+        self._check_fitted()
+        return self.codebooks.detach().clone()
+
     def _num_codebooks(self, k: int | None) -> int:
         k = self.num_codebooks if k is None else int(k)
         if not 1 <= k <= self.num_codebooks:

@@ -173,6 +173,10 @@ class SemanticTokenizer(AudioTokenizer):
     def get_config(self) -> dict:
         return dataclasses.asdict(self.config)
 
+    def code_vectors(self) -> torch.Tensor:
+        """The k-means centroids (in the standardised feature space) as one codebook, [1, units, D]."""
+        return self.centroids.detach().clone()[None]
+
     # ---- features ------------------------------------------------------------------------
     def mfcc(self, wav: torch.Tensor) -> torch.Tensor:
         """One waveform [T] -> MFCC frames [1 + T // hop_length, n_mfcc (x3 with deltas)]."""
