@@ -10,6 +10,8 @@ and one change, for the same number of steps (default: the demo's) and seed:
   random_init    ``model.from_scratch=true``: the stage-0 architecture with random weights
   asr_only       ``data.tasks=[ASR]``: the whole step budget on ASR instead of the task mixture
   codebooks_N    ``model.num_codebooks=N``: the other of 1 and 2 RVQ codebooks in the LM (flattened)
+  codebook_init  ``model.init=codebook``: new audio rows from the audio tokenizer's code vectors instead of
+                 all at the text rows' mean (not in the paper: does a structured start help?)
   speech_llama   eval/compare_paths.py on the same data: vocabulary extension (AudioPaLM) vs Speech-Llama,
                  both with LoRA r=8 alpha=16 on q/k/v/o, ASR + AST, same steps, batch, LR and seed
 
@@ -58,6 +60,8 @@ def arms(base_codebooks: int) -> list[Arm]:
         Arm("random_init", "init: text LM vs random", ("model.from_scratch=true",), ("ASR", "AST", "TTS", "MT")),
         Arm("asr_only", "mixture: multitask vs ASR only", ("data.tasks=[{task: ASR, weight: 1.0}]",), ("ASR",)),
         Arm(f"codebooks_{other}", "RVQ codebooks in the LM", (f"model.num_codebooks={other}",), ("ASR", "TTS")),
+        Arm("codebook_init", "audio rows: mean vs codebook init", ("model.init=codebook",),
+            ("ASR", "AST", "TTS", "S2ST", "MT")),
     ]
 
 
@@ -126,6 +130,20 @@ def eval_arm(arm: Arm, run: Path, manifest: Path, out: Path, max_items: int | No
     return summary
 
 
+def probe_metrics(arm: Arm, eval_dir: Path, judge, *, force: bool) -> list[dict]:
+    """The arm's generated speech judged by the CTC probe (:func:`probe_tokens.judge_outputs`), cached in
+    ``eval_dir/probe_judge.json``. ``judge()`` returns the :class:`probe_tokens.ProbeJudge` (trained on first use)."""
+    from probe_tokens import SPEECH_OUTPUTS, judge_outputs
+
+    cache = eval_dir / "probe_judge.json"
+    if cache.is_file() and not force:
+        return json.loads(cache.read_text(encoding="utf-8"))
+    rows = judge_outputs(eval_dir, judge(), [t for t in arm.tasks if t in SPEECH_OUTPUTS]) \
+        if any(t in SPEECH_OUTPUTS for t in arm.tasks) else []
+    cache.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    return rows
+
+
 def _yaml(path: Path) -> dict:
     import yaml
 
@@ -144,6 +162,9 @@ COLUMNS = {
     "TTS-WER own ASR": ("TTS", "TTS-WER", None),
     "TTS-WER pocketsphinx": ("TTS", "TTS-WER [pocketsphinx]", None),
     "S2ST ASR-BLEU": ("S2ST", "ASR-BLEU", None),
+    "TTS-WER probe": ("TTS", "TTS-WER [ctc-probe]", None),
+    "TTS-CER probe": ("TTS", "TTS-CER [ctc-probe]", None),
+    "S2ST ASR-BLEU probe": ("S2ST", "ASR-BLEU [ctc-probe]", None),
 }
 """Table column -> (task, metric, subset or None for all test utterances)."""
 
@@ -167,6 +188,22 @@ def peer_row(metrics: list[dict], steps: int) -> dict:
     return row
 
 
+def probe_peer_rows(metrics: list[dict]) -> list[dict]:
+    """The CTC-probe judge on the reference audio of the same sentences (what a judged figure can reach at
+    best) and on another sentence's reference audio (chance: speech that says nothing of its sentence)."""
+    out = []
+    for arm, suffix in (("ctc-probe judge (reference audio)", "ref audio"),
+                        ("ctc-probe judge (another sentence's audio)", "another's ref audio")):
+        row = {"ablation": "peer ASR on the same audio", "arm": arm, "steps": None}
+        row.update({c: None for c in COLUMNS})
+        row["TTS-WER probe"] = _value(metrics, "TTS", f"TTS-WER [ctc-probe] ({suffix})")
+        row["TTS-CER probe"] = _value(metrics, "TTS", f"TTS-CER [ctc-probe] ({suffix})")
+        row["S2ST ASR-BLEU probe"] = _value(metrics, "S2ST", f"ASR-BLEU [ctc-probe] ({suffix})")
+        row["ASR dev loss"] = None
+        out.append(row)
+    return out
+
+
 def s2st_rows(metrics: list[dict], steps: int) -> list[dict]:
     """Direct vs chained S2ST of the base arm: ASR-BLEU of the translated speech (own-ASR judge)."""
     out = []
@@ -174,6 +211,7 @@ def s2st_rows(metrics: list[dict], steps: int) -> list[dict]:
         row = {"ablation": "S2ST: direct vs chained", "arm": name, "steps": steps}
         row.update({c: None for c in COLUMNS})
         row["S2ST ASR-BLEU"] = _value(metrics, task, "ASR-BLEU")
+        row["S2ST ASR-BLEU probe"] = _value(metrics, task, "ASR-BLEU [ctc-probe]")
         row["ASR dev loss"] = None
         out.append(row)
     return out
@@ -207,12 +245,15 @@ def markdown(rows: list[dict], info: dict) -> str:
     lines += ["", "TTS-WER: the arm's speech for unseen English sentences transcribed by the arm's own ASR, or by "
               "PocketSphinx (its WER on the reference audio of the same sentences: "
               f"{cell(info.get('pocketsphinx_ref_tts_wer'))}). S2ST ASR-BLEU: the translated speech transcribed by "
-              "the model's own ASR, BLEU against the reference translation."]
+              "the model's own ASR, BLEU against the reference translation. *probe* columns: the same speech "
+              "judged by a CTC probe (eval/probe_tokens.py: the audio re-tokenised, first codebook, a BiGRU per "
+              "language trained on the demo's training utterances), one judge for every arm; its scores on the "
+              "reference audio, and on another sentence's reference audio (chance), are in the `ctc-probe judge` rows."]
     return "\n".join(lines) + "\n"
 
 
 def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int | None, force: bool,
-        max_new_tokens: int | None = None, only: list[str] | None = None) -> list[dict]:
+        max_new_tokens: int | None = None, only: list[str] | None = None, probe_steps: int = 600) -> list[dict]:
     for need in ("corpus/test.jsonl", "corpus/corpus.json", "audiopalm/config.yaml", "text_lm/final", "tokens/train"):
         if not (demo / need).exists():
             raise FileNotFoundError(f"{demo / need}: missing; run `audiopalm demo --out {demo}` first")
@@ -221,21 +262,35 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
     manifest = en_fr_manifest(demo, out)
     rows: list[dict] = []
     ref_tts = None
+    judges: list = []
+
+    def judge():  # the CTC-probe judge, trained on the demo's training tokens the first time it is needed
+        if not judges:
+            from audiopalm.tokenizers.base import load_audio_tokenizer
+            from probe_tokens import ProbeJudge
+
+            print(f"[ablations] training the CTC-probe judge ({SRC}, {TGT}) on {demo / 'tokens/train'}", flush=True)
+            judges.append(ProbeJudge.train(load_audio_tokenizer(demo / "tokenizer"), demo / "tokens/train",
+                                           [SRC, TGT], steps=probe_steps, seed=seed))
+        return judges[0]
+
     for arm in arms(demo_cfg["model"]["num_codebooks"]):
         if only and arm.name not in only and arm.name != "base":
             continue
         run_dir = train_arm(arm, demo, out, steps, seed, force=force)
         summary = eval_arm(arm, run_dir, manifest, out, max_items, max_new_tokens, force=force)
-        metrics = summary["metrics"]
+        metrics = summary["metrics"] + probe_metrics(arm, out / f"eval_{arm.name}", judge, force=force)
         dev = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("dev_loss")
         if arm.name == "base":
             base_metrics, base_dev = metrics, dev
             ref_tts = _value(metrics, "TTS", "TTS-WER [pocketsphinx] (ref audio)")
             rows.append(arm_row("all tasks", "base", metrics, dev, steps))
             rows.append(peer_row(metrics, steps))
+            rows += probe_peer_rows(metrics)
             rows += s2st_rows(metrics, steps)
             continue
-        base_label = {"random_init": "text LM init (base)", "asr_only": "multitask (base)"}.get(
+        base_label = {"random_init": "text LM init (base)", "asr_only": "multitask (base)",
+                      "codebook_init": f"{demo_cfg['model']['init']} init (base)"}.get(
             arm.name, f"codebooks_{demo_cfg['model']['num_codebooks']} (base)")
         row = arm_row(arm.ablation, arm.name, metrics, dev, steps)
         base = arm_row(arm.ablation, base_label, base_metrics, base_dev, steps)
@@ -268,10 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output "
                         "(default: the pipeline's per output kind)")
     parser.add_argument("--only", nargs="+", metavar="ARM", help="run only these arms (base always runs)")
+    parser.add_argument("--probe-steps", type=int, default=600, metavar="N",
+                        help="training steps of the CTC-probe judge of each language (default: 600, ~2 min each)")
     parser.add_argument("--force", action="store_true", help="retrain and re-evaluate arms that are done")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps: must be >= 1, got {args.steps}")
+    if args.probe_steps < 1:
+        parser.error(f"--probe-steps: must be >= 1, got {args.probe_steps}")
     known = {arm.name for base in (1, 2) for arm in arms(base)} | {"speech_llama"}
     if args.only and set(args.only) - known:
         parser.error(f"--only: unknown arm(s) {sorted(set(args.only) - known)}; known: {sorted(known)}")
@@ -281,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         _run([str(Path(sys.executable).with_name("audiopalm")), "demo", "--profile", args.profile, "--out", str(demo)])
     try:
         run(demo, out, steps=args.steps, seed=args.seed, max_items=args.max_items, force=args.force,
-            max_new_tokens=args.max_new_tokens, only=args.only)
+            max_new_tokens=args.max_new_tokens, only=args.only, probe_steps=args.probe_steps)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

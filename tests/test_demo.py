@@ -41,7 +41,7 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
     # eval/ablations.py on this demo: every arm trains (the base too: other steps than the demo's) and is scored
     abl = tmp_path / "ablations"
     run = subprocess.run([sys.executable, str(REPO / "eval/ablations.py"), "--demo", str(out), "--out", str(abl),
-                          "--steps", "4", "--max-items", "2", "--max-new-tokens", "30"],
+                          "--steps", "4", "--max-items", "2", "--max-new-tokens", "30", "--probe-steps", "5"],
                          capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = json.loads((abl / "ablations.json").read_text())
@@ -49,16 +49,21 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
     assert {a for a, _ in arms} == {"all tasks", "peer ASR on the same audio", "init: text LM vs random",
                                     "S2ST: direct vs chained",
                                     "mixture: multitask vs ASR only", "RVQ codebooks in the LM",
+                                    "audio rows: mean vs codebook init",
                                     "vocab extension vs Speech-Llama (LoRA, ASR+AST)"}, arms
     assert ("init: text LM vs random", "random_init") in arms and ("RVQ codebooks in the LM", "codebooks_2") in arms
     assert ("RVQ codebooks in the LM", "codebooks_1 (base)") in arms
+    assert ("audio rows: mean vs codebook init", "codebook_init") in arms
+    by_arm = {r["arm"]: r for r in table["rows"]}
+    for name in ("base", "codebook_init", "ctc-probe judge (reference audio)", "ctc-probe judge (another sentence's audio)"):
+        assert by_arm[name]["TTS-WER probe"] >= 0 and by_arm[name]["S2ST ASR-BLEU probe"] >= 0, by_arm[name]
     for r in table["rows"]:
         assert r["steps"] == (None if r["ablation"] == "peer ASR on the same audio" else 4)
         if r["ablation"] != "S2ST: direct vs chained":
             assert r["ASR WER seen"] is not None and r["ASR WER seen"] >= 0, r
         else:
             assert r["S2ST ASR-BLEU"] is not None, r
-    for arm in ("base", "random_init", "asr_only", "codebooks_2"):
+    for arm in ("base", "random_init", "asr_only", "codebooks_2", "codebook_init"):
         assert json.loads((abl / arm / "summary.json").read_text())["steps"] == 4
     md = (abl / "ablations.md").read_text()
     assert md.count("\n| ") == len(table["rows"]) + 1 and "speech_llama" in md
