@@ -86,6 +86,26 @@ def test_load_by_path_shapes_range_frame_rate(codec_dir):
     assert out2.shape == out.shape
 
 
+def test_code_vectors_sum_to_the_quantizers_latent(codec_dir):
+    """A frame's latent (what the codec's quantizer decodes its K codes into) is the sum of the codes' vectors."""
+    kind, path = codec_dir
+    tok = HFCodecTokenizer.from_codec(path)
+    vectors = tok.code_vectors()
+    k, c = tok.num_codebooks, tok.codebook_size
+    assert vectors.shape[:2] == (k, c)
+    codes = torch.randint(0, c, (1, k, 5), generator=torch.Generator().manual_seed(0))  # [1, K, F]
+    q = tok.model.quantizer
+    with torch.no_grad():
+        if kind == "encodec":
+            latent = q.decode(codes.transpose(0, 1))  # [K, B, F] -> [B, D, F]
+        elif kind == "dac":
+            latent = q.from_codes(codes)[0]
+        else:
+            latent = q.decode(codes)
+    want = sum(vectors[i][codes[0, i]] for i in range(k))  # [F, D]
+    assert torch.allclose(latent[0].T, want, atol=1e-4), (latent[0].T - want).abs().max()
+
+
 def test_batch_equals_per_item(codec_dir):
     _, path = codec_dir
     tok = HFCodecTokenizer.from_codec(path)

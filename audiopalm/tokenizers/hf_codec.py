@@ -236,6 +236,24 @@ class HFCodecTokenizer(AudioTokenizer):
         """Whether frames never depend on later samples (then a padded batch is exact in one call)."""
         return self.model_type in ("encodec", "mimi") and bool(self.model.config.use_causal_conv)
 
+    @torch.no_grad()
+    def code_vectors(self) -> torch.Tensor:
+        """[K, C, D]: each code's vector in the latent the decoder reads (after the quantizer's output
+        projection), so that a frame's latent is the sum of its K codes' vectors."""
+        q = self.model.quantizer
+        if self.model_type == "encodec":
+            vectors = [layer.codebook.embed for layer in q.layers[: self._num_codebooks]]
+        elif self.model_type == "dac":  # codebook [C, d] -> out_proj (1x1 conv) -> [C, D]
+            vectors = [qz.out_proj(qz.codebook.weight.T[None])[0].T for qz in q.quantizers[: self._num_codebooks]]
+        else:  # mimi: the semantic codebooks, then the acoustic ones, each group through its output projection
+            vectors = []
+            for rvq in (q.semantic_residual_vector_quantizer, q.acoustic_residual_vector_quantizer):
+                for layer in rvq.layers:
+                    e = layer.codebook.embed.T[None]  # [1, d, C]
+                    vectors.append((e if rvq.output_proj is None else rvq.output_proj(e))[0].T)
+            vectors = vectors[: self._num_codebooks]
+        return torch.stack([v.float() for v in vectors]).detach().clone()
+
     # ---- the work ----------------------------------------------------------------------------
     def num_frames(self, lengths: torch.Tensor) -> torch.Tensor:
         """Code frames made from ``lengths`` [B] valid samples -> [B] long: ``ceil(length / hop_length)``,
