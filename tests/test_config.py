@@ -63,7 +63,7 @@ def test_int_given_for_float_is_converted():
     ("model.num_kv_heads=3", "model.num_kv_heads: model.num_heads=4 is not divisible by num_kv_heads=3"),
     ("data.include=[mono, speech]", "data.include[1]: 'speech' is not one of"),
     ("data.mt_template=[MT] {src}", "data.mt_template: must contain {tgt}"),
-    ("optim.warmup_steps=5000", "optim.warmup_steps: 5000 is more than train.max_steps=300"),
+    ("optim.warmup_steps=5000", "optim.warmup_steps: 5000 is more than train.max_steps=900"),
     ("recipe=finetune", "recipe: this config is for 'pretrain_text', got 'finetune'"),
     ("optim.lr", "expected key=value"),
     ("data.manifests=a.jsonl", "data.manifests: expected a list"),
