@@ -18,7 +18,8 @@ and one change, for the same number of steps (default: the demo's) and seed:
 Each arm is evaluated (``audiopalm eval``) on the English->French rows of the test split (sentences never
 seen in training; seen voices and the held-out voice apart), the base arm on every task with S2ST direct
 ``[S2ST English French]`` and chained ``[ASR AST S2ST English French]``; PocketSphinx transcribes the same
-English audio as a peer. Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm
+English audio as a peer. Every arm's speech is also judged by one CTC-probe judge (eval/probe_tokens.py, trained
+on the demo's training tokens; its scores on the reference audio and on another sentence's are rows of the table). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm
 or eval is skipped when the command is run again (``--force`` redoes them).
 """
 

@@ -59,6 +59,8 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
         assert by_arm[name]["TTS-WER probe"] >= 0 and by_arm[name]["S2ST ASR-BLEU probe"] >= 0, by_arm[name]
     for r in table["rows"]:
         assert r["steps"] == (None if r["ablation"] == "peer ASR on the same audio" else 4)
+        if r["arm"].startswith("ctc-probe judge"):
+            continue  # its columns are the probe's, checked above
         if r["ablation"] != "S2ST: direct vs chained":
             assert r["ASR WER seen"] is not None and r["ASR WER seen"] >= 0, r
         else:
