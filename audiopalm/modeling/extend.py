@@ -61,7 +61,7 @@ def codebook_rows(code_vectors: torch.Tensor, text_rows: torch.Tensor, *, seed: 
     alike start as nearby rows, at the size of a text row.
     """
     k, c, d = code_vectors.shape
-    t, h = text_rows.shape
+    h = text_rows.shape[1]
     mean = text_rows.mean(dim=0)
     scale = (text_rows - mean).pow(2).sum(dim=1).mean().sqrt()  # RMS distance of a text row from the mean
     gen = torch.Generator().manual_seed(seed)
@@ -84,7 +84,9 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
     """Grow ``model``'s input embedding and lm_head to cover ``vocab``; returns ``model`` (changed in place).
 
     Rows ``[0, vocab.audio_offset)`` keep their exact values; rows from ``audio_offset`` on are set to
-    the mean of the old text rows (``init="mean"``) or zeros (``init="zeros"``), separately for the
+    the mean of the old text rows (``init="mean"``) or zeros (``init="zeros"``); with ``init="codebook"`` the
+    audio rows come from ``code_vectors`` (the audio tokenizer's ``code_vectors()``, see :func:`codebook_rows`)
+    and the special rows from the mean. Each is done separately for the
     input embedding and an untied lm_head (and its bias, if any). The row count is rounded up to a
     multiple of ``pad_to_multiple_of`` (64: matmuls over the vocabulary run on GPU tensor cores only
     when that dimension is a multiple of 8/64, so the lm_head matmul is markedly faster) and never
