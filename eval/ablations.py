@@ -19,14 +19,16 @@ Each arm is evaluated (``audiopalm eval``) on the English->French rows of the te
 seen in training; seen voices and the held-out voice apart), the base arm on every task with S2ST direct
 ``[S2ST English French]`` and chained ``[ASR AST S2ST English French]``; PocketSphinx transcribes the same
 English audio as a peer. Every arm's speech is also judged by one CTC-probe judge (eval/probe_tokens.py, trained
-on the demo's training tokens; its scores on the reference audio and on another sentence's are rows of the table). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm
-or eval is skipped when the command is run again (``--force`` redoes them).
+on the demo's training tokens; its scores on the reference audio and on another sentence's are rows of the
+table). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm or eval is skipped
+when the command is run again (``--force`` redoes them).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import shutil
 import subprocess
@@ -139,8 +141,8 @@ def probe_metrics(arm: Arm, eval_dir: Path, judge, *, force: bool) -> list[dict]
     cache = eval_dir / "probe_judge.json"
     if cache.is_file() and not force:
         return json.loads(cache.read_text(encoding="utf-8"))
-    rows = judge_outputs(eval_dir, judge(), [t for t in arm.tasks if t in SPEECH_OUTPUTS]) \
-        if any(t in SPEECH_OUTPUTS for t in arm.tasks) else []
+    tasks = [t for t in arm.tasks if t in SPEECH_OUTPUTS]
+    rows = judge_outputs(eval_dir, judge(), tasks) if tasks else []
     cache.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return rows
 
@@ -263,17 +265,14 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
     manifest = en_fr_manifest(demo, out)
     rows: list[dict] = []
     ref_tts = None
-    judges: list = []
-
+    @functools.cache
     def judge():  # the CTC-probe judge, trained on the demo's training tokens the first time it is needed
-        if not judges:
-            from audiopalm.tokenizers.base import load_audio_tokenizer
-            from probe_tokens import ProbeJudge
+        from audiopalm.tokenizers.base import load_audio_tokenizer
+        from probe_tokens import ProbeJudge
 
-            print(f"[ablations] training the CTC-probe judge ({SRC}, {TGT}) on {demo / 'tokens/train'}", flush=True)
-            judges.append(ProbeJudge.train(load_audio_tokenizer(demo / "tokenizer"), demo / "tokens/train",
-                                           [SRC, TGT], steps=probe_steps, seed=seed))
-        return judges[0]
+        print(f"[ablations] training the CTC-probe judge ({SRC}, {TGT}) on {demo / 'tokens/train'}", flush=True)
+        return ProbeJudge.train(load_audio_tokenizer(demo / "tokenizer"), demo / "tokens/train", [SRC, TGT],
+                                steps=probe_steps, seed=seed)
 
     for arm in arms(demo_cfg["model"]["num_codebooks"]):
         if only and arm.name not in only and arm.name != "base":

@@ -219,12 +219,13 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
             refs = [o["text"] if task == "TTS" else o["ref_text"] for o in items]
             generated = [audio.load(eval_dir / o["audio"], sr)[0] if o["audio"] else silence for o in items]
             reference = [audio.load(eval_dir / o["ref_audio"], sr)[0] for o in items]
-            heard = judge.transcribe(reference, sr, lang)
+            said, heard = judge.transcribe(generated, sr, lang), judge.transcribe(reference, sr, lang)
             # three readings: the generated speech, the reference speech, and another sentence's reference speech
-            # (rotated by one: what a judged figure is when the speech says nothing of its sentence)
-            for suffix, wavs, fixed in (("", generated, None), (" (ref audio)", reference, heard),
+            # (rotated by one: what a judged figure is when the speech says nothing of its sentence); each is
+            # transcribed once and scored through the metrics' own judge interface
+            for suffix, wavs, texts in (("", generated, said), (" (ref audio)", reference, heard),
                                         (" (another's ref audio)", reference, heard[1:] + heard[:1])):
-                j = judge if fixed is None else CallableJudge(lambda w, rate, lg, t=fixed: t, name=judge.name)
+                j = CallableJudge(lambda w, rate, lg, t=texts: t, name=judge.name)
                 if task == "TTS":
                     score, hyps = metrics.tts_roundtrip_wer(wavs, sr, refs, lang, j)
                     char = metrics.cer(refs, hyps, lang)
