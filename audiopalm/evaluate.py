@@ -83,6 +83,13 @@ class EvalConfig:
     """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
     cap_speech: bool = True
     """End each speech output at a length set by its input (``AudioPaLM.generate``'s ``cap_speech``)."""
+    speech_temperature: float = 0.6
+    """Speech outputs are sampled at this temperature among the ``speech_top_k`` likeliest codes, text is greedy
+    (``audiopalm.pipeline.SPEECH_SAMPLING``); 0: greedy speech."""
+    speech_top_k: int = 20
+    """Top-k of the speech sampling (0: every allowed code)."""
+    seed: int = 0
+    """Seed of the speech sampling (with each prompt it seeds that row: the same run gives the same audio)."""
     device: str | None = None
     """torch device (default: cuda if available)."""
     report: bool = True
@@ -108,6 +115,9 @@ class EvalConfig:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
+        if self.speech_temperature < 0 or self.speech_top_k < 0:
+            raise ValueError(f"speech_temperature / speech_top_k: expected >= 0 (temperature 0: greedy speech), got "
+                             f"{self.speech_temperature} / {self.speech_top_k}")
         if not (self.judge in ("model", "pocketsphinx") or re.fullmatch(r"whisper:\S+", self.judge)):
             raise ValueError(f"judge: expected 'model', 'pocketsphinx' or 'whisper:NAME', got {self.judge!r}")
         if self.peer is not None and not (self.peer == "pocketsphinx" or re.fullmatch(r"whisper:\S+", self.peer)):
@@ -225,6 +235,7 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     from audiopalm import audio as audio_io
     from audiopalm.pipeline import AudioPaLM
+    from audiopalm.generation import SpeechSampling
     from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
     from audiopalm.tasks import AUDIO, parse_task
 
@@ -238,6 +249,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     peer = None if cfg.peer is None else make_eval_judge(cfg.peer, pipe, batch_size=cfg.batch_size, max_new_tokens=None)
     sr = pipe.sample_rate
+    sampling = (SpeechSampling(temperature=cfg.speech_temperature, top_k=cfg.speech_top_k, seed=cfg.seed)
+                if cfg.speech_temperature > 0 else None)
     metrics: list[dict] = []
     skipped: Counter = Counter()
     notes: list[str] = []
@@ -267,7 +280,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                     rec[field_in] = codes
                 records.append(rec)
             outs = pipe.generate_records(spec, records, max_new_tokens=cfg.max_new_tokens, progress=cfg.progress,
-                                         **({"cap_speech": cfg.cap_speech} if speech_field else {}))
+                                         **({"cap_speech": cfg.cap_speech, "speech_sampling": sampling}
+                                            if speech_field else {}))
             # speech outputs -> wavs on disk (and silence for the judge where nothing came out)
             wavs = []
             for row, o in zip(items, outs):
@@ -323,6 +337,8 @@ def evaluate(cfg: EvalConfig) -> dict:
             print(f"warning: {notes[-1]}", file=sys.stderr)
 
     summary = {"checkpoint": str(cfg.checkpoint), "judge": cfg.judge,
+               "speech_decoding": "greedy" if sampling is None else
+               f"sampled: temperature {sampling.temperature}, top-k {sampling.top_k or 'all'}, seed {sampling.seed}",
                "data": str(cfg.manifest or cfg.store), "tasks": list(cfg.tasks),
                "subsets": "by held-out voice" if held_out is not None else "all",
                "metrics": metrics, "notes": notes}
@@ -442,6 +458,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output")
     parser.add_argument("--no-speech-cap", action="store_true", help="let speech outputs run to --max-new-tokens "
                         "(default: each ends by 2.5x its input speech, or 0.2 s per input character)")
+    defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
+    parser.add_argument("--speech-temperature", type=float, default=defaults["speech_temperature"], metavar="T",
+                        help="speech outputs are sampled at temperature T (text is always greedy); 0: greedy speech, "
+                        "which tends to loop until the cap (default %(default)s)")
+    parser.add_argument("--speech-top-k", type=int, default=defaults["speech_top_k"], metavar="K",
+                        help="sample speech among the K likeliest codes; 0: all (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the speech sampling (default %(default)s)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -452,7 +475,8 @@ def run(args) -> int:
         cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
                          store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
                          judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens,
-                         cap_speech=not args.no_speech_cap, device=args.device,
+                         cap_speech=not args.no_speech_cap, speech_temperature=args.speech_temperature,
+                         speech_top_k=args.speech_top_k, seed=args.seed, device=args.device,
                          report=not args.no_report, progress=not args.quiet)
         summary = evaluate(cfg)
     except (ValueError, FileNotFoundError) as e:

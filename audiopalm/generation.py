@@ -17,11 +17,18 @@ So a generated audio segment always reverts to codes ``[k, F]``. An optional per
 near the length a person would speak the input, not at ``max_new_tokens``. The processor keeps each row's parser
 state between steps (rows keep their order in greedy search and sampling) and re-parses from the prompt
 when rows were reordered (beam search), so it works with every ``model.generate`` mode and the KV cache.
+
+Speech is sampled, text is not (:class:`SpeechSampling`): AudioLM, VALL-E and AudioPaLM sample audio
+tokens, because greedy decoding of audio falls into a loop (a frame pattern repeated until the cap) and
+rarely emits ``<|audio_end|>``. With ``speech_sampling``, rows inside an audio stream draw from the
+temperature-scaled top-k of the allowed codes (and ``<|audio_end|>``), while rows in a text segment are
+decoded greedily, so a chained task's transcript and translation are exactly what greedy search gives.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -32,6 +39,28 @@ from audiopalm.vocab import UnifiedVocab
 
 # what a row may emit next: a mask name, plus single ids
 _DONE = "done"
+# model.generate options that choose the decoding: speech sampling decides it itself, so it refuses them
+DECODING_KWARGS = frozenset({"do_sample", "num_beams", "temperature", "top_k", "top_p", "min_p", "typical_p",
+                             "num_return_sequences"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechSampling:
+    """How audio tokens are drawn: temperature-scaled top-k sampling, seeded; text stays greedy."""
+
+    temperature: float = 1.0
+    """Divides the audio logits (> 0; lower: closer to greedy)."""
+    top_k: int = 0
+    """Sample among the k most likely allowed tokens (0: all of them)."""
+    seed: int = 0
+    """With the prompt, seeds each row's own generator: an input gives the same speech in any batch."""
+
+    def __post_init__(self):
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ValueError(f"SpeechSampling.temperature: expected a number > 0, got {self.temperature!r} "
+                             "(for greedy speech pass speech_sampling=None)")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            raise ValueError(f"SpeechSampling.top_k: expected an integer >= 0 (0: no top-k), got {self.top_k!r}")
 
 
 @dataclasses.dataclass
@@ -176,6 +205,48 @@ class SegmentConstraint(LogitsProcessor):
                               for st, cap in zip(self._states, caps)])  # [N, V]
         return scores.masked_fill(forbid, float("-inf"))
 
+    def in_speech(self) -> list[bool]:
+        """Per row (as of the last call): True while it is inside an audio stream (after ``<|audio_start|>``,
+        before ``<|audio_end|>``), where it picks codes or ends the stream."""
+        return [st.segment < len(self.template) and self.template[st.segment] == AUDIO and st.pos >= 0
+                and not st.closed for st in self._states]
+
+
+class SpeechSampler(LogitsProcessor):
+    """After :class:`SegmentConstraint` (whose row states it reads), in greedy search: a row inside an audio
+    stream draws its next token from ``softmax(top-k(scores) / temperature)`` and leaves only that token
+    finite; every other row is left as it is, so greedy search picks its argmax. Each row has its own
+    generator, seeded from ``sampling.seed`` and its prompt, so an input's speech does not depend on the
+    batch it is in, and the caller's RNG is never touched."""
+
+    def __init__(self, constraint: SegmentConstraint, sampling: SpeechSampling, prompts: list[list[int]]):
+        self.constraint, self.sampling = constraint, sampling
+        self.seeds = [(sampling.seed * 1_000_003 + zlib.crc32(repr(list(map(int, p))).encode())) % 2**63
+                      for p in prompts]
+        self._generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        speech = self.constraint.in_speech()
+        if len(speech) != len(self.seeds):
+            raise ValueError(f"SpeechSampler: {len(speech)} rows for {len(self.seeds)} prompts (one sequence per "
+                             "prompt, no beams)")
+        if self._generators is None:
+            self._generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
+        rows = [i for i, on in enumerate(speech) if on]
+        if not rows:
+            return scores
+        logits = scores[rows].float() / self.sampling.temperature  # [n, V]
+        if self.sampling.top_k:
+            kth = logits.topk(min(self.sampling.top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # [n, 1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = logits.softmax(-1)  # [n, V]
+        out = scores.clone()
+        for j, i in enumerate(rows):
+            token = torch.multinomial(probs[j], 1, generator=self._generators[i])
+            out[i] = float("-inf")
+            out[i, token] = 0.0
+        return out
+
 
 def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str | torch.Tensor]:
     """Generated ids (after the prompt) -> one value per template segment: text, or codes [k, F].
@@ -210,14 +281,15 @@ def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str |
 @torch.no_grad()
 def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | TaskSpec, *,
              max_new_tokens: int = 256, constrained: bool = True, max_audio_frames: list[int | None] | None = None,
-             **generate_kwargs) -> list[list[int]]:
+             speech_sampling: SpeechSampling | None = None, **generate_kwargs) -> list[list[int]]:
     """Batched generation from prompt ids (as :func:`audiopalm.tasks.prompt_ids` makes them).
 
     Prompts are left-padded into one batch; decoding uses the KV cache through ``model.generate``
     (greedy by default; pass ``do_sample=True, temperature=..., top_k=..., top_p=...`` or
     ``num_beams=...``). ``max_audio_frames``: a frame cap per prompt on its audio output (see
-    :class:`SegmentConstraint`; needs ``constrained``). Returns the generated ids of each prompt, up to and
-    including eos.
+    :class:`SegmentConstraint`; needs ``constrained``). ``speech_sampling``: sample audio tokens, keep text
+    greedy (:class:`SpeechSampling`; needs ``constrained`` and excludes the other decoding options). Returns
+    the generated ids of each prompt, up to and including eos.
     """
     parse_task(task)
     if not prompts:
@@ -225,6 +297,11 @@ def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | T
     if max_audio_frames is not None and (not constrained or len(max_audio_frames) != len(prompts)):
         raise ValueError(f"max_audio_frames: needs constrained=True and one cap per prompt "
                          f"({len(prompts)}), got {len(max_audio_frames)} with constrained={constrained}")
+    if speech_sampling is not None:
+        clash = sorted(DECODING_KWARGS & set(generate_kwargs))
+        if not constrained or clash:
+            raise ValueError(f"speech_sampling needs constrained=True and decides the decoding itself; got "
+                             f"constrained={constrained}, {clash or 'no clash'} (pass speech_sampling=None to use them)")
     device = next(model.parameters()).device
     P = max(len(p) for p in prompts)
     pad = vocab.pad_id
@@ -235,8 +312,12 @@ def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | T
         attention_mask[b, P - len(p):] = 1
     processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", []))
     if constrained:
-        processors.append(SegmentConstraint(vocab, task, P, model.get_output_embeddings().weight.shape[0],
-                                            max_audio_frames=max_audio_frames))
+        constraint = SegmentConstraint(vocab, task, P, model.get_output_embeddings().weight.shape[0],
+                                       max_audio_frames=max_audio_frames)
+        processors.append(constraint)
+        if speech_sampling is not None:  # it draws the audio tokens itself; greedy search takes them
+            processors.append(SpeechSampler(constraint, speech_sampling, prompts))
+            generate_kwargs.update(do_sample=False, num_beams=1)
     out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                          max_new_tokens=max_new_tokens, logits_processor=processors,
                          pad_token_id=pad, eos_token_id=vocab.eos_id, **generate_kwargs)  # [B, P + N]

@@ -13,8 +13,10 @@
 Every method takes one item (returns one :class:`Output`) or a list (returns a list; the list is cut
 into batches of ``batch_size`` and each batch is one ``model.generate`` call). Speech inputs are numpy or
 torch waveforms [T] at ``sample_rate`` (default: the audio tokenizer's) or audio file paths (read and
-resampled by :func:`audiopalm.audio.load`). Decoding is greedy unless generation kwargs say otherwise,
-and always modality-constrained (:mod:`audiopalm.generation`), so a speech output always reverts to
+resampled by :func:`audiopalm.audio.load`). Text is decoded greedily and speech is sampled
+(:data:`SPEECH_SAMPLING`, seeded per input: the same input gives the same audio in any batch) unless generation kwargs say
+otherwise (``num_beams=4``, ``do_sample=True``, ``speech_sampling=None`` for greedy speech). Decoding is
+always modality-constrained (:mod:`audiopalm.generation`), so a speech output always reverts to
 codes ``[k, F]`` and is decoded to a waveform by the checkpoint's audio tokenizer.
 
 Malformed requests are refused before any decoding, with the reason: an unknown language code, an
@@ -40,8 +42,8 @@ import torch
 from tqdm import tqdm
 
 from audiopalm import audio as audio_io
+from audiopalm.generation import DECODING_KWARGS, SpeechSampling, split_segments
 from audiopalm.generation import generate as constrained_generate
-from audiopalm.generation import split_segments
 from audiopalm.manifest import LANGUAGES
 from audiopalm.tasks import AUDIO, TEXT, TaskError, TaskSpec, parse_task, prompt_ids
 
@@ -58,6 +60,10 @@ DEFAULT_SPEECH_SECONDS = 20.0
 SPEECH_LENGTH_RATIO = 2.5
 SPEECH_SECONDS_PER_CHAR = 0.2
 MIN_SPEECH_SECONDS = 1.0
+# Speech outputs are sampled (AudioLM, VALL-E, AudioPaLM do the same): greedy audio decoding loops on a frame
+# pattern and seldom ends (35 of 40 demo TTS outputs ran to the cap). Temperature and top-k were chosen on the
+# demo's dev split (README: "Sampling the speech").
+SPEECH_SAMPLING = SpeechSampling(temperature=0.6, top_k=20, seed=0)
 
 
 class PipelineError(ValueError):
@@ -198,26 +204,30 @@ class AudioPaLM:
     # ---- the general entry point -------------------------------------------------------------------
     def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, *,
                  sample_rate: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
-                 cap_speech: bool = True, progress: bool = False, **generate_kwargs):
+                 cap_speech: bool = True, speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
+                 progress: bool = False, **generate_kwargs):
         """Run any task or chain (``"ASR"``, ``"ASR AST S2ST"``, ...) on one input or a list of inputs.
 
         ``inputs``: text (TTS, MT) or speech (a waveform [T] at ``sample_rate`` or a file path).
         ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). ``cap_speech``: end each speech
         output at a length set by its input (:data:`SPEECH_LENGTH_RATIO` x the input speech, or
-        :data:`SPEECH_SECONDS_PER_CHAR` per input character); False: only ``max_new_tokens``. Other keyword arguments go to
-        ``model.generate`` (``do_sample``, ``temperature``, ``num_beams`` ...). Returns an
-        :class:`Output`, or a list of them for a list input.
+        :data:`SPEECH_SECONDS_PER_CHAR` per input character); False: only ``max_new_tokens``. ``speech_sampling``:
+        how a speech output's audio tokens are drawn (:class:`audiopalm.generation.SpeechSampling`; text stays
+        greedy); None: greedy speech. Other keyword arguments go to ``model.generate`` (``do_sample``,
+        ``temperature``, ``num_beams`` ...); with any of those the default speech sampling steps aside and they
+        decide the decoding of the whole output. Returns an :class:`Output`, or a list of them for a list input.
         """
         spec = self._check_request(task, src, tgt)
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [inputs] if single else list(inputs)
         records = [self._record(spec, item, src, tgt, sample_rate, i) for i, item in enumerate(items)]
         outs = self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         cap_speech=cap_speech, progress=progress, **generate_kwargs)
+                         cap_speech=cap_speech, speech_sampling=speech_sampling, progress=progress, **generate_kwargs)
         return outs[0] if single else outs
 
     def generate_records(self, task: str | TaskSpec, records: Sequence[dict], *, batch_size: int | None = None,
-                         max_new_tokens: int | None = None, cap_speech: bool = True, progress: bool = False,
+                         max_new_tokens: int | None = None, cap_speech: bool = True,
+                         speech_sampling: SpeechSampling | None = SPEECH_SAMPLING, progress: bool = False,
                          **generate_kwargs) -> list[Output]:
         """Run ``task`` on task records (:mod:`audiopalm.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
         ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already."""
@@ -226,11 +236,19 @@ class AudioPaLM:
                                   for r in records):
             spec = self._check_request(task, *pair)
         return self._run(spec or parse_task(task), records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         cap_speech=cap_speech, progress=progress, **generate_kwargs)
+                         cap_speech=cap_speech, speech_sampling=speech_sampling, progress=progress, **generate_kwargs)
 
     def _run(self, spec: TaskSpec, records: Sequence[dict], *, batch_size: int | None, max_new_tokens: int | None,
-             cap_speech: bool, progress: bool, **generate_kwargs) -> list[Output]:
+             cap_speech: bool, speech_sampling: SpeechSampling | None, progress: bool,
+             **generate_kwargs) -> list[Output]:
         """Prompts of checked records -> batched constrained generation -> outputs."""
+        if not any(kind == AUDIO for kind, _ in spec.output_segments):
+            speech_sampling = None  # no speech to sample: the text is decoded as the kwargs say
+        elif speech_sampling is SPEECH_SAMPLING and DECODING_KWARGS & set(generate_kwargs):
+            speech_sampling = None  # the caller chose the decoding
+        elif speech_sampling is not None and DECODING_KWARGS & set(generate_kwargs):
+            raise PipelineError(f"speech_sampling={speech_sampling} and {sorted(DECODING_KWARGS & set(generate_kwargs))} "
+                                "both choose the decoding: give one of them")
         prompts = []
         for i, rec in enumerate(records):
             try:
@@ -250,7 +268,8 @@ class AudioPaLM:
             batch = prompts[s:s + bs]
             budget = self._budget(spec, batch, max_new_tokens)
             ids = constrained_generate(self.model, self.vocab, batch, spec, max_new_tokens=budget,
-                                       max_audio_frames=None if caps is None else caps[s:s + bs], **generate_kwargs)
+                                       max_audio_frames=None if caps is None else caps[s:s + bs],
+                                       speech_sampling=speech_sampling, **generate_kwargs)
             outs.extend(self._output(spec, row) for row in ids)
         return outs
 

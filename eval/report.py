@@ -121,6 +121,8 @@ class Results:
     samples: list[Sample]
     missing_audio: list[str]
     """Sample wav paths that do not exist (shown as missing, counted in a warning)."""
+    speech_decoding: str | None = None
+    """How speech outputs were decoded (summary.json's ``speech_decoding``), if it says."""
 
 
 def _read_json(path: Path) -> object:
@@ -268,7 +270,8 @@ def load_results(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
     samples = _find_samples(root, samples_per_file)
     missing = [p for s in samples for p in (s.audio, s.ref_audio) if p and not (root / p).is_file()]
     return Results(root=root, checkpoint=str(summary.get("checkpoint", "?")), metrics=metrics,
-                   extra_tables=tables, runs=_find_runs(root, summary), samples=samples, missing_audio=missing)
+                   extra_tables=tables, runs=_find_runs(root, summary), samples=samples, missing_audio=missing,
+                   speech_decoding=summary.get("speech_decoding"))
 
 
 # ----------------------------------------------------------------------------- tables and plot
@@ -378,7 +381,8 @@ def _md_link(path: str, label: str) -> str:
 
 
 def render_markdown(res: Results, tables: list[Table], loss_png: Path | None, created: str) -> str:
-    lines = ["# Evaluation report", "", f"Checkpoint: `{res.checkpoint}`  ", f"Written: {created}", ""]
+    lines = ["# Evaluation report", "", f"Checkpoint: `{res.checkpoint}`  ",
+             *([f"Speech decoding: {res.speech_decoding}  "] if res.speech_decoding else []), f"Written: {created}", ""]
     lines += ["## Metrics", ""]
     if not tables:
         lines += ["No metrics in summary.json.", ""]
@@ -442,7 +446,9 @@ def render_html(res: Results, tables: list[Table], loss_png: Path | None, create
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              f"<title>Evaluation report: {e(res.checkpoint)}</title><style>{_CSS}</style></head><body>",
              "<h1>Evaluation report</h1>",
-             f'<p class="meta">Checkpoint: <code>{e(res.checkpoint)}</code><br>Written: {e(created)}</p>',
+             f'<p class="meta">Checkpoint: <code>{e(res.checkpoint)}</code><br>'
+             + (f"Speech decoding: {e(res.speech_decoding)}<br>" if res.speech_decoding else "")
+             + f"Written: {e(created)}</p>",
              "<h2>Metrics</h2>"]
     if not tables:
         parts.append("<p>No metrics in summary.json.</p>")

@@ -110,6 +110,12 @@ def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "ASR-BLEU" in html and "heldout_voice" in html and (out / "report.md").is_file()
     assert "wrote" in capsys.readouterr().out
+    # speech is sampled with the pipeline's default (text greedy), and the report says so
+    from audiopalm.pipeline import SPEECH_SAMPLING
+
+    s = SPEECH_SAMPLING
+    assert summary["speech_decoding"] == f"sampled: temperature {s.temperature}, top-k {s.top_k}, seed {s.seed}"
+    assert f"Speech decoding: {summary['speech_decoding']}" in (out / "report.md").read_text()
 
 
 def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
@@ -169,6 +175,15 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), peer="model")
 
 
+def test_greedy_speech_option(setup, tmp_path):
+    """--speech-temperature 0: greedy speech, and summary.json says so."""
+    ckpt, manifest, _ = setup
+    out = tmp_path / "greedy"
+    assert main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "TTS", "--out", str(out),
+                 "--max-new-tokens", "8", "--speech-temperature", "0", "--quiet", "--no-report"]) == 0
+    assert json.loads((out / "summary.json").read_text())["speech_decoding"] == "greedy"
+
+
 def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
     ckpt, manifest, _ = setup
     with pytest.raises(ValueError, match="judge: expected"):
@@ -177,6 +192,8 @@ def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["XYZ"], manifest=str(manifest))
     with pytest.raises(ValueError, match="exactly one of manifest / store"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"])
+    with pytest.raises(ValueError, match="speech_temperature"):
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["TTS"], manifest=str(manifest), speech_temperature=-1)
     assert main(["--checkpoint", str(ckpt), "--manifest", str(tmp_path / "none.jsonl"), "--tasks", "ASR",
                  "--out", str(tmp_path / "r")]) == 1
     assert "no such manifest" in capsys.readouterr().err

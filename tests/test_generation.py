@@ -4,7 +4,7 @@ import pytest
 import torch
 import transformers
 
-from audiopalm.generation import SegmentConstraint, generate, split_segments
+from audiopalm.generation import SegmentConstraint, SpeechSampling, generate, split_segments
 from audiopalm.modeling.extend import extend_model
 from audiopalm.tasks import prompt_ids
 from audiopalm.vocab import UnifiedVocab
@@ -147,3 +147,59 @@ def test_audio_frame_cap_with_beam_search_and_chains():
         generate(model, vocab, prompts, "S2ST", max_audio_frames=[2])
     with pytest.raises(ValueError, match=">= 1"):
         generate(model, vocab, prompts, "S2ST", max_audio_frames=[2, 0])
+
+
+def _chained_prompts(vocab, k=2):
+    return [prompt_ids(_record(f, k, seed=f), "ASR AST S2ST", vocab) for f in (3, 5, 4)]
+
+
+def _distinct_rows(model):
+    """New audio rows start equal (the mean text row), so a random model's code logits tie; break the ties."""
+    with torch.no_grad():
+        model.get_output_embeddings().weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    return model
+
+
+def test_speech_sampling_keeps_text_greedy_and_samples_audio():
+    model, vocab = _setup()
+    model = _distinct_rows(model)
+    prompts, task, caps = _chained_prompts(vocab), "ASR AST S2ST", [6, 6, 6]
+    kw = {"max_new_tokens": 120, "max_audio_frames": caps, "logits_processor": [_PushToEnd(vocab)]}
+    greedy = generate(model, vocab, prompts, task, **kw)
+    state = torch.random.get_rng_state()
+    runs = {seed: generate(model, vocab, prompts, task, speech_sampling=SpeechSampling(temperature=1.5, seed=seed),
+                           **{**kw, "logits_processor": [_PushToEnd(vocab)]}) for seed in (0, 1)}
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is not touched
+    codes = {}
+    for seed, outs in runs.items():
+        for b, (out, ref) in enumerate(zip(outs, greedy)):
+            text, translation, audio = split_segments(out, task, vocab)
+            assert [text, translation] == split_segments(ref, task, vocab)[:2]  # text: exactly greedy search
+            codes[seed, b] = audio
+    greedy_codes = [split_segments(o, task, vocab)[2] for o in greedy]
+    # the speech is drawn: it differs from greedy and between seeds
+    assert any(not torch.equal(codes[0, b], greedy_codes[b]) for b in range(3))
+    assert any(not torch.equal(codes[0, b], codes[1, b]) for b in range(3))
+    # ... and is the same for the same seed, alone or in another batch
+    alone = generate(model, vocab, prompts[2:], task, speech_sampling=SpeechSampling(temperature=1.5, seed=0),
+                     **{**kw, "max_audio_frames": caps[2:], "logits_processor": [_PushToEnd(vocab)]})
+    assert alone[0] == runs[0][2]
+
+
+def test_speech_sampling_top_1_is_greedy_and_bad_settings_are_refused():
+    model, vocab = _setup("delay", 3)
+    model = _distinct_rows(model)
+    prompts = _chained_prompts(vocab, k=3)
+    kw = {"max_new_tokens": 120, "max_audio_frames": [4, 4, 4]}
+    greedy = generate(model, vocab, prompts, "ASR AST S2ST", logits_processor=[_PushToEnd(vocab)], **kw)
+    top1 = generate(model, vocab, prompts, "ASR AST S2ST", logits_processor=[_PushToEnd(vocab)],
+                    speech_sampling=SpeechSampling(temperature=3.0, top_k=1), **kw)
+    assert top1 == greedy
+    with pytest.raises(ValueError, match="temperature"):
+        SpeechSampling(temperature=0)
+    with pytest.raises(ValueError, match="top_k"):
+        SpeechSampling(top_k=-1)
+    with pytest.raises(ValueError, match="num_beams"):
+        generate(model, vocab, prompts, "S2ST", speech_sampling=SpeechSampling(), num_beams=2)
+    with pytest.raises(ValueError, match="constrained"):
+        generate(model, vocab, prompts, "S2ST", speech_sampling=SpeechSampling(), constrained=False)

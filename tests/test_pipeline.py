@@ -96,12 +96,13 @@ def test_each_method_returns_the_right_fields(pipe, tmp_path):
     assert isinstance(ast.translation, str) and ast.text is None
     mt = pipe.mt("the dog.", "en", "de", **kw)
     assert isinstance(mt.translation, str) and mt.codes is None
-    tts = pipe.tts("the dog.", "en", max_new_tokens=21)  # <|audio_start|> + 20 tokens = 10 whole frames
+    # greedy speech: this random model never ends it, so max_new_tokens sets its length
+    tts = pipe.tts("the dog.", "en", max_new_tokens=21, speech_sampling=None)  # <|audio_start|> + 20 tokens = 10 frames
     assert tts.codes.shape == (2, 10) and tts.codes.dtype == torch.long and int(tts.codes.max()) < 16
     assert tts.sample_rate == SR and tts.audio.dtype == np.float32 and tts.audio.ndim == 1
     assert tts.audio.size == pytest.approx(10 * 640, abs=640)  # 640 samples per frame (hop 160 x stack 4)
     assert tts.text is None and tts.translation is None and not tts.finished
-    direct = pipe.s2st(wav, "en", "fr", chained=False, max_new_tokens=9)
+    direct = pipe.s2st(wav, "en", "fr", chained=False, max_new_tokens=9, speech_sampling=None)
     assert direct.task == "S2ST" and direct.codes.shape == (2, 4) and direct.text is None
     chained = pipe.s2st(wav, "en", "fr", max_new_tokens=60, logits_processor=[PushToEnd(pipe.vocab)])
     assert chained.task == "ASR AST S2ST" and chained.finished, chained
@@ -241,3 +242,35 @@ def test_speech_outputs_end_at_a_length_set_by_their_input(pipe):
     assert capped.finished and capped.codes.shape[1] == 40
     assert not free.finished and free.codes.shape[1] == 50  # only max_new_tokens stops it
     assert pipe.speech_frame_caps(parse_task("ASR AST"), [{"audio_codes": torch.zeros(2, 5)}]) is None
+
+
+def test_speech_is_sampled_by_default_text_is_greedy(pipe):
+    from audiopalm.generation import SpeechSampling
+    from audiopalm.pipeline import SPEECH_SAMPLING, PipelineError
+
+    with torch.no_grad():  # the new audio rows start equal: break the ties of this random model's code logits
+        saved = pipe.model.get_output_embeddings().weight.clone()
+        pipe.model.get_output_embeddings().weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    try:
+        texts = ["the dog.", "a cat runs fast."]
+        sampled = pipe.tts(texts, "en", max_new_tokens=41)
+        assert [torch.equal(a.codes, b.codes) for a, b in zip(sampled, pipe.tts(texts, "en", max_new_tokens=41))] == [True, True]
+        greedy = pipe.tts(texts, "en", max_new_tokens=41, speech_sampling=None)
+        assert any(not torch.equal(a.codes, b.codes) for a, b in zip(sampled, greedy))
+        # the same default, reached explicitly, and an input alone gives the speech it gave in a batch
+        assert torch.equal(pipe.tts(texts[1], "en", max_new_tokens=41, speech_sampling=SPEECH_SAMPLING).codes,
+                           sampled[1].codes)
+        # the caller's decoding options win over the default; with an explicit sampling they clash
+        beams = pipe.tts(texts[0], "en", max_new_tokens=41, num_beams=2)
+        assert torch.equal(beams.codes, pipe.tts(texts[0], "en", max_new_tokens=41, speech_sampling=None,
+                                                 num_beams=2).codes)
+        with pytest.raises(PipelineError, match="both choose the decoding"):
+            pipe.tts(texts[0], "en", speech_sampling=SpeechSampling(temperature=0.9), do_sample=True)
+        # chained S2ST: transcript and translation are greedy search's
+        wav = tone(0.6, 300)
+        kw = {"max_new_tokens": 60, "logits_processor": [PushToEnd(pipe.vocab)]}
+        s, g = pipe.s2st(wav, "en", "fr", **kw), pipe.s2st(wav, "en", "fr", speech_sampling=None, **kw)
+        assert (s.text, s.translation) == (g.text, g.translation)
+    finally:
+        with torch.no_grad():
+            pipe.model.get_output_embeddings().weight.copy_(saved)
