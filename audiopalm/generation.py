@@ -236,15 +236,18 @@ class SpeechSampler(LogitsProcessor):
         if not rows:
             return scores
         logits = scores[rows].float() / self.sampling.temperature  # [n, V]
-        if self.sampling.top_k:
-            kth = logits.topk(min(self.sampling.top_k, logits.shape[-1]), dim=-1).values[:, -1:]  # [n, 1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = logits.softmax(-1)  # [n, V]
-        out = scores.clone()
-        for j, i in enumerate(rows):
-            token = torch.multinomial(probs[j], 1, generator=self._generators[i])
-            out[i] = float("-inf")
-            out[i, token] = 0.0
+        if self.sampling.top_k:  # only the k best take part: draw among them
+            logits, ids = logits.topk(min(self.sampling.top_k, logits.shape[-1]), dim=-1)  # [n, k], [n, k]
+        else:
+            ids = None
+        cdf = logits.softmax(-1).cumsum(-1)  # [n, k or V]
+        u = torch.stack([torch.rand((), generator=self._generators[i], device=scores.device) for i in rows])  # [n]
+        # the first index whose cdf exceeds u: a zero-probability (forbidden) token is never picked
+        pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=cdf.shape[-1] - 1)  # [n, 1]
+        token = pick if ids is None else ids.gather(1, pick)  # [n, 1]
+        index = torch.tensor(rows, device=scores.device)
+        out = scores.index_fill(0, index, float("-inf"))
+        out[index, token[:, 0]] = 0.0
         return out
 
 

@@ -20,7 +20,12 @@ after one warm-up:
   time without) / time without, cached; process CPU time on CPU (wall time there also counts waiting
   for a core on a shared machine, which swings by +-20%: ``constrained_overhead_fraction_wall``), wall
   time on GPU. Goal: under 0.05. ``constraint_time_fraction`` is the wall time spent inside the
-  processor's ``__call__`` over the whole constrained run, a direct cross-check.
+  processor's ``__call__`` over the whole constrained run, a direct cross-check;
+- ``sampled_tokens_per_s`` and ``speech_sampler_overhead_fraction``: the same constrained run with the
+  default speech sampling (:class:`~audiopalm.generation.SpeechSampler`, the pipeline's
+  ``SPEECH_SAMPLING``: a generator per row, one draw per row and step), its cost over the greedy
+  constrained run measured like the constraint's, and ``sampler_time_fraction``, the wall time inside the
+  sampler's ``__call__`` over the sampled run (the low-noise figure).
 
 Headline numbers in the JSON are at the largest batch size; ``per_batch`` holds every one.
 """
@@ -37,7 +42,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from audiopalm.generation import SegmentConstraint, split_segments
+from audiopalm.generation import SegmentConstraint, SpeechSampler, split_segments
 from audiopalm.modeling.extend import extend_model
 from audiopalm.tasks import prompt_ids
 from audiopalm.vocab import UnifiedVocab
@@ -95,14 +100,33 @@ class TimedConstraint(SegmentConstraint):
         return out
 
 
+class TimedSampler(SpeechSampler):
+    """SpeechSampler that adds up the wall time spent in its own ``__call__``."""
+
+    seconds = 0.0
+
+    def __call__(self, input_ids, scores):
+        t0 = time.perf_counter()
+        out = super().__call__(input_ids, scores)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        TimedSampler.seconds += time.perf_counter() - t0
+        return out
+
+
 def generate_once(model, vocab, prompt: list[int], batch: int, new_tokens: int, *, use_cache: bool,
-                  constrained: bool) -> tuple[float, float, torch.Tensor]:
-    """One greedy run of exactly ``new_tokens``; returns (wall seconds, process CPU seconds, ids [B, P + N])."""
+                  constrained: bool, sampled: bool = False) -> tuple[float, float, torch.Tensor]:
+    """One greedy run of exactly ``new_tokens`` (``sampled``: with the default speech sampling); returns
+    (wall seconds, process CPU seconds, ids [B, P + N])."""
+    from audiopalm.pipeline import SPEECH_SAMPLING
+
     device = next(model.parameters()).device
     input_ids = torch.tensor([prompt] * batch, device=device)  # [B, P]
     procs = transformers.LogitsProcessorList([ForbidEnd(vocab)])
     if constrained:
         procs.append(TimedConstraint(vocab, "TTS", input_ids.shape[1], model.get_output_embeddings().weight.shape[0]))
+        if sampled:
+            procs.append(TimedSampler(procs[-1], SPEECH_SAMPLING, [prompt] * batch))
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -126,7 +150,7 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
     for b in batch_sizes:
         generate_once(model, vocab, prompt, b, 32, use_cache=True, constrained=True)  # warm-up
         # constrained and unconstrained runs alternate, so a load change on the machine hits both alike
-        t_con = t_free = c_con = c_free = in_proc = float("inf")
+        t_con = t_free = t_smp = c_con = c_free = c_smp = in_proc = in_smp = float("inf")
         for _ in range(repeats):
             TimedConstraint.seconds = 0.0
             t, c, out = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=True)
@@ -135,11 +159,17 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
             c_con = min(c_con, c)
             t, c, _ = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=False)
             t_free, c_free = min(t_free, t), min(c_free, c)
+            TimedSampler.seconds = 0.0
+            t, c, sampled = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=True, sampled=True)
+            if t < t_smp:
+                t_smp, in_smp = t, TimedSampler.seconds
+            c_smp = min(c_smp, c)
         # on a CPU shared with other work, process CPU time is what the decoding itself cost (wall time
         # also counts waiting for a core); on a GPU the host CPU time is not the cost, so use wall time
-        con, free = (c_con, c_free) if device == "cpu" else (t_con, t_free)
-        codes = split_segments(out[0, len(prompt):].tolist(), "TTS", vocab)[0]  # the constraint held: [k, F]
-        assert codes.shape == (codebooks, tokens // codebooks), codes.shape
+        con, free, smp = (c_con, c_free, c_smp) if device == "cpu" else (t_con, t_free, t_smp)
+        for ids in (out, sampled):
+            codes = split_segments(ids[0, len(prompt):].tolist(), "TTS", vocab)[0]  # the constraint held: [k, F]
+            assert codes.shape == (codebooks, tokens // codebooks), codes.shape
         n_unc = min(new, uncached_tokens)
         t_unc = min(generate_once(model, vocab, prompt, b, n_unc, use_cache=False, constrained=True)[0]
                     for _ in range(repeats))
@@ -151,9 +181,13 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
             "constrained_overhead_fraction": round((con - free) / free, 4),
             "constrained_overhead_fraction_wall": round((t_con - t_free) / t_free, 4),
             "constraint_time_fraction": round(in_proc / t_con, 4),
+            "sampled_tokens_per_s": round(b * new / t_smp, 1),
+            "speech_sampler_overhead_fraction": round((smp - con) / free, 4),
+            "sampler_time_fraction": round(in_smp / t_smp, 4),
             "seconds": {"cached_constrained": round(t_con, 4), "cached_unconstrained": round(t_free, 4),
                         "uncached_constrained": round(t_unc, 4), "inside_constraint": round(in_proc, 4),
-                        "cpu_cached_constrained": round(c_con, 4), "cpu_cached_unconstrained": round(c_free, 4)},
+                        "cpu_cached_constrained": round(c_con, 4), "cpu_cached_unconstrained": round(c_free, 4),
+                        "cached_sampled": round(t_smp, 4), "cpu_cached_sampled": round(c_smp, 4)},
         }
         print(f"batch {b}: {per_batch[str(b)]}", file=sys.stderr)
     head = per_batch[str(max(batch_sizes))]
@@ -162,6 +196,9 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
         "uncached_tokens_per_s": head["uncached_tokens_per_s"],
         "constrained_overhead_fraction": head["constrained_overhead_fraction"],
         "constraint_time_fraction": head["constraint_time_fraction"],
+        "sampled_tokens_per_s": head["sampled_tokens_per_s"],
+        "speech_sampler_overhead_fraction": head["speech_sampler_overhead_fraction"],
+        "sampler_time_fraction": head["sampler_time_fraction"],
         "headline_batch_size": max(batch_sizes),
         "speedup_cache": round(head["cached_tokens_per_s"] / head["uncached_tokens_per_s"], 2),
         "per_batch": per_batch,

@@ -213,8 +213,10 @@ def test_bench_generate_quick_writes_the_figures(tmp_path):
     finally:
         torch.set_num_threads(n)
     res = json.loads((tmp_path / "b.json").read_text())
-    for key in ("cached_tokens_per_s", "uncached_tokens_per_s", "constrained_overhead_fraction"):
+    for key in ("cached_tokens_per_s", "uncached_tokens_per_s", "constrained_overhead_fraction", "sampled_tokens_per_s",
+                "speech_sampler_overhead_fraction"):
         assert isinstance(res[key], float), (key, res[key])
-    assert res["cached_tokens_per_s"] > 0 and res["uncached_tokens_per_s"] > 0
+    assert res["cached_tokens_per_s"] > 0 and res["uncached_tokens_per_s"] > 0 and res["sampled_tokens_per_s"] > 0
     assert set(res["per_batch"]) == {"1", "2"} and res["headline_batch_size"] == 2
     assert res["setup"]["audio_tokens"] == 6 and 0 <= res["constraint_time_fraction"] < 1
+    assert 0 < res["sampler_time_fraction"] < 1
