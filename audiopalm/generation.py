@@ -18,7 +18,7 @@ near the length a person would speak the input, not at ``max_new_tokens``. The p
 state between steps (rows keep their order in greedy search and sampling) and re-parses from the prompt
 when rows were reordered (beam search), so it works with every ``model.generate`` mode and the KV cache.
 
-Speech is sampled, text is not (:class:`SpeechSampling`): AudioLM, VALL-E and AudioPaLM sample audio
+Speech is sampled, text is not (:class:`SpeechSampling`): AudioLM and VALL-E sample audio
 tokens, because greedy decoding of audio falls into a loop (a frame pattern repeated until the cap) and
 rarely emits ``<|audio_end|>``. With ``speech_sampling``, rows inside an audio stream draw from the
 temperature-scaled top-k of the allowed codes (and ``<|audio_end|>``), while rows in a text segment are

@@ -60,9 +60,9 @@ DEFAULT_SPEECH_SECONDS = 20.0
 SPEECH_LENGTH_RATIO = 2.5
 SPEECH_SECONDS_PER_CHAR = 0.2
 MIN_SPEECH_SECONDS = 1.0
-# Speech outputs are sampled (AudioLM, VALL-E, AudioPaLM do the same): greedy audio decoding loops on a frame
-# pattern and seldom ends (35 of 40 demo TTS outputs ran to the cap). Temperature and top-k were chosen on the
-# demo's dev split (README: "Sampling the speech").
+# Speech outputs are sampled (AudioLM and VALL-E do the same): greedy audio decoding loops on a frame pattern
+# and seldom ends (33 of 40 demo TTS outputs for dev sentences ran to the cap). Temperature and top-k were
+# chosen on the demo's dev split (README: "Sampling the speech").
 SPEECH_SAMPLING = SpeechSampling(temperature=0.6, top_k=20, seed=0)
 
 

@@ -86,47 +86,40 @@ class ForbidEnd(transformers.LogitsProcessor):
         return scores
 
 
-class TimedConstraint(SegmentConstraint):
-    """SegmentConstraint that adds up the wall time spent in its own ``__call__`` (a low-noise cross-check)."""
+class Timed(transformers.LogitsProcessor):
+    """A logits processor that adds up the wall time spent in the wrapped one's ``__call__`` (a low-noise
+    cross-check of the difference between whole runs)."""
 
-    seconds = 0.0
-
-    def __call__(self, input_ids, scores):
-        t0 = time.perf_counter()
-        out = super().__call__(input_ids, scores)
-        if out.is_cuda:
-            torch.cuda.synchronize()
-        TimedConstraint.seconds += time.perf_counter() - t0
-        return out
-
-
-class TimedSampler(SpeechSampler):
-    """SpeechSampler that adds up the wall time spent in its own ``__call__``."""
-
-    seconds = 0.0
+    def __init__(self, inner: transformers.LogitsProcessor):
+        self.inner, self.seconds = inner, 0.0
 
     def __call__(self, input_ids, scores):
         t0 = time.perf_counter()
-        out = super().__call__(input_ids, scores)
+        out = self.inner(input_ids, scores)
         if out.is_cuda:
             torch.cuda.synchronize()
-        TimedSampler.seconds += time.perf_counter() - t0
+        self.seconds += time.perf_counter() - t0
         return out
 
 
 def generate_once(model, vocab, prompt: list[int], batch: int, new_tokens: int, *, use_cache: bool,
-                  constrained: bool, sampled: bool = False) -> tuple[float, float, torch.Tensor]:
+                  constrained: bool, sampled: bool = False) -> tuple[float, float, torch.Tensor, float]:
     """One greedy run of exactly ``new_tokens`` (``sampled``: with the default speech sampling); returns
-    (wall seconds, process CPU seconds, ids [B, P + N])."""
+    (wall seconds, process CPU seconds, ids [B, P + N], wall seconds inside the constraint, or inside the
+    sampler when ``sampled``)."""
     from audiopalm.pipeline import SPEECH_SAMPLING
 
     device = next(model.parameters()).device
     input_ids = torch.tensor([prompt] * batch, device=device)  # [B, P]
     procs = transformers.LogitsProcessorList([ForbidEnd(vocab)])
+    timed = None
     if constrained:
-        procs.append(TimedConstraint(vocab, "TTS", input_ids.shape[1], model.get_output_embeddings().weight.shape[0]))
+        constraint = SegmentConstraint(vocab, "TTS", input_ids.shape[1], model.get_output_embeddings().weight.shape[0])
+        timed = Timed(constraint)
+        procs.append(timed)
         if sampled:
-            procs.append(TimedSampler(procs[-1], SPEECH_SAMPLING, [prompt] * batch))
+            timed = Timed(SpeechSampler(constraint, SPEECH_SAMPLING, [prompt] * batch))
+            procs.append(timed)
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0, c0 = time.perf_counter(), time.process_time()
@@ -138,7 +131,7 @@ def generate_once(model, vocab, prompt: list[int], batch: int, new_tokens: int, 
         torch.cuda.synchronize()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert out.shape == (batch, len(prompt) + new_tokens), (out.shape, batch, len(prompt), new_tokens)
-    return seconds, cpu, out
+    return seconds, cpu, out, 0.0 if timed is None else timed.seconds
 
 
 def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repeats: int, codebooks: int,
@@ -152,17 +145,16 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
         # constrained and unconstrained runs alternate, so a load change on the machine hits both alike
         t_con = t_free = t_smp = c_con = c_free = c_smp = in_proc = in_smp = float("inf")
         for _ in range(repeats):
-            TimedConstraint.seconds = 0.0
-            t, c, out = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=True)
+            t, c, out, inside = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=True)
             if t < t_con:
-                t_con, in_proc = t, TimedConstraint.seconds
+                t_con, in_proc = t, inside
             c_con = min(c_con, c)
-            t, c, _ = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=False)
+            t, c, _, _ = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=False)
             t_free, c_free = min(t_free, t), min(c_free, c)
-            TimedSampler.seconds = 0.0
-            t, c, sampled = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=True, sampled=True)
+            t, c, sampled, inside = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=True,
+                                                  sampled=True)
             if t < t_smp:
-                t_smp, in_smp = t, TimedSampler.seconds
+                t_smp, in_smp = t, inside
             c_smp = min(c_smp, c)
         # on a CPU shared with other work, process CPU time is what the decoding itself cost (wall time
         # also counts waiting for a core); on a GPU the host CPU time is not the cost, so use wall time
