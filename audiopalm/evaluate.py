@@ -464,7 +464,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "which tends to loop until the cap (default %(default)s)")
     parser.add_argument("--speech-top-k", type=int, default=defaults["speech_top_k"], metavar="K",
                         help="sample speech among the K likeliest codes; 0: all (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the speech sampling (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults["seed"],
+                        help="seed of the speech sampling (default %(default)s)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -304,7 +304,8 @@ def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | T
         clash = sorted(DECODING_KWARGS & set(generate_kwargs))
         if not constrained or clash:
             raise ValueError(f"speech_sampling needs constrained=True and decides the decoding itself; got "
-                             f"constrained={constrained}, {clash or 'no clash'} (pass speech_sampling=None to use them)")
+                             f"constrained={constrained}, {clash or 'no clash'} "
+                             "(pass speech_sampling=None to use them)")
     device = next(model.parameters()).device
     P = max(len(p) for p in prompts)
     pad = vocab.pad_id

@@ -14,10 +14,10 @@ Every method takes one item (returns one :class:`Output`) or a list (returns a l
 into batches of ``batch_size`` and each batch is one ``model.generate`` call). Speech inputs are numpy or
 torch waveforms [T] at ``sample_rate`` (default: the audio tokenizer's) or audio file paths (read and
 resampled by :func:`audiopalm.audio.load`). Text is decoded greedily and speech is sampled
-(:data:`SPEECH_SAMPLING`, seeded per input: the same input gives the same audio in any batch) unless generation kwargs say
-otherwise (``num_beams=4``, ``do_sample=True``, ``speech_sampling=None`` for greedy speech). Decoding is
-always modality-constrained (:mod:`audiopalm.generation`), so a speech output always reverts to
-codes ``[k, F]`` and is decoded to a waveform by the checkpoint's audio tokenizer.
+(:data:`SPEECH_SAMPLING`, seeded per input: the same input gives the same audio in any batch) unless
+generation kwargs say otherwise (``num_beams=4``, ``do_sample=True``, ``speech_sampling=None`` for greedy
+speech). Decoding is always modality-constrained (:mod:`audiopalm.generation`), so a speech output always
+reverts to codes ``[k, F]`` and is decoded to a waveform by the checkpoint's audio tokenizer.
 
 Malformed requests are refused before any decoding, with the reason: an unknown language code, an
 empty waveform, a prompt longer than the model's context, or a speech output from an audio tokenizer
@@ -247,8 +247,9 @@ class AudioPaLM:
         elif speech_sampling is SPEECH_SAMPLING and DECODING_KWARGS & set(generate_kwargs):
             speech_sampling = None  # the caller chose the decoding
         elif speech_sampling is not None and DECODING_KWARGS & set(generate_kwargs):
-            raise PipelineError(f"speech_sampling={speech_sampling} and {sorted(DECODING_KWARGS & set(generate_kwargs))} "
-                                "both choose the decoding: give one of them")
+            clash = sorted(DECODING_KWARGS & set(generate_kwargs))
+            raise PipelineError(f"speech_sampling={speech_sampling} and {clash} both choose the decoding: "
+                                "give one of them")
         prompts = []
         for i, rec in enumerate(records):
             try:

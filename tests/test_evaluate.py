@@ -193,7 +193,8 @@ def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
     with pytest.raises(ValueError, match="exactly one of manifest / store"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"])
     with pytest.raises(ValueError, match="speech_temperature"):
-        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["TTS"], manifest=str(manifest), speech_temperature=-1)
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["TTS"], manifest=str(manifest),
+                   speech_temperature=-1)
     assert main(["--checkpoint", str(ckpt), "--manifest", str(tmp_path / "none.jsonl"), "--tasks", "ASR",
                  "--out", str(tmp_path / "r")]) == 1
     assert "no such manifest" in capsys.readouterr().err
