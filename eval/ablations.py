@@ -20,8 +20,10 @@ seen in training; seen voices and the held-out voice apart), the base arm on eve
 ``[S2ST English French]`` and chained ``[ASR AST S2ST English French]``; PocketSphinx transcribes the same
 English audio as a peer. Every arm's speech is also judged by one CTC-probe judge (eval/probe_tokens.py, trained
 on the demo's training tokens; its scores on the reference audio and on another sentence's are rows of the
-table). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm or eval is skipped
-when the command is run again (``--force`` redoes them).
+table). Speech is sampled (the pipeline's default), so every arm's speech tasks are evaluated with
+``--speech-seeds`` sampling seeds (default 3) and the speech columns are the mean over them (text is greedy:
+one evaluation). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm or eval is
+skipped when the command is run again (``--force`` redoes them).
 """
 
 from __future__ import annotations
@@ -117,20 +119,38 @@ def train_arm(arm: Arm, demo: Path, out: Path, steps: int, seed: int, *, force: 
     return folder
 
 
-def eval_arm(arm: Arm, run: Path, manifest: Path, out: Path, max_items: int | None, max_new_tokens: int | None, *,
-             force: bool) -> dict:
-    from audiopalm.evaluate import EvalConfig, evaluate
+def eval_folder(out: Path, arm: Arm, speech_seed: int) -> Path:
+    """Where an arm's evaluation goes: every task with speech seed 0, only the speech tasks with the others."""
+    return out / (f"eval_{arm.name}" if speech_seed == 0 else f"eval_{arm.name}_seed{speech_seed}")
 
-    folder = out / f"eval_{arm.name}"
+
+def eval_arm(arm: Arm, run: Path, manifest: Path, out: Path, max_items: int | None, max_new_tokens: int | None, *,
+             force: bool, speech_seed: int = 0) -> dict:
+    from audiopalm.evaluate import EvalConfig, evaluate
+    from probe_tokens import SPEECH_OUTPUTS
+
+    folder = eval_folder(out, arm, speech_seed)
+    tasks = list(arm.tasks) if speech_seed == 0 else [t for t in arm.tasks if t in SPEECH_OUTPUTS]
     if _done(folder) and not force and (folder / "summary.json").is_file():
         return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     t0 = time.time()
-    summary = evaluate(EvalConfig(checkpoint=str(run / "final"), out=str(folder), tasks=list(arm.tasks),
+    summary = evaluate(EvalConfig(checkpoint=str(run / "final"), out=str(folder), tasks=tasks,
                                   manifest=str(manifest), max_items=max_items, batch_size=16,
-                                  max_new_tokens=max_new_tokens,
-                                  peer="pocketsphinx" if "TTS" in arm.tasks else None, report=False))
+                                  max_new_tokens=max_new_tokens, seed=speech_seed,
+                                  peer="pocketsphinx" if "TTS" in tasks else None, report=False))
     _mark(folder, t0)
     return summary
+
+
+def mean_metrics(runs: list[list[dict]]) -> list[dict]:
+    """Metric rows of several evaluations (speech seeds) -> one row per metric, its value the mean over the
+    evaluations that have it (text metrics come from one evaluation, speech metrics from each seed)."""
+    merged: dict[tuple, list[dict]] = {}
+    for rows in runs:
+        for r in rows:
+            merged.setdefault((r["task"], r["src"], r["tgt"], r["subset"], r["metric"]), []).append(r)
+    return [{**rows[0], "value": sum(r["value"] for r in rows) / len(rows), "evaluations": len(rows)}
+            for rows in merged.values()]
 
 
 def probe_metrics(arm: Arm, eval_dir: Path, judge, *, force: bool) -> list[dict]:
@@ -242,7 +262,8 @@ def markdown(rows: list[dict], info: dict) -> str:
              f"Demo {info['demo']}: every arm {info['steps']} steps, seed {info['seed']}, the demo's fine-tune config "
              f"otherwise. Test: {info['test']} ({SRC}->{TGT} rows of the test split, sentences never seen in "
              f"training), up to {info['max_items'] or 'all'} utterances per task. WER/BLEU in %; `–`: not "
-             "evaluated for that arm. ASR dev loss: nats per transcript token on the dev split.", "",
+             f"evaluated for that arm. Speech is sampled; its columns are the mean over speech seeds 0 to "
+             f"{info.get('speech_seeds', 1) - 1}. ASR dev loss: nats per transcript token on the dev split.", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
     lines += ["", "TTS-WER: the arm's speech for unseen English sentences transcribed by the arm's own ASR, or by "
@@ -256,7 +277,10 @@ def markdown(rows: list[dict], info: dict) -> str:
 
 
 def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int | None, force: bool,
-        max_new_tokens: int | None = None, only: list[str] | None = None, probe_steps: int = 600) -> list[dict]:
+        max_new_tokens: int | None = None, only: list[str] | None = None, probe_steps: int = 600,
+        speech_seeds: int = 3) -> list[dict]:
+    from probe_tokens import SPEECH_OUTPUTS
+
     for need in ("corpus/test.jsonl", "corpus/corpus.json", "audiopalm/config.yaml", "text_lm/final", "tokens/train"):
         if not (demo / need).exists():
             raise FileNotFoundError(f"{demo / need}: missing; run `audiopalm demo --out {demo}` first")
@@ -278,8 +302,13 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
         if only and arm.name not in only and arm.name != "base":
             continue
         run_dir = train_arm(arm, demo, out, steps, seed, force=force)
-        summary = eval_arm(arm, run_dir, manifest, out, max_items, max_new_tokens, force=force)
-        metrics = summary["metrics"] + probe_metrics(arm, out / f"eval_{arm.name}", judge, force=force)
+        per_seed = []
+        for speech_seed in range(speech_seeds if any(t in SPEECH_OUTPUTS for t in arm.tasks) else 1):
+            summary = eval_arm(arm, run_dir, manifest, out, max_items, max_new_tokens, force=force,
+                               speech_seed=speech_seed)
+            per_seed.append(summary["metrics"] + probe_metrics(arm, eval_folder(out, arm, speech_seed), judge,
+                                                               force=force))
+        metrics = mean_metrics(per_seed)
         dev = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("dev_loss")
         if arm.name == "base":
             base_metrics, base_dev = metrics, dev
@@ -302,7 +331,7 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
         rows += path_rows(compare_paths.compare(profile, out / "paths", data=demo, seed=seed, force=force,
                                                 steps=steps, max_items=max_items, test=manifest), steps)
     info = {"demo": str(demo), "steps": steps, "seed": seed, "test": str(manifest), "max_items": max_items,
-            "pocketsphinx_ref_tts_wer": ref_tts}
+            "pocketsphinx_ref_tts_wer": ref_tts, "speech_seeds": speech_seeds}
     (out / "ablations.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1), encoding="utf-8")
     (out / "ablations.md").write_text(markdown(rows, info), encoding="utf-8")
     print((out / "ablations.md").read_text(encoding="utf-8"))
@@ -325,12 +354,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="ARM", help="run only these arms (base always runs)")
     parser.add_argument("--probe-steps", type=int, default=600, metavar="N",
                         help="training steps of the CTC-probe judge of each language (default: 600, ~2 min each)")
+    parser.add_argument("--speech-seeds", type=int, default=3, metavar="N",
+                        help="evaluate every arm's speech with sampling seeds 0..N-1 and report the mean (default: 3; "
+                        "one draw moves an S2ST ASR-BLEU by up to 2)")
     parser.add_argument("--force", action="store_true", help="retrain and re-evaluate arms that are done")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps: must be >= 1, got {args.steps}")
     if args.probe_steps < 1:
         parser.error(f"--probe-steps: must be >= 1, got {args.probe_steps}")
+    if args.speech_seeds < 1:
+        parser.error(f"--speech-seeds: must be >= 1, got {args.speech_seeds}")
     known = {arm.name for base in (1, 2) for arm in arms(base)} | {"speech_llama"}
     if args.only and set(args.only) - known:
         parser.error(f"--only: unknown arm(s) {sorted(set(args.only) - known)}; known: {sorted(known)}")
@@ -340,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         _run([str(Path(sys.executable).with_name("audiopalm")), "demo", "--profile", args.profile, "--out", str(demo)])
     try:
         run(demo, out, steps=args.steps, seed=args.seed, max_items=args.max_items, force=args.force,
-            max_new_tokens=args.max_new_tokens, only=args.only, probe_steps=args.probe_steps)
+            max_new_tokens=args.max_new_tokens, only=args.only, probe_steps=args.probe_steps,
+            speech_seeds=args.speech_seeds)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

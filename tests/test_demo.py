@@ -41,7 +41,8 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
     # eval/ablations.py on this demo: every arm trains (the base too: other steps than the demo's) and is scored
     abl = tmp_path / "ablations"
     run = subprocess.run([sys.executable, str(REPO / "eval/ablations.py"), "--demo", str(out), "--out", str(abl),
-                          "--steps", "4", "--max-items", "2", "--max-new-tokens", "30", "--probe-steps", "5"],
+                          "--steps", "4", "--max-items", "2", "--max-new-tokens", "30", "--probe-steps", "5",
+                          "--speech-seeds", "2"],
                          capture_output=True, text=True, timeout=1800)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = json.loads((abl / "ablations.json").read_text())
@@ -69,6 +70,11 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
         assert json.loads((abl / arm / "summary.json").read_text())["steps"] == 4
     md = (abl / "ablations.md").read_text()
     assert md.count("\n| ") == len(table["rows"]) + 1 and "speech_llama" in md
+    # speech is scored with 2 sampling seeds: a second, speech-only evaluation per arm with speech outputs
+    assert table["info"]["speech_seeds"] == 2 and "speech seeds 0 to 1" in md
+    seed1 = json.loads((abl / "eval_base_seed1" / "summary.json").read_text())
+    assert set(seed1["tasks"]) == {"TTS", "S2ST", "ASR AST S2ST"} and "seed 1" in seed1["speech_decoding"]
+    assert not (abl / "eval_asr_only_seed1").exists()
 
 
 def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):
@@ -77,3 +83,16 @@ def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "unknown arm(s) ['codebooks_9']" in run.stderr, run.stderr
     assert not (tmp_path / "abl").exists()
+
+
+def test_ablation_speech_columns_are_the_mean_over_seeds():
+    sys.path.insert(0, str(REPO / "eval"))
+    from ablations import mean_metrics
+
+    def row(task, metric, value, tgt=None):
+        return {"task": task, "src": "en", "tgt": tgt, "subset": "all", "metric": metric, "value": value, "n": 4}
+
+    seed0 = [row("TTS", "TTS-WER", 10.0), row("MT", "BLEU", 5.0, "fr"), row("S2ST", "ASR-BLEU", 1.0, "fr")]
+    seed1 = [row("TTS", "TTS-WER", 20.0), row("S2ST", "ASR-BLEU", 2.0, "fr")]  # a speech-only evaluation
+    got = {(r["task"], r["metric"]): (r["value"], r["evaluations"]) for r in mean_metrics([seed0, seed1])}
+    assert got == {("TTS", "TTS-WER"): (15.0, 2), ("MT", "BLEU"): (5.0, 1), ("S2ST", "ASR-BLEU"): (1.5, 2)}
