@@ -57,6 +57,13 @@ class Arm:
     overrides: tuple[str, ...]
     tasks: tuple[str, ...]
 
+    @property
+    def speech_tasks(self) -> list[str]:
+        """Its tasks whose output is speech (sampled: scored with every speech seed, judged by the CTC probe)."""
+        from probe_tokens import SPEECH_OUTPUTS
+
+        return [t for t in self.tasks if t in SPEECH_OUTPUTS]
+
 
 def arms(base_codebooks: int) -> list[Arm]:
     other = 1 if base_codebooks != 1 else 2
@@ -127,10 +134,9 @@ def eval_folder(out: Path, arm: Arm, speech_seed: int) -> Path:
 def eval_arm(arm: Arm, run: Path, manifest: Path, out: Path, max_items: int | None, max_new_tokens: int | None, *,
              force: bool, speech_seed: int = 0) -> dict:
     from audiopalm.evaluate import EvalConfig, evaluate
-    from probe_tokens import SPEECH_OUTPUTS
 
     folder = eval_folder(out, arm, speech_seed)
-    tasks = list(arm.tasks) if speech_seed == 0 else [t for t in arm.tasks if t in SPEECH_OUTPUTS]
+    tasks = list(arm.tasks) if speech_seed == 0 else arm.speech_tasks
     if _done(folder) and not force and (folder / "summary.json").is_file():
         return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     t0 = time.time()
@@ -156,12 +162,12 @@ def mean_metrics(runs: list[list[dict]]) -> list[dict]:
 def probe_metrics(arm: Arm, eval_dir: Path, judge, *, force: bool) -> list[dict]:
     """The arm's generated speech judged by the CTC probe (:func:`probe_tokens.judge_outputs`), cached in
     ``eval_dir/probe_judge.json``. ``judge()`` returns the :class:`probe_tokens.ProbeJudge` (trained on first use)."""
-    from probe_tokens import SPEECH_OUTPUTS, judge_outputs
+    from probe_tokens import judge_outputs
 
     cache = eval_dir / "probe_judge.json"
     if cache.is_file() and not force:
         return json.loads(cache.read_text(encoding="utf-8"))
-    tasks = [t for t in arm.tasks if t in SPEECH_OUTPUTS]
+    tasks = arm.speech_tasks
     rows = judge_outputs(eval_dir, judge(), tasks) if tasks else []
     cache.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     return rows
@@ -279,8 +285,6 @@ def markdown(rows: list[dict], info: dict) -> str:
 def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int | None, force: bool,
         max_new_tokens: int | None = None, only: list[str] | None = None, probe_steps: int = 600,
         speech_seeds: int = 3) -> list[dict]:
-    from probe_tokens import SPEECH_OUTPUTS
-
     for need in ("corpus/test.jsonl", "corpus/corpus.json", "audiopalm/config.yaml", "text_lm/final", "tokens/train"):
         if not (demo / need).exists():
             raise FileNotFoundError(f"{demo / need}: missing; run `audiopalm demo --out {demo}` first")
@@ -303,7 +307,7 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
             continue
         run_dir = train_arm(arm, demo, out, steps, seed, force=force)
         per_seed = []
-        for speech_seed in range(speech_seeds if any(t in SPEECH_OUTPUTS for t in arm.tasks) else 1):
+        for speech_seed in range(speech_seeds if arm.speech_tasks else 1):
             summary = eval_arm(arm, run_dir, manifest, out, max_items, max_new_tokens, force=force,
                                speech_seed=speech_seed)
             per_seed.append(summary["metrics"] + probe_metrics(arm, eval_folder(out, arm, speech_seed), judge,
