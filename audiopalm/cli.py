@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "text-tokenizer": ("audiopalm.text_tokenizer", "train a byte-level BPE text tokenizer on manifest text (stage 0)"),
     "tokenize": ("audiopalm.tokenize", "manifest + audio tokenizer -> token store"),
     "eval": ("audiopalm.evaluate", "evaluate a checkpoint on tasks of a manifest: outputs, WER/BLEU/ASR-BLEU, report"),
+    "generate": ("audiopalm.infer", "run a checkpoint on your audio files or sentences: text out, wav files out"),
     "score": ("audiopalm.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
     "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
 }

@@ -235,7 +235,6 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     from audiopalm import audio as audio_io
     from audiopalm.pipeline import AudioPaLM
-    from audiopalm.generation import SpeechSampling
     from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
     from audiopalm.tasks import AUDIO, parse_task
 
@@ -249,8 +248,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     peer = None if cfg.peer is None else make_eval_judge(cfg.peer, pipe, batch_size=cfg.batch_size, max_new_tokens=None)
     sr = pipe.sample_rate
-    sampling = (SpeechSampling(temperature=cfg.speech_temperature, top_k=cfg.speech_top_k, seed=cfg.seed)
-                if cfg.speech_temperature > 0 else None)
+    sampling = speech_sampling(cfg.speech_temperature, cfg.speech_top_k, cfg.seed)
     metrics: list[dict] = []
     skipped: Counter = Counter()
     notes: list[str] = []
@@ -440,6 +438,29 @@ def write_report(results_dir: str | os.PathLike):
 # ----------------------------------------------------------------------------- CLI: audiopalm eval
 
 
+def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
+    """How outputs are decoded and where: the options `audiopalm eval` and `audiopalm generate` share."""
+    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output")
+    parser.add_argument("--no-speech-cap", action="store_true", help="let speech outputs run to --max-new-tokens "
+                        "(default: each ends by 2.5x its input speech, or 0.2 s per input character)")
+    defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
+    parser.add_argument("--speech-temperature", type=float, default=defaults["speech_temperature"], metavar="T",
+                        help="speech outputs are sampled at temperature T (text is always greedy); 0: greedy speech, "
+                        "which tends to loop until the cap (default %(default)s)")
+    parser.add_argument("--speech-top-k", type=int, default=defaults["speech_top_k"], metavar="K",
+                        help="sample speech among the K likeliest codes; 0: all (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults["seed"],
+                        help="seed of the speech sampling (default %(default)s)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+
+
+def speech_sampling(temperature: float, top_k: int, seed: int):
+    """The pipeline's ``speech_sampling`` for these settings: None (greedy speech) at temperature 0."""
+    from audiopalm.generation import SpeechSampling
+
+    return SpeechSampling(temperature=temperature, top_k=top_k, seed=seed) if temperature > 0 else None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_mutually_exclusive_group(required=True)
     data.add_argument("--manifest", help="manifest (JSONL) to evaluate on")
@@ -455,18 +476,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "pocketsphinx (English only) or whisper:NAME (e.g. whisper:openai/whisper-large-v3)")
     parser.add_argument("--peer", metavar="ASR", help="a second ASR system on the same audio, reported beside the "
                         "model: pocketsphinx (English only) or whisper:NAME")
-    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output")
-    parser.add_argument("--no-speech-cap", action="store_true", help="let speech outputs run to --max-new-tokens "
-                        "(default: each ends by 2.5x its input speech, or 0.2 s per input character)")
-    defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
-    parser.add_argument("--speech-temperature", type=float, default=defaults["speech_temperature"], metavar="T",
-                        help="speech outputs are sampled at temperature T (text is always greedy); 0: greedy speech, "
-                        "which tends to loop until the cap (default %(default)s)")
-    parser.add_argument("--speech-top-k", type=int, default=defaults["speech_top_k"], metavar="K",
-                        help="sample speech among the K likeliest codes; 0: all (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults["seed"],
-                        help="seed of the speech sampling (default %(default)s)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    add_decoding_arguments(parser)
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
