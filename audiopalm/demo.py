@@ -193,5 +193,7 @@ def run(args) -> int:
     _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
     _stage(out, "audiopalm", _audiopalm(out, profile, args.seed), force=args.force)
     _stage(out, "eval", _eval(out, profile), force=args.force)
-    print(f"demo ({args.profile}) finished in {time.time() - t0:.0f} s; outputs under {out}")
+    print(f"demo ({args.profile}) finished in {time.time() - t0:.0f} s; outputs under {out}; report: "
+          f"{out / 'eval/report.html'}\ntry the model: audiopalm generate --checkpoint {out / 'audiopalm/final'} "
+          f"--task \"ASR AST S2ST\" --src en --tgt fr YOUR.wav  (or --task TTS --src en \"a sentence.\")")
     return 0

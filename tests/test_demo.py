@@ -22,6 +22,11 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
         assert (out / stage / ".done").is_file(), stage
         assert f"[{stage}] " in run.stdout
     assert (out / "audiopalm/final/model.safetensors").is_file()
+    assert f"try the model: audiopalm generate --checkpoint {out / 'audiopalm/final'}" in run.stdout
+    gen = subprocess.run([AUDIOPALM, "generate", "--checkpoint", str(out / "audiopalm/final"), "--task", "TTS",
+                          "--src", "en", "the dog sleeps.", "--out-dir", str(tmp_path / "gen"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert gen.returncode == 0 and (tmp_path / "gen/001_TTS_en.wav").is_file(), gen.stdout + gen.stderr[-3000:]
     summary = json.loads((out / "eval/summary.json").read_text())
     tasks = {m["task"] for m in summary["metrics"]}
     assert {"ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT"} <= tasks, tasks
