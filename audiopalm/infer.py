@@ -9,8 +9,8 @@ INPUT is an audio file (any format soundfile reads, resampled to the tokenizer's
 listen (ASR, AST, S2ST and chains), a sentence for those that read (TTS, MT); ``-`` reads one input per line
 from standard input. Each input prints its transcript / translation; speech outputs are written to
 ``--out-dir`` as ``NNN_TASK_LANG.wav`` (NNN: the input's number, from 001). ``--json`` prints one JSON object
-per input instead. Text is decoded greedily and speech sampled, as in ``audiopalm eval``, so the same
-command gives the same output. The checkpoint is a folder or a hub repo id (an AudioPaLM checkpoint, or a
+per input instead. Decoding is ``audiopalm eval``'s: MT beam-searched (``--num-beams``, ``--beam-tasks``), other
+text greedy, speech sampled (seeded), so the same command gives the same output. The checkpoint is a folder or a hub repo id (an AudioPaLM checkpoint, or a
 Speech-Llama run for ASR / AST).
 """
 
@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from audiopalm.evaluate import add_decoding_arguments, speech_sampling
+from audiopalm.evaluate import add_decoding_arguments, check_beam_search, speech_sampling, text_decoding_kwargs
 
 
 def _slug(task: str) -> str:
@@ -56,12 +56,14 @@ def generate(args) -> list[dict]:
         if missing:
             raise FileNotFoundError(f"task {spec.name} takes audio files; no such file: {missing[0]}")
     speaks = any(kind == AUDIO for kind, _ in spec.output_segments)
-    speech_llama = find_run(args.checkpoint) is not None
-    pipe = (SpeechLlamaPipeline if speech_llama else AudioPaLM).from_pretrained(
+    check_beam_search(args.num_beams, args.beam_tasks)
+    pipe = (SpeechLlamaPipeline if find_run(args.checkpoint) is not None else AudioPaLM).from_pretrained(
         args.checkpoint, device=args.device, batch_size=args.batch_size)
-    options = {} if speech_llama else {"cap_speech": not args.no_speech_cap,
-                                       "speech_sampling": speech_sampling(args.speech_temperature,
-                                                                          args.speech_top_k, args.seed)}
+    if not speaks:
+        options = text_decoding_kwargs(spec.name, args.num_beams, args.beam_tasks)
+    else:  # (a Speech-Llama run has no speech outputs: its pipeline refuses the task)
+        options = {"cap_speech": not args.no_speech_cap,
+                   "speech_sampling": speech_sampling(args.speech_temperature, args.speech_top_k, args.seed)}
     outs = pipe.generate(spec, inputs, args.src, args.tgt, max_new_tokens=args.max_new_tokens,
                          progress=not args.quiet, **options)
     out_dir = Path(args.out_dir)

@@ -116,6 +116,7 @@ def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
     s = SPEECH_SAMPLING
     assert summary["speech_decoding"] == f"sampled: temperature {s.temperature}, top-k {s.top_k}, seed {s.seed}"
     assert f"Speech decoding: {summary['speech_decoding']}" in (out / "report.md").read_text()
+    assert summary["text_decoding"] == "beam search (4 beams): MT; the other text greedy"  # the default
 
 
 def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
@@ -182,6 +183,38 @@ def test_greedy_speech_option(setup, tmp_path):
     assert main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "TTS", "--out", str(out),
                  "--max-new-tokens", "8", "--speech-temperature", "0", "--quiet", "--no-report"]) == 0
     assert json.loads((out / "summary.json").read_text())["speech_decoding"] == "greedy"
+
+
+def test_beam_search_option_is_for_text_outputs(setup, tmp_path):
+    """--num-beams 2 --beam-tasks ASR: ASR is beam-searched (the pipeline's beam output), TTS's sampled speech is
+    untouched; --num-beams 1: all greedy."""
+    ckpt, manifest, _ = setup
+    runs = {}
+    for beams in (1, 2):
+        out = tmp_path / f"beams{beams}"
+        assert main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "ASR", "TTS", "--out",
+                     str(out), "--max-new-tokens", "6", "--num-beams", str(beams), "--beam-tasks", "ASR", "MT",
+                     "--quiet"]) == 0
+        runs[beams] = out
+    summary = json.loads((runs[2] / "summary.json").read_text())
+    assert summary["text_decoding"] == "beam search (2 beams): ASR, MT; the other text greedy"
+    assert f"Text decoding: {summary['text_decoding']}" in (runs[2] / "report.md").read_text()
+    assert json.loads((runs[1] / "summary.json").read_text())["text_decoding"] == "greedy"
+    from audiopalm.pipeline import AudioPaLM
+
+    asr = [json.loads(line) for line in (runs[2] / "outputs/ASR.jsonl").read_text().splitlines()]
+    pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
+    want = pipe.generate("ASR", [str(manifest.parent / "wav/en-1.wav")], "en", max_new_tokens=6, num_beams=2,
+                         early_stopping=True)
+    assert asr[0]["id"] == "s1-en-fr" and asr[0]["hyp_text"] == want[0].text
+    for r1, r2 in zip(*[[json.loads(x) for x in (runs[b] / "outputs/TTS.jsonl").read_text().splitlines()]
+                        for b in (1, 2)]):
+        assert (runs[1] / r1["audio"]).read_bytes() == (runs[2] / r2["audio"]).read_bytes()
+    with pytest.raises(ValueError, match="num_beams"):
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), num_beams=0)
+    with pytest.raises(ValueError, match="S2ST speaks"):
+        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), beam_tasks=["S2ST"])
+    assert EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["MT"], manifest=str(manifest)).beam_tasks == ["MT"]
 
 
 def test_bad_options_are_clear_errors(setup, tmp_path, capsys):

@@ -76,6 +76,21 @@ def test_text_inputs_from_stdin_and_greedy_speech(setup, tmp_path, capsys, monke
         assert np.allclose(wav, w.audio, atol=1e-4)  # greedy speech: the pipeline with speech_sampling=None
 
 
+def test_beam_search_for_text_outputs(setup, tmp_path, capsys):
+    ckpt, wavs = setup
+    rc = main(["generate", "--checkpoint", str(ckpt), "--task", "MT", "--src", "en", "--tgt", "fr", "the dog sleeps.",
+               "a cat runs.", "--num-beams", "3", "--max-new-tokens", "6", "--json", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    got = [json.loads(line)["translation"] for line in capsys.readouterr().out.splitlines()]
+    pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
+    want = pipe.generate("MT", ["the dog sleeps.", "a cat runs."], "en", "fr", max_new_tokens=6, num_beams=3,
+                         early_stopping=True)
+    assert got == [w.translation for w in want]
+    assert main(["generate", "--checkpoint", str(ckpt), "--task", "TTS", "--src", "en", "hi", "--beam-tasks", "TTS",
+                 "--out-dir", str(tmp_path / "x"), "--quiet"]) == 1
+    assert "beam search is for tasks whose outputs are all text" in capsys.readouterr().err
+
+
 def test_read_inputs_expands_stdin():
     assert read_inputs(["x", "-", "y"], io.StringIO("a\n \nb\n")) == ["x", "a", "b", "y"]
 
