@@ -56,6 +56,8 @@ from pathlib import Path
 
 LOSS_PNG = "loss_curves.png"
 TRAIN_LOG = "train_metrics.jsonl"
+DECODING_KEYS = {"text_decoding": "Text decoding", "speech_decoding": "Speech decoding"}
+"""summary.json keys saying how outputs were decoded -> their label in the report."""
 
 
 class ReportError(ValueError):
@@ -121,8 +123,9 @@ class Results:
     samples: list[Sample]
     missing_audio: list[str]
     """Sample wav paths that do not exist (shown as missing, counted in a warning)."""
-    speech_decoding: str | None = None
-    """How speech outputs were decoded (summary.json's ``speech_decoding``), if it says."""
+    decoding: dict[str, str] = dataclasses.field(default_factory=dict)
+    """How outputs were decoded, ``{"Text decoding": ..., "Speech decoding": ...}`` (summary.json's
+    ``text_decoding`` / ``speech_decoding``, where it says)."""
 
 
 def _read_json(path: Path) -> object:
@@ -271,7 +274,7 @@ def load_results(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
     missing = [p for s in samples for p in (s.audio, s.ref_audio) if p and not (root / p).is_file()]
     return Results(root=root, checkpoint=str(summary.get("checkpoint", "?")), metrics=metrics,
                    extra_tables=tables, runs=_find_runs(root, summary), samples=samples, missing_audio=missing,
-                   speech_decoding=summary.get("speech_decoding"))
+                   decoding={label: summary[key] for key, label in DECODING_KEYS.items() if summary.get(key)})
 
 
 # ----------------------------------------------------------------------------- tables and plot
@@ -382,7 +385,7 @@ def _md_link(path: str, label: str) -> str:
 
 def render_markdown(res: Results, tables: list[Table], loss_png: Path | None, created: str) -> str:
     lines = ["# Evaluation report", "", f"Checkpoint: `{res.checkpoint}`  ",
-             *([f"Speech decoding: {res.speech_decoding}  "] if res.speech_decoding else []), f"Written: {created}", ""]
+             *[f"{label}: {how}  " for label, how in res.decoding.items()], f"Written: {created}", ""]
     lines += ["## Metrics", ""]
     if not tables:
         lines += ["No metrics in summary.json.", ""]
@@ -447,7 +450,7 @@ def render_html(res: Results, tables: list[Table], loss_png: Path | None, create
              f"<title>Evaluation report: {e(res.checkpoint)}</title><style>{_CSS}</style></head><body>",
              "<h1>Evaluation report</h1>",
              f'<p class="meta">Checkpoint: <code>{e(res.checkpoint)}</code><br>'
-             + (f"Speech decoding: {e(res.speech_decoding)}<br>" if res.speech_decoding else "")
+             + "".join(f"{label}: {e(how)}<br>" for label, how in res.decoding.items())
              + f"Written: {e(created)}</p>",
              "<h2>Metrics</h2>"]
     if not tables:
