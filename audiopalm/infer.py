@@ -10,8 +10,8 @@ listen (ASR, AST, S2ST and chains), a sentence for those that read (TTS, MT); ``
 from standard input. Each input prints its transcript / translation; speech outputs are written to
 ``--out-dir`` as ``NNN_TASK_LANG.wav`` (NNN: the input's number, from 001). ``--json`` prints one JSON object
 per input instead. Decoding is ``audiopalm eval``'s: MT beam-searched (``--num-beams``, ``--beam-tasks``), other
-text greedy, speech sampled (seeded), so the same command gives the same output. The checkpoint is a folder or a hub repo id (an AudioPaLM checkpoint, or a
-Speech-Llama run for ASR / AST).
+text greedy, speech sampled (seeded), so the same command gives the same output. The checkpoint is a folder or
+a hub repo id (an AudioPaLM checkpoint, or a Speech-Llama run for ASR / AST).
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="audio files (tasks with speech input) or sentences (TTS, MT); - reads lines from stdin")
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder or hub repo id")
-    parser.add_argument("--task", required=True, help='a task or a quoted chain: ASR, AST, TTS, S2ST, MT, "ASR AST S2ST"')
+    parser.add_argument("--task", required=True,
+                        help='a task or a quoted chain: ASR, AST, TTS, S2ST, MT, "ASR AST S2ST"')
     parser.add_argument("--src", required=True, metavar="LANG", help="language of the inputs (ISO code: en, fr, ...)")
     parser.add_argument("--tgt", metavar="LANG", help="target language (AST, S2ST, MT and chains with them)")
     parser.add_argument("--out-dir", default="generated", metavar="DIR",

@@ -9,16 +9,8 @@ from audiopalm import audio as audio_io
 from audiopalm.evaluate import EvalConfig, main, task_items
 from audiopalm.manifest import Record, write_manifest
 from audiopalm.tasks import parse_task
-from test_pipeline import SR, make_checkpoint, tone  # tests/ is on sys.path under pytest
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a loaded 2-core machine spin and are ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
+from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
 
 ALL_TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST S2ST"]
 

@@ -5,21 +5,13 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from audiopalm import audio as audio_io
 from audiopalm.cli import main
 from audiopalm.infer import read_inputs
 from audiopalm.pipeline import AudioPaLM
-from test_pipeline import SR, make_checkpoint, tone  # tests/ is on sys.path under pytest
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
+from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
 
 
 @pytest.fixture(scope="module")
