@@ -455,7 +455,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: each ends by 2.5x its input speech, or 0.2 s per input character)")
     defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
     parser.add_argument("--speech-temperature", type=float, default=defaults["speech_temperature"], metavar="T",
-                        help="speech outputs are sampled at temperature T (text is always greedy); 0: greedy speech, "
+                        help="speech outputs are sampled at temperature T (text: greedy or --num-beams); 0: greedy speech, "
                         "which tends to loop until the cap (default %(default)s)")
     parser.add_argument("--speech-top-k", type=int, default=defaults["speech_top_k"], metavar="K",
                         help="sample speech among the K likeliest codes; 0: all (default %(default)s)")
@@ -471,7 +471,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_beam_search(num_beams: int, beam_tasks: list[str]) -> None:
     """Refuse a beam width below 1 and beam tasks that are unknown or output speech (speech is sampled)."""
-    from audiopalm.tasks import AUDIO, TaskError, parse_task
+    from audiopalm.tasks import TaskError, parse_task
 
     if num_beams < 1:
         raise ValueError(f"num_beams: expected >= 1 (1: greedy), got {num_beams}")
@@ -480,7 +480,7 @@ def check_beam_search(num_beams: int, beam_tasks: list[str]) -> None:
             spec = parse_task(task)
         except TaskError as e:
             raise ValueError(f"beam_tasks: {e}") from None
-        if any(kind == AUDIO for kind, _ in spec.output_segments):
+        if spec.speaks:
             raise ValueError(f"beam_tasks: beam search is for tasks whose outputs are all text; {spec.name} speaks "
                              "(its speech is sampled: speech_temperature, speech_top_k)")
 

@@ -50,16 +50,14 @@ def generate(args) -> list[dict]:
     inputs = read_inputs(args.inputs)
     if not inputs:
         raise ValueError("no inputs (give audio files or sentences, or - to read them from standard input)")
-    listens = spec.input_segment[0] == AUDIO
-    if listens:
+    if spec.input_segment[0] == AUDIO:
         missing = [p for p in inputs if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"task {spec.name} takes audio files; no such file: {missing[0]}")
-    speaks = any(kind == AUDIO for kind, _ in spec.output_segments)
     check_beam_search(args.num_beams, args.beam_tasks)
     pipe = (SpeechLlamaPipeline if find_run(args.checkpoint) is not None else AudioPaLM).from_pretrained(
         args.checkpoint, device=args.device, batch_size=args.batch_size)
-    if not speaks:
+    if not spec.speaks:
         options = text_decoding_kwargs(spec.name, args.num_beams, args.beam_tasks)
     else:  # (a Speech-Llama run has no speech outputs: its pipeline refuses the task)
         options = {"cap_speech": not args.no_speech_cap,
@@ -71,7 +69,7 @@ def generate(args) -> list[dict]:
     for i, (item, out) in enumerate(zip(inputs, outs), start=1):
         result = {"input": item, "task": spec.name, "text": out.text, "translation": out.translation,
                   "audio": None, "seconds": None, "finished": out.finished}
-        if speaks and out.audio is not None:
+        if spec.speaks and out.audio is not None:
             path = out_dir / f"{i:03d}_{_slug(spec.name)}_{args.tgt or args.src}.wav"
             audio_io.save(path, out.audio, out.sample_rate)
             result["audio"], result["seconds"] = str(path), round(len(out.audio) / out.sample_rate, 2)
@@ -96,10 +94,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from audiopalm.tasks import AUDIO, parse_task
+    from audiopalm.tasks import parse_task
 
     try:
-        speaks = any(kind == AUDIO for kind, _ in parse_task(args.task).output_segments)
+        speaks = parse_task(args.task).speaks
         results = generate(args)
     except (ValueError, FileNotFoundError) as e:  # PipelineError and TaskError are ValueErrors
         print(f"error: {e}", file=sys.stderr)

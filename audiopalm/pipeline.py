@@ -242,7 +242,7 @@ class AudioPaLM:
              cap_speech: bool, speech_sampling: SpeechSampling | None, progress: bool,
              **generate_kwargs) -> list[Output]:
         """Prompts of checked records -> batched constrained generation -> outputs."""
-        if not any(kind == AUDIO for kind, _ in spec.output_segments):
+        if not spec.speaks:
             speech_sampling = None  # no speech to sample: the text is decoded as the kwargs say
         elif speech_sampling is SPEECH_SAMPLING and DECODING_KWARGS & set(generate_kwargs):
             speech_sampling = None  # the caller chose the decoding
@@ -276,7 +276,7 @@ class AudioPaLM:
 
     def speech_frame_caps(self, spec: TaskSpec, records: Sequence[dict]) -> list[int] | None:
         """The most audio frames each record's speech output may have (None: the task outputs no speech)."""
-        if not any(kind == AUDIO for kind, _ in spec.output_segments):
+        if not spec.speaks:
             return None
         rate = self.audio_tokenizer.frame_rate
         kind, field = spec.input_segment
@@ -307,7 +307,7 @@ class AudioPaLM:
             raise PipelineError(f"task {spec.name} does not translate, but tgt={tgt!r} was given")
         if tgt is not None and tgt == src:
             raise PipelineError(f"src and tgt are both {src!r}; translation tasks need two languages")
-        if any(kind == AUDIO for kind, _ in spec.output_segments) and not self.audio_tokenizer.can_decode:
+        if spec.speaks and not self.audio_tokenizer.can_decode:
             raise PipelineError(f"task {spec.name} outputs speech, but this checkpoint's audio tokenizer "
                                 f"({self.audio_tokenizer.type_name}) cannot turn codes back into audio "
                                 "(semantic units have no decoder); use a codec tokenizer for TTS/S2ST")
@@ -361,9 +361,9 @@ class AudioPaLM:
         """max_new_tokens for one batch: the caller's, or a default by output kind; never past the context."""
         if max_new_tokens is None:
             n_text = sum(kind == TEXT for kind, _ in spec.output_segments)
-            speech = any(kind == AUDIO for kind, _ in spec.output_segments)
             per_second = self.audio_tokenizer.frame_rate * self.vocab.num_codebooks
-            max_new_tokens = n_text * DEFAULT_TEXT_TOKENS + (int(DEFAULT_SPEECH_SECONDS * per_second) + 2 if speech else 0)
+            max_new_tokens = n_text * DEFAULT_TEXT_TOKENS + (int(DEFAULT_SPEECH_SECONDS * per_second) + 2
+                                                             if spec.speaks else 0)
         if max_new_tokens < 1:
             raise PipelineError(f"max_new_tokens: expected >= 1, got {max_new_tokens}")
         if self.max_length is not None:

@@ -121,6 +121,11 @@ class TaskSpec:
         return any(TASKS[n].needs_tgt_lang for n in self.names)
 
     @property
+    def speaks(self) -> bool:
+        """Whether any output is speech (TTS, S2ST and chains ending in it)."""
+        return any(kind == AUDIO for kind, _ in self.output_segments)
+
+    @property
     def fields(self) -> list[str]:
         """Record fields rendering needs (languages included)."""
         out = ["lang"] + (["tgt_lang"] if self.needs_tgt_lang else [])

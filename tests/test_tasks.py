@@ -134,3 +134,8 @@ def test_tag_lines_cover_every_tag_word():
     spec = parse_task("ASR AST S2ST")
     assert set(spec.tag("en", "fr").strip("[]").split()) <= words and set(TASKS) <= words
     assert len(lines) == len(set(lines)) and all(line.startswith("[") and line.endswith("]") for line in lines)
+
+
+def test_speaks_is_whether_an_output_is_speech():
+    assert [parse_task(t).speaks for t in ("ASR", "AST", "MT", "ASR AST", "TTS", "S2ST", "ASR AST S2ST")] == [
+        False, False, False, False, True, True, True]
