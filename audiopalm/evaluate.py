@@ -87,8 +87,8 @@ class EvalConfig:
     cap_speech: bool = True
     """End each speech output at a length set by its input (``AudioPaLM.generate``'s ``cap_speech``)."""
     speech_temperature: float = 0.6
-    """Speech outputs are sampled at this temperature among the ``speech_top_k`` likeliest codes, text is greedy
-    (``audiopalm.pipeline.SPEECH_SAMPLING``); 0: greedy speech."""
+    """Speech outputs are sampled at this temperature among the ``speech_top_k`` likeliest codes
+    (``audiopalm.pipeline.SPEECH_SAMPLING``); 0: greedy speech. Text: greedy, or ``num_beams`` for ``beam_tasks``."""
     speech_top_k: int = 20
     """Top-k of the speech sampling (0: every allowed code)."""
     num_beams: int = 4

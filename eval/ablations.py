@@ -21,8 +21,8 @@ seen in training; seen voices and the held-out voice apart), the base arm on eve
 English audio as a peer. Every arm's speech is also judged by one CTC-probe judge (eval/probe_tokens.py, trained
 on the demo's training tokens; its scores on the reference audio and on another sentence's are rows of the
 table). Speech is sampled (the pipeline's default), so every arm's speech tasks are evaluated with
-``--speech-seeds`` sampling seeds (default 3) and the speech columns are the mean over them (text is greedy:
-one evaluation). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm or eval is
+``--speech-seeds`` sampling seeds (default 3) and the speech columns are the mean over them (text is
+decoded once: greedy, MT with beam search as in ``audiopalm eval``). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm or eval is
 skipped when the command is run again (``--force`` redoes them).
 """
 
