@@ -455,8 +455,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: each ends by 2.5x its input speech, or 0.2 s per input character)")
     defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
     parser.add_argument("--speech-temperature", type=float, default=defaults["speech_temperature"], metavar="T",
-                        help="speech outputs are sampled at temperature T (text: greedy or --num-beams); 0: greedy speech, "
-                        "which tends to loop until the cap (default %(default)s)")
+                        help="speech outputs are sampled at temperature T (text: greedy or --num-beams); "
+                        "0: greedy speech, which tends to loop until the cap (default %(default)s)")
     parser.add_argument("--speech-top-k", type=int, default=defaults["speech_top_k"], metavar="K",
                         help="sample speech among the K likeliest codes; 0: all (default %(default)s)")
     parser.add_argument("--seed", type=int, default=defaults["seed"],

@@ -242,12 +242,12 @@ class AudioPaLM:
              cap_speech: bool, speech_sampling: SpeechSampling | None, progress: bool,
              **generate_kwargs) -> list[Output]:
         """Prompts of checked records -> batched constrained generation -> outputs."""
+        clash = sorted(DECODING_KWARGS & set(generate_kwargs))
         if not spec.speaks:
             speech_sampling = None  # no speech to sample: the text is decoded as the kwargs say
-        elif speech_sampling is SPEECH_SAMPLING and DECODING_KWARGS & set(generate_kwargs):
+        elif speech_sampling is SPEECH_SAMPLING and clash:
             speech_sampling = None  # the caller chose the decoding
-        elif speech_sampling is not None and DECODING_KWARGS & set(generate_kwargs):
-            clash = sorted(DECODING_KWARGS & set(generate_kwargs))
+        elif speech_sampling is not None and clash:
             raise PipelineError(f"speech_sampling={speech_sampling} and {clash} both choose the decoding: "
                                 "give one of them")
         prompts = []

@@ -22,8 +22,9 @@ English audio as a peer. Every arm's speech is also judged by one CTC-probe judg
 on the demo's training tokens; its scores on the reference audio and on another sentence's are rows of the
 table). Speech is sampled (the pipeline's default), so every arm's speech tasks are evaluated with
 ``--speech-seeds`` sampling seeds (default 3) and the speech columns are the mean over them (text is
-decoded once: greedy, MT with beam search as in ``audiopalm eval``). Writes ``OUT/ablations.md`` (the table) and ``OUT/ablations.json``; a finished arm or eval is
-skipped when the command is run again (``--force`` redoes them).
+decoded once: greedy, MT with beam search as in ``audiopalm eval``). Writes ``OUT/ablations.md`` (the table)
+and ``OUT/ablations.json``; a finished arm or eval is skipped when the command is run again (``--force`` redoes
+them).
 """
 
 from __future__ import annotations
