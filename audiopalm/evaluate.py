@@ -4,7 +4,7 @@
         --tasks ASR AST TTS S2ST "ASR AST S2ST" MT --out runs/demo/eval [--max-items 20] \\
         [--batch-size 8] [--judge model|pocketsphinx|whisper:openai/whisper-large-v3]
 
-Writes, into ``--out`` (the results-folder format of ``eval/report.py``)::
+Writes, into ``--out`` (the results-folder format of :mod:`audiopalm.report`)::
 
     outputs/<TASK>.jsonl        one line per utterance: id, task, src, tgt, speaker, split, subset, text
                                 (input text / reference transcript), ref_text (reference translation),
@@ -13,7 +13,7 @@ Writes, into ``--out`` (the results-folder format of ``eval/report.py``)::
                                 (wav paths relative to --out), judge_ref_text, finished, new_tokens
     outputs/wav/<TASK>/<id>.wav generated speech (TTS, S2ST)
     summary.json                {"checkpoint", "judge", "data", "metrics": [summary rows], ...}
-    report.md, report.html      eval/report.py's report of the folder
+    report.md, report.html      audiopalm.report's report of the folder
 
 Metrics, corpus-level, per task, language pair, split and subset (:mod:`audiopalm.metrics`): ASR output
 -> WER and CER; translated text (AST, MT) -> BLEU and chrF; TTS -> round-trip WER (``TTS-WER``) and
@@ -35,12 +35,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import re
 import sys
-import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -100,7 +98,7 @@ class EvalConfig:
     device: str | None = None
     """torch device (default: cuda if available)."""
     report: bool = True
-    """Write report.md / report.html with eval/report.py at the end."""
+    """Write report.md / report.html (audiopalm.report) at the end."""
     progress: bool = True
     """Show progress bars."""
 
@@ -433,16 +431,10 @@ def row_has_codes(items: list[dict]) -> bool:
 
 
 def write_report(results_dir: str | os.PathLike):
-    """Render report.md / report.html with ``eval/report.py`` (found beside the package in a checkout)."""
-    path = Path(__file__).resolve().parent.parent / "eval" / "report.py"
-    if not path.is_file():
-        warnings.warn(f"{path}: not found (not a source checkout); run eval/report.py {results_dir} yourself")
-        return None
-    spec = importlib.util.spec_from_file_location("audiopalm_eval_report", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module.write_report(results_dir)
+    """Render report.md / report.html of a results folder (:mod:`audiopalm.report`)."""
+    from audiopalm.report import write_report as _write
+
+    return _write(results_dir)
 
 
 # ----------------------------------------------------------------------------- CLI: audiopalm eval
