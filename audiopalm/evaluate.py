@@ -176,12 +176,14 @@ def held_out_voices(cfg: EvalConfig, origin: Path | None) -> set[str] | None:
 def task_items(spec, rows: list[dict], max_items: int | None, skipped: Counter) -> dict[tuple, list[dict]]:
     """Rows usable for ``spec``, de-duplicated, grouped by (src, tgt), first ``max_items`` of each group.
 
-    A row lacking what the task needs (a translation, a target audio for S2ST's reference) is counted in
-    ``skipped`` under ``"<task>: no <field>"``."""
+    A row lacking what the task needs (a translation; the audio of a task that listens, or TTS's reference
+    audio, which a text-only row has not) is counted in ``skipped`` under ``"<task>: no <field>"``."""
     from audiopalm.tasks import AUDIO
 
     kind, field = spec.input_segment
     need = ["tgt_lang", "tgt_text"] if spec.needs_tgt_lang else []
+    if kind == AUDIO or (AUDIO, "audio_codes") in spec.output_segments:
+        need = ["audio"] + need
     groups: dict[tuple, list[dict]] = defaultdict(list)
     seen = set()
     for row in rows:
@@ -520,18 +522,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    try:
-        cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
-                         store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
-                         judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens,
-                         cap_speech=not args.no_speech_cap, speech_temperature=args.speech_temperature,
-                         speech_top_k=args.speech_top_k, num_beams=args.num_beams, beam_tasks=args.beam_tasks,
-                         seed=args.seed, device=args.device,
-                         report=not args.no_report, progress=not args.quiet)
-        summary = evaluate(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
+                     store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
+                     judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens,
+                     cap_speech=not args.no_speech_cap, speech_temperature=args.speech_temperature,
+                     speech_top_k=args.speech_top_k, num_beams=args.num_beams, beam_tasks=args.beam_tasks,
+                     seed=args.seed, device=args.device,
+                     report=not args.no_report, progress=not args.quiet)
+    summary = evaluate(cfg)  # a refused input raises: one line, exit 2 (audiopalm.errors)
     for m in summary["metrics"]:
         pair = m["src"] + (f"-{m['tgt']}" if m["tgt"] else "")
         print(f"{m['task']:<14} {pair:<6} {m['subset']:<14} {m['metric']:<22} {m['value']:8.2f}  (n={m['n']})")

@@ -400,7 +400,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     try:
         corpus = synthesize(args.out, **sizes, seed=args.seed, jobs=args.jobs, progress=not args.quiet)
-    except (RuntimeError, ValueError) as e:
+    except RuntimeError as e:  # espeak-ng missing or failing: the machine, not the input (bad values: exit 2)
         print(f"audiopalm synth: error: {e}", file=sys.stderr)
         return 1
     if not args.quiet:
