@@ -70,6 +70,24 @@ class PipelineError(ValueError):
     """A request the pipeline refuses (unknown language, empty audio, too long, cannot decode audio)."""
 
 
+def check_checkpoint_files(path: str | os.PathLike) -> None:
+    """Refuse, with one line naming the file, a checkpoint folder that would fail deep inside transformers
+    with a misleading message: no ``config.json``, no ``tokenizer.json`` (transformers then blames
+    sentencepiece), or a truncated safetensors file."""
+    from audiopalm.errors import UserError, check_safetensors
+
+    path = Path(path)
+    for name, why in (("config.json", "the model's config"), ("tokenizer.json", "the text tokenizer")):
+        if not (path / name).is_file():
+            raise UserError(f"{path}: no {name} ({why}); not a whole audiopalm checkpoint: copy the complete "
+                            "folder (e.g. the run's final/), not only its weights")
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*/*.safetensors"))
+    if not any(p.parent == path for p in weights):
+        raise UserError(f"{path}: no model weights (*.safetensors); copy the complete checkpoint folder")
+    for p in weights:
+        check_safetensors(p)
+
+
 @dataclasses.dataclass
 class Output:
     """What one input became. Fields a task does not produce are None."""
@@ -131,10 +149,10 @@ class AudioPaLM:
         (``dtype=torch.bfloat16``, ...). ``device`` defaults to cuda when available."""
         from audiopalm.modeling.extend import load_checkpoint
 
+        from audiopalm.tokenizers.base import hub_id_or_local
+
         path = Path(name_or_path)
-        if not path.is_dir():
-            if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") != 1:
-                raise FileNotFoundError(f"{name_or_path}: no such checkpoint folder (and not a hub repo id 'owner/name')")
+        if hub_id_or_local(name_or_path, what="checkpoint") == "hub":  # a local-looking name is never fetched
             from huggingface_hub import snapshot_download
 
             try:
@@ -143,6 +161,7 @@ class AudioPaLM:
             except Exception as e:  # offline, no such repo, no access: say what was tried
                 raise FileNotFoundError(f"{name_or_path}: not a local checkpoint folder, and fetching it from the "
                                         f"Hugging Face hub failed ({type(e).__name__}: {e})") from e
+        check_checkpoint_files(path)
         model, vocab, audio_tokenizer = load_checkpoint(path, **model_kwargs)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -28,6 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave out rows with unreadable audio (counted, listed in the store) instead of failing")
     parser.add_argument("--keep-shards", action="store_true", help="keep the shards/ folder after finishing")
+    parser.add_argument("--revision", default=None,
+                        help="hub codec only: the tag or commit to fetch (the commit loaded is recorded in the store)")
     parser.add_argument("--bandwidth", type=float, default=None, help="EnCodec: kbps (e.g. 1.5, 3, 6, 12, 24)")
     parser.add_argument("--num-codebooks", type=int, default=None, help="Mimi / DAC: codebooks to keep")
     parser.add_argument("--device", default=None, help="torch device for the tokenizer (default: cuda if available)")
@@ -56,7 +58,7 @@ def run(args) -> int:
     if codec_kwargs and (Path(args.tokenizer) / CONFIG_NAME).is_file():
         raise UserError(f"--bandwidth/--num-codebooks apply when loading a codec by name or HF folder; {args.tokenizer} "
                         "is a saved audiopalm tokenizer whose codebook choice is fixed")
-    tok = load_audio_tokenizer(args.tokenizer, **codec_kwargs)
+    tok = load_audio_tokenizer(args.tokenizer, revision=args.revision, **codec_kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = tok.to(device).eval()
     # bad rows, audio or stores raise (ManifestError, AudioError, TokenStoreError): one line, exit 2 (cli)

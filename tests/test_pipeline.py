@@ -78,7 +78,7 @@ def test_loads_everything(pipe, ckpt):
     assert pipe.sample_rate == SR and pipe.tasks == TASKS
     assert pipe.max_length == 512
     assert isinstance(pipe.audio_tokenizer, MelRVQTokenizer)
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(ValueError, match="no such checkpoint folder"):
         AudioPaLM.from_pretrained(ckpt / "missing")
     with pytest.raises(FileNotFoundError, match="fetching it from the Hugging Face hub failed"):
         AudioPaLM.from_pretrained("nobody/no-such-model")  # HF_HUB_OFFLINE=1 in tests
@@ -275,3 +275,33 @@ def test_speech_is_sampled_by_default_text_is_greedy(pipe):
     finally:
         with torch.no_grad():
             pipe.model.get_output_embeddings().weight.copy_(saved)
+
+
+@pytest.mark.parametrize("name", ["runs/tiny_ckpt", "./ckpt", "/no/such/ckpt", "~/ckpt", "a/b/c", "EXISTS/ckpt"])
+def test_a_local_looking_name_is_never_fetched(name, tmp_path, monkeypatch):
+    """A checkpoint path that does not exist but looks local (or whose first folder exists here) is refused
+    before any hub request: it used to become an unpinned hub download of whatever repo has that name."""
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "EXISTS").mkdir()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, **k: pytest.fail(f"hub request for {a}"))
+    with pytest.raises(ValueError, match="looks like a local path"):
+        AudioPaLM.from_pretrained(name)
+
+
+def test_checkpoint_without_tokenizer_json_or_with_truncated_weights(ckpt, tmp_path):
+    import shutil
+
+    broken = tmp_path / "no_tok"
+    shutil.copytree(ckpt, broken)
+    (broken / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match=r"no_tok: no tokenizer.json \(the text tokenizer\)"):
+        AudioPaLM.from_pretrained(broken)
+    cut = tmp_path / "cut"
+    shutil.copytree(ckpt, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors: truncated or corrupt safetensors file"):
+        AudioPaLM.from_pretrained(cut)

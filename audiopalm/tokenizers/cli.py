@@ -153,7 +153,8 @@ def _roundtrip(args) -> int:
     bad = [k for k in ks if not 1 <= k <= tok.num_codebooks]
     if bad:
         raise UserError(f"--num-codebooks {bad}: must be in 1..{tok.num_codebooks}")
-    records = [r for r in read_manifest(args.manifest) if args.split is None or r.split == args.split]
+    records = [r for r in read_manifest(args.manifest)
+               if r.audio is not None and (args.split is None or r.split == args.split)]  # (text-only rows: no audio)
     # one per audio file: a parallel manifest repeats a source audio in a row per translation pair
     records = list({r.audio: r for r in reversed(records)}.values())[::-1][: args.limit]
     out = Path(args.out)
