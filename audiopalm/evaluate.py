@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audiopalm.errors import inside
+
 # Placeholder for a speech output that produced no whole frame (decoding ran out): a judge hears
 # silence, so the utterance counts as all errors instead of being silently dropped.
 SILENCE_SECONDS = 0.1
@@ -303,7 +305,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                     ref = row.get("audio") if speech_field == "audio_codes" else row.get("tgt_audio")
                     line["ref_audio"] = rel(ref)
                     if o.audio is not None:
-                        wav_path = audio_io.save(out_dir / "outputs" / "wav" / slug / f"{_slug(row['id'])}.wav", o.audio, sr)
+                        wav_path = inside(out_dir / "outputs" / "wav" / slug / f"{_slug(row['id'])}.wav", out_dir,
+                                          what=f"the speech output of id {row['id']!r}")
+                        audio_io.save(wav_path, o.audio, sr)
                         line["audio"] = rel(wav_path)
                         wavs.append(o.audio)
                     else:
@@ -538,10 +542,12 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="audiopalm eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from audiopalm.errors import OneLineParser, run_command
+
+    parser = OneLineParser(prog="audiopalm eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return run_command(lambda: run(args), prog="audiopalm eval", debug="--debug" in (argv or []))
 
 
 if __name__ == "__main__":
