@@ -305,3 +305,29 @@ def test_checkpoint_without_tokenizer_json_or_with_truncated_weights(ckpt, tmp_p
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"model.safetensors: truncated or corrupt safetensors file"):
         AudioPaLM.from_pretrained(cut)
+
+
+def test_do_sample_batched_equals_one_by_one(pipe):
+    """HF do_sample=True through the pipeline used transformers' batch-wide generator: an input's sampled
+    output depended on what was batched with it. It now goes through the seeded per-input sampler."""
+    from audiopalm.pipeline import PipelineError
+
+    with torch.no_grad():  # a random model whose new rows start equal: spread its logits so sampling shows
+        saved = pipe.model.get_output_embeddings().weight.clone()
+        pipe.model.get_output_embeddings().weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    try:
+        texts = ["the dog sleeps.", "a cat runs fast.", "the bird sings."]
+        kw = {"max_new_tokens": 12, "do_sample": True, "temperature": 1.5, "top_k": 0}
+        batched = pipe.mt(texts, "en", "fr", batch_size=3, **kw)
+        alone = [pipe.mt(t, "en", "fr", **kw) for t in texts]
+        assert [o.translation for o in batched] == [o.translation for o in alone]
+        greedy = pipe.mt(texts, "en", "fr", max_new_tokens=12)
+        assert [o.translation for o in batched] != [o.translation for o in greedy]  # it did sample
+        tts_b = pipe.tts(texts[:2], "en", max_new_tokens=30, batch_size=2, do_sample=True, temperature=1.2)
+        tts_a = [pipe.tts(t, "en", max_new_tokens=30, do_sample=True, temperature=1.2) for t in texts[:2]]
+        assert all(torch.equal(a.codes, b.codes) for a, b in zip(tts_b, tts_a))
+        with pytest.raises(PipelineError, match=r"do_sample=True with \['top_p'\]"):
+            pipe.mt(texts[0], "en", "fr", do_sample=True, top_p=0.9)
+    finally:
+        with torch.no_grad():
+            pipe.model.get_output_embeddings().weight.copy_(saved)
