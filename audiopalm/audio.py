@@ -188,11 +188,14 @@ def load_bytes(data: bytes, sample_rate: int | None = None, *, name: str = "<byt
 
 
 def duration(path: str | os.PathLike) -> float:
-    """Duration in seconds from the file header (no decoding)."""
+    """Duration in seconds from the file header (no decoding); a truncated WAV is refused here already."""
     try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
         info = sf.info(str(path))
     except Exception as e:
         raise AudioError(f"{path}: unreadable audio ({e})") from None
+    _check_complete(str(path), head, os.path.getsize(path), info, info.frames)
     return info.frames / info.samplerate
 
 

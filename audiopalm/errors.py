@@ -18,6 +18,7 @@ line named when it is not).
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import sys
@@ -44,10 +45,25 @@ def one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
+def _file_being_read(exc: BaseException) -> str | None:
+    """The name of the text file a decoding error came from: the innermost frame holding an open text file."""
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, io.TextIOWrapper) and isinstance(getattr(value, "name", None), str):
+                return value.name
+    return None
+
+
 def user_message(exc: BaseException) -> str | None:
     """The one-line message if ``exc`` refuses a user's input, else None (a bug: keep the traceback)."""
-    if isinstance(exc, UnicodeDecodeError):  # a ValueError whose own text names no file
-        return f"input is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+    if isinstance(exc, UnicodeDecodeError):  # a ValueError whose own text names no file: find the file
+        where = _file_being_read(exc) or "input"
+        return f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
     if isinstance(exc, OSError) and (exc.filename is not None or isinstance(exc, FileNotFoundError)):
         if exc.filename is not None:
             return f"{exc.filename}: {exc.strerror or exc}"

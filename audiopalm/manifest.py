@@ -139,11 +139,12 @@ def parse_line(obj: object, *, path: str | os.PathLike = "<manifest>", line: int
 
 
 def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
-                  errors: list[ManifestError] | None = None) -> list[Record]:
+                  errors: list[ManifestError] | None = None, report: bool = True) -> list[Record]:
     """Read and validate a JSONL manifest.
 
     A bad line raises :class:`ManifestError` (file, line, field). With ``skip_bad=True`` bad lines are
-    skipped instead, collected into ``errors`` if given, and their count printed to stderr. A file
+    skipped instead, collected into ``errors`` if given, and their count printed to stderr (unless
+    ``report=False``: the caller lists them). A file
     that is not UTF-8, or holds no row (or, with ``skip_bad``, no good row) is a :class:`ManifestError`.
     """
     path = Path(path)
@@ -182,7 +183,8 @@ def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
     if bad:
         if not records:
             raise ManifestError(path, 0, None, f"no good line: all {len(bad)} are bad; first: {bad[0]}")
-        print(f"{path}: skipped {len(bad)} bad line(s) of {len(bad) + len(records)}; first: {bad[0]}", file=sys.stderr)
+        if report:
+            print(f"{path}: skipped {len(bad)} bad line(s) of {len(bad) + len(records)}; first: {bad[0]}", file=sys.stderr)
         if errors is not None:
             errors.extend(bad)
     return records
@@ -215,7 +217,7 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
     from audiopalm import audio
 
     errors: list[ManifestError] = []
-    records = read_manifest(path, skip_bad=True, errors=errors)
+    records = read_manifest(path, skip_bad=True, errors=errors, report=False)  # listed in the summary
     seconds: dict[tuple[str, str], float] = defaultdict(float)
     utts: Counter = Counter()
     speakers: dict[str, set] = defaultdict(set)

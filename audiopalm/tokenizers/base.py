@@ -209,6 +209,8 @@ def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | Non
     if (path / CONFIG_NAME).is_file():
         meta = read_meta(path)
         cls = tokenizer_class(meta["type"])
+        for weights in sorted(path.rglob("*.safetensors")):  # every type's weights, before any loader reads them
+            check_safetensors(weights)
         tok = cls.from_pretrained(path)
         if cls.from_pretrained.__func__ is not AudioTokenizer.from_pretrained.__func__:
             verify_fingerprint(path, meta, tok)  # (the base class's loader checks it itself)
