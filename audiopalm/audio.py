@@ -200,13 +200,20 @@ def duration(path: str | os.PathLike) -> float:
 
 
 def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:
-    """Write a mono waveform [T] (float in [-1, 1]) as 16-bit PCM; the format follows the suffix."""
+    """Write a mono waveform [T] (float in [-1, 1]) as 16-bit PCM; the format follows the suffix.
+    Atomic (temp file + rename): a killed run never leaves a truncated file under ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     wav = np.asarray(wav, dtype=np.float32).reshape(-1)
     peak = float(np.abs(wav).max()) if wav.size else 0.0
     if peak > 1.0:  # never write clipped audio silently: scale down
         wav = wav / peak
-    sf.write(str(path), wav, sample_rate, subtype="PCM_16" if path.suffix.lower() == ".wav" else None)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # same suffix: same format
+    try:
+        sf.write(str(tmp), wav, sample_rate, subtype="PCM_16" if path.suffix.lower() == ".wav" else None)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 

@@ -356,7 +356,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                "metrics": metrics, "notes": notes}
     if skipped:
         summary["extra_tables"] = {"Skipped utterances": [{"reason": k, "count": v} for k, v in sorted(skipped.items())]}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = out_dir / "summary.json.tmp"  # what the report reads: whole or absent
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / "summary.json")
     if cfg.report:
         write_report(out_dir)
     return summary

@@ -359,7 +359,6 @@ def _read_lines(path: str) -> list[str]:
 
 def run(args) -> int:
     import json
-    import sys
 
     refs, hyps = _read_lines(args.refs), _read_lines(args.hyps)
     if len(refs) != len(hyps):

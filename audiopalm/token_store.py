@@ -437,7 +437,9 @@ def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer,
                      frame_rate=float(tokenizer.frame_rate), sample_rate=int(tokenizer.sample_rate), num_rows=len(kept),
                      num_audio_files=len(durations) - len(bad.keys() - header_errors.keys()), manifest=manifest_path,
                      plan_hash=plan_hash, skipped=skipped)
-    (out_dir / META_NAME).write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+    tmp_meta = out_dir / (META_NAME + ".tmp")  # the "complete" marker: whole or absent
+    tmp_meta.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+    os.replace(tmp_meta, out_dir / META_NAME)
     if skipped:
         print(f"{out_dir}: skipped {len(skipped)} of {len(rows_json)} rows ({len(bad)} bad audio files); "
               f"first: {skipped[0]['id']}: {skipped[0]['field']}: {skipped[0]['error']}", file=sys.stderr)

@@ -100,16 +100,21 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
 
     # ---- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``audio_tokenizer.json`` and, if there are any, the weights as safetensors."""
+        """Write the weights as safetensors (if there are any), then ``audio_tokenizer.json``, each atomically
+        (temp + rename): the JSON, written last, holds the fingerprint that :meth:`from_pretrained` checks."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"type": self.type_name, "config": self.get_config(), "fingerprint": self.fingerprint}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if state:
-            save_file(state, str(directory / WEIGHTS_NAME))
+            tmp = directory / (WEIGHTS_NAME + ".tmp")
+            save_file(state, str(tmp))
+            os.replace(tmp, directory / WEIGHTS_NAME)
+        meta = {"type": self.type_name, "config": self.get_config(), "fingerprint": self.fingerprint}
+        tmp = directory / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, directory / CONFIG_NAME)
         return directory
 
     @classmethod
