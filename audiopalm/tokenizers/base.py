@@ -39,8 +39,8 @@ TOKENIZERS: dict[str, str] = {
 
 
 def tokenizer_class(type_name: str) -> type["AudioTokenizer"]:
-    if type_name not in TOKENIZERS:
-        raise KeyError(f"unknown audio tokenizer type {type_name!r}; known: {', '.join(TOKENIZERS)}")
+    if type_name not in TOKENIZERS:  # (a UserError: it comes from a tokenizer folder's JSON or a config)
+        raise UserError(f"unknown audio tokenizer type {type_name!r}; known: {', '.join(TOKENIZERS)}")
     module, cls = TOKENIZERS[type_name].split(":")
     return getattr(importlib.import_module(module), cls)
 
