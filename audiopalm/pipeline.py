@@ -79,9 +79,11 @@ def check_checkpoint_files(path: str | os.PathLike) -> None:
     from audiopalm.errors import UserError, check_safetensors
 
     path = Path(path)
-    for name, why in (("config.json", "the model's config"), ("tokenizer.json", "the text tokenizer")):
-        if not (path / name).is_file():
-            raise UserError(f"{path}: no {name} ({why}); not a whole audiopalm checkpoint: copy the complete "
+    # the text tokenizer's own files: tokenizer.json (fast), or a slow tokenizer's vocabulary
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json")
+    for names, why in ((("config.json",), "the model's config"), (tokenizer_files, "the text tokenizer")):
+        if not any((path / name).is_file() for name in names):
+            raise UserError(f"{path}: no {names[0]} ({why}); not a whole audiopalm checkpoint: copy the complete "
                             "folder (e.g. the run's final/), not only its weights")
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*/*.safetensors"))
     if not any(p.parent == path for p in weights):
