@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from audiopalm import errors
+
 # name -> (module, one-line help). A plain dict registry: add a line to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("data_prep.synth_corpus", "speak a generated parallel corpus (en/fr/es/de) with espeak-ng"),
@@ -28,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _top_parser() -> argparse.ArgumentParser:
     lines = [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
-    return argparse.ArgumentParser(
+    return errors.OneLineParser(
         prog="audiopalm",
         description="audiopalm: teach a text LLM to listen and speak.",
         epilog="commands:\n" + "\n".join(lines) + "\n\nRun `audiopalm COMMAND --help` for a command's options.",
@@ -39,8 +41,12 @@ def _top_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # anywhere on the line: show the traceback of a refused input
+    argv = [a for a in argv if a != "--debug"]
     top = _top_parser()
     top.add_argument("--version", action="store_true", help="print the version and exit")
+    top.add_argument("--debug", action="store_true",
+                     help=f"print the traceback of a refused input (or set {errors.DEBUG_ENV}=1)")
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0
@@ -54,15 +60,15 @@ def main(argv: list[str] | None = None) -> int:
         top.error(f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
     module_name, help_ = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(
+    parser = errors.OneLineParser(
         prog=f"audiopalm {name}",
         description=(module.__doc__ or help_).strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
-    rc = module.run(args)
-    return int(rc or 0)
+    # a refused input: one line naming it, exit code 2 (errors.py); a bug keeps its traceback
+    return errors.run_command(lambda: module.run(args), prog=f"audiopalm {name}", debug=debug)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
         --tasks ASR AST TTS S2ST "ASR AST S2ST" MT --out runs/demo/eval [--max-items 20] \\
         [--batch-size 8] [--judge model|pocketsphinx|whisper:openai/whisper-large-v3]
 
-Writes, into ``--out`` (the results-folder format of ``eval/report.py``)::
+Writes, into ``--out`` (the results-folder format of :mod:`audiopalm.report`)::
 
     outputs/<TASK>.jsonl        one line per utterance: id, task, src, tgt, speaker, split, subset, text
                                 (input text / reference transcript), ref_text (reference translation),
@@ -13,7 +13,7 @@ Writes, into ``--out`` (the results-folder format of ``eval/report.py``)::
                                 (wav paths relative to --out), judge_ref_text, finished, new_tokens
     outputs/wav/<TASK>/<id>.wav generated speech (TTS, S2ST)
     summary.json                {"checkpoint", "judge", "data", "metrics": [summary rows], ...}
-    report.md, report.html      eval/report.py's report of the folder
+    report.md, report.html      audiopalm.report's report of the folder
 
 Metrics, corpus-level, per task, language pair, split and subset (:mod:`audiopalm.metrics`): ASR output
 -> WER and CER; translated text (AST, MT) -> BLEU and chrF; TTS -> round-trip WER (``TTS-WER``) and
@@ -35,16 +35,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import os
 import re
 import sys
-import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from audiopalm.errors import inside
 
 # Placeholder for a speech output that produced no whole frame (decoding ran out): a judge hears
 # silence, so the utterance counts as all errors instead of being silently dropped.
@@ -100,7 +100,7 @@ class EvalConfig:
     device: str | None = None
     """torch device (default: cuda if available)."""
     report: bool = True
-    """Write report.md / report.html with eval/report.py at the end."""
+    """Write report.md / report.html (audiopalm.report) at the end."""
     progress: bool = True
     """Show progress bars."""
 
@@ -178,12 +178,14 @@ def held_out_voices(cfg: EvalConfig, origin: Path | None) -> set[str] | None:
 def task_items(spec, rows: list[dict], max_items: int | None, skipped: Counter) -> dict[tuple, list[dict]]:
     """Rows usable for ``spec``, de-duplicated, grouped by (src, tgt), first ``max_items`` of each group.
 
-    A row lacking what the task needs (a translation, a target audio for S2ST's reference) is counted in
-    ``skipped`` under ``"<task>: no <field>"``."""
+    A row lacking what the task needs (a translation; the audio of a task that listens, or TTS's reference
+    audio, which a text-only row has not) is counted in ``skipped`` under ``"<task>: no <field>"``."""
     from audiopalm.tasks import AUDIO
 
     kind, field = spec.input_segment
     need = ["tgt_lang", "tgt_text"] if spec.needs_tgt_lang else []
+    if kind == AUDIO or (AUDIO, "audio_codes") in spec.output_segments:
+        need = ["audio"] + need
     groups: dict[tuple, list[dict]] = defaultdict(list)
     seen = set()
     for row in rows:
@@ -303,7 +305,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                     ref = row.get("audio") if speech_field == "audio_codes" else row.get("tgt_audio")
                     line["ref_audio"] = rel(ref)
                     if o.audio is not None:
-                        wav_path = audio_io.save(out_dir / "outputs" / "wav" / slug / f"{_slug(row['id'])}.wav", o.audio, sr)
+                        wav_path = inside(out_dir / "outputs" / "wav" / slug / f"{_slug(row['id'])}.wav", out_dir,
+                                          what=f"the speech output of id {row['id']!r}")
+                        audio_io.save(wav_path, o.audio, sr)
                         line["audio"] = rel(wav_path)
                         wavs.append(o.audio)
                     else:
@@ -352,7 +356,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                "metrics": metrics, "notes": notes}
     if skipped:
         summary["extra_tables"] = {"Skipped utterances": [{"reason": k, "count": v} for k, v in sorted(skipped.items())]}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp = out_dir / "summary.json.tmp"  # what the report reads: whole or absent
+    tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / "summary.json")
     if cfg.report:
         write_report(out_dir)
     return summary
@@ -433,16 +439,10 @@ def row_has_codes(items: list[dict]) -> bool:
 
 
 def write_report(results_dir: str | os.PathLike):
-    """Render report.md / report.html with ``eval/report.py`` (found beside the package in a checkout)."""
-    path = Path(__file__).resolve().parent.parent / "eval" / "report.py"
-    if not path.is_file():
-        warnings.warn(f"{path}: not found (not a source checkout); run eval/report.py {results_dir} yourself")
-        return None
-    spec = importlib.util.spec_from_file_location("audiopalm_eval_report", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module.write_report(results_dir)
+    """Render report.md / report.html of a results folder (:mod:`audiopalm.report`)."""
+    from audiopalm.report import write_report as _write
+
+    return _write(results_dir)
 
 
 # ----------------------------------------------------------------------------- CLI: audiopalm eval
@@ -528,18 +528,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    try:
-        cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
-                         store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
-                         judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens,
-                         cap_speech=not args.no_speech_cap, speech_temperature=args.speech_temperature,
-                         speech_top_k=args.speech_top_k, num_beams=args.num_beams, beam_tasks=args.beam_tasks,
-                         seed=args.seed, device=args.device,
-                         report=not args.no_report, progress=not args.quiet)
-        summary = evaluate(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
+                     store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
+                     judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens,
+                     cap_speech=not args.no_speech_cap, speech_temperature=args.speech_temperature,
+                     speech_top_k=args.speech_top_k, num_beams=args.num_beams, beam_tasks=args.beam_tasks,
+                     seed=args.seed, device=args.device,
+                     report=not args.no_report, progress=not args.quiet)
+    summary = evaluate(cfg)  # a refused input raises: one line, exit 2 (audiopalm.errors)
     for m in summary["metrics"]:
         pair = m["src"] + (f"-{m['tgt']}" if m["tgt"] else "")
         print(f"{m['task']:<14} {pair:<6} {m['subset']:<14} {m['metric']:<22} {m['value']:8.2f}  (n={m['n']})")
@@ -548,10 +544,12 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="audiopalm eval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from audiopalm.errors import OneLineParser, run_command
+
+    parser = OneLineParser(prog="audiopalm eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    return run_command(lambda: run(args), prog="audiopalm eval", debug="--debug" in (argv or []))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ class SpeechSampling:
     """Sample among the k most likely allowed tokens (0: all of them)."""
     seed: int = 0
     """With the prompt, seeds each row's own generator: an input gives the same speech in any batch."""
+    text: bool = False
+    """Draw text tokens the same way too (what ``do_sample=True`` through the pipeline becomes, so that
+    sampled outputs do not depend on the batch); False: text stays greedy."""
 
     def __post_init__(self):
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
@@ -214,8 +217,9 @@ class SegmentConstraint(LogitsProcessor):
 
 class SpeechSampler(LogitsProcessor):
     """After :class:`SegmentConstraint` (whose row states it reads), in greedy search: a row inside an audio
-    stream draws its next token from ``softmax(top-k(scores) / temperature)`` and leaves only that token
-    finite; every other row is left as it is, so greedy search picks its argmax. Each row has its own
+    stream (every row, with ``sampling.text``) draws its next token from ``softmax(top-k(scores) /
+    temperature)`` and leaves only that token finite; every other row is left as it is, so greedy search
+    picks its argmax. Each row has its own
     generator, seeded from ``sampling.seed`` and its prompt, so an input's speech does not depend on the
     batch it is in, and the caller's RNG is never touched."""
 
@@ -232,7 +236,7 @@ class SpeechSampler(LogitsProcessor):
                              "prompt, no beams)")
         if self._generators is None:
             self._generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
-        rows = [i for i, on in enumerate(speech) if on]
+        rows = list(range(len(speech))) if self.sampling.text else [i for i, on in enumerate(speech) if on]
         if not rows:
             return scores
         logits = scores[rows].float() / self.sampling.temperature  # [n, V]

@@ -28,12 +28,29 @@ def _slug(task: str) -> str:
     return task.replace(" ", "_")
 
 
+def _stdin_lines(stdin) -> list[str]:
+    """Lines of standard input, decoded as UTF-8 with the line named when it is not."""
+    from audiopalm.errors import UserError
+
+    raw = getattr(stdin, "buffer", None)
+    if raw is None:  # a text stream (tests, a StringIO): already decoded
+        return [line.rstrip("\r\n") for line in stdin]
+    lines = []
+    for lineno, data in enumerate(raw, start=1):
+        try:
+            lines.append(data.decode("utf-8").rstrip("\r\n"))
+        except UnicodeDecodeError as e:
+            raise UserError(f"standard input, line {lineno}: not UTF-8 text (byte 0x{data[e.start]:02x} at column "
+                            f"{e.start + 1}); convert it, e.g. iconv -t UTF-8") from None
+    return lines
+
+
 def read_inputs(inputs: list[str], stdin=None) -> list[str]:
     """The command line's inputs, ``-`` replaced by the non-empty lines of ``stdin``."""
     out: list[str] = []
     for item in inputs:
         if item == "-":
-            out += [line.rstrip("\n") for line in (stdin or sys.stdin) if line.strip()]
+            out += [line for line in _stdin_lines(stdin or sys.stdin) if line.strip()]
         else:
             out.append(item)
     return out
@@ -54,6 +71,8 @@ def generate(args) -> list[dict]:
         missing = [p for p in inputs if not Path(p).is_file()]
         if missing:
             raise FileNotFoundError(f"task {spec.name} takes audio files; no such file: {missing[0]}")
+        for p in inputs:  # every file checked (decoded whole) before the model is loaded and anything written
+            audio_io.load(p)
     check_beam_search(args.num_beams, args.beam_tasks)
     pipe = (SpeechLlamaPipeline if find_run(args.checkpoint) is not None else AudioPaLM).from_pretrained(
         args.checkpoint, device=args.device, batch_size=args.batch_size)
@@ -96,12 +115,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from audiopalm.tasks import parse_task
 
-    try:
-        speaks = parse_task(args.task).speaks
-        results = generate(args)
-    except (ValueError, FileNotFoundError) as e:  # PipelineError and TaskError are ValueErrors
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # a refused input (PipelineError, TaskError, AudioError: ValueErrors) raises: one line, exit 2 (cli)
+    speaks = parse_task(args.task).speaks
+    results = generate(args)
     for i, r in enumerate(results, start=1):
         if args.json:
             print(json.dumps(r, ensure_ascii=False))

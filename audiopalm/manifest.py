@@ -6,9 +6,15 @@ Every tool in audiopalm reads and writes this format and nothing else::
      "tgt_lang": "fr", "tgt_text": "le petit chien dort.", "tgt_audio": "wav/fr-0001-m1.wav",
      "speaker": "en-f3", "split": "train"}
 
-``id``, ``lang``, ``text`` and ``audio`` are required; the ``tgt_*`` fields pair the utterance with a
+``id``, ``lang`` and ``text`` are required; ``audio`` is required for every task that listens or
+speaks, and absent on a *text-only* row (an MT pair, LM text): such rows are tokenized with no codes and
+skipped, counted, by the tasks that need audio. The ``tgt_*`` fields pair the utterance with a
 translation (AST, S2ST, MT); ``speaker`` and ``split`` are optional. Audio paths in the file are
 relative to the manifest's folder; in memory (:class:`Record`) they are absolute.
+
+An ``id`` becomes a file name (tokenizer round trips, eval outputs, importers' wavs), so it must be a
+safe file-name stem: no path separator, no ``..``, no NUL or control character, no leading dot
+(:func:`audiopalm.errors.id_problem`). A manifest must be UTF-8 and hold at least one row.
 
 Subcommand ``audiopalm manifest check FILE`` validates a manifest and prints a summary table.
 """
@@ -24,6 +30,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
+from audiopalm.errors import id_problem
+
 # ISO 639-1 code -> the English name used in task tags ("[ASR English]", as in the AudioPaLM paper).
 # Covers LibriSpeech, CoVoST 2, CVSS and the larger FLEURS languages; add a line for another one.
 LANGUAGES: dict[str, str] = {
@@ -37,7 +45,7 @@ LANGUAGES: dict[str, str] = {
     "he": "Hebrew", "sw": "Swahili", "bn": "Bengali", "ur": "Urdu", "ms": "Malay",
 }
 
-REQUIRED = ("id", "lang", "text", "audio")
+REQUIRED = ("id", "lang", "text")
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
@@ -46,7 +54,7 @@ class ManifestError(ValueError):
 
     def __init__(self, path: str | os.PathLike, line: int, field: str | None, message: str):
         self.path, self.line, self.field = str(path), line, field
-        where = f"{path}:{line}" + (f": field {field!r}" if field else "")
+        where = (f"{path}:{line}" if line else f"{path}") + (f": field {field!r}" if field else "")
         super().__init__(f"{where}: {message}")
 
 
@@ -60,8 +68,8 @@ class Record:
     """ISO 639-1 code of ``text`` and ``audio`` (a key of :data:`LANGUAGES`)."""
     text: str
     """Transcript of ``audio``."""
-    audio: str
-    """Path of the source audio."""
+    audio: str | None = None
+    """Path of the source audio; None on a text-only row (MT pairs, LM text)."""
     tgt_lang: str | None = None
     """Language of the translation, if any."""
     tgt_text: str | None = None
@@ -116,22 +124,28 @@ def parse_line(obj: object, *, path: str | os.PathLike = "<manifest>", line: int
         raise ManifestError(path, line, "tgt_lang", "tgt_lang given without tgt_text or tgt_audio")
     if obj.get("tgt_lang") is not None and obj["tgt_lang"] == obj["lang"]:
         raise ManifestError(path, line, "tgt_lang", f"same as lang ({obj['lang']!r})")
+    problem = id_problem(obj["id"])
+    if problem:
+        raise ManifestError(path, line, "id", f"bad id {obj['id']!r}: {problem}")
     if obj.get("split") is not None and not _SPLIT_RE.match(obj["split"]):
         raise ManifestError(path, line, "split", f"bad split name {obj['split']!r} (letters, digits, _ . -)")
     rec = Record(**obj)
     if root is not None:
-        rec.audio = os.path.normpath(os.path.join(root, rec.audio))
+        if rec.audio is not None:
+            rec.audio = os.path.normpath(os.path.join(root, rec.audio))
         if rec.tgt_audio is not None:
             rec.tgt_audio = os.path.normpath(os.path.join(root, rec.tgt_audio))
     return rec
 
 
 def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
-                  errors: list[ManifestError] | None = None) -> list[Record]:
+                  errors: list[ManifestError] | None = None, report: bool = True) -> list[Record]:
     """Read and validate a JSONL manifest.
 
     A bad line raises :class:`ManifestError` (file, line, field). With ``skip_bad=True`` bad lines are
-    skipped instead, collected into ``errors`` if given, and their count printed to stderr.
+    skipped instead, collected into ``errors`` if given, and their count printed to stderr (unless
+    ``report=False``: the caller lists them). A file
+    that is not UTF-8, or holds no row (or, with ``skip_bad``, no good row) is a :class:`ManifestError`.
     """
     path = Path(path)
     if not path.is_file():
@@ -140,8 +154,13 @@ def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
     records: list[Record] = []
     seen: dict[str, int] = {}
     bad: list[ManifestError] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for lineno, raw_bytes in enumerate(f, start=1):
+            try:
+                raw = raw_bytes.decode("utf-8")
+            except UnicodeDecodeError as e:  # the whole file is suspect: not skippable
+                raise ManifestError(path, lineno, None, f"not UTF-8 text (byte 0x{raw_bytes[e.start]:02x} at column "
+                                    f"{e.start + 1}); save the manifest as UTF-8") from None
             if not raw.strip():
                 continue
             try:
@@ -159,8 +178,13 @@ def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
                 continue
             seen[rec.id] = lineno
             records.append(rec)
+    if not records and not bad:
+        raise ManifestError(path, 0, None, "empty manifest (no JSON lines); write one JSON object per utterance")
     if bad:
-        print(f"{path}: skipped {len(bad)} bad line(s) of {len(bad) + len(records)}; first: {bad[0]}", file=sys.stderr)
+        if not records:
+            raise ManifestError(path, 0, None, f"no good line: all {len(bad)} are bad; first: {bad[0]}")
+        if report:
+            print(f"{path}: skipped {len(bad)} bad line(s) of {len(bad) + len(records)}; first: {bad[0]}", file=sys.stderr)
         if errors is not None:
             errors.extend(bad)
     return records
@@ -193,12 +217,13 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
     from audiopalm import audio
 
     errors: list[ManifestError] = []
-    records = read_manifest(path, skip_bad=True, errors=errors)
+    records = read_manifest(path, skip_bad=True, errors=errors, report=False)  # listed in the summary
     seconds: dict[tuple[str, str], float] = defaultdict(float)
     utts: Counter = Counter()
     speakers: dict[str, set] = defaultdict(set)
     pairs: Counter = Counter()
     audio_errors: list[str] = []
+    text_only = 0
     for rec in tqdm(records, desc="checking audio", disable=not progress or not decode, unit="utt"):
         split = rec.split or "-"
         utts[(rec.lang, split)] += 1
@@ -206,6 +231,7 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
             speakers[rec.lang].add(rec.speaker)
         if rec.tgt_lang:
             pairs[(rec.lang, rec.tgt_lang, "speech" if rec.tgt_audio else "text")] += 1
+        text_only += rec.audio is None
         for field, p in (("audio", rec.audio), ("tgt_audio", rec.tgt_audio)):
             if p is None:
                 continue
@@ -225,6 +251,7 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
     return {
         "path": str(path),
         "utterances": len(records),
+        "text_only": text_only,
         "bad_lines": [str(e) for e in errors],
         "audio_errors": audio_errors,
         "by_lang_split": {f"{lang}/{split}": {"utterances": utts[(lang, split)], "hours": seconds[(lang, split)] / 3600}
@@ -236,7 +263,8 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of a :func:`check_manifest` summary."""
-    lines = [f"manifest {summary['path']}: {summary['utterances']} utterances",
+    text_only = f" ({summary['text_only']} text-only, no audio)" if summary.get("text_only") else ""
+    lines = [f"manifest {summary['path']}: {summary['utterances']} utterances{text_only}",
              f"{'lang/split':<20} {'utts':>7} {'hours':>8} {'speakers':>9}"]
     for key, row in summary["by_lang_split"].items():
         lang = key.split("/")[0]
@@ -259,10 +287,11 @@ def add_arguments(parser) -> None:
     p = sub.add_parser("check", help="validate a manifest and print a summary table",
                        description="Validate every line (fields, languages, pairs, duplicate ids), open and "
                                    "decode every audio file, and print utterances and hours per language and "
-                                   "split, speakers and translation pairs. Exit code 1 if anything is wrong.")
+                                   "split, speakers and translation pairs. Exit code 2 (one line on stderr) if "
+                                   "anything is wrong.")
     p.add_argument("manifest", help="the JSONL manifest")
     p.add_argument("--skip-bad", action="store_true",
-                   help="count bad lines and audio instead of failing (exit code 0 if any good lines remain)")
+                   help="count bad lines and audio instead of failing (exit code 0 if any good line remains)")
     p.add_argument("--no-decode", action="store_true", help="only check that audio files exist (fast)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -270,8 +299,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     summary = check_manifest(args.manifest, decode=not args.no_decode)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    problems = len(summary["bad_lines"]) + len(summary["audio_errors"])
+    problems = summary["bad_lines"] + summary["audio_errors"]
     if problems and not args.skip_bad:
-        print(f"{problems} problem(s); use --skip-bad to count and skip them", file=sys.stderr)
-        return 1
-    return 0 if summary["utterances"] else 1
+        raise ManifestError(args.manifest, 0, None, f"{len(problems)} problem(s), listed above; first: {problems[0]}; "
+                            "fix them, or pass --skip-bad to count and skip them")
+    return 0

@@ -352,18 +352,17 @@ def add_arguments(parser) -> None:
 
 
 def _read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\r\n") for line in f]
+    from audiopalm.errors import read_text_lines
+
+    return [line.rstrip("\r\n") for _, line in read_text_lines(path, what="text file")]
 
 
 def run(args) -> int:
     import json
-    import sys
 
     refs, hyps = _read_lines(args.refs), _read_lines(args.hyps)
     if len(refs) != len(hyps):
-        print(f"{args.refs} has {len(refs)} lines but {args.hyps} has {len(hyps)}", file=sys.stderr)
-        return 1
+        raise ValueError(f"{args.hyps}: {len(hyps)} lines but {args.refs} has {len(refs)}; give one hypothesis per reference line")
     for name in args.metric:
         fn = SCORERS[name]
         score = fn(refs, hyps) if name == "chrf" else fn(refs, hyps, args.lang)

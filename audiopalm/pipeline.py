@@ -16,7 +16,9 @@ torch waveforms [T] at ``sample_rate`` (default: the audio tokenizer's) or audio
 resampled by :func:`audiopalm.audio.load`). Text is decoded greedily and speech is sampled
 (:data:`SPEECH_SAMPLING`, seeded per input: the same input gives the same audio in any batch) unless
 generation kwargs say otherwise (``num_beams=4``, ``do_sample=True``, ``speech_sampling=None`` for greedy
-speech). Decoding is always modality-constrained (:mod:`audiopalm.generation`), so a speech output always
+speech). ``do_sample=True`` (with ``temperature`` / ``top_k``) is drawn by the same seeded per-input sampler,
+over text and speech, so sampled outputs too are equal batched and one by one; sampling options it cannot
+honour that way (``top_p``, beams ...) are refused. Decoding is always modality-constrained (:mod:`audiopalm.generation`), so a speech output always
 reverts to codes ``[k, F]`` and is decoded to a waveform by the checkpoint's audio tokenizer.
 
 Malformed requests are refused before any decoding, with the reason: an unknown language code, an
@@ -68,6 +70,26 @@ SPEECH_SAMPLING = SpeechSampling(temperature=0.6, top_k=20, seed=0)
 
 class PipelineError(ValueError):
     """A request the pipeline refuses (unknown language, empty audio, too long, cannot decode audio)."""
+
+
+def check_checkpoint_files(path: str | os.PathLike) -> None:
+    """Refuse, with one line naming the file, a checkpoint folder that would fail deep inside transformers
+    with a misleading message: no ``config.json``, no ``tokenizer.json`` (transformers then blames
+    sentencepiece), or a truncated safetensors file."""
+    from audiopalm.errors import UserError, check_safetensors
+
+    path = Path(path)
+    # the text tokenizer's own files: tokenizer.json (fast), or a slow tokenizer's vocabulary
+    tokenizer_files = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json")
+    for names, why in ((("config.json",), "the model's config"), (tokenizer_files, "the text tokenizer")):
+        if not any((path / name).is_file() for name in names):
+            raise UserError(f"{path}: no {names[0]} ({why}); not a whole audiopalm checkpoint: copy the complete "
+                            "folder (e.g. the run's final/), not only its weights")
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*/*.safetensors"))
+    if not any(p.parent == path for p in weights):
+        raise UserError(f"{path}: no model weights (*.safetensors); copy the complete checkpoint folder")
+    for p in weights:
+        check_safetensors(p)
 
 
 @dataclasses.dataclass
@@ -131,10 +153,10 @@ class AudioPaLM:
         (``dtype=torch.bfloat16``, ...). ``device`` defaults to cuda when available."""
         from audiopalm.modeling.extend import load_checkpoint
 
+        from audiopalm.tokenizers.base import hub_id_or_local
+
         path = Path(name_or_path)
-        if not path.is_dir():
-            if path.exists() or str(name_or_path).startswith((".", "/")) or str(name_or_path).count("/") != 1:
-                raise FileNotFoundError(f"{name_or_path}: no such checkpoint folder (and not a hub repo id 'owner/name')")
+        if hub_id_or_local(name_or_path, what="checkpoint") == "hub":  # a local-looking name is never fetched
             from huggingface_hub import snapshot_download
 
             try:
@@ -143,6 +165,7 @@ class AudioPaLM:
             except Exception as e:  # offline, no such repo, no access: say what was tried
                 raise FileNotFoundError(f"{name_or_path}: not a local checkpoint folder, and fetching it from the "
                                         f"Hugging Face hub failed ({type(e).__name__}: {e})") from e
+        check_checkpoint_files(path)
         model, vocab, audio_tokenizer = load_checkpoint(path, **model_kwargs)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -213,9 +236,10 @@ class AudioPaLM:
         output at a length set by its input (:data:`SPEECH_LENGTH_RATIO` x the input speech, or
         :data:`SPEECH_SECONDS_PER_CHAR` per input character); False: only ``max_new_tokens``. ``speech_sampling``:
         how a speech output's audio tokens are drawn (:class:`audiopalm.generation.SpeechSampling`; text stays
-        greedy); None: greedy speech. Other keyword arguments go to ``model.generate`` (``do_sample``,
-        ``temperature``, ``num_beams`` ...); with any of those the default speech sampling steps aside and they
-        decide the decoding of the whole output. Returns an :class:`Output`, or a list of them for a list input.
+        greedy); None: greedy speech. Other keyword arguments go to ``model.generate`` (``num_beams`` ...); with
+        any of those the default speech sampling steps aside and they decide the decoding of the whole output.
+        ``do_sample=True`` (``temperature``, ``top_k``) samples every token with the seeded per-input sampler
+        instead of transformers' batch-wide generator (see the module docstring). Returns an :class:`Output`, or a list of them for a list input.
         """
         spec = self._check_request(task, src, tgt)
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
@@ -242,8 +266,10 @@ class AudioPaLM:
              cap_speech: bool, speech_sampling: SpeechSampling | None, progress: bool,
              **generate_kwargs) -> list[Output]:
         """Prompts of checked records -> batched constrained generation -> outputs."""
+        if generate_kwargs.get("do_sample"):
+            speech_sampling = self._seeded_sampling(speech_sampling, generate_kwargs)
         clash = sorted(DECODING_KWARGS & set(generate_kwargs))
-        if not spec.speaks:
+        if not spec.speaks and not (speech_sampling is not None and speech_sampling.text):
             speech_sampling = None  # no speech to sample: the text is decoded as the kwargs say
         elif speech_sampling is SPEECH_SAMPLING and clash:
             speech_sampling = None  # the caller chose the decoding
@@ -273,6 +299,34 @@ class AudioPaLM:
                                        speech_sampling=speech_sampling, **generate_kwargs)
             outs.extend(self._output(spec, row) for row in ids)
         return outs
+
+    def _seeded_sampling(self, speech_sampling: SpeechSampling | None, kwargs: dict) -> SpeechSampling:
+        """``do_sample=True`` (+ ``temperature``, ``top_k``) -> the seeded per-row sampler over every token.
+
+        transformers' own sampling draws from one global generator for the whole batch, so an input's
+        output would depend on the inputs batched with it; the per-row sampler does not (README: batched
+        equals one-by-one). Options it cannot honour are refused rather than ignored."""
+        if speech_sampling is not None and speech_sampling is not SPEECH_SAMPLING:
+            raise PipelineError(f"speech_sampling={speech_sampling} and do_sample=True both choose the decoding: "
+                                "give one of them")
+        no_op = {"num_beams": 1, "num_return_sequences": 1, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0}
+        other = sorted(k for k in DECODING_KWARGS - {"do_sample", "temperature", "top_k"}
+                       if kwargs.get(k) is not None and kwargs[k] != no_op.get(k))
+        if other:
+            raise PipelineError(f"do_sample=True with {other}: the pipeline samples with temperature and top_k only "
+                                "(seeded per input); drop those options, or use greedy / beam search")
+        kwargs.pop("do_sample")
+        for k in DECODING_KWARGS - {"temperature", "top_k"}:
+            kwargs.pop(k, None)
+        gen = getattr(self.model, "generation_config", None)
+        temperature = kwargs.pop("temperature", None) or getattr(gen, "temperature", None) or 1.0
+        top_k = kwargs.pop("top_k", None)
+        top_k = getattr(gen, "top_k", 0) if top_k is None else top_k  # transformers' default: the model's
+        seed = (speech_sampling or SPEECH_SAMPLING).seed
+        try:
+            return SpeechSampling(temperature=float(temperature), top_k=int(top_k or 0), seed=seed, text=True)
+        except ValueError as e:
+            raise PipelineError(str(e)) from None
 
     def speech_frame_caps(self, spec: TaskSpec, records: Sequence[dict]) -> list[int] | None:
         """The most audio frames each record's speech output may have (None: the task outputs no speech)."""

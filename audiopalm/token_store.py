@@ -8,7 +8,8 @@ Layout of a store folder::
       dataset/             datasets.Dataset.save_to_disk: one row per manifest row, columns
                            id, lang, text, audio, tgt_lang, tgt_text, tgt_audio, speaker, split
                            (audio paths absolute), audio_codes [K, F] and tgt_audio_codes [K, F']
-                           (None when the row has no tgt_audio), codes as int16 (int32 if they need it)
+                           (None when the row has no audio / tgt_audio: a text-only row keeps its
+                           text for MT and LM tasks), codes as int16 (int32 if they need it)
       shards/              work in progress (removed when done unless keep_shards): plan.json and
                            one finished shard of unique audio files per folder
 
@@ -181,7 +182,7 @@ def check_token_store(path: str | os.PathLike, *, progress: bool = True) -> dict
         for field in CODE_COLUMNS:
             c = row[field]
             if c is None:
-                if field == "audio_codes":
+                if field == "audio_codes" and row.get("audio") is not None:
                     problems.append(f"row {i} ({row['id']}): no audio_codes")
                 continue
             c = np.asarray(c)
@@ -192,11 +193,14 @@ def check_token_store(path: str | os.PathLike, *, progress: bool = True) -> dict
                                 f"outside [0, {m.codebook_size})")
             else:
                 frames[field] += c.shape[1]
-        if (row.get("tgt_audio") is None) != (row["tgt_audio_codes"] is None):
-            problems.append(f"row {i} ({row['id']}): tgt_audio and tgt_audio_codes disagree")
+        for path_field, field in (("audio", "audio_codes"), ("tgt_audio", "tgt_audio_codes")):
+            if (row.get(path_field) is None) != (row[field] is None):
+                problems.append(f"row {i} ({row['id']}): {path_field} and {field} disagree")
     if problems:
         raise TokenStoreError(f"{path}: {len(problems)} bad row(s); first: " + "; ".join(problems[:5]))
-    return {"path": str(path), "rows": len(store), "skipped": len(m.skipped), "tokenizer": m.describe(),
+    text_only = sum(1 for a in store.dataset["audio"] if a is None)
+    return {"path": str(path), "rows": len(store), "text_only": text_only, "skipped": len(m.skipped),
+            "tokenizer": m.describe(),
             "frames": frames["audio_codes"], "tgt_frames": frames["tgt_audio_codes"],
             "hours": frames["audio_codes"] / m.frame_rate / 3600, "tgt_hours": frames["tgt_audio_codes"] / m.frame_rate / 3600}
 
@@ -433,7 +437,9 @@ def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer,
                      frame_rate=float(tokenizer.frame_rate), sample_rate=int(tokenizer.sample_rate), num_rows=len(kept),
                      num_audio_files=len(durations) - len(bad.keys() - header_errors.keys()), manifest=manifest_path,
                      plan_hash=plan_hash, skipped=skipped)
-    (out_dir / META_NAME).write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+    tmp_meta = out_dir / (META_NAME + ".tmp")  # the "complete" marker: whole or absent
+    tmp_meta.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+    os.replace(tmp_meta, out_dir / META_NAME)
     if skipped:
         print(f"{out_dir}: skipped {len(skipped)} of {len(rows_json)} rows ({len(bad)} bad audio files); "
               f"first: {skipped[0]['id']}: {skipped[0]['field']}: {skipped[0]['error']}", file=sys.stderr)

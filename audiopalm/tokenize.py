@@ -13,7 +13,6 @@ run picks up where it stopped when run again with the same arguments.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 
@@ -29,6 +28,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave out rows with unreadable audio (counted, listed in the store) instead of failing")
     parser.add_argument("--keep-shards", action="store_true", help="keep the shards/ folder after finishing")
+    parser.add_argument("--revision", default=None,
+                        help="hub codec only: the tag or commit to fetch (the commit loaded is recorded in the store)")
     parser.add_argument("--bandwidth", type=float, default=None, help="EnCodec: kbps (e.g. 1.5, 3, 6, 12, 24)")
     parser.add_argument("--num-codebooks", type=int, default=None, help="Mimi / DAC: codebooks to keep")
     parser.add_argument("--device", default=None, help="torch device for the tokenizer (default: cuda if available)")
@@ -36,48 +37,34 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from audiopalm.token_store import TokenStoreError, build_token_store, check_token_store
+    from audiopalm.errors import UserError
+    from audiopalm.token_store import build_token_store, check_token_store
 
     if args.check:
-        try:
-            summary = check_token_store(args.check, progress=not args.no_progress)
-        except TokenStoreError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
-        print(f"{summary['path']}: {summary['rows']} rows ({summary['skipped']} skipped), "
+        summary = check_token_store(args.check, progress=not args.no_progress)  # a bad store: one line, exit 2
+        print(f"{summary['path']}: {summary['rows']} rows ({summary['text_only']} text-only, {summary['skipped']} skipped), "
               f"{summary['hours']:.3f} h source audio, {summary['tgt_hours']:.3f} h target audio")
         print(f"tokenizer: {summary['tokenizer']}")
         return 0
     missing = [f"--{n}" for n in ("manifest", "tokenizer", "out") if getattr(args, n) is None]
     if missing:
-        print(f"error: {', '.join(missing)} required (or --check STORE)", file=sys.stderr)
-        return 2
+        raise UserError(f"{', '.join(missing)} required (or --check STORE)")
 
     import torch
 
-    from audiopalm.audio import AudioError
-    from audiopalm.manifest import ManifestError
     from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
 
     codec_kwargs = {k: v for k, v in (("bandwidth", args.bandwidth), ("num_codebooks", args.num_codebooks)) if v is not None}
     if codec_kwargs and (Path(args.tokenizer) / CONFIG_NAME).is_file():
-        print(f"error: --bandwidth/--num-codebooks apply when loading a codec by name or HF folder; {args.tokenizer} "
-              "is a saved audiopalm tokenizer whose codebook choice is fixed", file=sys.stderr)
-        return 2
-    try:
-        tok = load_audio_tokenizer(args.tokenizer, **codec_kwargs)
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        raise UserError(f"--bandwidth/--num-codebooks apply when loading a codec by name or HF folder; {args.tokenizer} "
+                        "is a saved audiopalm tokenizer whose codebook choice is fixed")
+    tok = load_audio_tokenizer(args.tokenizer, revision=args.revision, **codec_kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = tok.to(device).eval()
-    try:
-        store = build_token_store(args.manifest, tok, args.out, batch_seconds=args.batch_seconds, num_proc=args.num_proc,
-                                  shard_size=args.shard_size, skip_bad=args.skip_bad, progress=not args.no_progress,
-                                  keep_shards=args.keep_shards)
-    except (AudioError, ManifestError, TokenStoreError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    # bad rows, audio or stores raise (ManifestError, AudioError, TokenStoreError): one line, exit 2 (cli)
+    store = build_token_store(args.manifest, tok, args.out, batch_seconds=args.batch_seconds, num_proc=args.num_proc,
+                              shard_size=args.shard_size, skip_bad=args.skip_bad, progress=not args.no_progress,
+                              keep_shards=args.keep_shards)
     print(f"{args.out}: {len(store)} rows, {len(store.meta.skipped)} skipped; {store.meta.describe()}")
     print(json.dumps(store.stats))
     return 0

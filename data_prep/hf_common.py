@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import soundfile as sf
 
 from audiopalm import audio
 from audiopalm.audio import AudioError
@@ -253,12 +252,13 @@ def decode_cell(cell, *, name: str, base_dir: str | os.PathLike | None = None,
 
 
 def _wav_is_usable(path: Path, sample_rate: int | None) -> bool:
-    """An existing wav is kept if it opens and (when a rate is asked for) has that rate."""
+    """An existing wav is kept if it decodes whole (not truncated, see :func:`audiopalm.audio.load`) and,
+    when a rate is asked for, has that rate."""
     try:
-        info = sf.info(str(path))
-    except Exception:
+        _, sr = audio.load(path)
+    except AudioError:
         return False
-    return info.frames > 0 and (sample_rate is None or info.samplerate == sample_rate)
+    return sample_rate is None or sr == sample_rate
 
 
 def materialise(cell, dest: Path, *, name: str, sample_rate: int | None = None) -> bool:
@@ -321,7 +321,10 @@ def run_import(items: Iterable[Item | str], manifest: str | os.PathLike, *, max_
 
     ``items`` yields :class:`Item` s; a plain string yielded instead is a *reason* a row was left out
     on purpose (counted in ``stats.other_skips``). A row whose audio is bad, or whose record breaks
-    the manifest rules, raises (naming the row) unless ``skip_bad``, in which case it is counted.
+    the manifest rules, raises (naming the row) unless ``skip_bad``, in which case it is counted. Ids
+    come from the dataset and become file names: an id that is not a safe file-name stem (a path
+    separator, ``..``, a control character) breaks the manifest rules, and every wav path is checked to
+    lie inside the manifest's folder before anything is written.
     Stops after ``max_items`` good records. Wavs that already exist are kept (idempotent).
     """
     from tqdm import tqdm
@@ -345,12 +348,13 @@ def run_import(items: Iterable[Item | str], manifest: str | os.PathLike, *, max_
             try:
                 if rec.id in seen:
                     raise ManifestError(manifest, row_no, "id", f"duplicate id {rec.id!r}")
-                parse_line(rec.to_json(root), path=f"{desc}: id {rec.id}: row", line=row_no)
-                for field, cell in (("audio", item.audio), ("tgt_audio", item.tgt_audio)):
-                    dest = getattr(rec, field)
-                    if dest is None:
-                        continue
-                    dest = Path(dest)
+                parse_line(rec.to_json(root), path=f"{desc}: id {rec.id!r}: row", line=row_no)
+                dests = [(f, Path(getattr(rec, f)), c) for f, c in (("audio", item.audio), ("tgt_audio", item.tgt_audio))
+                         if getattr(rec, f) is not None]
+                for field, dest, _ in dests:  # all checked before any is written
+                    if root not in dest.resolve().parents:
+                        raise ManifestError(manifest, row_no, field, f"{dest} lies outside {root} (id {rec.id!r})")
+                for field, dest, cell in dests:
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     new = materialise(cell, dest, name=f"row {row_no} (id {rec.id}) {field}",
                                       sample_rate=sample_rate)

@@ -16,11 +16,7 @@ examples:
 from __future__ import annotations
 
 import argparse
-import sys
 
-from audiopalm.audio import AudioError
-from audiopalm.manifest import ManifestError
-from data_prep import hf_common as hc
 
 # corpus -> (module, one-line help). Modules are imported only when used.
 CORPORA: dict[str, tuple[str, str]] = {
@@ -97,10 +93,7 @@ def run(args) -> int:
     elif args.corpus == "fleurs":
         kw.update(config=args.config, lang=args.lang, normalized=args.normalized, tgt_config=args.tgt_config,
                   tgt_source=args.tgt_source, tgt_speech=not args.no_tgt_speech)
-    try:
-        manifest = module.prepare(args.source, args.out, **kw)
-    except (hc.SourceError, AudioError, ManifestError) as e:
-        print(f"audiopalm prepare {args.corpus}: {e}", file=sys.stderr)
-        return 1
+    # a bad source, row or audio file raises (SourceError, AudioError, ManifestError): one line, exit 2 (cli)
+    manifest = module.prepare(args.source, args.out, **kw)
     print(manifest)
     return 0

@@ -13,6 +13,11 @@ Writes, under ``--out DIR``::
     corpus.json                         seed, sizes, voices and their settings, held-out voices, counts
     README.md                           what is in the folder
 
+With ``--text-only N`` instead, no speech: ``text_only.jsonl``, a text-only manifest (no ``audio``
+field) of N further sentences in every directed pair, split ``test``, taken from the same seeded
+sequence *after* the spoken corpus's train + dev + test sentences, so none of them is seen in training.
+It is what ``audiopalm eval --tasks MT`` scores MT on, with no placeholder clips.
+
 Dev and test sentences never occur in train: no shared meaning and no shared text in any language.
 Everything is fixed by ``--seed`` (texts, voices, ids, and bit-identical wavs), and a re-run with the
 same arguments rewrites nothing (wavs are written atomically and skipped when present).
@@ -22,6 +27,7 @@ Examples::
     audiopalm synth --out data/synth                       # demo size: 1500/100/100 sentences
     audiopalm synth --out /tmp/smoke --profile smoke       # 60/10/10 sentences, for tests
     audiopalm synth --out data/big --train 20000 --jobs 16 --seed 1
+    audiopalm synth --out data/synth --text-only 500        # + text_only.jsonl: 500 unseen sentences x 6 pairs
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from audiopalm import audio
+from audiopalm.errors import UserError
 from audiopalm.manifest import Record, check_manifest, format_summary, write_manifest
 from data_prep.grammar import GRAMMAR_VERSION, LANGS, PAIRS, Sentence, generate_pairs, generate_sentences
 
@@ -189,11 +196,18 @@ def trim_silence(wav: np.ndarray, sample_rate: int, *, pad: float = PAD_SECONDS,
 def speak(text: str, voice: Voice, path: str | os.PathLike) -> float:
     """Speak ``text`` with ``voice`` into ``path`` (16 kHz mono wav, written atomically); return seconds.
 
-    An existing ``path`` is kept as it is (idempotent re-runs): only its duration is read.
+    An existing ``path`` is kept (idempotent re-runs) if it decodes whole at :data:`SAMPLE_RATE`; a
+    truncated or unreadable one (a copy cut short, a full disk) is spoken again.
     """
     path = Path(path)
     if path.is_file():
-        return audio.duration(path)
+        try:
+            wav, sr = audio.load(path)
+            if sr == SAMPLE_RATE:
+                return len(wav) / SAMPLE_RATE
+        except audio.AudioError:
+            pass
+        path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, raw = tempfile.mkstemp(prefix="espeak-", suffix=".wav")  # 22 050 Hz, outside the corpus
     os.close(fd)
@@ -306,7 +320,7 @@ def synthesize(out_dir: str | os.PathLike, *, train: int, dev: int, test: int, s
         old = json.loads(meta_path.read_text(encoding="utf-8"))
         for field, value in (("seed", seed), ("grammar_version", GRAMMAR_VERSION), ("voices", voices_json)):
             if old.get(field) != value:
-                raise RuntimeError(f"{meta_path}: this folder holds a corpus made with a different {field} "
+                raise UserError(f"{meta_path}: this folder holds a corpus made with a different {field} "
                                    f"(folder: {old.get(field)!r}, asked: {value!r}); use another --out or delete "
                                    "the folder")
     else:  # claim the folder before the first wav, so that an interrupted run cannot be resumed with another seed
@@ -389,7 +403,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="fixes texts, voices, ids and audio (default 0)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="parallel espeak-ng workers (default: all cores, %(default)s here)")
+    parser.add_argument("--text-only", type=int, default=None, metavar="N",
+                        help="instead of speaking: write text_only.jsonl, N unseen sentences as text-only "
+                        "translation rows (every pair), for scoring MT with no audio")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+
+
+TEXT_ONLY_NAME = "text_only.jsonl"
+
+
+def write_text_only(out_dir: str | os.PathLike, n: int, *, train: int, dev: int, test: int, seed: int = 0) -> Path:
+    """Write ``OUT/text_only.jsonl``: sentences ``train+dev+test .. +n-1`` of the ``seed`` sequence (never in
+    the spoken corpus of those sizes) as text-only rows, one per directed pair, split ``test``. If ``OUT``
+    holds a corpus, its seed and sizes are used and must agree."""
+    if not isinstance(n, int) or n < 1:
+        raise UserError(f"--text-only: expected a positive number of sentences, got {n!r}")
+    out = Path(out_dir)
+    meta_path = out / "corpus.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("seed") != seed:
+            raise UserError(f"{meta_path}: the corpus here was made with seed {meta.get('seed')}, not {seed}; "
+                            "pass its --seed so the text-only sentences are unseen by it")
+        if meta.get("sentences"):
+            train, dev, test = (meta["sentences"][k] for k in ("train", "dev", "test"))
+    start = train + dev + test
+    records = [Record(id=p["id"], lang=p["src_lang"], text=p["src_text"], tgt_lang=p["tgt_lang"],
+                      tgt_text=p["tgt_text"], split="test") for p in generate_pairs(n, seed, start=start)]
+    out.mkdir(parents=True, exist_ok=True)
+    return write_manifest(out / TEXT_ONLY_NAME, records)
 
 
 def run(args) -> int:
@@ -397,10 +439,16 @@ def run(args) -> int:
     for split in sizes:
         if getattr(args, split) is not None:
             sizes[split] = getattr(args, split)
+    if args.text_only is not None:
+        path = write_text_only(args.out, args.text_only, seed=args.seed, **sizes)
+        if not args.quiet:
+            print(format_summary(check_manifest(path, decode=False, progress=False)))
+        print(path)
+        return 0
     t0 = time.perf_counter()
     try:
         corpus = synthesize(args.out, **sizes, seed=args.seed, jobs=args.jobs, progress=not args.quiet)
-    except (RuntimeError, ValueError) as e:
+    except RuntimeError as e:  # espeak-ng missing or failing: the machine, not the input (bad values: exit 2)
         print(f"audiopalm synth: error: {e}", file=sys.stderr)
         return 1
     if not args.quiet:

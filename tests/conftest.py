@@ -4,9 +4,11 @@ import os
 
 import pytest
 
-# Never reach for a hub in tests, and keep tokenizers' thread pools quiet on 2 cores.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Never reach for a hub in tests, whatever the caller's environment says (set, not setdefault: an
+# HF_HUB_OFFLINE=0 in a shell must not let a test make a network request), and keep tokenizers'
+# thread pools quiet on 2 cores.
+for _name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ[_name] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

@@ -112,3 +112,62 @@ def test_absurd_lengths(tmp_path):
 def test_validate_shape():
     with pytest.raises(AudioError, match=r"expected a mono waveform \[T\], got shape \(2, 100\)"):
         audio.validate(np.zeros((2, 100)), 16000)
+
+
+def test_resample_stops_a_tone_just_above_the_new_nyquist():
+    """8.5 kHz going 48 kHz -> 16 kHz (Nyquist 8 kHz) must vanish, not alias to 7.5 kHz. scipy's
+    resample_poly let it through at about -14 dB; soxr HQ keeps it below -100 dB."""
+    wav = _sine(8500.0, 48000, seconds=1.0, amp=0.5)
+    out = audio.resample(wav, 48000, 16000)
+    mid = out[len(out) // 4: 3 * len(out) // 4]
+    level_db = 20 * np.log10(np.sqrt((mid.astype(np.float64) ** 2).mean()) / (0.5 / np.sqrt(2)) + 1e-30)
+    assert level_db < -100, level_db
+
+
+def test_resample_batches_along_the_last_axis():
+    wav = np.stack([_sine(300, 22050, 0.3), _sine(500, 22050, 0.3)])  # [2, T]
+    out = audio.resample(wav, 22050, 16000)
+    assert out.shape[0] == 2 and out.dtype == np.float32
+    np.testing.assert_allclose(out[1], audio.resample(wav[1], 22050, 16000), atol=1e-6)
+
+
+def _truncated_wav(path, seconds=1.0, keep_seconds=0.03, sr=16000):
+    sf.write(path, _sine(300, sr, seconds, 0.3), sr, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[:44 + int(keep_seconds * sr) * 2])  # header (44 bytes) still says 1 s
+    return path
+
+
+def test_truncated_wav_is_refused(tmp_path):
+    """libsndfile reads a WAV whose data stops early as a shorter clip, silently; we refuse it."""
+    path = _truncated_wav(tmp_path / "cut.wav")
+    assert sf.info(str(path)).frames == 480  # what libsndfile alone would report: 0.03 s, no complaint
+    with pytest.raises(AudioError, match=r"cut.wav: truncated file: its header says 1.00 s .* holds 0.03 s"):
+        audio.load(path)
+    with pytest.raises(AudioError, match="truncated"):
+        audio.load_bytes(path.read_bytes(), name="cell")
+
+
+def test_streaming_wav_without_sizes_is_kept(tmp_path):
+    """A data chunk size of 0xFFFFFFFF means 'unknown' (streaming writers): not a truncation."""
+    path = tmp_path / "stream.wav"
+    sf.write(path, _sine(300, 16000, 0.5, 0.3), 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    i = data.index(b"data")
+    data[i + 4:i + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert len(audio.load(path)[0]) == 8000
+
+
+def test_float_wav_scale(tmp_path):
+    """load() promises [-1, 1]: a small float overshoot is scaled down by its peak, a wrong scale refused."""
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, _sine(300, 16000, 0.5, 1.5), 16000, subtype="FLOAT")
+    wav, _ = audio.load(loud)
+    assert abs(np.abs(wav).max() - 1.0) < 1e-6
+    wrong = tmp_path / "wrong.wav"
+    sf.write(wrong, _sine(300, 16000, 0.5, 15.0), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"wrong.wav: samples reach 15"):
+        audio.load(wrong)
+    with pytest.raises(AudioError, match="samples reach 15"):
+        audio.load_bytes(wrong.read_bytes(), name="cell")

@@ -221,7 +221,7 @@ def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["TTS"], manifest=str(manifest),
                    speech_temperature=-1)
     assert main(["--checkpoint", str(ckpt), "--manifest", str(tmp_path / "none.jsonl"), "--tasks", "ASR",
-                 "--out", str(tmp_path / "r")]) == 1
+                 "--out", str(tmp_path / "r")]) == 2
     assert "no such manifest" in capsys.readouterr().err
 
 
@@ -246,3 +246,22 @@ def test_bench_generate_quick_writes_the_figures(tmp_path):
     assert set(res["per_batch"]) == {"1", "2"} and res["headline_batch_size"] == 2
     assert res["setup"]["audio_tokens"] == 6 and 0 <= res["constraint_time_fraction"] < 1
     assert 0 < res["sampler_time_fraction"] < 1
+
+
+def test_mt_is_scored_on_text_only_rows(setup, tmp_path):
+    """A manifest of text-only MT pairs (no audio, no placeholder clips): MT is scored on every row and the
+    tasks that need audio skip them, counted."""
+    ckpt, _, _ = setup
+    rows = [Record(f"t{i}-en-fr", "en", text, tgt_lang="fr", tgt_text=fr, split="test")
+            for i, (text, fr) in enumerate([("the dog sleeps.", "le chien dort."), ("a cat runs.", "un chat court."),
+                                            ("the bird sings.", "l'oiseau chante.")])]
+    manifest = write_manifest(tmp_path / "data" / "mt.jsonl", rows)
+    cfg = EvalConfig(checkpoint=str(ckpt), out=str(tmp_path / "r"), tasks=["MT", "ASR", "TTS"], manifest=str(manifest),
+                     max_new_tokens=6, report=False, progress=False)
+    from audiopalm.evaluate import evaluate
+
+    summary = evaluate(cfg)
+    mt = [m for m in summary["metrics"] if m["task"] == "MT"]
+    assert mt and {m["n"] for m in mt} == {3} and not any(m["task"] in ("ASR", "TTS") for m in summary["metrics"])
+    skipped = {r["reason"]: r["count"] for r in summary["extra_tables"]["Skipped utterances"]}
+    assert skipped == {"ASR: no audio": 3, "TTS: no audio": 3}

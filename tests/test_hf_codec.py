@@ -161,5 +161,5 @@ def test_bad_options_are_clear(codec_dir):
 
 
 def test_not_a_codec_folder(tmp_path):
-    with pytest.raises(ValueError, match="not a loadable transformers codec"):
+    with pytest.raises(ValueError, match="nor a transformers codec folder"):
         load_audio_tokenizer(tmp_path)

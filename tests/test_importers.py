@@ -10,7 +10,7 @@ import pytest
 
 from audiopalm import audio
 from audiopalm.audio import AudioError
-from audiopalm.manifest import read_manifest
+from audiopalm.manifest import ManifestError, read_manifest
 from data_prep import covost2, cvss, fleurs, librispeech
 from data_prep import hf_common as hc
 from fixtures import hf_corpora as fx
@@ -244,7 +244,7 @@ def test_cli_prepare(tmp_path, capsys):
 
     src = fx.librispeech_saved(tmp_path / "ls", n=3, bad=0)
     out = tmp_path / "out"
-    assert main(["prepare", "librispeech", "--source", str(src), "--out", str(out), "--quiet"]) == 1
+    assert main(["prepare", "librispeech", "--source", str(src), "--out", str(out), "--quiet"]) == 2
     assert "pass --skip-bad" in capsys.readouterr().err
     rc = main(["prepare", "librispeech", "--source", str(src), "--out", str(out), "--skip-bad",
                "--max-items", "1", "--quiet"])
@@ -305,3 +305,27 @@ def test_cli_fleurs_pairs_with_a_release_folder_target(tmp_path, capsys):
     recs = read_manifest(capsys.readouterr().out.strip())
     assert [r.tgt_text for r in recs] == fx.FLEURS_RAW["en_us"]
     assert [r.text for r in recs] == fx.FLEURS_RAW["fr_fr"]
+
+
+@pytest.mark.parametrize("bad_id", ["../../../escaped", "a/b", "..", "x\x00y", "x\ny"])
+def test_importer_refuses_ids_that_are_not_file_names(tmp_path, bad_id):
+    """A dataset row id becomes a wav name: one with a path in it must never write outside --out."""
+    src = fx.librispeech_saved(tmp_path / "ls", n=3, ids={1: bad_id})
+    out = tmp_path / "deep" / "out"
+    with pytest.raises(ManifestError, match="field 'id': bad id"):
+        librispeech.prepare(src, out, progress=False)
+    written = {p for p in tmp_path.rglob("*.wav")}
+    assert all(out.resolve() in p.resolve().parents for p in written), written
+    man = librispeech.prepare(src, out, skip_bad=True, progress=False)  # counted and skipped
+    assert [r.id[-4:] for r in read_manifest(man)] == ["0000", "0002"]
+    assert all(out.resolve() in p.resolve().parents for p in tmp_path.rglob("*.wav"))
+
+
+def test_importer_rewrites_a_truncated_wav(tmp_path):
+    src = fx.librispeech_saved(tmp_path / "ls", n=2)
+    man = librispeech.prepare(src, tmp_path / "out", progress=False)
+    wav = read_manifest(man)[1].audio
+    whole = open(wav, "rb").read()
+    open(wav, "wb").write(whole[: len(whole) // 2])
+    librispeech.prepare(src, tmp_path / "out", progress=False)
+    assert open(wav, "rb").read() == whole

@@ -79,7 +79,7 @@ def test_beam_search_for_text_outputs(setup, tmp_path, capsys):
                          early_stopping=True)
     assert got == [w.translation for w in want]
     assert main(["generate", "--checkpoint", str(ckpt), "--task", "TTS", "--src", "en", "hi", "--beam-tasks", "TTS",
-                 "--out-dir", str(tmp_path / "x"), "--quiet"]) == 1
+                 "--out-dir", str(tmp_path / "x"), "--quiet"]) == 2
     assert "beam search is for tasks whose outputs are all text" in capsys.readouterr().err
 
 
@@ -101,6 +101,26 @@ def test_bad_requests_are_clear_errors_and_write_nothing(setup, tmp_path, capsys
          "no such checkpoint"),
     ]
     for args, message in cases:
-        assert main(base + args) == 1, args
-        assert message in capsys.readouterr().err, args
+        assert main(base + args) == 2, args
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]  # (the rest: transformers' load bar)
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, (args, err)
+    assert not out.exists()
+
+
+def test_non_utf8_stdin_and_truncated_audio_are_one_line_refusals(setup, tmp_path, capsys, monkeypatch):
+    ckpt, wavs = setup
+    out = tmp_path / "none"
+    base = ["generate", "--checkpoint", str(ckpt), "--out-dir", str(out), "--quiet"]
+    stdin = io.TextIOWrapper(io.BytesIO(b"the dog sleeps.\nle caf\xe9.\n"), encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert main(base + ["--task", "MT", "--src", "en", "--tgt", "fr", "-"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "standard input, line 2: not UTF-8 text" in err[0]
+    cut = tmp_path / "cut.wav"
+    data = open(wavs[0], "rb").read()
+    cut.write_bytes(data[: len(data) // 4])  # header still promises the whole clip
+    assert main(base + ["--task", "ASR", "--src", "en", str(cut)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and "cut.wav: truncated file" in err[0]
     assert not out.exists()

@@ -57,7 +57,13 @@ BAD_LINES = [
     ('["a list"]', None, "expected a JSON object"),
     ({**GOOD, "txt": "typo"}, "txt", "unknown field"),
     ({k: v for k, v in GOOD.items() if k != "text"}, "text", "missing required field"),
-    ({**GOOD, "audio": None}, "audio", "missing required field"),
+    ({**GOOD, "id": "../../etc/evil"}, "id", "path separator"),
+    ({**GOOD, "id": "a\\b"}, "id", "path separator"),
+    ({**GOOD, "id": ".."}, "id", "'..'"),
+    ({**GOOD, "id": "a\u0000b"}, "id", "NUL"),
+    ({**GOOD, "id": "a\nb"}, "id", "control character"),
+    ({**GOOD, "id": ".hidden"}, "id", "starts with a dot"),
+    ({**GOOD, "id": "a b"}, "id", "file-name stems"),
     ({**GOOD, "text": 42}, "text", "expected a string"),
     ({**GOOD, "text": "  "}, "text", "empty string"),
     ({**GOOD, "lang": "xx"}, "lang", "unknown language 'xx'"),
@@ -118,9 +124,11 @@ def test_check_summary_and_audio_errors(corpus):
 
 def test_cli_manifest_check(corpus, capsys):
     path = _write_lines(corpus / "m.jsonl", [GOOD, {**GOOD, "id": "u9", "audio": "wav/gone.wav"}])
-    assert cli.main(["manifest", "check", str(path)]) == 1
+    assert cli.main(["manifest", "check", str(path)]) == 2
     out = capsys.readouterr()
     assert "en/train" in out.out and "gone.wav" in out.out and "--skip-bad" in out.err
+    errors = [line for line in out.err.splitlines() if "error:" in line]  # (the rest: progress bar)
+    assert len(errors) == 1 and str(path) in errors[0] and "Traceback" not in out.err
     assert cli.main(["manifest", "check", "--skip-bad", str(path)]) == 0
 
 
@@ -131,3 +139,38 @@ def test_cli_help(capsys):
         cli.main(["manifest", "check", "--help"])
     assert e.value.code == 0
     assert "--skip-bad" in capsys.readouterr().out
+
+
+def test_text_only_rows(corpus, capsys):
+    """A row without audio (an MT pair, LM text) is valid; `manifest check` counts it."""
+    mt = {"id": "t1", "lang": "en", "text": "the cat runs.", "tgt_lang": "fr", "tgt_text": "le chat court.",
+          "split": "test"}
+    path = _write_lines(corpus / "m.jsonl", [GOOD, mt])
+    recs = read_manifest(path)
+    assert recs[1].audio is None and recs[1].tgt_text == "le chat court."
+    assert "audio" not in recs[1].to_json(corpus)
+    s = check_manifest(path, progress=False)
+    assert s["text_only"] == 1 and not s["audio_errors"]
+    assert cli.main(["manifest", "check", str(path)]) == 0
+    assert "1 text-only" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "empty manifest"),
+    (b"\n  \n", "empty manifest"),
+    (b'{"id": "u1", "lang": "en", "text": "caf\xe9."}\n', "not UTF-8"),
+])
+def test_empty_or_non_utf8_manifest(tmp_path, capsys, content, message):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ManifestError, match=message):
+        read_manifest(path)
+    assert cli.main(["manifest", "check", str(path)]) == 2  # was exit 1 with no reason for an empty one
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and message in err[0]
+
+
+def test_all_lines_bad_with_skip_bad(tmp_path):
+    path = _write_lines(tmp_path / "m.jsonl", ["{oops", {**GOOD, "lang": "xx"}])
+    with pytest.raises(ManifestError, match="no good line: all 2 are bad"):
+        read_manifest(path, skip_bad=True)

@@ -78,7 +78,7 @@ def test_loads_everything(pipe, ckpt):
     assert pipe.sample_rate == SR and pipe.tasks == TASKS
     assert pipe.max_length == 512
     assert isinstance(pipe.audio_tokenizer, MelRVQTokenizer)
-    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+    with pytest.raises(ValueError, match="no such checkpoint folder"):
         AudioPaLM.from_pretrained(ckpt / "missing")
     with pytest.raises(FileNotFoundError, match="fetching it from the Hugging Face hub failed"):
         AudioPaLM.from_pretrained("nobody/no-such-model")  # HF_HUB_OFFLINE=1 in tests
@@ -272,6 +272,62 @@ def test_speech_is_sampled_by_default_text_is_greedy(pipe):
         kw = {"max_new_tokens": 60, "logits_processor": [PushToEnd(pipe.vocab)]}
         s, g = pipe.s2st(wav, "en", "fr", **kw), pipe.s2st(wav, "en", "fr", speech_sampling=None, **kw)
         assert (s.text, s.translation) == (g.text, g.translation)
+    finally:
+        with torch.no_grad():
+            pipe.model.get_output_embeddings().weight.copy_(saved)
+
+
+@pytest.mark.parametrize("name", ["runs/tiny_ckpt", "./ckpt", "/no/such/ckpt", "~/ckpt", "a/b/c", "EXISTS/ckpt"])
+def test_a_local_looking_name_is_never_fetched(name, tmp_path, monkeypatch):
+    """A checkpoint path that does not exist but looks local (or whose first folder exists here) is refused
+    before any hub request: it used to become an unpinned hub download of whatever repo has that name."""
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "EXISTS").mkdir()
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda *a, **k: pytest.fail(f"hub request for {a}"))
+    with pytest.raises(ValueError, match="looks like a local path"):
+        AudioPaLM.from_pretrained(name)
+
+
+def test_checkpoint_without_tokenizer_json_or_with_truncated_weights(ckpt, tmp_path):
+    import shutil
+
+    broken = tmp_path / "no_tok"
+    shutil.copytree(ckpt, broken)
+    (broken / "tokenizer.json").unlink()
+    with pytest.raises(ValueError, match=r"no_tok: no tokenizer.json \(the text tokenizer\)"):
+        AudioPaLM.from_pretrained(broken)
+    cut = tmp_path / "cut"
+    shutil.copytree(ckpt, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"model.safetensors: truncated or corrupt safetensors file"):
+        AudioPaLM.from_pretrained(cut)
+
+
+def test_do_sample_batched_equals_one_by_one(pipe):
+    """HF do_sample=True through the pipeline used transformers' batch-wide generator: an input's sampled
+    output depended on what was batched with it. It now goes through the seeded per-input sampler."""
+    from audiopalm.pipeline import PipelineError
+
+    with torch.no_grad():  # a random model whose new rows start equal: spread its logits so sampling shows
+        saved = pipe.model.get_output_embeddings().weight.clone()
+        pipe.model.get_output_embeddings().weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(1))
+    try:
+        texts = ["the dog sleeps.", "a cat runs fast.", "the bird sings."]
+        kw = {"max_new_tokens": 12, "do_sample": True, "temperature": 1.5, "top_k": 0}
+        batched = pipe.mt(texts, "en", "fr", batch_size=3, **kw)
+        alone = [pipe.mt(t, "en", "fr", **kw) for t in texts]
+        assert [o.translation for o in batched] == [o.translation for o in alone]
+        greedy = pipe.mt(texts, "en", "fr", max_new_tokens=12)
+        assert [o.translation for o in batched] != [o.translation for o in greedy]  # it did sample
+        tts_b = pipe.tts(texts[:2], "en", max_new_tokens=30, batch_size=2, do_sample=True, temperature=1.2)
+        tts_a = [pipe.tts(t, "en", max_new_tokens=30, do_sample=True, temperature=1.2) for t in texts[:2]]
+        assert all(torch.equal(a.codes, b.codes) for a, b in zip(tts_b, tts_a))
+        with pytest.raises(PipelineError, match=r"do_sample=True with \['top_p'\]"):
+            pipe.mt(texts[0], "en", "fr", do_sample=True, top_p=0.9)
     finally:
         with torch.no_grad():
             pipe.model.get_output_embeddings().weight.copy_(saved)

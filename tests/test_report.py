@@ -1,6 +1,5 @@
-"""eval/report.py: a fake results folder -> report.md + report.html, rendered in headless Chromium."""
+"""audiopalm.report (eval/report.py is its command line): a fake results folder -> report.md + report.html, rendered in headless Chromium."""
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,20 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiopalm import audio
+from audiopalm import audio, report
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_report_module():
-    spec = importlib.util.spec_from_file_location("eval_report", REPO / "eval" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["eval_report"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-report = _load_report_module()
 
 METRICS = [
     {"task": "ASR", "src": "en", "tgt": None, "split": "test", "subset": "seen_voices", "metric": "WER",
@@ -256,3 +246,10 @@ def test_text_is_escaped(tmp_path):
     body = page.read_text()
     assert "<script>" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body and "x&lt;1&gt;" in body
     assert "a <script>alert(1)</script> \\| b" in md.read_text()  # a pipe cannot break the md table
+
+
+def test_package_never_runs_files_by_location():
+    """`audiopalm eval` renders its report by import, never by executing a file found beside the package."""
+    for path in (REPO / "audiopalm").rglob("*.py"):
+        text = path.read_text()
+        assert "spec_from_file_location" not in text and "runpy" not in text, path

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from audiopalm import audio
+from audiopalm.audio import AudioError
 from audiopalm.manifest import check_manifest, read_manifest
 from data_prep import grammar as g
 from data_prep import synth_corpus as sc
@@ -258,7 +260,7 @@ def test_rerun_is_idempotent_and_other_seed_is_refused(corpus_dir, capsys):
     args += [f"--{k}={v}" for k, v in SIZES.items()]
     assert main(args) == 0
     assert mtimes() == before
-    assert main(["synth", "--out", str(corpus_dir), "--seed", str(SEED + 1), "--quiet"]) == 1
+    assert main(["synth", "--out", str(corpus_dir), "--seed", str(SEED + 1), "--quiet"]) == 2
     assert "different seed" in capsys.readouterr().err
     assert mtimes() == before
 
@@ -294,3 +296,30 @@ def test_an_empty_split_is_allowed(tmp_path):
     assert corpus["sentences"]["dev"] == 0
     assert (tmp_path / "c/dev.jsonl").read_text() == ""
     assert "| dev | 0 | 0 | 0.000 |" in (tmp_path / "c/README.md").read_text()
+
+
+def test_rerun_respeaks_a_truncated_wav(tmp_path):
+    """A re-run keeps whole wavs but speaks a truncated one again (it used to be kept, read short)."""
+    voice = sc.VOICES["en"][0]
+    path = tmp_path / "a.wav"
+    seconds = sc.speak("the small dog sleeps.", voice, path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 3])  # header still promises the whole clip
+    with pytest.raises(AudioError, match="truncated"):
+        audio.load(path)
+    assert sc.speak("the small dog sleeps.", voice, path) == pytest.approx(seconds)
+    assert path.read_bytes() == whole
+
+
+def test_text_only_mt_manifest_of_unseen_sentences(corpus_dir, tmp_path, capsys):
+    from audiopalm.cli import main
+
+    shutil.copy(corpus_dir / "corpus.json", tmp_path / "corpus.json")  # sizes and seed of the spoken corpus
+    assert main(["synth", "--out", str(tmp_path), "--seed", str(SEED), "--text-only", "500", "--quiet"]) == 0
+    rows = read_manifest(tmp_path / sc.TEXT_ONLY_NAME)
+    assert len(rows) == 500 * len(g.PAIRS) and all(r.audio is None and r.tgt_text for r in rows)
+    assert {r.split for r in rows} == {"test"} and len({r.text for r in rows if r.lang == "en"}) == 500
+    spoken = {r.text for recs in _records(corpus_dir).values() for r in recs}
+    assert not spoken & {r.text for r in rows}  # unseen: no sentence of the spoken corpus
+    assert main(["synth", "--out", str(tmp_path), "--seed", str(SEED + 1), "--text-only", "5", "--quiet"]) == 2
+    assert "seed" in capsys.readouterr().err

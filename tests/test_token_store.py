@@ -169,6 +169,38 @@ def test_cli_tokenize_and_check(tok, corpus, tmp_path, capsys):
     assert load_token_store(tmp_path / "store", expected_fingerprint=tok.fingerprint).meta.num_rows == 8
     assert main(["tokenize", "--check", str(tmp_path / "store"), "--no-progress"]) == 0
     assert "8 rows" in capsys.readouterr().out
-    assert main(["tokenize", "--check", str(tmp_path / "nothing"), "--no-progress"]) == 1
+    assert main(["tokenize", "--check", str(tmp_path / "nothing"), "--no-progress"]) == 2
     assert main(["tokenize", "--manifest", str(manifest), "--tokenizer", str(tmp_path / "tok"), "--out",
                  str(tmp_path / "s2"), "--bandwidth", "6"]) == 2  # codec options on a saved tokenizer: refused
+
+
+def test_text_only_rows_are_stored_without_codes(tok, corpus, tmp_path, capsys):
+    """Rows without audio (MT pairs) are kept with their text and no codes; a task that needs audio
+    skips them with a counted reason, and MT renders them."""
+    from collections import Counter
+
+    from audiopalm.cli import main
+    from audiopalm.tasks import render
+    from audiopalm.vocab import UnifiedVocab
+    from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+
+    manifest, rows = corpus
+    mt = [Record(id=f"mt{i}", lang="en", text=f"sentence {i}.", tgt_lang="fr", tgt_text=f"phrase {i}.", split="test")
+          for i in range(3)]
+    path = write_manifest(tmp_path / "mixed.jsonl", rows[:2] + mt)
+    store = build_token_store(path, tok, tmp_path / "store", num_proc=1, progress=False)
+    assert len(store) == 5 and store.meta.num_audio_files == 2
+    i = list(store.dataset["id"]).index("mt1")
+    assert store.codes(i) is None and store.dataset[i]["tgt_text"] == "phrase 1."
+    assert check_token_store(tmp_path / "store", progress=False)["text_only"] == 3
+    vocab = UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=tok.codebook_size, num_codebooks=1,
+                               pattern="flatten")
+    row, skipped = store[i], Counter()
+    assert render(row, "ASR", vocab, max_len=512, skip=skipped) is None
+    assert render(row, "TTS", vocab, max_len=512, skip=skipped) is None
+    assert skipped == {"ASR: missing audio_codes": 1, "TTS: missing audio_codes": 1}
+    assert render(row, "MT", vocab, max_len=512)["labels"]  # MT needs no audio
+    only = write_manifest(tmp_path / "only_text.jsonl", mt)  # no audio at all: still a store
+    assert len(build_token_store(only, tok, tmp_path / "store2", num_proc=1, progress=False)) == 3
+    assert main(["tokenize", "--check", str(tmp_path / "store2"), "--no-progress"]) == 0
+    assert "3 text-only" in capsys.readouterr().out

@@ -56,7 +56,7 @@ def test_info_prints_settings_and_fingerprint(fitted, capsys):
 
 
 def test_info_on_a_folder_without_tokenizer(tmp_path, capsys):
-    assert main(["tokenizer", "info", str(tmp_path)]) == 1
+    assert main(["tokenizer", "info", str(tmp_path)]) == 2
     assert "not a saved audiopalm tokenizer" in capsys.readouterr().err
 
 
@@ -71,7 +71,7 @@ def test_roundtrip_writes_wavs(fitted, manifest, tmp_path):
     dec, sr2 = audio.load(out / "u4.k3.wav")
     assert sr == sr2 == 16000 and len(dec) == len(orig)
     assert main(["tokenizer", "roundtrip", str(fitted), "--manifest", str(manifest), "--out", str(out),
-                 "--num-codebooks", "4"]) == 1
+                 "--num-codebooks", "4"]) == 2
 
 
 @pytest.mark.slow
@@ -105,3 +105,58 @@ def test_fit_semantic_units(manifest, tmp_path):
     tok = load_audio_tokenizer(out)
     assert tok.type_name == "semantic" and tok.num_codebooks == 1 and tok.codebook_size == 5
     assert not tok.can_decode
+
+
+def test_roundtrip_never_writes_outside_out(fitted, manifest, tmp_path, capsys):
+    """Ids become wav names: one with '../' used to write outside --out."""
+    import shutil
+
+    line = json.loads(manifest.read_text().splitlines()[0])
+    evil = tmp_path / "m.jsonl"
+    shutil.copytree(manifest.parent / "wav", tmp_path / "wav")
+    evil.write_text(json.dumps({**line, "id": "../../escaped"}) + "\n")
+    out = tmp_path / "a" / "rt"
+    assert main(["tokenizer", "roundtrip", str(fitted), "--manifest", str(evil), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "field 'id': bad id '../../escaped'" in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*escaped*")) and not out.exists()
+
+
+def test_from_pretrained_refuses_missing_changed_or_truncated_weights(fitted, tmp_path):
+    import shutil
+
+    from audiopalm.tokenizers.base import WEIGHTS_NAME
+    from safetensors.torch import load_file, save_file
+
+    def copy(name):
+        shutil.copytree(fitted, tmp_path / name)
+        return tmp_path / name
+
+    gone = copy("gone")
+    (gone / WEIGHTS_NAME).unlink()
+    with pytest.raises(ValueError, match=f"gone: no {WEIGHTS_NAME}"):
+        load_audio_tokenizer(gone)
+    changed = copy("changed")
+    state = load_file(str(changed / WEIGHTS_NAME))
+    key = max(state, key=lambda k: state[k].numel())  # the codebooks
+    state[key] = state[key] + 0.5
+    save_file(state, str(changed / WEIGHTS_NAME))
+    with pytest.raises(ValueError, match="changed: the weights do not match the saved fingerprint"):
+        load_audio_tokenizer(changed)
+    cut = copy("cut")
+    data = (cut / WEIGHTS_NAME).read_bytes()
+    (cut / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt safetensors"):
+        load_audio_tokenizer(cut)
+
+
+@pytest.mark.parametrize("name", ["runs/tiny_tok", "./tok", "/nowhere/tok", "a/b/c"])
+def test_a_local_looking_tokenizer_name_is_never_fetched(name, monkeypatch, tmp_path):
+    """The tiny config's default `runs/tiny_tok`, before it was fitted, became a hub request."""
+    import transformers
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
+                        lambda *a, **k: pytest.fail(f"hub request for {a}"))
+    with pytest.raises(ValueError, match="looks like a local path"):
+        load_audio_tokenizer(name)

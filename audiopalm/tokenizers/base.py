@@ -19,9 +19,12 @@ import hashlib
 import importlib
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
+
+from audiopalm.errors import UserError, check_safetensors
 
 CONFIG_NAME = "audio_tokenizer.json"
 WEIGHTS_NAME = "audio_tokenizer.safetensors"
@@ -36,8 +39,8 @@ TOKENIZERS: dict[str, str] = {
 
 
 def tokenizer_class(type_name: str) -> type["AudioTokenizer"]:
-    if type_name not in TOKENIZERS:
-        raise KeyError(f"unknown audio tokenizer type {type_name!r}; known: {', '.join(TOKENIZERS)}")
+    if type_name not in TOKENIZERS:  # (a UserError: it comes from a tokenizer folder's JSON or a config)
+        raise UserError(f"unknown audio tokenizer type {type_name!r}; known: {', '.join(TOKENIZERS)}")
     module, cls = TOKENIZERS[type_name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -97,31 +100,44 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
 
     # ---- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``audio_tokenizer.json`` and, if there are any, the weights as safetensors."""
+        """Write the weights as safetensors (if there are any), then ``audio_tokenizer.json``, each atomically
+        (temp + rename): the JSON, written last, holds the fingerprint that :meth:`from_pretrained` checks."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"type": self.type_name, "config": self.get_config(), "fingerprint": self.fingerprint}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         if state:
-            save_file(state, str(directory / WEIGHTS_NAME))
+            tmp = directory / (WEIGHTS_NAME + ".tmp")
+            save_file(state, str(tmp))
+            os.replace(tmp, directory / WEIGHTS_NAME)
+        meta = {"type": self.type_name, "config": self.get_config(), "fingerprint": self.fingerprint}
+        tmp = directory / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, directory / CONFIG_NAME)
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "AudioTokenizer":
-        """Rebuild from a folder written by :meth:`save_pretrained`."""
+        """Rebuild from a folder written by :meth:`save_pretrained`.
+
+        Refuses (:class:`~audiopalm.errors.UserError`) a folder whose weights are missing, truncated or
+        changed: the rebuilt tokenizer's fingerprint must equal the one saved beside it."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        meta = json.loads((directory / CONFIG_NAME).read_text())
+        meta = read_meta(directory)
         if meta["type"] != cls.type_name:
-            raise ValueError(f"{directory}: holds a {meta['type']!r} tokenizer, not {cls.type_name!r}")
+            raise UserError(f"{directory}: holds a {meta['type']!r} tokenizer, not {cls.type_name!r}")
         tok = cls(**meta["config"])
         weights = directory / WEIGHTS_NAME
         if weights.is_file():
+            check_safetensors(weights)
             tok.load_state_dict(load_file(str(weights)))
+        elif tok.state_dict():  # a tokenizer with weights saved them: their absence is a broken folder
+            raise UserError(f"{directory}: no {WEIGHTS_NAME}; this {cls.type_name} tokenizer has weights: copy the "
+                            "whole tokenizer folder (or fit it again)")
+        verify_fingerprint(directory, meta, tok)
         return tok
 
     @property
@@ -139,11 +155,76 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
         return self.frame_rate * (num_codebooks or self.num_codebooks)
 
 
-def load_audio_tokenizer(name_or_path: str | os.PathLike, **kwargs) -> AudioTokenizer:
-    """Load any saved audiopalm tokenizer folder, or a neural codec by hub name / HF model folder."""
+def read_meta(directory: str | os.PathLike) -> dict:
+    """``audio_tokenizer.json`` of a folder; a missing or unreadable one is a :class:`UserError` naming it."""
+    path = Path(directory) / CONFIG_NAME
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{directory}: no {CONFIG_NAME}; not a saved audiopalm tokenizer folder") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({e}); save the tokenizer again") from None
+    if not isinstance(meta, dict) or "type" not in meta or not isinstance(meta.get("config"), dict):
+        raise UserError(f"{path}: expected {{\"type\": ..., \"config\": {{...}}}}; save the tokenizer again")
+    return meta
+
+
+def verify_fingerprint(directory: str | os.PathLike, meta: dict, tok: AudioTokenizer) -> None:
+    """Refuse a loaded tokenizer whose fingerprint differs from the one its folder recorded at save time
+    (weights replaced, truncated or from another fit): codes would silently mean something else."""
+    saved = meta.get("fingerprint")
+    if saved is not None and saved != tok.fingerprint:
+        raise UserError(f"{directory}: the weights do not match the saved fingerprint ({tok.fingerprint} != {saved}); "
+                        "the folder was changed after saving: copy the whole folder again (or fit it again)")
+
+
+# What a hub repo id looks like (huggingface_hub's rule, simplified): owner/name, word characters, . and -.
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+# First path parts that are this project's own output folders: such a name is a local path, never a hub id.
+LOCAL_PREFIXES = ("runs", "data", "outputs", "generated")
+
+
+def hub_id_or_local(name: str | os.PathLike, *, what: str = "model") -> str:
+    """``"local"`` if ``name`` is an existing folder, ``"hub"`` if it is clearly a hub repo id
+    (``owner/name``), else a :class:`UserError`: a name that looks local (``./x``, ``/x``, ``~/x``,
+    ``runs/x``, or whose first folder exists here) but is not there, which must never become a hub
+    request (it would fetch an unpinned, unrelated repo, or fail offline with a confusing message)."""
+    text = str(name)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "local"
+    if path.exists():
+        raise UserError(f"{text}: is a file, not a {what} folder")
+    first = text.replace("\\", "/").split("/", 1)[0]
+    looks_local = (text.startswith((".", "/", "~")) or "\\" in text or first in LOCAL_PREFIXES
+                   or (first and Path(first).exists()) or not _HUB_ID_RE.match(text) or ".." in text)
+    if looks_local:
+        raise UserError(f"{text}: no such {what} folder (it looks like a local path, so it is not fetched from "
+                        "the Hugging Face hub); check the path, or create it first")
+    return "hub"
+
+
+def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | None = None,
+                         **kwargs) -> AudioTokenizer:
+    """Load any saved audiopalm tokenizer folder, or a neural codec by hub name / HF model folder.
+
+    A name that looks like a local path but does not exist is refused (:func:`hub_id_or_local`); only a
+    clear hub id (``facebook/encodec_24khz``) is fetched, at ``revision`` if given (a tag or commit)."""
     path = Path(name_or_path)
     if (path / CONFIG_NAME).is_file():
-        meta = json.loads((path / CONFIG_NAME).read_text())
-        return tokenizer_class(meta["type"]).from_pretrained(path)
-    # anything else is a transformers codec (EnCodec / Mimi / DAC): a hub name or a model folder
+        meta = read_meta(path)
+        cls = tokenizer_class(meta["type"])
+        for weights in sorted(path.rglob("*.safetensors")):  # every type's weights, before any loader reads them
+            check_safetensors(weights)
+        tok = cls.from_pretrained(path)
+        if cls.from_pretrained.__func__ is not AudioTokenizer.from_pretrained.__func__:
+            verify_fingerprint(path, meta, tok)  # (the base class's loader checks it itself)
+        return tok
+    kind = hub_id_or_local(name_or_path, what="audio tokenizer")
+    if kind == "local" and not (path / "config.json").is_file():
+        raise UserError(f"{name_or_path}: neither a saved audiopalm tokenizer (no {CONFIG_NAME}) nor a "
+                        "transformers codec folder (no config.json)")
+    # a transformers codec (EnCodec / Mimi / DAC): a hub name or a model folder
+    if revision is not None:
+        kwargs["revision"] = revision
     return tokenizer_class("hf_codec").from_codec(str(name_or_path), **kwargs)

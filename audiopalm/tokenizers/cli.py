@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -120,11 +119,11 @@ def describe(tok) -> dict:
 
 
 def _info(args) -> int:
+    from audiopalm.errors import UserError
     from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
 
     if not (Path(args.path) / CONFIG_NAME).is_file():
-        print(f"{args.path}: no {CONFIG_NAME} here; not a saved audiopalm tokenizer", file=sys.stderr)
-        return 1
+        raise UserError(f"{args.path}: no {CONFIG_NAME} here; not a saved audiopalm tokenizer")
     d = describe(load_audio_tokenizer(args.path))
     if args.json:
         print(json.dumps(d, indent=2))
@@ -143,22 +142,24 @@ def _roundtrip(args) -> int:
     import torch
 
     from audiopalm import audio
+    from audiopalm.errors import UserError, inside
     from audiopalm.manifest import read_manifest
     from audiopalm.tokenizers.base import load_audio_tokenizer
 
     tok = load_audio_tokenizer(args.path)
     if not tok.can_decode:
-        print(f"{args.path}: a {tok.type_name} tokenizer cannot decode", file=sys.stderr)
-        return 1
+        raise UserError(f"{args.path}: a {tok.type_name} tokenizer cannot decode; roundtrip needs a codec")
     ks = args.num_codebooks or [tok.num_codebooks]
     bad = [k for k in ks if not 1 <= k <= tok.num_codebooks]
     if bad:
-        print(f"--num-codebooks {bad}: must be in 1..{tok.num_codebooks}", file=sys.stderr)
-        return 1
-    records = [r for r in read_manifest(args.manifest) if args.split is None or r.split == args.split]
+        raise UserError(f"--num-codebooks {bad}: must be in 1..{tok.num_codebooks}")
+    records = [r for r in read_manifest(args.manifest)
+               if r.audio is not None and (args.split is None or r.split == args.split)]  # (text-only rows: no audio)
     # one per audio file: a parallel manifest repeats a source audio in a row per translation pair
     records = list({r.audio: r for r in reversed(records)}.values())[::-1][: args.limit]
     out = Path(args.out)
+    for rec in records:  # ids are file names here: every path checked before anything is written
+        inside(out / f"{rec.id}.orig.wav", out, what=f"the roundtrip of id {rec.id!r}")
     for rec in records:
         wav, sr = audio.load(rec.audio, tok.sample_rate)
         audio.save(out / f"{rec.id}.orig.wav", wav, sr)

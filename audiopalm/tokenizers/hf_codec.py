@@ -135,15 +135,17 @@ class HFCodecTokenizer(AudioTokenizer):
     # ---- loading --------------------------------------------------------------------------
     @classmethod
     def from_codec(cls, name_or_path: str | os.PathLike, *, bandwidth: float | None = None,
-                   num_codebooks: int | None = None, device: str | torch.device | None = None) -> "HFCodecTokenizer":
+                   num_codebooks: int | None = None, device: str | torch.device | None = None,
+                   revision: str | None = None) -> "HFCodecTokenizer":
         """Load a codec by hub name (``facebook/encodec_24khz``, ``kyutai/mimi``, ``descript/dac_16khz``)
-        or from a local HF model folder, in float32 and eval mode."""
+        or from a local HF model folder, in float32 and eval mode. ``revision``: a hub tag or commit; the
+        commit actually loaded is recorded (``get_config()["revision"]``)."""
         import transformers
         from transformers import AutoConfig
 
         name = str(name_or_path)
         try:
-            config = AutoConfig.from_pretrained(name)
+            config = AutoConfig.from_pretrained(name, revision=revision)
         except (OSError, ValueError) as e:
             raise ValueError(f"{name}: not an audio tokenizer folder (no {CONFIG_NAME}) and not a loadable "
                              f"transformers codec ({e})") from None
@@ -151,15 +153,16 @@ class HFCodecTokenizer(AudioTokenizer):
             raise ValueError(f"{name}: model_type {config.model_type!r} is not a supported codec "
                              f"({', '.join(CODECS)})")
         model_cls, fe_cls = (getattr(transformers, c) for c in CODECS[config.model_type])
-        model = model_cls.from_pretrained(name, dtype=torch.float32)
+        model = model_cls.from_pretrained(name, dtype=torch.float32, revision=revision)
         try:
-            fe = transformers.AutoFeatureExtractor.from_pretrained(name)
+            fe = transformers.AutoFeatureExtractor.from_pretrained(name, revision=revision)
         except (OSError, ValueError):  # a bare model folder: make the standard one for this codec
             kwargs = {"feature_size": 1, "sampling_rate": config.sampling_rate}
             if config.model_type == "dac":
                 kwargs["hop_length"] = config.hop_length
             fe = fe_cls(**kwargs)
         tok = cls(model, bandwidth=bandwidth, num_codebooks=num_codebooks, source=name, feature_extractor=fe)
+        tok.revision = getattr(config, "_commit_hash", None) or revision  # None for a local folder
         return tok.to(device) if device is not None else tok
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -183,12 +186,12 @@ class HFCodecTokenizer(AudioTokenizer):
         cfg = meta["config"]
         tok = cls.from_codec(directory / CODEC_DIR, bandwidth=cfg.get("bandwidth"),
                              num_codebooks=None if cfg.get("bandwidth") is not None else cfg.get("num_codebooks"))
-        tok.source = cfg.get("source")
+        tok.source, tok.revision = cfg.get("source"), cfg.get("revision")
         return tok
 
     def get_config(self) -> dict:
         return {"model_type": self.model_type, "bandwidth": self.bandwidth, "num_codebooks": self._num_codebooks,
-                "source": self.source}
+                "source": self.source, "revision": getattr(self, "revision", None)}
 
     @property
     def fingerprint(self) -> str:
@@ -197,7 +200,7 @@ class HFCodecTokenizer(AudioTokenizer):
         The ``source`` path is left out: the same weights loaded from another folder are the same tokenizer."""
         h = hashlib.sha256()
         arch = {k: v for k, v in self.model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
-        opts = {k: v for k, v in self.get_config().items() if k != "source"}
+        opts = {k: v for k, v in self.get_config().items() if k not in ("source", "revision")}
         h.update(json.dumps({"type": self.type_name, "config": opts, "arch": arch}, sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.model.state_dict().items()):
             h.update(name.encode())
