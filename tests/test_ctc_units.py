@@ -155,3 +155,25 @@ def test_ctc_judge_transcribes_any_rate(fitted):
     assert texts == tok.encoder.transcribe([audio_io.resample(at_24k, 24000, SR)] * 2)
     with pytest.raises(ValueError, match="model="):
         make_judge("ctc")
+
+
+def test_refit_units_on_a_trained_encoder(fitted, corpus):
+    tok, out = fitted
+    again = CTCUnitsTokenizer.fit(corpus, num_units=4, layer=1, pretrained=out / "encoder", progress=False)
+    assert again.codebook_size == 4 and again.config.layer == 1
+    for name, tensor in tok.encoder.state_dict().items():
+        assert torch.equal(tensor, again.encoder.state_dict()[name]), name
+    assert again.fit_info["pretrained"] == str(out / "encoder") and again.fit_info["encoder_dev_cer"] is not None
+
+
+def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
+    from audiopalm.cli import main
+
+    out = tmp_path / "units"
+    rc = main(["tokenizer", "fit-ctc-units", "--manifest", str(corpus), "--out", str(out), "--steps", "3",
+               "--batch-size", "4", "--hidden-size", "32", "--num-layers", "1", "--num-units", "6", "--dedup",
+               "--kmeans-iters", "5", "--seed", "2"])
+    assert rc == 0 and "encoder dev CER" in capsys.readouterr().out
+    tok = load_audio_tokenizer(out)
+    assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
+    assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3

@@ -75,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-voices", nargs="*", default=[],
                    help="wav-name voice suffixes to leave out of training (e.g. v00 v01)")
     p.add_argument("--eval-every", type=int, default=0, help="print the dev CER every this many steps (0: at the end)")
+    p.add_argument("--max-frames", type=int, default=200_000, help="k-means on at most this many frames")
+    p.add_argument("--kmeans-iters", type=int, default=50, help="Lloyd iterations at most (default 50)")
+    p.add_argument("--encoder", default=None,
+                   help="a trained encoder folder (e.g. another tokenizer's OUT/encoder): fit only the k-means units")
     p.add_argument("--seed", type=int, default=0, help="seed of the encoder, batches, augmentation and k-means")
 
     p = sub.add_parser("info", help="print a saved tokenizer's settings, fingerprint and tokens per second")
@@ -146,7 +150,8 @@ def _fit_ctc_units(args) -> int:
     tok = CTCUnitsTokenizer.fit(args.manifest, split=None if args.split == "all" else args.split,
                                 dev_split=args.dev_split or None, train=train, encoder=encoder,
                                 num_units=args.num_units or units_defaults.num_units, layer=args.layer,
-                                dedup=args.dedup, exclude_voices=tuple(args.exclude_voices))
+                                dedup=args.dedup, exclude_voices=tuple(args.exclude_voices), pretrained=args.encoder,
+                                max_frames=args.max_frames, kmeans_iters=args.kmeans_iters)
     out = tok.save_pretrained(args.out)
     info = tok.fit_info
     cer = info["encoder_dev_cer"]

@@ -162,19 +162,28 @@ class CTCUnitsTokenizer(AudioTokenizer):
     def fit(cls, manifest: str | os.PathLike, *, split: str | None = "train", dev_split: str | None = "dev",
             num_units: int = 512, layer: int | None = None, dedup: bool = False, train: EncoderTrainConfig | None = None,
             encoder: dict | None = None, max_frames: int = 200_000, kmeans_iters: int = 50,
-            exclude_voices: tuple[str, ...] = (), progress: bool = True) -> "CTCUnitsTokenizer":
+            exclude_voices: tuple[str, ...] = (), pretrained: str | os.PathLike | None = None,
+            progress: bool = True) -> "CTCUnitsTokenizer":
         """Train the encoder with CTC on the ``split`` rows of ``manifest`` (audio + text, tgt_audio + tgt_text,
         every language), score its greedy CER on the ``dev_split`` rows (if any), then fit ``num_units`` k-means
-        centres on up to ``max_frames`` frames of layer ``layer`` (default: the last) of the training audio."""
+        centres on up to ``max_frames`` frames of layer ``layer`` (default: the last) of the training audio.
+
+        ``pretrained``: a saved encoder folder (``SpeechEncoder.save_pretrained``, or a tokenizer's
+        ``encoder/``) to cluster instead of training one (``train`` and ``encoder`` are then ignored)."""
         from audiopalm.tokenizers.kmeans import kmeans
 
         train = train or EncoderTrainConfig()
         t0 = time.perf_counter()
         utts = manifest_utterances(manifest, split=split, exclude_speakers=exclude_voices)
-        chars = build_chars([t for _, t, _, _ in utts])
-        enc_config = SpeechEncoderConfig(**{**(encoder or {}), "chars": chars})
+        trained = SpeechEncoder.from_pretrained(pretrained) if pretrained is not None else None
+        if trained is not None:
+            enc_config = trained.config
+        else:
+            enc_config = SpeechEncoderConfig(**{**(encoder or {}), "chars": build_chars([t for _, t, _, _ in utts])})
         layer = enc_config.num_layers if layer is None else layer
         tok = cls(encoder=dataclasses.asdict(enc_config), layer=layer, num_units=num_units, dedup=dedup)
+        if trained is not None:
+            tok.encoder.load_state_dict(trained.state_dict())
         feats = load_feats([u[0] for u in utts], tok.encoder.frontend, progress=progress, desc="log-mel (train)")
         evals = {}
         if dev_split is not None:
@@ -186,7 +195,16 @@ class CTCUnitsTokenizer(AudioTokenizer):
                 evals["dev"] = (load_feats([u[0] for u in dev], tok.encoder.frontend, progress=progress,
                                            desc="log-mel (dev)"), [u[1] for u in dev])
         t_feats = time.perf_counter() - t0
-        curve = train_encoder(tok.encoder, feats, [u[1] for u in utts], train, evals=evals or None, progress=progress)
+        if trained is None:
+            curve = train_encoder(tok.encoder, feats, [u[1] for u in utts], train, evals=evals or None,
+                                  progress=progress)
+        else:  # keep the encoder's own training record; score it on this manifest's dev rows
+            train = EncoderTrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in trained.record.get("train", {}).items()}) \
+                if trained.record.get("train") else train
+            curve = list(trained.record.get("curve", []))
+            if evals:
+                curve.append({"step": None, "dev": evaluate_feats(tok.encoder, *evals["dev"])})
         t_train = time.perf_counter() - t0 - t_feats
 
         # k-means over the layer's states of the (unaugmented) training audio, in a seeded random order
@@ -216,6 +234,7 @@ class CTCUnitsTokenizer(AudioTokenizer):
         tok.fit_info = {
             "manifest": str(manifest), "split": split, "dev_split": dev_split, "train_utterances": len(feats),
             "languages": sorted({u[2] for u in utts}), "excluded_voices": list(exclude_voices),
+            "pretrained": None if pretrained is None else str(pretrained),
             "train": dataclasses.asdict(train), "encoder_dev_cer": final.get("dev", {}).get("cer"),
             "encoder_dev_wer": final.get("dev", {}).get("wer"), "curve": curve,
             "kmeans": {"frames": len(x), "inertia": result.inertia, "units_used": int((used > 0).sum()),
