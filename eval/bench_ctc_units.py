@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", required=True, help="folder with train/dev/test.jsonl (audiopalm synth)")
-    parser.add_argument("--encoders", nargs="+", required=True, help="saved speech-encoder folders; units from the first")
+    parser.add_argument("--encoders", nargs="*", default=[], help="saved speech-encoder folders; units from the first")
     parser.add_argument("--melrvq", help="fitted mel_rvq tokenizer folder (the baseline's first codebook)")
     parser.add_argument("--units", type=int, nargs="*", default=[256, 512, 1024], help="K values to probe")
     parser.add_argument("--layer", type=int, default=None, help="encoder layer clustered (default: the last)")
@@ -97,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
 
     corpus = Path(args.corpus)
     sets = corpus_sets(corpus)
-    first = SpeechEncoder.from_pretrained(args.encoders[0])
-    feats = {name: load_feats([u[0] for u in utts], first.frontend, desc=name) for name, utts in sets.items()}
-    result: dict = {"corpus": str(corpus), "utterances": {k: len(v) for k, v in sets.items()}, "encoders": {}}
+    if args.units and not args.encoders:
+        parser.error("--units needs --encoders (the units are k-means of the first encoder's states)")
+    result: dict = {"corpus": str(corpus), "utterances": {k: len(v) for k, v in sets.items()}, "encoders": {},
+                    "probe": {"lang": args.lang, "steps": args.probe_steps, "units": {}}}
+    if args.encoders:
+        first = SpeechEncoder.from_pretrained(args.encoders[0])
+        feats = {name: load_feats([u[0] for u in utts], first.frontend, desc=name) for name, utts in sets.items()}
     for path in args.encoders:
         model = SpeechEncoder.from_pretrained(path)
         t0 = time.perf_counter()
@@ -110,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
     lang_idx = {name: [i for i, u in enumerate(utts) if u[2] == args.lang] for name, utts in sets.items()}
     texts = {name: [normalize_text(sets[name][i][1]) for i in idx] for name, idx in lang_idx.items()}
-    layer = first.config.num_layers if args.layer is None else args.layer
-    states = {name: layer_states(first, [feats[name][i] for i in idx], layer) for name, idx in lang_idx.items()}
-    # k-means on every language's training frames (the tokenizer's fit), a seeded sample
-    all_train = layer_states(first, feats["train"], layer)
-    x = torch.cat(all_train)
-    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.max_frames]]
-    mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
-    result["probe"] = {"lang": args.lang, "steps": args.probe_steps, "layer": layer, "units": {}}
+    if args.units:
+        layer = first.config.num_layers if args.layer is None else args.layer
+        states = {name: layer_states(first, [feats[name][i] for i in idx], layer) for name, idx in lang_idx.items()}
+        # k-means on every language's training frames (the tokenizer's fit), a seeded sample
+        x = torch.cat(layer_states(first, feats["train"], layer))
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[: args.max_frames]]
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
+        result["probe"].update(layer=layer, encoder=args.encoders[0])
     for k in args.units:
         t0 = time.perf_counter()
         km = kmeans((x - mean) / std, k, iters=args.kmeans_iters, seed=args.seed)

@@ -177,3 +177,19 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     tok = load_audio_tokenizer(out)
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
     assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
+
+
+def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):
+    from audiopalm.cli import main
+    from audiopalm.token_store import load_token_store
+
+    tok, out = fitted
+    rc = main(["tokenize", "--manifest", str(corpus), "--tokenizer", str(out), "--out", str(tmp_path / "store"),
+               "--num-proc", "1", "--no-progress"])
+    assert rc == 0
+    store = load_token_store(tmp_path / "store", expected_fingerprint=tok.fingerprint)
+    assert store.meta.num_rows == len(TEXTS) + 2 and store.meta.codebook_size == 8
+    row = store.dataset[0]
+    wav, _ = audio_io.load(row["audio"], SR)
+    direct, n = tok.encode(torch.from_numpy(wav)[None])
+    assert np.array_equal(np.asarray(row["audio_codes"]).reshape(1, -1), direct[0, :, : int(n[0])].numpy())
