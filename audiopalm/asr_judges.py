@@ -1,12 +1,14 @@
 """ASR judges: the speech recognisers that score generated speech (ASR-BLEU, TTS round-trip WER).
 
 A judge is anything with a ``name`` and ``transcribe(wavs, sample_rate, lang) -> list[str]``
-(:class:`ASRJudge`); each judge resamples to the rate its model wants. Three are built in:
+(:class:`ASRJudge`); each judge resamples to the rate its model wants. Four are built in:
 
 - :class:`PocketSphinxJudge`: CMU PocketSphinx 5 with the US English model its PyPI wheel ships;
   fully offline, fast, weak (a sanity check, not a publishable number). English only.
 - :class:`WhisperJudge`: a Whisper checkpoint through transformers, by hub name (``openai/whisper-large-v3``,
   the usual choice in papers) or local path, with the language forced.
+- :class:`CTCJudge`: a small character-CTC encoder trained here (``audiopalm tokenizer fit-ctc-units``;
+  train it apart from the model under test), all languages of its training manifest, fully offline.
 - :class:`CallableJudge`: wraps any function, e.g. the trained model's own ASR.
 
 :data:`JUDGES` maps names to judge classes; :func:`make_judge` builds one by name::
@@ -145,6 +147,48 @@ class WhisperJudge:
         return texts
 
 
+@dataclasses.dataclass
+class CTCJudge:
+    """A saved character-CTC speech encoder (:mod:`audiopalm.modeling.speech_encoder`) as a judge: greedy CTC.
+
+    ``model``: a folder written by ``SpeechEncoder.save_pretrained`` (``speech_encoder.json``), or a
+    ``ctc_units`` tokenizer folder (its ``encoder/`` is used). One character vocabulary for all languages,
+    so ``lang`` only names the call. To judge a model that reads ``ctc_units`` tokens, train the judge's
+    encoder apart, so that it shares no weights with the model under test: another seed and no
+    augmentation (``fit-ctc-units --seed 1 --no-augment``; see docs/semantic_units.md)."""
+
+    model: str = ""
+    """Folder of the saved encoder (or of a ctc_units tokenizer)."""
+    batch_size: int = 32
+    """Waveforms per forward pass."""
+    name: str = "ctc"
+    """Name recorded in metric signatures."""
+    _model: object = dataclasses.field(default=None, init=False, repr=False)
+
+    def __post_init__(self):
+        if not self.model:
+            raise ValueError("CTCJudge needs model= (a saved speech-encoder folder, e.g. runs/judge/encoder)")
+        if self.batch_size < 1:
+            raise ValueError(f"CTCJudge.batch_size must be >= 1, got {self.batch_size}")
+
+    def _load(self):
+        if self._model is None:
+            from pathlib import Path
+
+            from audiopalm.modeling.speech_encoder import CONFIG_NAME, SpeechEncoder
+
+            folder = Path(self.model)
+            if not (folder / CONFIG_NAME).is_file() and (folder / "encoder" / CONFIG_NAME).is_file():
+                folder = folder / "encoder"
+            self._model = SpeechEncoder.from_pretrained(folder)
+        return self._model
+
+    def transcribe(self, wavs: Sequence[np.ndarray], sample_rate: int, lang: str) -> list[str]:
+        model = self._load()
+        wavs = _prepare(wavs, sample_rate, model.config.sample_rate, self.name)
+        return model.transcribe(wavs, batch_size=self.batch_size)
+
+
 class CallableJudge:
     """Wraps ``fn(wavs, sample_rate, lang) -> list[str]`` (e.g. the trained model's own ASR) as a judge."""
 
@@ -164,6 +208,7 @@ class CallableJudge:
 JUDGES: dict[str, type] = {
     "pocketsphinx": PocketSphinxJudge,
     "whisper": WhisperJudge,
+    "ctc": CTCJudge,
     "callable": CallableJudge,
 }
 

@@ -35,6 +35,7 @@ TOKENIZERS: dict[str, str] = {
     "mel_rvq": "audiopalm.tokenizers.mel_rvq:MelRVQTokenizer",
     "hf_codec": "audiopalm.tokenizers.hf_codec:HFCodecTokenizer",
     "semantic": "audiopalm.tokenizers.semantic:SemanticTokenizer",
+    "ctc_units": "audiopalm.tokenizers.ctc_units:CTCUnitsTokenizer",
 }
 
 

@@ -2,6 +2,8 @@
 
     audiopalm tokenizer fit --manifest corpus/manifest.jsonl --out runs/tok [--split train]
                             [--num-codebooks 8 --codebook-size 256 --stack 4 --max-hours 2]
+    audiopalm tokenizer fit-ctc-units --manifest corpus/train.jsonl --out runs/units [--steps 600 --num-units 512
+                            --layer 4 --dedup --seed 0]
     audiopalm tokenizer info runs/tok
     audiopalm tokenizer roundtrip runs/tok --manifest corpus/manifest.jsonl --out runs/tok/roundtrip
                             [--limit 4 --num-codebooks 1 2 8]
@@ -51,6 +53,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=int, default=200_000, help="k-means on at most this many frames")
     p.add_argument("--seed", type=int, default=0, help="seed of the frame sample and k-means (default 0)")
 
+    p = sub.add_parser("fit-ctc-units", help="train a character-CTC speech encoder and fit k-means units on it",
+                       description="Train the small speech encoder of audiopalm.modeling.speech_encoder with a "
+                                   "character CTC loss on the transcripts of a manifest (audio+text and "
+                                   "tgt_audio+tgt_text, every language), with speed / VTLP / noise / SpecAugment "
+                                   "augmentation; then fit --num-units k-means units on layer --layer of its states "
+                                   "(the ctc_units tokenizer, 25 Hz, no decoder). Prints the encoder's dev CER.")
+    p.add_argument("--manifest", required=True, help="JSONL manifest to train on")
+    p.add_argument("--out", required=True, help="folder to write the tokenizer to (the encoder alone in OUT/encoder)")
+    p.add_argument("--split", default="train", help="rows to train on (default: train; 'all': every row)")
+    p.add_argument("--dev-split", default="dev", help="rows to score the encoder's CER on (default: dev)")
+    p.add_argument("--steps", type=int, default=None, help="encoder training steps (default: EncoderTrainConfig's)")
+    p.add_argument("--batch-size", type=int, default=None, help="utterances per step (default: EncoderTrainConfig's)")
+    p.add_argument("--layer", type=int, default=None, help="layer whose states are clustered (default: the last)")
+    p.add_argument("--num-units", type=int, default=None, help="k-means units (default: CTCUnitsConfig's)")
+    p.add_argument("--hidden-size", type=int, default=None, help="encoder width (default: SpeechEncoderConfig's)")
+    p.add_argument("--num-layers", type=int, default=None, help="transformer layers (default: SpeechEncoderConfig's)")
+    p.add_argument("--dedup", action="store_true", help="collapse repeated units when encoding (SpeechGPT-style)")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--exclude-voices", nargs="*", default=[],
+                   help="wav-name voice suffixes to leave out of training (e.g. v00 v01)")
+    p.add_argument("--eval-every", type=int, default=0, help="print the dev CER every this many steps (0: at the end)")
+    p.add_argument("--max-frames", type=int, default=200_000, help="k-means on at most this many frames")
+    p.add_argument("--kmeans-iters", type=int, default=50, help="Lloyd iterations at most (default 50)")
+    p.add_argument("--encoder", default=None,
+                   help="a trained encoder folder (e.g. another tokenizer's OUT/encoder): fit only the k-means units")
+    p.add_argument("--seed", type=int, default=0, help="seed of the encoder, batches, augmentation and k-means")
+
     p = sub.add_parser("info", help="print a saved tokenizer's settings, fingerprint and tokens per second")
     p.add_argument("path", help="tokenizer folder (holding audio_tokenizer.json)")
     p.add_argument("--json", action="store_true", help="print as JSON")
@@ -69,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    return {"fit": _fit, "fit-semantic": _fit_semantic, "info": _info, "roundtrip": _roundtrip}[args.action](args)
+    return {"fit": _fit, "fit-semantic": _fit_semantic, "fit-ctc-units": _fit_ctc_units, "info": _info, "roundtrip": _roundtrip}[args.action](args)
 
 
 def _fit(args) -> int:
@@ -100,6 +129,34 @@ def _fit_semantic(args) -> int:
     tok.save_pretrained(args.out)
     print(f"fitted {args.num_units} semantic units over {'layer %d of %s' % (args.layer, args.ssl_model) if args.ssl_model else 'MFCC'}; "
           f"saved to {args.out} (fingerprint {tok.fingerprint})")
+    return 0
+
+
+def _fit_ctc_units(args) -> int:
+    import dataclasses
+
+    from audiopalm.modeling.speech_encoder import EncoderTrainConfig, SpeechEncoderConfig
+    from audiopalm.tokenizers.ctc_units import CTCUnitsConfig, CTCUnitsTokenizer
+
+    train_defaults, units_defaults = EncoderTrainConfig(), CTCUnitsConfig()
+    train = dataclasses.replace(train_defaults, seed=args.seed, augment=not args.no_augment, eval_every=args.eval_every,
+                                **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size))
+                                   if v is not None})
+    encoder = {k: v for k, v in (("hidden_size", args.hidden_size), ("num_layers", args.num_layers)) if v is not None}
+    if "hidden_size" in encoder:  # keep the usual ratios: 64-wide heads, a 4x feed-forward
+        encoder.update(num_heads=max(encoder["hidden_size"] // 64, 1), ffn_size=4 * encoder["hidden_size"])
+    SpeechEncoderConfig(**encoder)  # a bad size fails here, before any audio is read
+    tok = CTCUnitsTokenizer.fit(args.manifest, split=None if args.split == "all" else args.split,
+                                dev_split=args.dev_split or None, train=train, encoder=encoder,
+                                num_units=args.num_units or units_defaults.num_units, layer=args.layer,
+                                dedup=args.dedup, exclude_voices=tuple(args.exclude_voices), pretrained=args.encoder,
+                                max_frames=args.max_frames, kmeans_iters=args.kmeans_iters)
+    out = tok.save_pretrained(args.out)
+    info = tok.fit_info
+    cer = info["encoder_dev_cer"]
+    print(f"fitted ctc_units ({tok.codebook_size} units, layer {tok.config.layer}, {tok.frame_rate:g} Hz) in "
+          f"{info['seconds']['total']:.0f} s; encoder dev CER {'n/a' if cer is None else f'{cer:.1f}'}; "
+          f"saved to {out} (fingerprint {tok.fingerprint})")
     return 0
 
 

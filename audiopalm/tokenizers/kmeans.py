@@ -106,7 +106,8 @@ def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, seed: int = 0, tol: floa
             reseeded += len(dead)
         inertia = float(err.mean())
         bar.set_postfix(mse=f"{inertia:.4g}", dead=len(dead))
-        if len(dead) == 0 and previous - inertia <= tol * max(previous, 1e-12):
+        # ``previous`` is inf before the first step, and inf - x <= tol * inf would stop after one step
+        if len(dead) == 0 and previous != float("inf") and previous - inertia <= tol * max(previous, 1e-12):
             break
         previous = inertia
     assign, err = nearest(x, centroids)

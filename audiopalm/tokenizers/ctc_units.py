@@ -1,0 +1,274 @@
+"""``ctc_units``: k-means units of a trained character-CTC speech encoder's states (AudioPaLM's audio tokens).
+
+AudioPaLM feeds its LM k-means ids of an ASR-trained encoder (USM); this tokenizer is that recipe
+with the small encoder of :mod:`audiopalm.modeling.speech_encoder`, trained on any manifest's
+transcripts (every language at once) by :meth:`CTCUnitsTokenizer.fit`::
+
+    tok = CTCUnitsTokenizer.fit("corpus/train.jsonl", num_units=512, layer=4, steps=600)
+    codes, frames = tok.encode(wav, lengths)           # [B, 1, F] long at 25 Hz, [B]
+    units, durations = dedup_units(codes[0, 0, :frames[0]])   # SpeechGPT-style, with run lengths
+
+One stream (K = 1) of ``num_units`` codes per 40 ms frame; frames standardised with the fitted
+per-dimension mean/std, then the nearest k-means centre (:mod:`audiopalm.tokenizers.kmeans`). With
+``dedup=True`` :meth:`encode` collapses runs of a repeated unit (the LM then reads about a third as
+many tokens; the durations, lost there, come from :func:`dedup_units` for the acoustic stage).
+Units keep what is said and drop most of the voice: :attr:`can_decode` is False; the acoustic stage
+(:mod:`audiopalm.acoustic`) turns units back into sound.
+
+Saved as ``audio_tokenizer.json`` + ``audio_tokenizer.safetensors`` (encoder weights, centres, mean,
+std: all in one file, so the fingerprint covers the encoder) and ``encoder/`` (the same encoder,
+loadable on its own as an ASR model, with its training record and dev CER).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, _pad, build_chars,
+                                               evaluate_feats, load_feats, manifest_utterances, normalize_feats,
+                                               train_encoder)
+from audiopalm.tokenizers.base import CONFIG_NAME, AudioTokenizer
+
+ENCODER_DIR = "encoder"
+"""Sub-folder of a saved tokenizer holding the encoder alone (``SpeechEncoder.from_pretrained``)."""
+HELD_OUT_VOICE = "v09"
+"""File-name suffix of the synthetic corpus's held-out voice (``data_prep/synth_corpus.py``): speaks test only."""
+
+
+def dedup_units(units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Collapse runs of repeated units: ``units`` [F] -> (distinct-run units [U], run lengths in frames [U]).
+
+    ``torch.repeat_interleave(u, d)`` gives ``units`` back (tested)."""
+    if units.dim() != 1:
+        raise ValueError(f"dedup_units expects one stream [F], got shape {tuple(units.shape)}")
+    if units.numel() == 0:
+        return units.clone(), units.new_zeros(0)
+    u, d = torch.unique_consecutive(units, return_counts=True)
+    return u, d
+
+
+@dataclasses.dataclass
+class CTCUnitsConfig:
+    """The encoder's shape, which layer is clustered, and into how many units."""
+
+    encoder: dict = dataclasses.field(default_factory=dict)
+    """Keyword arguments of :class:`audiopalm.modeling.speech_encoder.SpeechEncoderConfig` (chars, sizes)."""
+    layer: int = 4
+    """Encoder layer whose states are clustered (0: after the convolutions; i: after transformer layer i)."""
+    num_units: int = 512
+    """k: k-means centres, the codebook size."""
+    dedup: bool = False
+    """Collapse runs of a repeated unit in :meth:`CTCUnitsTokenizer.encode` (frame lengths then count runs)."""
+
+    def __post_init__(self):
+        enc = SpeechEncoderConfig(**self.encoder)  # validates the encoder's fields
+        if not 0 <= self.layer <= enc.num_layers:
+            raise ValueError(f"CTCUnitsConfig.layer={self.layer}: the encoder has layers 0..{enc.num_layers}")
+        if self.num_units < 2:
+            raise ValueError(f"CTCUnitsConfig.num_units must be >= 2, got {self.num_units}")
+
+
+class CTCUnitsTokenizer(AudioTokenizer):
+    """k-means units over a character-CTC encoder's layer. Build with :meth:`fit` or :meth:`from_pretrained`."""
+
+    type_name = "ctc_units"
+
+    def __init__(self, **config):
+        super().__init__()
+        self.config = c = CTCUnitsConfig(**config)
+        self.encoder = SpeechEncoder(SpeechEncoderConfig(**c.encoder)).eval()
+        dim = self.encoder.config.hidden_size
+        self.register_buffer("centroids", torch.zeros(c.num_units, dim))  # [k, D]
+        self.register_buffer("mean", torch.zeros(dim))  # [D]
+        self.register_buffer("std", torch.ones(dim))  # [D]
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self.fit_info: dict = {}
+        """How the fit went (data, steps, seconds, the encoder's dev CER); saved as ``fit_info.json``."""
+
+    # ---- protocol ------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return self.encoder.config.sample_rate
+
+    @property
+    def frame_rate(self) -> float:
+        """Encoder frames per second (25); with ``dedup`` the mean rate is lower (runs, not frames)."""
+        return self.encoder.frame_rate
+
+    @property
+    def num_codebooks(self) -> int:
+        return 1
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.num_units
+
+    @property
+    def can_decode(self) -> bool:
+        return False
+
+    def get_config(self) -> dict:
+        return dataclasses.asdict(self.config)
+
+    def code_vectors(self) -> torch.Tensor:
+        """The k-means centres (standardised state space) as one codebook, [1, units, D]."""
+        return self.centroids.detach().clone()[None]
+
+    def _assign(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """[B, F, D] -> unit ids [B, F] (0 past each item's frames)."""
+        from audiopalm.tokenizers.kmeans import nearest
+
+        b, f, d = states.shape
+        ids, _ = nearest(((states - self.mean) / self.std).reshape(b * f, d), self.centroids)
+        ids = ids.reshape(b, f)
+        return ids * (torch.arange(f, device=ids.device)[None, :] < frames[:, None].to(ids.device))
+
+    @torch.inference_mode()
+    def units(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame-aligned units whatever ``dedup`` says: [B, T], [B] -> [B, F] long (25 Hz), [B] frames."""
+        if not bool(self.fitted):
+            raise RuntimeError("this CTCUnitsTokenizer is not fitted: use CTCUnitsTokenizer.fit or from_pretrained")
+        if wav.dim() != 2:
+            raise ValueError(f"expected wav [B, T], got shape {tuple(wav.shape)}")
+        states, frames = self.encoder.hidden_states(wav.float(), lengths, layer=self.config.layer)  # [B, F, D], [B]
+        return self._assign(states, frames), frames
+
+    @torch.inference_mode()
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``wav`` [B, T] -> unit ids [B, 1, F] long, frame_lengths [B] long (runs, if ``dedup``)."""
+        ids, frames = self.units(wav, lengths)
+        if not self.config.dedup:
+            return ids[:, None, :], frames
+        runs = [dedup_units(ids[b, : int(n)])[0] for b, n in enumerate(frames.tolist())]
+        lengths_out = torch.tensor([len(r) for r in runs], dtype=torch.long)
+        out = torch.zeros(len(runs), 1, max(int(lengths_out.max()), 1), dtype=torch.long)  # [B, 1, U]
+        for b, r in enumerate(runs):
+            out[b, 0, : len(r)] = r
+        return out, lengths_out
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("ctc_units has no decoder (units drop the voice); turn units into sound with "
+                                  "the acoustic stage (audiopalm.acoustic)")
+
+    # ---- fitting -------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, manifest: str | os.PathLike, *, split: str | None = "train", dev_split: str | None = "dev",
+            num_units: int = 512, layer: int | None = None, dedup: bool = False, train: EncoderTrainConfig | None = None,
+            encoder: dict | None = None, max_frames: int = 200_000, kmeans_iters: int = 50,
+            exclude_voices: tuple[str, ...] = (), pretrained: str | os.PathLike | None = None,
+            progress: bool = True) -> "CTCUnitsTokenizer":
+        """Train the encoder with CTC on the ``split`` rows of ``manifest`` (audio + text, tgt_audio + tgt_text,
+        every language), score its greedy CER on the ``dev_split`` rows (if any), then fit ``num_units`` k-means
+        centres on up to ``max_frames`` frames of layer ``layer`` (default: the last) of the training audio.
+
+        ``pretrained``: a saved encoder folder (``SpeechEncoder.save_pretrained``, or a tokenizer's
+        ``encoder/``) to cluster instead of training one (``train`` and ``encoder`` are then ignored)."""
+        from audiopalm.tokenizers.kmeans import kmeans
+
+        train = train or EncoderTrainConfig()
+        t0 = time.perf_counter()
+        utts = manifest_utterances(manifest, split=split, exclude_speakers=exclude_voices)
+        trained = SpeechEncoder.from_pretrained(pretrained) if pretrained is not None else None
+        if trained is not None:
+            enc_config = trained.config
+        else:
+            enc_config = SpeechEncoderConfig(**{**(encoder or {}), "chars": build_chars([t for _, t, _, _ in utts])})
+        layer = enc_config.num_layers if layer is None else layer
+        tok = cls(encoder=dataclasses.asdict(enc_config), layer=layer, num_units=num_units, dedup=dedup)
+        if trained is not None:
+            tok.encoder.load_state_dict(trained.state_dict())
+        feats = load_feats([u[0] for u in utts], tok.encoder.frontend, progress=progress, desc="log-mel (train)")
+        evals = {}
+        if dev_split is not None:
+            try:
+                dev = manifest_utterances(manifest, split=dev_split)
+            except ValueError:
+                dev = []
+            if dev:
+                evals["dev"] = (load_feats([u[0] for u in dev], tok.encoder.frontend, progress=progress,
+                                           desc="log-mel (dev)"), [u[1] for u in dev])
+        t_feats = time.perf_counter() - t0
+        if trained is None:
+            curve = train_encoder(tok.encoder, feats, [u[1] for u in utts], train, evals=evals or None,
+                                  progress=progress)
+        else:  # keep the encoder's own training record; score it on this manifest's dev rows
+            train = EncoderTrainConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in trained.record.get("train", {}).items()}) \
+                if trained.record.get("train") else train
+            curve = list(trained.record.get("curve", []))
+            if evals:
+                curve.append({"step": None, "dev": evaluate_feats(tok.encoder, *evals["dev"])})
+        t_train = time.perf_counter() - t0 - t_feats
+
+        # k-means over the layer's states of the (unaugmented) training audio, in a seeded random order
+        order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(train.seed)).tolist()
+        chunks, total = [], 0
+        with torch.inference_mode():
+            for i in tqdm(range(0, len(order), 64), desc="encoder states", disable=not progress, leave=False):
+                x, n = _pad([feats[j] for j in order[i:i + 64]])
+                states, frames = tok.encoder.forward_feats(normalize_feats(x, n), n, upto=layer)
+                for b, f in enumerate(frames.tolist()):
+                    chunks.append(states[layer][b, :f])
+                    total += f
+                if total >= max_frames:
+                    break
+        x = torch.cat(chunks)[:max_frames]  # [N, D]
+        if len(x) < num_units:
+            raise ValueError(f"fit: only {len(x)} frames for num_units={num_units}; give more audio")
+        mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
+        result = kmeans((x - mean) / std, num_units, iters=kmeans_iters, seed=train.seed, progress=progress,
+                        desc="ctc-units k-means")
+        tok.mean.copy_(mean)
+        tok.std.copy_(std)
+        tok.centroids.copy_(result.centroids)
+        tok.fitted.fill_(True)
+        used = torch.bincount(result.assignments, minlength=num_units)
+        final = curve[-1] if curve else {}
+        tok.fit_info = {
+            "manifest": str(manifest), "split": split, "dev_split": dev_split, "train_utterances": len(feats),
+            "languages": sorted({u[2] for u in utts}), "excluded_voices": list(exclude_voices),
+            "pretrained": None if pretrained is None else str(pretrained),
+            "train": dataclasses.asdict(train), "encoder_dev_cer": final.get("dev", {}).get("cer"),
+            "encoder_dev_wer": final.get("dev", {}).get("wer"), "curve": curve,
+            "kmeans": {"frames": len(x), "inertia": result.inertia, "units_used": int((used > 0).sum()),
+                       "reseeded": result.reseeded},
+            "seconds": {"features": round(t_feats, 1), "encoder": round(t_train, 1),
+                        "total": round(time.perf_counter() - t0, 1)},
+        }
+        tok.encoder.record = {k: tok.fit_info[k] for k in ("manifest", "split", "languages", "train",
+                                                            "encoder_dev_cer", "encoder_dev_wer", "curve")}
+        return tok
+
+    # ---- persistence ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """The tokenizer folder (see the module docstring), plus ``fit_info.json`` when fitted here."""
+        directory = Path(super().save_pretrained(directory))
+        self.encoder.save_pretrained(directory / ENCODER_DIR)
+        if self.fit_info:
+            tmp = directory / "fit_info.json.tmp"
+            tmp.write_text(json.dumps(self.fit_info, indent=2, ensure_ascii=False) + "\n")
+            os.replace(tmp, directory / "fit_info.json")
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "CTCUnitsTokenizer":
+        tok = super().from_pretrained(directory)
+        info = Path(directory) / "fit_info.json"
+        if info.is_file():
+            tok.fit_info = json.loads(info.read_text())
+        return tok.eval()
+
+    @torch.no_grad()
+    def dev_cer(self, manifest: str | os.PathLike, split: str = "dev", **filters) -> dict:
+        """The encoder's greedy CER / WER on the ``split`` utterances of ``manifest``."""
+        utts = manifest_utterances(manifest, split=split, **filters)
+        feats = load_feats([u[0] for u in utts], self.encoder.frontend, progress=False)
+        return evaluate_feats(self.encoder, feats, [u[1] for u in utts])
+

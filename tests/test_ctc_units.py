@@ -1,0 +1,195 @@
+"""The character-CTC speech encoder, the ``ctc_units`` tokenizer built on it, and the CTC judge.
+
+A tiny corpus of two-tone "words": each character is a tone, so a small encoder can learn it in a few
+dozen steps on CPU."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audiopalm import audio as audio_io
+from audiopalm.asr_judges import make_judge
+from audiopalm.manifest import Record, write_manifest
+from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, build_chars,
+                                               conv_lengths, manifest_utterances, normalize_text, train_encoder)
+from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
+from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units
+
+SR = 16000
+TONES = {"a": 300.0, "b": 900.0, "é": 1800.0}
+TINY = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0)
+
+
+def _say(text: str, seed: int = 0) -> np.ndarray:
+    """One tone of 0.25 s per character (a space: 0.1 s of silence), with a little noise."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for ch in text:
+        n = int(SR * (0.1 if ch == " " else 0.25))
+        t = np.arange(n) / SR
+        parts.append(np.zeros(n) if ch == " " else 0.3 * np.sin(2 * np.pi * TONES[ch] * t))
+    wav = np.concatenate([np.zeros(800), *parts, np.zeros(800)])
+    return (wav + 0.005 * rng.standard_normal(len(wav))).astype(np.float32)
+
+
+TEXTS = ["ab", "ba", "a bé", "éa", "bab", "é b"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ctc_corpus")
+    records = []
+    for split, texts in (("train", TEXTS), ("dev", TEXTS[:2])):
+        for i, text in enumerate(texts):
+            path = root / f"{split}{i:02d}-v00.wav"
+            audio_io.save(path, _say(text, seed=i), SR)
+            records.append(Record(id=f"{split}{i}", lang="fr", text=text.upper() + ".", audio=str(path), split=split))
+    manifest = root / "all.jsonl"
+    write_manifest(manifest, records)
+    return manifest
+
+
+def test_text_normalisation_and_characters():
+    assert normalize_text("L’Été, c'est-à-dire  2 FOIS!") == "l'été c'est à dire fois"
+    assert build_chars(["Über", "año!"]) == [" ", "'", "a", "b", "e", "o", "r", "ñ", "ü"]
+
+
+def test_conv_lengths_match_the_convolutions():
+    model = SpeechEncoder(SpeechEncoderConfig(**TINY))
+    for n in (1, 2, 3, 4, 5, 97, 100):
+        states, lengths = model.forward_feats(torch.zeros(1, n, 80), torch.tensor([n]))
+        assert states[0].shape[1] == int(conv_lengths(torch.tensor(n))) == int(lengths[0]), n
+
+
+def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
+    utts = manifest_utterances(corpus, split="train")
+    model = SpeechEncoder(SpeechEncoderConfig(chars=build_chars([u[1] for u in utts]), **TINY))
+    feats = [model.frontend([audio_io.load(u[0], SR)[0]])[0][0] for u in utts]
+    texts = [u[1] for u in utts]
+    first = train_encoder(model, feats, texts, EncoderTrainConfig(steps=1, batch_size=6, augment=False), progress=False)
+    cfg = EncoderTrainConfig(steps=80, batch_size=6, lr=5e-3, warmup=5, augment=False)
+    last = train_encoder(model, feats, texts, cfg, progress=False)
+    assert last[-1]["loss"] < 0.3 * first[-1]["loss"], (first, last)
+    hyps = model.transcribe([audio_io.load(u[0], SR)[0] for u in utts])
+    assert sum(h == normalize_text(t) for h, t in zip(hyps, texts)) >= 4, list(zip(hyps, texts))
+
+
+def test_augmentation_is_deterministic_and_keeps_shapes_close():
+    from audiopalm.modeling.speech_encoder import Augmenter
+    from audiopalm.features import LogMelConfig
+
+    aug = Augmenter(EncoderTrainConfig(), LogMelConfig())
+    x = torch.randn(100, 80) - 5
+    a = aug(x, torch.Generator().manual_seed(3))
+    b = aug(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape[1] == 80 and 85 <= a.shape[0] <= 115, a.shape
+    c = aug(x, torch.Generator().manual_seed(4))
+    assert c.shape != a.shape or not torch.equal(a, c)
+
+
+@pytest.fixture(scope="module")
+def fitted(corpus, tmp_path_factory):
+    train = EncoderTrainConfig(steps=20, batch_size=4, warmup=2, eval_every=10)
+    tok = CTCUnitsTokenizer.fit(corpus, num_units=8, train=train, encoder=TINY, progress=False)
+    out = tok.save_pretrained(tmp_path_factory.mktemp("ctc_tok"))
+    return tok, out
+
+
+def test_fit_save_reload_fingerprint_and_record(fitted):
+    tok, out = fitted
+    assert TOKENIZERS["ctc_units"].endswith(":CTCUnitsTokenizer")
+    again = load_audio_tokenizer(out)
+    assert isinstance(again, CTCUnitsTokenizer) and again.fingerprint == tok.fingerprint
+    meta = json.loads((out / CONFIG_NAME).read_text())
+    assert meta["type"] == "ctc_units" and meta["fingerprint"] == tok.fingerprint
+    assert again.fit_info["encoder_dev_cer"] is not None and len(again.fit_info["curve"]) == 2
+    assert again.frame_rate == 25.0 and again.num_codebooks == 1 and again.codebook_size == 8
+    assert not again.can_decode
+    enc = SpeechEncoder.from_pretrained(out / "encoder")
+    assert enc.config.chars == tok.encoder.config.chars and "é" in enc.config.chars
+    with pytest.raises(NotImplementedError):
+        again.decode(torch.zeros(1, 1, 3, dtype=torch.long))
+
+
+def test_encode_deterministic_and_batched_equals_one_by_one(fitted):
+    _, out = fitted
+    tok = load_audio_tokenizer(out)
+    wavs = [torch.as_tensor(_say(t, seed=9)) for t in ("ab", "a bé", "b")]
+    lengths = torch.tensor([len(w) for w in wavs])
+    batch = torch.zeros(3, int(lengths.max()))
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = w
+    codes, frames = tok.encode(batch, lengths)
+    assert codes.shape == (3, 1, int(frames.max())) and codes.dtype == torch.long
+    assert torch.equal(codes, tok.encode(batch, lengths)[0])
+    for i, w in enumerate(wavs):
+        one, n = tok.encode(w[None])
+        assert int(n[0]) == int(frames[i]) == int(conv_lengths(torch.tensor(len(w) // 160 + 1)))
+        assert torch.equal(one[0, 0], codes[i, 0, : int(n[0])]), i
+    assert int(codes.max()) < 8
+
+
+def test_dedup_encoding_and_durations_invert(fitted):
+    tok, out = fitted
+    wav = torch.as_tensor(_say("a bé"))[None]
+    frames, n = tok.units(wav)
+    u, d = dedup_units(frames[0, : int(n[0])])
+    assert torch.equal(torch.repeat_interleave(u, d), frames[0, : int(n[0])])
+    assert bool((u[1:] != u[:-1]).all()) and int(d.sum()) == int(n[0])
+    dedup = CTCUnitsTokenizer(**{**tok.get_config(), "dedup": True})
+    dedup.load_state_dict(tok.state_dict())
+    codes, lengths = dedup.encode(wav)
+    assert int(lengths[0]) == len(u) and torch.equal(codes[0, 0, : len(u)], u)
+    assert dedup.fingerprint != tok.fingerprint
+
+
+def test_ctc_judge_transcribes_any_rate(fitted):
+    tok, out = fitted
+    judge = make_judge("ctc", model=str(out))
+    wav = _say("ab")
+    at_24k = audio_io.resample(wav, SR, 24000)
+    assert judge.transcribe([wav], SR, "fr") == tok.encoder.transcribe([wav])
+    texts = judge.transcribe([at_24k, at_24k], 24000, "fr")
+    assert texts == tok.encoder.transcribe([audio_io.resample(at_24k, 24000, SR)] * 2)
+    with pytest.raises(ValueError, match="model="):
+        make_judge("ctc")
+
+
+def test_refit_units_on_a_trained_encoder(fitted, corpus):
+    tok, out = fitted
+    again = CTCUnitsTokenizer.fit(corpus, num_units=4, layer=1, pretrained=out / "encoder", progress=False)
+    assert again.codebook_size == 4 and again.config.layer == 1
+    for name, tensor in tok.encoder.state_dict().items():
+        assert torch.equal(tensor, again.encoder.state_dict()[name]), name
+    assert again.fit_info["pretrained"] == str(out / "encoder") and again.fit_info["encoder_dev_cer"] is not None
+
+
+def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
+    from audiopalm.cli import main
+
+    out = tmp_path / "units"
+    rc = main(["tokenizer", "fit-ctc-units", "--manifest", str(corpus), "--out", str(out), "--steps", "3",
+               "--batch-size", "4", "--hidden-size", "32", "--num-layers", "1", "--num-units", "6", "--dedup",
+               "--kmeans-iters", "5", "--seed", "2"])
+    assert rc == 0 and "encoder dev CER" in capsys.readouterr().out
+    tok = load_audio_tokenizer(out)
+    assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
+    assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
+
+
+def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):
+    from audiopalm.cli import main
+    from audiopalm.token_store import load_token_store
+
+    tok, out = fitted
+    rc = main(["tokenize", "--manifest", str(corpus), "--tokenizer", str(out), "--out", str(tmp_path / "store"),
+               "--num-proc", "1", "--no-progress"])
+    assert rc == 0
+    store = load_token_store(tmp_path / "store", expected_fingerprint=tok.fingerprint)
+    assert store.meta.num_rows == len(TEXTS) + 2 and store.meta.codebook_size == 8
+    row = store.dataset[0]
+    wav, _ = audio_io.load(row["audio"], SR)
+    direct, n = tok.encode(torch.from_numpy(wav)[None])
+    assert np.array_equal(np.asarray(row["audio_codes"]).reshape(1, -1), direct[0, :, : int(n[0])].numpy())
