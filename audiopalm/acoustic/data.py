@@ -130,12 +130,18 @@ def load_utterances(manifest: str | os.PathLike, splits: list[str] | None, unit_
     if not items:
         raise ValueError(f"{manifest}: no rows with audio in splits {splits}")
     units, feats, offsets = [], [], [0]
-    for path, _ in tqdm(items, desc=f"acoustic: features ({Path(manifest).name})", unit="utt", disable=not progress):
-        wav, _ = audio_io.load(path, codec.sample_rate)
-        u, f = encode_utterance(wav, unit_tokenizer, codec)
-        units.append(u)
-        feats.append(f)
-        offsets.append(offsets[-1] + len(u))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one short file at a time: threads only add sync overhead (x10 slower on a busy CPU)
+    try:
+        for path, _ in tqdm(items, desc=f"acoustic: features ({Path(manifest).name})", unit="utt",
+                            disable=not progress):
+            wav, _ = audio_io.load(path, codec.sample_rate)
+            u, f = encode_utterance(wav, unit_tokenizer, codec)
+            units.append(u)
+            feats.append(f)
+            offsets.append(offsets[-1] + len(u))
+    finally:
+        torch.set_num_threads(threads)
     out = Utterances([p for p, _ in items], [s for _, s in items], torch.tensor(offsets, dtype=torch.long),
                      torch.cat(units), torch.cat(feats))
     if cache is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from audiopalm.acoustic.data import Batch, PairSampler, Utterances, load_utterances
+from audiopalm.acoustic.data import Batch, PairSampler, Utterances, load_utterances, manifest_utterances
 from audiopalm.acoustic.model import AcousticConfig
 from audiopalm.acoustic.stage import DEFAULT_PROMPT_FRAMES, AcousticStage
 from audiopalm.config import OptimConfig, TrainConfig, _check
@@ -94,19 +94,17 @@ def build_data(cfg: TrainAcousticConfig, unit_tokenizer, codec, *, progress: boo
     if not d.manifests:
         raise ValueError("data.manifests: empty; give data.manifests=[path/to/train.jsonl]")
     cache = d.cache_dir or str(Path(cfg.train.output_dir) / "cache")
-    parts = [load_utterances(m, d.train_splits, unit_tokenizer, codec, cache_dir=cache,
-                             limit=d.max_utterances or None, progress=progress) for m in d.manifests]
-    train = parts[0] if len(parts) == 1 else _concat(parts)
-    dev = None
-    if d.dev_split and d.max_dev_utterances:
-        devs = []
-        for m in d.manifests:
-            try:
-                devs.append(load_utterances(m, [d.dev_split], unit_tokenizer, codec, cache_dir=cache,
-                                            limit=d.max_dev_utterances, progress=progress))
-            except ValueError:  # a manifest without dev rows
-                continue
-        dev = (devs[0] if len(devs) == 1 else _concat(devs)) if devs else None
+
+    def load(splits: list[str], limit: int | None) -> Utterances | None:
+        # a manifest may hold only some splits (train.jsonl, dev.jsonl): those without rows here are skipped
+        parts = [load_utterances(m, splits, unit_tokenizer, codec, cache_dir=cache, limit=limit, progress=progress)
+                 for m in d.manifests if manifest_utterances(m, splits)]
+        return (parts[0] if len(parts) == 1 else _concat(parts)) if parts else None
+
+    train = load(d.train_splits, d.max_utterances or None)
+    if train is None:
+        raise ValueError(f"data.manifests: no rows with audio in splits {d.train_splits} in {d.manifests}")
+    dev = load([d.dev_split], d.max_dev_utterances) if d.dev_split and d.max_dev_utterances else None
     return train, dev
 
 
