@@ -1,0 +1,270 @@
+"""The acoustic stage: overfits one utterance, saves/loads exactly, synthesizes deterministically and batch-invariantly,
+pairs each target with another utterance of its speaker, and its recipe runs and resumes bit-for-bit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audiopalm.acoustic import AcousticConfig, AcousticStage
+from audiopalm.acoustic import train as acoustic
+from audiopalm.acoustic.data import PairSampler, load_utterances
+from audiopalm.manifest import Record, write_manifest
+from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
+
+SR = 16000
+# a small codec: 40 mels, 10 ms hop, 2 frames stacked -> 50 Hz code frames of 80 values
+TINY = dict(n_mels=40, n_fft=400, win_length=400, hop_length=160, stack=2, griffin_lim_iters=8, nnls_iters=5)
+TINY_MODEL = AcousticConfig(hidden_size=48, num_blocks=3, dilations=(1, 2, 4), voice_dim=16, voice_hidden=16)
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_acoustic.py"
+TINY_YAML = RECIPE.parent / "configs" / "train_acoustic_tiny.yaml"
+
+
+def voice(seconds: float, f0: float, formant: float, rng: np.random.Generator) -> np.ndarray:
+    """A harmonic 'voice' with pitch ``f0`` and a formant: speakers differ in f0 and formant, utterances in
+    their random syllable rhythm and pitch contour."""
+    t = np.arange(int(seconds * SR)) / SR
+    contour = f0 * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
+    phase = 2 * np.pi * np.cumsum(contour) / SR
+    wav = sum(np.exp(-((h * f0 - formant) / 500) ** 2) * np.sin(h * phase) for h in range(1, 16))
+    envelope = np.sin(2 * np.pi * rng.uniform(2, 4) * t) ** 2
+    return (0.5 * envelope * wav / np.abs(wav).max()).astype(np.float32)
+
+
+SPEAKERS = {"en-a": (110.0, 700.0), "en-b": (210.0, 1800.0)}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """A manifest of 2 speakers x 6 train + 2 dev utterances (wav files), with speakers."""
+    import soundfile as sf
+
+    folder = tmp_path_factory.mktemp("acoustic_corpus")
+    rng = np.random.default_rng(0)
+    recs = []
+    for split, n in (("train", 6), ("dev", 2)):
+        for spk, (f0, formant) in SPEAKERS.items():
+            for i in range(n):
+                path = folder / f"{split}-{spk}-{i}.wav"
+                sf.write(path, voice(rng.uniform(0.5, 0.9), f0, formant, rng), SR)
+                recs.append(Record(id=f"{split}-{spk}-{i}", lang="en", text="a b c", audio=str(path), speaker=spk,
+                                   split=split))
+    return write_manifest(folder / "all.jsonl", recs)
+
+
+@pytest.fixture(scope="module")
+def tokenizers(corpus, tmp_path_factory) -> tuple[Path, Path]:
+    """(unit tokenizer folder, codec folder): the units are a one-codebook mel_rvq at the codec's frame rate."""
+    from audiopalm.tokenizers.mel_rvq import manifest_waves
+
+    folder = tmp_path_factory.mktemp("acoustic_toks")
+    codec = MelRVQTokenizer.fit(manifest_waves(corpus, SR), num_codebooks=2, codebook_size=16, seed=0,
+                                kmeans_iters=5, progress=False, **TINY)
+    units = MelRVQTokenizer.fit(manifest_waves(corpus, SR), num_codebooks=1, codebook_size=12, seed=1,
+                                kmeans_iters=5, progress=False, **TINY)
+    return units.save_pretrained(folder / "units"), codec.save_pretrained(folder / "codec")
+
+
+def load(path):
+    from audiopalm.tokenizers.base import load_audio_tokenizer
+    return load_audio_tokenizer(path)
+
+
+@pytest.fixture(scope="module")
+def utts(corpus, tokenizers):
+    return load_utterances(corpus, ["train"], load(tokenizers[0]), load(tokenizers[1]), progress=False)
+
+
+@pytest.fixture(scope="module")
+def trained(utts, tokenizers) -> AcousticStage:
+    """A tiny stage trained briefly on the train utterances, with a default voice."""
+    torch.manual_seed(0)
+    stage = AcousticStage.build(TINY_MODEL, load(tokenizers[1]), load(tokenizers[0]), max_prompt_frames=20)
+    sampler = PairSampler(utts, max_frames=60, max_prompt_frames=20, seed=0)
+    opt = torch.optim.AdamW(stage.model.parameters(), lr=3e-3)
+    for step in range(30):
+        loss, n = acoustic.loss_sums(stage.model, sampler.batch(sampler.targets, step))
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+    acoustic.set_default_voice(stage, utts)
+    return stage.eval()
+
+
+# ---------------------------------------------------------------------------------------------------------- the data
+
+
+def test_prompt_is_another_utterance_of_the_same_speaker(utts):
+    sampler = PairSampler(utts, max_frames=10**6, max_prompt_frames=10**6, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    for i in sampler.targets:
+        _, feats, prompt = sampler.pair(i, gen)
+        matches = [j for j in range(len(utts)) if utts.length(j) == len(prompt)
+                   and torch.equal(utts.item(j)[1], prompt)]
+        assert matches and all(j != i and utts.speakers[j] == utts.speakers[i] for j in matches), (i, matches)
+    # the same (seed, step) gives the same batch; another step another one
+    a, b = sampler.batch([0, 1, 2], step=3), sampler.batch([0, 1, 2], step=3)
+    assert torch.equal(a.prompt, b.prompt) and torch.equal(a.units, b.units)
+
+
+def test_units_and_features_are_frame_aligned_and_cached(corpus, tokenizers, tmp_path):
+    units_tok, codec = load(tokenizers[0]), load(tokenizers[1])
+    first = load_utterances(corpus, ["dev"], units_tok, codec, cache_dir=tmp_path, progress=False)
+    assert len(first) == 4 and set(first.speakers) == set(SPEAKERS)
+    wav = torch.from_numpy(__import__("soundfile").read(first.paths[0], dtype="float32")[0])[None]
+    feats, n = codec.features(wav)
+    u, f = first.item(0)
+    assert len(u) == len(f) and abs(len(f) - int(n[0])) <= 2
+    torch.testing.assert_close(f, feats[0, : len(f)])
+    # the cached copy is read without the audio
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for p in first.paths:
+        shutil.move(p, moved / Path(p).name)
+    try:
+        again = load_utterances(corpus, ["dev"], units_tok, codec, cache_dir=tmp_path, progress=False)
+    finally:
+        for p in first.paths:
+            shutil.move(moved / Path(p).name, p)
+    assert torch.equal(again.units, first.units) and torch.equal(again.feats, first.feats)
+    assert again.speakers == first.speakers
+
+
+def test_unit_rate_must_match_the_codec(tokenizers):
+    other = MelRVQTokenizer(**{**TINY, "stack": 4}, num_codebooks=1, codebook_size=4)
+    with pytest.raises(ValueError, match="must match"):
+        AcousticStage.build(TINY_MODEL, load(tokenizers[1]), other)
+
+
+# --------------------------------------------------------------------------------------------------------- the model
+
+
+def test_overfits_one_utterance(utts, tokenizers):
+    """Trained on one utterance (prompt: another utterance of its speaker), the stage reproduces its features with an
+    L1 below a tenth of the utterance's own spread: |x - mean frame| averaged, what a model that ignores the units
+    and predicts the best constant frame scores. The 2-codebook codec's own quantisation error is printed beside it."""
+    torch.manual_seed(0)
+    stage = AcousticStage.build(TINY_MODEL, load(tokenizers[1]), load(tokenizers[0]), max_prompt_frames=20)
+    sampler = PairSampler(utts, max_frames=10**6, max_prompt_frames=20, seed=0)
+    batch = sampler.batch([0], step=0)
+    target = batch.feats[0, : int(batch.lengths[0])]  # [F, D]
+    constant_l1 = float((target - target.median(0).values).abs().mean())
+    opt = torch.optim.AdamW(stage.model.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(250):
+        loss, n = acoustic.loss_sums(stage.model, batch)
+        opt.zero_grad()
+        (loss / n).backward()
+        opt.step()
+    final = float(loss.detach()) / n
+    codec = stage.codec
+    codec_l1 = float((codec.dequantize(codec.quantize(target[None]))[0] - target).abs().mean())
+    assert final < 0.1 * constant_l1, (final, constant_l1, codec_l1)
+
+
+def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
+    units = torch.randint(0, trained.config.num_units, (2, 30))
+    prompt = torch.from_numpy(voice(0.8, 110.0, 700.0, np.random.default_rng(5)))
+    folder = trained.save_pretrained(tmp_path / "stage")
+    meta = json.loads((folder / "acoustic.json").read_text())
+    assert meta["codec_fingerprint"] == trained.codec.fingerprint
+    assert meta["unit_tokenizer"]["fingerprint"] == trained.unit_tokenizer["fingerprint"]
+    assert meta["default_voice"]["speaker"] in SPEAKERS
+    loaded = AcousticStage.from_pretrained(folder)
+    assert torch.equal(loaded.default_voice, trained.default_voice) and loaded.default_voice.abs().sum() > 0
+    for kw in ({"voice_wav": prompt}, {}):
+        assert torch.equal(loaded.synthesize(units, **kw), trained.synthesize(units, **kw)), kw
+    # saving again over the folder replaces it whole
+    trained.save_pretrained(folder)
+    assert AcousticStage.from_pretrained(folder).codec.fingerprint == trained.codec.fingerprint
+
+
+def test_synthesize_is_deterministic_and_batched_equals_one_by_one(trained):
+    rng = np.random.default_rng(1)
+    units = torch.randint(0, trained.config.num_units, (3, 40))
+    lengths = torch.tensor([40, 25, 31])
+    prompts = [voice(s, f0, fm, rng) for s, (f0, fm) in zip((0.7, 0.5, 0.9), list(SPEAKERS.values()) * 2)]
+    plen = torch.tensor([len(p) for p in prompts])
+    pwav = torch.zeros(3, int(plen.max()))
+    for i, p in enumerate(prompts):
+        pwav[i, : len(p)] = torch.from_numpy(p)
+    wav = trained.synthesize(units, voice_wav=pwav, lengths=lengths, voice_lengths=plen)
+    spf = trained.codec.samples_per_frame
+    assert wav.shape == (3, 40 * spf)
+    assert torch.equal(wav, trained.synthesize(units, voice_wav=pwav, lengths=lengths, voice_lengths=plen))
+    for i in range(3):
+        n = int(lengths[i])
+        one = trained.synthesize(units[i: i + 1, :n], voice_wav=torch.from_numpy(prompts[i]))  # [1, n * spf]
+        torch.testing.assert_close(wav[i, : n * spf], one[0], atol=1e-4, rtol=1e-4)
+        assert (wav[i, n * spf:] == 0).all()
+    # the voice changes the output: two speakers' prompts give different sound for the same units
+    a = trained.predict_features(units[:1], voice_wav=torch.from_numpy(prompts[0]))[0]
+    b = trained.predict_features(units[:1], voice_wav=torch.from_numpy(prompts[1]))[0]
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_bad_units_and_voices_are_refused(trained):
+    with pytest.raises(ValueError, match=r"unit ids must be in \[0, 12\)"):
+        trained.synthesize(torch.tensor([[0, 12, 3]]))
+    with pytest.raises(ValueError, match="units must be"):
+        trained.synthesize(torch.tensor([1, 2, 3]))
+    with pytest.raises(ValueError, match="not both"):
+        trained.synthesize(torch.tensor([[1, 2]]), voice_wav=torch.zeros(1600), voice=trained.default_voice)
+    with pytest.raises(ValueError, match="voice must be"):
+        trained.synthesize(torch.tensor([[1, 2]]), voice=torch.zeros(3))
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="AcousticConfig.kernel_size"):
+        AcousticConfig(kernel_size=4)
+    with pytest.raises(ValueError, match="AcousticConfig.dropout"):
+        AcousticConfig(dropout=1.0)
+
+
+# -------------------------------------------------------------------------------------------------------- the recipe
+
+
+def run_in_process(args: list[str]) -> None:
+    from accelerate.state import AcceleratorState, GradientState
+
+    if str(RECIPE.parent) not in sys.path:
+        sys.path.insert(0, str(RECIPE.parent))
+    import train_acoustic
+
+    try:
+        assert train_acoustic.main(args) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+
+
+def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, tokenizers, tmp_path):
+    from audiopalm.training import read_jsonl
+
+    common = ["--config", str(TINY_YAML), f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
+              f"data.codec={tokenizers[1]}", "train.eval_every=3"]
+    out = tmp_path / "run"
+    run_in_process([*common, f"train.output_dir={out}"])
+    rows = read_jsonl(out / "metrics.jsonl")
+    losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    assert any("dev_mel_l1" in r for r in rows)
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000003"]
+    stage = AcousticStage.from_pretrained(out / "final")
+    assert stage.config.hidden_size == 32 and stage.config.num_units == 12
+    assert stage.synthesize(torch.tensor([[1, 2, 3, 4]])).shape == (1, 4 * stage.codec.samples_per_frame)
+    # a second run resumed from step 3 of a copy gives the same losses for steps 4..6
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out / "checkpoints", resumed / "checkpoints")
+    shutil.copytree(out / "cache", resumed / "cache")
+    run_in_process([*common, f"train.output_dir={resumed}", "--resume"])
+    again = {r["step"]: r["loss"] for r in read_jsonl(resumed / "metrics.jsonl") if "loss" in r}
+    assert [again[s] for s in (4, 5, 6)] == [losses[s] for s in (4, 5, 6)]
+    a, b = AcousticStage.from_pretrained(out / "final"), AcousticStage.from_pretrained(resumed / "final")
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k
