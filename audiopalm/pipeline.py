@@ -92,6 +92,25 @@ def check_checkpoint_files(path: str | os.PathLike) -> None:
         check_safetensors(p)
 
 
+def check_acoustic_stage(acoustic, audio_tokenizer) -> None:
+    """Refuse an acoustic stage trained on other units than the ones this model's audio tokenizer makes."""
+    want = getattr(acoustic, "unit_tokenizer", {}).get("fingerprint")
+    if want != audio_tokenizer.fingerprint:
+        raise PipelineError(f"the acoustic stage was trained on units of audio tokenizer {want}, but this model's "
+                            f"audio tokenizer is {audio_tokenizer.fingerprint}: pair a stage trained on the same units")
+
+
+def load_acoustic_stage(path: str | os.PathLike):
+    """The acoustic stage saved in checkpoint ``path``'s ``acoustic/`` folder, or None where there is none."""
+    from audiopalm.acoustic.stage import CONFIG_NAME, AcousticStage
+    from audiopalm.modeling.extend import ACOUSTIC_DIR
+
+    folder = Path(path) / ACOUSTIC_DIR
+    if not (folder / CONFIG_NAME).is_file():
+        return None
+    return AcousticStage.from_pretrained(folder)
+
+
 @dataclasses.dataclass
 class Output:
     """What one input became. Fields a task does not produce are None."""
@@ -127,17 +146,24 @@ class AudioPaLM:
     already in memory (e.g. at the end of training).
     """
 
-    def __init__(self, model, vocab, audio_tokenizer, *, device: str | torch.device | None = None,
+    def __init__(self, model, vocab, audio_tokenizer, *, acoustic=None, device: str | torch.device | None = None,
                  batch_size: int = 8):
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         self.model = model.eval()
         self.vocab = vocab
         self.audio_tokenizer = audio_tokenizer.eval()
+        self.acoustic = None if acoustic is None else acoustic.eval()
+        """The acoustic stage (:class:`audiopalm.acoustic.AcousticStage`) that turns generated semantic units into
+        sound, or None where the audio tokenizer is a codec that decodes its own codes."""
+        if acoustic is not None:
+            check_acoustic_stage(acoustic, audio_tokenizer)
         self.batch_size = batch_size
         if device is not None:
             self.model.to(device)
             self.audio_tokenizer.to(device)
+            if self.acoustic is not None:
+                self.acoustic.to(device)
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self.max_length: int | None = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         """The model's context in tokens (prompt + output); None if its config does not say."""
@@ -167,15 +193,17 @@ class AudioPaLM:
                                         f"Hugging Face hub failed ({type(e).__name__}: {e})") from e
         check_checkpoint_files(path)
         model, vocab, audio_tokenizer = load_checkpoint(path, **model_kwargs)
+        acoustic = load_acoustic_stage(path)
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, vocab, audio_tokenizer, device=device, batch_size=batch_size)
+        return cls(model, vocab, audio_tokenizer, acoustic=acoustic, device=device, batch_size=batch_size)
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write the checkpoint (model, tokenizer, ``audiopalm.json``, audio tokenizer) into ``directory``."""
+        """Write the checkpoint (model, tokenizer, ``audiopalm.json``, audio tokenizer, and the acoustic stage
+        in ``acoustic/`` if there is one) into ``directory``."""
         from audiopalm.modeling.extend import save_checkpoint
 
-        return save_checkpoint(self.model, self.vocab, self.audio_tokenizer, directory)
+        return save_checkpoint(self.model, self.vocab, self.audio_tokenizer, directory, acoustic=self.acoustic)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
                     commit_message: str = "Upload audiopalm checkpoint", revision: str | None = None) -> Any:
@@ -193,8 +221,18 @@ class AudioPaLM:
     # ---- properties --------------------------------------------------------------------------
     @property
     def sample_rate(self) -> int:
-        """Hz of the waveforms the audio tokenizer takes and gives."""
+        """Hz of the waveforms the audio tokenizer takes (and, without an acoustic stage, gives)."""
         return self.audio_tokenizer.sample_rate
+
+    @property
+    def output_sample_rate(self) -> int:
+        """Hz of the speech this model writes: the acoustic stage's where there is one."""
+        return self.acoustic.sample_rate if self.acoustic is not None else self.audio_tokenizer.sample_rate
+
+    @property
+    def can_speak(self) -> bool:
+        """Whether speech outputs can be turned into sound (a codec tokenizer, or an acoustic stage)."""
+        return self.acoustic is not None or self.audio_tokenizer.can_decode
 
     @property
     def tasks(self) -> list[str]:
@@ -228,7 +266,7 @@ class AudioPaLM:
     def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, *,
                  sample_rate: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
                  cap_speech: bool = True, speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
-                 progress: bool = False, **generate_kwargs):
+                 voice=None, progress: bool = False, **generate_kwargs):
         """Run any task or chain (``"ASR"``, ``"ASR AST S2ST"``, ...) on one input or a list of inputs.
 
         ``inputs``: text (TTS, MT) or speech (a waveform [T] at ``sample_rate`` or a file path).
@@ -239,32 +277,47 @@ class AudioPaLM:
         greedy); None: greedy speech. Other keyword arguments go to ``model.generate`` (``num_beams`` ...); with
         any of those the default speech sampling steps aside and they decide the decoding of the whole output.
         ``do_sample=True`` (``temperature``, ``top_k``) samples every token with the seeded per-input sampler
-        instead of transformers' batch-wide generator (see the module docstring). Returns an :class:`Output`, or a list of them for a list input.
+        instead of transformers' batch-wide generator (see the module docstring). ``voice`` (speech outputs through
+        an acoustic stage): None for the stage's default voice, ``"source"`` to speak in the voice of each input's
+        own speech (S2ST: AudioPaLM's voice-preserving translation), or one waveform [T] at :attr:`sample_rate` /
+        an audio file path for every output. Returns an :class:`Output`, or a list of them for a list input.
         """
         spec = self._check_request(task, src, tgt)
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [inputs] if single else list(inputs)
-        records = [self._record(spec, item, src, tgt, sample_rate, i) for i, item in enumerate(items)]
-        outs = self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         cap_speech=cap_speech, speech_sampling=speech_sampling, progress=progress, **generate_kwargs)
+        records, voices = [], []
+        for i, item in enumerate(items):
+            rec, wav = self._record(spec, item, src, tgt, sample_rate, i)
+            records.append(rec)
+            voices.append(wav if isinstance(voice, str) and voice == "source" else None)
+        if not (isinstance(voice, str) and voice == "source"):
+            voices = [self._voice_prompt(spec, voice)] * len(records)
+        elif spec.input_segment[0] != AUDIO:
+            raise PipelineError(f"voice='source': task {spec.name} has no input speech to take the voice from")
+        outs = self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, cap_speech=cap_speech,
+                         speech_sampling=speech_sampling, voices=voices, progress=progress, **generate_kwargs)
         return outs[0] if single else outs
 
     def generate_records(self, task: str | TaskSpec, records: Sequence[dict], *, batch_size: int | None = None,
                          max_new_tokens: int | None = None, cap_speech: bool = True,
-                         speech_sampling: SpeechSampling | None = SPEECH_SAMPLING, progress: bool = False,
-                         **generate_kwargs) -> list[Output]:
+                         speech_sampling: SpeechSampling | None = SPEECH_SAMPLING, voices: Sequence | None = None,
+                         progress: bool = False, **generate_kwargs) -> list[Output]:
         """Run ``task`` on task records (:mod:`audiopalm.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
-        ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already."""
+        ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already. ``voices``: one voice prompt
+        per record (a waveform [T] at :attr:`output_sample_rate`, or None for the default voice)."""
         spec = None
         for pair in dict.fromkeys((r.get("lang"), r.get("tgt_lang") if parse_task(task).needs_tgt_lang else None)
                                   for r in records):
             spec = self._check_request(task, *pair)
+        if voices is not None and len(voices) != len(records):
+            raise PipelineError(f"voices: {len(voices)} voice prompts for {len(records)} records")
         return self._run(spec or parse_task(task), records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         cap_speech=cap_speech, speech_sampling=speech_sampling, progress=progress, **generate_kwargs)
+                         cap_speech=cap_speech, speech_sampling=speech_sampling, voices=voices, progress=progress,
+                         **generate_kwargs)
 
     def _run(self, spec: TaskSpec, records: Sequence[dict], *, batch_size: int | None, max_new_tokens: int | None,
              cap_speech: bool, speech_sampling: SpeechSampling | None, progress: bool,
-             **generate_kwargs) -> list[Output]:
+             voices: Sequence | None = None, **generate_kwargs) -> list[Output]:
         """Prompts of checked records -> batched constrained generation -> outputs."""
         if generate_kwargs.get("do_sample"):
             speech_sampling = self._seeded_sampling(speech_sampling, generate_kwargs)
@@ -297,7 +350,7 @@ class AudioPaLM:
             ids = constrained_generate(self.model, self.vocab, batch, spec, max_new_tokens=budget,
                                        max_audio_frames=None if caps is None else caps[s:s + bs],
                                        speech_sampling=speech_sampling, **generate_kwargs)
-            outs.extend(self._output(spec, row) for row in ids)
+            outs.extend(self._output(spec, row, None if voices is None else voices[s + j]) for j, row in enumerate(ids))
         return outs
 
     def _seeded_sampling(self, speech_sampling: SpeechSampling | None, kwargs: dict) -> SpeechSampling:
@@ -361,17 +414,20 @@ class AudioPaLM:
             raise PipelineError(f"task {spec.name} does not translate, but tgt={tgt!r} was given")
         if tgt is not None and tgt == src:
             raise PipelineError(f"src and tgt are both {src!r}; translation tasks need two languages")
-        if spec.speaks and not self.audio_tokenizer.can_decode:
+        if spec.speaks and not self.can_speak:
             raise PipelineError(f"task {spec.name} outputs speech, but this checkpoint's audio tokenizer "
                                 f"({self.audio_tokenizer.type_name}) cannot turn codes back into audio "
-                                "(semantic units have no decoder); use a codec tokenizer for TTS/S2ST")
+                                "(semantic units have no decoder) and it holds no acoustic stage (acoustic/); "
+                                "train one (audiopalm train train_acoustic) and give it to the fine-tune")
         if self.tasks and spec.name not in self.tasks:
             warnings.warn(f"task {spec.name!r} is not among the tasks this checkpoint was trained on "
                           f"({', '.join(self.tasks)}); its output may be meaningless", stacklevel=3)
         return spec
 
-    def _record(self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None, index: int) -> dict:
-        """One input -> a task record (languages + text or audio codes [K, F])."""
+    def _record(self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None,
+                index: int) -> tuple[dict, np.ndarray | None]:
+        """One input -> (a task record: languages + text or audio codes [K, F]; the input waveform [T] at
+        :attr:`output_sample_rate` for a speech input, else None)."""
         rec: dict = {"id": f"input {index}", "lang": src, "tgt_lang": tgt}
         kind, field = spec.input_segment
         if kind == TEXT:
@@ -380,13 +436,26 @@ class AudioPaLM:
             if not item.strip():
                 raise PipelineError(f"input {index}: empty text")
             rec[field] = item
-        else:
-            rec[field] = self.encode_audio(item, sample_rate=sample_rate, name=f"input {index}")
-        return rec
+            return rec, None
+        wav = self.load_audio(item, sample_rate=sample_rate, name=f"input {index}")  # [T] at self.sample_rate
+        rec[field] = self.encode_audio(wav, name=f"input {index}")  # [K, F]
+        return rec, audio_io.resample(wav, self.sample_rate, self.output_sample_rate)
 
-    @torch.no_grad()
-    def encode_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> torch.Tensor:
-        """A waveform [T] (at ``sample_rate``, default the tokenizer's) or an audio file path -> codes [K, F]."""
+    def _voice_prompt(self, spec: TaskSpec, voice) -> np.ndarray | None:
+        """One voice prompt for every output: None, or a waveform / file -> [T] at :attr:`output_sample_rate`."""
+        if voice is None:
+            return None
+        if not spec.speaks:
+            raise PipelineError(f"voice: task {spec.name} outputs no speech")
+        if self.acoustic is None:
+            raise PipelineError("voice: this checkpoint decodes speech with its codec, which takes no voice prompt "
+                                "(only an acoustic stage does)")
+        wav = self.load_audio(voice, name="voice")  # [T] at self.sample_rate
+        return audio_io.resample(wav, self.sample_rate, self.output_sample_rate)
+
+    def load_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> np.ndarray:
+        """A waveform [T] (at ``sample_rate``, default the tokenizer's) or an audio file path -> float32 [T] at
+        :attr:`sample_rate`, validated."""
         sr = self.sample_rate
         if isinstance(item, (str, os.PathLike)):
             try:
@@ -403,6 +472,12 @@ class AudioPaLM:
         else:
             raise PipelineError(f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, "
                                 f"got {type(item).__name__}")
+        return wav
+
+    @torch.no_grad()
+    def encode_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> torch.Tensor:
+        """A waveform [T] (at ``sample_rate``, default the tokenizer's) or an audio file path -> codes [K, F]."""
+        wav = self.load_audio(item, sample_rate=sample_rate, name=name)  # [T]
         x = torch.as_tensor(np.ascontiguousarray(wav), dtype=torch.float32, device=_module_device(self.audio_tokenizer))
         codes, n = self.audio_tokenizer.encode(x[None], torch.tensor([x.shape[0]], device=x.device))  # [1, K, F], [1]
         frames = int(n[0])
@@ -426,13 +501,26 @@ class AudioPaLM:
         return max_new_tokens
 
     @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor) -> np.ndarray:
-        """Codes [k, F] -> mono float32 waveform [T] at :attr:`sample_rate`."""
+    def decode_codes(self, codes: torch.Tensor, voice=None) -> np.ndarray:
+        """Codes [k, F] -> mono float32 waveform [T] at :attr:`output_sample_rate`.
+
+        Semantic units go through the acoustic stage, in the voice of ``voice`` (a waveform [T] at
+        :attr:`output_sample_rate`: a few seconds of the wanted speaker) or the stage's default voice; a codec's
+        codes through the codec's own decoder (``voice`` is then refused: a codec has no voice prompt)."""
+        if self.acoustic is not None:
+            dev = _module_device(self.acoustic)
+            units = codes[:1].to(dev)  # [1, F]: the unit stream
+            prompt = None if voice is None else torch.as_tensor(np.asarray(voice), dtype=torch.float32, device=dev)
+            wav = self.acoustic.synthesize(units, voice_wav=prompt)  # [1, T]
+            return wav[0].float().cpu().numpy()
+        if voice is not None:
+            raise PipelineError("voice: this checkpoint decodes speech with its codec, which takes no voice prompt "
+                                "(only an acoustic stage does)")
         dev = _module_device(self.audio_tokenizer)
         wav = self.audio_tokenizer.decode(codes[None].to(dev))  # [1, T]
         return wav[0].float().cpu().numpy()
 
-    def _output(self, spec: TaskSpec, ids: list[int]) -> Output:
+    def _output(self, spec: TaskSpec, ids: list[int], voice: np.ndarray | None = None) -> Output:
         out = Output(task=spec.name, ids=ids, finished=bool(ids) and ids[-1] == self.vocab.eos_id)
         try:
             segments = split_segments(ids, spec, self.vocab)
@@ -444,8 +532,8 @@ class AudioPaLM:
                 if value.shape[1] == 0:
                     continue
                 out.codes = value  # [k, F]
-                out.audio = self.decode_codes(value)  # [T]
-                out.sample_rate = self.sample_rate
+                out.audio = self.decode_codes(value, voice)  # [T]
+                out.sample_rate = self.output_sample_rate
             elif field == "text":
                 out.text = value
             else:

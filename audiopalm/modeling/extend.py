@@ -32,6 +32,8 @@ import torch
 from audiopalm.vocab import UnifiedVocab
 
 AUDIO_TOKENIZER_DIR = "audio_tokenizer"
+ACOUSTIC_DIR = "acoustic"
+"""Sub-folder of a checkpoint holding its acoustic stage (semantic units + voice -> sound), if it has one."""
 
 
 class CheckpointError(ValueError):
@@ -167,8 +169,9 @@ def _check_audio_tokenizer(vocab: UnifiedVocab, audio_tokenizer) -> None:
                               f"vocabulary was built for ({recorded.get('fingerprint')})")
 
 
-def save_checkpoint(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Write model (safetensors), tokenizer, ``audiopalm.json`` and ``audio_tokenizer/`` into ``out_dir``."""
+def save_checkpoint(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | os.PathLike, *, acoustic=None) -> Path:
+    """Write model (safetensors), tokenizer, ``audiopalm.json``, ``audio_tokenizer/`` and, for a model whose
+    audio tokens are semantic units, its acoustic stage (``acoustic/``: units + voice -> sound) into ``out_dir``."""
     rows = model.get_input_embeddings().weight.shape[0]
     if rows < len(vocab):
         raise CheckpointError(f"the model's embedding has {rows} rows, the vocabulary {len(vocab)}: call extend_model first")
@@ -183,6 +186,8 @@ def save_checkpoint(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | 
             "num_codebooks": audio_tokenizer.num_codebooks})
     UnifiedVocab(vocab.tokenizer, layout).save_pretrained(out)
     audio_tokenizer.save_pretrained(out / AUDIO_TOKENIZER_DIR)
+    if acoustic is not None:
+        acoustic.save_pretrained(out / ACOUSTIC_DIR)
     pickled = sorted(p.name for p in out.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".pkl"))
     if pickled:
         raise CheckpointError(f"{out}: pickle-format files written: {pickled}; only safetensors are allowed")
