@@ -246,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     for a, v in voice_scores(vecs, refs, spk_of_lang).items():
         arms[a].update(v)
     result["speakers_per_language"] = {lang: len(s) for lang, s in spk_of_lang.items()}
+    result["arms"] = arms
+    _write(result, args.out)  # the judges take minutes: keep what is measured so far
 
     # intelligibility: judges per language
     judges = {}
