@@ -65,8 +65,9 @@ def utterances(manifest: str, max_items: int | None, langs: list[str] | None) ->
     return out
 
 
-def speed(stage, units: list[torch.Tensor], gl_iters: list[int]) -> dict:
-    """Real-time factors on one thread: units -> features, and units -> wav for each Griffin-Lim count."""
+def speed(stage, units: list[torch.Tensor], settings: list[str]) -> dict:
+    """Real-time factors on one thread: units -> features, and units -> wav for each decoder setting
+    ``"GL:NNLS"`` (Griffin-Lim iterations : mel -> linear magnitude refinement iterations)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -75,12 +76,19 @@ def speed(stage, units: list[torch.Tensor], gl_iters: list[int]) -> dict:
         feats = [stage.predict_features(u[None])[0] for u in units]
         t_feat = time.perf_counter() - t
         out = {"audio_seconds": round(seconds, 2), "features_rtf": round(seconds / t_feat, 1)}
-        for n in gl_iters:
+        for setting in settings:
+            gl, nnls = (int(x) for x in setting.split(":"))
             t = time.perf_counter()
-            for u in units:
-                stage.synthesize(u[None], griffin_lim_iters=n)
-            out[f"wav_rtf_gl{n}"] = round(seconds / (time.perf_counter() - t), 1)
-        del feats
+            wavs = [stage.synthesize(u[None], griffin_lim_iters=gl, nnls_iters=nnls) for u in units]
+            out[f"wav_rtf_gl{gl}_nnls{nnls}"] = round(seconds / (time.perf_counter() - t), 1)
+            # how faithfully this decoder setting realises the predicted log-mel (re-analysed from its wav)
+            errs = []
+            for f, w in zip(feats, wavs):
+                want = stage.codec.features_to_log_mel(f[None])[0]  # [M, n_mels]
+                got, m = stage.codec.log_mel(w)
+                k = min(int(m[0]), want.shape[0])
+                errs.append(float((got[0, :k] - want[:k]).abs().mean()))
+            out[f"decoder_mel_l1_gl{gl}_nnls{nnls}"] = round(float(np.mean(errs)), 4)
     finally:
         torch.set_num_threads(threads)
     return out
@@ -142,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-train", type=int, default=1500, help="train utterances per language for the probe")
     p.add_argument("--probe-steps", type=int, default=600, help="CTC probe training steps (default 600)")
     p.add_argument("--speed-items", type=int, default=20, help="utterances timed (default 20)")
-    p.add_argument("--gl-iters", type=int, nargs="+", default=[48, 16, 8], help="Griffin-Lim counts timed")
+    p.add_argument("--decoder-settings", nargs="+", default=["48:30", "16:30", "8:10", "4:0"],
+                   help="decoder settings timed, GL:NNLS iterations (default: 48:30 (the codec's) 16:30 8:10 4:0)")
+    p.add_argument("--speed-only", action="store_true",
+                   help="only time; replace the 'speed' entry of an existing --out file")
     p.add_argument("--gl-quality", type=int, default=16,
                    help="Griffin-Lim iterations of every arm's audio in the quality measures (default 16)")
     p.add_argument("--no-pocketsphinx", action="store_true", help="skip the PocketSphinx judge")
@@ -184,9 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"stage": str(args.stage), "stage_config": stage.meta(), "dev": str(args.dev),
                     "items": len(items), "load_avg_at_start": os.getloadavg()}
     t0 = time.perf_counter()
-    result["speed"] = speed(stage, [it["units"] for it in items[: args.speed_items]], args.gl_iters)
+    result["speed"] = speed(stage, [it["units"] for it in items[: args.speed_items]], args.decoder_settings)
     print(f"[bench_acoustic] speed: {result['speed']}", flush=True)
+    if args.speed_only:
+        old = json.loads(Path(args.out).read_text()) if Path(args.out).is_file() else {}
+        old["speed"], old["load_avg_at_speed"] = result["speed"], result["load_avg_at_start"]
+        result = old
 
+    if args.speed_only:
+        _write(result, args.out)
+        return 0
     codec.config.griffin_lim_iters = args.gl_quality  # every arm (codec ceiling included) decoded alike
     result["gl_quality_iters"] = args.gl_quality
     outputs: dict[str, list[np.ndarray]] = {a: [] for a in ARMS}
@@ -228,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     for a, v in voice_scores(vecs, refs, spk_of_lang).items():
         arms[a].update(v)
     result["speakers_per_language"] = {lang: len(s) for lang, s in spk_of_lang.items()}
+    result["arms"] = arms
+    _write(result, args.out)  # the judges take minutes: keep what is measured so far
 
     # intelligibility: judges per language
     judges = {}
@@ -259,12 +279,16 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(min(3, len(items))):
             for a in ARMS:
                 audio_io.save(out / f"{Path(items[i]['audio']).stem}.{a}.wav", outputs[a][i], sr)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{args.out}.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(args.out)
-    print(f"[bench_acoustic] wrote {args.out}")
+    _write(result, args.out)
     return 0
+
+
+def _write(result: dict, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{out}.tmp")
+    tmp.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print(f"[bench_acoustic] wrote {out}")
 
 
 if __name__ == "__main__":

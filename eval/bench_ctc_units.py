@@ -27,7 +27,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from audiopalm.modeling.speech_encoder import (SpeechEncoder, _pad, evaluate_feats, load_feats,  # noqa: E402
                                                manifest_utterances, normalize_feats, normalize_text)
-from audiopalm.tokenizers.ctc_units import HELD_OUT_VOICE  # noqa: E402
 from audiopalm.tokenizers.kmeans import kmeans, nearest  # noqa: E402
 from probe_tokens import train_probe, transcribe  # noqa: E402
 
@@ -35,10 +34,12 @@ SUBSETS = ("dev", "test_seen", "test_heldout")
 
 
 def corpus_sets(corpus: Path) -> dict[str, list]:
-    """(wav, text, lang, voice) lists: train, dev (seen voices), test_seen, test_heldout."""
+    """(wav, text, lang, voice) lists: train, dev (seen voices), test_seen, test_heldout (the voices that
+    ``corpus.json`` lists as held out: they speak test sentences only)."""
+    held = json.loads((corpus / "corpus.json").read_text())["held_out_voices"]
     return {"train": manifest_utterances(corpus / "train.jsonl"), "dev": manifest_utterances(corpus / "dev.jsonl"),
-            "test_seen": manifest_utterances(corpus / "test.jsonl", exclude_speakers=[HELD_OUT_VOICE]),
-            "test_heldout": manifest_utterances(corpus / "test.jsonl", speakers=[HELD_OUT_VOICE])}
+            "test_seen": manifest_utterances(corpus / "test.jsonl", exclude_speakers=held),
+            "test_heldout": manifest_utterances(corpus / "test.jsonl", speakers=held)}
 
 
 def encoder_scores(model: SpeechEncoder, sets: dict, feats: dict) -> dict:
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--melrvq", help="fitted mel_rvq tokenizer folder (the baseline's first codebook)")
     parser.add_argument("--units", type=int, nargs="*", default=[256, 512, 1024], help="K values to probe")
     parser.add_argument("--layer", type=int, default=None, help="encoder layer clustered (default: the last)")
+    parser.add_argument("--no-scores", action="store_true", help="skip the encoders' own CER (units probe only)")
     parser.add_argument("--lang", default="en", help="language of the probe's utterances (default en)")
     parser.add_argument("--probe-steps", type=int, default=400, help="CTC probe training steps (default 400)")
     parser.add_argument("--max-frames", type=int, default=100_000, help="k-means on at most this many frames")
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.encoders:
         first = SpeechEncoder.from_pretrained(args.encoders[0])
         feats = {name: load_feats([u[0] for u in utts], first.frontend, desc=name) for name, utts in sets.items()}
-    for path in args.encoders:
+    for path in [] if args.no_scores else args.encoders:
         model = SpeechEncoder.from_pretrained(path)
         t0 = time.perf_counter()
         result["encoders"][path] = {"config": {k: v for k, v in vars(model.config).items() if k != "chars"},

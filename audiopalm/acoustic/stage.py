@@ -142,38 +142,44 @@ class AcousticStage(nn.Module):
         return self.model(units, lengths, v), lengths  # [B, F, D]
 
     @torch.no_grad()
-    def features_to_wav(self, feats: torch.Tensor, lengths: torch.Tensor, *,
-                        griffin_lim_iters: int | None = None) -> torch.Tensor:
+    def features_to_wav(self, feats: torch.Tensor, lengths: torch.Tensor, *, griffin_lim_iters: int | None = None,
+                        nnls_iters: int | None = None) -> torch.Tensor:
         """Normalised features [B, F, D] + lengths [B] -> waveform [B, F * samples_per_frame], zero past each length.
 
-        Each item is decoded alone on its own frames: Griffin-Lim's phases depend on the signal length, so
-        this makes a batch give exactly the items' one-by-one outputs."""
+        ``griffin_lim_iters`` / ``nnls_iters``: the codec's decoder settings for this call (None: the codec's);
+        they set the speed (docs/acoustic_stage.md). Each item is decoded alone on its own frames: Griffin-Lim's
+        phases depend on the signal length, so this makes a batch give exactly the items' one-by-one outputs."""
         spf = self.codec.samples_per_frame
         out = feats.new_zeros(feats.shape[0], feats.shape[1] * spf)
-        old = self.codec.config.griffin_lim_iters
+        cfg = self.codec.config
+        old = (cfg.griffin_lim_iters, cfg.nnls_iters)
         try:
             if griffin_lim_iters is not None:
-                self.codec.config.griffin_lim_iters = int(griffin_lim_iters)
+                cfg.griffin_lim_iters = int(griffin_lim_iters)
+            if nnls_iters is not None:
+                cfg.nnls_iters = int(nnls_iters)
             for i, n in enumerate(lengths.tolist()):
                 logmel = self.codec.features_to_log_mel(feats[i: i + 1, :n])  # [1, n * stack, n_mels]
                 out[i, : n * spf] = self.codec.log_mel_to_wav(logmel)[0]
         finally:
-            self.codec.config.griffin_lim_iters = old
+            cfg.griffin_lim_iters, cfg.nnls_iters = old
         return out  # [B, F * spf]
 
     @torch.no_grad()
     def synthesize(self, units: torch.Tensor, *, voice_wav=None, voice=None, lengths: torch.Tensor | None = None,
-                   voice_lengths: torch.Tensor | None = None, griffin_lim_iters: int | None = None) -> torch.Tensor:
+                   voice_lengths: torch.Tensor | None = None, griffin_lim_iters: int | None = None,
+                   nnls_iters: int | None = None) -> torch.Tensor:
         """Units [B, F] (25 Hz, frame-aligned) -> waveform [B, F * samples_per_frame] at :attr:`sample_rate`.
 
         The voice: ``voice_wav`` (a prompt of the wanted voice, [B, T] or one [T] for all, with optional
         ``voice_lengths``), or ``voice`` (embeddings [B, V] from :meth:`voice_embedding`), or neither
         (the default voice stored in the folder). ``lengths`` [B]: valid unit frames (None: all);
-        samples past them are zero. Deterministic; a batch gives the items' one-by-one outputs.
+        samples past them are zero. ``griffin_lim_iters`` / ``nnls_iters``: the decoder's speed/quality
+        settings (see :meth:`features_to_wav`). Deterministic; a batch gives the items' one-by-one outputs.
         """
         feats, lengths = self.predict_features(units, lengths, voice_wav=voice_wav, voice=voice,
                                                voice_lengths=voice_lengths)
-        return self.features_to_wav(feats, lengths, griffin_lim_iters=griffin_lim_iters)
+        return self.features_to_wav(feats, lengths, griffin_lim_iters=griffin_lim_iters, nnls_iters=nnls_iters)
 
     # ---- persistence ------------------------------------------------------------------------
     def meta(self) -> dict:

@@ -413,19 +413,21 @@ def manifest_utterances(path: str | os.PathLike, *, split: str | None = None,
                         speakers: Sequence[str] | None = None, exclude_speakers: Sequence[str] = ()
                         ) -> list[tuple[str, str, str, str | None]]:
     """(wav path, transcript, lang, speaker) of every distinct wav of a manifest: each row's ``audio`` with
-    ``text`` and ``tgt_audio`` with ``tgt_text``. Filter by ``split`` and by voice (the speaker field, or the
-    wav's file-name suffix after the last ``-`` for target audio that has no speaker field)."""
+    ``text`` and ``tgt_audio`` with ``tgt_text``. Filter by ``split`` and by voice: a voice matches a name
+    it ends with; the voice is the row's ``speaker`` for its source audio, else the wav's file name after its
+    first ``-`` (``s00012-en-v09.wav`` -> ``en-v09``, as ``audiopalm synth`` names them)."""
     from audiopalm.manifest import read_manifest
 
     seen: dict[str, tuple[str, str, str, str | None]] = {}
     for r in read_manifest(path):
         if split is not None and r.split != split:
             continue
-        for wav, text, lang in ((r.audio, r.text, r.lang), (r.tgt_audio, r.tgt_text, r.tgt_lang)):
+        for wav, text, lang, speaker in ((r.audio, r.text, r.lang, r.speaker),
+                                         (r.tgt_audio, r.tgt_text, r.tgt_lang, None)):
             if wav is None or text is None or wav in seen:
                 continue
-            voice = Path(wav).stem.rsplit("-", 1)[-1] if "-" in Path(wav).stem else r.speaker
-            seen[wav] = (wav, text, lang, voice)
+            stem = Path(wav).stem
+            seen[wav] = (wav, text, lang, speaker or (stem.split("-", 1)[1] if "-" in stem else None))
     out = [u for u in seen.values()
            if (speakers is None or any(u[3] and u[3].endswith(s) for s in speakers))
            and not any(u[3] and u[3].endswith(s) for s in exclude_speakers)]

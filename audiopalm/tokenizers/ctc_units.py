@@ -38,8 +38,6 @@ from audiopalm.tokenizers.base import CONFIG_NAME, AudioTokenizer
 
 ENCODER_DIR = "encoder"
 """Sub-folder of a saved tokenizer holding the encoder alone (``SpeechEncoder.from_pretrained``)."""
-HELD_OUT_VOICE = "v09"
-"""File-name suffix of the synthetic corpus's held-out voice (``data_prep/synth_corpus.py``): speaks test only."""
 
 
 def dedup_units(units: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
