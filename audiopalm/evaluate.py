@@ -78,7 +78,7 @@ class EvalConfig:
     batch_size: int = 8
     """Prompts per ``model.generate`` call."""
     judge: str = "model"
-    """ASR judge for speech outputs: ``model``, ``pocketsphinx`` or ``whisper:NAME``."""
+    """ASR judge for speech outputs: ``model``, ``pocketsphinx``, ``whisper:NAME`` or ``ctc:FOLDER``."""
     peer: str | None = None
     """A second ASR system on the same audio (``pocketsphinx`` or ``whisper:NAME``), reported beside the model:
     on ASR input audio (``WER [peer]``) and on generated / reference speech (``TTS-WER [peer]``, ...)."""
@@ -126,10 +126,11 @@ class EvalConfig:
         if self.speech_temperature < 0 or self.speech_top_k < 0:
             raise ValueError(f"speech_temperature / speech_top_k: expected >= 0 (temperature 0: greedy speech), got "
                              f"{self.speech_temperature} / {self.speech_top_k}")
-        if not (self.judge in ("model", "pocketsphinx") or re.fullmatch(r"whisper:\S+", self.judge)):
-            raise ValueError(f"judge: expected 'model', 'pocketsphinx' or 'whisper:NAME', got {self.judge!r}")
-        if self.peer is not None and not (self.peer == "pocketsphinx" or re.fullmatch(r"whisper:\S+", self.peer)):
-            raise ValueError(f"peer: expected 'pocketsphinx' or 'whisper:NAME', got {self.peer!r}")
+        if not (self.judge in ("model", "pocketsphinx") or re.fullmatch(r"(whisper|ctc):\S+", self.judge)):
+            raise ValueError(f"judge: expected 'model', 'pocketsphinx', 'whisper:NAME' or 'ctc:FOLDER', "
+                             f"got {self.judge!r}")
+        if self.peer is not None and not (self.peer == "pocketsphinx" or re.fullmatch(r"(whisper|ctc):\S+", self.peer)):
+            raise ValueError(f"peer: expected 'pocketsphinx', 'whisper:NAME' or 'ctc:FOLDER', got {self.peer!r}")
 
 
 # ----------------------------------------------------------------------------- data
@@ -217,7 +218,8 @@ def subset_of(row: dict, spec, held_out: set[str] | None) -> str:
 
 
 def make_eval_judge(name: str, pipe, *, batch_size: int, max_new_tokens: int | None):
-    """``model`` (the checkpoint's own ASR), ``pocketsphinx`` or ``whisper:NAME`` as an ASR judge."""
+    """``model`` (the checkpoint's own ASR), ``pocketsphinx``, ``whisper:NAME`` or ``ctc:FOLDER`` (a character-CTC
+    speech encoder trained apart from the model under test: :class:`audiopalm.asr_judges.CTCJudge`) as an ASR judge."""
     from audiopalm.asr_judges import CallableJudge, PocketSphinxJudge, WhisperJudge
 
     if name == "model":
@@ -229,6 +231,10 @@ def make_eval_judge(name: str, pipe, *, batch_size: int, max_new_tokens: int | N
         return CallableJudge(own_asr, name="model-asr")
     if name == "pocketsphinx":
         return PocketSphinxJudge()
+    if name.startswith("ctc:"):
+        from audiopalm.asr_judges import CTCJudge
+
+        return CTCJudge(model=name.split(":", 1)[1], batch_size=batch_size, name="ctc")
     return WhisperJudge(model=name.split(":", 1)[1], batch_size=batch_size, name=name)
 
 
@@ -257,7 +263,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     held_out = held_out_voices(cfg, origin)
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     peer = None if cfg.peer is None else make_eval_judge(cfg.peer, pipe, batch_size=cfg.batch_size, max_new_tokens=None)
-    sr = pipe.sample_rate
+    sr = pipe.output_sample_rate  # the generated speech's rate (the acoustic stage's, where there is one)
     sampling = speech_sampling(cfg.speech_temperature, cfg.speech_top_k, cfg.seed)
     metrics: list[dict] = []
     skipped: Counter = Counter()
@@ -519,9 +525,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-items", type=int, metavar="N", help="first N utterances per task and language pair")
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per generate call (default 8)")
     parser.add_argument("--judge", default="model", help="ASR judge of speech outputs: model (default), "
-                        "pocketsphinx (English only) or whisper:NAME (e.g. whisper:openai/whisper-large-v3)")
+                        "pocketsphinx (English only), whisper:NAME (e.g. whisper:openai/whisper-large-v3) or ctc:FOLDER "
+                        "(a CTC speech encoder trained apart from the model: `audiopalm tokenizer fit-ctc-units`)")
     parser.add_argument("--peer", metavar="ASR", help="a second ASR system on the same audio, reported beside the "
-                        "model: pocketsphinx (English only) or whisper:NAME")
+                        "model: pocketsphinx (English only), whisper:NAME or ctc:FOLDER")
     add_decoding_arguments(parser)
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
