@@ -440,7 +440,8 @@ def manifest_utterances(path: str | os.PathLike, *, split: str | None = None,
     return out
 
 
-def load_feats(paths: Sequence[str], mel: LogMel, *, progress: bool = True, desc: str = "log-mel") -> list[torch.Tensor]:
+def load_feats(paths: Sequence[str], mel: LogMel, *, progress: bool = True,
+               desc: str = "log-mel") -> list[torch.Tensor]:
     """Raw log-mel [F, M] of each wav file (resampled to the front end's rate)."""
     from audiopalm import audio as audio_io
 
@@ -473,7 +474,8 @@ def train_encoder(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[s
     gen = torch.Generator().manual_seed(c.seed)
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
                             lr=c.lr, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:

@@ -100,7 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    return {"fit": _fit, "fit-semantic": _fit_semantic, "fit-ctc-units": _fit_ctc_units, "info": _info, "roundtrip": _roundtrip}[args.action](args)
+    return {"fit": _fit, "fit-semantic": _fit_semantic, "fit-ctc-units": _fit_ctc_units, "info": _info,
+            "roundtrip": _roundtrip}[args.action](args)
 
 
 def _fit(args) -> int:

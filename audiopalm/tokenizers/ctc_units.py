@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, _pad, build_chars,
-                                               evaluate_feats, load_feats, manifest_utterances, normalize_feats,
+from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, _pad,
+                                               build_chars, evaluate_feats, load_feats, manifest_utterances, normalize_feats,
                                                train_encoder)
-from audiopalm.tokenizers.base import CONFIG_NAME, AudioTokenizer
+from audiopalm.tokenizers.base import AudioTokenizer
 
 ENCODER_DIR = "encoder"
 """Sub-folder of a saved tokenizer holding the encoder alone (``SpeechEncoder.from_pretrained``)."""
@@ -161,7 +161,8 @@ class CTCUnitsTokenizer(AudioTokenizer):
     # ---- fitting -------------------------------------------------------------------------------
     @classmethod
     def fit(cls, manifest: str | os.PathLike, *, split: str | None = "train", dev_split: str | None = "dev",
-            num_units: int = 512, layer: int | None = None, dedup: bool = False, train: EncoderTrainConfig | None = None,
+            num_units: int = 512, layer: int | None = None, dedup: bool = False,
+            train: EncoderTrainConfig | None = None,
             encoder: dict | None = None, max_frames: int = 200_000, kmeans_iters: int = 50,
             exclude_voices: tuple[str, ...] = (), pretrained: str | os.PathLike | None = None,
             progress: bool = True) -> "CTCUnitsTokenizer":
