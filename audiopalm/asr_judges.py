@@ -154,8 +154,8 @@ class CTCJudge:
     ``model``: a folder written by ``SpeechEncoder.save_pretrained`` (``speech_encoder.json``), or a
     ``ctc_units`` tokenizer folder (its ``encoder/`` is used). One character vocabulary for all languages,
     so ``lang`` only names the call. To judge a model that reads ``ctc_units`` tokens, train the judge's
-    encoder apart, so that it shares no weights with the model under test: another seed and no
-    augmentation (``fit-ctc-units --seed 1 --no-augment``; see docs/semantic_units.md)."""
+    encoder apart, so that it shares no weights with the model under test: another seed and the other
+    augmentation setting (``fit-ctc-units --seed 1 --augment``; see docs/semantic_units.md)."""
 
     model: str = ""
     """Folder of the saved encoder (or of a ctc_units tokenizer)."""

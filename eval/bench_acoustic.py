@@ -84,7 +84,7 @@ def speed(stage, units: list[torch.Tensor], settings: list[str]) -> dict:
             # how faithfully this decoder setting realises the predicted log-mel (re-analysed from its wav)
             errs = []
             for f, w in zip(feats, wavs):
-                want = stage.codec.features_to_log_mel(f[None])[0]  # [M, n_mels]
+                want = stage.codec.features_to_log_mel(f)[0]  # f: [1, F, D] -> [M, n_mels]
                 got, m = stage.codec.log_mel(w)
                 k = min(int(m[0]), want.shape[0])
                 errs.append(float((got[0, :k] - want[:k]).abs().mean()))

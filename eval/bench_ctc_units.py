@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 wav, _ = audio_io.load(sets[name][i][0], tok.sample_rate)
                 codes, n = tok.encode(torch.from_numpy(wav)[None])
                 pairs[name].append((codes[0, :1, : int(n[0])].numpy(), t))
-        row = probe_scores(pairs["train"], {n: pairs[n] for n in SUBSETS}, tok.codebook_size, args.probe_steps, args.seed)
+        row = probe_scores(pairs["train"], {n: pairs[n] for n in SUBSETS}, tok.codebook_size, args.probe_steps,
+                           args.seed)
         result["probe"]["mel_rvq_first_codebook"] = row
         print("mel-RVQ k=1", json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -172,11 +172,12 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     out = tmp_path / "units"
     rc = main(["tokenizer", "fit-ctc-units", "--manifest", str(corpus), "--out", str(out), "--steps", "3",
                "--batch-size", "4", "--hidden-size", "32", "--num-layers", "1", "--num-units", "6", "--dedup",
-               "--kmeans-iters", "5", "--seed", "2"])
+               "--kmeans-iters", "5", "--seed", "2", "--augment"])
     assert rc == 0 and "encoder dev CER" in capsys.readouterr().out
     tok = load_audio_tokenizer(out)
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
     assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
+    assert tok.fit_info["train"]["augment"]
 
 
 def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):

@@ -210,7 +210,7 @@ def test_judge_returning_wrong_count_is_an_error():
 
 
 def test_registry():
-    assert set(asr_judges.JUDGES) == {"pocketsphinx", "whisper", "callable"}
+    assert set(asr_judges.JUDGES) == {"pocketsphinx", "whisper", "ctc", "callable"}
     assert isinstance(make_judge("pocketsphinx"), PocketSphinxJudge)
     assert make_judge("whisper", model="/nowhere").model == "/nowhere"
     with pytest.raises(KeyError, match="unknown ASR judge 'nope'"):

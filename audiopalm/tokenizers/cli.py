@@ -70,7 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden-size", type=int, default=None, help="encoder width (default: SpeechEncoderConfig's)")
     p.add_argument("--num-layers", type=int, default=None, help="transformer layers (default: SpeechEncoderConfig's)")
     p.add_argument("--dedup", action="store_true", help="collapse repeated units when encoding (SpeechGPT-style)")
-    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="speed / VTLP / noise / SpecAugment augmentation (default: EncoderTrainConfig's, off)")
     p.add_argument("--exclude-voices", nargs="*", default=[],
                    help="wav-name voice suffixes to leave out of training (e.g. v00 v01)")
     p.add_argument("--eval-every", type=int, default=0, help="print the dev CER every this many steps (0: at the end)")
@@ -98,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    return {"fit": _fit, "fit-semantic": _fit_semantic, "fit-ctc-units": _fit_ctc_units, "info": _info, "roundtrip": _roundtrip}[args.action](args)
+    return {"fit": _fit, "fit-semantic": _fit_semantic, "fit-ctc-units": _fit_ctc_units, "info": _info,
+            "roundtrip": _roundtrip}[args.action](args)
 
 
 def _fit(args) -> int:
@@ -139,9 +141,9 @@ def _fit_ctc_units(args) -> int:
     from audiopalm.tokenizers.ctc_units import CTCUnitsConfig, CTCUnitsTokenizer
 
     train_defaults, units_defaults = EncoderTrainConfig(), CTCUnitsConfig()
-    train = dataclasses.replace(train_defaults, seed=args.seed, augment=not args.no_augment, eval_every=args.eval_every,
-                                **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size))
-                                   if v is not None})
+    train = dataclasses.replace(train_defaults, seed=args.seed, eval_every=args.eval_every,
+                                **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size),
+                                                     ("augment", args.augment)) if v is not None})
     encoder = {k: v for k, v in (("hidden_size", args.hidden_size), ("num_layers", args.num_layers)) if v is not None}
     if "hidden_size" in encoder:  # keep the usual ratios: 64-wide heads, a 4x feed-forward
         encoder.update(num_heads=max(encoder["hidden_size"] // 64, 1), ffn_size=4 * encoder["hidden_size"])

@@ -4,7 +4,7 @@ AudioPaLM feeds its LM k-means ids of an ASR-trained encoder (USM); this tokeniz
 with the small encoder of :mod:`audiopalm.modeling.speech_encoder`, trained on any manifest's
 transcripts (every language at once) by :meth:`CTCUnitsTokenizer.fit`::
 
-    tok = CTCUnitsTokenizer.fit("corpus/train.jsonl", num_units=512, layer=4, steps=600)
+    tok = CTCUnitsTokenizer.fit("corpus/train.jsonl", num_units=512, train=EncoderTrainConfig(steps=400))
     codes, frames = tok.encode(wav, lengths)           # [B, 1, F] long at 25 Hz, [B]
     units, durations = dedup_units(codes[0, 0, :frames[0]])   # SpeechGPT-style, with run lengths
 
@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, _pad, build_chars,
-                                               evaluate_feats, load_feats, manifest_utterances, normalize_feats,
+from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, _pad,
+                                               build_chars, evaluate_feats, load_feats, manifest_utterances, normalize_feats,
                                                train_encoder)
-from audiopalm.tokenizers.base import CONFIG_NAME, AudioTokenizer
+from audiopalm.tokenizers.base import AudioTokenizer
 
 ENCODER_DIR = "encoder"
 """Sub-folder of a saved tokenizer holding the encoder alone (``SpeechEncoder.from_pretrained``)."""
@@ -58,8 +58,9 @@ class CTCUnitsConfig:
 
     encoder: dict = dataclasses.field(default_factory=dict)
     """Keyword arguments of :class:`audiopalm.modeling.speech_encoder.SpeechEncoderConfig` (chars, sizes)."""
-    layer: int = 4
-    """Encoder layer whose states are clustered (0: after the convolutions; i: after transformer layer i)."""
+    layer: int | None = None
+    """Encoder layer whose states are clustered (0: after the convolutions; i: after transformer layer i);
+    None: the last (set to its number here, so a saved config names it)."""
     num_units: int = 512
     """k: k-means centres, the codebook size."""
     dedup: bool = False
@@ -67,6 +68,8 @@ class CTCUnitsConfig:
 
     def __post_init__(self):
         enc = SpeechEncoderConfig(**self.encoder)  # validates the encoder's fields
+        if self.layer is None:
+            self.layer = enc.num_layers
         if not 0 <= self.layer <= enc.num_layers:
             raise ValueError(f"CTCUnitsConfig.layer={self.layer}: the encoder has layers 0..{enc.num_layers}")
         if self.num_units < 2:
@@ -158,7 +161,8 @@ class CTCUnitsTokenizer(AudioTokenizer):
     # ---- fitting -------------------------------------------------------------------------------
     @classmethod
     def fit(cls, manifest: str | os.PathLike, *, split: str | None = "train", dev_split: str | None = "dev",
-            num_units: int = 512, layer: int | None = None, dedup: bool = False, train: EncoderTrainConfig | None = None,
+            num_units: int = 512, layer: int | None = None, dedup: bool = False,
+            train: EncoderTrainConfig | None = None,
             encoder: dict | None = None, max_frames: int = 200_000, kmeans_iters: int = 50,
             exclude_voices: tuple[str, ...] = (), pretrained: str | os.PathLike | None = None,
             progress: bool = True) -> "CTCUnitsTokenizer":
@@ -171,6 +175,7 @@ class CTCUnitsTokenizer(AudioTokenizer):
         from audiopalm.tokenizers.kmeans import kmeans
 
         train = train or EncoderTrainConfig()
+        seed = train.seed  # of the k-means sample and fit, also when a trained encoder is reused
         t0 = time.perf_counter()
         utts = manifest_utterances(manifest, split=split, exclude_speakers=exclude_voices)
         trained = SpeechEncoder.from_pretrained(pretrained) if pretrained is not None else None
@@ -198,15 +203,15 @@ class CTCUnitsTokenizer(AudioTokenizer):
                                   progress=progress)
         else:  # keep the encoder's own training record; score it on this manifest's dev rows
             train = EncoderTrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in trained.record.get("train", {}).items()}) \
-                if trained.record.get("train") else train
+                                          for k, v in trained.record["train"].items()}) \
+                if trained.record.get("train") else None  # unknown: the encoder was saved without its record
             curve = list(trained.record.get("curve", []))
             if evals:
                 curve.append({"step": None, "dev": evaluate_feats(tok.encoder, *evals["dev"])})
         t_train = time.perf_counter() - t0 - t_feats
 
         # k-means over the layer's states of the (unaugmented) training audio, in a seeded random order
-        order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(train.seed)).tolist()
+        order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed)).tolist()
         chunks, total = [], 0
         with torch.inference_mode():
             for i in tqdm(range(0, len(order), 64), desc="encoder states", disable=not progress, leave=False):
@@ -221,7 +226,7 @@ class CTCUnitsTokenizer(AudioTokenizer):
         if len(x) < num_units:
             raise ValueError(f"fit: only {len(x)} frames for num_units={num_units}; give more audio")
         mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
-        result = kmeans((x - mean) / std, num_units, iters=kmeans_iters, seed=train.seed, progress=progress,
+        result = kmeans((x - mean) / std, num_units, iters=kmeans_iters, seed=seed, progress=progress,
                         desc="ctc-units k-means")
         tok.mean.copy_(mean)
         tok.std.copy_(std)
@@ -233,7 +238,8 @@ class CTCUnitsTokenizer(AudioTokenizer):
             "manifest": str(manifest), "split": split, "dev_split": dev_split, "train_utterances": len(feats),
             "languages": sorted({u[2] for u in utts}), "excluded_voices": list(exclude_voices),
             "pretrained": None if pretrained is None else str(pretrained),
-            "train": dataclasses.asdict(train), "encoder_dev_cer": final.get("dev", {}).get("cer"),
+            "train": None if train is None else dataclasses.asdict(train),
+            "encoder_dev_cer": final.get("dev", {}).get("cer"),
             "encoder_dev_wer": final.get("dev", {}).get("wer"), "curve": curve,
             "kmeans": {"frames": len(x), "inertia": result.inertia, "units_used": int((used > 0).sum()),
                        "reseeded": result.reseeded},
