@@ -46,23 +46,17 @@ Features:
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
 import sys
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from audiopalm import training
-from audiopalm.config import flat_dict, load_config, save_config
-from audiopalm.data import MixtureSource, PackedBatches, PaddingCollator, TaskMixture
-from audiopalm.finetune_config import FinetuneAudioPaLMConfig, TaskEntry
+from audiopalm.config import FinetuneAudioPaLMConfig, TaskEntry
+from audiopalm.data import MixtureSource, PackedBatches, PaddedBatches, PaddingCollator, StoreRows, TaskMixture
 from audiopalm.tasks import TaskSpec, parse_task, render
+from audiopalm.training.recipe import LossSum, Recipe
 
 # Store columns that hold plain metadata (read once to filter rows), and the column that says whether a code
 # field is present in a row.
@@ -70,85 +64,14 @@ META_COLUMNS = ("id", "lang", "text", "audio", "tgt_lang", "tgt_text", "tgt_audi
 PRESENCE = {"audio_codes": "audio", "tgt_audio_codes": "tgt_audio"}
 
 
-class StoreRows(Sequence):
-    """Rows of several token stores picked by ``(store index, row index)``, read lazily (memory-mapped)."""
+class FinetuneAudioPaLMRecipe(Recipe):
+    """Vocabulary extension + task-mixture fine-tuning."""
 
-    def __init__(self, datasets: list, index: list[tuple[int, int]]):
-        self.datasets, self.index = datasets, index
+    name, config_class = "finetune_audiopalm", FinetuneAudioPaLMConfig
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, i: int) -> dict:
-        s, r = self.index[i]
-        return self.datasets[s][r]
-
-
-class PaddedBatches:
-    """Endless padded batches of ``rows_per_batch`` examples from a mixture, resumable exactly
-    (``data.packing=false``); the counterpart of :class:`audiopalm.data.PackedBatches`."""
-
-    def __init__(self, mixture: TaskMixture, *, rows_per_batch: int, pad_id: int):
-        self.mixture, self.rows_per_batch = mixture, rows_per_batch
-        self.collate = PaddingCollator(pad_id=pad_id)
-        self._resume = mixture.state_dict()
-
-    def __iter__(self):
-        stream = iter(self.mixture)
-        while True:
-            examples = [next(stream) for _ in range(self.rows_per_batch)]
-            self._resume = self.mixture.state_dict()  # nothing drawn beyond this batch
-            yield self.collate(examples)
-
-    def state_dict(self) -> dict:
-        return dict(self._resume)
-
-    def load_state_dict(self, state: dict) -> None:
-        self.mixture.load_state_dict(state)
-        self._resume = dict(state)
-
-
-class FinetuneAudioPaLMRecipe:
-    """Vocabulary extension + task-mixture fine-tuning. ``setup()``, ``train()``, ``cleanup()``."""
-
-    def __init__(self, cfg: FinetuneAudioPaLMConfig):
-        self.cfg = cfg
-        self.out = Path(cfg.train.output_dir)
-        self.step = 0
-
-    # ------------------------------------------------------------------------------------------------------------------
-    # setup
-    # ------------------------------------------------------------------------------------------------------------------
-
-    def setup(self) -> None:
-        self._setup_accelerator()
+    def build_data(self) -> None:
         self._setup_vocab()
         self._setup_data()
-        self._setup_model()
-        self._setup_optimizer()
-        self._maybe_resume()
-        self._fill_deepspeed_config()
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        # The scheduler is stepped by hand once per optimizer step (accelerate's wrapper would step it once per
-        # process, which changes the schedule with the process count).
-
-    def _log(self, message: str) -> None:
-        self.accelerator.print(f"[finetune_audiopalm] {message}")
-
-    def _setup_accelerator(self) -> None:
-        from accelerate.utils import set_seed
-
-        cfg = self.cfg.train
-        self.accelerator, mp = training.make_accelerator(cfg, self.out)
-        acc = self.accelerator
-        self.world, self.rank = acc.num_processes, acc.process_index
-        self.global_batch = cfg.micro_batch_size * cfg.grad_accum_steps * self.world  # rows per optimizer step
-        set_seed(cfg.seed)
-        if acc.is_main_process:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.out / "config.yaml")
-        self._log(f"{acc.distributed_type} x{self.world} on {acc.device}, precision {mp}, global batch "
-                  f"{self.global_batch} rows = {cfg.micro_batch_size} x {cfg.grad_accum_steps} accum x {self.world}")
 
     def _setup_vocab(self) -> None:
         """Audio tokenizer + text tokenizer -> the unified vocabulary (the one place ids are computed)."""
@@ -167,11 +90,9 @@ class FinetuneAudioPaLMRecipe:
         self.task_names = [parse_task(e.task).name for e in self.cfg.data.tasks]
         self.vocab = UnifiedVocab.build(text_tok, audio_tokenizer=self.audio_tokenizer, num_codebooks=k,
                                         pattern=m.pattern, tasks=list(dict.fromkeys(self.task_names)))
-        self._log(f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
+        self.log(f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
                   f"= {len(self.vocab)} tokens ({m.pattern} pattern); audio tokenizer {self.audio_tokenizer.type_name} "
                   f"{self.audio_tokenizer.tokens_per_second(k):.0f} tokens/s")
-
-    # ---- data ---------------------------------------------------------------------------------------------------------
 
     def _load_stores(self) -> None:
         from audiopalm.token_store import load_token_store
@@ -249,12 +170,14 @@ class FinetuneAudioPaLMRecipe:
                                          pad_id=self.vocab.pad_id)
         else:
             self.batches = PaddedBatches(self.mixture, rows_per_batch=self.global_batch, pad_id=self.vocab.pad_id)
+        self.dev_collate = PaddingCollator(pad_id=self.vocab.pad_id)
+        self.checkpoint_tokenizer = self.vocab.tokenizer
         weights = sum(s.weight for s in sources)
-        self._log("task mixture: " + "; ".join(
+        self.log("task mixture: " + "; ".join(
             f"{s.name} {len(s.rows)} rows, p={s.weight / weights:.2f}, dev {len(dev)}"
             for s, (_, dev) in zip(sources, self.dev_sets)))
         if self.filter_skips:
-            self._log(f"rows left out (missing fields): {dict(self.filter_skips)}")
+            self.log(f"rows left out (missing fields): {dict(self.filter_skips)}")
 
     def _probe(self, name: str, spec: TaskSpec, rows: StoreRows) -> None:
         """Render a few rows now: a task none of whose rows fit ``data.max_len`` fails here, not in an endless loop."""
@@ -267,7 +190,7 @@ class FinetuneAudioPaLMRecipe:
 
     # ---- model --------------------------------------------------------------------------------------------------------
 
-    def _setup_model(self) -> None:
+    def build_model(self) -> torch.nn.Module:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         from audiopalm.modeling.extend import extend_model, trainable_token_indices
@@ -283,15 +206,9 @@ class FinetuneAudioPaLMRecipe:
         if context is not None and self.cfg.data.max_len > context:
             raise ValueError(f"data.max_len={self.cfg.data.max_len} is longer than the model's context "
                              f"({context} positions, {m.name_or_path}); lower data.max_len or use a longer-context model")
-        text_rows = self.model.get_input_embeddings().weight.shape[0]
+        text_rows = self.model.config.vocab_size  # the full count, also when ZeRO-3 shards the weight
         extend_model(self.model, self.vocab, init=m.init,
                      code_vectors=self.audio_tokenizer.code_vectors() if m.init == "codebook" else None)
-        if tr.gradient_checkpointing:
-            # transformers >= 5 names it activation checkpointing; older versions only have the old name
-            enable = getattr(self.model, "activation_checkpointing_enable", None) or self.model.gradient_checkpointing_enable
-            enable()
-            self.model.config.use_cache = False
-        self.num_params = sum(p.numel() for p in self.model.parameters())
         if self.cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 
@@ -301,253 +218,88 @@ class FinetuneAudioPaLMRecipe:
                 extra = {"trainable_token_indices": rows}
             else:  # whole embedding (+ untied lm_head); a tied lm_head must follow the trained copy
                 extra = {"modules_to_save": sorted(rows), "ensure_weight_tying": len(rows) == 1}
-            if tr.gradient_checkpointing:
-                self.model.enable_input_require_grads()
             self.model = get_peft_model(self.model, LoraConfig(
                 r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=list(lo.target_modules),
                 task_type="CAUSAL_LM", **extra))
-        self.num_trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-        self._log(f"{'random-init ' if m.from_scratch else ''}{m.name_or_path}: embedding {text_rows} -> "
-                  f"{self.model.get_input_embeddings().weight.shape[0]} rows, {self.num_params / 1e6:.2f}M parameters, "
-                  f"{self.num_trainable / 1e6:.3f}M trainable ({'LoRA' if self.cfg.lora.enabled else 'full'})")
+        self.log(f"{'random-init ' if m.from_scratch else ''}{m.name_or_path}: embedding {text_rows} -> "
+                 f"{self.model.get_input_embeddings().weight.shape[0]} rows ({'LoRA' if self.cfg.lora.enabled else 'full'})")
+        return self.model
 
-    def _setup_optimizer(self) -> None:
-        self.optimizer = training.make_optimizer(self.model, self.cfg.optim)
-        self.scheduler = training.make_scheduler(self.optimizer, self.cfg.optim, self.cfg.train.max_steps)
 
-    # ---- resume -------------------------------------------------------------------------------------------------------
+    # ---- steps --------------------------------------------------------------------------------------------------------
 
-    def _maybe_resume(self) -> None:
-        self.metrics = training.MetricsLog(self.out / "metrics.jsonl", enabled=self.accelerator.is_main_process)
-        self.tokens_seen = 0
-        ckpt = training.latest_checkpoint(self.out / "checkpoints") if self.cfg.train.resume else None
-        if ckpt is None:
-            if self.cfg.train.resume:
-                self._log(f"resume: no checkpoint in {self.out / 'checkpoints'}; starting fresh")
-            self.metrics.start_fresh()
-            return
-        if self.cfg.lora.enabled:
-            state = self._load_lora_checkpoint(ckpt)
-        else:
-            state = training.load_checkpoint(ckpt, model=self.model, optimizer=self.optimizer,
-                                             scheduler=self.scheduler, process_index=self.rank)
-        for key, now in (("global_batch", self.global_batch), ("vocab_size", len(self.vocab)),
-                         ("tasks", self.task_names)):
-            if state.get(key) != now:
-                raise ValueError(f"{ckpt}: {key} was {state.get(key)} when saved, now {now}; "
-                                 "resume needs the same data, tasks and global batch")
-        self.batches.load_state_dict(state["batches"])
-        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
-        self.metrics.resume_at(self.step)
-        self._log(f"resumed from {ckpt} at step {self.step}")
+    def micro_batches(self) -> tuple[list[dict], int]:
+        tr = self.cfg.train
+        batch = next(self.batch_iter)  # the global batch, identical on every process: [G, L] tensors
+        rows = list(range(self.global_batch))
+        micros = [{k: v[training.StepSampler.micro_batch(rows, m, self.rank, micro_batch_size=tr.micro_batch_size,
+                                                         world_size=self.world)]
+                   for k, v in batch.items() if k != "num_target_tokens"} for m in range(tr.grad_accum_steps)]
+        return micros, int(batch["num_target_tokens"])  # every process holds the whole batch: no reduction
 
-    def _load_lora_checkpoint(self, ckpt: Path) -> dict:
-        """Like :func:`audiopalm.training.load_checkpoint`, for a peft model whose checkpoint holds the adapter."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        state_file = ckpt / training.STATE_FILE
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        result = set_peft_model_state_dict(self.model, load_file(str(ckpt / "adapter_model.safetensors")))
-        if result.unexpected_keys:
-            raise ValueError(f"{ckpt}: adapter has unexpected keys {sorted(result.unexpected_keys)[:5]}")
-        self.optimizer.load_state_dict(training.load_tree(ckpt / "optimizer"))
-        self.scheduler.load_state_dict(training.load_tree(ckpt / "scheduler"))
-        rng = ckpt / f"rng_rank{self.rank}"
-        if not Path(f"{rng}.json").is_file():
-            raise FileNotFoundError(f"{rng}.json: missing; was the checkpoint written with fewer processes "
-                                    f"({state.get('world_size')}) than this run?")
-        training.set_rng_state(training.load_tree(rng))
-        return state
-
-    def _fill_deepspeed_config(self) -> None:
-        """Under DeepSpeed the micro-batch and clipping come from this config (no dataloader is prepared)."""
-        plugin = self.accelerator.state.deepspeed_plugin
-        if plugin is None:
-            return
-        ds = plugin.deepspeed_config
-        ds["train_micro_batch_size_per_gpu"] = self.cfg.train.micro_batch_size
-        clip = ds.get("gradient_clipping", "auto")
-        if clip in (None, "auto"):
-            ds["gradient_clipping"] = self.cfg.optim.grad_clip
-        elif float(clip) != self.cfg.optim.grad_clip:
-            raise ValueError(f"optim.grad_clip={self.cfg.optim.grad_clip} but the DeepSpeed config says gradient_clipping={clip}")
-        if self.cfg.train.save_every:
-            raise ValueError("train.save_every: resumable checkpoints are not implemented under DeepSpeed; set it to 0")
-
-    # ------------------------------------------------------------------------------------------------------------------
-    # train
-    # ------------------------------------------------------------------------------------------------------------------
-
-    def _forward_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Sum of target-token losses of one (micro-)batch.  # []"""
+    def forward_loss(self, batch: dict) -> LossSum:
         acc = self.accelerator
         inputs = {k: batch[k].to(acc.device) for k in ("input_ids", "position_ids", "attention_mask") if k in batch}
         with acc.autocast():
             # packed rows: no attention mask + restarting position_ids = block-diagonal causal attention (needs
             # use_cache=False, see audiopalm/data.py)
             logits = self.model(**inputs, use_cache=False).logits  # [B, L, V]
-        return training.token_loss_sum(logits, batch["labels"].to(acc.device))
-
-    def _train_step(self) -> tuple[float, float | None, int]:
-        """One optimizer step over ``grad_accum_steps`` micro-batches; returns (loss, grad norm, real tokens)."""
-        acc, cfg = self.accelerator, self.cfg.train
-        self.lr = self.scheduler.get_last_lr()[0]
-        batch = next(self.batch_iter)  # the global batch, identical on every process: [G, L] tensors
-        rows = list(range(self.global_batch))
-        global_targets = int(batch["num_target_tokens"])  # every process holds the whole batch: no reduction
-        scale = training.loss_scale(global_targets, world_size=self.world, grad_accum_steps=cfg.grad_accum_steps)
-        self.model.train()
-        loss_sum, grad_norm = 0.0, None
-        for m in range(cfg.grad_accum_steps):
-            idx = training.StepSampler.micro_batch(rows, m, self.rank, micro_batch_size=cfg.micro_batch_size,
-                                                   world_size=self.world)
-            micro = {k: v[idx] for k, v in batch.items() if k != "num_target_tokens"}  # each [B, L]
-            with acc.accumulate(self.model):
-                loss = self._forward_loss(micro)
-                acc.backward(loss * scale)
-                loss_sum += loss.item()
-                if acc.sync_gradients and self.cfg.optim.grad_clip > 0:
-                    norm = acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
-                    grad_norm = float(norm) if norm is not None else None
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-        self.scheduler.step()
+        labels = batch["labels"].to(acc.device)
         # tokens of the examples (prompt and target), not the padding
-        real_tokens = int(batch["attention_mask"].sum() if "attention_mask" in batch
-                          else (batch["input_ids"] != self.vocab.pad_id).sum())
-        self.tokens_seen += real_tokens
-        return training.global_sum(acc, loss_sum) / global_targets, grad_norm, real_tokens
+        real = int(batch["attention_mask"].sum() if "attention_mask" in batch
+                   else (batch["input_ids"] != self.vocab.pad_id).sum())
+        return LossSum(training.token_loss_sum(logits, labels), training.count_targets(labels), real)
 
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Dev loss per task (token-weighted within a task) and ``all`` (over every dev target token)."""
-        acc = self.accelerator
-        collate = PaddingCollator(pad_id=self.vocab.pad_id)
-        self.model.eval()
-        out, total_loss, total_targets = {}, 0.0, 0.0
-        for name, examples in self.dev_sets:
-            mine = examples[self.rank::self.world]
-            loss_sum, targets = 0.0, 0
-            for chunk in training.chunked(mine, self.cfg.train.micro_batch_size):
-                batch = collate(chunk)
-                loss_sum += self._forward_loss(batch).item()
-                targets += int(batch["num_target_tokens"])
-            loss_sum, targets = training.global_sum(acc, loss_sum), training.global_sum(acc, targets)
-            if targets:
-                out[name] = loss_sum / targets
-                total_loss, total_targets = total_loss + loss_sum, total_targets + targets
-        if total_targets:
-            out["all"] = total_loss / total_targets
-        return out
+    def collate_dev(self, items: list) -> dict:
+        return self.dev_collate(items)
 
-    def train(self) -> dict:
-        acc, cfg = self.accelerator, self.cfg.train
-        if cfg.log_with != "none":
-            acc.init_trackers("tensorboard", config=flat_dict(self.cfg))
+    def epoch(self) -> float:
+        return self.mixture.epoch + self.mixture.position / self.mixture.examples_per_epoch
+
+    def before_prepare(self) -> None:
         self.batch_iter = iter(self.batches)
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc="finetune_audiopalm",
-                   disable=not acc.is_main_process, dynamic_ncols=True)
-        t_start = t_log = time.perf_counter()
-        window: list[float] = []
-        window_tokens = 0
-        loss, dev = float("nan"), {}
-        while self.step < cfg.max_steps:
-            loss, grad_norm, tokens = self._train_step()
-            self.step += 1
-            window.append(loss)
-            window_tokens += tokens
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"step {self.step}: loss is {loss}; lower optim.lr or raise optim.warmup_steps")
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                now = time.perf_counter()
-                tok_s = window_tokens / max(now - t_log, 1e-9)
-                row = {"step": self.step, "loss": loss, "loss_avg": sum(window) / len(window), "lr": self.lr,
-                       "tokens_per_s": round(tok_s, 1), "tokens_seen": self.tokens_seen,
-                       "epoch": self.mixture.epoch + self.mixture.position / self.mixture.examples_per_epoch}
-                if grad_norm is not None:
-                    row["grad_norm"] = grad_norm
-                self.metrics.write(row)
-                acc.log({f"train/{k}": v for k, v in row.items() if k != "step"}, step=self.step)
-                bar.set_postfix(loss=f"{row['loss_avg']:.3f}", tok_s=f"{tok_s:.0f}", lr=f"{row['lr']:.1e}")
-                window, window_tokens, t_log = [], 0, now
-            if (cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps:
-                dev = self.evaluate()
-                if dev:
-                    self.metrics.write({"step": self.step, **{f"dev_loss/{k}": v for k, v in dev.items()}})
-                    acc.log({f"dev/loss/{k}": v for k, v in dev.items()}, step=self.step)
-                    self._log(f"step {self.step}: dev loss " + ", ".join(f"{k} {v:.4f}" for k, v in dev.items()))
-            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.max_steps:
-                self.save_checkpoint()
-            bar.update(1)
-        bar.close()
-        skips = {"rows_left_out": dict(self.filter_skips), "render_skips_this_run": dict(self.render_skips),
-                 "render_skips_per_source": dict(self.mixture.skipped)}
+
+    # ---- state --------------------------------------------------------------------------------------------------------
+
+    def resume_checks(self) -> dict:
+        return {"vocab_size": len(self.vocab), "tasks": self.task_names}
+
+    def data_state(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_data_state(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+    def load_model_state(self, ckpt: Path) -> None:
+        if not self.cfg.lora.enabled:
+            return super().load_model_state(ckpt)
+        from audiopalm.modeling.extend import load_adapter_weights
+
+        load_adapter_weights(self.model, ckpt / "adapter_model.safetensors")
+
+    def write_final(self, folder: Path, state_dict: dict | None) -> None:
+        """``final/``: HF format + audiopalm.json + audio tokenizer (merged for LoRA); LoRA runs also write the
+        peft adapter in ``output_dir/adapter``."""
+        from audiopalm.modeling.extend import atomic_folder, write_checkpoint_files
+
+        model = self.accelerator.unwrap_model(self.model)
+        if self.cfg.lora.enabled:
+            with atomic_folder(self.out / "adapter") as tmp:
+                model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+                self.vocab.save_pretrained(tmp)
+            model, state_dict = model.merge_and_unload(), None
+        write_checkpoint_files(model, self.vocab, self.audio_tokenizer, folder, state_dict=state_dict)
+
+    def summary_extra(self) -> dict:
         if self.render_skips:
-            self._log(f"examples skipped while rendering (this run): {dict(self.render_skips)}")
-        summary = {"steps": self.step, "train_loss": loss, "dev_loss": dev, "wall_s_this_run":
-                   round(time.perf_counter() - t_start, 1), "processes": self.world, "parameters": self.num_params,
-                   "trainable_parameters": self.num_trainable, "lora": self.cfg.lora.enabled,
-                   "tokens_seen": self.tokens_seen, "vocab_size": len(self.vocab), "skips": skips}
-        self.save_final(summary)
-        return summary
-
-    # ------------------------------------------------------------------------------------------------------------------
-    # save / cleanup
-    # ------------------------------------------------------------------------------------------------------------------
-
-    def save_checkpoint(self) -> Path:
-        """A resumable checkpoint ``output_dir/checkpoints/step_N`` (atomic, keep-last-k). LoRA: the adapter."""
-        return training.save_checkpoint(
-            self.accelerator, self.out / "checkpoints", step=self.step, model=self.model, optimizer=self.optimizer,
-            scheduler=self.scheduler, tokenizer=self.vocab.tokenizer, keep_last=self.cfg.train.keep_last,
-            state={"tokens_seen": self.tokens_seen, "global_batch": self.global_batch, "vocab_size": len(self.vocab),
-                   "tasks": self.task_names, "batches": self.batches.state_dict()})
-
-    def save_final(self, summary: dict) -> None:
-        """``output_dir/final`` (HF format + audiopalm.json + audio tokenizer; merged for LoRA), ``adapter/``
-        for LoRA runs, and ``summary.json``."""
-        from audiopalm.modeling.extend import save_checkpoint
-
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        state_dict = acc.get_state_dict(self.model)
-        if acc.is_main_process:
-            model = acc.unwrap_model(self.model)
-            if self.cfg.lora.enabled:
-                model.save_pretrained(self.out / "adapter", state_dict=state_dict, safe_serialization=True)
-                self.vocab.save_pretrained(self.out / "adapter")
-                model = model.merge_and_unload()
-            save_checkpoint(model, self.vocab, self.audio_tokenizer, self.out / "final")
-            (self.out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-            self._log(f"saved {self.out / 'final'}: {json.dumps(summary)}")
-        acc.wait_for_everyone()
-
-    def cleanup(self) -> None:
-        self.accelerator.end_training()
-
-
-def parse_args(argv: list[str] | None = None) -> FinetuneAudioPaLMConfig:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                     epilog="Any other argument is an override key=value, e.g. lora.enabled=true")
-    parser.add_argument("--config", required=True, help="YAML config (recipes/configs/finetune_audiopalm.yaml)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
-    args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if o.startswith("-")]
-    if bad:
-        parser.error(f"unknown option(s) {bad}; overrides are key=value")
-    if args.resume:
-        overrides.append("train.resume=true")
-    return load_config(FinetuneAudioPaLMConfig, args.config, overrides)
+            self.log(f"examples skipped while rendering (this run): {dict(self.render_skips)}")
+        return {"lora": self.cfg.lora.enabled, "vocab_size": len(self.vocab),
+                "skips": {"rows_left_out": dict(self.filter_skips), "render_skips_this_run": dict(self.render_skips),
+                          "render_skips_per_source": dict(self.mixture.skipped)}}
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
-    recipe = FinetuneAudioPaLMRecipe(cfg)
-    recipe.setup()
-    recipe.train()
-    recipe.cleanup()
-    return 0
+    return FinetuneAudioPaLMRecipe.main(argv)
 
 
 if __name__ == "__main__":

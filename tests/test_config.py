@@ -52,7 +52,7 @@ def test_int_given_for_float_is_converted():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.lrr=1", "optim.lrr: unknown key; known keys here: lr,"),
+    ("optim.lrr=1", "optim.lrr: unknown key; did you mean 'lr'? known keys here: lr,"),
     ("trian.max_steps=1", "trian: unknown key"),
     ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
     ("optim.lr=-1", "optim.lr: must be > 0, got -1.0"),
@@ -62,7 +62,8 @@ def test_int_given_for_float_is_converted():
     ("model.num_heads=3", "model.hidden_size: 256 is not divisible by model.num_heads=3"),
     ("model.num_kv_heads=3", "model.num_kv_heads: model.num_heads=4 is not divisible by num_kv_heads=3"),
     ("data.include=[mono, speech]", "data.include[1]: 'speech' is not one of"),
-    ("data.mt_template=[MT] {src}", "data.mt_template: must contain {tgt}"),
+    ("data.mt_template=[MT] {src}", "data.mt_template: unknown key"),  # the MT format is audiopalm.tasks'
+    ("train.log_with=tensorbord", "train.log_with: unknown tracker 'tensorbord'"),
     ("optim.warmup_steps=5000", "optim.warmup_steps: 5000 is more than train.max_steps=900"),
     ("recipe=finetune", "recipe: this config is for 'pretrain_text', got 'finetune'"),
     ("optim.lr", "expected key=value"),
@@ -102,3 +103,28 @@ def test_flat_dict_is_tensorboard_friendly():
     flat = flat_dict(PretrainTextConfig())
     assert flat["optim.lr"] == 3e-3 and flat["model.num_layers"] == 4
     assert all(isinstance(v, (int, float, str, bool)) for v in flat.values()), flat
+
+
+def test_empty_yaml_is_refused(tmp_path):
+    p = tmp_path / "empty.yaml"
+    p.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="empty.yaml: empty config file"):
+        load_config(PretrainTextConfig, p)
+
+
+def test_config_diff_lists_changed_fields_except_those_resume_may_change():
+    from audiopalm.config import config_diff, to_dict
+
+    a = to_dict(PretrainTextConfig())
+    b = to_dict(load_config(PretrainTextConfig, None, ["optim.lr=1e-4", "train.max_steps=900"]))
+    assert config_diff(a, b) == ["optim.lr: 0.003 -> 0.0001"]
+
+
+def test_model_section_is_the_model_config_and_its_errors_name_the_field():
+    from audiopalm.config import FinetuneSpeechLlamaConfig
+    from audiopalm.modeling.speech_llama import SpeechLlamaConfig
+
+    cfg = load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.encoder_dim=64", "model.encoder_heads=4"])
+    assert isinstance(cfg.model, SpeechLlamaConfig) and cfg.model.encoder_dim == 64
+    with pytest.raises(ConfigError, match=r"^model.conv_kernel must be odd, got 4$"):
+        load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.conv_kernel=4"])

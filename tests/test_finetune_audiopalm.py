@@ -224,7 +224,7 @@ def test_checkpoints_are_complete_and_pruned(full_run):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004"]
     ck = out / "checkpoints" / "step_0000004"
     state = json.loads((ck / "trainer_state.json").read_text())
-    assert state["step"] == 4 and set(state["batches"]) == {"epoch", "position", "skipped", "seed"}
+    assert state["step"] == 4 and set(state["data"]) == {"epoch", "position", "skipped", "seed"}
     for name in ("model.safetensors", "tokenizer.json", "optimizer.safetensors", "scheduler.json", "rng_rank0.json"):
         assert (ck / name).is_file(), name
 
@@ -252,9 +252,9 @@ def test_gradient_checkpointing_gives_the_same_losses(full_run, world, tmp_path)
 def _setup_in_process(world, tmp_path, overrides: list[str]):
     """Build the recipe in this process and run its setup (the accelerator state is reset afterwards)."""
     from audiopalm.config import load_config
-    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig
 
-    cfg = load_config(FinetuneAudioPaLMConfig, TINY, common(world, tmp_path / "x")[2:] + overrides)
+    cfg = load_config(FinetuneAudioPaLMConfig, TINY, common(world, tmp_path / "x")[2:] + overrides + ["train.overwrite=true"])
     recipe = _recipe_module().FinetuneAudioPaLMRecipe(cfg)
     try:
         recipe.setup()
@@ -341,7 +341,7 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
 @pytest.mark.parametrize("name", ["finetune_audiopalm.yaml", "finetune_audiopalm_tiny.yaml"])
 def test_shipped_yaml_loads_and_shows_its_launch_command(name):
     from audiopalm.config import load_config
-    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig
 
     cfg = load_config(FinetuneAudioPaLMConfig, CONFIGS / name)
     assert cfg.recipe == "finetune_audiopalm" and cfg.data.tasks
@@ -352,7 +352,7 @@ def test_shipped_yaml_loads_and_shows_its_launch_command(name):
 
 def test_config_errors_name_the_field():
     from audiopalm.config import ConfigError, load_config
-    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig
 
     with pytest.raises(ConfigError, match="data.tasks.task: .*unknown task 'ASX'"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["data.tasks=[{task: ASX}]"])

@@ -173,9 +173,9 @@ def test_config_errors_name_the_field(world, tmp_path):
     from audiopalm.config import ConfigError
 
     with pytest.raises(ConfigError, match="data.tasks.*TTS"):
-        _recipe_module().parse_args(common(world, tmp_path / "x") + ["data.tasks=[ASR,TTS]"])
+        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(common(world, tmp_path / "x") + ["data.tasks=[ASR,TTS]"])
     with pytest.raises(ConfigError, match="model.encoder_heads"):
-        _recipe_module().parse_args(common(world, tmp_path / "x") + ["model.encoder_heads=3"])
+        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(common(world, tmp_path / "x") + ["model.encoder_heads=3"])
     with pytest.raises(ValueError, match="data.train_manifests: empty"):
         run_in_process(["--config", str(TINY), f"model.llm={world['lm']}", f"train.output_dir={tmp_path / 'y'}"])
 

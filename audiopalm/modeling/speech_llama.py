@@ -84,7 +84,7 @@ class SpeechLlamaConfig:
     """Width of the projector MLP's hidden layer; 0: the LLM's hidden size."""
     lora_r: int = 8
     """LoRA rank (paper: 8). 0: no LoRA, the LLM is used exactly as it is."""
-    lora_alpha: int = 16
+    lora_alpha: float = 16.0
     """LoRA scaling numerator (paper: 16); the update is scaled by alpha / r."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA branch's input."""
