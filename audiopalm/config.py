@@ -609,7 +609,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "recipes" / "configs"
-"""The shipped configs (package data): ``--config NAME`` finds ``CONFIG_DIR/NAME.yaml``."""
+"""The shipped configs (package data, :data:`audiopalm.recipes.CONFIG_DIR`): ``--config NAME`` finds
+``CONFIG_DIR/NAME.yaml``."""
 
 
 def shipped_configs() -> list[str]:

@@ -3,10 +3,10 @@
 The offline stand-in for a hub LLM (Llama, Gemma...): with no hub, the AudioPaLM recipe extends
 *this* model with audio tokens. With a hub, skip this stage and give the AudioPaLM recipe a model name.
 
-Launch (see recipes/configs/pretrain_text.yaml and recipes/accelerate/*.yaml)::
+Launch (see audiopalm/recipes/configs/pretrain_text.yaml and audiopalm/recipes/accelerate/*.yaml)::
 
-    accelerate launch --config_file recipes/accelerate/cpu.yaml recipes/pretrain_text.py \\
-        --config recipes/configs/pretrain_text.yaml data.manifests=[corpus/manifest.jsonl]
+    accelerate launch --config_file "$(audiopalm train --list-accelerate cpu)" -m audiopalm.recipes.pretrain_text \\
+        --config pretrain_text data.manifests=[corpus/manifest.jsonl]
 
 Features:
 

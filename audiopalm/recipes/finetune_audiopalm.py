@@ -4,14 +4,14 @@ AudioPaLM (arXiv 2306.12925): the text decoder is kept; its embedding and output
 one row per audio code (and a few special tokens); the model is then trained on ASR / AST / TTS /
 S2ST / MT examples written as ``[TASK Lang Lang] input <|sep|> target``, loss on the target only.
 
-Launch (see recipes/configs/finetune_audiopalm.yaml and recipes/accelerate/*.yaml)::
+Launch (see audiopalm/recipes/configs/finetune_audiopalm.yaml and audiopalm/recipes/accelerate/*.yaml)::
 
-    accelerate launch --config_file recipes/accelerate/cpu.yaml recipes/finetune_audiopalm.py \\
-        --config recipes/configs/finetune_audiopalm.yaml lora.enabled=true
+    accelerate launch --config_file "$(audiopalm train --list-accelerate cpu)" -m audiopalm.recipes.finetune_audiopalm \\
+        --config finetune_audiopalm lora.enabled=true
 
 Features:
 
-- Model: a HF causal LM by hub name or local path (the stage-0 model of recipes/pretrain_text.py
+- Model: a HF causal LM by hub name or local path (the stage-0 model of -m audiopalm.recipes.pretrain_text
   offline), or ``model.from_scratch: true`` (random init of the same config: the "text init vs
   random" ablation). Vocabulary = text tokenizer + ``k`` codebooks of the audio tokenizer through a
   codebook pattern (:class:`audiopalm.vocab.UnifiedVocab`); new rows start at the mean of the text

@@ -4,9 +4,9 @@ Fathullah et al., arXiv 2307.11795: the comparison path to AudioPaLM. The LLM re
 (log-mel -> encoder -> stacked frames -> MLP) followed by the task tag and the target text; its weights
 stay frozen, LoRA (r=8, alpha=16 on q/k/v/o) adapts it, encoder and projector train from scratch.
 
-Launch (see recipes/configs/finetune_speech_llama.yaml and recipes/accelerate/*.yaml)::
+Launch (see audiopalm/recipes/configs/finetune_speech_llama.yaml and audiopalm/recipes/accelerate/*.yaml)::
 
-    python recipes/finetune_speech_llama.py --config recipes/configs/finetune_speech_llama.yaml \\
+    audiopalm train finetune_speech_llama --config finetune_speech_llama \\
         model.llm=runs/demo/text_lm/final data.train_manifests=[runs/demo/corpus/train.jsonl] \\
         data.dev_manifest=runs/demo/corpus/dev.jsonl [ctc.steps=200] [--resume]
 
