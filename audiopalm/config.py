@@ -1,5 +1,11 @@
 """Typed recipe configs: dataclasses, read from YAML, changed by ``key=value`` overrides.
 
+The one config module: the loader, the sections every recipe shares (:class:`OptimConfig`,
+:class:`TrainConfig`, :class:`LoraConfig`) and each recipe's config (:class:`PretrainTextConfig`,
+:class:`FinetuneAudioPaLMConfig`, :class:`FinetuneSpeechLlamaConfig`, whose ``model`` section is the model's
+own :class:`~audiopalm.modeling.speech_llama.SpeechLlamaConfig`). ``--config NAME`` finds a shipped config
+(:func:`resolve_config`); ``--resume`` compares configs with :func:`config_diff`.
+
 A recipe's config is a dataclass whose fields are plain values or other dataclasses (sections).
 Each field has a docstring under it and each class checks its values in ``__post_init__``, naming
 the field that failed. A YAML file names its recipe in a top-level ``recipe:`` key, so
@@ -10,7 +16,7 @@ parsed as YAML: ``optim.lr=3e-4``, ``data.manifests=[a.jsonl,b.jsonl]``, ``model
 type checks and ``__post_init__``. Unknown keys are errors that list the known ones: a typo never
 trains silently with a default.
 
-    cfg = load_config(PretrainTextConfig, "recipes/configs/pretrain_text.yaml", ["optim.lr=1e-3"])
+    cfg = load_config(PretrainTextConfig, resolve_config("pretrain_text"), ["optim.lr=1e-3"])
 """
 
 from __future__ import annotations
@@ -144,7 +150,7 @@ RESUME_MAY_CHANGE = ("train.max_steps", "train.save_every", "train.keep_last", "
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Stage 0: a small text LM from scratch (recipes/pretrain_text.py)
+# Stage 0: a small text LM from scratch (audiopalm.recipes.pretrain_text)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -214,7 +220,7 @@ class TextDataConfig:
 
 @dataclasses.dataclass
 class PretrainTextConfig:
-    """recipes/pretrain_text.py: the stage-0 text LM (the offline stand-in for a hub LLM)."""
+    """audiopalm.recipes.pretrain_text: the stage-0 text LM (the offline stand-in for a hub LLM)."""
 
     recipe: str = "pretrain_text"
     """Which recipe this file configures (checked, so a config is never given to the wrong recipe)."""

@@ -315,10 +315,10 @@ def make_accelerator(cfg, project_dir: str | Path):
         raise RuntimeError(
             f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
             f"({acc.distributed_type.value}): each process would train alone on the whole batch; "
-            "launch with `accelerate launch --config_file recipes/accelerate/<config>.yaml`")
+            "launch with `accelerate launch --config_file \"$(audiopalm train --list-accelerate cpu)\" -m audiopalm.recipes.RECIPE`")
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != "FSDP":
         raise RuntimeError(f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
-                           "(FSDP needs GPUs; on CPU use recipes/accelerate/cpu.yaml or deepspeed_zero2/3.yaml)")
+                           "(FSDP needs GPUs; on CPU use the accelerate config cpu or deepspeed_zero2/3: audiopalm train --list)")
     return acc, mp
 
 
