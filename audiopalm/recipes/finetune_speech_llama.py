@@ -196,7 +196,7 @@ class FinetuneSpeechLlamaRecipe(Recipe):
 
     def write_model(self, folder: Path, state_dict: dict | None) -> None:
         """:meth:`SpeechLlama.save_pretrained`: LoRA adapter + encoder/projector safetensors (no base LLM)."""
-        self.accelerator.unwrap_model(self.model).save_pretrained(folder)
+        self.accelerator.unwrap_model(self.model).save_pretrained(folder, state_dict=state_dict)
 
     def load_model_state(self, ckpt: Path) -> None:
         from safetensors.torch import load_model
