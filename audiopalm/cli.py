@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("audiopalm.evaluate", "evaluate a checkpoint on tasks of a manifest: outputs, WER/BLEU/ASR-BLEU, report"),
     "generate": ("audiopalm.infer", "run a checkpoint on your audio files or sentences: text out, wav files out"),
     "score": ("audiopalm.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
+    "train": ("audiopalm.recipes.cli", "train with a recipe: audiopalm train RECIPE --config NAME_OR_PATH [key=value ...]"),
     "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
 }
 

@@ -1,5 +1,11 @@
 """Typed recipe configs: dataclasses, read from YAML, changed by ``key=value`` overrides.
 
+The one config module: the loader, the sections every recipe shares (:class:`OptimConfig`,
+:class:`TrainConfig`, :class:`LoraConfig`) and each recipe's config (:class:`PretrainTextConfig`,
+:class:`FinetuneAudioPaLMConfig`, :class:`FinetuneSpeechLlamaConfig`, whose ``model`` section is the model's
+own :class:`~audiopalm.modeling.speech_llama.SpeechLlamaConfig`). ``--config NAME`` finds a shipped config
+(:func:`resolve_config`); ``--resume`` compares configs with :func:`config_diff`.
+
 A recipe's config is a dataclass whose fields are plain values or other dataclasses (sections).
 Each field has a docstring under it and each class checks its values in ``__post_init__``, naming
 the field that failed. A YAML file names its recipe in a top-level ``recipe:`` key, so
@@ -10,12 +16,13 @@ parsed as YAML: ``optim.lr=3e-4``, ``data.manifests=[a.jsonl,b.jsonl]``, ``model
 type checks and ``__post_init__``. Unknown keys are errors that list the known ones: a typo never
 trains silently with a default.
 
-    cfg = load_config(PretrainTextConfig, "recipes/configs/pretrain_text.yaml", ["optim.lr=1e-3"])
+    cfg = load_config(PretrainTextConfig, resolve_config("pretrain_text"), ["optim.lr=1e-3"])
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import types
 import typing
@@ -23,6 +30,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from audiopalm.manifest import LANGUAGES
+from audiopalm.modeling.speech_llama import SpeechLlamaConfig
 
 
 class ConfigError(ValueError):
@@ -37,6 +47,13 @@ class ConfigError(ValueError):
 def _check(cond: bool, field: str, message: str) -> None:
     if not cond:
         raise ConfigError(f"{field}: {message}")
+
+
+def _check_recipe_config(cfg: Any, recipe: str) -> None:
+    """The checks every recipe config makes across its sections."""
+    _check(cfg.recipe == recipe, "recipe", f"this config is for {recipe!r}, got {cfg.recipe!r}")
+    _check(cfg.optim.warmup_steps <= cfg.train.max_steps, "optim.warmup_steps",
+           f"{cfg.optim.warmup_steps} is more than train.max_steps={cfg.train.max_steps}")
 
 
 @dataclasses.dataclass
@@ -101,10 +118,15 @@ class TrainConfig:
     """Write a metrics line (and TensorBoard scalars) every N steps."""
     eval_every: int = 200
     """Compute the dev loss every N steps and at the end (0 = only at the end)."""
-    log_with: Literal["tensorboard", "none"] = "tensorboard"
-    """Tracker for accelerate (``log_with``); ``none`` logs to metrics.jsonl only."""
+    log_with: str = "tensorboard"
+    """Trackers accelerate logs to (``log_with``), comma-separated: one of :data:`TRACKERS` each (``wandb``,
+    ``mlflow``... need their package); logs go under ``output_dir/logs``. ``none``: metrics.jsonl only."""
     resume: bool = False
-    """Continue from the newest checkpoint in ``output_dir/checkpoints`` (same as ``--resume``)."""
+    """Continue from the newest checkpoint in ``output_dir/checkpoints`` (same as ``--resume``). The saved
+    ``config.yaml`` must equal this config but for :data:`RESUME_MAY_CHANGE`."""
+    overwrite: bool = False
+    """Start a fresh run in a non-empty ``output_dir``, deleting the previous run's files (same as
+    ``--overwrite``). Without it (or ``resume``) a used output folder is refused."""
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "micro_batch_size", "grad_accum_steps", "log_every"):
@@ -113,10 +135,22 @@ class TrainConfig:
             _check(getattr(self, name) >= 0, f"train.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
         _check(bool(self.output_dir), "train.output_dir", "must not be empty")
+        for name in self.log_with.split(","):
+            _check(name.strip() in TRACKERS, "train.log_with", f"unknown tracker {name.strip()!r}; known: {', '.join(TRACKERS)}")
+        _check(not (self.resume and self.overwrite), "train.overwrite", "--resume and --overwrite exclude each other")
+
+
+TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio", "none")
+"""Values of ``train.log_with``: the trackers accelerate supports, and ``none``."""
+
+RESUME_MAY_CHANGE = ("train.max_steps", "train.save_every", "train.keep_last", "train.log_every", "train.eval_every",
+                     "train.log_with", "train.resume", "train.overwrite", "train.output_dir",
+                     "train.gradient_checkpointing", "data.dev_examples_per_task")
+"""Config fields a ``--resume`` may change (longer runs, other logging); any other change is refused with a diff."""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Stage 0: a small text LM from scratch (recipes/pretrain_text.py)
+# Stage 0: a small text LM from scratch (audiopalm.recipes.pretrain_text)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -167,9 +201,8 @@ class TextDataConfig:
     dev_split: str = "dev"
     """Records with this split give the dev loss / perplexity (none found: no dev eval)."""
     include: list[Literal["mono", "mt"]] = dataclasses.field(default_factory=lambda: ["mono", "mt"])
-    """Line kinds: ``mono`` = each text and tgt_text as a sentence; ``mt`` = each pair as ``mt_template``."""
-    mt_template: str = "[MT {src_lang} {tgt_lang}] {src}<|sep|>{tgt}"
-    """How a translation pair is written; languages are English names ("[MT English French] ...")."""
+    """Line kinds: ``mono`` = each text and tgt_text as a sentence; ``mt`` = each pair written as the fine-tune's
+    MT example (the prompt of :mod:`audiopalm.tasks`: ``[MT English French] src<|sep|>tgt``)."""
     seq_len: int = 128
     """Tokens per packed block (lines are joined with bos/eos and cut into blocks of this length)."""
     tokenizer: str | None = None
@@ -183,13 +216,11 @@ class TextDataConfig:
         _check(self.seq_len >= 8, "data.seq_len", f"must be >= 8, got {self.seq_len}")
         _check(self.vocab_size >= 300, "data.vocab_size", f"must be >= 300 (bytes + specials), got {self.vocab_size}")
         _check(len(self.include) > 0, "data.include", "choose at least one of mono, mt")
-        for key in ("{src}", "{tgt}"):
-            _check(key in self.mt_template, "data.mt_template", f"must contain {key}, got {self.mt_template!r}")
 
 
 @dataclasses.dataclass
 class PretrainTextConfig:
-    """recipes/pretrain_text.py: the stage-0 text LM (the offline stand-in for a hub LLM)."""
+    """audiopalm.recipes.pretrain_text: the stage-0 text LM (the offline stand-in for a hub LLM)."""
 
     recipe: str = "pretrain_text"
     """Which recipe this file configures (checked, so a config is never given to the wrong recipe)."""
@@ -203,16 +234,233 @@ class PretrainTextConfig:
     """The loop."""
 
     def __post_init__(self) -> None:
-        _check(self.recipe == "pretrain_text", "recipe", f"this config is for 'pretrain_text', got {self.recipe!r}")
-        _check(self.optim.warmup_steps <= self.train.max_steps, "optim.warmup_steps",
-               f"{self.optim.warmup_steps} is more than train.max_steps={self.train.max_steps}")
+        _check_recipe_config(self, "pretrain_text")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# AudioPaLM: a text LM extended with audio tokens, trained on a task mixture (audiopalm.recipes.finetune_audiopalm)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FinetuneModelConfig:
+    """The text LM to extend and the audio tokenizer whose codes it learns."""
+
+    name_or_path: str = "runs/demo/text_lm/final"
+    """A HF causal LM: hub name (``meta-llama/Llama-3.2-1B``) or local folder (the stage-0 model). Its tokenizer
+    is loaded from the same place."""
+    from_scratch: bool = False
+    """Random init of the same architecture instead of the pretrained weights (the "text init vs random" ablation)."""
+    audio_tokenizer: str = "runs/demo/mel_rvq"
+    """Audio tokenizer folder or hub name (:func:`audiopalm.tokenizers.base.load_audio_tokenizer`); the token
+    stores must have been made by it (same fingerprint)."""
+    num_codebooks: int | None = None
+    """k: the LM models the first k codebooks (null: all of the tokenizer's). AudioPaLM uses few; each adds tokens."""
+    pattern: Literal["flatten", "delay"] = "flatten"
+    """How the k codebooks of a frame become one token stream (audiopalm/tokenizers/patterns.py)."""
+    init: Literal["mean", "zeros", "codebook"] = "mean"
+    """Initial value of the new embedding / lm_head rows: mean of the text rows, zeros (the AudioPaLM paper), or
+    ``codebook``: audio rows from the audio tokenizer's code vectors (PCA, scaled to the text rows; codes that
+    sound alike start close), see :func:`audiopalm.modeling.extend.codebook_rows`."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name_or_path), "model.name_or_path", "must not be empty")
+        _check(bool(self.audio_tokenizer), "model.audio_tokenizer", "must not be empty")
+        _check(self.num_codebooks is None or self.num_codebooks >= 1, "model.num_codebooks",
+               f"must be >= 1 or null, got {self.num_codebooks}")
+
+
+@dataclasses.dataclass
+class LoraConfig:
+    """LoRA on the attention (and optionally MLP) projections (peft); in the AudioPaLM recipe the new vocabulary
+    rows train too (``new_rows``)."""
+
+    enabled: bool = False
+    """``false``: full fine-tune of every weight. ``true``: LoRA adapters + the new rows only."""
+    r: int = 8
+    """Adapter rank."""
+    alpha: float = 16.0
+    """Scale numerator (the update is ``alpha / r * B A``)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list[str] = dataclasses.field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names that get adapters; add ``gate_proj, up_proj, down_proj`` for the MLP (Llama names)."""
+    new_rows: Literal["trainable_tokens", "modules_to_save"] = "trainable_tokens"
+    """How the new audio rows train: ``trainable_tokens`` (peft ``trainable_token_indices``: only the new rows,
+    old text rows stay bit-identical) or ``modules_to_save`` (the whole embedding and lm_head train)."""
+
+    def __post_init__(self) -> None:
+        _check(self.r >= 1, "lora.r", f"must be >= 1, got {self.r}")
+        _check(self.alpha > 0, "lora.alpha", f"must be > 0, got {self.alpha}")
+        _check(0 <= self.dropout < 1, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(len(self.target_modules) > 0, "lora.target_modules", "name at least one module (e.g. q_proj)")
+
+
+@dataclasses.dataclass
+class TaskEntry:
+    """One weighted source of the mixture: a task (or chain) over the rows of the token stores."""
+
+    task: str = "ASR"
+    """``ASR``, ``AST``, ``TTS``, ``S2ST``, ``MT`` or a chain such as ``"ASR AST S2ST"`` (audiopalm/tasks.py)."""
+    weight: float = 1.0
+    """Relative sampling weight in the mixture."""
+    langs: list[str] = dataclasses.field(default_factory=list)
+    """Only rows whose source ``lang`` is one of these (empty: all)."""
+    pairs: list[str] = dataclasses.field(default_factory=list)
+    """Only rows whose ``lang-tgt_lang`` is one of these, e.g. ``[en-fr, fr-en]`` (empty: all)."""
+    dedupe: bool | None = None
+    """Keep one row per source audio (or source text for text-input tasks). The synthetic corpus has one row per
+    directed pair sharing wavs, so ASR/TTS would see each English utterance 3 times. ``null``: on for tasks that
+    use no target-language field (ASR, TTS), off otherwise."""
+
+    def __post_init__(self) -> None:
+        from audiopalm.tasks import TaskError, parse_task
+
+        try:
+            parse_task(self.task)
+        except TaskError as e:
+            raise ConfigError(f"data.tasks.task: {e}") from None
+        _check(self.weight > 0, "data.tasks.weight", f"must be > 0, got {self.weight} (task {self.task!r})")
+        for code in self.langs:
+            _check(code in LANGUAGES, "data.tasks.langs", f"unknown language {code!r}; known: {', '.join(LANGUAGES)}")
+        for pair in self.pairs:
+            parts = pair.split("-")
+            _check(len(parts) == 2 and all(p in LANGUAGES for p in parts), "data.tasks.pairs",
+                   f"expected 'src-tgt' with known language codes, got {pair!r}")
+
+
+@dataclasses.dataclass
+class FinetuneDataConfig:
+    """Token stores -> task mixture -> packed (or padded) batches."""
+
+    stores: list[str] = dataclasses.field(default_factory=list)
+    """Token-store folders (``audiopalm tokenize``); rows of ``train_splits`` train, rows of ``dev_split`` give the
+    dev loss."""
+    train_splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
+    """Rows with these ``split`` values (or none) are trained on."""
+    dev_split: str = "dev"
+    """Rows with this split give the dev loss per task (none found: no dev loss)."""
+    tasks: list[TaskEntry] = dataclasses.field(default_factory=lambda: [TaskEntry("ASR")])
+    """The weighted task mixture."""
+    max_len: int = 512
+    """Tokens per packed row; a longer example is skipped and counted (never truncated)."""
+    packing: bool = True
+    """Pack several examples per row (block-diagonal attention through restarting position ids); ``false``: one
+    example per row, padded, with an attention mask."""
+    dev_examples_per_task: int = 64
+    """Dev examples scored per task at each evaluation (the first N in store order, after filters)."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_len >= 16, "data.max_len", f"must be >= 16, got {self.max_len}")
+        _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
+        _check(len(self.train_splits) > 0, "data.train_splits", "give at least one split")
+        _check(self.dev_examples_per_task >= 0, "data.dev_examples_per_task",
+               f"must be >= 0, got {self.dev_examples_per_task}")
+
+
+@dataclasses.dataclass
+class FinetuneAudioPaLMConfig:
+    """audiopalm.recipes.finetune_audiopalm: vocabulary-extended LM, full or LoRA, on a weighted task mixture."""
+
+    recipe: str = "finetune_audiopalm"
+    """Which recipe this file configures (checked)."""
+    model: FinetuneModelConfig = dataclasses.field(default_factory=FinetuneModelConfig)
+    """The LM and the audio tokenizer."""
+    lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+    """Full fine-tune or LoRA."""
+    data: FinetuneDataConfig = dataclasses.field(default_factory=FinetuneDataConfig)
+    """Stores and tasks."""
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=3e-4, warmup_steps=50))
+    """Optimizer and schedule. ``optim.new_rows_lr`` is not a field: under LoRA with trainable tokens use
+    ``optim.group_lrs={trainable_tokens: 1e-3}``; in a full fine-tune ``{embed_tokens: ..., lm_head: ...}``."""
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(output_dir="runs/finetune_audiopalm"))
+    """The loop."""
+
+    def __post_init__(self) -> None:
+        _check_recipe_config(self, "finetune_audiopalm")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Speech-Llama: a speech encoder + projector in front of a frozen LLM with LoRA (audiopalm.recipes.finetune_speech_llama)
+# ---------------------------------------------------------------------------------------------------------------------
+
+SUPPORTED_TASKS = ("ASR", "AST")
+"""Speech-Llama outputs text only: speech recognition and speech translation."""
+
+
+@dataclasses.dataclass
+class SpeechLlamaDataSection:
+    """Manifests (``audiopalm synth``) -> (utterance, task) examples -> padded batches of features + text."""
+
+    train_manifests: list[str] = dataclasses.field(default_factory=list)
+    """Manifest files whose rows train (all rows, whatever their ``split``)."""
+    dev_manifest: str = ""
+    """Manifest for the dev loss (empty: no dev loss)."""
+    tasks: list[str] = dataclasses.field(default_factory=lambda: ["ASR", "AST"])
+    """Tasks among ``ASR`` and ``AST``; each row gives one example per task it has the fields for (ASR once per
+    source clip: the synthetic corpus repeats a clip once per target language)."""
+    max_seconds: float = 20.0
+    """Longer clips are skipped and counted (never cut)."""
+    dev_examples_per_task: int = 32
+    """Dev examples scored per task (the first N of the dev manifest)."""
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
+        for t in self.tasks:
+            _check(t.upper() in SUPPORTED_TASKS, "data.tasks",
+                   f"Speech-Llama produces text: tasks must be among {SUPPORTED_TASKS}, got {t!r}")
+        self.tasks = [t.upper() for t in self.tasks]
+        _check(len(set(self.tasks)) == len(self.tasks), "data.tasks", f"a task is repeated: {self.tasks}")
+        _check(self.max_seconds > 0, "data.max_seconds", f"must be > 0, got {self.max_seconds}")
+        _check(self.dev_examples_per_task >= 0, "data.dev_examples_per_task",
+               f"must be >= 0, got {self.dev_examples_per_task}")
+
+
+@dataclasses.dataclass
+class CTCSection:
+    """Optional CTC pre-training of the encoder (with a linear head over the LLM's text tokens) before the LLM
+    is attached, as in the paper."""
+
+    steps: int = 0
+    """CTC optimizer steps before the main loop (0: none). Not checkpointed: a run killed during them starts
+    them again."""
+    lr: float = 1e-3
+    """Constant AdamW learning rate of the CTC phase."""
+
+    def __post_init__(self) -> None:
+        _check(self.steps >= 0, "ctc.steps", f"must be >= 0, got {self.steps}")
+        _check(self.lr > 0, "ctc.lr", f"must be > 0, got {self.lr}")
+
+
+@dataclasses.dataclass
+class FinetuneSpeechLlamaConfig:
+    """audiopalm.recipes.finetune_speech_llama: encoder + projector + LoRA on a frozen LLM, ASR and AST."""
+
+    recipe: str = "finetune_speech_llama"
+    """Which recipe this file configures (checked)."""
+    model: SpeechLlamaConfig = dataclasses.field(default_factory=lambda: SpeechLlamaConfig(llm="runs/demo/text_lm/final"))
+    """The model config itself (:class:`audiopalm.modeling.speech_llama.SpeechLlamaConfig`): the LLM (hub name or
+    local folder; frozen, its tokenizer loaded from the same place), the encoder, the projector and LoRA.
+    ``ctc_vocab_size`` is set by the recipe (the LLM tokenizer's size when ``ctc.steps`` > 0)."""
+    data: SpeechLlamaDataSection = dataclasses.field(default_factory=SpeechLlamaDataSection)
+    """Manifests and tasks."""
+    ctc: CTCSection = dataclasses.field(default_factory=CTCSection)
+    """Optional CTC pre-training of the encoder."""
+    optim: OptimConfig = dataclasses.field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=50))
+    """Optimizer and schedule of the main loop."""
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(output_dir="runs/finetune_speech_llama"))
+    """The loop."""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model.llm), "model.llm", "must not be empty: a HF causal LM (hub name or local folder)")
+        _check_recipe_config(self, "finetune_speech_llama")
 
 
 # Recipe name (the YAML's ``recipe:`` key) -> "module:Class". Add a line for a new recipe.
 CONFIGS: dict[str, str] = {
     "pretrain_text": "audiopalm.config:PretrainTextConfig",
-    "finetune_audiopalm": "audiopalm.finetune_config:FinetuneAudioPaLMConfig",
-    "finetune_speech_llama": "audiopalm.speech_llama_config:FinetuneSpeechLlamaConfig",
+    "finetune_audiopalm": "audiopalm.config:FinetuneAudioPaLMConfig",
+    "finetune_speech_llama": "audiopalm.config:FinetuneSpeechLlamaConfig",
 }
 
 
@@ -296,12 +544,16 @@ def _from_dict(cls: type[T], data: dict, where: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"{key}: unknown key; known keys here: {', '.join(fields)}")
+        close = difflib.get_close_matches(unknown[0], list(fields), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"{key}: unknown key; {hint}known keys here: {', '.join(fields)}")
     kwargs = {name: _convert(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()}
     try:
         return cls(**kwargs)
     except ConfigError as e:
         raise ConfigError(str(e)) from None
+    except ValueError as e:  # a model config (e.g. SpeechLlamaConfig) names its field as Class.field: say where
+        raise ConfigError(str(e).replace(f"{cls.__name__}.", f"{where}." if where else "")) from None
 
 
 def _set_dotted(data: dict, key: str, value: Any) -> None:
@@ -332,11 +584,16 @@ def _read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such config file")
-    with path.open(encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if data is None:  # an empty file would silently train every default
+        raise ConfigError(f"{path}: empty config file; start from a shipped one (e.g. pretrain_text_tiny)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return data
@@ -355,6 +612,48 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     data = _read_yaml(path) if path is not None else {}
     data = apply_overrides(data, list(overrides or []))
     return from_dict(cls, data, source=str(path) if path is not None else None)
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "recipes" / "configs"
+"""The shipped configs (package data, :data:`audiopalm.recipes.CONFIG_DIR`): ``--config NAME`` finds
+``CONFIG_DIR/NAME.yaml``."""
+
+
+def shipped_configs() -> list[str]:
+    """Names of the shipped configs (``pretrain_text_tiny``, ...)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path, recipe: str | None = None) -> Path:
+    """A YAML file path, or the shipped config of that name (``finetune_audiopalm_tiny``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = [n for n in shipped_configs() if recipe is None or n.startswith(recipe)]
+    close = difflib.get_close_matches(str(name_or_path), names, n=1)
+    raise ConfigError(f"--config {name_or_path}: no such file or shipped config"
+                      + (f"; did you mean {close[0]!r}?" if close else "") + f" (shipped: {', '.join(names)})")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: data}
+
+
+def config_diff(saved: dict, current: dict, *, may_change: tuple[str, ...] | None = None) -> list[str]:
+    """``["optim.lr: 0.001 -> 0.002", ...]``: the fields (outside ``may_change``, default
+    :data:`RESUME_MAY_CHANGE`) where two config dicts differ."""
+    may_change = RESUME_MAY_CHANGE if may_change is None else may_change
+    a, b = _flatten(saved), _flatten(current)
+    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b))
+            if k not in may_change and a.get(k, "(absent)") != b.get(k, "(absent)")]
 
 
 def config_class(recipe: str) -> type:

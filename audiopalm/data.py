@@ -27,7 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-IGNORE_INDEX = -100  # labels that the loss skips (prompt and padding), as in transformers
+from audiopalm.tasks import IGNORE_INDEX  # noqa: F401 - labels that the loss skips (prompt and padding)
 
 
 @dataclasses.dataclass
@@ -208,6 +208,44 @@ class PackedBatches:
                     rows = []
             current.append(ex)
             used += n
+
+    def state_dict(self) -> dict:
+        return dict(self._resume)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mixture.load_state_dict(state)
+        self._resume = dict(state)
+
+
+class StoreRows(Sequence):
+    """Rows of several token stores picked by ``(store index, row index)``, read lazily (memory-mapped)."""
+
+    def __init__(self, datasets: list, index: list[tuple[int, int]]):
+        self.datasets, self.index = datasets, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        s, r = self.index[i]
+        return self.datasets[s][r]
+
+
+class PaddedBatches:
+    """Endless padded batches of ``rows_per_batch`` examples from a mixture, resumable exactly (one example per
+    row); the counterpart of :class:`PackedBatches`."""
+
+    def __init__(self, mixture: TaskMixture, *, rows_per_batch: int, pad_id: int):
+        self.mixture, self.rows_per_batch = mixture, rows_per_batch
+        self.collate = PaddingCollator(pad_id=pad_id)
+        self._resume = mixture.state_dict()
+
+    def __iter__(self):
+        stream = iter(self.mixture)
+        while True:
+            examples = [next(stream) for _ in range(self.rows_per_batch)]
+            self._resume = self.mixture.state_dict()  # nothing drawn beyond this batch
+            yield self.collate(examples)
 
     def state_dict(self) -> dict:
         return dict(self._resume)

@@ -7,8 +7,8 @@ also continue from their newest checkpoint. Stages:
   corpus      data_prep/synth_corpus.py: the four-language parallel corpus spoken by espeak-ng
   tokenizer   audiopalm tokenizer fit: the built-in mel-RVQ codec fitted on the training audio
   tokens      audiopalm tokenize: train/dev/test token stores (audio codes per utterance)
-  text_lm     recipes/pretrain_text.py: the small text LLM (stage 0, the stand-in for a hub model)
-  audiopalm   recipes/finetune_audiopalm.py: extend it with audio tokens, fine-tune on the task mixture
+  text_lm     audiopalm train pretrain_text: the small text LLM (stage 0, the stand-in for a hub model)
+  audiopalm   audiopalm train finetune_audiopalm: extend it with audio tokens, fine-tune on the task mixture
   eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
 
 Every stage runs the same command a user would (printed before it runs), so each can be re-run by hand.
@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]  # recipes/ live beside the package (editable install)
-
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
@@ -40,9 +38,9 @@ class Profile:
     tokenizer_args: tuple[str, ...]
     """Extra `audiopalm tokenizer fit` arguments."""
     text_lm_overrides: tuple[str, ...]
-    """key=value overrides of recipes/configs/pretrain_text.yaml."""
+    """key=value overrides of the shipped config pretrain_text (audiopalm/recipes/configs/)."""
     finetune_overrides: tuple[str, ...]
-    """key=value overrides of recipes/configs/finetune_audiopalm.yaml."""
+    """key=value overrides of the shipped config finetune_audiopalm."""
     eval_args: tuple[str, ...]
     """Extra `audiopalm eval` arguments."""
 
@@ -102,7 +100,7 @@ def _corpus(profile: Profile, seed: int):
 def _run(cmd: list[str]) -> None:
     """Run one stage's command as a user would, echoing it; a failure stops the demo with its exit code."""
     print("+ " + shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+    subprocess.run(cmd, check=True)
 
 
 def _bin(name: str) -> str:
@@ -129,8 +127,7 @@ def _tokens(corpus: Path, tokenizer: Path):
 
 def _text_lm(corpus: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
-        _run([sys.executable, str(REPO / "recipes/pretrain_text.py"), "--config",
-              str(REPO / "recipes/configs/pretrain_text.yaml"),
+        _run([_bin("audiopalm"), "train", "pretrain_text", "--config", "pretrain_text",
               f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
               f"train.output_dir={folder}", f"train.seed={seed}", *profile.text_lm_overrides,
               "--resume"])  # a demo killed mid-training continues from the newest checkpoint
@@ -140,8 +137,7 @@ def _text_lm(corpus: Path, profile: Profile, seed: int):
 
 def _audiopalm(out: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
-        _run([sys.executable, str(REPO / "recipes/finetune_audiopalm.py"), "--config",
-              str(REPO / "recipes/configs/finetune_audiopalm.yaml"),
+        _run([_bin("audiopalm"), "train", "finetune_audiopalm", "--config", "finetune_audiopalm",
               f"model.name_or_path={out / 'text_lm/final'}", f"model.audio_tokenizer={out / 'tokenizer'}",
               f"data.stores=[{out / 'tokens/train'},{out / 'tokens/dev'}]",
               f"train.output_dir={folder}", f"train.seed={seed}", *profile.finetune_overrides,

@@ -10,12 +10,52 @@ import yaml
 from audiopalm.config import (CONFIGS, ConfigError, OptimConfig, PretrainTextConfig, config_class, flat_dict,
                               load_any, load_config, save_config, to_dict)
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipes" / "configs"
+from audiopalm.recipes import CONFIG_DIR  # the package's own copy (the top-level recipes/ is a link to it)
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
 def test_configs_are_shipped():
-    assert {p.name for p in SHIPPED} >= {"pretrain_text.yaml", "pretrain_text_tiny.yaml"}
+    from audiopalm.recipes import RECIPES
+
+    assert {p.stem for p in SHIPPED} == {name + suffix for name in RECIPES for suffix in ("", "_tiny")}
+
+
+def test_shipped_configs_are_package_data_and_top_level_recipes_is_a_link():
+    import configparser
+
+    repo = Path(__file__).resolve().parents[1]
+    assert (repo / "recipes").is_symlink() and (repo / "recipes").resolve() == CONFIG_DIR.parent
+    data = configparser.ConfigParser()
+    data.read(repo / "setup.cfg")
+    globs = [g.strip() for g in data["options.package_data"]["audiopalm.recipes"].split(",")]
+    assert globs == ["configs/*.yaml", "accelerate/*.yaml"]
+
+
+def test_config_by_shipped_name_and_print_config(tmp_path):
+    import subprocess
+    import sys
+
+    from audiopalm.config import resolve_config
+
+    assert resolve_config("pretrain_text_tiny") == CONFIG_DIR / "pretrain_text_tiny.yaml"
+    with pytest.raises(ConfigError, match="did you mean 'pretrain_text_tiny'"):
+        resolve_config("pretrain_text_tinny", "pretrain_text")
+    cli = Path(sys.executable).with_name("audiopalm")
+    proc = subprocess.run([str(cli), "train", "pretrain_text", "--config", "pretrain_text_tiny", "optim.lr=0.5",
+                           "--print-config"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["optim"]["lr"] == 0.5 and printed["recipe"] == "pretrain_text" and not list(tmp_path.iterdir())
+    for args, message in ((["optim.lrr=1"], "optim.lrr: unknown key; did you mean 'lr'?"),
+                          (["train.max_steps=abc"], "train.max_steps: expected an integer, got 'abc'")):
+        proc = subprocess.run([str(cli), "train", "pretrain_text", "--config", "pretrain_text_tiny", *args],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+            (proc.returncode, proc.stderr)
+    (tmp_path / "empty.yaml").write_text("")
+    proc = subprocess.run([str(cli), "train", "pretrain_text", "--config", str(tmp_path / "empty.yaml")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "empty config file" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
@@ -24,8 +64,10 @@ def test_every_shipped_yaml_loads_into_its_dataclass(path):
     recipe = yaml.safe_load(path.read_text())["recipe"]
     assert isinstance(cfg, config_class(recipe))
     header = path.read_text().splitlines()[:12]
-    assert any(f"recipes/{recipe}.py" in line and line.startswith("#") for line in header), \
+    assert any(line.startswith("#") and f"audiopalm train {recipe} --config {path.stem}" in line for line in header), \
         f"{path.name}: the header must show the launch command"
+    assert any(line.startswith("#") and f"-m audiopalm.recipes.{recipe}" in line for line in header), \
+        f"{path.name}: the header must show the accelerate launch command"
     assert any("=" in line and line.startswith("#") and "." in line.split("=")[0] for line in header), \
         f"{path.name}: the header must show a key=value override example"
 
@@ -52,7 +94,7 @@ def test_int_given_for_float_is_converted():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("optim.lrr=1", "optim.lrr: unknown key; known keys here: lr,"),
+    ("optim.lrr=1", "optim.lrr: unknown key; did you mean 'lr'? known keys here: lr,"),
     ("trian.max_steps=1", "trian: unknown key"),
     ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
     ("optim.lr=-1", "optim.lr: must be > 0, got -1.0"),
@@ -62,7 +104,8 @@ def test_int_given_for_float_is_converted():
     ("model.num_heads=3", "model.hidden_size: 256 is not divisible by model.num_heads=3"),
     ("model.num_kv_heads=3", "model.num_kv_heads: model.num_heads=4 is not divisible by num_kv_heads=3"),
     ("data.include=[mono, speech]", "data.include[1]: 'speech' is not one of"),
-    ("data.mt_template=[MT] {src}", "data.mt_template: must contain {tgt}"),
+    ("data.mt_template=[MT] {src}", "data.mt_template: unknown key"),  # the MT format is audiopalm.tasks'
+    ("train.log_with=tensorbord", "train.log_with: unknown tracker 'tensorbord'"),
     ("optim.warmup_steps=5000", "optim.warmup_steps: 5000 is more than train.max_steps=900"),
     ("recipe=finetune", "recipe: this config is for 'pretrain_text', got 'finetune'"),
     ("optim.lr", "expected key=value"),
@@ -102,3 +145,28 @@ def test_flat_dict_is_tensorboard_friendly():
     flat = flat_dict(PretrainTextConfig())
     assert flat["optim.lr"] == 3e-3 and flat["model.num_layers"] == 4
     assert all(isinstance(v, (int, float, str, bool)) for v in flat.values()), flat
+
+
+def test_empty_yaml_is_refused(tmp_path):
+    p = tmp_path / "empty.yaml"
+    p.write_text("# nothing but a comment\n")
+    with pytest.raises(ConfigError, match="empty.yaml: empty config file"):
+        load_config(PretrainTextConfig, p)
+
+
+def test_config_diff_lists_changed_fields_except_those_resume_may_change():
+    from audiopalm.config import config_diff, to_dict
+
+    a = to_dict(PretrainTextConfig())
+    b = to_dict(load_config(PretrainTextConfig, None, ["optim.lr=1e-4", "train.max_steps=900"]))
+    assert config_diff(a, b) == ["optim.lr: 0.003 -> 0.0001"]
+
+
+def test_model_section_is_the_model_config_and_its_errors_name_the_field():
+    from audiopalm.config import FinetuneSpeechLlamaConfig
+    from audiopalm.modeling.speech_llama import SpeechLlamaConfig
+
+    cfg = load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.encoder_dim=64", "model.encoder_heads=4"])
+    assert isinstance(cfg.model, SpeechLlamaConfig) and cfg.model.encoder_dim == 64
+    with pytest.raises(ConfigError, match=r"^model.conv_kernel must be odd, got 4$"):
+        load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.conv_kernel=4"])

@@ -101,3 +101,16 @@ def test_ablation_speech_columns_are_the_mean_over_seeds():
     seed1 = [row("TTS", "TTS-WER", 20.0), row("S2ST", "ASR-BLEU", 2.0, "fr")]  # a speech-only evaluation
     got = {(r["task"], r["metric"]): (r["value"], r["evaluations"]) for r in mean_metrics([seed0, seed1])}
     assert got == {("TTS", "TTS-WER"): (15.0, 2), ("MT", "BLEU"): (5.0, 1), ("S2ST", "ASR-BLEU"): (1.5, 2)}
+
+
+def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_path):
+    from audiopalm import demo
+
+    calls = []
+    monkeypatch.setattr(demo, "_run", calls.append)
+    profile = demo.PROFILES["smoke"]
+    demo._text_lm(tmp_path / "corpus", profile, 0)(tmp_path / "text_lm")
+    demo._audiopalm(tmp_path, profile, 0)(tmp_path / "audiopalm")
+    assert [c[1:5] for c in calls] == [["train", "pretrain_text", "--config", "pretrain_text"],
+                                       ["train", "finetune_audiopalm", "--config", "finetune_audiopalm"]]
+    assert all(c[0].endswith("audiopalm") and not any(a.endswith(".py") for a in c) for c in calls), calls

@@ -13,6 +13,10 @@ What runs here (2 CPU processes, gloo):
   HF model at the end; losses are not compared (zero.Init initialises the weights differently).
 - ``recipes/accelerate/fsdp.yaml`` without a GPU: the recipe refuses (accelerate would quietly run DDP).
 
+- The two fine-tune recipes (AudioPaLM, Speech-Llama) through the same launcher: 2-process DDP and DeepSpeed ZeRO-2
+  equal a 1-process run with the same global batch; ZeRO-3 sets up (the full vocabulary of a sharded embedding),
+  trains and saves a complete final/.
+
 What does not run here (no GPU): ``multi_gpu.yaml`` and FSDP training, bf16. Every accelerate config
 is parsed by accelerate's own loader and checked for the fields the recipes rely on.
 """
@@ -28,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pretrain_text import RECIPE, REPO, TINY, _env, losses, run_in_process, run_recipe, write_corpus
+from test_pretrain_text import RECIPE_CMD, RECIPE_MODULE, REPO, TINY, _env, losses, run_in_process, run_recipe, write_corpus
 
 ACCEL = REPO / "recipes" / "accelerate"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -45,7 +49,7 @@ def _common(corpus, out: Path) -> list[str]:
 
 
 def _launch(config: str, args: list[str], *, extra: list[str] = (), timeout: int = 600) -> str:
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / config), *extra, str(RECIPE), *args]
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / config), *extra, "-m", RECIPE_MODULE, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
@@ -114,7 +118,7 @@ def test_deepspeed_zero3_two_processes_train_and_save_a_full_model(corpus, tmp_p
 def test_fsdp_without_gpu_fails_loudly(corpus, tmp_path):
     """accelerate would quietly run plain DDP on CPU for an FSDP config; the recipe refuses instead."""
     cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / "fsdp.yaml"), "--mixed_precision", "no",
-           str(RECIPE), *_common(corpus, tmp_path / "fsdp")]
+           "-m", RECIPE_MODULE, *_common(corpus, tmp_path / "fsdp")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(), cwd=REPO)
     assert proc.returncode != 0 and "asks for FSDP but accelerate set up MULTI_CPU" in proc.stderr, proc.stderr[-3000:]
 
@@ -126,7 +130,7 @@ def test_sigkill_then_resume_matches_unbroken_run(corpus, tmp_path):
     run_in_process(_common(corpus, ref) + args)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(RECIPE), *_common(corpus, out), *args], env=_env(),
+    proc = subprocess.Popen([*RECIPE_CMD, *_common(corpus, out), *args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 90
     try:
@@ -171,4 +175,91 @@ def test_accelerate_configs_parse(name):
     if name == "fsdp":
         assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     header = (ACCEL / f"{name}.yaml").read_text().splitlines()[:6]
-    assert any("accelerate launch --config_file recipes/accelerate/" in line for line in header), header
+    assert any(f"accelerate launch --config_file \"$(audiopalm train --list-accelerate {name})\"" in line
+               for line in header), header
+
+
+# ------------------------------------------------------------------------------------------------ every recipe
+# The same 2-process checks for the two fine-tune recipes (the pretrain recipe's are above): DDP equals one process,
+# ZeRO-2 equals one process, ZeRO-3 sets up (the model's full vocabulary is read from the sharded weight), learns
+# and gathers a full model. Resume is covered per recipe in its own test module (1 process, bit for bit) and here
+# for DDP (pretrain); DeepSpeed runs take no resumable checkpoints (train.save_every=0).
+
+
+@pytest.fixture(scope="module")
+def finetune_worlds(tmp_path_factory):
+    from test_finetune_audiopalm import build_world
+    from test_finetune_speech_llama import split_manifests
+
+    return split_manifests(build_world(tmp_path_factory.mktemp("worlds")))
+
+
+def _finetune_args(recipe: str, world: dict, out: Path) -> list[str]:
+    import test_finetune_audiopalm
+    import test_finetune_speech_llama
+
+    module = {"finetune_audiopalm": test_finetune_audiopalm, "finetune_speech_llama": test_finetune_speech_llama}
+    return module[recipe].common(world, out) + ["train.eval_every=0", "train.save_every=0"]
+
+
+def _launch_recipe(recipe: str, config: str, args: list[str], *, timeout: int = 900) -> str:
+    cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / config), "--mixed_precision", "no",
+           "-m", f"audiopalm.recipes.{recipe}", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
+    return out
+
+
+@pytest.fixture(scope="module")
+def finetune_one_process(finetune_worlds, tmp_path_factory):
+    """Reference per recipe: 1 process, micro-batch 4, no accumulation (global batch 4)."""
+    refs = {}
+    for recipe in ("finetune_audiopalm", "finetune_speech_llama"):
+        out = tmp_path_factory.mktemp(recipe)
+        proc = subprocess.run([sys.executable, "-m", f"audiopalm.recipes.{recipe}",
+                               *_finetune_args(recipe, finetune_worlds, out), "train.micro_batch_size=4",
+                               "train.grad_accum_steps=1"], capture_output=True, text=True, timeout=600, env=_env())
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        refs[recipe] = losses(out)
+    return refs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["finetune_audiopalm", "finetune_speech_llama"])
+@pytest.mark.parametrize("config", ["cpu.yaml", "deepspeed_zero2.yaml"])
+def test_finetune_two_processes_match_one(recipe, config, finetune_worlds, finetune_one_process, tmp_path):
+    out = tmp_path / "two"
+    log = _launch_recipe(recipe, config, _finetune_args(recipe, finetune_worlds, out) + [
+        "train.micro_batch_size=1", "train.grad_accum_steps=2"])
+    assert "global batch 4 = 1 x 2 accum x 2" in log, log[-3000:]
+    if config.startswith("deepspeed"):
+        assert "DEEPSPEED x2" in log and "ZeRO stage 2" in log, log[-3000:]
+    # Speech-Llama has dropout in its encoder and LoRA: the random draws of 2 processes differ from one's
+    rel = 1e-4 if recipe == "finetune_audiopalm" else 0.1
+    _assert_close(losses(out), finetune_one_process[recipe], rel=rel)
+    assert (out / "final" / "complete.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["finetune_audiopalm", "finetune_speech_llama"])
+def test_finetune_deepspeed_zero3_sets_up_learns_and_saves(recipe, finetune_worlds, tmp_path):
+    """ZeRO-3 shards every weight at construction: the AudioPaLM set-up once read the embedding's shard shape (0 rows)
+    and refused ("the model's embedding has 0 rows but the text tokenizer has ... tokens")."""
+    out = tmp_path / "z3"
+    log = _launch_recipe(recipe, "deepspeed_zero3.yaml", _finetune_args(recipe, finetune_worlds, out) + [
+        "train.micro_batch_size=2", "optim.lr=0.01"])
+    assert "DEEPSPEED x2" in log and "ZeRO stage 3" in log, log[-3000:]
+    got = losses(out)
+    assert sorted(got) == list(range(1, 9)), got
+    assert (out / "final" / "complete.json").is_file()
+    if recipe == "finetune_audiopalm":
+        from audiopalm.modeling.extend import load_checkpoint
+
+        model, vocab, _ = load_checkpoint(out / "final")
+        assert model.get_input_embeddings().weight.shape[0] >= len(vocab) > vocab.audio_offset
+    else:  # the gathered weights, not the empty ZeRO-3 shards (from_pretrained loads them strictly)
+        from audiopalm.modeling.speech_llama import SpeechLlama
+
+        model = SpeechLlama.from_pretrained(out / "final", base_model=str(finetune_worlds["lm"]))
+        assert all(p.numel() > 0 for p in model.projector.parameters())

@@ -1,4 +1,4 @@
-"""recipes/finetune_audiopalm.py end to end: a 2-layer Llama "pretrained" LM, a tiny fitted mel_rvq tokenizer and a
+"""The finetune_audiopalm recipe (audiopalm/recipes/finetune_audiopalm.py) end to end: a 2-layer Llama "pretrained" LM, a tiny fitted mel_rvq tokenizer and a
 token store of toy 4-language sentences spoken as word tones (seconds)."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from audiopalm.manifest import Record, write_manifest
 from test_pretrain_text import _ADJ, _LANGS, _NOUN, _VERB, _env, _sentence
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "finetune_audiopalm.py"
+RECIPE_MODULE = "audiopalm.recipes.finetune_audiopalm"  # run as a module of the package, never by path
+RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 CONFIGS = REPO / "recipes" / "configs"
 TINY = CONFIGS / "finetune_audiopalm_tiny.yaml"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -95,13 +96,19 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(1234)  # not the recipe's seed, so that model.from_scratch gives other weights
     AutoModelForCausalLM.from_config(config).save_pretrained(lm)
+    # the same LM with exactly the tokenizer's rows: extending it grows the (tied) embedding, as for Llama 3.2 / Qwen2
+    lm_exact = root / "text_lm_exact"
+    tok.save_pretrained(lm_exact)
+    config.vocab_size = len(tok)
+    torch.manual_seed(1234)
+    AutoModelForCausalLM.from_config(config).save_pretrained(lm_exact)
 
     opts = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
     audio_tok = MelRVQTokenizer.fit(waves, seed=0, **opts)
     audio_tok.save_pretrained(root / "mel_rvq")
     MelRVQTokenizer.fit(waves, seed=1, **opts).save_pretrained(root / "mel_rvq_other")
     build_token_store(manifest, audio_tok, root / "store", num_proc=1, progress=False)
-    return {"lm": lm, "tok": root / "mel_rvq", "other_tok": root / "mel_rvq_other", "store": root / "store",
+    return {"lm": lm, "lm_exact": lm_exact, "tok": root / "mel_rvq", "other_tok": root / "mel_rvq_other", "store": root / "store",
             "manifest": manifest}
 
 
@@ -111,7 +118,7 @@ def common(world: dict, out: Path) -> list[str]:
 
 
 def run_recipe(args: list[str], *, ok: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(RECIPE), *args], capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout,
                           env=_env())
     if ok:
         assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
@@ -126,9 +133,7 @@ def _reset_accelerate() -> None:
 
 
 def _recipe_module():
-    if str(RECIPE.parent) not in sys.path:
-        sys.path.insert(0, str(RECIPE.parent))
-    import finetune_audiopalm
+    from audiopalm.recipes import finetune_audiopalm
 
     return finetune_audiopalm
 
@@ -224,7 +229,7 @@ def test_checkpoints_are_complete_and_pruned(full_run):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004"]
     ck = out / "checkpoints" / "step_0000004"
     state = json.loads((ck / "trainer_state.json").read_text())
-    assert state["step"] == 4 and set(state["batches"]) == {"epoch", "position", "skipped", "seed"}
+    assert state["step"] == 4 and set(state["data"]) == {"epoch", "position", "skipped", "seed"}
     for name in ("model.safetensors", "tokenizer.json", "optimizer.safetensors", "scheduler.json", "rng_rank0.json"):
         assert (ck / name).is_file(), name
 
@@ -252,9 +257,9 @@ def test_gradient_checkpointing_gives_the_same_losses(full_run, world, tmp_path)
 def _setup_in_process(world, tmp_path, overrides: list[str]):
     """Build the recipe in this process and run its setup (the accelerator state is reset afterwards)."""
     from audiopalm.config import load_config
-    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig
 
-    cfg = load_config(FinetuneAudioPaLMConfig, TINY, common(world, tmp_path / "x")[2:] + overrides)
+    cfg = load_config(FinetuneAudioPaLMConfig, TINY, common(world, tmp_path / "x")[2:] + overrides + ["train.overwrite=true"])
     recipe = _recipe_module().FinetuneAudioPaLMRecipe(cfg)
     try:
         recipe.setup()
@@ -299,11 +304,16 @@ def test_rows_are_filtered_and_deduplicated(world, tmp_path):
 
 
 def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_resumes(world, tmp_path):
-    """LoRA (dropout on, padded batches): adapter + merged model; only LoRA and new rows change; exact resume."""
+    """LoRA (dropout on, padded batches): adapter + merged model; only LoRA and new rows change; exact resume.
+    The LM ties its embeddings and has exactly its tokenizer's rows, so the vocabulary grows the tied embedding
+    (the resume once failed there: "unexpected keys [...lm_head.token_adapter.trainable_tokens_delta]")."""
     from transformers import AutoModelForCausalLM
 
     from audiopalm.vocab import UnifiedVocab
 
+    world = {**world, "lm": world["lm_exact"]}
+    base = AutoModelForCausalLM.from_pretrained(world["lm"])
+    assert base.config.tie_word_embeddings and base.config.vocab_size == base.get_input_embeddings().weight.shape[0]
     args = ["lora.enabled=true", "lora.dropout=0.1", "data.packing=false", "train.eval_every=0",
             "train.micro_batch_size=4"]
     out = tmp_path / "lora"
@@ -316,10 +326,10 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
     assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
     assert not list((out / "adapter").glob("*.bin"))
 
-    base = AutoModelForCausalLM.from_pretrained(world["lm"])
     merged = AutoModelForCausalLM.from_pretrained(out / "final")
     vocab = UnifiedVocab.from_pretrained(out / "final")
     text, n = vocab.audio_offset, len(vocab)
+    assert n > base.config.vocab_size and merged.config.tie_word_embeddings  # the tied embedding grew
     emb0, emb1 = base.get_input_embeddings().weight, merged.get_input_embeddings().weight
     assert torch.equal(emb1[:text], emb0[:text]), "text rows must stay bit-identical"
     assert not torch.allclose(emb1[text:n], emb0[:text].mean(0).expand(n - text, -1)), "new rows must train"
@@ -341,18 +351,18 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
 @pytest.mark.parametrize("name", ["finetune_audiopalm.yaml", "finetune_audiopalm_tiny.yaml"])
 def test_shipped_yaml_loads_and_shows_its_launch_command(name):
     from audiopalm.config import load_config
-    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig
 
     cfg = load_config(FinetuneAudioPaLMConfig, CONFIGS / name)
     assert cfg.recipe == "finetune_audiopalm" and cfg.data.tasks
     header = (CONFIGS / name).read_text().splitlines()[:12]
-    assert any("recipes/finetune_audiopalm.py" in line and line.startswith("#") for line in header)
+    assert any(line.startswith("#") and "audiopalm train finetune_audiopalm --config" in line for line in header)
     assert any(line.startswith("#") and "=" in line and "." in line.split("=")[0] for line in header)
 
 
 def test_config_errors_name_the_field():
     from audiopalm.config import ConfigError, load_config
-    from audiopalm.finetune_config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig
 
     with pytest.raises(ConfigError, match="data.tasks.task: .*unknown task 'ASX'"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["data.tasks=[{task: ASX}]"])
@@ -369,7 +379,7 @@ def test_config_errors_name_the_field():
 
 def _launch(args: list[str], *, timeout: int = 600) -> str:
     cmd = [str(ACCELERATE), "launch", "--config_file", str(REPO / "recipes" / "accelerate" / "cpu.yaml"),
-           str(RECIPE), *args]
+           "-m", RECIPE_MODULE, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
     return proc.stdout + proc.stderr
@@ -382,7 +392,7 @@ def test_ddp_two_processes_match_one(world, tmp_path):
     run_recipe(common(world, one) + ["train.micro_batch_size=4", "train.save_every=0"])
     two = tmp_path / "two"
     log = _launch(common(world, two) + ["train.micro_batch_size=1", "train.grad_accum_steps=2", "train.save_every=0"])
-    assert "MULTI_CPU x2" in log and "global batch 4 rows = 1 x 2 accum x 2" in log, log[-3000:]
+    assert "MULTI_CPU x2" in log and "global batch 4 = 1 x 2 accum x 2" in log, log[-3000:]
     a, b = losses(one), losses(two)
     assert sorted(a) == sorted(b)
     for step in a:
@@ -396,7 +406,7 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     ref = tmp_path / "ref"
     run_recipe(common(world, ref) + args)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(RECIPE), *common(world, out), *args], env=_env(),
+    proc = subprocess.Popen([*RECIPE_CMD, *common(world, out), *args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     try:
@@ -443,3 +453,24 @@ def test_from_scratch_reinitialises_and_zeros_init_starts_new_rows_at_zero(world
     scratch = _setup_in_process(world, tmp_path, ["model.from_scratch=true"])
     emb = scratch.accelerator.unwrap_model(scratch.model).get_input_embeddings().weight
     assert emb.shape == base.shape and not torch.allclose(emb[:text], base[:text])
+
+
+def test_final_is_written_atomically_and_a_folder_without_its_marker_is_refused(full_run, tmp_path):
+    """A kill while final/ is written leaves the previous final/ whole; a folder whose save did not finish (no
+    complete.json) is refused by the loader the pipeline and `audiopalm generate` use."""
+    from audiopalm.modeling.extend import COMPLETE_MARKER, CheckpointError, atomic_folder, load_checkpoint
+
+    out, _ = full_run
+    final = tmp_path / "final"
+    shutil.copytree(out / "final", final)
+    assert json.loads((final / COMPLETE_MARKER).read_text())["recipe"] == "finetune_audiopalm"
+    before = (final / "model.safetensors").read_bytes()
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_folder(final) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"partial")
+            raise KeyboardInterrupt  # killed mid-save
+    assert (final / "model.safetensors").read_bytes() == before
+    load_checkpoint(final)
+    (final / COMPLETE_MARKER).unlink()
+    with pytest.raises(CheckpointError, match=f"incomplete checkpoint \\(no {COMPLETE_MARKER}"):
+        load_checkpoint(final)

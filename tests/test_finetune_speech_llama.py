@@ -1,4 +1,4 @@
-"""recipes/finetune_speech_llama.py end to end on a 2-layer Llama "pretrained" LM and toy 4-language sentences
+"""The finetune_speech_llama recipe (audiopalm/recipes/finetune_speech_llama.py) end to end on a 2-layer Llama "pretrained" LM and toy 4-language sentences
 spoken as word tones (the world of tests/test_finetune_audiopalm.py): learning, what trains, exact resume,
 the saved run's pipeline and ``audiopalm eval`` on it."""
 
@@ -20,7 +20,8 @@ from test_finetune_audiopalm import _reset_accelerate, build_world
 from test_pretrain_text import _env
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "finetune_speech_llama.py"
+RECIPE_MODULE = "audiopalm.recipes.finetune_speech_llama"  # run as a module of the package, never by path
+RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 TINY = REPO / "recipes" / "configs" / "finetune_speech_llama_tiny.yaml"
 
 
@@ -46,9 +47,7 @@ def common(world: dict, out: Path) -> list[str]:
 
 
 def _recipe_module():
-    if str(RECIPE.parent) not in sys.path:
-        sys.path.insert(0, str(RECIPE.parent))
-    import finetune_speech_llama
+    from audiopalm.recipes import finetune_speech_llama
 
     return finetune_speech_llama
 
@@ -173,9 +172,9 @@ def test_config_errors_name_the_field(world, tmp_path):
     from audiopalm.config import ConfigError
 
     with pytest.raises(ConfigError, match="data.tasks.*TTS"):
-        _recipe_module().parse_args(common(world, tmp_path / "x") + ["data.tasks=[ASR,TTS]"])
+        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(common(world, tmp_path / "x") + ["data.tasks=[ASR,TTS]"])
     with pytest.raises(ConfigError, match="model.encoder_heads"):
-        _recipe_module().parse_args(common(world, tmp_path / "x") + ["model.encoder_heads=3"])
+        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(common(world, tmp_path / "x") + ["model.encoder_heads=3"])
     with pytest.raises(ValueError, match="data.train_manifests: empty"):
         run_in_process(["--config", str(TINY), f"model.llm={world['lm']}", f"train.output_dir={tmp_path / 'y'}"])
 
@@ -185,11 +184,11 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     """Kill -9 a run after its step-4 checkpoint, resume, and compare every step's loss exactly."""
     args = ["train.max_steps=16", "train.save_every=4", "train.keep_last=1", "train.eval_every=0"]
     ref = tmp_path / "ref"
-    proc = subprocess.run([sys.executable, str(RECIPE), *common(world, ref), *args], env=_env(),
+    proc = subprocess.run([*RECIPE_CMD, *common(world, ref), *args], env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(RECIPE), *common(world, out), *args], env=_env(),
+    proc = subprocess.Popen([*RECIPE_CMD, *common(world, out), *args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     try:
@@ -205,7 +204,7 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
         proc.wait()
     killed_at = max(losses(out))
     assert 6 <= killed_at < 16, killed_at
-    proc = subprocess.run([sys.executable, str(RECIPE), *common(world, out), *args, "--resume"], env=_env(),
+    proc = subprocess.run([*RECIPE_CMD, *common(world, out), *args, "--resume"], env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert losses(out) == losses(ref)

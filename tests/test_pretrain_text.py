@@ -1,4 +1,4 @@
-"""recipes/pretrain_text.py end to end on a tiny model and a small generated corpus (seconds)."""
+"""The pretrain_text recipe (audiopalm/recipes/pretrain_text.py) end to end on a tiny model and a small generated corpus (seconds)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import soundfile as sf
 from audiopalm.manifest import Record, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "pretrain_text.py"
+RECIPE_MODULE = "audiopalm.recipes.pretrain_text"  # run as a module of the package, never by path
+RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 TINY = REPO / "recipes" / "configs" / "pretrain_text_tiny.yaml"
 
 # A toy parallel grammar: (en, fr, es, de) words, so every sentence has aligned translations.
@@ -57,9 +58,7 @@ def run_in_process(args: list[str]) -> None:
     """Run the recipe's ``main`` here (no interpreter start-up), then reset accelerate's singletons."""
     from accelerate.state import AcceleratorState, GradientState
 
-    if str(RECIPE.parent) not in sys.path:
-        sys.path.insert(0, str(RECIPE.parent))
-    import pretrain_text
+    from audiopalm.recipes import pretrain_text
 
     try:
         assert pretrain_text.main(args) == 0
@@ -69,7 +68,7 @@ def run_in_process(args: list[str]) -> None:
 
 
 def run_recipe(args: list[str], *, timeout: int = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(RECIPE), *args], capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout,
                           env=_env())
     assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
@@ -131,7 +130,7 @@ def test_metrics_loss_decreases_and_logs_every_step(tiny_run):
     assert [r["lr"] for r in rows[:3]] == pytest.approx([0.0, 1.5e-3, 3e-3])
     assert all(a["lr"] >= b["lr"] for a, b in zip(rows[2:], rows[3:]))
     summary = json.loads((tiny_run / "summary.json").read_text())
-    assert summary["steps"] == 8 and summary["dev_loss"] is not None and summary["dev_ppl"] > 1
+    assert summary["steps"] == 8 and summary["dev_loss"]["all"] > 0 and summary["dev_ppl"] > 1
 
 
 def test_checkpoints_are_complete_and_pruned(tiny_run):
@@ -163,15 +162,14 @@ def test_resume_is_bit_for_bit(tiny_run, corpus, tmp_path):
 
 
 def test_bad_override_names_the_field(corpus, tmp_path):
-    proc = subprocess.run([sys.executable, str(RECIPE), "--config", str(TINY), "optim.lrr=1"],
+    proc = subprocess.run([*RECIPE_CMD, "--config", str(TINY), "optim.lrr=1"],
                           capture_output=True, text=True, timeout=60, env=_env())
     assert proc.returncode != 0 and "optim.lrr: unknown key" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_training_lines_cover_mono_and_mt_and_skip_test(corpus, tmp_path):
     from audiopalm.config import load_config, PretrainTextConfig
-    sys.path.insert(0, str(RECIPE.parent))
-    from pretrain_text import PretrainTextRecipe
+    from audiopalm.recipes.pretrain_text import PretrainTextRecipe
 
     train, dev = corpus
     rec_test = tmp_path / "test.jsonl"
@@ -205,8 +203,7 @@ def test_stage0_mt_lines_are_the_finetune_mt_examples_token_for_token(tmp_path, 
     from audiopalm.text_tokenizer import SEP, train_text_tokenizer
     from audiopalm.vocab import UnifiedVocab
 
-    sys.path.insert(0, str(RECIPE.parent))
-    from pretrain_text import PretrainTextRecipe
+    from audiopalm.recipes.pretrain_text import PretrainTextRecipe
 
     train, _ = corpus
     r = PretrainTextRecipe(load_config(PretrainTextConfig, TINY, [f"data.manifests=[{train}]"]))
@@ -221,3 +218,42 @@ def test_stage0_mt_lines_are_the_finetune_mt_examples_token_for_token(tmp_path, 
     record = {"id": rec.id, "lang": "en", "tgt_lang": "fr", "text": rec.text, "tgt_text": rec.tgt_text}
     assert stage0 == prompt_ids(record, "MT", vocab) + target_ids(record, "MT", vocab)
     assert stage0.count(sep_id) == 1
+
+
+def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=180, env=_env(), cwd=cwd)
+
+
+def test_used_output_folder_is_refused_unless_resume_or_overwrite(tiny_run, corpus, tmp_path):
+    """A fresh run into another run's folder would let keep-last delete its own checkpoints and a later --resume
+    continue the other run: refused (exit 2, one line); --overwrite replaces the old run's files."""
+    import shutil
+
+    train, dev = corpus
+    out = tmp_path / "used"
+    shutil.copytree(tiny_run, out)
+    args = ["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}"]
+    proc = _run_cli(args, tmp_path)
+    assert proc.returncode == 2 and "is not empty" in proc.stderr and "--resume" in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004"]  # untouched
+    run_in_process(args + ["train.max_steps=2", "train.save_every=1", "train.keep_last=5", "--overwrite"])
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000001"]  # the old run's are gone
+    assert sorted(losses(out)) == [1, 2]
+
+
+def test_resume_refuses_a_changed_config_with_a_diff(tiny_run, corpus, tmp_path):
+    import shutil
+
+    train, dev = corpus
+    out = tmp_path / "resumed"
+    shutil.copytree(tiny_run, out)
+    base = ["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}",
+            "train.log_with=tensorboard", "--resume"]
+    proc = _run_cli(base + ["optim.lr=0.01"], tmp_path)
+    assert proc.returncode == 2 and "optim.lr: 0.003 -> 0.01" in proc.stderr, proc.stderr[-2000:]
+    assert "train.max_steps" in proc.stderr  # the fields that may change are listed
+    # a field listed as changeable on resume is accepted: two more steps from the step-4 checkpoint
+    (out / "final").rename(out / "final_before")
+    run_in_process(base + ["train.max_steps=10", "train.eval_every=0"])
+    assert sorted(losses(out)) == list(range(1, 11))

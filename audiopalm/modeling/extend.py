@@ -18,14 +18,23 @@ A checkpoint (:func:`save_checkpoint`) is a plain HF directory, loadable without
       tokenizer.json  tokenizer_config.json ...                   <- AutoTokenizer.from_pretrained
       audiopalm.json                                              <- vocabulary layout, pattern, tasks
       audio_tokenizer/audio_tokenizer.json (+ .safetensors)       <- load_audio_tokenizer
+      complete.json                                               <- written last: the folder is whole
+
+It is written atomically (:func:`atomic_folder`: a temporary sibling, the marker last, then a rename), so
+a kill mid-save never leaves new weights beside an old ``audiopalm.json``; :func:`load_checkpoint`
+refuses a folder without the marker.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
+import shutil
+import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -36,8 +45,41 @@ ACOUSTIC_DIR = "acoustic"
 """Sub-folder of a checkpoint holding its acoustic stage (semantic units + voice -> sound), if it has one."""
 
 
+COMPLETE_MARKER = "complete.json"
+"""Written last into a saved model folder; a folder without it is incomplete (a save was interrupted)."""
+
+
 class CheckpointError(ValueError):
-    """A model, vocabulary and audio tokenizer that do not belong together."""
+    """A model, vocabulary and audio tokenizer that do not belong together, or an incomplete folder."""
+
+
+@contextlib.contextmanager
+def atomic_folder(out_dir: str | os.PathLike, info: dict | None = None) -> Iterator[Path]:
+    """Yield a temporary sibling of ``out_dir`` to write into; on success write :data:`COMPLETE_MARKER`
+    (``info`` + time) last and swap the folder into place. An exception leaves ``out_dir`` as it was."""
+    out = Path(out_dir)
+    tmp, old = out.with_name(f".tmp-{out.name}"), out.with_name(f".old-{out.name}")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir(parents=True)
+    yield tmp
+    (tmp / COMPLETE_MARKER).write_text(json.dumps({"time": time.time(), **(info or {})}) + "\n", encoding="utf-8")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def check_complete(directory: str | os.PathLike) -> None:
+    """Refuse a saved model folder whose save did not finish (no :data:`COMPLETE_MARKER`)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: no such checkpoint folder")
+    if not (directory / COMPLETE_MARKER).is_file():
+        raise CheckpointError(f"{directory}: incomplete checkpoint (no {COMPLETE_MARKER}: its save was interrupted); "
+                              "re-run the training (--resume) or use another checkpoint")
 
 
 def _gathered(params):
@@ -108,7 +150,7 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
     if pad_to_multiple_of < 1:
         raise ValueError(f"pad_to_multiple_of: expected >= 1, got {pad_to_multiple_of}")
     text = vocab.audio_offset
-    old_rows = model.get_input_embeddings().weight.shape[0]
+    old_rows = _rows(model)  # the full count, also when ZeRO-3 shards the weight
     if old_rows < text:
         raise CheckpointError(f"the model's embedding has {old_rows} rows but the text tokenizer has {text} tokens: "
                               "tokenizer and model do not belong together")
@@ -125,7 +167,7 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
             if init == "codebook" and weight.dim() == 2:  # audio rows; special rows and a bias stay at the mean
                 audio = vocab.num_codebooks * vocab.codebook_size
                 new[:audio].copy_(codebook_rows(code_vectors.detach().cpu().float(), weight[:text].detach().cpu()))
-    rows = emb.weight.shape[0]
+    rows = _rows(model)
 
     # config: vocab_size (resize sets it; set it again for configs that keep it on a text sub-config)
     text_config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -138,6 +180,17 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
         for name, value in ids.items():
             setattr(model.generation_config, name, value)
     return model
+
+
+def _rows(model, state_dict: dict | None = None) -> int:
+    """Rows of the input embedding. Under ZeRO-3 a parameter is a shard of shape (0,): its full shape is
+    ``ds_shape``; a gathered ``state_dict`` holds the full tensor."""
+    weight = model.get_input_embeddings().weight
+    if state_dict is not None:
+        full = next((v for k, v in state_dict.items() if k.endswith("embed_tokens.weight") or k.endswith("wte.weight")), None)
+        if full is not None:
+            return full.shape[0]
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
 def new_token_ids(vocab: UnifiedVocab) -> list[int]:
@@ -171,14 +224,24 @@ def _check_audio_tokenizer(vocab: UnifiedVocab, audio_tokenizer) -> None:
 
 def save_checkpoint(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | os.PathLike, *, acoustic=None) -> Path:
     """Write model (safetensors), tokenizer, ``audiopalm.json``, ``audio_tokenizer/`` and, for a model whose
-    audio tokens are semantic units, its acoustic stage (``acoustic/``: units + voice -> sound) into ``out_dir``."""
-    rows = model.get_input_embeddings().weight.shape[0]
+    audio tokens are semantic units, its acoustic stage (``acoustic/``: units + voice -> sound) into ``out_dir``,
+    atomically (:func:`atomic_folder`)."""
+    with atomic_folder(out_dir) as tmp:
+        write_checkpoint_files(model, vocab, audio_tokenizer, tmp, acoustic=acoustic)
+    return Path(out_dir)
+
+
+def write_checkpoint_files(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | os.PathLike,
+                           state_dict: dict | None = None, *, acoustic=None) -> Path:
+    """The files of :func:`save_checkpoint`, written in place into ``out_dir`` (the caller makes it atomic).
+    ``state_dict``: the full weights when the model is sharded (ZeRO-3), else read from ``model``."""
+    rows = _rows(model, state_dict)
     if rows < len(vocab):
         raise CheckpointError(f"the model's embedding has {rows} rows, the vocabulary {len(vocab)}: call extend_model first")
     _check_audio_tokenizer(vocab, audio_tokenizer)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out))  # transformers writes safetensors only
+    model.save_pretrained(str(out), state_dict=state_dict)  # transformers writes safetensors only
     layout = vocab.layout
     if layout.audio_tokenizer is None:
         layout = dataclasses.replace(layout, audio_tokenizer={
@@ -203,6 +266,7 @@ def load_checkpoint(directory: str | os.PathLike, **model_kwargs):
     from audiopalm.tokenizers.base import load_audio_tokenizer
 
     directory = Path(directory)
+    check_complete(directory)
     vocab = UnifiedVocab.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(str(directory), **model_kwargs)
     rows = model.get_input_embeddings().weight.shape[0]
@@ -217,3 +281,24 @@ def load_checkpoint(directory: str | os.PathLike, **model_kwargs):
     except CheckpointError as e:
         raise CheckpointError(f"{directory}: {e}") from None
     return model, vocab, audio_tokenizer
+
+
+def load_adapter_weights(model, path: str | os.PathLike) -> None:
+    """Load a peft adapter file (``adapter_model.safetensors``) into a peft model, strictly.
+
+    With tied embeddings peft trains the new rows through one ``trainable_tokens_delta`` shared by the
+    embedding and the lm_head; the saved file names it under both modules, but only the embedding's is a
+    key of the model: the lm_head copy is the same tensor and is not an unexpected key."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(path)))
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    tied = getattr(base.config, "tie_word_embeddings", False) and head is not None
+    head_name = next((n for n, m in base.named_modules() if m is head), None) if tied else None
+    unexpected = [k for k in result.unexpected_keys
+                  if not (head_name and f"{head_name}.token_adapter." in k and k.endswith("trainable_tokens_delta"))]
+    if unexpected:
+        raise ValueError(f"{path}: adapter has unexpected keys {sorted(unexpected)[:5]}")
+

@@ -84,7 +84,7 @@ class SpeechLlamaConfig:
     """Width of the projector MLP's hidden layer; 0: the LLM's hidden size."""
     lora_r: int = 8
     """LoRA rank (paper: 8). 0: no LoRA, the LLM is used exactly as it is."""
-    lora_alpha: int = 16
+    lora_alpha: float = 16.0
     """LoRA scaling numerator (paper: 16); the update is scaled by alpha / r."""
     lora_dropout: float = 0.05
     """Dropout on the LoRA branch's input."""
@@ -410,19 +410,29 @@ class SpeechLlama(nn.Module):
             mods["ctc_head"] = self.ctc_head
         return nn.ModuleDict(mods)
 
-    def save_pretrained(self, save_dir: str | os.PathLike) -> Path:
+    def save_pretrained(self, save_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
         """Write config json, encoder/projector/CTC weights (safetensors), a HF encoder's config and the
-        LoRA adapter (peft, safetensors). The base LLM is referenced by ``config.llm``, not copied."""
-        from safetensors.torch import save_model
+        LoRA adapter (peft, safetensors). The base LLM is referenced by ``config.llm``, not copied.
+
+        ``state_dict``: this model's full state dict when the parameters themselves cannot be saved (DeepSpeed:
+        ZeRO-3 shards them, ZeRO-2 makes them views of one flat buffer); ``accelerator.get_state_dict`` gives it."""
+        from safetensors.torch import save_file, save_model
 
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
         (save_dir / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        save_model(self._speech_modules(), str(save_dir / WEIGHTS_NAME))
+        if state_dict is None:
+            save_model(self._speech_modules(), str(save_dir / WEIGHTS_NAME))
+        else:
+            speech = self._speech_modules()
+            save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()
+                       if k.split(".", 1)[0] in speech}, str(save_dir / WEIGHTS_NAME))
         if isinstance(self.encoder, HFSpeechEncoder):
             self.encoder.model.config.save_pretrained(save_dir / ENCODER_CONFIG_DIR)
         if self.config.lora_r > 0:
-            self.llm.save_pretrained(save_dir / ADAPTER_DIR, safe_serialization=True)
+            llm_state = None if state_dict is None else {k[len("llm."):]: v for k, v in state_dict.items()
+                                                         if k.startswith("llm.")}
+            self.llm.save_pretrained(save_dir / ADAPTER_DIR, safe_serialization=True, state_dict=llm_state)
         return save_dir
 
     @classmethod

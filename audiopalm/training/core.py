@@ -1,4 +1,4 @@
-"""The small pieces every training recipe uses (recipes copy the loop; they share these).
+"""The pieces of the training loop (:class:`audiopalm.training.recipe.Recipe` puts them together).
 
 - :class:`StepSampler`: the data order as a pure function of the step, so the data position of a
   run is just its step number and resuming needs no iterator state.
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-IGNORE_INDEX = -100  # labels with this value are not scored (prompts, padding); the HF convention
+from audiopalm.tasks import IGNORE_INDEX  # noqa: F401 - re-exported: labels the loss skips
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data order
@@ -315,22 +315,23 @@ def make_accelerator(cfg, project_dir: str | Path):
         raise RuntimeError(
             f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
             f"({acc.distributed_type.value}): each process would train alone on the whole batch; "
-            "launch with `accelerate launch --config_file recipes/accelerate/<config>.yaml`")
+            "launch with `accelerate launch --config_file \"$(audiopalm train --list-accelerate cpu)\" -m audiopalm.recipes.RECIPE`")
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != "FSDP":
         raise RuntimeError(f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
-                           "(FSDP needs GPUs; on CPU use recipes/accelerate/cpu.yaml or deepspeed_zero2/3.yaml)")
+                           "(FSDP needs GPUs; on CPU use the accelerate config cpu or deepspeed_zero2/3: audiopalm train --list)")
     return acc, mp
 
 
 def save_checkpoint(accelerator, root: str | Path, *, step: int, model, optimizer, scheduler, tokenizer=None,
-                    state: dict | None = None, keep_last: int = 2) -> Path:
+                    state: dict | None = None, keep_last: int = 2, write_model=None) -> Path:
     """Write a resumable checkpoint ``root/step_N`` atomically; call on every process.
 
     The folder holds the model in HF format (loads with ``from_pretrained``), the tokenizer,
     ``optimizer``/``scheduler`` (safetensors + JSON), ``rng_rank{r}`` for every process and
     ``trainer_state.json`` (``step`` + ``state``). It is written as ``root/.tmp-step_N`` and renamed
     when complete, so a kill mid-save leaves the previous checkpoint as the newest. Then all but the
-    newest ``keep_last`` checkpoints are deleted.
+    newest ``keep_last`` checkpoints are deleted. ``write_model(folder, state_dict)`` replaces the HF
+    ``save_pretrained`` of the unwrapped model (a model with its own format, e.g. Speech-Llama).
     """
     from accelerate.utils import DistributedType
 
@@ -348,7 +349,10 @@ def save_checkpoint(accelerator, root: str | Path, *, step: int, model, optimize
     accelerator.wait_for_everyone()
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        if write_model is not None:
+            write_model(tmp, state_dict)
+        else:
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         # DDP: every process holds the same optimizer and scheduler state; the main one saves it.
@@ -368,19 +372,19 @@ def save_checkpoint(accelerator, root: str | Path, *, step: int, model, optimize
     return final
 
 
-def load_checkpoint(path: str | Path, *, model, optimizer, scheduler, process_index: int = 0) -> dict:
-    """Restore a :func:`save_checkpoint` folder into the *unprepared* model/optimizer/scheduler.
-
-    Returns the trainer state (``step`` and what the recipe stored). Sets this process's RNG states.
-    """
-    from safetensors.torch import load_model
-
-    path = Path(path)
-    state_file = path / STATE_FILE
+def read_state(path: str | Path) -> dict:
+    """The ``trainer_state.json`` of a checkpoint folder (``step`` and what the recipe stored)."""
+    state_file = Path(path) / STATE_FILE
     if not state_file.is_file():
         raise FileNotFoundError(f"{state_file}: missing; {path} is not a complete checkpoint")
-    state = json.loads(state_file.read_text(encoding="utf-8"))
-    weights = path / "model.safetensors"
+    return json.loads(state_file.read_text(encoding="utf-8"))
+
+
+def load_model_weights(path: str | Path, model) -> None:
+    """Load ``path/model.safetensors`` into an HF model (strict, a tied ``lm_head`` excepted)."""
+    from safetensors.torch import load_model
+
+    weights = Path(path) / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing (sharded checkpoints are not supported for resume)")
     missing, unexpected = load_model(model, str(weights), strict=False)
@@ -389,6 +393,12 @@ def load_checkpoint(path: str | Path, *, model, optimizer, scheduler, process_in
         raise ValueError(f"{weights}: missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
     if tied:
         model.tie_weights()
+
+
+def load_training_state(path: str | Path, *, optimizer, scheduler, process_index: int = 0) -> dict:
+    """Restore optimizer, scheduler and this process's RNG states from a checkpoint; returns its trainer state."""
+    path = Path(path)
+    state = read_state(path)
     optimizer.load_state_dict(load_tree(path / "optimizer"))
     scheduler.load_state_dict(load_tree(path / "scheduler"))
     rng = path / f"rng_rank{process_index}"
@@ -397,6 +407,16 @@ def load_checkpoint(path: str | Path, *, model, optimizer, scheduler, process_in
                                 f"({state.get('world_size')}) than this run?")
     set_rng_state(load_tree(rng))
     return state
+
+
+def load_checkpoint(path: str | Path, *, model, optimizer, scheduler, process_index: int = 0) -> dict:
+    """Restore a :func:`save_checkpoint` folder into the *unprepared* model/optimizer/scheduler.
+
+    Returns the trainer state (``step`` and what the recipe stored). Sets this process's RNG states.
+    """
+    read_state(path)
+    load_model_weights(path, model)
+    return load_training_state(path, optimizer=optimizer, scheduler=scheduler, process_index=process_index)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,306 @@
+"""AudioPaLM: extend a pretrained text LM with audio tokens and fine-tune it on a weighted task mixture.
+
+AudioPaLM (arXiv 2306.12925): the text decoder is kept; its embedding and output projection grow by
+one row per audio code (and a few special tokens); the model is then trained on ASR / AST / TTS /
+S2ST / MT examples written as ``[TASK Lang Lang] input <|sep|> target``, loss on the target only.
+
+Launch (see audiopalm/recipes/configs/finetune_audiopalm.yaml and audiopalm/recipes/accelerate/*.yaml)::
+
+    accelerate launch --config_file "$(audiopalm train --list-accelerate cpu)" -m audiopalm.recipes.finetune_audiopalm \\
+        --config finetune_audiopalm lora.enabled=true
+
+Features:
+
+- Model: a HF causal LM by hub name or local path (the stage-0 model of -m audiopalm.recipes.pretrain_text
+  offline), or ``model.from_scratch: true`` (random init of the same config: the "text init vs
+  random" ablation). Vocabulary = text tokenizer + ``k`` codebooks of the audio tokenizer through a
+  codebook pattern (:class:`audiopalm.vocab.UnifiedVocab`); new rows start at the mean of the text
+  rows or at zero (:func:`audiopalm.modeling.extend.extend_model`).
+- Data: token stores made by the model's audio tokenizer (a store with another fingerprint is
+  refused). Each ``data.tasks`` entry (task or chain, weight, language / pair filters) becomes one
+  source of a deterministic, resumable :class:`audiopalm.data.TaskMixture`. Rows lacking a field
+  the task needs are left out and counted; examples longer than ``data.max_len`` are skipped and
+  counted (never truncated); the skip summary is printed and saved. ASR/TTS sources are
+  de-duplicated by source audio / text by default (the synthetic corpus repeats each source
+  utterance once per target language).
+- Batches: examples packed into rows of ``data.max_len`` (block-diagonal attention through
+  restarting ``position_ids``; the model is called with ``use_cache=False`` and no attention mask),
+  or padded (``data.packing=false``). Every process builds the same global batch stream and takes
+  its own rows, so 1 and N processes (and any accumulation split) see identical global batches.
+- Full fine-tune, or LoRA (``lora.enabled``) on ``lora.target_modules`` with the new rows trained
+  through peft's ``trainable_token_indices`` (text rows stay bit-identical) or ``modules_to_save``.
+  Per-name LRs through ``optim.group_lrs`` (e.g. ``{trainable_tokens: 1e-3}`` for the new rows
+  under LoRA).
+- AdamW, cosine schedule with warm-up, gradient clipping and accumulation, bf16 where supported,
+  optional gradient checkpointing. The loss of a step is the sum of target-token losses over all
+  micro-batches and processes divided by their target tokens.
+- Checkpoints every ``train.save_every`` steps (atomic, newest ``train.keep_last`` kept);
+  ``--resume`` continues bit-for-bit (weights or adapter, optimizer, scheduler, RNG, batch stream).
+- Final save in ``output_dir/final`` with :func:`audiopalm.modeling.extend.save_checkpoint` (plain
+  ``AutoModelForCausalLM`` / ``AutoTokenizer`` load it; ``audiopalm.json`` and the audio tokenizer
+  beside). LoRA runs also write the peft adapter in ``output_dir/adapter``; ``final`` is merged.
+- Logs: tqdm bar (loss, tokens/s, ETA), ``metrics.jsonl`` (loss, lr, tokens/s, dev loss per task),
+  TensorBoard through accelerate's trackers, ``summary.json`` (wall time, tokens, trainable
+  parameters, skips).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from audiopalm import training
+from audiopalm.config import FinetuneAudioPaLMConfig, TaskEntry
+from audiopalm.data import MixtureSource, PackedBatches, PaddedBatches, PaddingCollator, StoreRows, TaskMixture
+from audiopalm.tasks import TaskSpec, parse_task, render
+from audiopalm.training.recipe import LossSum, Recipe
+
+# Store columns that hold plain metadata (read once to filter rows), and the column that says whether a code
+# field is present in a row.
+META_COLUMNS = ("id", "lang", "text", "audio", "tgt_lang", "tgt_text", "tgt_audio", "split")
+PRESENCE = {"audio_codes": "audio", "tgt_audio_codes": "tgt_audio"}
+
+
+class FinetuneAudioPaLMRecipe(Recipe):
+    """Vocabulary extension + task-mixture fine-tuning."""
+
+    name, config_class = "finetune_audiopalm", FinetuneAudioPaLMConfig
+
+    def build_data(self) -> None:
+        self._setup_vocab()
+        self._setup_data()
+
+    def _setup_vocab(self) -> None:
+        """Audio tokenizer + text tokenizer -> the unified vocabulary (the one place ids are computed)."""
+        from transformers import AutoTokenizer
+
+        from audiopalm.tokenizers.base import load_audio_tokenizer
+        from audiopalm.vocab import UnifiedVocab
+
+        m = self.cfg.model
+        self.audio_tokenizer = load_audio_tokenizer(m.audio_tokenizer)
+        k = m.num_codebooks or self.audio_tokenizer.num_codebooks
+        if k > self.audio_tokenizer.num_codebooks:
+            raise ValueError(f"model.num_codebooks={k}, but the audio tokenizer {m.audio_tokenizer} has only "
+                             f"{self.audio_tokenizer.num_codebooks}")
+        text_tok = AutoTokenizer.from_pretrained(m.name_or_path)
+        self.task_names = [parse_task(e.task).name for e in self.cfg.data.tasks]
+        self.vocab = UnifiedVocab.build(text_tok, audio_tokenizer=self.audio_tokenizer, num_codebooks=k,
+                                        pattern=m.pattern, tasks=list(dict.fromkeys(self.task_names)))
+        self.log(f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
+                  f"= {len(self.vocab)} tokens ({m.pattern} pattern); audio tokenizer {self.audio_tokenizer.type_name} "
+                  f"{self.audio_tokenizer.tokens_per_second(k):.0f} tokens/s")
+
+    def _load_stores(self) -> None:
+        from audiopalm.token_store import load_token_store
+
+        d = self.cfg.data
+        if not d.stores:
+            raise ValueError("data.stores: empty; give data.stores=[path/to/store] (made by `audiopalm tokenize`)")
+        self.stores, self.store_meta = [], []
+        for path in d.stores:
+            # Refuses (TokenStoreMismatch, naming both tokenizers) a store made by another audio tokenizer.
+            store = load_token_store(path, expected_tokenizer=self.audio_tokenizer)
+            self.stores.append(store.dataset)
+            self.store_meta.append(store.dataset.select_columns(list(META_COLUMNS)).with_format(None).to_dict())
+
+    def _select_rows(self, entry: TaskEntry, spec: TaskSpec, split_kind: str, skips: Counter) -> list[tuple[int, int]]:
+        """Rows of every store for one task entry: split, language filters, required fields, de-duplication."""
+        d = self.cfg.data
+        needed = [PRESENCE.get(f, f) for f in spec.fields]
+        dedupe = entry.dedupe if entry.dedupe is not None else not spec.needs_tgt_lang
+        kind, field = spec.input_segment
+        seen: set = set()
+        picked = []
+        for s, cols in enumerate(self.store_meta):
+            for r in range(len(cols["id"])):
+                split = cols["split"][r]
+                if split_kind == "train" and not (split is None or split in d.train_splits):
+                    continue
+                if split_kind == "dev" and split != d.dev_split:
+                    continue
+                lang, tgt = cols["lang"][r], cols["tgt_lang"][r]
+                if entry.langs and lang not in entry.langs:
+                    continue
+                if entry.pairs and f"{lang}-{tgt}" not in entry.pairs:
+                    continue
+                missing = next((f for f in needed if cols[f][r] is None or cols[f][r] == ""), None)
+                if missing is not None:
+                    skips[f"{spec.name}: no {missing}"] += 1
+                    continue
+                if dedupe:
+                    key = cols[PRESENCE[field]][r] if kind == "audio" else (lang, cols[field][r])
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                picked.append((s, r))
+        return picked
+
+    def _setup_data(self) -> None:
+        d, tr = self.cfg.data, self.cfg.train
+        self._load_stores()
+        self.filter_skips: Counter = Counter()  # rows left out before training (missing fields)
+        self.render_skips: Counter = Counter()  # examples skipped while rendering (too long, bad codes), this run
+        sources, self.dev_sets = [], []
+        for entry, name in zip(d.tasks, self.task_names):
+            spec = parse_task(entry.task)
+            train_rows = self._select_rows(entry, spec, "train", self.filter_skips)
+            if not train_rows:
+                raise ValueError(f"data.tasks: task {name!r} (langs {entry.langs or 'all'}, pairs {entry.pairs or 'all'}) "
+                                 f"has no training rows in {d.stores} (splits {d.train_splits}); "
+                                 f"rows left out: {dict(self.filter_skips)}")
+            rows = StoreRows(self.stores, train_rows)
+            self._probe(name, spec, rows)
+            label = f"{name} #{len(sources)}" if name in {s.name.split(' #')[0] for s in sources} else name
+
+            def render_one(row, spec=spec):
+                return render(row, spec, self.vocab, max_len=d.max_len, skip=self.render_skips)
+
+            sources.append(MixtureSource(name=label, rows=rows, render=render_one, weight=entry.weight))
+            dev_rows = self._select_rows(entry, spec, "dev", Counter())[:d.dev_examples_per_task]
+            dev = [render(StoreRows(self.stores, dev_rows)[i], spec, self.vocab, max_len=d.max_len, skip=Counter())
+                   for i in range(len(dev_rows))]
+            self.dev_sets.append((label, [x for x in dev if x is not None]))
+        self.mixture = TaskMixture(sources, seed=tr.seed)
+        if d.packing:
+            self.batches = PackedBatches(self.mixture, max_len=d.max_len, rows_per_batch=self.global_batch,
+                                         pad_id=self.vocab.pad_id)
+        else:
+            self.batches = PaddedBatches(self.mixture, rows_per_batch=self.global_batch, pad_id=self.vocab.pad_id)
+        self.dev_collate = PaddingCollator(pad_id=self.vocab.pad_id)
+        self.checkpoint_tokenizer = self.vocab.tokenizer
+        weights = sum(s.weight for s in sources)
+        self.log("task mixture: " + "; ".join(
+            f"{s.name} {len(s.rows)} rows, p={s.weight / weights:.2f}, dev {len(dev)}"
+            for s, (_, dev) in zip(sources, self.dev_sets)))
+        if self.filter_skips:
+            self.log(f"rows left out (missing fields): {dict(self.filter_skips)}")
+
+    def _probe(self, name: str, spec: TaskSpec, rows: StoreRows) -> None:
+        """Render a few rows now: a task none of whose rows fit ``data.max_len`` fails here, not in an endless loop."""
+        reasons: Counter = Counter()
+        for i in range(min(16, len(rows))):
+            if render(rows[i], spec, self.vocab, max_len=self.cfg.data.max_len, skip=reasons) is not None:
+                return
+        raise ValueError(f"data.tasks: none of the first {min(16, len(rows))} rows of task {name!r} renders "
+                         f"({dict(reasons)}); raise data.max_len={self.cfg.data.max_len} or check the store")
+
+    # ---- model --------------------------------------------------------------------------------------------------------
+
+    def build_model(self) -> torch.nn.Module:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from audiopalm.modeling.extend import extend_model, trainable_token_indices
+
+        m, tr = self.cfg.model, self.cfg.train
+        torch.manual_seed(tr.seed)
+        if m.from_scratch:
+            self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(m.name_or_path))
+        else:
+            # fp32 master weights; accelerate's autocast runs the matmuls in bf16 where enabled
+            self.model = AutoModelForCausalLM.from_pretrained(m.name_or_path, dtype=torch.float32)
+        context = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions", None)
+        if context is not None and self.cfg.data.max_len > context:
+            raise ValueError(f"data.max_len={self.cfg.data.max_len} is longer than the model's context "
+                             f"({context} positions, {m.name_or_path}); lower data.max_len or use a longer-context model")
+        text_rows = self.model.config.vocab_size  # the full count, also when ZeRO-3 shards the weight
+        extend_model(self.model, self.vocab, init=m.init,
+                     code_vectors=self.audio_tokenizer.code_vectors() if m.init == "codebook" else None)
+        if self.cfg.lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            lo = self.cfg.lora
+            rows = trainable_token_indices(self.model, self.vocab)
+            if lo.new_rows == "trainable_tokens":
+                extra = {"trainable_token_indices": rows}
+            else:  # whole embedding (+ untied lm_head); a tied lm_head must follow the trained copy
+                extra = {"modules_to_save": sorted(rows), "ensure_weight_tying": len(rows) == 1}
+            self.model = get_peft_model(self.model, LoraConfig(
+                r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=list(lo.target_modules),
+                task_type="CAUSAL_LM", **extra))
+        self.log(f"{'random-init ' if m.from_scratch else ''}{m.name_or_path}: embedding {text_rows} -> "
+                 f"{self.model.get_input_embeddings().weight.shape[0]} rows ({'LoRA' if self.cfg.lora.enabled else 'full'})")
+        return self.model
+
+
+    # ---- steps --------------------------------------------------------------------------------------------------------
+
+    def micro_batches(self) -> tuple[list[dict], int]:
+        tr = self.cfg.train
+        batch = next(self.batch_iter)  # the global batch, identical on every process: [G, L] tensors
+        rows = list(range(self.global_batch))
+        micros = [{k: v[training.StepSampler.micro_batch(rows, m, self.rank, micro_batch_size=tr.micro_batch_size,
+                                                         world_size=self.world)]
+                   for k, v in batch.items() if k != "num_target_tokens"} for m in range(tr.grad_accum_steps)]
+        return micros, int(batch["num_target_tokens"])  # every process holds the whole batch: no reduction
+
+    def forward_loss(self, batch: dict) -> LossSum:
+        acc = self.accelerator
+        inputs = {k: batch[k].to(acc.device) for k in ("input_ids", "position_ids", "attention_mask") if k in batch}
+        with acc.autocast():
+            # packed rows: no attention mask + restarting position_ids = block-diagonal causal attention (needs
+            # use_cache=False, see audiopalm/data.py)
+            logits = self.model(**inputs, use_cache=False).logits  # [B, L, V]
+        labels = batch["labels"].to(acc.device)
+        # tokens of the examples (prompt and target), not the padding
+        real = int(batch["attention_mask"].sum() if "attention_mask" in batch
+                   else (batch["input_ids"] != self.vocab.pad_id).sum())
+        return LossSum(training.token_loss_sum(logits, labels), training.count_targets(labels), real)
+
+    def collate_dev(self, items: list) -> dict:
+        return self.dev_collate(items)
+
+    def epoch(self) -> float:
+        return self.mixture.epoch + self.mixture.position / self.mixture.examples_per_epoch
+
+    def before_prepare(self) -> None:
+        self.batch_iter = iter(self.batches)
+
+    # ---- state --------------------------------------------------------------------------------------------------------
+
+    def resume_checks(self) -> dict:
+        return {"vocab_size": len(self.vocab), "tasks": self.task_names}
+
+    def data_state(self) -> dict:
+        return self.batches.state_dict()
+
+    def load_data_state(self, state: dict) -> None:
+        self.batches.load_state_dict(state)
+
+    def load_model_state(self, ckpt: Path) -> None:
+        if not self.cfg.lora.enabled:
+            return super().load_model_state(ckpt)
+        from audiopalm.modeling.extend import load_adapter_weights
+
+        load_adapter_weights(self.model, ckpt / "adapter_model.safetensors")
+
+    def write_final(self, folder: Path, state_dict: dict | None) -> None:
+        """``final/``: HF format + audiopalm.json + audio tokenizer (merged for LoRA); LoRA runs also write the
+        peft adapter in ``output_dir/adapter``."""
+        from audiopalm.modeling.extend import atomic_folder, write_checkpoint_files
+
+        model = self.accelerator.unwrap_model(self.model)
+        if self.cfg.lora.enabled:
+            with atomic_folder(self.out / "adapter") as tmp:
+                model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+                self.vocab.save_pretrained(tmp)
+            model, state_dict = model.merge_and_unload(), None
+        write_checkpoint_files(model, self.vocab, self.audio_tokenizer, folder, state_dict=state_dict)
+
+    def summary_extra(self) -> dict:
+        if self.render_skips:
+            self.log(f"examples skipped while rendering (this run): {dict(self.render_skips)}")
+        return {"lora": self.cfg.lora.enabled, "vocab_size": len(self.vocab),
+                "skips": {"rows_left_out": dict(self.filter_skips), "render_skips_this_run": dict(self.render_skips),
+                          "render_skips_per_source": dict(self.mixture.skipped)}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    return FinetuneAudioPaLMRecipe.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
