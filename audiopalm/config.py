@@ -262,6 +262,10 @@ class FinetuneModelConfig:
     """Initial value of the new embedding / lm_head rows: mean of the text rows, zeros (the AudioPaLM paper), or
     ``codebook``: audio rows from the audio tokenizer's code vectors (PCA, scaled to the text rows; codes that
     sound alike start close), see :func:`audiopalm.modeling.extend.codebook_rows`."""
+    acoustic_stage: str | None = None
+    """Folder of a trained acoustic stage (``train_acoustic``'s ``final/``: semantic units + voice -> sound) for an
+    audio tokenizer without a decoder (``ctc_units``, ``semantic``); copied into the checkpoint's ``acoustic/`` so
+    the saved model speaks with no extra argument. It must have been trained on this audio tokenizer's units."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "must not be empty")

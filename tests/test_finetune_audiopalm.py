@@ -474,3 +474,30 @@ def test_final_is_written_atomically_and_a_folder_without_its_marker_is_refused(
     (final / COMPLETE_MARKER).unlink()
     with pytest.raises(CheckpointError, match=f"incomplete checkpoint \\(no {COMPLETE_MARKER}"):
         load_checkpoint(final)
+
+
+# ------------------------------------------------------------------------------------------- the acoustic stage
+
+
+def test_final_holds_the_acoustic_stage_it_was_given(world, tmp_path, capsys):
+    """``model.acoustic_stage``: the final checkpoint holds the stage (the pipeline loads it with no extra argument);
+    a stage trained on other units is refused before any training."""
+    from audiopalm.acoustic import AcousticConfig, AcousticStage
+    from audiopalm.pipeline import AudioPaLM
+    from audiopalm.tokenizers.base import load_audio_tokenizer
+
+    units, other = load_audio_tokenizer(world["tok"]), load_audio_tokenizer(world["other_tok"])
+    tiny = AcousticConfig(hidden_size=16, num_blocks=1, dilations=(1,), voice_dim=4, voice_hidden=4)
+    stage = AcousticStage.build(tiny, units, units).save_pretrained(tmp_path / "stage")
+    wrong = AcousticStage.build(tiny, units, other).save_pretrained(tmp_path / "wrong")
+    out = tmp_path / "run"
+    run_in_process(common(world, out) + [f"model.acoustic_stage={stage}", "train.max_steps=2", "train.save_every=2",
+                                         "train.eval_every=0", "optim.warmup_steps=1"])
+    pipe = AudioPaLM.from_pretrained(out / "final", device="cpu")
+    assert pipe.acoustic is not None and pipe.acoustic.unit_tokenizer["fingerprint"] == units.fingerprint
+    try:
+        code = _recipe_module().main(common(world, tmp_path / "refused") + [f"model.acoustic_stage={wrong}"])
+    finally:
+        _reset_accelerate()
+    assert code == 2 and "model.acoustic_stage: the acoustic stage was trained on units" in capsys.readouterr().err
+    assert not (tmp_path / "refused" / "final").exists()

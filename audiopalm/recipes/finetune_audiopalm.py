@@ -53,7 +53,7 @@ from pathlib import Path
 import torch
 
 from audiopalm import training
-from audiopalm.config import FinetuneAudioPaLMConfig, TaskEntry
+from audiopalm.config import ConfigError, FinetuneAudioPaLMConfig, TaskEntry
 from audiopalm.data import MixtureSource, PackedBatches, PaddedBatches, PaddingCollator, StoreRows, TaskMixture
 from audiopalm.tasks import TaskSpec, parse_task, render
 from audiopalm.training.recipe import LossSum, Recipe
@@ -82,6 +82,16 @@ class FinetuneAudioPaLMRecipe(Recipe):
 
         m = self.cfg.model
         self.audio_tokenizer = load_audio_tokenizer(m.audio_tokenizer)
+        self.acoustic = None
+        if m.acoustic_stage:  # loaded and checked before any training, so a wrong pairing fails in seconds
+            from audiopalm.acoustic.stage import AcousticStage
+            from audiopalm.pipeline import check_acoustic_stage
+
+            self.acoustic = AcousticStage.from_pretrained(m.acoustic_stage)
+            try:
+                check_acoustic_stage(self.acoustic, self.audio_tokenizer)
+            except ValueError as e:
+                raise ConfigError(f"model.acoustic_stage: {e}") from None
         k = m.num_codebooks or self.audio_tokenizer.num_codebooks
         if k > self.audio_tokenizer.num_codebooks:
             raise ValueError(f"model.num_codebooks={k}, but the audio tokenizer {m.audio_tokenizer} has only "
@@ -278,8 +288,8 @@ class FinetuneAudioPaLMRecipe(Recipe):
         load_adapter_weights(self.model, ckpt / "adapter_model.safetensors")
 
     def write_final(self, folder: Path, state_dict: dict | None) -> None:
-        """``final/``: HF format + audiopalm.json + audio tokenizer (merged for LoRA); LoRA runs also write the
-        peft adapter in ``output_dir/adapter``."""
+        """``final/``: HF format + audiopalm.json + audio tokenizer (merged for LoRA) + the acoustic stage in
+        ``acoustic/`` if there is one; LoRA runs also write the peft adapter in ``output_dir/adapter``."""
         from audiopalm.modeling.extend import atomic_folder, write_checkpoint_files
 
         model = self.accelerator.unwrap_model(self.model)
@@ -288,7 +298,8 @@ class FinetuneAudioPaLMRecipe(Recipe):
                 model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
                 self.vocab.save_pretrained(tmp)
             model, state_dict = model.merge_and_unload(), None
-        write_checkpoint_files(model, self.vocab, self.audio_tokenizer, folder, state_dict=state_dict)
+        write_checkpoint_files(model, self.vocab, self.audio_tokenizer, folder, state_dict=state_dict,
+                               acoustic=self.acoustic)
 
     def summary_extra(self) -> dict:
         if self.render_skips:
