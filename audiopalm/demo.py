@@ -6,7 +6,11 @@ also continue from their newest checkpoint. Stages:
 
   corpus      data_prep/synth_corpus.py: the four-language parallel corpus spoken by espeak-ng
   tokenizer   audiopalm tokenizer fit: the built-in mel-RVQ codec fitted on the training audio
-  tokens      audiopalm tokenize: train/dev/test token stores (audio codes per utterance)
+  units       (profile tokens=units) audiopalm tokenizer fit-ctc-units: a CTC speech encoder trained on the
+              corpus transcripts, k-means of its states = the semantic units the LM reads and writes
+  acoustic    (units) audiopalm train train_acoustic: units + a voice prompt -> the codec's features -> sound
+  judge       (units) a second CTC encoder (another seed, augmented): the ASR judge of generated speech
+  tokens      audiopalm tokenize: train/dev/test token stores (the codec's codes, or the units)
   text_lm     audiopalm train pretrain_text: the small text LLM (stage 0, the stand-in for a hub model)
   audiopalm   audiopalm train finetune_audiopalm: extend it with audio tokens, fine-tune on the task mixture
   eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
@@ -43,6 +47,15 @@ class Profile:
     """key=value overrides of the shipped config finetune_audiopalm."""
     eval_args: tuple[str, ...]
     """Extra `audiopalm eval` arguments."""
+    tokens: str = "mel_rvq"
+    """What the LM reads and writes: ``mel_rvq`` (the codec's first codebooks) or ``units`` (semantic units of a
+    CTC speech encoder trained on the corpus, turned back into sound by an acoustic stage: the AudioLM hierarchy)."""
+    units_args: tuple[str, ...] = ()
+    """Extra `audiopalm tokenizer fit-ctc-units` arguments (the units' encoder; ``units`` only)."""
+    judge_args: tuple[str, ...] = ()
+    """Extra `audiopalm tokenizer fit-ctc-units` arguments of the independent ASR judge (``units`` only)."""
+    acoustic_overrides: tuple[str, ...] = ()
+    """key=value overrides of the shipped config train_acoustic (``units`` only)."""
 
 
 # smoke: every stage on a tiny corpus (part of the test suite); default: the README's demo.
@@ -61,6 +74,32 @@ PROFILES = {
                        tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
                        text_lm_overrides=(), finetune_overrides=(),
                        eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx")),
+    # units: the default's sizes with semantic units (the AudioLM / AudioPaLM hierarchy): a CTC speech encoder
+    # trained on the corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's
+    # features; speech outputs judged by a second CTC encoder (another seed, trained with augmentation)
+    "units": Profile(train=1500, dev=100, test=100,
+                     tokenizer_args=("--num-codebooks", "1", "--codebook-size", "64", "--kmeans-iters", "5"),
+                     text_lm_overrides=(), finetune_overrides=(),
+                     eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
+                     tokens="units", judge_args=("--augment", "--num-units", "64", "--max-frames", "20000",
+                                                 "--kmeans-iters", "5")),
+    "smoke_units": Profile(train=60, dev=10, test=10,
+                           tokenizer_args=("--num-codebooks", "1", "--codebook-size", "16", "--kmeans-iters", "3"),
+                           text_lm_overrides=("model.hidden_size=64", "model.num_layers=2",
+                                              "model.intermediate_size=128", "data.vocab_size=512",
+                                              "train.max_steps=20", "train.save_every=10", "train.eval_every=10",
+                                              "train.log_with=none"),
+                           finetune_overrides=("train.max_steps=30", "optim.warmup_steps=5", "train.save_every=15",
+                                               "train.eval_every=15", "train.log_with=none",
+                                               "data.dev_examples_per_task=4"),
+                           eval_args=("--max-items", "2", "--max-new-tokens", "200"),
+                           tokens="units",
+                           units_args=("--steps", "20", "--hidden-size", "64", "--num-layers", "1", "--num-units", "32",
+                                       "--kmeans-iters", "3"),
+                           judge_args=("--steps", "20", "--hidden-size", "64", "--num-layers", "1", "--num-units", "8",
+                                       "--kmeans-iters", "2", "--augment"),
+                           acoustic_overrides=("train.max_steps=10", "train.save_every=5", "train.eval_every=5",
+                                               "model.hidden_size=32", "model.voice_dim=8", "model.voice_hidden=8")),
     # long: 4x the training sentences (the default's 1500 are memorised by ~2000 steps) and 3x the steps
     "long": Profile(train=6000, dev=100, test=100,
                     tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
@@ -116,6 +155,27 @@ def _tokenizer(corpus: Path, profile: Profile, seed: int):
     return fn
 
 
+def _units(corpus: Path, args: tuple[str, ...], seed: int):
+    """A CTC speech encoder trained on the corpus transcripts + k-means of its states: the semantic units (or, with
+    another seed and augmentation, the independent ASR judge of generated speech)."""
+    def fn(folder: Path) -> str:
+        _run([_bin("audiopalm"), "tokenizer", "fit-ctc-units", "--manifest", str(corpus / "train.jsonl"),
+              "--dev-manifest", str(corpus / "dev.jsonl"), "--out", str(folder), "--seed", str(seed), *args])
+        return f"{folder} (encoder/ holds the CTC encoder alone; fit_info.json its dev CER)"
+    return fn
+
+
+def _acoustic(out: Path, profile: Profile, seed: int):
+    def fn(folder: Path) -> str:
+        corpus = out / "corpus"
+        _run([_bin("audiopalm"), "train", "train_acoustic", "--config", "train_acoustic",
+              f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
+              f"data.unit_tokenizer={out / 'units'}", f"data.codec={out / 'tokenizer'}",
+              f"train.output_dir={folder}", f"train.seed={seed}", *profile.acoustic_overrides, "--resume"])
+        return f"{folder}/final (units + voice -> codec features), {folder}/metrics.jsonl"
+    return fn
+
+
 def _tokens(corpus: Path, tokenizer: Path):
     def fn(folder: Path) -> str:
         for split in ("train", "dev", "test"):
@@ -138,12 +198,19 @@ def _text_lm(corpus: Path, profile: Profile, seed: int):
 def _audiopalm(out: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         _run([_bin("audiopalm"), "train", "finetune_audiopalm", "--config", "finetune_audiopalm",
-              f"model.name_or_path={out / 'text_lm/final'}", f"model.audio_tokenizer={out / 'tokenizer'}",
+              f"model.name_or_path={out / 'text_lm/final'}", *_audio_model(out, profile),
               f"data.stores=[{out / 'tokens/train'},{out / 'tokens/dev'}]",
               f"train.output_dir={folder}", f"train.seed={seed}", *profile.finetune_overrides,
               "--resume"])
         return f"{folder}/final (HF checkpoint with audio tokens), {folder}/metrics.jsonl"
     return fn
+
+
+def _audio_model(out: Path, profile: Profile) -> list[str]:
+    """The fine-tune's audio tokenizer overrides: the codec, or the units + the acoustic stage that speaks them."""
+    if profile.tokens == "units":
+        return [f"model.audio_tokenizer={out / 'units'}", f"model.acoustic_stage={out / 'acoustic/final'}"]
+    return [f"model.audio_tokenizer={out / 'tokenizer'}"]
 
 
 def _eval(out: Path, profile: Profile):
@@ -153,9 +220,11 @@ def _eval(out: Path, profile: Profile):
         for run in ("text_lm", "audiopalm"):  # the report plots every */train_metrics.jsonl it finds
             (folder / run).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / run / "metrics.jsonl", folder / run / "train_metrics.jsonl")
+        # units: speech outputs are judged by a CTC encoder trained apart from the model (another seed, augmented)
+        judge = ["--judge", f"ctc:{out / 'judge'}"] if profile.tokens == "units" else []
         _run([_bin("audiopalm"), "eval", "--checkpoint", str(out / "audiopalm/final"),
               "--manifest", str(out / "corpus/test.jsonl"), "--out", str(folder),
-              "--tasks", "ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT", *profile.eval_args])
+              "--tasks", "ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT", *judge, *profile.eval_args])
         return f"{folder}/report.html, {folder}/report.md, {folder}/summary.json"
     return fn
 
@@ -185,6 +254,10 @@ def run(args) -> int:
     t0 = time.time()
     corpus = _stage(out, "corpus", _corpus(profile, args.seed), force=args.force)
     tokenizer = _stage(out, "tokenizer", _tokenizer(corpus, profile, args.seed), force=args.force)
+    if profile.tokens == "units":
+        tokenizer = _stage(out, "units", _units(corpus, profile.units_args, args.seed), force=args.force)
+        _stage(out, "acoustic", _acoustic(out, profile, args.seed), force=args.force)
+        _stage(out, "judge", _units(corpus, profile.judge_args, args.seed + 1), force=args.force)
     _stage(out, "tokens", _tokens(corpus, tokenizer), force=args.force)
     _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
     _stage(out, "audiopalm", _audiopalm(out, profile, args.seed), force=args.force)

@@ -63,6 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder to write the tokenizer to (the encoder alone in OUT/encoder)")
     p.add_argument("--split", default="train", help="rows to train on (default: train; 'all': every row)")
     p.add_argument("--dev-split", default="dev", help="rows to score the encoder's CER on (default: dev)")
+    p.add_argument("--dev-manifest", default=None,
+                   help="manifest holding the --dev-split rows (default: --manifest), e.g. corpus/dev.jsonl")
     p.add_argument("--steps", type=int, default=None, help="encoder training steps (default: EncoderTrainConfig's)")
     p.add_argument("--batch-size", type=int, default=None, help="utterances per step (default: EncoderTrainConfig's)")
     p.add_argument("--layer", type=int, default=None, help="layer whose states are clustered (default: the last)")
@@ -152,7 +154,8 @@ def _fit_ctc_units(args) -> int:
                                 dev_split=args.dev_split or None, train=train, encoder=encoder,
                                 num_units=args.num_units or units_defaults.num_units, layer=args.layer,
                                 dedup=args.dedup, exclude_voices=tuple(args.exclude_voices), pretrained=args.encoder,
-                                max_frames=args.max_frames, kmeans_iters=args.kmeans_iters)
+                                max_frames=args.max_frames, kmeans_iters=args.kmeans_iters,
+                                dev_manifest=args.dev_manifest)
     out = tok.save_pretrained(args.out)
     info = tok.fit_info
     cer = info["encoder_dev_cer"]

@@ -165,9 +165,10 @@ class CTCUnitsTokenizer(AudioTokenizer):
             train: EncoderTrainConfig | None = None,
             encoder: dict | None = None, max_frames: int = 200_000, kmeans_iters: int = 50,
             exclude_voices: tuple[str, ...] = (), pretrained: str | os.PathLike | None = None,
-            progress: bool = True) -> "CTCUnitsTokenizer":
+            dev_manifest: str | os.PathLike | None = None, progress: bool = True) -> "CTCUnitsTokenizer":
         """Train the encoder with CTC on the ``split`` rows of ``manifest`` (audio + text, tgt_audio + tgt_text,
-        every language), score its greedy CER on the ``dev_split`` rows (if any), then fit ``num_units`` k-means
+        every language), score its greedy CER on the ``dev_split`` rows (if any) of ``dev_manifest`` (default:
+        ``manifest``), then fit ``num_units`` k-means
         centres on up to ``max_frames`` frames of layer ``layer`` (default: the last) of the training audio.
 
         ``pretrained``: a saved encoder folder (``SpeechEncoder.save_pretrained``, or a tokenizer's
@@ -191,7 +192,7 @@ class CTCUnitsTokenizer(AudioTokenizer):
         evals = {}
         if dev_split is not None:
             try:
-                dev = manifest_utterances(manifest, split=dev_split)
+                dev = manifest_utterances(dev_manifest or manifest, split=dev_split)
             except ValueError:
                 dev = []
             if dev:
