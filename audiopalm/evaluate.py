@@ -263,7 +263,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     held_out = held_out_voices(cfg, origin)
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     peer = None if cfg.peer is None else make_eval_judge(cfg.peer, pipe, batch_size=cfg.batch_size, max_new_tokens=None)
-    sr = pipe.output_sample_rate  # the generated speech's rate (the acoustic stage's, where there is one)
+    sr = getattr(pipe, "output_sample_rate", pipe.sample_rate)  # generated speech (an acoustic stage's rate, if any)
     sampling = speech_sampling(cfg.speech_temperature, cfg.speech_top_k, cfg.seed)
     metrics: list[dict] = []
     skipped: Counter = Counter()
