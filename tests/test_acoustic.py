@@ -276,3 +276,36 @@ def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, to
     a, b = AcousticStage.from_pretrained(out / "final"), AcousticStage.from_pretrained(resumed / "final")
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), k
+
+
+@pytest.mark.slow
+def test_recipe_two_ddp_processes_match_one(corpus, tokenizers, tmp_path):
+    """``accelerate launch`` with the shipped CPU config (2-process DDP over gloo, micro-batch 1 x accumulation 2)
+    gives the losses of one process with micro-batch 4: the global batch and its crops/prompts are fixed by the step."""
+    import os
+    import subprocess
+    import sys
+
+    from audiopalm.recipes import ACCELERATE_DIR
+    from audiopalm.training import read_jsonl
+
+    common = ["--config", "train_acoustic_tiny", f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
+              f"data.codec={tokenizers[1]}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=4",
+              "train.save_every=0", "train.eval_every=0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_in_process([*common, f"train.output_dir={one}"]) == 0
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(ACCELERATE_DIR / "cpu.yaml"),
+           "--mixed_precision", "no", "-m", "audiopalm.recipes.train_acoustic", *common, f"train.output_dir={two}",
+           "train.micro_batch_size=1", "train.grad_accum_steps=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "global batch 4 = 1 x 2 accum x 2" in log, log[-3000:]
+
+    def losses(out: Path) -> dict[int, float]:
+        return {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert all(abs(a[s] - b[s]) <= 1e-4 * abs(a[s]) for s in a), (a, b)
+    assert AcousticStage.from_pretrained(two / "final").config.hidden_size == 32
