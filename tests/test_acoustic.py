@@ -185,7 +185,7 @@ def test_synthesize_is_deterministic_and_batched_equals_one_by_one(trained):
     rng = np.random.default_rng(1)
     units = torch.randint(0, trained.config.num_units, (3, 40))
     lengths = torch.tensor([40, 25, 31])
-    prompts = [voice(s, f0, fm, rng) for s, (f0, fm) in zip((0.7, 0.5, 0.9), list(SPEAKERS.values()) * 2)]
+    prompts = [voice(s, f0, fm, rng) for s, (f0, fm) in zip((0.7, 0.5, 0.9), list(SPEAKERS.values()) * 2, strict=False)]
     plen = torch.tensor([len(p) for p in prompts])
     pwav = torch.zeros(3, int(plen.max()))
     for i, p in enumerate(prompts):
@@ -230,19 +230,18 @@ def run_in_process(args: list[str]) -> int:
     """``audiopalm train train_acoustic ARGS`` in this process; returns its exit code."""
     from accelerate.state import AcceleratorState, GradientState
 
-    from audiopalm.recipes import recipe_class
+    from audiopalm.recipes.train_acoustic import TrainAcousticRecipe
 
     try:
-        return recipe_class("train_acoustic").main(args)
+        return TrainAcousticRecipe.main(args)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
 
 
 def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, tokenizers, tmp_path, capsys):
-    from audiopalm.training import read_jsonl
-
     from audiopalm.modeling.extend import check_complete
+    from audiopalm.training import read_jsonl
 
     common = ["--config", "train_acoustic_tiny", f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
               f"data.codec={tokenizers[1]}", "train.eval_every=3"]
@@ -274,7 +273,7 @@ def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, to
     again = {r["step"]: r["loss"] for r in read_jsonl(resumed / "metrics.jsonl") if "loss" in r}
     assert [again[s] for s in (4, 5, 6)] == [losses[s] for s in (4, 5, 6)]
     a, b = AcousticStage.from_pretrained(out / "final"), AcousticStage.from_pretrained(resumed / "final")
-    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), k
 
 
@@ -294,9 +293,9 @@ def test_recipe_two_ddp_processes_match_one(corpus, tokenizers, tmp_path):
               "train.save_every=0", "train.eval_every=0"]
     one, two = tmp_path / "one", tmp_path / "two"
     assert run_in_process([*common, f"train.output_dir={one}"]) == 0
-    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(ACCELERATE_DIR / "cpu.yaml"),
-           "--mixed_precision", "no", "-m", "audiopalm.recipes.train_acoustic", *common, f"train.output_dir={two}",
-           "train.micro_batch_size=1", "train.grad_accum_steps=2"]
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+           str(ACCELERATE_DIR / "cpu.yaml"), "--mixed_precision", "no", "-m", "audiopalm.recipes.train_acoustic",
+           *common, f"train.output_dir={two}", "train.micro_batch_size=1", "train.grad_accum_steps=2"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

@@ -2,8 +2,8 @@
 
 Kept here, out of the recipe, so that the recipe (a :class:`~audiopalm.training.recipe.Recipe`) is orchestration
 only: :class:`TrainAcousticConfig` (its YAML, registered in :data:`audiopalm.config.CONFIGS`),
-:func:`load_tokenizers`, :func:`build_data`, :func:`build_stage`, :func:`l1_errors` / :func:`loss_sums` (the loss of a batch) and
-:func:`set_default_voice` (stored in the saved folder).
+:func:`load_tokenizers`, :func:`build_data`, :func:`build_stage`, :func:`l1_errors` / :func:`loss_sums` (the loss
+of a batch) and :func:`set_default_voice` (stored in the saved folder).
 """
 
 from __future__ import annotations
@@ -88,7 +88,8 @@ def load_tokenizers(cfg: TrainAcousticConfig):
     return units, codec
 
 
-def build_data(cfg: TrainAcousticConfig, unit_tokenizer, codec, *, progress: bool = True) -> tuple[Utterances, Utterances | None]:
+def build_data(cfg: TrainAcousticConfig, unit_tokenizer, codec, *,
+               progress: bool = True) -> tuple[Utterances, Utterances | None]:
     """(train utterances, dev utterances or None), cached under ``data.cache_dir``."""
     d = cfg.data
     if not d.manifests:

@@ -41,7 +41,7 @@ UNCROPPED = 10**9
 
 
 class TrainAcousticRecipe(Recipe):
-    """The acoustic stage (units + voice prompt -> codec features); its parts live in :mod:`audiopalm.acoustic.train`."""
+    """The acoustic stage (units + voice prompt -> codec features); its parts are in :mod:`audiopalm.acoustic.train`."""
 
     name, config_class = "train_acoustic", acoustic.TrainAcousticConfig
 
@@ -57,7 +57,8 @@ class TrainAcousticRecipe(Recipe):
         self.sampler = training.StepSampler(len(self.pairs.targets), self.global_batch, seed=seed)
         self.dev_pairs = None
         if dev_utts is not None:
-            self.dev_pairs = PairSampler(dev_utts, max_frames=UNCROPPED, max_prompt_frames=d.max_prompt_frames, seed=seed)
+            self.dev_pairs = PairSampler(dev_utts, max_frames=UNCROPPED, max_prompt_frames=d.max_prompt_frames,
+                                         seed=seed)
             self.dev_sets = [("l1", list(self.dev_pairs.targets))]
         self.log(f"{len(self.train_utts)} train utterances ({len(self.pairs.targets)} with a prompt), "
                  f"{len(self.pairs.by_speaker)} speakers; dev {len(self.dev_pairs.targets) if self.dev_pairs else 0}; "
