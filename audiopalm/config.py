@@ -465,6 +465,7 @@ CONFIGS: dict[str, str] = {
     "pretrain_text": "audiopalm.config:PretrainTextConfig",
     "finetune_audiopalm": "audiopalm.config:FinetuneAudioPaLMConfig",
     "finetune_speech_llama": "audiopalm.config:FinetuneSpeechLlamaConfig",
+    "train_acoustic": "audiopalm.acoustic.train:TrainAcousticConfig",
 }
 
 

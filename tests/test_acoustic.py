@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +21,6 @@ SR = 16000
 # a small codec: 40 mels, 10 ms hop, 2 frames stacked -> 50 Hz code frames of 80 values
 TINY = dict(n_mels=40, n_fft=400, win_length=400, hop_length=160, stack=2, griffin_lim_iters=8, nnls_iters=5)
 TINY_MODEL = AcousticConfig(hidden_size=48, num_blocks=3, dilations=(1, 2, 4), voice_dim=16, voice_hidden=16)
-RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "train_acoustic.py"
-TINY_YAML = RECIPE.parent / "configs" / "train_acoustic_tiny.yaml"
 
 
 def voice(seconds: float, f0: float, formant: float, rng: np.random.Generator) -> np.ndarray:
@@ -188,7 +185,7 @@ def test_synthesize_is_deterministic_and_batched_equals_one_by_one(trained):
     rng = np.random.default_rng(1)
     units = torch.randint(0, trained.config.num_units, (3, 40))
     lengths = torch.tensor([40, 25, 31])
-    prompts = [voice(s, f0, fm, rng) for s, (f0, fm) in zip((0.7, 0.5, 0.9), list(SPEAKERS.values()) * 2)]
+    prompts = [voice(s, f0, fm, rng) for s, (f0, fm) in zip((0.7, 0.5, 0.9), list(SPEAKERS.values()) * 2, strict=False)]
     plen = torch.tensor([len(p) for p in prompts])
     pwav = torch.zeros(3, int(plen.max()))
     for i, p in enumerate(prompts):
@@ -229,42 +226,85 @@ def test_config_validation_names_the_field():
 # -------------------------------------------------------------------------------------------------------- the recipe
 
 
-def run_in_process(args: list[str]) -> None:
+def run_in_process(args: list[str]) -> int:
+    """``audiopalm train train_acoustic ARGS`` in this process; returns its exit code."""
     from accelerate.state import AcceleratorState, GradientState
 
-    if str(RECIPE.parent) not in sys.path:
-        sys.path.insert(0, str(RECIPE.parent))
-    import train_acoustic
+    from audiopalm.recipes.train_acoustic import TrainAcousticRecipe
 
     try:
-        assert train_acoustic.main(args) == 0
+        return TrainAcousticRecipe.main(args)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
 
 
-def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, tokenizers, tmp_path):
+def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, tokenizers, tmp_path, capsys):
+    from audiopalm.modeling.extend import check_complete
     from audiopalm.training import read_jsonl
 
-    common = ["--config", str(TINY_YAML), f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
+    common = ["--config", "train_acoustic_tiny", f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
               f"data.codec={tokenizers[1]}", "train.eval_every=3"]
     out = tmp_path / "run"
-    run_in_process([*common, f"train.output_dir={out}"])
+    assert run_in_process([*common, f"train.output_dir={out}"]) == 0
     rows = read_jsonl(out / "metrics.jsonl")
     losses = {r["step"]: r["loss"] for r in rows if "loss" in r}
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
-    assert any("dev_mel_l1" in r for r in rows)
+    dev = [r for r in rows if "dev_loss/mel_l1" in r]
+    assert [r["step"] for r in dev] == [3, 6]
+    assert all(r["dev_loss/all"] == r["dev_loss/l1"] > 0 and r["dev_loss/mel_l1"] > 0 for r in dev), dev
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_0000003"]
+    check_complete(out / "final")  # the completion marker, written last like every recipe's final
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6
     stage = AcousticStage.from_pretrained(out / "final")
     assert stage.config.hidden_size == 32 and stage.config.num_units == 12
     assert stage.synthesize(torch.tensor([[1, 2, 3, 4]])).shape == (1, 4 * stage.codec.samples_per_frame)
+    # the launch flags behave as for the other recipes: a used folder is refused, --print-config only prints
+    capsys.readouterr()
+    assert run_in_process([*common, f"train.output_dir={out}"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert run_in_process([*common, f"train.output_dir={out}", "--print-config"]) == 0
+    assert "recipe: train_acoustic" in capsys.readouterr().out
     # a second run resumed from step 3 of a copy gives the same losses for steps 4..6
     resumed = tmp_path / "resumed"
     shutil.copytree(out / "checkpoints", resumed / "checkpoints")
     shutil.copytree(out / "cache", resumed / "cache")
-    run_in_process([*common, f"train.output_dir={resumed}", "--resume"])
+    assert run_in_process([*common, f"train.output_dir={resumed}", "--resume"]) == 0
     again = {r["step"]: r["loss"] for r in read_jsonl(resumed / "metrics.jsonl") if "loss" in r}
     assert [again[s] for s in (4, 5, 6)] == [losses[s] for s in (4, 5, 6)]
     a, b = AcousticStage.from_pretrained(out / "final"), AcousticStage.from_pretrained(resumed / "final")
-    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), k
+
+
+@pytest.mark.slow
+def test_recipe_two_ddp_processes_match_one(corpus, tokenizers, tmp_path):
+    """``accelerate launch`` with the shipped CPU config (2-process DDP over gloo, micro-batch 1 x accumulation 2)
+    gives the losses of one process with micro-batch 4: the global batch and its crops/prompts are fixed by the step."""
+    import os
+    import subprocess
+    import sys
+
+    from audiopalm.recipes import ACCELERATE_DIR
+    from audiopalm.training import read_jsonl
+
+    common = ["--config", "train_acoustic_tiny", f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
+              f"data.codec={tokenizers[1]}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=4",
+              "train.save_every=0", "train.eval_every=0"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_in_process([*common, f"train.output_dir={one}"]) == 0
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+           str(ACCELERATE_DIR / "cpu.yaml"), "--mixed_precision", "no", "-m", "audiopalm.recipes.train_acoustic",
+           *common, f"train.output_dir={two}", "train.micro_batch_size=1", "train.grad_accum_steps=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "global batch 4 = 1 x 2 accum x 2" in log, log[-3000:]
+
+    def losses(out: Path) -> dict[int, float]:
+        return {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert all(abs(a[s] - b[s]) <= 1e-4 * abs(a[s]) for s in a), (a, b)
+    assert AcousticStage.from_pretrained(two / "final").config.hidden_size == 32

@@ -1,23 +1,22 @@
-"""What the acoustic-stage recipe (``recipes/train_acoustic.py``) does that other recipes do not.
+"""What the acoustic-stage recipe (:mod:`audiopalm.recipes.train_acoustic`) does that other recipes do not.
 
-Kept here, out of the recipe, so that the recipe is orchestration only and moves onto a shared
-training loop by calling these: :class:`TrainAcousticConfig` (its YAML), :func:`load_tokenizers`,
-:func:`build_data`, :func:`build_stage`, :func:`loss_sums` (the loss of a batch), :func:`dev_metrics`,
-:func:`set_default_voice` and :func:`save_stage` (the saved folder).
+Kept here, out of the recipe, so that the recipe (a :class:`~audiopalm.training.recipe.Recipe`) is orchestration
+only: :class:`TrainAcousticConfig` (its YAML, registered in :data:`audiopalm.config.CONFIGS`),
+:func:`load_tokenizers`, :func:`build_data`, :func:`build_stage`, :func:`l1_errors` / :func:`loss_sums` (the loss
+of a batch) and :func:`set_default_voice` (stored in the saved folder).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import torch
 
-from audiopalm.acoustic.data import Batch, PairSampler, Utterances, load_utterances, manifest_utterances
+from audiopalm.acoustic.data import Batch, Utterances, load_utterances, manifest_utterances
 from audiopalm.acoustic.model import AcousticConfig
 from audiopalm.acoustic.stage import DEFAULT_PROMPT_FRAMES, AcousticStage
-from audiopalm.config import OptimConfig, TrainConfig, _check
+from audiopalm.config import ConfigError, OptimConfig, TrainConfig, _check, _check_recipe_config
 
 
 @dataclasses.dataclass
@@ -55,7 +54,7 @@ class AcousticDataConfig:
 
 @dataclasses.dataclass
 class TrainAcousticConfig:
-    """recipes/train_acoustic.py: units + voice prompt -> codec features."""
+    """audiopalm.recipes.train_acoustic: units + voice prompt -> codec features."""
 
     recipe: str = "train_acoustic"
     """Which recipe this file configures (checked, so a config is never given to the wrong recipe)."""
@@ -69,9 +68,10 @@ class TrainAcousticConfig:
     """The loop."""
 
     def __post_init__(self) -> None:
-        _check(self.recipe == "train_acoustic", "recipe", f"this config is for 'train_acoustic', got {self.recipe!r}")
-        _check(self.optim.warmup_steps <= self.train.max_steps, "optim.warmup_steps",
-               f"{self.optim.warmup_steps} is more than train.max_steps={self.train.max_steps}")
+        _check_recipe_config(self, "train_acoustic")
+        # a small conv stack over <= data.max_frames frames: its activations are not what fills memory
+        _check(not self.train.gradient_checkpointing, "train.gradient_checkpointing",
+               "not supported by the acoustic stage; lower train.micro_batch_size or data.max_frames instead")
 
 
 def load_tokenizers(cfg: TrainAcousticConfig):
@@ -81,18 +81,19 @@ def load_tokenizers(cfg: TrainAcousticConfig):
     d = cfg.data
     for field, path in (("data.unit_tokenizer", d.unit_tokenizer), ("data.codec", d.codec)):
         if not path or not (Path(path) / CONFIG_NAME).is_file():
-            raise ValueError(f"{field}: {path!r} is not a saved audiopalm tokenizer folder (no {CONFIG_NAME})")
+            raise ConfigError(f"{field}: {path!r} is not a saved audiopalm tokenizer folder (no {CONFIG_NAME})")
     units, codec = load_audio_tokenizer(d.unit_tokenizer), load_audio_tokenizer(d.codec)
     if codec.type_name != "mel_rvq":
-        raise ValueError(f"data.codec: {d.codec} is a {codec.type_name!r} tokenizer; the stage needs a mel_rvq codec")
+        raise ConfigError(f"data.codec: {d.codec} is a {codec.type_name!r} tokenizer; the stage needs a mel_rvq codec")
     return units, codec
 
 
-def build_data(cfg: TrainAcousticConfig, unit_tokenizer, codec, *, progress: bool = True) -> tuple[Utterances, Utterances | None]:
+def build_data(cfg: TrainAcousticConfig, unit_tokenizer, codec, *,
+               progress: bool = True) -> tuple[Utterances, Utterances | None]:
     """(train utterances, dev utterances or None), cached under ``data.cache_dir``."""
     d = cfg.data
     if not d.manifests:
-        raise ValueError("data.manifests: empty; give data.manifests=[path/to/train.jsonl]")
+        raise ConfigError("data.manifests: empty; give data.manifests=[path/to/train.jsonl]")
     cache = d.cache_dir or str(Path(cfg.train.output_dir) / "cache")
 
     def load(splits: list[str], limit: int | None) -> Utterances | None:
@@ -123,33 +124,18 @@ def build_stage(cfg: TrainAcousticConfig, unit_tokenizer, codec) -> AcousticStag
     return AcousticStage.build(cfg.model, codec, unit_tokenizer, max_prompt_frames=cfg.data.max_prompt_frames)
 
 
-def loss_sums(model, batch: Batch) -> tuple[torch.Tensor, int]:
-    """(sum of |predicted - target| over valid frames and feature dims  # [], number of terms). ``model`` is the
-    stage's :class:`AcousticModel` (possibly wrapped by accelerate)."""
+def l1_errors(model, batch: Batch) -> torch.Tensor:
+    """|predicted - target| in normalised feature units, zero past each length.  # [B, F, D] float32
+    ``model`` is the stage's :class:`AcousticModel` (possibly wrapped by accelerate)."""
     pred = model(batch.units, batch.lengths, prompt=batch.prompt, prompt_lengths=batch.prompt_lengths)  # [B, F, D]
     mask = (torch.arange(batch.units.shape[1], device=pred.device)[None] < batch.lengths[:, None]).float()  # [B, F]
-    err = (pred - batch.feats).abs() * mask[..., None]
-    return err.sum(), int(mask.sum()) * pred.shape[-1]
+    return (pred.float() - batch.feats).abs() * mask[..., None]
 
 
-@torch.no_grad()
-def dev_metrics(stage: AcousticStage, dev: Utterances, *, seed: int = 0, batch_size: int = 16) -> dict:
-    """L1 on the dev utterances, prompts from another utterance of the same speaker (fixed by ``seed``):
-    ``dev_l1`` in normalised feature units (the training loss) and ``dev_mel_l1`` in natural-log mel units."""
-    model = stage.model.eval()
-    sampler = PairSampler(dev, max_frames=10**9, max_prompt_frames=stage.max_prompt_frames, seed=seed)
-    std = stage.codec.feature_std.to(torch.float32)  # [D]
-    total = mel_total = count = 0.0
-    for start in range(0, len(sampler.targets), batch_size):
-        b = sampler.batch(sampler.targets[start:start + batch_size], step=0)
-        pred = model(b.units, b.lengths, prompt=b.prompt, prompt_lengths=b.prompt_lengths)  # [B, F, D]
-        mask = (torch.arange(b.units.shape[1])[None] < b.lengths[:, None]).float()[..., None]  # [B, F, 1]
-        err = (pred - b.feats).abs() * mask
-        total += float(err.sum())
-        mel_total += float((err * std).sum())
-        count += float(mask.sum()) * pred.shape[-1]
-    model.train()
-    return {"dev_l1": total / max(count, 1.0), "dev_mel_l1": mel_total / max(count, 1.0)}
+def loss_sums(model, batch: Batch) -> tuple[torch.Tensor, int]:
+    """(sum of :func:`l1_errors`  # [], number of terms: valid frames x feature dims)."""
+    err = l1_errors(model, batch)  # [B, F, D]
+    return err.sum(), int(batch.lengths.sum()) * err.shape[-1]
 
 
 @torch.no_grad()
@@ -173,13 +159,3 @@ def set_default_voice(stage: AcousticStage, utts: Utterances, *, max_utterances:
     stage.default_voice.copy_(stage.model.encode_voice(padded, lengths).mean(0))
     stage.default_voice_info = info
     return info
-
-
-def save_stage(stage: AcousticStage, folder: str | Path, summary: dict | None = None) -> Path:
-    """The loadable stage folder (:meth:`AcousticStage.save_pretrained`), plus ``summary.json`` when given."""
-    out = stage.save_pretrained(folder)
-    if summary is not None:
-        tmp = out / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(out / "summary.json")
-    return out

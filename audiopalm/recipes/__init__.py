@@ -2,7 +2,8 @@
 
 - :mod:`audiopalm.recipes.pretrain_text`: stage 0, a small text LM from scratch (the offline stand-in for a hub LLM);
 - :mod:`audiopalm.recipes.finetune_audiopalm`: extend a text LM with audio tokens, fine-tune on a task mixture;
-- :mod:`audiopalm.recipes.finetune_speech_llama`: a speech encoder + projector in front of a frozen LLM with LoRA.
+- :mod:`audiopalm.recipes.finetune_speech_llama`: a speech encoder + projector in front of a frozen LLM with LoRA;
+- :mod:`audiopalm.recipes.train_acoustic`: the acoustic stage, semantic units + a voice prompt -> codec features.
 
 Each is a :class:`audiopalm.training.recipe.Recipe` subclass; run one with ``audiopalm train RECIPE --config
 NAME_OR_PATH [key=value ...]`` or ``accelerate launch --config_file ACCELERATE_YAML -m audiopalm.recipes.RECIPE
@@ -19,6 +20,7 @@ RECIPES: dict[str, str] = {
     "pretrain_text": "audiopalm.recipes.pretrain_text:PretrainTextRecipe",
     "finetune_audiopalm": "audiopalm.recipes.finetune_audiopalm:FinetuneAudioPaLMRecipe",
     "finetune_speech_llama": "audiopalm.recipes.finetune_speech_llama:FinetuneSpeechLlamaRecipe",
+    "train_acoustic": "audiopalm.recipes.train_acoustic:TrainAcousticRecipe",
 }
 """Recipe name -> ``module:Class``. Add a line (and a config in ``configs/``) for a new recipe."""
 
