@@ -223,7 +223,7 @@ class AcousticStage(nn.Module):
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file():
             raise FileNotFoundError(f"{directory / CONFIG_NAME}: missing; not an acoustic stage folder "
-                                    "(train one with recipes/train_acoustic.py)")
+                                    "(train one with `audiopalm train train_acoustic`)")
         meta = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
         codec = load_audio_tokenizer(directory / CODEC_DIR)
         if codec.fingerprint != meta["codec_fingerprint"]:

@@ -1,6 +1,6 @@
 """`audiopalm train RECIPE --config NAME_OR_PATH [key=value ...] [--resume | --overwrite] [--print-config]`.
 
-RECIPE is one of pretrain_text, finetune_audiopalm, finetune_speech_llama; NAME is a shipped config
+RECIPE is one of pretrain_text, finetune_audiopalm, finetune_speech_llama, train_acoustic; NAME is a shipped config
 (`audiopalm train --list`) or a YAML file. One process here; several through accelerate:
 
     accelerate launch --config_file "$(audiopalm train --list-accelerate cpu)" -m audiopalm.recipes.RECIPE --config ...
