@@ -21,6 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -203,6 +204,29 @@ def hub_id_or_local(name: str | os.PathLike, *, what: str = "model") -> str:
         raise UserError(f"{text}: no such {what} folder (it looks like a local path, so it is not fetched from "
                         "the Hugging Face hub); check the path, or create it first")
     return "hub"
+
+
+class UnitTokenizer(AudioTokenizer):
+    """One stream of k-means units (K = 1, ``config.num_units`` codes) and no decoder: semantic tokens, which keep
+    what is said and drop the voice. An acoustic stage (:mod:`audiopalm.acoustic`) turns them back into sound."""
+
+    config: Any  # a dataclass with a ``num_units`` field
+
+    @property
+    def num_codebooks(self) -> int:
+        return 1
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.num_units
+
+    @property
+    def can_decode(self) -> bool:
+        return False
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.type_name} units have no decoder (they drop the voice); turn them into sound "
+                                  "with an acoustic stage (audiopalm.acoustic), or use a codec tokenizer")
 
 
 def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | None = None,

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, _pad,
                                                build_chars, evaluate_feats, load_feats, manifest_utterances, normalize_feats,
                                                train_encoder)
-from audiopalm.tokenizers.base import AudioTokenizer
+from audiopalm.tokenizers.base import UnitTokenizer
 
 ENCODER_DIR = "encoder"
 """Sub-folder of a saved tokenizer holding the encoder alone (``SpeechEncoder.from_pretrained``)."""
@@ -76,7 +76,7 @@ class CTCUnitsConfig:
             raise ValueError(f"CTCUnitsConfig.num_units must be >= 2, got {self.num_units}")
 
 
-class CTCUnitsTokenizer(AudioTokenizer):
+class CTCUnitsTokenizer(UnitTokenizer):
     """k-means units over a character-CTC encoder's layer. Build with :meth:`fit` or :meth:`from_pretrained`."""
 
     type_name = "ctc_units"
@@ -102,18 +102,6 @@ class CTCUnitsTokenizer(AudioTokenizer):
     def frame_rate(self) -> float:
         """Encoder frames per second (25); with ``dedup`` the mean rate is lower (runs, not frames)."""
         return self.encoder.frame_rate
-
-    @property
-    def num_codebooks(self) -> int:
-        return 1
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.num_units
-
-    @property
-    def can_decode(self) -> bool:
-        return False
 
     def get_config(self) -> dict:
         return dataclasses.asdict(self.config)
@@ -153,10 +141,6 @@ class CTCUnitsTokenizer(AudioTokenizer):
         for b, r in enumerate(runs):
             out[b, 0, : len(r)] = r
         return out, lengths_out
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("ctc_units has no decoder (units drop the voice); turn units into sound with "
-                                  "the acoustic stage (audiopalm.acoustic)")
 
     # ---- fitting -------------------------------------------------------------------------------
     @classmethod

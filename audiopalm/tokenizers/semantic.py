@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiopalm.tokenizers.base import CONFIG_NAME, WEIGHTS_NAME, AudioTokenizer
+from audiopalm.tokenizers.base import CONFIG_NAME, WEIGHTS_NAME, UnitTokenizer
 
 SSL_DIR = "ssl"
 """Sub-folder of a saved tokenizer holding the transformers SSL model and its feature extractor."""
@@ -97,7 +97,7 @@ def add_deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     return num / (2 * sum(n * n for n in range(1, width + 1)))  # [F, D]
 
 
-class SemanticTokenizer(AudioTokenizer):
+class SemanticTokenizer(UnitTokenizer):
     """k-means units over MFCC or SSL features. Fit with :meth:`fit` before encoding."""
 
     type_name = "semantic"
@@ -152,18 +152,6 @@ class SemanticTokenizer(AudioTokenizer):
             return self.sample_rate / float(np.prod(strides))
         # Wav2Vec2Bert: 10 ms fbank frames stacked `stride` at a time
         return 100.0 / int(getattr(self.feature_extractor, "stride", 1))
-
-    @property
-    def num_codebooks(self) -> int:
-        return 1
-
-    @property
-    def codebook_size(self) -> int:
-        return self.config.num_units
-
-    @property
-    def can_decode(self) -> bool:
-        return False
 
     @property
     def dim(self) -> int:
@@ -256,10 +244,6 @@ class SemanticTokenizer(AudioTokenizer):
             return encode_in_equal_length_groups(lambda x: self._assign(*self._ssl_features(x, torch.full((x.shape[0],), x.shape[1]))),
                                                  wav, lengths)
         return self._assign(*self.features(wav, lengths))
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError("semantic units have no decoder (they drop the voice); "
-                                  "use a codec tokenizer (hf_codec or mel_rvq) for speech output")
 
     # ---- fitting -------------------------------------------------------------------------------
     def fit(self, audio: Iterable | str | os.PathLike, *, split: str | None = None, max_frames: int = 200_000,
