@@ -232,7 +232,9 @@ def _eval(out: Path, profile: Profile):
 def add_arguments(parser) -> None:
     parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
                         help="smoke: tiny corpus, every stage in minutes; default: the README's demo; "
-                        "long: 4x the sentences, 3x the fine-tune steps (about an hour on 2 cores)")
+                        "long: 4x the sentences, 3x the fine-tune steps (about an hour on 2 cores); units: the "
+                        "default's sizes on semantic units (CTC encoder + k-means) with an acoustic stage and a CTC "
+                        "judge; smoke_units: units on the tiny corpus")
     parser.add_argument("--out", default=None,
                         help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
