@@ -98,7 +98,8 @@ PROFILES = {
                                        "--kmeans-iters", "3"),
                            judge_args=("--steps", "20", "--hidden-size", "64", "--num-layers", "1", "--num-units", "8",
                                        "--kmeans-iters", "2", "--augment"),
-                           acoustic_overrides=("train.max_steps=10", "train.save_every=5", "train.eval_every=5",
+                           acoustic_overrides=("train.max_steps=10", "optim.warmup_steps=2", "train.save_every=5",
+                                               "train.eval_every=5",
                                                "model.hidden_size=32", "model.voice_dim=8", "model.voice_hidden=8")),
     # long: 4x the training sentences (the default's 1500 are memorised by ~2000 steps) and 3x the steps
     "long": Profile(train=6000, dev=100, test=100,
