@@ -20,7 +20,8 @@ A judge is anything with a ``name`` and ``transcribe(wavs, sample_rate, lang) ->
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,8 +34,7 @@ class ASRJudge(Protocol):
 
     name: str
 
-    def transcribe(self, wavs: Sequence[np.ndarray], sample_rate: int, lang: str) -> list[str]:
-        ...
+    def transcribe(self, wavs: Sequence[np.ndarray], sample_rate: int, lang: str) -> list[str]: ...
 
 
 def _prepare(wavs: Sequence[np.ndarray], sample_rate: int, target_rate: int, judge: str) -> list[np.ndarray]:
@@ -59,8 +59,14 @@ class PocketSphinxJudge:
     name = "pocketsphinx"
     sample_rate = 16000
 
-    def __init__(self, *, hmm: str | None = None, lm: str | None = None, dict: str | None = None,
-                 langs: tuple[str, ...] = ("en",)):
+    def __init__(
+        self,
+        *,
+        hmm: str | None = None,
+        lm: str | None = None,
+        dict: str | None = None,
+        langs: tuple[str, ...] = ("en",),
+    ):
         self.langs = tuple(langs)
         self._kwargs = {k: v for k, v in (("hmm", hmm), ("lm", lm), ("dict", dict)) if v is not None}
         self._decoder = None  # built on first use (about 0.3 s)
@@ -76,8 +82,10 @@ class PocketSphinxJudge:
 
     def transcribe(self, wavs: Sequence[np.ndarray], sample_rate: int, lang: str) -> list[str]:
         if lang not in self.langs:
-            raise ValueError(f"PocketSphinxJudge: no model for language {lang!r} (this judge knows "
-                             f"{', '.join(self.langs)}); use WhisperJudge for other languages")
+            raise ValueError(
+                f"PocketSphinxJudge: no model for language {lang!r} (this judge knows "
+                f"{', '.join(self.langs)}); use WhisperJudge for other languages"
+            )
         decoder = self._get_decoder()
         texts = []
         for w in _prepare(wavs, sample_rate, self.sample_rate, self.name):
@@ -138,11 +146,12 @@ class WhisperJudge:
         texts: list[str] = []
         starts = range(0, len(wavs), self.batch_size)
         for s in tqdm(starts, desc=f"whisper ASR ({lang})", unit="batch", disable=len(starts) < 4):
-            feats = processor(audio=wavs[s:s + self.batch_size], sampling_rate=sr, return_tensors="pt")
+            feats = processor(audio=wavs[s : s + self.batch_size], sampling_rate=sr, return_tensors="pt")
             feats = feats.input_features.to(model.device, model.dtype)  # [B, n_mels, 3000]
             with torch.inference_mode():
-                ids = model.generate(feats, language=lang, task="transcribe",
-                                     max_new_tokens=self.max_new_tokens)  # [B, L]
+                ids = model.generate(
+                    feats, language=lang, task="transcribe", max_new_tokens=self.max_new_tokens
+                )  # [B, L]
             texts.extend(t.strip() for t in processor.batch_decode(ids, skip_special_tokens=True))
         return texts
 

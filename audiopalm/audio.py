@@ -64,7 +64,7 @@ def _riff_truncation(head: bytes, size: int) -> tuple[int, int] | None:
         return None
     off = 12
     while off + 8 <= len(head):
-        cid, csize = head[off:off + 4], int.from_bytes(head[off + 4:off + 8], "little")
+        cid, csize = head[off : off + 4], int.from_bytes(head[off + 4 : off + 8], "little")
         if cid == b"data":
             present = size - (off + 8)
             # 0 and 0xFFFFFFFF: a streaming writer's "size unknown"; anything else must be there
@@ -81,16 +81,29 @@ def _check_complete(name: str, head: bytes, size: int, info, frames_read: int) -
     if trunc is not None:
         declared, present = trunc
         block = info.channels * _bytes_per_sample(info.subtype)  # bytes per frame
-        raise AudioError(f"{name}: truncated file: its header says {declared // block / info.samplerate:.2f} s of audio "
-                         f"but it holds {present // block / info.samplerate:.2f} s (an interrupted copy or "
-                         "download?); re-create or re-download it")
+        raise AudioError(
+            f"{name}: truncated file: its header says {declared // block / info.samplerate:.2f} s of audio "
+            f"but it holds {present // block / info.samplerate:.2f} s (an interrupted copy or "
+            "download?); re-create or re-download it"
+        )
     if info.frames > 0 and frames_read < info.frames:
-        raise AudioError(f"{name}: truncated file: its header says {info.frames / info.samplerate:.2f} s of audio but "
-                         f"only {frames_read / info.samplerate:.2f} s could be decoded; re-create or re-download it")
+        raise AudioError(
+            f"{name}: truncated file: its header says {info.frames / info.samplerate:.2f} s of audio but "
+            f"only {frames_read / info.samplerate:.2f} s could be decoded; re-create or re-download it"
+        )
 
 
-_SAMPLE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8,
-                 "ULAW": 1, "ALAW": 1}
+_SAMPLE_BYTES = {
+    "PCM_S8": 1,
+    "PCM_U8": 1,
+    "PCM_16": 2,
+    "PCM_24": 3,
+    "PCM_32": 4,
+    "FLOAT": 4,
+    "DOUBLE": 8,
+    "ULAW": 1,
+    "ALAW": 1,
+}
 
 
 def _bytes_per_sample(subtype: str) -> int:
@@ -104,13 +117,21 @@ def _check_peak(name: str, wav: np.ndarray) -> np.ndarray:
     if peak <= 1.0:
         return wav
     if peak > MAX_FLOAT_PEAK:
-        raise AudioError(f"{name}: samples reach {peak:.3g}, far outside [-1, 1]: a float file on a wrong scale "
-                         "(integer values stored as float?); re-export it normalised to [-1, 1]")
+        raise AudioError(
+            f"{name}: samples reach {peak:.3g}, far outside [-1, 1]: a float file on a wrong scale "
+            "(integer values stored as float?); re-export it normalised to [-1, 1]"
+        )
     return wav / np.float32(peak)
 
 
-def validate(wav: np.ndarray, sample_rate: int, *, name: str = "waveform",
-             min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+def validate(
+    wav: np.ndarray,
+    sample_rate: int,
+    *,
+    name: str = "waveform",
+    min_seconds: float = MIN_SECONDS,
+    max_seconds: float = MAX_SECONDS,
+) -> np.ndarray:
     """Check a mono waveform [T]: finite, not empty, of a sane length. Returns it as float32."""
     wav = np.asarray(wav, dtype=np.float32)
     if wav.ndim != 1:
@@ -128,9 +149,14 @@ def validate(wav: np.ndarray, sample_rate: int, *, name: str = "waveform",
     return wav
 
 
-def load(path: str | os.PathLike, sample_rate: int | None = None, *,
-         min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS,
-         max_channels: int = MAX_CHANNELS) -> tuple[np.ndarray, int]:
+def load(
+    path: str | os.PathLike,
+    sample_rate: int | None = None,
+    *,
+    min_seconds: float = MIN_SECONDS,
+    max_seconds: float = MAX_SECONDS,
+    max_channels: int = MAX_CHANNELS,
+) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32 [T], resampled to ``sample_rate`` if given.
 
     Returns ``(wav, sr)``. Raises :class:`AudioError` naming the file if it is missing, unreadable,
@@ -165,9 +191,15 @@ def load(path: str | os.PathLike, sample_rate: int | None = None, *,
     return wav, sr
 
 
-def load_bytes(data: bytes, sample_rate: int | None = None, *, name: str = "<bytes>",
-               min_seconds: float = MIN_SECONDS, max_seconds: float = MAX_SECONDS,
-               max_channels: int = MAX_CHANNELS) -> tuple[np.ndarray, int]:
+def load_bytes(
+    data: bytes,
+    sample_rate: int | None = None,
+    *,
+    name: str = "<bytes>",
+    min_seconds: float = MIN_SECONDS,
+    max_seconds: float = MAX_SECONDS,
+    max_channels: int = MAX_CHANNELS,
+) -> tuple[np.ndarray, int]:
     """Like :func:`load`, for an encoded file held in memory (e.g. a datasets ``Audio(decode=False)`` cell)."""
     import io
 
@@ -216,4 +248,3 @@ def save(path: str | os.PathLike, wav: np.ndarray, sample_rate: int) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
-

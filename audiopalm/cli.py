@@ -16,7 +16,10 @@ from audiopalm import errors
 # name -> (module, one-line help). A plain dict registry: add a line to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("data_prep.synth_corpus", "speak a generated parallel corpus (en/fr/es/de) with espeak-ng"),
-    "prepare": ("data_prep.prepare", "turn a Hugging Face corpus (LibriSpeech, CoVoST 2, CVSS, FLEURS) into a manifest"),
+    "prepare": (
+        "data_prep.prepare",
+        "turn a Hugging Face corpus (LibriSpeech, CoVoST 2, CVSS, FLEURS) into a manifest",
+    ),
     "manifest": ("audiopalm.manifest", "check a manifest: fields, audio files, durations, summary table"),
     "tokenizer": ("audiopalm.tokenizers.cli", "fit / inspect an audio tokenizer"),
     "text-tokenizer": ("audiopalm.text_tokenizer", "train a byte-level BPE text tokenizer on manifest text (stage 0)"),
@@ -24,7 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("audiopalm.evaluate", "evaluate a checkpoint on tasks of a manifest: outputs, WER/BLEU/ASR-BLEU, report"),
     "generate": ("audiopalm.infer", "run a checkpoint on your audio files or sentences: text out, wav files out"),
     "score": ("audiopalm.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
-    "train": ("audiopalm.recipes.cli", "train with a recipe: audiopalm train RECIPE --config NAME_OR_PATH [key=value ...]"),
+    "train": (
+        "audiopalm.recipes.cli",
+        "train with a recipe: audiopalm train RECIPE --config NAME_OR_PATH [key=value ...]",
+    ),
     "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
 }
 
@@ -46,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     top = _top_parser()
     top.add_argument("--version", action="store_true", help="print the version and exit")
-    top.add_argument("--debug", action="store_true",
-                     help=f"print the traceback of a refused input (or set {errors.DEBUG_ENV}=1)")
+    top.add_argument(
+        "--debug", action="store_true", help=f"print the traceback of a refused input (or set {errors.DEBUG_ENV}=1)"
+    )
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0

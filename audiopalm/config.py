@@ -52,8 +52,11 @@ def _check(cond: bool, field: str, message: str) -> None:
 def _check_recipe_config(cfg: Any, recipe: str) -> None:
     """The checks every recipe config makes across its sections."""
     _check(cfg.recipe == recipe, "recipe", f"this config is for {recipe!r}, got {cfg.recipe!r}")
-    _check(cfg.optim.warmup_steps <= cfg.train.max_steps, "optim.warmup_steps",
-           f"{cfg.optim.warmup_steps} is more than train.max_steps={cfg.train.max_steps}")
+    _check(
+        cfg.optim.warmup_steps <= cfg.train.max_steps,
+        "optim.warmup_steps",
+        f"{cfg.optim.warmup_steps} is more than train.max_steps={cfg.train.max_steps}",
+    )
 
 
 @dataclasses.dataclass
@@ -89,7 +92,9 @@ class OptimConfig:
         _check(self.eps > 0, "optim.eps", f"must be > 0, got {self.eps}")
         _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
         for name, lr in self.group_lrs.items():
-            _check(bool(name) and lr > 0, "optim.group_lrs", f"needs a non-empty name and an LR > 0, got {name!r}: {lr}")
+            _check(
+                bool(name) and lr > 0, "optim.group_lrs", f"needs a non-empty name and an LR > 0, got {name!r}: {lr}"
+            )
 
 
 @dataclasses.dataclass
@@ -136,16 +141,30 @@ class TrainConfig:
         _check(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
         _check(bool(self.output_dir), "train.output_dir", "must not be empty")
         for name in self.log_with.split(","):
-            _check(name.strip() in TRACKERS, "train.log_with", f"unknown tracker {name.strip()!r}; known: {', '.join(TRACKERS)}")
+            _check(
+                name.strip() in TRACKERS,
+                "train.log_with",
+                f"unknown tracker {name.strip()!r}; known: {', '.join(TRACKERS)}",
+            )
         _check(not (self.resume and self.overwrite), "train.overwrite", "--resume and --overwrite exclude each other")
 
 
 TRACKERS = ("tensorboard", "wandb", "comet_ml", "mlflow", "aim", "clearml", "dvclive", "swanlab", "trackio", "none")
 """Values of ``train.log_with``: the trackers accelerate supports, and ``none``."""
 
-RESUME_MAY_CHANGE = ("train.max_steps", "train.save_every", "train.keep_last", "train.log_every", "train.eval_every",
-                     "train.log_with", "train.resume", "train.overwrite", "train.output_dir",
-                     "train.gradient_checkpointing", "data.dev_examples_per_task")
+RESUME_MAY_CHANGE = (
+    "train.max_steps",
+    "train.save_every",
+    "train.keep_last",
+    "train.log_every",
+    "train.eval_every",
+    "train.log_with",
+    "train.resume",
+    "train.overwrite",
+    "train.output_dir",
+    "train.gradient_checkpointing",
+    "data.dev_examples_per_task",
+)
 """Config fields a ``--resume`` may change (longer runs, other logging); any other change is refused with a diff."""
 
 
@@ -180,13 +199,25 @@ class TextModelConfig:
     positions, so declaring a longer context costs nothing."""
 
     def __post_init__(self) -> None:
-        for name in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size",
-                     "max_position_embeddings"):
+        for name in (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+        ):
             _check(getattr(self, name) >= 1, f"model.{name}", f"must be >= 1, got {getattr(self, name)}")
-        _check(self.hidden_size % self.num_heads == 0, "model.hidden_size",
-               f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}")
-        _check(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads",
-               f"model.num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}")
+        _check(
+            self.hidden_size % self.num_heads == 0,
+            "model.hidden_size",
+            f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}",
+        )
+        _check(
+            self.num_heads % self.num_kv_heads == 0,
+            "model.num_kv_heads",
+            f"model.num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}",
+        )
         _check(0 <= self.dropout < 1, "model.dropout", f"must be in [0, 1), got {self.dropout}")
 
 
@@ -270,8 +301,11 @@ class FinetuneModelConfig:
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "must not be empty")
         _check(bool(self.audio_tokenizer), "model.audio_tokenizer", "must not be empty")
-        _check(self.num_codebooks is None or self.num_codebooks >= 1, "model.num_codebooks",
-               f"must be >= 1 or null, got {self.num_codebooks}")
+        _check(
+            self.num_codebooks is None or self.num_codebooks >= 1,
+            "model.num_codebooks",
+            f"must be >= 1 or null, got {self.num_codebooks}",
+        )
 
 
 @dataclasses.dataclass
@@ -329,8 +363,11 @@ class TaskEntry:
             _check(code in LANGUAGES, "data.tasks.langs", f"unknown language {code!r}; known: {', '.join(LANGUAGES)}")
         for pair in self.pairs:
             parts = pair.split("-")
-            _check(len(parts) == 2 and all(p in LANGUAGES for p in parts), "data.tasks.pairs",
-                   f"expected 'src-tgt' with known language codes, got {pair!r}")
+            _check(
+                len(parts) == 2 and all(p in LANGUAGES for p in parts),
+                "data.tasks.pairs",
+                f"expected 'src-tgt' with known language codes, got {pair!r}",
+            )
 
 
 @dataclasses.dataclass
@@ -358,8 +395,11 @@ class FinetuneDataConfig:
         _check(self.max_len >= 16, "data.max_len", f"must be >= 16, got {self.max_len}")
         _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
         _check(len(self.train_splits) > 0, "data.train_splits", "give at least one split")
-        _check(self.dev_examples_per_task >= 0, "data.dev_examples_per_task",
-               f"must be >= 0, got {self.dev_examples_per_task}")
+        _check(
+            self.dev_examples_per_task >= 0,
+            "data.dev_examples_per_task",
+            f"must be >= 0, got {self.dev_examples_per_task}",
+        )
 
 
 @dataclasses.dataclass
@@ -411,13 +451,19 @@ class SpeechLlamaDataSection:
     def __post_init__(self) -> None:
         _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
         for t in self.tasks:
-            _check(t.upper() in SUPPORTED_TASKS, "data.tasks",
-                   f"Speech-Llama produces text: tasks must be among {SUPPORTED_TASKS}, got {t!r}")
+            _check(
+                t.upper() in SUPPORTED_TASKS,
+                "data.tasks",
+                f"Speech-Llama produces text: tasks must be among {SUPPORTED_TASKS}, got {t!r}",
+            )
         self.tasks = [t.upper() for t in self.tasks]
         _check(len(set(self.tasks)) == len(self.tasks), "data.tasks", f"a task is repeated: {self.tasks}")
         _check(self.max_seconds > 0, "data.max_seconds", f"must be > 0, got {self.max_seconds}")
-        _check(self.dev_examples_per_task >= 0, "data.dev_examples_per_task",
-               f"must be >= 0, got {self.dev_examples_per_task}")
+        _check(
+            self.dev_examples_per_task >= 0,
+            "data.dev_examples_per_task",
+            f"must be >= 0, got {self.dev_examples_per_task}",
+        )
 
 
 @dataclasses.dataclass
@@ -442,7 +488,9 @@ class FinetuneSpeechLlamaConfig:
 
     recipe: str = "finetune_speech_llama"
     """Which recipe this file configures (checked)."""
-    model: SpeechLlamaConfig = dataclasses.field(default_factory=lambda: SpeechLlamaConfig(llm="runs/demo/text_lm/final"))
+    model: SpeechLlamaConfig = dataclasses.field(
+        default_factory=lambda: SpeechLlamaConfig(llm="runs/demo/text_lm/final")
+    )
     """The model config itself (:class:`audiopalm.modeling.speech_llama.SpeechLlamaConfig`): the LLM (hub name or
     local folder; frozen, its tokenizer loaded from the same place), the encoder, the projector and LoRA.
     ``ctc_vocab_size`` is set by the recipe (the LLM tokenizer's size when ``ctc.steps`` > 0)."""
@@ -639,8 +687,11 @@ def resolve_config(name_or_path: str | Path, recipe: str | None = None) -> Path:
         return shipped
     names = [n for n in shipped_configs() if recipe is None or n.startswith(recipe)]
     close = difflib.get_close_matches(str(name_or_path), names, n=1)
-    raise ConfigError(f"--config {name_or_path}: no such file or shipped config"
-                      + (f"; did you mean {close[0]!r}?" if close else "") + f" (shipped: {', '.join(names)})")
+    raise ConfigError(
+        f"--config {name_or_path}: no such file or shipped config"
+        + (f"; did you mean {close[0]!r}?" if close else "")
+        + f" (shipped: {', '.join(names)})"
+    )
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -657,8 +708,11 @@ def config_diff(saved: dict, current: dict, *, may_change: tuple[str, ...] | Non
     :data:`RESUME_MAY_CHANGE`) where two config dicts differ."""
     may_change = RESUME_MAY_CHANGE if may_change is None else may_change
     a, b = _flatten(saved), _flatten(current)
-    return [f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}" for k in sorted(set(a) | set(b))
-            if k not in may_change and a.get(k, "(absent)") != b.get(k, "(absent)")]
+    return [
+        f"{k}: {a.get(k, '(absent)')!r} -> {b.get(k, '(absent)')!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in may_change and a.get(k, "(absent)") != b.get(k, "(absent)")
+    ]
 
 
 def config_class(recipe: str) -> type:
@@ -679,12 +733,14 @@ def load_any(path: str | Path, overrides: list[str] | None = None) -> Any:
 
 def to_dict(cfg: Any) -> dict:
     """A config as a plain nested dict (tuples become lists), ready for YAML or JSON."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, dict):
             return {k: plain(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         return v
+
     return plain(dataclasses.asdict(cfg))
 
 

@@ -23,7 +23,7 @@ deterministically for a seed, and can resume mid-epoch from ``state_dict()``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
@@ -132,13 +132,17 @@ class PackedCollator:
             for ex in row:
                 n = len(ex["input_ids"])
                 assert at + n <= self.max_len, (at, n, self.max_len)
-                input_ids[b, at:at + n] = torch.as_tensor(ex["input_ids"])
-                labels[b, at:at + n] = torch.as_tensor(ex["labels"])
-                position_ids[b, at:at + n] = torch.arange(n)
+                input_ids[b, at : at + n] = torch.as_tensor(ex["input_ids"])
+                labels[b, at : at + n] = torch.as_tensor(ex["labels"])
+                position_ids[b, at : at + n] = torch.arange(n)
                 at += n
             position_ids[b, at:] = torch.arange(self.max_len - at)
-        return {"input_ids": input_ids, "labels": labels, "position_ids": position_ids,
-                "num_target_tokens": count_target_tokens(labels)}
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "position_ids": position_ids,
+            "num_target_tokens": count_target_tokens(labels),
+        }
 
 
 @dataclasses.dataclass
@@ -162,8 +166,12 @@ class PaddingCollator:
             input_ids[b, :n] = torch.as_tensor(ex["input_ids"])
             labels[b, :n] = torch.as_tensor(ex["labels"])
             attention_mask[b, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask,
-                "num_target_tokens": count_target_tokens(labels)}
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "attention_mask": attention_mask,
+            "num_target_tokens": count_target_tokens(labels),
+        }
 
 
 def count_target_tokens(labels: torch.Tensor) -> torch.Tensor:
@@ -197,8 +205,10 @@ class PackedBatches:
             ex = next(stream)
             n = len(ex["input_ids"])
             if n > self.max_len:
-                raise ValueError(f"example of {n} tokens is longer than max_len={self.max_len} "
-                                 f"(source {ex['source']}); render() should have refused it")
+                raise ValueError(
+                    f"example of {n} tokens is longer than max_len={self.max_len} "
+                    f"(source {ex['source']}); render() should have refused it"
+                )
             if used + n > self.max_len:
                 rows.append(current)
                 current, used = [], 0

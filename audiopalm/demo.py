@@ -60,53 +60,126 @@ class Profile:
 
 # smoke: every stage on a tiny corpus (part of the test suite); default: the README's demo.
 PROFILES = {
-    "smoke": Profile(train=60, dev=10, test=10,
-                     tokenizer_args=("--num-codebooks", "2", "--codebook-size", "64", "--kmeans-iters", "5"),
-                     text_lm_overrides=("model.hidden_size=64", "model.num_layers=2", "model.intermediate_size=128",
-                                        "data.vocab_size=512", "train.max_steps=20", "train.save_every=10",
-                                        "train.eval_every=10", "train.log_with=none"),
-                     finetune_overrides=("train.max_steps=30", "optim.warmup_steps=5", "train.save_every=15",
-                                         "train.eval_every=15", "train.log_with=none", "data.dev_examples_per_task=4"),
-                     eval_args=("--max-items", "2", "--max-new-tokens", "200", "--peer", "pocketsphinx")),
+    "smoke": Profile(
+        train=60,
+        dev=10,
+        test=10,
+        tokenizer_args=("--num-codebooks", "2", "--codebook-size", "64", "--kmeans-iters", "5"),
+        text_lm_overrides=(
+            "model.hidden_size=64",
+            "model.num_layers=2",
+            "model.intermediate_size=128",
+            "data.vocab_size=512",
+            "train.max_steps=20",
+            "train.save_every=10",
+            "train.eval_every=10",
+            "train.log_with=none",
+        ),
+        finetune_overrides=(
+            "train.max_steps=30",
+            "optim.warmup_steps=5",
+            "train.save_every=15",
+            "train.eval_every=15",
+            "train.log_with=none",
+            "data.dev_examples_per_task=4",
+        ),
+        eval_args=("--max-items", "2", "--max-new-tokens", "200", "--peer", "pocketsphinx"),
+    ),
     # default: the config files as they are; eval on the first 10 test sentences per task and language pair
     # (5 per voice subset; eval/ablations.py scores 40 of en->fr), PocketSphinx as the peer ASR on English audio
-    "default": Profile(train=1500, dev=100, test=100,
-                       tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
-                       text_lm_overrides=(), finetune_overrides=(),
-                       eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx")),
+    "default": Profile(
+        train=1500,
+        dev=100,
+        test=100,
+        tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
+        text_lm_overrides=(),
+        finetune_overrides=(),
+        eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
+    ),
     # units: the default's sizes with semantic units (the AudioLM / AudioPaLM hierarchy): a CTC speech encoder
     # trained on the corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's
     # features; speech outputs judged by a second CTC encoder (another seed, trained with augmentation)
-    "units": Profile(train=1500, dev=100, test=100,
-                     tokenizer_args=("--num-codebooks", "1", "--codebook-size", "64", "--kmeans-iters", "5"),
-                     text_lm_overrides=(), finetune_overrides=(),
-                     eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
-                     tokens="units", judge_args=("--augment", "--num-units", "64", "--max-frames", "20000",
-                                                 "--kmeans-iters", "5")),
-    "smoke_units": Profile(train=60, dev=10, test=10,
-                           tokenizer_args=("--num-codebooks", "1", "--codebook-size", "16", "--kmeans-iters", "3"),
-                           text_lm_overrides=("model.hidden_size=64", "model.num_layers=2",
-                                              "model.intermediate_size=128", "data.vocab_size=512",
-                                              "train.max_steps=20", "train.save_every=10", "train.eval_every=10",
-                                              "train.log_with=none"),
-                           finetune_overrides=("train.max_steps=30", "optim.warmup_steps=5", "train.save_every=15",
-                                               "train.eval_every=15", "train.log_with=none",
-                                               "data.dev_examples_per_task=4"),
-                           eval_args=("--max-items", "2", "--max-new-tokens", "200"),
-                           tokens="units",
-                           units_args=("--steps", "20", "--hidden-size", "64", "--num-layers", "1", "--num-units", "32",
-                                       "--kmeans-iters", "3"),
-                           judge_args=("--steps", "20", "--hidden-size", "64", "--num-layers", "1", "--num-units", "8",
-                                       "--kmeans-iters", "2", "--augment"),
-                           acoustic_overrides=("train.max_steps=10", "optim.warmup_steps=2", "train.save_every=5",
-                                               "train.eval_every=5",
-                                               "model.hidden_size=32", "model.voice_dim=8", "model.voice_hidden=8")),
+    "units": Profile(
+        train=1500,
+        dev=100,
+        test=100,
+        tokenizer_args=("--num-codebooks", "1", "--codebook-size", "64", "--kmeans-iters", "5"),
+        text_lm_overrides=(),
+        finetune_overrides=(),
+        eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
+        tokens="units",
+        judge_args=("--augment", "--num-units", "64", "--max-frames", "20000", "--kmeans-iters", "5"),
+    ),
+    "smoke_units": Profile(
+        train=60,
+        dev=10,
+        test=10,
+        tokenizer_args=("--num-codebooks", "1", "--codebook-size", "16", "--kmeans-iters", "3"),
+        text_lm_overrides=(
+            "model.hidden_size=64",
+            "model.num_layers=2",
+            "model.intermediate_size=128",
+            "data.vocab_size=512",
+            "train.max_steps=20",
+            "train.save_every=10",
+            "train.eval_every=10",
+            "train.log_with=none",
+        ),
+        finetune_overrides=(
+            "train.max_steps=30",
+            "optim.warmup_steps=5",
+            "train.save_every=15",
+            "train.eval_every=15",
+            "train.log_with=none",
+            "data.dev_examples_per_task=4",
+        ),
+        eval_args=("--max-items", "2", "--max-new-tokens", "200"),
+        tokens="units",
+        units_args=(
+            "--steps",
+            "20",
+            "--hidden-size",
+            "64",
+            "--num-layers",
+            "1",
+            "--num-units",
+            "32",
+            "--kmeans-iters",
+            "3",
+        ),
+        judge_args=(
+            "--steps",
+            "20",
+            "--hidden-size",
+            "64",
+            "--num-layers",
+            "1",
+            "--num-units",
+            "8",
+            "--kmeans-iters",
+            "2",
+            "--augment",
+        ),
+        acoustic_overrides=(
+            "train.max_steps=10",
+            "optim.warmup_steps=2",
+            "train.save_every=5",
+            "train.eval_every=5",
+            "model.hidden_size=32",
+            "model.voice_dim=8",
+            "model.voice_hidden=8",
+        ),
+    ),
     # long: 4x the training sentences (the default's 1500 are memorised by ~2000 steps) and 3x the steps
-    "long": Profile(train=6000, dev=100, test=100,
-                    tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
-                    text_lm_overrides=("train.max_steps=1200", "train.save_every=400", "train.eval_every=400"),
-                    finetune_overrides=("train.max_steps=3600", "train.save_every=600", "train.eval_every=600"),
-                    eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx")),
+    "long": Profile(
+        train=6000,
+        dev=100,
+        test=100,
+        tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
+        text_lm_overrides=("train.max_steps=1200", "train.save_every=400", "train.eval_every=400"),
+        finetune_overrides=("train.max_steps=3600", "train.save_every=600", "train.eval_every=600"),
+        eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
+    ),
 }
 
 
@@ -127,13 +200,14 @@ def _stage(out: Path, name: str, fn, *, force: bool = False) -> Path:
 
 def _corpus(profile: Profile, seed: int):
     def fn(folder: Path) -> str:
-        from data_prep.synth_corpus import synthesize
         from audiopalm.manifest import check_manifest, format_summary
+        from data_prep.synth_corpus import synthesize
 
         synthesize(folder, train=profile.train, dev=profile.dev, test=profile.test, seed=seed)
         for split in ("train", "dev", "test"):
             print(format_summary(check_manifest(folder / f"{split}.jsonl", decode=False, progress=False)))
         return f"{folder}/{{train,dev,test}}.jsonl, wav/, corpus.json, README.md"
+
     return fn
 
 
@@ -150,60 +224,136 @@ def _bin(name: str) -> str:
 
 def _tokenizer(corpus: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
-        _run([_bin("audiopalm"), "tokenizer", "fit", "--manifest", str(corpus / "train.jsonl"), "--out", str(folder),
-              "--seed", str(seed), *profile.tokenizer_args])
+        _run(
+            [
+                _bin("audiopalm"),
+                "tokenizer",
+                "fit",
+                "--manifest",
+                str(corpus / "train.jsonl"),
+                "--out",
+                str(folder),
+                "--seed",
+                str(seed),
+                *profile.tokenizer_args,
+            ]
+        )
         return str(folder)
+
     return fn
 
 
 def _units(corpus: Path, args: tuple[str, ...], seed: int):
     """A CTC speech encoder trained on the corpus transcripts + k-means of its states: the semantic units (or, with
     another seed and augmentation, the independent ASR judge of generated speech)."""
+
     def fn(folder: Path) -> str:
-        _run([_bin("audiopalm"), "tokenizer", "fit-ctc-units", "--manifest", str(corpus / "train.jsonl"),
-              "--dev-manifest", str(corpus / "dev.jsonl"), "--out", str(folder), "--seed", str(seed), *args])
+        _run(
+            [
+                _bin("audiopalm"),
+                "tokenizer",
+                "fit-ctc-units",
+                "--manifest",
+                str(corpus / "train.jsonl"),
+                "--dev-manifest",
+                str(corpus / "dev.jsonl"),
+                "--out",
+                str(folder),
+                "--seed",
+                str(seed),
+                *args,
+            ]
+        )
         return f"{folder} (encoder/ holds the CTC encoder alone; fit_info.json its dev CER)"
+
     return fn
 
 
 def _acoustic(out: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         corpus = out / "corpus"
-        _run([_bin("audiopalm"), "train", "train_acoustic", "--config", "train_acoustic",
-              f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
-              f"data.unit_tokenizer={out / 'units'}", f"data.codec={out / 'tokenizer'}",
-              f"train.output_dir={folder}", f"train.seed={seed}", *profile.acoustic_overrides, "--resume"])
+        _run(
+            [
+                _bin("audiopalm"),
+                "train",
+                "train_acoustic",
+                "--config",
+                "train_acoustic",
+                f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
+                f"data.unit_tokenizer={out / 'units'}",
+                f"data.codec={out / 'tokenizer'}",
+                f"train.output_dir={folder}",
+                f"train.seed={seed}",
+                *profile.acoustic_overrides,
+                "--resume",
+            ]
+        )
         return f"{folder}/final (units + voice -> codec features), {folder}/metrics.jsonl"
+
     return fn
 
 
 def _tokens(corpus: Path, tokenizer: Path):
     def fn(folder: Path) -> str:
         for split in ("train", "dev", "test"):
-            _run([_bin("audiopalm"), "tokenize", "--manifest", str(corpus / f"{split}.jsonl"),
-                  "--tokenizer", str(tokenizer), "--out", str(folder / split)])
+            _run(
+                [
+                    _bin("audiopalm"),
+                    "tokenize",
+                    "--manifest",
+                    str(corpus / f"{split}.jsonl"),
+                    "--tokenizer",
+                    str(tokenizer),
+                    "--out",
+                    str(folder / split),
+                ]
+            )
         return f"{folder}/{{train,dev,test}}"
+
     return fn
 
 
 def _text_lm(corpus: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
-        _run([_bin("audiopalm"), "train", "pretrain_text", "--config", "pretrain_text",
-              f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
-              f"train.output_dir={folder}", f"train.seed={seed}", *profile.text_lm_overrides,
-              "--resume"])  # a demo killed mid-training continues from the newest checkpoint
+        _run(
+            [
+                _bin("audiopalm"),
+                "train",
+                "pretrain_text",
+                "--config",
+                "pretrain_text",
+                f"data.manifests=[{corpus / 'train.jsonl'},{corpus / 'dev.jsonl'}]",
+                f"train.output_dir={folder}",
+                f"train.seed={seed}",
+                *profile.text_lm_overrides,
+                "--resume",
+            ]
+        )  # a demo killed mid-training continues from the newest checkpoint
         return f"{folder}/final (HF model + tokenizer), {folder}/metrics.jsonl"
+
     return fn
 
 
 def _audiopalm(out: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
-        _run([_bin("audiopalm"), "train", "finetune_audiopalm", "--config", "finetune_audiopalm",
-              f"model.name_or_path={out / 'text_lm/final'}", *_audio_model(out, profile),
-              f"data.stores=[{out / 'tokens/train'},{out / 'tokens/dev'}]",
-              f"train.output_dir={folder}", f"train.seed={seed}", *profile.finetune_overrides,
-              "--resume"])
+        _run(
+            [
+                _bin("audiopalm"),
+                "train",
+                "finetune_audiopalm",
+                "--config",
+                "finetune_audiopalm",
+                f"model.name_or_path={out / 'text_lm/final'}",
+                *_audio_model(out, profile),
+                f"data.stores=[{out / 'tokens/train'},{out / 'tokens/dev'}]",
+                f"train.output_dir={folder}",
+                f"train.seed={seed}",
+                *profile.finetune_overrides,
+                "--resume",
+            ]
+        )
         return f"{folder}/final (HF checkpoint with audio tokens), {folder}/metrics.jsonl"
+
     return fn
 
 
@@ -223,21 +373,45 @@ def _eval(out: Path, profile: Profile):
             shutil.copyfile(out / run / "metrics.jsonl", folder / run / "train_metrics.jsonl")
         # units: speech outputs are judged by a CTC encoder trained apart from the model (another seed, augmented)
         judge = ["--judge", f"ctc:{out / 'judge'}"] if profile.tokens == "units" else []
-        _run([_bin("audiopalm"), "eval", "--checkpoint", str(out / "audiopalm/final"),
-              "--manifest", str(out / "corpus/test.jsonl"), "--out", str(folder),
-              "--tasks", "ASR", "AST", "TTS", "S2ST", "ASR AST S2ST", "MT", *judge, *profile.eval_args])
+        _run(
+            [
+                _bin("audiopalm"),
+                "eval",
+                "--checkpoint",
+                str(out / "audiopalm/final"),
+                "--manifest",
+                str(out / "corpus/test.jsonl"),
+                "--out",
+                str(folder),
+                "--tasks",
+                "ASR",
+                "AST",
+                "TTS",
+                "S2ST",
+                "ASR AST S2ST",
+                "MT",
+                *judge,
+                *profile.eval_args,
+            ]
+        )
         return f"{folder}/report.html, {folder}/report.md, {folder}/summary.json"
+
     return fn
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
-                        help="smoke: tiny corpus, every stage in minutes; default: the README's demo; "
-                        "long: 4x the sentences, 3x the fine-tune steps (about an hour on 2 cores); units: the "
-                        "default's sizes on semantic units (CTC encoder + k-means) with an acoustic stage and a CTC "
-                        "judge; smoke_units: units on the tiny corpus")
-    parser.add_argument("--out", default=None,
-                        help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="default",
+        help="smoke: tiny corpus, every stage in minutes; default: the README's demo; "
+        "long: 4x the sentences, 3x the fine-tune steps (about an hour on 2 cores); units: the "
+        "default's sizes on semantic units (CTC encoder + k-means) with an acoustic stage and a CTC "
+        "judge; smoke_units: units on the tiny corpus",
+    )
+    parser.add_argument(
+        "--out", default=None, help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
     parser.add_argument("--force", action="store_true", help="redo stages that are done already")
 
@@ -249,8 +423,11 @@ def run(args) -> int:
     settings = {"profile": args.profile, "seed": args.seed}
     marker = out / "demo.json"
     if marker.is_file() and json.loads(marker.read_text()) != settings:
-        print(f"error: {out} holds a demo run with {json.loads(marker.read_text())}, not {settings}; "
-              "use another --out or delete it", file=sys.stderr)
+        print(
+            f"error: {out} holds a demo run with {json.loads(marker.read_text())}, not {settings}; "
+            "use another --out or delete it",
+            file=sys.stderr,
+        )
         return 2
     out.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(settings) + "\n")
@@ -265,7 +442,9 @@ def run(args) -> int:
     _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
     _stage(out, "audiopalm", _audiopalm(out, profile, args.seed), force=args.force)
     _stage(out, "eval", _eval(out, profile), force=args.force)
-    print(f"demo ({args.profile}) finished in {time.time() - t0:.0f} s; outputs under {out}; report: "
-          f"{out / 'eval/report.html'}\ntry the model: audiopalm generate --checkpoint {out / 'audiopalm/final'} "
-          f"--task \"ASR AST S2ST\" --src en --tgt fr YOUR.wav  (or --task TTS --src en \"a sentence.\")")
+    print(
+        f"demo ({args.profile}) finished in {time.time() - t0:.0f} s; outputs under {out}; report: "
+        f"{out / 'eval/report.html'}\ntry the model: audiopalm generate --checkpoint {out / 'audiopalm/final'} "
+        f'--task "ASR AST S2ST" --src en --tgt fr YOUR.wav  (or --task TTS --src en "a sentence.")'
+    )
     return 0

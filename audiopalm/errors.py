@@ -23,8 +23,8 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 EXIT_BAD_INPUT = 2
 """Exit code of a refused input (argparse uses 2 for a bad command line too)."""
@@ -122,8 +122,11 @@ def id_problem(value: str) -> str | None:
         return f"longer than 200 characters ({len(value)})"
     if not _ID_RE.match(value):
         bad = sorted({c for c in value if not re.match(r"[\w.+=@,-]", c)})
-        return ("starts with a dot" if value.startswith(".") else
-                f"contains {', '.join(repr(c) for c in bad)} (ids are file-name stems: letters, digits, . _ - + = @ ,)")
+        return (
+            "starts with a dot"
+            if value.startswith(".")
+            else f"contains {', '.join(repr(c) for c in bad)} (ids are file-name stems: letters, digits, . _ - + = @ ,)"
+        )
     return None
 
 
@@ -154,8 +157,9 @@ def check_safetensors(path: str | os.PathLike) -> None:
     except FileNotFoundError:
         raise UserError(f"{path}: no such weights file") from None
     except Exception as e:  # SafetensorError, OSError: what matters is the file and that it is broken
-        raise UserError(f"{path}: truncated or corrupt safetensors file ({one_line(str(e))}); "
-                        "re-save it (or re-download it)") from None
+        raise UserError(
+            f"{path}: truncated or corrupt safetensors file ({one_line(str(e))}); re-save it (or re-download it)"
+        ) from None
 
 
 def read_text_lines(path: str | os.PathLike, *, what: str = "file") -> Iterator[tuple[int, str]]:
@@ -165,5 +169,7 @@ def read_text_lines(path: str | os.PathLike, *, what: str = "file") -> Iterator[
             try:
                 yield lineno, raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise UserError(f"{path}:{lineno}: {what} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
-                                f"{e.start + 1}); save it as UTF-8") from None
+                raise UserError(
+                    f"{path}:{lineno}: {what} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                    f"{e.start + 1}); save it as UTF-8"
+                ) from None

@@ -108,7 +108,9 @@ class EvalConfig:
         from audiopalm.tasks import TaskError, parse_task
 
         if (self.manifest is None) == (self.store is None):
-            raise ValueError(f"give exactly one of manifest / store (got manifest={self.manifest!r}, store={self.store!r})")
+            raise ValueError(
+                f"give exactly one of manifest / store (got manifest={self.manifest!r}, store={self.store!r})"
+            )
         if not self.tasks:
             raise ValueError("tasks: give at least one task")
         for t in self.tasks:
@@ -124,11 +126,14 @@ class EvalConfig:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
         check_beam_search(self.num_beams, self.beam_tasks)
         if self.speech_temperature < 0 or self.speech_top_k < 0:
-            raise ValueError(f"speech_temperature / speech_top_k: expected >= 0 (temperature 0: greedy speech), got "
-                             f"{self.speech_temperature} / {self.speech_top_k}")
+            raise ValueError(
+                f"speech_temperature / speech_top_k: expected >= 0 (temperature 0: greedy speech), got "
+                f"{self.speech_temperature} / {self.speech_top_k}"
+            )
         if not (self.judge in ("model", "pocketsphinx") or re.fullmatch(r"(whisper|ctc):\S+", self.judge)):
-            raise ValueError(f"judge: expected 'model', 'pocketsphinx', 'whisper:NAME' or 'ctc:FOLDER', "
-                             f"got {self.judge!r}")
+            raise ValueError(
+                f"judge: expected 'model', 'pocketsphinx', 'whisper:NAME' or 'ctc:FOLDER', got {self.judge!r}"
+            )
         if self.peer is not None and not (self.peer == "pocketsphinx" or re.fullmatch(r"(whisper|ctc):\S+", self.peer)):
             raise ValueError(f"peer: expected 'pocketsphinx', 'whisper:NAME' or 'ctc:FOLDER', got {self.peer!r}")
 
@@ -223,9 +228,11 @@ def make_eval_judge(name: str, pipe, *, batch_size: int, max_new_tokens: int | N
     from audiopalm.asr_judges import CallableJudge, PocketSphinxJudge, WhisperJudge
 
     if name == "model":
+
         def own_asr(wavs, sample_rate, lang):
-            outs = pipe.asr(list(wavs), lang, sample_rate=sample_rate, batch_size=batch_size,
-                            max_new_tokens=max_new_tokens)
+            outs = pipe.asr(
+                list(wavs), lang, sample_rate=sample_rate, batch_size=batch_size, max_new_tokens=max_new_tokens
+            )
             return [o.text or "" for o in outs]
 
         return CallableJudge(own_asr, name="model-asr")
@@ -282,8 +289,12 @@ def evaluate(cfg: EvalConfig) -> dict:
         lines: list[dict] = []
         for (src, tgt), items in task_items(spec, rows, cfg.max_items, skipped).items():
             records = []
-            for row in tqdm(items, desc=f"{spec.name} {src}{'-' + tgt if tgt else ''}: encode", unit="utt",
-                            disable=not cfg.progress or kind_in != AUDIO or row_has_codes(items)):
+            for row in tqdm(
+                items,
+                desc=f"{spec.name} {src}{'-' + tgt if tgt else ''}: encode",
+                unit="utt",
+                disable=not cfg.progress or kind_in != AUDIO or row_has_codes(items),
+            ):
                 rec = {"id": row["id"], "lang": src, "tgt_lang": tgt, "text": row["text"]}
                 if kind_in == AUDIO:
                     codes = row.get("audio_codes")
@@ -293,26 +304,45 @@ def evaluate(cfg: EvalConfig) -> dict:
                         codes = encoded[row["audio"]]
                     rec[field_in] = codes
                 records.append(rec)
-            outs = pipe.generate_records(spec, records, max_new_tokens=cfg.max_new_tokens, progress=cfg.progress,
-                                         **({"cap_speech": cfg.cap_speech, "speech_sampling": sampling}
-                                            if speech_field else
-                                            text_decoding_kwargs(spec.name, cfg.num_beams, cfg.beam_tasks)))
+            outs = pipe.generate_records(
+                spec,
+                records,
+                max_new_tokens=cfg.max_new_tokens,
+                progress=cfg.progress,
+                **(
+                    {"cap_speech": cfg.cap_speech, "speech_sampling": sampling}
+                    if speech_field
+                    else text_decoding_kwargs(spec.name, cfg.num_beams, cfg.beam_tasks)
+                ),
+            )
             # speech outputs -> wavs on disk (and silence for the judge where nothing came out)
             wavs = []
             for row, o in zip(items, outs):
-                line = {"id": row["id"], "task": spec.name, "src": src, "tgt": tgt, "speaker": row.get("speaker"),
-                        "split": row.get("split") or "test", "subset": subset_of(row, spec, held_out),
-                        "text": row["text"], "ref_text": row.get("tgt_text") if spec.needs_tgt_lang else None,
-                        "hyp_text": o.translation if "tgt_text" in out_fields else o.text,
-                        "finished": o.finished, "new_tokens": len(o.ids)}
+                line = {
+                    "id": row["id"],
+                    "task": spec.name,
+                    "src": src,
+                    "tgt": tgt,
+                    "speaker": row.get("speaker"),
+                    "split": row.get("split") or "test",
+                    "subset": subset_of(row, spec, held_out),
+                    "text": row["text"],
+                    "ref_text": row.get("tgt_text") if spec.needs_tgt_lang else None,
+                    "hyp_text": o.translation if "tgt_text" in out_fields else o.text,
+                    "finished": o.finished,
+                    "new_tokens": len(o.ids),
+                }
                 if "text" in out_fields and "tgt_text" in out_fields:
                     line["hyp_transcript"], line["hyp_translation"] = o.text, o.translation
                 if speech_field is not None:
                     ref = row.get("audio") if speech_field == "audio_codes" else row.get("tgt_audio")
                     line["ref_audio"] = rel(ref)
                     if o.audio is not None:
-                        wav_path = inside(out_dir / "outputs" / "wav" / slug / f"{_slug(row['id'])}.wav", out_dir,
-                                          what=f"the speech output of id {row['id']!r}")
+                        wav_path = inside(
+                            out_dir / "outputs" / "wav" / slug / f"{_slug(row['id'])}.wav",
+                            out_dir,
+                            what=f"the speech output of id {row['id']!r}",
+                        )
                         audio_io.save(wav_path, o.audio, sr)
                         line["audio"] = rel(wav_path)
                         wavs.append(o.audio)
@@ -320,14 +350,16 @@ def evaluate(cfg: EvalConfig) -> dict:
                         line["audio"] = None
                         wavs.append(np.zeros(int(SILENCE_SECONDS * sr), np.float32))
                 lines.append(line)
-            group_lines = lines[-len(items):]
+            group_lines = lines[-len(items) :]
             # judge transcripts of generated and reference speech, once per language pair
             judged, judged_ref = None, None
             if speech_field is not None:
                 out_lang = tgt if speech_field == "tgt_audio_codes" else src
                 try:
                     judged = judge.transcribe(wavs, sr, out_lang)
-                    refs_audio = [r.get("audio") if speech_field == "audio_codes" else r.get("tgt_audio") for r in items]
+                    refs_audio = [
+                        r.get("audio") if speech_field == "audio_codes" else r.get("tgt_audio") for r in items
+                    ]
                     if all(refs_audio):
                         ref_wavs = [audio_io.load(p, sr)[0] for p in refs_audio]
                         judged_ref = judge.transcribe(ref_wavs, sr, out_lang)
@@ -339,8 +371,9 @@ def evaluate(cfg: EvalConfig) -> dict:
                         line["hyp_text"] = judged[i]
                     if judged_ref is not None:
                         line["judge_ref_text"] = judged_ref[i]
-            metrics += score_group(spec, src, tgt, items, outs, group_lines, wavs, sr, judged, judged_ref,
-                                   getattr(judge, "name", "judge"))
+            metrics += score_group(
+                spec, src, tgt, items, outs, group_lines, wavs, sr, judged, judged_ref, getattr(judge, "name", "judge")
+            )
             if peer is not None:
                 try:
                     metrics += peer_rows(peer, cfg.peer, spec, src, tgt, items, outs, group_lines, wavs, sr)
@@ -353,15 +386,23 @@ def evaluate(cfg: EvalConfig) -> dict:
             notes.append(f"{spec.name}: no usable utterances in the data")
             print(f"warning: {notes[-1]}", file=sys.stderr)
 
-    summary = {"checkpoint": str(cfg.checkpoint), "judge": cfg.judge,
-               "text_decoding": describe_text_decoding(cfg.num_beams, cfg.beam_tasks),
-               "speech_decoding": "greedy" if sampling is None else
-               f"sampled: temperature {sampling.temperature}, top-k {sampling.top_k or 'all'}, seed {sampling.seed}",
-               "data": str(cfg.manifest or cfg.store), "tasks": list(cfg.tasks),
-               "subsets": "by held-out voice" if held_out is not None else "all",
-               "metrics": metrics, "notes": notes}
+    summary = {
+        "checkpoint": str(cfg.checkpoint),
+        "judge": cfg.judge,
+        "text_decoding": describe_text_decoding(cfg.num_beams, cfg.beam_tasks),
+        "speech_decoding": "greedy"
+        if sampling is None
+        else f"sampled: temperature {sampling.temperature}, top-k {sampling.top_k or 'all'}, seed {sampling.seed}",
+        "data": str(cfg.manifest or cfg.store),
+        "tasks": list(cfg.tasks),
+        "subsets": "by held-out voice" if held_out is not None else "all",
+        "metrics": metrics,
+        "notes": notes,
+    }
     if skipped:
-        summary["extra_tables"] = {"Skipped utterances": [{"reason": k, "count": v} for k, v in sorted(skipped.items())]}
+        summary["extra_tables"] = {
+            "Skipped utterances": [{"reason": k, "count": v} for k, v in sorted(skipped.items())]
+        }
     tmp = out_dir / "summary.json.tmp"  # what the report reads: whole or absent
     tmp.write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, out_dir / "summary.json")
@@ -370,9 +411,19 @@ def evaluate(cfg: EvalConfig) -> dict:
     return summary
 
 
-def score_group(spec, src: str, tgt: str | None, items: list[dict], outs: list, lines: list[dict],
-                wavs: list[np.ndarray], sample_rate: int, judged: list[str] | None, judged_ref: list[str] | None,
-                judge_name: str) -> list[dict]:
+def score_group(
+    spec,
+    src: str,
+    tgt: str | None,
+    items: list[dict],
+    outs: list,
+    lines: list[dict],
+    wavs: list[np.ndarray],
+    sample_rate: int,
+    judged: list[str] | None,
+    judged_ref: list[str] | None,
+    judge_name: str,
+) -> list[dict]:
     """summary.json rows of one task and language pair, one set per (split, subset) of ``lines``.
 
     ``outs``: the pipeline outputs of ``items``; ``wavs``: their speech ([T] each; silence where none);
@@ -409,8 +460,18 @@ def score_group(spec, src: str, tgt: str | None, items: list[dict], outs: list, 
     return rows
 
 
-def peer_rows(peer, name: str, spec, src: str, tgt: str | None, items: list[dict], outs: list, lines: list[dict],
-              wavs: list[np.ndarray], sample_rate: int) -> list[dict]:
+def peer_rows(
+    peer,
+    name: str,
+    spec,
+    src: str,
+    tgt: str | None,
+    items: list[dict],
+    outs: list,
+    lines: list[dict],
+    wavs: list[np.ndarray],
+    sample_rate: int,
+) -> list[dict]:
     """summary.json rows of a second ASR system (``peer``) on the audio of one task and language pair, named
     ``<metric> [name]`` so the report puts them beside the model's: for ASR its own transcripts of the input
     audio (WER/CER), for TTS its transcripts of the generated and the reference speech (other tasks: none;
@@ -427,10 +488,14 @@ def peer_rows(peer, name: str, spec, src: str, tgt: str | None, items: list[dict
     elif spec.output_segments == [(AUDIO, "audio_codes")]:  # TTS (speech-to-speech tasks: the judge's rows only)
         refs = [r.get("audio") for r in items]
         heard = peer.transcribe(wavs, sample_rate, src)
-        heard_ref = peer.transcribe([audio_io.load(p, sample_rate)[0] for p in refs], sample_rate, src) \
-            if all(refs) else None
-        rows = [r for r in score_group(spec, src, tgt, items, outs, lines, wavs, sample_rate, heard, heard_ref, name)
-                if r["metric"].startswith(("TTS-WER", "ASR-BLEU"))]
+        heard_ref = (
+            peer.transcribe([audio_io.load(p, sample_rate)[0] for p in refs], sample_rate, src) if all(refs) else None
+        )
+        rows = [
+            r
+            for r in score_group(spec, src, tgt, items, outs, lines, wavs, sample_rate, heard, heard_ref, name)
+            if r["metric"].startswith(("TTS-WER", "ASR-BLEU"))
+        ]
     else:
         return []
     for r in rows:
@@ -457,21 +522,46 @@ def write_report(results_dir: str | os.PathLike):
 def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
     """How outputs are decoded and where: the options `audiopalm eval` and `audiopalm generate` share."""
     parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output")
-    parser.add_argument("--no-speech-cap", action="store_true", help="let speech outputs run to --max-new-tokens "
-                        "(default: each ends by 2.5x its input speech, or 0.2 s per input character)")
+    parser.add_argument(
+        "--no-speech-cap",
+        action="store_true",
+        help="let speech outputs run to --max-new-tokens "
+        "(default: each ends by 2.5x its input speech, or 0.2 s per input character)",
+    )
     defaults = {f.name: f.default for f in dataclasses.fields(EvalConfig)}
-    parser.add_argument("--speech-temperature", type=float, default=defaults["speech_temperature"], metavar="T",
-                        help="speech outputs are sampled at temperature T (text: greedy or --num-beams); "
-                        "0: greedy speech, which tends to loop until the cap (default %(default)s)")
-    parser.add_argument("--speech-top-k", type=int, default=defaults["speech_top_k"], metavar="K",
-                        help="sample speech among the K likeliest codes; 0: all (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults["seed"],
-                        help="seed of the speech sampling (default %(default)s)")
-    parser.add_argument("--num-beams", type=int, default=defaults["num_beams"], metavar="N",
-                        help="beam search with N beams for the --beam-tasks; 1: all text greedy (default %(default)s)")
-    parser.add_argument("--beam-tasks", nargs="+", default=list(BEAM_TASKS), metavar="TASK",
-                        help="tasks with text outputs only (ASR, AST, MT, \"ASR AST\") to decode with beam search; "
-                        "the other text is greedy (default: %(default)s; chosen on the demo's dev split)")
+    parser.add_argument(
+        "--speech-temperature",
+        type=float,
+        default=defaults["speech_temperature"],
+        metavar="T",
+        help="speech outputs are sampled at temperature T (text: greedy or --num-beams); "
+        "0: greedy speech, which tends to loop until the cap (default %(default)s)",
+    )
+    parser.add_argument(
+        "--speech-top-k",
+        type=int,
+        default=defaults["speech_top_k"],
+        metavar="K",
+        help="sample speech among the K likeliest codes; 0: all (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=defaults["seed"], help="seed of the speech sampling (default %(default)s)"
+    )
+    parser.add_argument(
+        "--num-beams",
+        type=int,
+        default=defaults["num_beams"],
+        metavar="N",
+        help="beam search with N beams for the --beam-tasks; 1: all text greedy (default %(default)s)",
+    )
+    parser.add_argument(
+        "--beam-tasks",
+        nargs="+",
+        default=list(BEAM_TASKS),
+        metavar="TASK",
+        help='tasks with text outputs only (ASR, AST, MT, "ASR AST") to decode with beam search; '
+        "the other text is greedy (default: %(default)s; chosen on the demo's dev split)",
+    )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
 
 
@@ -487,8 +577,10 @@ def check_beam_search(num_beams: int, beam_tasks: list[str]) -> None:
         except TaskError as e:
             raise ValueError(f"beam_tasks: {e}") from None
         if spec.speaks:
-            raise ValueError(f"beam_tasks: beam search is for tasks whose outputs are all text; {spec.name} speaks "
-                             "(its speech is sampled: speech_temperature, speech_top_k)")
+            raise ValueError(
+                f"beam_tasks: beam search is for tasks whose outputs are all text; {spec.name} speaks "
+                "(its speech is sampled: speech_temperature, speech_top_k)"
+            )
 
 
 def text_decoding_kwargs(task: str, num_beams: int, beam_tasks: list[str]) -> dict:
@@ -518,30 +610,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--manifest", help="manifest (JSONL) to evaluate on")
     data.add_argument("--store", help="or a token store made with the checkpoint's audio tokenizer")
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder or hub repo id")
-    parser.add_argument("--tasks", nargs="+", default=["ASR", "AST", "TTS", "S2ST", "MT"], metavar="TASK",
-                        help='tasks or quoted chains, e.g. ASR AST TTS S2ST "ASR AST S2ST" MT')
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["ASR", "AST", "TTS", "S2ST", "MT"],
+        metavar="TASK",
+        help='tasks or quoted chains, e.g. ASR AST TTS S2ST "ASR AST S2ST" MT',
+    )
     parser.add_argument("--out", required=True, help="results folder to write")
     parser.add_argument("--corpus", help="corpus.json with held_out_voices (default: next to the manifest)")
     parser.add_argument("--max-items", type=int, metavar="N", help="first N utterances per task and language pair")
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per generate call (default 8)")
-    parser.add_argument("--judge", default="model", help="ASR judge of speech outputs: model (default), "
-                        "pocketsphinx (English only), whisper:NAME (e.g. whisper:openai/whisper-large-v3) or ctc:FOLDER "
-                        "(a CTC speech encoder trained apart from the model: `audiopalm tokenizer fit-ctc-units`)")
-    parser.add_argument("--peer", metavar="ASR", help="a second ASR system on the same audio, reported beside the "
-                        "model: pocketsphinx (English only), whisper:NAME or ctc:FOLDER")
+    parser.add_argument(
+        "--judge",
+        default="model",
+        help="ASR judge of speech outputs: model (default), "
+        "pocketsphinx (English only), whisper:NAME (e.g. whisper:openai/whisper-large-v3) or ctc:FOLDER "
+        "(a CTC speech encoder trained apart from the model: `audiopalm tokenizer fit-ctc-units`)",
+    )
+    parser.add_argument(
+        "--peer",
+        metavar="ASR",
+        help="a second ASR system on the same audio, reported beside the "
+        "model: pocketsphinx (English only), whisper:NAME or ctc:FOLDER",
+    )
     add_decoding_arguments(parser)
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
-    cfg = EvalConfig(checkpoint=args.checkpoint, out=args.out, tasks=args.tasks, manifest=args.manifest,
-                     store=args.store, corpus=args.corpus, max_items=args.max_items, batch_size=args.batch_size,
-                     judge=args.judge, peer=args.peer, max_new_tokens=args.max_new_tokens,
-                     cap_speech=not args.no_speech_cap, speech_temperature=args.speech_temperature,
-                     speech_top_k=args.speech_top_k, num_beams=args.num_beams, beam_tasks=args.beam_tasks,
-                     seed=args.seed, device=args.device,
-                     report=not args.no_report, progress=not args.quiet)
+    cfg = EvalConfig(
+        checkpoint=args.checkpoint,
+        out=args.out,
+        tasks=args.tasks,
+        manifest=args.manifest,
+        store=args.store,
+        corpus=args.corpus,
+        max_items=args.max_items,
+        batch_size=args.batch_size,
+        judge=args.judge,
+        peer=args.peer,
+        max_new_tokens=args.max_new_tokens,
+        cap_speech=not args.no_speech_cap,
+        speech_temperature=args.speech_temperature,
+        speech_top_k=args.speech_top_k,
+        num_beams=args.num_beams,
+        beam_tasks=args.beam_tasks,
+        seed=args.seed,
+        device=args.device,
+        report=not args.no_report,
+        progress=not args.quiet,
+    )
     summary = evaluate(cfg)  # a refused input raises: one line, exit 2 (audiopalm.errors)
     for m in summary["metrics"]:
         pair = m["src"] + (f"-{m['tgt']}" if m["tgt"] else "")
@@ -553,7 +673,9 @@ def run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     from audiopalm.errors import OneLineParser, run_command
 
-    parser = OneLineParser(prog="audiopalm eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(
+        prog="audiopalm eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_command(lambda: run(args), prog="audiopalm eval", debug="--debug" in (argv or []))

@@ -20,7 +20,7 @@ Frames past an item's length are zero.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -61,8 +61,10 @@ class LogMelConfig:
         nyquist = self.sample_rate / 2
         f_max = nyquist if self.f_max is None else self.f_max
         if not 0 <= self.f_min < f_max <= nyquist:
-            raise ValueError(f"LogMelConfig needs 0 <= f_min < f_max <= sample_rate/2 = {nyquist}, "
-                             f"got f_min={self.f_min}, f_max={self.f_max}")
+            raise ValueError(
+                f"LogMelConfig needs 0 <= f_min < f_max <= sample_rate/2 = {nyquist}, "
+                f"got f_min={self.f_min}, f_max={self.f_max}"
+            )
         if self.style not in STYLES:
             raise ValueError(f"LogMelConfig.style must be one of {STYLES}, got {self.style!r}")
 
@@ -86,9 +88,13 @@ class LogMel(nn.Module):
         from transformers.audio_utils import mel_filter_bank
 
         fbank = mel_filter_bank(
-            num_frequency_bins=config.n_fft // 2 + 1, num_mel_filters=config.n_mels,
-            min_frequency=config.f_min, max_frequency=config.f_max or config.sample_rate / 2,
-            sampling_rate=config.sample_rate, norm="slaney", mel_scale="slaney",
+            num_frequency_bins=config.n_fft // 2 + 1,
+            num_mel_filters=config.n_mels,
+            min_frequency=config.f_min,
+            max_frequency=config.f_max or config.sample_rate / 2,
+            sampling_rate=config.sample_rate,
+            norm="slaney",
+            mel_scale="slaney",
         )  # [n_fft/2+1, n_mels]
         self.register_buffer("fbank", torch.from_numpy(np.asarray(fbank, dtype=np.float32)), persistent=False)
         self.register_buffer("window", torch.hann_window(config.n_fft), persistent=False)
@@ -101,9 +107,10 @@ class LogMel(nn.Module):
             wav = nn.functional.pad(wav, (0, half + 1 - wav.numel()))
         # Centred frames: reflect at the start, zeros after the end (what Whisper sees: audio zero-padded
         # to 30 s). 1 + T // hop frames, as torch.stft(center=True) would give.
-        wav = torch.cat([wav[1: half + 1].flip(0), wav, wav.new_zeros(half)])  # [half + T + half]
-        spec = torch.stft(wav, c.n_fft, c.hop_length, window=self.window, center=False,
-                          return_complex=True)  # [n_fft/2+1, F]
+        wav = torch.cat([wav[1 : half + 1].flip(0), wav, wav.new_zeros(half)])  # [half + T + half]
+        spec = torch.stft(
+            wav, c.n_fft, c.hop_length, window=self.window, center=False, return_complex=True
+        )  # [n_fft/2+1, F]
         mel = spec.abs().pow(2).transpose(0, 1) @ self.fbank  # [F, n_mels]
         if c.style == "log":
             return mel.clamp(min=LOG_FLOOR).log()
@@ -113,8 +120,9 @@ class LogMel(nn.Module):
         return (x + 4.0) / 4.0
 
     @torch.no_grad()
-    def forward(self, wav: torch.Tensor | Sequence[np.ndarray | torch.Tensor],
-                lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wav: torch.Tensor | Sequence[np.ndarray | torch.Tensor], lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wav`` [B, T] float (or a list of B mono waveforms), ``lengths`` [B] valid samples (None: all).
 
         Returns ``feats`` [B, F, n_mels] float32 (zero past each item's length) and ``feat_lengths`` [B] long.

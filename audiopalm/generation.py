@@ -40,8 +40,9 @@ from audiopalm.vocab import UnifiedVocab
 # what a row may emit next: a mask name, plus single ids
 _DONE = "done"
 # model.generate options that choose the decoding: speech sampling decides it itself, so it refuses them
-DECODING_KWARGS = frozenset({"do_sample", "num_beams", "temperature", "top_k", "top_p", "min_p", "typical_p",
-                             "num_return_sequences"})
+DECODING_KWARGS = frozenset(
+    {"do_sample", "num_beams", "temperature", "top_k", "top_p", "min_p", "typical_p", "num_return_sequences"}
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +61,10 @@ class SpeechSampling:
 
     def __post_init__(self):
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise ValueError(f"SpeechSampling.temperature: expected a number > 0, got {self.temperature!r} "
-                             "(for greedy speech pass speech_sampling=None)")
+            raise ValueError(
+                f"SpeechSampling.temperature: expected a number > 0, got {self.temperature!r} "
+                "(for greedy speech pass speech_sampling=None)"
+            )
         if not (isinstance(self.top_k, int) and self.top_k >= 0):
             raise ValueError(f"SpeechSampling.top_k: expected an integer >= 0 (0: no top-k), got {self.top_k!r}")
 
@@ -85,8 +88,14 @@ class SegmentConstraint(LogitsProcessor):
     beam search or several sequences per prompt the rows of prompt ``b`` share its cap.
     """
 
-    def __init__(self, vocab: UnifiedVocab, task: str | TaskSpec, prompt_length: int, vocab_size: int,
-                 max_audio_frames: list[int | None] | None = None):
+    def __init__(
+        self,
+        vocab: UnifiedVocab,
+        task: str | TaskSpec,
+        prompt_length: int,
+        vocab_size: int,
+        max_audio_frames: list[int | None] | None = None,
+    ):
         if max_audio_frames is not None and any(f is not None and f < 1 for f in max_audio_frames):
             raise ValueError(f"max_audio_frames: expected caps >= 1 (or None), got {max_audio_frames}")
         self.vocab = vocab
@@ -170,15 +179,19 @@ class SegmentConstraint(LogitsProcessor):
     def _sync(self, input_ids: torch.Tensor) -> None:
         """Bring per-row states up to date with ``input_ids`` [N, L]."""
         prev = self._seen
-        incremental = (prev is not None and prev.shape[0] == input_ids.shape[0]
-                       and prev.shape[1] + 1 == input_ids.shape[1] and torch.equal(input_ids[:, :-1], prev))
+        incremental = (
+            prev is not None
+            and prev.shape[0] == input_ids.shape[0]
+            and prev.shape[1] + 1 == input_ids.shape[1]
+            and torch.equal(input_ids[:, :-1], prev)
+        )
         if incremental:
             new = input_ids[:, -1].tolist()
             for st, tok in zip(self._states, new):
                 self._feed(st, tok)
         else:  # first call, or rows were reordered (beam search): parse from the prompt
             self._states = []
-            for row in input_ids[:, self.prompt_length:].tolist():
+            for row in input_ids[:, self.prompt_length :].tolist():
                 st = _RowState()
                 for tok in row:
                     self._feed(st, tok)
@@ -204,15 +217,18 @@ class SegmentConstraint(LogitsProcessor):
         else:  # beam search / num_return_sequences: the rows of prompt b are b*r .. b*r + r-1
             r = max(len(self._states) // len(caps), 1)
             caps = [caps[i // r] for i in range(len(self._states))]
-        forbid = torch.stack([self._forbidden_row(*self._allowed(st, cap), scores.device)
-                              for st, cap in zip(self._states, caps)])  # [N, V]
+        forbid = torch.stack(
+            [self._forbidden_row(*self._allowed(st, cap), scores.device) for st, cap in zip(self._states, caps)]
+        )  # [N, V]
         return scores.masked_fill(forbid, float("-inf"))
 
     def in_speech(self) -> list[bool]:
         """Per row (as of the last call): True while it is inside an audio stream (after ``<|audio_start|>``,
         before ``<|audio_end|>``), where it picks codes or ends the stream."""
-        return [st.segment < len(self.template) and self.template[st.segment] == AUDIO and st.pos >= 0
-                and not st.closed for st in self._states]
+        return [
+            st.segment < len(self.template) and self.template[st.segment] == AUDIO and st.pos >= 0 and not st.closed
+            for st in self._states
+        ]
 
 
 class SpeechSampler(LogitsProcessor):
@@ -225,15 +241,17 @@ class SpeechSampler(LogitsProcessor):
 
     def __init__(self, constraint: SegmentConstraint, sampling: SpeechSampling, prompts: list[list[int]]):
         self.constraint, self.sampling = constraint, sampling
-        self.seeds = [(sampling.seed * 1_000_003 + zlib.crc32(repr(list(map(int, p))).encode())) % 2**63
-                      for p in prompts]
+        self.seeds = [
+            (sampling.seed * 1_000_003 + zlib.crc32(repr(list(map(int, p))).encode())) % 2**63 for p in prompts
+        ]
         self._generators: list[torch.Generator] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         speech = self.constraint.in_speech()
         if len(speech) != len(self.seeds):
-            raise ValueError(f"SpeechSampler: {len(speech)} rows for {len(self.seeds)} prompts (one sequence per "
-                             "prompt, no beams)")
+            raise ValueError(
+                f"SpeechSampler: {len(speech)} rows for {len(self.seeds)} prompts (one sequence per prompt, no beams)"
+            )
         if self._generators is None:
             self._generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
         rows = list(range(len(speech))) if self.sampling.text else [i for i, on in enumerate(speech) if on]
@@ -278,7 +296,7 @@ def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str |
                 raise ValueError(f"audio segment does not start with <|audio_start|>: {seg[:5]}")
             if seg[-1] != vocab.audio_end_id:  # cut short: keep whole frames (flatten only)
                 stream = seg[1:]
-                stream = stream[:len(stream) - len(stream) % vocab.num_codebooks]
+                stream = stream[: len(stream) - len(stream) % vocab.num_codebooks]
                 seg = [vocab.audio_start_id, *stream, vocab.audio_end_id]
             out.append(vocab.ids_to_audio(seg))  # [k, F]
         at = end + 1
@@ -286,9 +304,18 @@ def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str |
 
 
 @torch.no_grad()
-def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | TaskSpec, *,
-             max_new_tokens: int = 256, constrained: bool = True, max_audio_frames: list[int | None] | None = None,
-             speech_sampling: SpeechSampling | None = None, **generate_kwargs) -> list[list[int]]:
+def generate(
+    model,
+    vocab: UnifiedVocab,
+    prompts: list[list[int]],
+    task: str | TaskSpec,
+    *,
+    max_new_tokens: int = 256,
+    constrained: bool = True,
+    max_audio_frames: list[int | None] | None = None,
+    speech_sampling: SpeechSampling | None = None,
+    **generate_kwargs,
+) -> list[list[int]]:
     """Batched generation from prompt ids (as :func:`audiopalm.tasks.prompt_ids` makes them).
 
     Prompts are left-padded into one batch; decoding uses the KV cache through ``model.generate``
@@ -302,36 +329,47 @@ def generate(model, vocab: UnifiedVocab, prompts: list[list[int]], task: str | T
     if not prompts:
         return []
     if max_audio_frames is not None and (not constrained or len(max_audio_frames) != len(prompts)):
-        raise ValueError(f"max_audio_frames: needs constrained=True and one cap per prompt "
-                         f"({len(prompts)}), got {len(max_audio_frames)} with constrained={constrained}")
+        raise ValueError(
+            f"max_audio_frames: needs constrained=True and one cap per prompt "
+            f"({len(prompts)}), got {len(max_audio_frames)} with constrained={constrained}"
+        )
     if speech_sampling is not None:
         clash = sorted(DECODING_KWARGS & set(generate_kwargs))
         if not constrained or clash:
-            raise ValueError(f"speech_sampling needs constrained=True and decides the decoding itself; got "
-                             f"constrained={constrained}, {clash or 'no clash'} "
-                             "(pass speech_sampling=None to use them)")
+            raise ValueError(
+                f"speech_sampling needs constrained=True and decides the decoding itself; got "
+                f"constrained={constrained}, {clash or 'no clash'} "
+                "(pass speech_sampling=None to use them)"
+            )
     device = next(model.parameters()).device
     P = max(len(p) for p in prompts)
     pad = vocab.pad_id
     input_ids = torch.full((len(prompts), P), pad, dtype=torch.long)  # [B, P]
     attention_mask = torch.zeros((len(prompts), P), dtype=torch.long)  # [B, P]
     for b, p in enumerate(prompts):
-        input_ids[b, P - len(p):] = torch.as_tensor(p)
-        attention_mask[b, P - len(p):] = 1
+        input_ids[b, P - len(p) :] = torch.as_tensor(p)
+        attention_mask[b, P - len(p) :] = 1
     processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", []))
     if constrained:
-        constraint = SegmentConstraint(vocab, task, P, model.get_output_embeddings().weight.shape[0],
-                                       max_audio_frames=max_audio_frames)
+        constraint = SegmentConstraint(
+            vocab, task, P, model.get_output_embeddings().weight.shape[0], max_audio_frames=max_audio_frames
+        )
         processors.append(constraint)
         if speech_sampling is not None:  # it draws the audio tokens itself; greedy search takes them
             processors.append(SpeechSampler(constraint, speech_sampling, prompts))
             generate_kwargs.update(do_sample=False, num_beams=1)
-    out = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                         max_new_tokens=max_new_tokens, logits_processor=processors,
-                         pad_token_id=pad, eos_token_id=vocab.eos_id, **generate_kwargs)  # [B, P + N]
+    out = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attention_mask.to(device),
+        max_new_tokens=max_new_tokens,
+        logits_processor=processors,
+        pad_token_id=pad,
+        eos_token_id=vocab.eos_id,
+        **generate_kwargs,
+    )  # [B, P + N]
     results = []
     for row in out[:, P:].tolist():
         if vocab.eos_id in row:
-            row = row[:row.index(vocab.eos_id) + 1]
+            row = row[: row.index(vocab.eos_id) + 1]
         results.append(row)
     return results

@@ -40,8 +40,10 @@ def _stdin_lines(stdin) -> list[str]:
         try:
             lines.append(data.decode("utf-8").rstrip("\r\n"))
         except UnicodeDecodeError as e:
-            raise UserError(f"standard input, line {lineno}: not UTF-8 text (byte 0x{data[e.start]:02x} at column "
-                            f"{e.start + 1}); convert it, e.g. iconv -t UTF-8") from None
+            raise UserError(
+                f"standard input, line {lineno}: not UTF-8 text (byte 0x{data[e.start]:02x} at column "
+                f"{e.start + 1}); convert it, e.g. iconv -t UTF-8"
+            ) from None
     return lines
 
 
@@ -75,19 +77,30 @@ def generate(args) -> list[dict]:
             audio_io.load(p)
     check_beam_search(args.num_beams, args.beam_tasks)
     pipe = (SpeechLlamaPipeline if find_run(args.checkpoint) is not None else AudioPaLM).from_pretrained(
-        args.checkpoint, device=args.device, batch_size=args.batch_size)
+        args.checkpoint, device=args.device, batch_size=args.batch_size
+    )
     if not spec.speaks:
         options = text_decoding_kwargs(spec.name, args.num_beams, args.beam_tasks)
     else:  # (a Speech-Llama run has no speech outputs: its pipeline refuses the task)
-        options = {"cap_speech": not args.no_speech_cap,
-                   "speech_sampling": speech_sampling(args.speech_temperature, args.speech_top_k, args.seed)}
-    outs = pipe.generate(spec, inputs, args.src, args.tgt, max_new_tokens=args.max_new_tokens,
-                         progress=not args.quiet, **options)
+        options = {
+            "cap_speech": not args.no_speech_cap,
+            "speech_sampling": speech_sampling(args.speech_temperature, args.speech_top_k, args.seed),
+        }
+    outs = pipe.generate(
+        spec, inputs, args.src, args.tgt, max_new_tokens=args.max_new_tokens, progress=not args.quiet, **options
+    )
     out_dir = Path(args.out_dir)
     results = []
     for i, (item, out) in enumerate(zip(inputs, outs), start=1):
-        result = {"input": item, "task": spec.name, "text": out.text, "translation": out.translation,
-                  "audio": None, "seconds": None, "finished": out.finished}
+        result = {
+            "input": item,
+            "task": spec.name,
+            "text": out.text,
+            "translation": out.translation,
+            "audio": None,
+            "seconds": None,
+            "finished": out.finished,
+        }
         if spec.speaks and out.audio is not None:
             path = out_dir / f"{i:03d}_{_slug(spec.name)}_{args.tgt or args.src}.wav"
             audio_io.save(path, out.audio, out.sample_rate)
@@ -97,15 +110,21 @@ def generate(args) -> list[dict]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
-                        help="audio files (tasks with speech input) or sentences (TTS, MT); - reads lines from stdin")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="audio files (tasks with speech input) or sentences (TTS, MT); - reads lines from stdin",
+    )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder or hub repo id")
-    parser.add_argument("--task", required=True,
-                        help='a task or a quoted chain: ASR, AST, TTS, S2ST, MT, "ASR AST S2ST"')
+    parser.add_argument(
+        "--task", required=True, help='a task or a quoted chain: ASR, AST, TTS, S2ST, MT, "ASR AST S2ST"'
+    )
     parser.add_argument("--src", required=True, metavar="LANG", help="language of the inputs (ISO code: en, fr, ...)")
     parser.add_argument("--tgt", metavar="LANG", help="target language (AST, S2ST, MT and chains with them)")
-    parser.add_argument("--out-dir", default="generated", metavar="DIR",
-                        help="folder for speech outputs (default: %(default)s)")
+    parser.add_argument(
+        "--out-dir", default="generated", metavar="DIR", help="folder for speech outputs (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="inputs per generate call (default 8)")
     add_decoding_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object per input")

@@ -27,22 +27,54 @@ import os
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from audiopalm.errors import id_problem
 
 # ISO 639-1 code -> the English name used in task tags ("[ASR English]", as in the AudioPaLM paper).
 # Covers LibriSpeech, CoVoST 2, CVSS and the larger FLEURS languages; add a line for another one.
 LANGUAGES: dict[str, str] = {
-    "en": "English", "fr": "French", "es": "Spanish", "de": "German", "it": "Italian",
-    "pt": "Portuguese", "nl": "Dutch", "ca": "Catalan", "ru": "Russian", "zh": "Chinese",
-    "ja": "Japanese", "ko": "Korean", "ar": "Arabic", "fa": "Persian", "tr": "Turkish",
-    "sv": "Swedish", "et": "Estonian", "mn": "Mongolian", "cy": "Welsh", "lv": "Latvian",
-    "sl": "Slovenian", "ta": "Tamil", "id": "Indonesian", "hi": "Hindi", "pl": "Polish",
-    "uk": "Ukrainian", "cs": "Czech", "ro": "Romanian", "el": "Greek", "fi": "Finnish",
-    "hu": "Hungarian", "da": "Danish", "nb": "Norwegian", "vi": "Vietnamese", "th": "Thai",
-    "he": "Hebrew", "sw": "Swahili", "bn": "Bengali", "ur": "Urdu", "ms": "Malay",
+    "en": "English",
+    "fr": "French",
+    "es": "Spanish",
+    "de": "German",
+    "it": "Italian",
+    "pt": "Portuguese",
+    "nl": "Dutch",
+    "ca": "Catalan",
+    "ru": "Russian",
+    "zh": "Chinese",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ar": "Arabic",
+    "fa": "Persian",
+    "tr": "Turkish",
+    "sv": "Swedish",
+    "et": "Estonian",
+    "mn": "Mongolian",
+    "cy": "Welsh",
+    "lv": "Latvian",
+    "sl": "Slovenian",
+    "ta": "Tamil",
+    "id": "Indonesian",
+    "hi": "Hindi",
+    "pl": "Polish",
+    "uk": "Ukrainian",
+    "cs": "Czech",
+    "ro": "Romanian",
+    "el": "Greek",
+    "fi": "Finnish",
+    "hu": "Hungarian",
+    "da": "Danish",
+    "nb": "Norwegian",
+    "vi": "Vietnamese",
+    "th": "Thai",
+    "he": "Hebrew",
+    "sw": "Swahili",
+    "bn": "Bengali",
+    "ur": "Urdu",
+    "ms": "Malay",
 }
 
 REQUIRED = ("id", "lang", "text")
@@ -97,8 +129,9 @@ class Record:
 FIELDS = tuple(f.name for f in dataclasses.fields(Record))
 
 
-def parse_line(obj: object, *, path: str | os.PathLike = "<manifest>", line: int = 0,
-               root: str | os.PathLike | None = None) -> Record:
+def parse_line(
+    obj: object, *, path: str | os.PathLike = "<manifest>", line: int = 0, root: str | os.PathLike | None = None
+) -> Record:
     """Validate one decoded JSON line and make a :class:`Record`; raises :class:`ManifestError`."""
     if not isinstance(obj, dict):
         raise ManifestError(path, line, None, f"expected a JSON object, got {type(obj).__name__}")
@@ -115,8 +148,13 @@ def parse_line(obj: object, *, path: str | os.PathLike = "<manifest>", line: int
             raise ManifestError(path, line, name, "empty string")
     for name in ("lang", "tgt_lang"):
         if obj.get(name) is not None and obj[name] not in LANGUAGES:
-            raise ManifestError(path, line, name, f"unknown language {obj[name]!r}; known: {', '.join(sorted(LANGUAGES))}"
-                                " (add it to audiopalm.manifest.LANGUAGES)")
+            raise ManifestError(
+                path,
+                line,
+                name,
+                f"unknown language {obj[name]!r}; known: {', '.join(sorted(LANGUAGES))}"
+                " (add it to audiopalm.manifest.LANGUAGES)",
+            )
     has_tgt = obj.get("tgt_text") is not None or obj.get("tgt_audio") is not None
     if has_tgt and obj.get("tgt_lang") is None:
         raise ManifestError(path, line, "tgt_lang", "tgt_text/tgt_audio given without tgt_lang")
@@ -138,8 +176,9 @@ def parse_line(obj: object, *, path: str | os.PathLike = "<manifest>", line: int
     return rec
 
 
-def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
-                  errors: list[ManifestError] | None = None, report: bool = True) -> list[Record]:
+def read_manifest(
+    path: str | os.PathLike, *, skip_bad: bool = False, errors: list[ManifestError] | None = None, report: bool = True
+) -> list[Record]:
     """Read and validate a JSONL manifest.
 
     A bad line raises :class:`ManifestError` (file, line, field). With ``skip_bad=True`` bad lines are
@@ -159,8 +198,13 @@ def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
             try:
                 raw = raw_bytes.decode("utf-8")
             except UnicodeDecodeError as e:  # the whole file is suspect: not skippable
-                raise ManifestError(path, lineno, None, f"not UTF-8 text (byte 0x{raw_bytes[e.start]:02x} at column "
-                                    f"{e.start + 1}); save the manifest as UTF-8") from None
+                raise ManifestError(
+                    path,
+                    lineno,
+                    None,
+                    f"not UTF-8 text (byte 0x{raw_bytes[e.start]:02x} at column "
+                    f"{e.start + 1}); save the manifest as UTF-8",
+                ) from None
             if not raw.strip():
                 continue
             try:
@@ -184,7 +228,9 @@ def read_manifest(path: str | os.PathLike, *, skip_bad: bool = False,
         if not records:
             raise ManifestError(path, 0, None, f"no good line: all {len(bad)} are bad; first: {bad[0]}")
         if report:
-            print(f"{path}: skipped {len(bad)} bad line(s) of {len(bad) + len(records)}; first: {bad[0]}", file=sys.stderr)
+            print(
+                f"{path}: skipped {len(bad)} bad line(s) of {len(bad) + len(records)}; first: {bad[0]}", file=sys.stderr
+            )
         if errors is not None:
             errors.extend(bad)
     return records
@@ -254,8 +300,10 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
         "text_only": text_only,
         "bad_lines": [str(e) for e in errors],
         "audio_errors": audio_errors,
-        "by_lang_split": {f"{lang}/{split}": {"utterances": utts[(lang, split)], "hours": seconds[(lang, split)] / 3600}
-                          for (lang, split) in sorted(utts)},
+        "by_lang_split": {
+            f"{lang}/{split}": {"utterances": utts[(lang, split)], "hours": seconds[(lang, split)] / 3600}
+            for (lang, split) in sorted(utts)
+        },
         "speakers": {lang: len(s) for lang, s in sorted(speakers.items())},
         "pairs": {f"{s}->{t} ({kind})": n for (s, t, kind), n in sorted(pairs.items())},
     }
@@ -264,8 +312,10 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
 def format_summary(summary: dict) -> str:
     """A plain-text table of a :func:`check_manifest` summary."""
     text_only = f" ({summary['text_only']} text-only, no audio)" if summary.get("text_only") else ""
-    lines = [f"manifest {summary['path']}: {summary['utterances']} utterances{text_only}",
-             f"{'lang/split':<20} {'utts':>7} {'hours':>8} {'speakers':>9}"]
+    lines = [
+        f"manifest {summary['path']}: {summary['utterances']} utterances{text_only}",
+        f"{'lang/split':<20} {'utts':>7} {'hours':>8} {'speakers':>9}",
+    ]
     for key, row in summary["by_lang_split"].items():
         lang = key.split("/")[0]
         lines.append(f"{key:<20} {row['utterances']:>7} {row['hours']:>8.3f} {summary['speakers'].get(lang, 0):>9}")
@@ -284,14 +334,20 @@ def format_summary(summary: dict) -> str:
 
 def add_arguments(parser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = sub.add_parser("check", help="validate a manifest and print a summary table",
-                       description="Validate every line (fields, languages, pairs, duplicate ids), open and "
-                                   "decode every audio file, and print utterances and hours per language and "
-                                   "split, speakers and translation pairs. Exit code 2 (one line on stderr) if "
-                                   "anything is wrong.")
+    p = sub.add_parser(
+        "check",
+        help="validate a manifest and print a summary table",
+        description="Validate every line (fields, languages, pairs, duplicate ids), open and "
+        "decode every audio file, and print utterances and hours per language and "
+        "split, speakers and translation pairs. Exit code 2 (one line on stderr) if "
+        "anything is wrong.",
+    )
     p.add_argument("manifest", help="the JSONL manifest")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="count bad lines and audio instead of failing (exit code 0 if any good line remains)")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="count bad lines and audio instead of failing (exit code 0 if any good line remains)",
+    )
     p.add_argument("--no-decode", action="store_true", help="only check that audio files exist (fast)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
@@ -301,6 +357,11 @@ def run(args) -> int:
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     problems = summary["bad_lines"] + summary["audio_errors"]
     if problems and not args.skip_bad:
-        raise ManifestError(args.manifest, 0, None, f"{len(problems)} problem(s), listed above; first: {problems[0]}; "
-                            "fix them, or pass --skip-bad to count and skip them")
+        raise ManifestError(
+            args.manifest,
+            0,
+            None,
+            f"{len(problems)} problem(s), listed above; first: {problems[0]}; "
+            "fix them, or pass --skip-bad to count and skip them",
+        )
     return 0

@@ -28,7 +28,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -53,8 +54,10 @@ def _spell_integers(text: str, lang: str) -> str:
     try:
         from num2words import num2words
     except ImportError as e:  # a dependency of the package; a clear message if it is missing
-        raise ImportError("audiopalm.metrics.normalize needs num2words to spell out numbers: "
-                          "pip install num2words (or pass lang=None to keep digits)") from e
+        raise ImportError(
+            "audiopalm.metrics.normalize needs num2words to spell out numbers: "
+            "pip install num2words (or pass lang=None to keep digits)"
+        ) from e
     return _STANDALONE_INT.sub(lambda m: " " + num2words(int(m.group()), lang=lang) + " ", text)
 
 
@@ -142,8 +145,7 @@ def _check_pairs(refs: Sequence[str], hyps: Sequence[str], what: str) -> None:
             raise TypeError(f"{what}: utterance {i}: expected str/str, got {type(r).__name__}/{type(h).__name__}")
 
 
-def _error_rate(metric: str, refs: Sequence[str], hyps: Sequence[str], lang: str | None,
-                normalized: bool) -> ErrorRate:
+def _error_rate(metric: str, refs: Sequence[str], hyps: Sequence[str], lang: str | None, normalized: bool) -> ErrorRate:
     import jiwer
 
     _check_pairs(refs, hyps, metric)
@@ -153,10 +155,14 @@ def _error_rate(metric: str, refs: Sequence[str], hyps: Sequence[str], lang: str
     ref_units = [len(r.split()) if metric == "WER" else len(r) for r in refs]
     total = sum(ref_units)
     if total == 0:
-        raise ValueError(f"{metric}: all {len(refs)} references are empty (after normalisation); "
-                         "an error rate needs reference words")
-    out = jiwer.process_words(list(refs), list(hyps)) if metric == "WER" \
+        raise ValueError(
+            f"{metric}: all {len(refs)} references are empty (after normalisation); an error rate needs reference words"
+        )
+    out = (
+        jiwer.process_words(list(refs), list(hyps))
+        if metric == "WER"
         else jiwer.process_characters(list(refs), list(hyps))
+    )
     per_utt = []
     for units, chunks in zip(ref_units, out.alignments):
         edits = 0
@@ -166,13 +172,27 @@ def _error_rate(metric: str, refs: Sequence[str], hyps: Sequence[str], lang: str
             elif c.type == "insert":
                 edits += c.hyp_end_idx - c.hyp_start_idx
         per_utt.append(100.0 * edits / max(units, 1))
-    assert out.hits + out.substitutions + out.deletions == total, \
-        (metric, out.hits, out.substitutions, out.deletions, total)
+    assert out.hits + out.substitutions + out.deletions == total, (
+        metric,
+        out.hits,
+        out.substitutions,
+        out.deletions,
+        total,
+    )
     edits = out.substitutions + out.deletions + out.insertions
     signature = f"norm:{'audiopalm' if normalized else 'no'}|lang:{lang or '-'}|jiwer:{_version('jiwer')}"
-    return ErrorRate(metric=metric, value=100.0 * edits / total, substitutions=out.substitutions,
-                     deletions=out.deletions, insertions=out.insertions, hits=out.hits, ref_len=total,
-                     per_utterance=per_utt, n=len(refs), signature=signature)
+    return ErrorRate(
+        metric=metric,
+        value=100.0 * edits / total,
+        substitutions=out.substitutions,
+        deletions=out.deletions,
+        insertions=out.insertions,
+        hits=out.hits,
+        ref_len=total,
+        per_utterance=per_utt,
+        n=len(refs),
+        signature=signature,
+    )
 
 
 def _version(package: str) -> str:
@@ -184,8 +204,7 @@ def _version(package: str) -> str:
         return "?"
 
 
-def wer(refs: Sequence[str], hyps: Sequence[str], lang: str | None = None, *,
-        normalized: bool = True) -> ErrorRate:
+def wer(refs: Sequence[str], hyps: Sequence[str], lang: str | None = None, *, normalized: bool = True) -> ErrorRate:
     """Corpus word error rate (percent) of ``hyps`` against ``refs`` (one reference each).
 
     Texts go through :func:`normalize` (``lang`` picks the number words) unless ``normalized=False``.
@@ -193,8 +212,7 @@ def wer(refs: Sequence[str], hyps: Sequence[str], lang: str | None = None, *,
     return _error_rate("WER", refs, hyps, lang, normalized)
 
 
-def cer(refs: Sequence[str], hyps: Sequence[str], lang: str | None = None, *,
-        normalized: bool = True) -> ErrorRate:
+def cer(refs: Sequence[str], hyps: Sequence[str], lang: str | None = None, *, normalized: bool = True) -> ErrorRate:
     """Corpus character error rate (percent); spaces between words count as characters."""
     return _error_rate("CER", refs, hyps, lang, normalized)
 
@@ -244,8 +262,13 @@ def _references(refs: Sequence[str] | Sequence[Sequence[str]], n_hyps: int, what
     return [[r[j] for r in multi] for j in range(k)]
 
 
-def bleu(refs: Sequence[str] | Sequence[Sequence[str]], hyps: Sequence[str], lang: str | None = None, *,
-         tokenize: str | None = None) -> CorpusScore:
+def bleu(
+    refs: Sequence[str] | Sequence[Sequence[str]],
+    hyps: Sequence[str],
+    lang: str | None = None,
+    *,
+    tokenize: str | None = None,
+) -> CorpusScore:
     """Corpus BLEU (sacrebleu). ``refs[i]`` is a string or a list of strings (several references).
 
     ``tokenize`` defaults to :data:`BLEU_TOKENIZERS` for the target ``lang``, else ``"13a"``.
@@ -259,8 +282,7 @@ def bleu(refs: Sequence[str] | Sequence[Sequence[str]], hyps: Sequence[str], lan
     return CorpusScore("BLEU", float(score.score), str(scorer.get_signature()), len(hyps))
 
 
-def chrf(refs: Sequence[str] | Sequence[Sequence[str]], hyps: Sequence[str], *,
-         word_order: int = 0) -> CorpusScore:
+def chrf(refs: Sequence[str] | Sequence[Sequence[str]], hyps: Sequence[str], *, word_order: int = 0) -> CorpusScore:
     """Corpus chrF (sacrebleu); ``word_order=2`` gives chrF++."""
     from sacrebleu.metrics import CHRF
 
@@ -268,27 +290,34 @@ def chrf(refs: Sequence[str] | Sequence[Sequence[str]], hyps: Sequence[str], *,
     ref_sets = _references(refs, len(hyps), "chrF")
     scorer = CHRF(word_order=word_order)
     score = scorer.corpus_score(list(hyps), ref_sets)
-    return CorpusScore("chrF++" if word_order else "chrF", float(score.score), str(scorer.get_signature()),
-                       len(hyps))
+    return CorpusScore("chrF++" if word_order else "chrF", float(score.score), str(scorer.get_signature()), len(hyps))
 
 
 # ----------------------------------------------------------------------------- judged speech metrics
 
 
-def _transcribe(judge: "ASRJudge", wavs: Sequence[np.ndarray], sample_rate: int, lang: str,
-                what: str) -> list[str]:
+def _transcribe(judge: ASRJudge, wavs: Sequence[np.ndarray], sample_rate: int, lang: str, what: str) -> list[str]:
     if not wavs:
         raise ValueError(f"{what}: no waveforms")
     texts = judge.transcribe(list(wavs), sample_rate, lang)
     if len(texts) != len(wavs) or not all(isinstance(t, str) for t in texts):
-        raise ValueError(f"{what}: judge {getattr(judge, 'name', type(judge).__name__)} returned "
-                         f"{len(texts)} item(s) for {len(wavs)} waveform(s), types "
-                         f"{sorted({type(t).__name__ for t in texts})}; expected one str each")
+        raise ValueError(
+            f"{what}: judge {getattr(judge, 'name', type(judge).__name__)} returned "
+            f"{len(texts)} item(s) for {len(wavs)} waveform(s), types "
+            f"{sorted({type(t).__name__ for t in texts})}; expected one str each"
+        )
     return texts
 
 
-def asr_bleu(wavs: Sequence[np.ndarray], sample_rate: int, refs: Sequence[str], lang: str,
-             judge: "ASRJudge", *, normalized: bool = True) -> tuple[CorpusScore, list[str]]:
+def asr_bleu(
+    wavs: Sequence[np.ndarray],
+    sample_rate: int,
+    refs: Sequence[str],
+    lang: str,
+    judge: ASRJudge,
+    *,
+    normalized: bool = True,
+) -> tuple[CorpusScore, list[str]]:
     """ASR-BLEU of generated speech: BLEU(judge transcripts of ``wavs``, reference translations).
 
     ``wavs``: mono float waveforms [T] at ``sample_rate`` in language ``lang``. With ``normalized``,
@@ -309,8 +338,9 @@ def asr_bleu(wavs: Sequence[np.ndarray], sample_rate: int, refs: Sequence[str], 
     return score, texts
 
 
-def tts_roundtrip_wer(wavs: Sequence[np.ndarray], sample_rate: int, texts: Sequence[str], lang: str,
-                      judge: "ASRJudge") -> tuple[ErrorRate, list[str]]:
+def tts_roundtrip_wer(
+    wavs: Sequence[np.ndarray], sample_rate: int, texts: Sequence[str], lang: str, judge: ASRJudge
+) -> tuple[ErrorRate, list[str]]:
     """TTS round-trip WER: WER(judge transcripts of synthesized ``wavs``, the input ``texts``).
 
     Returns the error rate and the transcripts.
@@ -324,15 +354,31 @@ def tts_roundtrip_wer(wavs: Sequence[np.ndarray], sample_rate: int, texts: Seque
 # ----------------------------------------------------------------------------- summary rows
 
 
-def summary_row(score: ErrorRate | CorpusScore, *, task: str, src: str | None, tgt: str | None = None,
-                split: str = "test", subset: str = "all", metric: str | None = None) -> dict:
+def summary_row(
+    score: ErrorRate | CorpusScore,
+    *,
+    task: str,
+    src: str | None,
+    tgt: str | None = None,
+    split: str = "test",
+    subset: str = "all",
+    metric: str | None = None,
+) -> dict:
     """One entry of a results folder's ``summary.json`` "metrics" list (the format eval/report.py reads).
 
     ``metric`` overrides the score's own name (e.g. ``"TTS-WER"`` for a round-trip WER).
     """
-    return {"task": task, "src": src, "tgt": tgt, "split": split, "subset": subset,
-            "metric": metric or score.metric, "value": round(float(score.value), 4), "n": score.n,
-            "signature": score.signature or None}
+    return {
+        "task": task,
+        "src": src,
+        "tgt": tgt,
+        "split": split,
+        "subset": subset,
+        "metric": metric or score.metric,
+        "value": round(float(score.value), 4),
+        "n": score.n,
+        "signature": score.signature or None,
+    }
 
 
 # ----------------------------------------------------------------------------- CLI: audiopalm score
@@ -344,10 +390,12 @@ def add_arguments(parser) -> None:
     """``audiopalm score REFS HYPS``: score two text files, one segment per line."""
     parser.add_argument("refs", help="reference text file, one segment per line (UTF-8)")
     parser.add_argument("hyps", help="hypothesis text file, same number of lines")
-    parser.add_argument("--metric", choices=list(SCORERS), nargs="+", default=["wer"],
-                        help="metrics to compute (default: wer)")
-    parser.add_argument("--lang", default=None,
-                        help="language code: number words for WER/CER, tokenizer for BLEU (e.g. en, zh)")
+    parser.add_argument(
+        "--metric", choices=list(SCORERS), nargs="+", default=["wer"], help="metrics to compute (default: wer)"
+    )
+    parser.add_argument(
+        "--lang", default=None, help="language code: number words for WER/CER, tokenizer for BLEU (e.g. en, zh)"
+    )
     parser.add_argument("--json", action="store_true", help="print summary.json-style rows as JSON lines")
 
 
@@ -362,13 +410,19 @@ def run(args) -> int:
 
     refs, hyps = _read_lines(args.refs), _read_lines(args.hyps)
     if len(refs) != len(hyps):
-        raise ValueError(f"{args.hyps}: {len(hyps)} lines but {args.refs} has {len(refs)}; give one hypothesis per reference line")
+        raise ValueError(
+            f"{args.hyps}: {len(hyps)} lines but {args.refs} has {len(refs)}; give one hypothesis per reference line"
+        )
     for name in args.metric:
         fn = SCORERS[name]
         score = fn(refs, hyps) if name == "chrf" else fn(refs, hyps, args.lang)
         if args.json:
-            print(json.dumps({"metric": score.metric, "value": score.value, "n": score.n,
-                              "signature": score.signature}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {"metric": score.metric, "value": score.value, "n": score.n, "signature": score.signature},
+                    ensure_ascii=False,
+                )
+            )
         else:
             print(f"{score.metric} = {score.value:.2f}  (n={score.n}; {score.signature})")
     return 0

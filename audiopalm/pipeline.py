@@ -36,8 +36,9 @@ import math
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,8 +84,10 @@ def check_checkpoint_files(path: str | os.PathLike) -> None:
     tokenizer_files = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json")
     for names, why in ((("config.json",), "the model's config"), (tokenizer_files, "the text tokenizer")):
         if not any((path / name).is_file() for name in names):
-            raise UserError(f"{path}: no {names[0]} ({why}); not a whole audiopalm checkpoint: copy the complete "
-                            "folder (e.g. the run's final/), not only its weights")
+            raise UserError(
+                f"{path}: no {names[0]} ({why}); not a whole audiopalm checkpoint: copy the complete "
+                "folder (e.g. the run's final/), not only its weights"
+            )
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*/*.safetensors"))
     if not any(p.parent == path for p in weights):
         raise UserError(f"{path}: no model weights (*.safetensors); copy the complete checkpoint folder")
@@ -96,8 +99,10 @@ def check_acoustic_stage(acoustic, audio_tokenizer) -> None:
     """Refuse an acoustic stage trained on other units than the ones this model's audio tokenizer makes."""
     want = getattr(acoustic, "unit_tokenizer", {}).get("fingerprint")
     if want != audio_tokenizer.fingerprint:
-        raise PipelineError(f"the acoustic stage was trained on units of audio tokenizer {want}, but this model's "
-                            f"audio tokenizer is {audio_tokenizer.fingerprint}: pair a stage trained on the same units")
+        raise PipelineError(
+            f"the acoustic stage was trained on units of audio tokenizer {want}, but this model's "
+            f"audio tokenizer is {audio_tokenizer.fingerprint}: pair a stage trained on the same units"
+        )
 
 
 def load_acoustic_stage(path: str | os.PathLike):
@@ -146,8 +151,16 @@ class AudioPaLM:
     already in memory (e.g. at the end of training).
     """
 
-    def __init__(self, model, vocab, audio_tokenizer, *, acoustic=None, device: str | torch.device | None = None,
-                 batch_size: int = 8):
+    def __init__(
+        self,
+        model,
+        vocab,
+        audio_tokenizer,
+        *,
+        acoustic=None,
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         self.model = model.eval()
@@ -170,15 +183,21 @@ class AudioPaLM:
 
     # ---- loading and saving ----------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, device: str | torch.device | None = None,
-                        revision: str | None = None, batch_size: int = 8, **model_kwargs) -> "AudioPaLM":
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        batch_size: int = 8,
+        **model_kwargs,
+    ) -> AudioPaLM:
         """Load a checkpoint folder (:func:`audiopalm.modeling.extend.save_checkpoint`) or a hub repo id.
 
         A hub id is fetched with ``huggingface_hub.snapshot_download`` (safetensors and JSON only; the
         code never runs remote code). ``model_kwargs`` go to ``AutoModelForCausalLM.from_pretrained``
         (``dtype=torch.bfloat16``, ...). ``device`` defaults to cuda when available."""
         from audiopalm.modeling.extend import load_checkpoint
-
         from audiopalm.tokenizers.base import hub_id_or_local
 
         path = Path(name_or_path)
@@ -186,11 +205,18 @@ class AudioPaLM:
             from huggingface_hub import snapshot_download
 
             try:
-                path = Path(snapshot_download(str(name_or_path), revision=revision,
-                                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+                path = Path(
+                    snapshot_download(
+                        str(name_or_path),
+                        revision=revision,
+                        allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],
+                    )
+                )
             except Exception as e:  # offline, no such repo, no access: say what was tried
-                raise FileNotFoundError(f"{name_or_path}: not a local checkpoint folder, and fetching it from the "
-                                        f"Hugging Face hub failed ({type(e).__name__}: {e})") from e
+                raise FileNotFoundError(
+                    f"{name_or_path}: not a local checkpoint folder, and fetching it from the "
+                    f"Hugging Face hub failed ({type(e).__name__}: {e})"
+                ) from e
         check_checkpoint_files(path)
         model, vocab, audio_tokenizer = load_checkpoint(path, **model_kwargs)
         acoustic = load_acoustic_stage(path)
@@ -205,8 +231,15 @@ class AudioPaLM:
 
         return save_checkpoint(self.model, self.vocab, self.audio_tokenizer, directory, acoustic=self.acoustic)
 
-    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
-                    commit_message: str = "Upload audiopalm checkpoint", revision: str | None = None) -> Any:
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        private: bool | None = None,
+        token: str | None = None,
+        commit_message: str = "Upload audiopalm checkpoint",
+        revision: str | None = None,
+    ) -> Any:
         """Save into a temporary folder and upload it as one commit to the hub repo ``repo_id``
         (created if missing). Returns ``HfApi.upload_folder``'s commit info."""
         from huggingface_hub import HfApi
@@ -215,8 +248,9 @@ class AudioPaLM:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         with tempfile.TemporaryDirectory(prefix="audiopalm-push-") as tmp:
             self.save_pretrained(tmp)
-            return api.upload_folder(folder_path=tmp, repo_id=repo_id, repo_type="model",
-                                     commit_message=commit_message, revision=revision)
+            return api.upload_folder(
+                folder_path=tmp, repo_id=repo_id, repo_type="model", commit_message=commit_message, revision=revision
+            )
 
     # ---- properties --------------------------------------------------------------------------
     @property
@@ -263,10 +297,22 @@ class AudioPaLM:
         return self.generate("ASR AST S2ST" if chained else "S2ST", wav, src, tgt, **kwargs)
 
     # ---- the general entry point -------------------------------------------------------------------
-    def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, *,
-                 sample_rate: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
-                 cap_speech: bool = True, speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
-                 voice=None, progress: bool = False, **generate_kwargs):
+    def generate(
+        self,
+        task: str | TaskSpec,
+        inputs,
+        src: str,
+        tgt: str | None = None,
+        *,
+        sample_rate: int | None = None,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        cap_speech: bool = True,
+        speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
+        voice=None,
+        progress: bool = False,
+        **generate_kwargs,
+    ):
         """Run any task or chain (``"ASR"``, ``"ASR AST S2ST"``, ...) on one input or a list of inputs.
 
         ``inputs``: text (TTS, MT) or speech (a waveform [T] at ``sample_rate`` or a file path).
@@ -294,30 +340,67 @@ class AudioPaLM:
             voices = [self._voice_prompt(spec, voice)] * len(records)
         elif spec.input_segment[0] != AUDIO:
             raise PipelineError(f"voice='source': task {spec.name} has no input speech to take the voice from")
-        outs = self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, cap_speech=cap_speech,
-                         speech_sampling=speech_sampling, voices=voices, progress=progress, **generate_kwargs)
+        outs = self._run(
+            spec,
+            records,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            cap_speech=cap_speech,
+            speech_sampling=speech_sampling,
+            voices=voices,
+            progress=progress,
+            **generate_kwargs,
+        )
         return outs[0] if single else outs
 
-    def generate_records(self, task: str | TaskSpec, records: Sequence[dict], *, batch_size: int | None = None,
-                         max_new_tokens: int | None = None, cap_speech: bool = True,
-                         speech_sampling: SpeechSampling | None = SPEECH_SAMPLING, voices: Sequence | None = None,
-                         progress: bool = False, **generate_kwargs) -> list[Output]:
+    def generate_records(
+        self,
+        task: str | TaskSpec,
+        records: Sequence[dict],
+        *,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        cap_speech: bool = True,
+        speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
+        voices: Sequence | None = None,
+        progress: bool = False,
+        **generate_kwargs,
+    ) -> list[Output]:
         """Run ``task`` on task records (:mod:`audiopalm.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
         ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already. ``voices``: one voice prompt
         per record (a waveform [T] at :attr:`output_sample_rate`, or None for the default voice)."""
         spec = None
-        for pair in dict.fromkeys((r.get("lang"), r.get("tgt_lang") if parse_task(task).needs_tgt_lang else None)
-                                  for r in records):
+        for pair in dict.fromkeys(
+            (r.get("lang"), r.get("tgt_lang") if parse_task(task).needs_tgt_lang else None) for r in records
+        ):
             spec = self._check_request(task, *pair)
         if voices is not None and len(voices) != len(records):
             raise PipelineError(f"voices: {len(voices)} voice prompts for {len(records)} records")
-        return self._run(spec or parse_task(task), records, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         cap_speech=cap_speech, speech_sampling=speech_sampling, voices=voices, progress=progress,
-                         **generate_kwargs)
+        return self._run(
+            spec or parse_task(task),
+            records,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            cap_speech=cap_speech,
+            speech_sampling=speech_sampling,
+            voices=voices,
+            progress=progress,
+            **generate_kwargs,
+        )
 
-    def _run(self, spec: TaskSpec, records: Sequence[dict], *, batch_size: int | None, max_new_tokens: int | None,
-             cap_speech: bool, speech_sampling: SpeechSampling | None, progress: bool,
-             voices: Sequence | None = None, **generate_kwargs) -> list[Output]:
+    def _run(
+        self,
+        spec: TaskSpec,
+        records: Sequence[dict],
+        *,
+        batch_size: int | None,
+        max_new_tokens: int | None,
+        cap_speech: bool,
+        speech_sampling: SpeechSampling | None,
+        progress: bool,
+        voices: Sequence | None = None,
+        **generate_kwargs,
+    ) -> list[Output]:
         """Prompts of checked records -> batched constrained generation -> outputs."""
         if generate_kwargs.get("do_sample"):
             speech_sampling = self._seeded_sampling(speech_sampling, generate_kwargs)
@@ -327,8 +410,9 @@ class AudioPaLM:
         elif speech_sampling is SPEECH_SAMPLING and clash:
             speech_sampling = None  # the caller chose the decoding
         elif speech_sampling is not None and clash:
-            raise PipelineError(f"speech_sampling={speech_sampling} and {clash} both choose the decoding: "
-                                "give one of them")
+            raise PipelineError(
+                f"speech_sampling={speech_sampling} and {clash} both choose the decoding: give one of them"
+            )
         prompts = []
         for i, rec in enumerate(records):
             try:
@@ -337,19 +421,28 @@ class AudioPaLM:
                 raise PipelineError(f"input {i}: {e}") from None
         for i, p in enumerate(prompts):
             if self.max_length is not None and len(p) >= self.max_length:
-                raise PipelineError(f"input {i} ({records[i].get('id', 'no id')}): the prompt is {len(p)} tokens, "
-                                    f"but the model's context is {self.max_length} (max_position_embeddings); "
-                                    "shorten the text or audio")
+                raise PipelineError(
+                    f"input {i} ({records[i].get('id', 'no id')}): the prompt is {len(p)} tokens, "
+                    f"but the model's context is {self.max_length} (max_position_embeddings); "
+                    "shorten the text or audio"
+                )
         caps = self.speech_frame_caps(spec, records) if cap_speech else None
         bs = batch_size or self.batch_size
         outs: list[Output] = []
         starts = range(0, len(prompts), bs)
         for s in tqdm(starts, desc=f"generate {spec.name}", unit="batch", disable=not progress):
-            batch = prompts[s:s + bs]
+            batch = prompts[s : s + bs]
             budget = self._budget(spec, batch, max_new_tokens)
-            ids = constrained_generate(self.model, self.vocab, batch, spec, max_new_tokens=budget,
-                                       max_audio_frames=None if caps is None else caps[s:s + bs],
-                                       speech_sampling=speech_sampling, **generate_kwargs)
+            ids = constrained_generate(
+                self.model,
+                self.vocab,
+                batch,
+                spec,
+                max_new_tokens=budget,
+                max_audio_frames=None if caps is None else caps[s : s + bs],
+                speech_sampling=speech_sampling,
+                **generate_kwargs,
+            )
             outs.extend(self._output(spec, row, None if voices is None else voices[s + j]) for j, row in enumerate(ids))
         return outs
 
@@ -360,14 +453,20 @@ class AudioPaLM:
         output would depend on the inputs batched with it; the per-row sampler does not (README: batched
         equals one-by-one). Options it cannot honour are refused rather than ignored."""
         if speech_sampling is not None and speech_sampling is not SPEECH_SAMPLING:
-            raise PipelineError(f"speech_sampling={speech_sampling} and do_sample=True both choose the decoding: "
-                                "give one of them")
+            raise PipelineError(
+                f"speech_sampling={speech_sampling} and do_sample=True both choose the decoding: give one of them"
+            )
         no_op = {"num_beams": 1, "num_return_sequences": 1, "top_p": 1.0, "typical_p": 1.0, "min_p": 0.0}
-        other = sorted(k for k in DECODING_KWARGS - {"do_sample", "temperature", "top_k"}
-                       if kwargs.get(k) is not None and kwargs[k] != no_op.get(k))
+        other = sorted(
+            k
+            for k in DECODING_KWARGS - {"do_sample", "temperature", "top_k"}
+            if kwargs.get(k) is not None and kwargs[k] != no_op.get(k)
+        )
         if other:
-            raise PipelineError(f"do_sample=True with {other}: the pipeline samples with temperature and top_k only "
-                                "(seeded per input); drop those options, or use greedy / beam search")
+            raise PipelineError(
+                f"do_sample=True with {other}: the pipeline samples with temperature and top_k only "
+                "(seeded per input); drop those options, or use greedy / beam search"
+            )
         kwargs.pop("do_sample")
         for k in DECODING_KWARGS - {"temperature", "top_k"}:
             kwargs.pop(k, None)
@@ -415,17 +514,23 @@ class AudioPaLM:
         if tgt is not None and tgt == src:
             raise PipelineError(f"src and tgt are both {src!r}; translation tasks need two languages")
         if spec.speaks and not self.can_speak:
-            raise PipelineError(f"task {spec.name} outputs speech, but this checkpoint's audio tokenizer "
-                                f"({self.audio_tokenizer.type_name}) cannot turn codes back into audio "
-                                "(semantic units have no decoder) and it holds no acoustic stage (acoustic/); "
-                                "train one (audiopalm train train_acoustic) and give it to the fine-tune")
+            raise PipelineError(
+                f"task {spec.name} outputs speech, but this checkpoint's audio tokenizer "
+                f"({self.audio_tokenizer.type_name}) cannot turn codes back into audio "
+                "(semantic units have no decoder) and it holds no acoustic stage (acoustic/); "
+                "train one (audiopalm train train_acoustic) and give it to the fine-tune"
+            )
         if self.tasks and spec.name not in self.tasks:
-            warnings.warn(f"task {spec.name!r} is not among the tasks this checkpoint was trained on "
-                          f"({', '.join(self.tasks)}); its output may be meaningless", stacklevel=3)
+            warnings.warn(
+                f"task {spec.name!r} is not among the tasks this checkpoint was trained on "
+                f"({', '.join(self.tasks)}); its output may be meaningless",
+                stacklevel=3,
+            )
         return spec
 
-    def _record(self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None,
-                index: int) -> tuple[dict, np.ndarray | None]:
+    def _record(
+        self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None, index: int
+    ) -> tuple[dict, np.ndarray | None]:
         """One input -> (a task record: languages + text or audio codes [K, F]; the input waveform [T] at
         :attr:`output_sample_rate` for a speech input, else None)."""
         rec: dict = {"id": f"input {index}", "lang": src, "tgt_lang": tgt}
@@ -448,8 +553,10 @@ class AudioPaLM:
         if not spec.speaks:
             raise PipelineError(f"voice: task {spec.name} outputs no speech")
         if self.acoustic is None:
-            raise PipelineError("voice: this checkpoint decodes speech with its codec, which takes no voice prompt "
-                                "(only an acoustic stage does)")
+            raise PipelineError(
+                "voice: this checkpoint decodes speech with its codec, which takes no voice prompt "
+                "(only an acoustic stage does)"
+            )
         wav = self.load_audio(voice, name="voice")  # [T] at self.sample_rate
         return audio_io.resample(wav, self.sample_rate, self.output_sample_rate)
 
@@ -470,8 +577,9 @@ class AudioPaLM:
                 raise PipelineError(str(e)) from None
             wav = audio_io.resample(wav, sample_rate or sr, sr)
         else:
-            raise PipelineError(f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, "
-                                f"got {type(item).__name__}")
+            raise PipelineError(
+                f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, got {type(item).__name__}"
+            )
         return wav
 
     @torch.no_grad()
@@ -482,8 +590,10 @@ class AudioPaLM:
         codes, n = self.audio_tokenizer.encode(x[None], torch.tensor([x.shape[0]], device=x.device))  # [1, K, F], [1]
         frames = int(n[0])
         if frames < 1:
-            raise PipelineError(f"{name}: {x.shape[0]} samples make no whole audio frame "
-                                f"({self.audio_tokenizer.frame_rate:g} frames/s); the audio is too short")
+            raise PipelineError(
+                f"{name}: {x.shape[0]} samples make no whole audio frame "
+                f"({self.audio_tokenizer.frame_rate:g} frames/s); the audio is too short"
+            )
         return codes[0, :, :frames].cpu()  # [K, F]
 
     def _budget(self, spec: TaskSpec, prompts: list[list[int]], max_new_tokens: int | None) -> int:
@@ -491,8 +601,9 @@ class AudioPaLM:
         if max_new_tokens is None:
             n_text = sum(kind == TEXT for kind, _ in spec.output_segments)
             per_second = self.audio_tokenizer.frame_rate * self.vocab.num_codebooks
-            max_new_tokens = n_text * DEFAULT_TEXT_TOKENS + (int(DEFAULT_SPEECH_SECONDS * per_second) + 2
-                                                             if spec.speaks else 0)
+            max_new_tokens = n_text * DEFAULT_TEXT_TOKENS + (
+                int(DEFAULT_SPEECH_SECONDS * per_second) + 2 if spec.speaks else 0
+            )
         if max_new_tokens < 1:
             raise PipelineError(f"max_new_tokens: expected >= 1, got {max_new_tokens}")
         if self.max_length is not None:
@@ -514,8 +625,10 @@ class AudioPaLM:
             wav = self.acoustic.synthesize(units, voice_wav=prompt)  # [1, T]
             return wav[0].float().cpu().numpy()
         if voice is not None:
-            raise PipelineError("voice: this checkpoint decodes speech with its codec, which takes no voice prompt "
-                                "(only an acoustic stage does)")
+            raise PipelineError(
+                "voice: this checkpoint decodes speech with its codec, which takes no voice prompt "
+                "(only an acoustic stage does)"
+            )
         dev = _module_device(self.audio_tokenizer)
         wav = self.audio_tokenizer.decode(codes[None].to(dev))  # [1, T]
         return wav[0].float().cpu().numpy()

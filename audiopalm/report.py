@@ -193,7 +193,7 @@ def _parse_table(name: str, obj: object, where: str) -> tuple[list[str], list[li
             if not isinstance(row, list) or len(row) != len(columns):
                 raise ReportError(f"{where}[{name!r}].rows[{i}]: expected a list of {len(columns)} cells, got {row!r}")
         return [str(c) for c in columns], rows
-    raise ReportError(f"{where}[{name!r}]: expected a list of row objects or {{\"columns\": [...], \"rows\": [[...]]}}")
+    raise ReportError(f'{where}[{name!r}]: expected a list of row objects or {{"columns": [...], "rows": [[...]]}}')
 
 
 def _read_run(path: Path) -> list[dict]:
@@ -243,12 +243,20 @@ def _find_samples(root: Path, per_file: int) -> list[Sample]:
                 continue  # a text-only output (ASR, AST, MT): nothing to listen to
             where = f"{path}:{lineno}"
             ref = obj.get("ref_audio")
-            samples.append(Sample(
-                source=path.relative_to(root).as_posix(), id=str(obj.get("id", f"line {lineno}")),
-                task=str(obj.get("task", "")), src=obj.get("src"), tgt=obj.get("tgt"),
-                text=str(obj.get("text", "")), ref_text=obj.get("ref_text"), hyp_text=obj.get("hyp_text"),
-                audio=_rel_audio(root, obj["audio"], f"{where}: field 'audio'"),
-                ref_audio=_rel_audio(root, ref, f"{where}: field 'ref_audio'") if ref else None))
+            samples.append(
+                Sample(
+                    source=path.relative_to(root).as_posix(),
+                    id=str(obj.get("id", f"line {lineno}")),
+                    task=str(obj.get("task", "")),
+                    src=obj.get("src"),
+                    tgt=obj.get("tgt"),
+                    text=str(obj.get("text", "")),
+                    ref_text=obj.get("ref_text"),
+                    hyp_text=obj.get("hyp_text"),
+                    audio=_rel_audio(root, obj["audio"], f"{where}: field 'audio'"),
+                    ref_audio=_rel_audio(root, ref, f"{where}: field 'ref_audio'") if ref else None,
+                )
+            )
             taken += 1
     return samples
 
@@ -272,9 +280,16 @@ def load_results(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
     tables = {name: _parse_table(name, t, f"{spath}: extra_tables") for name, t in extra.items()}
     samples = _find_samples(root, samples_per_file)
     missing = [p for s in samples for p in (s.audio, s.ref_audio) if p and not (root / p).is_file()]
-    return Results(root=root, checkpoint=str(summary.get("checkpoint", "?")), metrics=metrics,
-                   extra_tables=tables, runs=_find_runs(root, summary), samples=samples, missing_audio=missing,
-                   decoding={label: summary[key] for key, label in DECODING_KEYS.items() if summary.get(key)})
+    return Results(
+        root=root,
+        checkpoint=str(summary.get("checkpoint", "?")),
+        metrics=metrics,
+        extra_tables=tables,
+        runs=_find_runs(root, summary),
+        samples=samples,
+        missing_audio=missing,
+        decoding={label: summary[key] for key, label in DECODING_KEYS.items() if summary.get(key)},
+    )
 
 
 # ----------------------------------------------------------------------------- tables and plot
@@ -318,12 +333,19 @@ def metric_tables(metrics: list[MetricRow]) -> list[Table]:
             cells[key][m.metric] = m.value
             if m.n is not None:
                 counts[key].add(m.n)
-        table_rows = [[split, subset, *(c.get(name) for name in names),
-                       "/".join(str(n) for n in sorted(counts[(split, subset)])) or None]
-                      for (split, subset), c in cells.items()]
+        table_rows = [
+            [
+                split,
+                subset,
+                *(c.get(name) for name in names),
+                "/".join(str(n) for n in sorted(counts[(split, subset)])) or None,
+            ]
+            for (split, subset), c in cells.items()
+        ]
         sigs = dict.fromkeys(f"{m.metric}: {m.signature}" for m in rows if m.signature)
-        tables.append(Table(_pair_title(task, src or None, tgt or None), ["split", "subset", *names, "n"],
-                            table_rows, list(sigs)))
+        tables.append(
+            Table(_pair_title(task, src or None, tgt or None), ["split", "subset", *names, "n"], table_rows, list(sigs))
+        )
     return tables
 
 
@@ -339,11 +361,21 @@ def plot_losses(runs: dict[str, list[dict]], path: Path) -> Path | None:
     for i, (name, rows) in enumerate(runs.items()):
         color = f"C{i % 10}"
         for key, style in (("loss", "-"), ("eval_loss", "--")):
-            pts = sorted((r["step"], float(r[key])) for r in rows
-                         if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool))
+            pts = sorted(
+                (r["step"], float(r[key]))
+                for r in rows
+                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+            )
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color,
-                        marker="o" if len(pts) < 20 else None, ms=3, label=f"{name} {key}")
+                ax.plot(
+                    [p[0] for p in pts],
+                    [p[1] for p in pts],
+                    style,
+                    color=color,
+                    marker="o" if len(pts) < 20 else None,
+                    ms=3,
+                    label=f"{name} {key}",
+                )
                 drawn += 1
     if not drawn:
         plt.close(fig)
@@ -384,8 +416,14 @@ def _md_link(path: str, label: str) -> str:
 
 
 def render_markdown(res: Results, tables: list[Table], loss_png: Path | None, created: str) -> str:
-    lines = ["# Evaluation report", "", f"Checkpoint: `{res.checkpoint}`  ",
-             *[f"{label}: {how}  " for label, how in res.decoding.items()], f"Written: {created}", ""]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Checkpoint: `{res.checkpoint}`  ",
+        *[f"{label}: {how}  " for label, how in res.decoding.items()],
+        f"Written: {created}",
+        "",
+    ]
     lines += ["## Metrics", ""]
     if not tables:
         lines += ["No metrics in summary.json.", ""]
@@ -397,12 +435,19 @@ def render_markdown(res: Results, tables: list[Table], loss_png: Path | None, cr
     if loss_png is not None:
         lines += ["## Training loss", "", f"![training loss]({loss_png.name})", ""]
     if res.samples:
-        lines += ["## Samples", "", "| task | id | text | reference | generated | transcript |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Samples",
+            "",
+            "| task | id | text | reference | generated | transcript |",
+            "|---|---|---|---|---|---|",
+        ]
         for s in res.samples:
             text = s.text + (f" → {s.ref_text}" if s.ref_text else "")
             ref = _md_link(s.ref_audio, "reference") if s.ref_audio else "—"
-            lines.append(f"| {_md_cell(_pair_title(s.task, s.src, s.tgt))} | {_md_cell(s.id)} | {_md_cell(text)} "
-                         f"| {ref} | {_md_link(s.audio, 'generated')} | {_md_cell(s.hyp_text)} |")
+            lines.append(
+                f"| {_md_cell(_pair_title(s.task, s.src, s.tgt))} | {_md_cell(s.id)} | {_md_cell(text)} "
+                f"| {ref} | {_md_link(s.audio, 'generated')} | {_md_cell(s.hyp_text)} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -429,8 +474,11 @@ def _html_table(columns: list[str], rows: list[list], cls: str = "") -> str:
     body = []
     for row in rows:
         tds = "".join(
-            f'<td class="num">{html.escape(_fmt(c))}</td>' if c is None or (isinstance(c, (int, float)) and not isinstance(c, bool))
-            else f"<td>{html.escape(_fmt(c))}</td>" for c in row)
+            f'<td class="num">{html.escape(_fmt(c))}</td>'
+            if c is None or (isinstance(c, (int, float)) and not isinstance(c, bool))
+            else f"<td>{html.escape(_fmt(c))}</td>"
+            for c in row
+        )
         body.append(f"<tr>{tds}</tr>")
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -446,13 +494,16 @@ def _html_audio(res: Results, rel: str | None) -> str:
 
 def render_html(res: Results, tables: list[Table], loss_png: Path | None, created: str) -> str:
     e = html.escape
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             f"<title>Evaluation report: {e(res.checkpoint)}</title><style>{_CSS}</style></head><body>",
-             "<h1>Evaluation report</h1>",
-             f'<p class="meta">Checkpoint: <code>{e(res.checkpoint)}</code><br>'
-             + "".join(f"{label}: {e(how)}<br>" for label, how in res.decoding.items())
-             + f"Written: {e(created)}</p>",
-             "<h2>Metrics</h2>"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Evaluation report: {e(res.checkpoint)}</title><style>{_CSS}</style></head><body>",
+        "<h1>Evaluation report</h1>",
+        f'<p class="meta">Checkpoint: <code>{e(res.checkpoint)}</code><br>'
+        + "".join(f"{label}: {e(how)}<br>" for label, how in res.decoding.items())
+        + f"Written: {e(created)}</p>",
+        "<h2>Metrics</h2>",
+    ]
     if not tables:
         parts.append("<p>No metrics in summary.json.</p>")
     for t in tables:
@@ -465,15 +516,21 @@ def render_html(res: Results, tables: list[Table], loss_png: Path | None, create
         data = base64.b64encode(loss_png.read_bytes()).decode("ascii")
         parts.append(f'<h2>Training loss</h2><img alt="training loss" src="data:image/png;base64,{data}">')
     if res.samples:
-        parts.append("<h2>Samples</h2><p class=\"meta\">Audio plays from the wav files beside this page "
-                     "(paths relative to the results folder).</p>")
-        parts.append('<table class="samples"><thead><tr><th>task</th><th>id</th><th>text</th><th>reference</th>'
-                     "<th>generated</th><th>transcript</th></tr></thead><tbody>")
+        parts.append(
+            '<h2>Samples</h2><p class="meta">Audio plays from the wav files beside this page '
+            "(paths relative to the results folder).</p>"
+        )
+        parts.append(
+            '<table class="samples"><thead><tr><th>task</th><th>id</th><th>text</th><th>reference</th>'
+            "<th>generated</th><th>transcript</th></tr></thead><tbody>"
+        )
         for s in res.samples:
             text = e(s.text) + (f"<br><i>→ {e(s.ref_text)}</i>" if s.ref_text else "")
-            parts.append(f"<tr><td>{e(_pair_title(s.task, s.src, s.tgt))}</td><td>{e(s.id)}</td><td>{text}</td>"
-                         f"<td>{_html_audio(res, s.ref_audio)}</td><td>{_html_audio(res, s.audio)}</td>"
-                         f"<td>{e(s.hyp_text or '—')}</td></tr>")
+            parts.append(
+                f"<tr><td>{e(_pair_title(s.task, s.src, s.tgt))}</td><td>{e(s.id)}</td><td>{text}</td>"
+                f"<td>{_html_audio(res, s.ref_audio)}</td><td>{_html_audio(res, s.audio)}</td>"
+                f"<td>{e(s.hyp_text or '—')}</td></tr>"
+            )
         parts.append("</tbody></table>")
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -486,8 +543,11 @@ def write_report(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
     """
     res = load_results(results_dir, samples_per_file=samples_per_file)
     if res.missing_audio:
-        print(f"warning: {len(res.missing_audio)} sample wav file(s) missing under {res.root}, first: "
-              f"{res.missing_audio[0]}", file=sys.stderr)
+        print(
+            f"warning: {len(res.missing_audio)} sample wav file(s) missing under {res.root}, first: "
+            f"{res.missing_audio[0]}",
+            file=sys.stderr,
+        )
     tables = metric_tables(res.metrics)
     png = res.root / LOSS_PNG
     loss_png = plot_losses(res.runs, png) if res.runs else None
@@ -505,8 +565,9 @@ def write_report(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results_dir", help="the evaluation results folder (with summary.json)")
-    parser.add_argument("--samples", type=int, default=4, metavar="N",
-                        help="audio samples shown per outputs/*.jsonl file (default 4)")
+    parser.add_argument(
+        "--samples", type=int, default=4, metavar="N", help="audio samples shown per outputs/*.jsonl file (default 4)"
+    )
 
 
 def run(args) -> int:
@@ -523,8 +584,9 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m audiopalm.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m audiopalm.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -16,8 +16,8 @@ so results land in the same ``audiopalm eval`` files and report as the AudioPaLM
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -60,8 +60,14 @@ class SpeechLlamaPipeline:
             self.model.to(device)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, device: str | torch.device | None = None,
-                        batch_size: int = 8, base_model: str | None = None) -> "SpeechLlamaPipeline":
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 8,
+        base_model: str | None = None,
+    ) -> SpeechLlamaPipeline:
         """Load a run folder (or its ``final/``) written by recipes/finetune_speech_llama.py. The base LLM comes
         from ``base_model`` or the path recorded in ``speech_llama.json``; the tokenizer from the run folder
         (saved beside the model) or else the base LLM."""
@@ -71,8 +77,9 @@ class SpeechLlamaPipeline:
 
         run = find_run(path)
         if run is None:
-            raise FileNotFoundError(f"{path}: no speech_llama.json here or in {Path(path) / 'final'}; "
-                                    "not a Speech-Llama run")
+            raise FileNotFoundError(
+                f"{path}: no speech_llama.json here or in {Path(path) / 'final'}; not a Speech-Llama run"
+            )
         model = SpeechLlama.from_pretrained(run, base_model=base_model)
         tok_src = run if (run / "tokenizer_config.json").is_file() else (base_model or model.config.llm)
         tokenizer = AutoTokenizer.from_pretrained(tok_src)
@@ -98,23 +105,48 @@ class SpeechLlamaPipeline:
         """Speech in ``src`` -> :class:`Output` with ``translation`` into ``tgt``."""
         return self.generate("AST", wav, src, tgt, **kwargs)
 
-    def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, *,
-                 sample_rate: int | None = None, batch_size: int | None = None, max_new_tokens: int | None = None,
-                 progress: bool = False, **generate_kwargs):
+    def generate(
+        self,
+        task: str | TaskSpec,
+        inputs,
+        src: str,
+        tgt: str | None = None,
+        *,
+        sample_rate: int | None = None,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        progress: bool = False,
+        **generate_kwargs,
+    ):
         """ASR or AST on one input (returns an :class:`Output`) or a list (returns a list)."""
         spec = self._check_request(task, src, tgt)
         single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
         items = [inputs] if single else list(inputs)
         field = spec.input_segment[1]
-        records = [{"id": f"input {i}", "lang": src, "tgt_lang": tgt,
-                    field: self.encode_audio(x, sample_rate=sample_rate, name=f"input {i}")}
-                   for i, x in enumerate(items)]
-        outs = self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
-                         **generate_kwargs)
+        records = [
+            {
+                "id": f"input {i}",
+                "lang": src,
+                "tgt_lang": tgt,
+                field: self.encode_audio(x, sample_rate=sample_rate, name=f"input {i}"),
+            }
+            for i, x in enumerate(items)
+        ]
+        outs = self._run(
+            spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, **generate_kwargs
+        )
         return outs[0] if single else outs
 
-    def generate_records(self, task: str | TaskSpec, records: Sequence[dict], *, batch_size: int | None = None,
-                         max_new_tokens: int | None = None, progress: bool = False, **generate_kwargs) -> list[Output]:
+    def generate_records(
+        self,
+        task: str | TaskSpec,
+        records: Sequence[dict],
+        *,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        progress: bool = False,
+        **generate_kwargs,
+    ) -> list[Output]:
         """``audiopalm eval``'s entry: task records (:mod:`audiopalm.tasks`) with ``lang``, ``tgt_lang`` and the
         input field (``audio_codes``) holding a waveform [T] from :meth:`encode_audio`."""
         spec = parse_task(task)
@@ -123,16 +155,21 @@ class SpeechLlamaPipeline:
             self._check_request(spec, r.get("lang"), r.get("tgt_lang") if spec.needs_tgt_lang else None)
             x = r.get(field)
             if not isinstance(x, torch.Tensor) or x.dim() != 1 or not x.is_floating_point():
-                raise PipelineError(f"{r.get('id', 'record')}: a Speech-Llama run reads waveforms; evaluate it on a "
-                                    "manifest (--manifest), not a token store")
-        return self._run(spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
-                         **generate_kwargs)
+                raise PipelineError(
+                    f"{r.get('id', 'record')}: a Speech-Llama run reads waveforms; evaluate it on a "
+                    "manifest (--manifest), not a token store"
+                )
+        return self._run(
+            spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, **generate_kwargs
+        )
 
     # ---- helpers --------------------------------------------------------------------------------------
     def _check_request(self, task, src, tgt) -> TaskSpec:
         spec = parse_task(task)
         if spec.names not in ((n,) for n in SUPPORTED):
-            raise PipelineError(f"task {spec.name}: a Speech-Llama model only does {', '.join(SUPPORTED)} (text output)")
+            raise PipelineError(
+                f"task {spec.name}: a Speech-Llama model only does {', '.join(SUPPORTED)} (text output)"
+            )
         for name, code in (("src", src), ("tgt", tgt)):
             if code is not None and code not in LANGUAGES:
                 raise PipelineError(f"{name}: unknown language {code!r}; known: {', '.join(sorted(LANGUAGES))}")
@@ -155,34 +192,56 @@ class SpeechLlamaPipeline:
                 arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
                 wav = audio_io.resample(audio_io.validate(arr, sample_rate or sr, name=name), sample_rate or sr, sr)
             else:
-                raise PipelineError(f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, "
-                                    f"got {type(item).__name__}")
+                raise PipelineError(
+                    f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, got {type(item).__name__}"
+                )
         except audio_io.AudioError as e:
             raise PipelineError(str(e)) from None
         return torch.as_tensor(np.ascontiguousarray(wav), dtype=torch.float32)  # [T]
 
     @torch.no_grad()
-    def _run(self, spec: TaskSpec, records: Sequence[dict], *, batch_size: int | None, max_new_tokens: int | None,
-             progress: bool, **generate_kwargs) -> list[Output]:
+    def _run(
+        self,
+        spec: TaskSpec,
+        records: Sequence[dict],
+        *,
+        batch_size: int | None,
+        max_new_tokens: int | None,
+        progress: bool,
+        **generate_kwargs,
+    ) -> list[Output]:
         from audiopalm.modeling.speech_llama import encode_text
 
         bs = batch_size or self.batch_size
         outs: list[Output] = []
         eos = self.tokenizer.eos_token_id
         for s in tqdm(range(0, len(records), bs), desc=f"generate {spec.name}", unit="batch", disable=not progress):
-            batch = records[s:s + bs]
+            batch = records[s : s + bs]
             field = spec.input_segment[1]
             feats, lengths = self.model.featurize([r[field] for r in batch])  # [B, F, n_mels], [B]
             prompts = [spec.tag(r["lang"], r.get("tgt_lang")) for r in batch]
             text = encode_text(self.tokenizer, prompts)  # left-padded [B, L]
             dev = self.model.projector.mlp[0].weight.device
-            ids = self.model.generate(feats.to(dev), lengths, text["input_ids"].to(dev), text["attention_mask"].to(dev),
-                                      max_new_tokens=max_new_tokens or DEFAULT_TEXT_TOKENS, eos_token_id=eos,
-                                      **generate_kwargs)  # [B, L_new]
+            ids = self.model.generate(
+                feats.to(dev),
+                lengths,
+                text["input_ids"].to(dev),
+                text["attention_mask"].to(dev),
+                max_new_tokens=max_new_tokens or DEFAULT_TEXT_TOKENS,
+                eos_token_id=eos,
+                **generate_kwargs,
+            )  # [B, L_new]
             for row in ids.tolist():
                 finished = eos in row
                 row = row[: row.index(eos) + 1] if finished else row
                 words = self.tokenizer.decode(row, skip_special_tokens=True).strip()
-                outs.append(Output(task=spec.name, text=words if spec.names == ("ASR",) else None,
-                                   translation=words if spec.names == ("AST",) else None, ids=row, finished=finished))
+                outs.append(
+                    Output(
+                        task=spec.name,
+                        text=words if spec.names == ("ASR",) else None,
+                        translation=words if spec.names == ("AST",) else None,
+                        ids=row,
+                        finished=finished,
+                    )
+                )
         return outs

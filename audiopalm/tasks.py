@@ -60,21 +60,31 @@ class Task:
 # WARNING: this table, the tag format and the segment layout above are part of every trained
 # checkpoint (the model learnt these exact tags and orders). Changing an entry breaks trained
 # checkpoints; add new tasks under new names instead.
-TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("ASR", input=(AUDIO, "audio_codes"), output=(TEXT, "text")),
-    Task("AST", input=(AUDIO, "audio_codes"), output=(TEXT, "tgt_text")),
-    Task("S2ST", input=(AUDIO, "audio_codes"), output=(AUDIO, "tgt_audio_codes")),
-    Task("TTS", input=(TEXT, "text"), output=(AUDIO, "audio_codes")),
-    Task("MT", input=(TEXT, "text"), output=(TEXT, "tgt_text")),
-)}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("ASR", input=(AUDIO, "audio_codes"), output=(TEXT, "text")),
+        Task("AST", input=(AUDIO, "audio_codes"), output=(TEXT, "tgt_text")),
+        Task("S2ST", input=(AUDIO, "audio_codes"), output=(AUDIO, "tgt_audio_codes")),
+        Task("TTS", input=(TEXT, "text"), output=(AUDIO, "audio_codes")),
+        Task("MT", input=(TEXT, "text"), output=(TEXT, "tgt_text")),
+    )
+}
 
 
 class TaskError(ValueError):
     """A task that cannot be rendered for a record. ``reason`` is short and shared by like errors
     (``"missing tgt_audio_codes"``, ``"too long"``), so skips can be counted by it."""
 
-    def __init__(self, message: str, *, record_id: str | None = None, task: str | None = None,
-                 field: str | None = None, reason: str = "invalid"):
+    def __init__(
+        self,
+        message: str,
+        *,
+        record_id: str | None = None,
+        task: str | None = None,
+        field: str | None = None,
+        reason: str = "invalid",
+    ):
         self.record_id, self.task, self.field, self.reason = record_id, task, field, reason
         where = ", ".join(f"{k} {v!r}" for k, v in (("record", record_id), ("task", task), ("field", field)) if v)
         super().__init__(f"{where}: {message}" if where else message)
@@ -164,16 +174,26 @@ def output_template(task: str | TaskSpec) -> list[tuple[str, str]]:
 def _field(record: dict, spec: TaskSpec, field: str):
     value = record.get(field)
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise TaskError("missing or empty" + (" (this record has no translation)" if field.startswith("tgt_") else ""),
-                        record_id=record.get("id"), task=spec.name, field=field, reason=f"missing {field}")
+        raise TaskError(
+            "missing or empty" + (" (this record has no translation)" if field.startswith("tgt_") else ""),
+            record_id=record.get("id"),
+            task=spec.name,
+            field=field,
+            reason=f"missing {field}",
+        )
     return value
 
 
 def _lang(record: dict, spec: TaskSpec, field: str) -> str:
     code = _field(record, spec, field)
     if code not in LANGUAGES:
-        raise TaskError(f"unknown language {code!r} (add it to audiopalm.manifest.LANGUAGES)",
-                        record_id=record.get("id"), task=spec.name, field=field, reason=f"unknown {field}")
+        raise TaskError(
+            f"unknown language {code!r} (add it to audiopalm.manifest.LANGUAGES)",
+            record_id=record.get("id"),
+            task=spec.name,
+            field=field,
+            reason=f"unknown {field}",
+        )
     return code
 
 
@@ -184,12 +204,19 @@ def _segment_ids(record: dict, spec: TaskSpec, kind: str, field: str, vocab: Uni
         return vocab.text_ids(value)
     codes = torch.as_tensor(value)  # [K, F]
     if codes.dim() != 2 or codes.shape[1] == 0:
-        raise TaskError(f"expected audio codes [K, F] with F >= 1, got shape {tuple(codes.shape)}",
-                        record_id=record.get("id"), task=spec.name, field=field, reason=f"bad {field}")
+        raise TaskError(
+            f"expected audio codes [K, F] with F >= 1, got shape {tuple(codes.shape)}",
+            record_id=record.get("id"),
+            task=spec.name,
+            field=field,
+            reason=f"bad {field}",
+        )
     try:
         return vocab.audio_to_ids(codes)
     except (PatternError, VocabError) as e:
-        raise TaskError(str(e), record_id=record.get("id"), task=spec.name, field=field, reason=f"bad {field}") from None
+        raise TaskError(
+            str(e), record_id=record.get("id"), task=spec.name, field=field, reason=f"bad {field}"
+        ) from None
 
 
 def prompt_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[int]:
@@ -220,8 +247,9 @@ def target_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[
     return ids + [vocab.eos_id]
 
 
-def render(record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int,
-           skip: Counter | None = None) -> dict | None:
+def render(
+    record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: Counter | None = None
+) -> dict | None:
     """One training example: ``{"input_ids": prompt + target, "labels": [-100] * len(prompt) + target}``.
 
     A record that cannot be rendered (missing field, unknown language, bad codes, longer than
@@ -237,8 +265,12 @@ def render(record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: 
         target = target_ids(record, spec, vocab)
         total = len(prompt) + len(target)
         if total > max_len:
-            raise TaskError(f"{total} tokens (prompt {len(prompt)} + target {len(target)}) > max_len {max_len}",
-                            record_id=record.get("id"), task=spec.name, reason="too long")
+            raise TaskError(
+                f"{total} tokens (prompt {len(prompt)} + target {len(target)}) > max_len {max_len}",
+                record_id=record.get("id"),
+                task=spec.name,
+                reason="too long",
+            )
     except TaskError as e:
         if skip is None:
             raise

@@ -16,8 +16,8 @@ Subcommand::
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 # The segment separator of audiopalm's task format (audiopalm.vocab.SPECIAL_TOKENS["sep"]): stage 0 trains
@@ -28,8 +28,14 @@ SEP = "<|sep|>"
 SPECIAL_TOKENS = [BOS, EOS, PAD, UNK, SEP]
 
 
-def train_text_tokenizer(lines: Iterable[str], out_dir: str | Path | None = None, *, vocab_size: int = 4096,
-                         model: str = "bpe", min_frequency: int = 2):
+def train_text_tokenizer(
+    lines: Iterable[str],
+    out_dir: str | Path | None = None,
+    *,
+    vocab_size: int = 4096,
+    model: str = "bpe",
+    min_frequency: int = 2,
+):
     """Train a tokenizer on ``lines`` and (if ``out_dir``) save it; returns a ``PreTrainedTokenizerFast``.
 
     ``vocab_size`` is an upper bound: a small corpus may stop earlier (the returned ``len(tok)`` says).
@@ -49,14 +55,26 @@ def train_text_tokenizer(lines: Iterable[str], out_dir: str | Path | None = None
     tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(lines, trainer=trainer)
     bos_id = tok.token_to_id(BOS)
-    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B",
-                                                       special_tokens=[(BOS, bos_id)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK,
-                                   additional_special_tokens=[SEP])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        additional_special_tokens=[SEP],
+    )
     if out_dir is not None:
         fast.save_pretrained(str(out_dir))
     return fast

@@ -31,9 +31,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -89,14 +89,25 @@ class StoreMeta:
     def describe(self) -> str:
         """One line naming the tokenizer, for error messages."""
         opts = ", ".join(f"{k}={v}" for k, v in sorted(self.tokenizer_config.items()) if v is not None)
-        return f"{self.tokenizer_type}({opts}) [K={self.num_codebooks}, codebook_size={self.codebook_size}, " \
-               f"{self.frame_rate:g} Hz], fingerprint {self.fingerprint}"
+        return (
+            f"{self.tokenizer_type}({opts}) [K={self.num_codebooks}, codebook_size={self.codebook_size}, "
+            f"{self.frame_rate:g} Hz], fingerprint {self.fingerprint}"
+        )
 
 
 def describe_tokenizer(tokenizer) -> str:
     """The same one-line description for a live tokenizer."""
-    return StoreMeta(tokenizer.fingerprint, tokenizer.type_name, tokenizer.get_config(), tokenizer.num_codebooks,
-                     tokenizer.codebook_size, tokenizer.frame_rate, tokenizer.sample_rate, 0, 0).describe()
+    return StoreMeta(
+        tokenizer.fingerprint,
+        tokenizer.type_name,
+        tokenizer.get_config(),
+        tokenizer.num_codebooks,
+        tokenizer.codebook_size,
+        tokenizer.frame_rate,
+        tokenizer.sample_rate,
+        0,
+        0,
+    ).describe()
 
 
 @dataclasses.dataclass
@@ -105,7 +116,7 @@ class TokenStore:
 
     path: Path
     """The store folder."""
-    dataset: "datasets.Dataset"  # noqa: F821
+    dataset: datasets.Dataset  # noqa: F821
     """One row per kept manifest row; ``store.dataset[i]["audio_codes"]`` is an int array [K, F]."""
     meta: StoreMeta
     """Contents of ``token_store.json``."""
@@ -134,7 +145,9 @@ def read_meta(path: str | os.PathLike) -> StoreMeta:
     path = Path(path)
     meta_file = path / META_NAME
     if not meta_file.is_file():
-        hint = " (an unfinished build: re-run `audiopalm tokenize` to finish it)" if (path / SHARDS_DIR).is_dir() else ""
+        hint = (
+            " (an unfinished build: re-run `audiopalm tokenize` to finish it)" if (path / SHARDS_DIR).is_dir() else ""
+        )
         raise TokenStoreError(f"{path}: not a token store, no {META_NAME}{hint}")
     try:
         raw = json.loads(meta_file.read_text())
@@ -143,8 +156,9 @@ def read_meta(path: str | os.PathLike) -> StoreMeta:
         raise TokenStoreError(f"{meta_file}: unreadable store metadata ({e})") from None
 
 
-def load_token_store(path: str | os.PathLike, *, expected_fingerprint: str | None = None,
-                     expected_tokenizer=None) -> TokenStore:
+def load_token_store(
+    path: str | os.PathLike, *, expected_fingerprint: str | None = None, expected_tokenizer=None
+) -> TokenStore:
     """Load a store. With ``expected_fingerprint`` (or ``expected_tokenizer``, an :class:`AudioTokenizer`
     whose fingerprint and description are used), refuse a store made by another tokenizer with
     :class:`TokenStoreMismatch`."""
@@ -155,13 +169,17 @@ def load_token_store(path: str | os.PathLike, *, expected_fingerprint: str | Non
     if expected_tokenizer is not None:
         expected_fingerprint = expected_tokenizer.fingerprint
     if expected_fingerprint is not None and expected_fingerprint != meta.fingerprint:
-        expected = describe_tokenizer(expected_tokenizer) if expected_tokenizer is not None else \
-            f"a tokenizer with fingerprint {expected_fingerprint}"
+        expected = (
+            describe_tokenizer(expected_tokenizer)
+            if expected_tokenizer is not None
+            else f"a tokenizer with fingerprint {expected_fingerprint}"
+        )
         raise TokenStoreMismatch(
             f"{path}: token store fingerprint {meta.fingerprint} != expected {expected_fingerprint}.\n"
             f"  store was made by:  {meta.describe()}\n  expected tokenizer: {expected}\n"
             "Codes from one tokenizer mean nothing to a model trained on another: re-run `audiopalm tokenize` "
-            "with the model's audio tokenizer, or train with the tokenizer that made this store.")
+            "with the model's audio tokenizer, or train with the tokenizer that made this store."
+        )
     if not (path / DATASET_DIR).is_dir():
         raise TokenStoreError(f"{path}: {META_NAME} present but no {DATASET_DIR}/ folder")
     ds = datasets.load_from_disk(str(path / DATASET_DIR))
@@ -189,8 +207,9 @@ def check_token_store(path: str | os.PathLike, *, progress: bool = True) -> dict
             if c.ndim != 2 or c.shape[0] != m.num_codebooks or c.shape[1] == 0:
                 problems.append(f"row {i} ({row['id']}): {field} shape {c.shape}, expected [{m.num_codebooks}, F>0]")
             elif c.min() < 0 or c.max() >= m.codebook_size:
-                problems.append(f"row {i} ({row['id']}): {field} codes in [{c.min()}, {c.max()}], "
-                                f"outside [0, {m.codebook_size})")
+                problems.append(
+                    f"row {i} ({row['id']}): {field} codes in [{c.min()}, {c.max()}], outside [0, {m.codebook_size})"
+                )
             else:
                 frames[field] += c.shape[1]
         for path_field, field in (("audio", "audio_codes"), ("tgt_audio", "tgt_audio_codes")):
@@ -199,10 +218,17 @@ def check_token_store(path: str | os.PathLike, *, progress: bool = True) -> dict
     if problems:
         raise TokenStoreError(f"{path}: {len(problems)} bad row(s); first: " + "; ".join(problems[:5]))
     text_only = sum(1 for a in store.dataset["audio"] if a is None)
-    return {"path": str(path), "rows": len(store), "text_only": text_only, "skipped": len(m.skipped),
-            "tokenizer": m.describe(),
-            "frames": frames["audio_codes"], "tgt_frames": frames["tgt_audio_codes"],
-            "hours": frames["audio_codes"] / m.frame_rate / 3600, "tgt_hours": frames["tgt_audio_codes"] / m.frame_rate / 3600}
+    return {
+        "path": str(path),
+        "rows": len(store),
+        "text_only": text_only,
+        "skipped": len(m.skipped),
+        "tokenizer": m.describe(),
+        "frames": frames["audio_codes"],
+        "tgt_frames": frames["tgt_audio_codes"],
+        "hours": frames["audio_codes"] / m.frame_rate / 3600,
+        "tgt_hours": frames["tgt_audio_codes"] / m.frame_rate / 3600,
+    }
 
 
 # ----------------------------------------------------------------------------- building
@@ -223,10 +249,12 @@ def _plan(records: Sequence[Record], tokenizer, shard_size: int, skip_bad: bool)
             durations[p] = audio_io.duration(p)
         except audio_io.AudioError as e:
             if not skip_bad:
-                raise audio_io.AudioError(f"{e} (manifest row {rid!r}; use skip_bad / --skip-bad to skip such rows)") from None
+                raise audio_io.AudioError(
+                    f"{e} (manifest row {rid!r}; use skip_bad / --skip-bad to skip such rows)"
+                ) from None
             errors[p] = str(e)
     order = sorted(durations, key=lambda p: (durations[p], p))
-    shards = [order[i:i + shard_size] for i in range(0, len(order), shard_size)]
+    shards = [order[i : i + shard_size] for i in range(0, len(order), shard_size)]
     return shards, durations, errors
 
 
@@ -250,8 +278,17 @@ def _load(path: str, sample_rate: int):
         return e
 
 
-def _encode_shard(paths: list[str], durations: dict, tokenizer, *, batch_seconds: float, pool: ThreadPoolExecutor,
-                  skip_bad: bool, bar, code_dtype) -> dict:
+def _encode_shard(
+    paths: list[str],
+    durations: dict,
+    tokenizer,
+    *,
+    batch_seconds: float,
+    pool: ThreadPoolExecutor,
+    skip_bad: bool,
+    bar,
+    code_dtype,
+) -> dict:
     """Encode one shard's files. Returns columns {"path", "codes", "error"}."""
     cols = {"path": [], "codes": [], "error": []}
     batches = _batches(sorted(paths, key=lambda p: (durations[p], p)), durations, batch_seconds)
@@ -280,8 +317,9 @@ def _encode_shard(paths: list[str], durations: dict, tokenizer, *, batch_seconds
             codes = codes.cpu().numpy()
             for i, (p, _) in enumerate(good):
                 c = codes[i, :, : int(frames[i])]
-                assert c.shape[0] == tokenizer.num_codebooks and c.shape[1] > 0, \
+                assert c.shape[0] == tokenizer.num_codebooks and c.shape[1] > 0, (
                     f"{p}: tokenizer returned codes of shape {c.shape} (frames {int(frames[i])})"
+                )
                 cols["path"].append(p)
                 cols["codes"].append(c.astype(code_dtype))
                 cols["error"].append(None)
@@ -326,10 +364,16 @@ def _write_dataset(out_dir: Path, header_errors: dict, shard_dirs: list[str], ro
     if not kept:
         raise TokenStoreError(f"{out_dir}: every row has bad audio ({len(skipped)} skipped); first: {skipped[0]}")
     code_feature = datasets.List(datasets.List(datasets.Value(np.dtype(code_dtype).name)))
-    features = datasets.Features({**{f: datasets.Value("string") for f in FIELDS}, **{c: code_feature for c in CODE_COLUMNS}})
+    features = datasets.Features(
+        {**{f: datasets.Value("string") for f in FIELDS}, **{c: code_feature for c in CODE_COLUMNS}}
+    )
     cache = out_dir / ".cache"
-    ds = datasets.Dataset.from_generator(_row_generator, features=features, cache_dir=str(cache),
-                                         gen_kwargs={"records": tuple(kept), "shard_dirs": tuple(shard_dirs)})  # tuples: not split
+    ds = datasets.Dataset.from_generator(
+        _row_generator,
+        features=features,
+        cache_dir=str(cache),
+        gen_kwargs={"records": tuple(kept), "shard_dirs": tuple(shard_dirs)},
+    )  # tuples: not split
     tmp = out_dir / (DATASET_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     ds.save_to_disk(str(tmp))
@@ -340,9 +384,18 @@ def _write_dataset(out_dir: Path, header_errors: dict, shard_dirs: list[str], ro
     return kept, skipped, bad
 
 
-def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer, out_dir: str | os.PathLike, *,
-                      batch_seconds: float = 60.0, num_proc: int | None = None, shard_size: int = 256,
-                      skip_bad: bool = False, progress: bool = True, keep_shards: bool = False) -> TokenStore:
+def build_token_store(
+    manifest: str | os.PathLike | Sequence[Record],
+    tokenizer,
+    out_dir: str | os.PathLike,
+    *,
+    batch_seconds: float = 60.0,
+    num_proc: int | None = None,
+    shard_size: int = 256,
+    skip_bad: bool = False,
+    progress: bool = True,
+    keep_shards: bool = False,
+) -> TokenStore:
     """Encode every audio file of ``manifest`` with ``tokenizer`` into a store at ``out_dir``.
 
     - ``batch_seconds``: files are sorted by duration and batched up to this much padded audio.
@@ -373,18 +426,23 @@ def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer,
     plan = {"fingerprint": fingerprint, "shard_size": shard_size, "shards": shards}
     rows_json = [{f: getattr(r, f) for f in FIELDS} for r in records]
     # what the finished store depends on (not how the work was cut into shards or batches)
-    plan_hash = hashlib.sha256(json.dumps([fingerprint, rows_json, sorted(durations), sorted(header_errors)],
-                                          sort_keys=True).encode()).hexdigest()[:16]
+    plan_hash = hashlib.sha256(
+        json.dumps([fingerprint, rows_json, sorted(durations), sorted(header_errors)], sort_keys=True).encode()
+    ).hexdigest()[:16]
 
     if (out_dir / META_NAME).is_file():
         meta = read_meta(out_dir)
         if meta.plan_hash == plan_hash:
             store = load_token_store(out_dir, expected_fingerprint=fingerprint)
             store.stats = {"shards": len(shards), "computed": 0, "reused": len(shards), "files_encoded": 0}
-            print(f"{out_dir}: already complete for this manifest and tokenizer ({meta.num_rows} rows)", file=sys.stderr)
+            print(
+                f"{out_dir}: already complete for this manifest and tokenizer ({meta.num_rows} rows)", file=sys.stderr
+            )
             return store
-        raise TokenStoreError(f"{out_dir}: holds a finished store of another manifest or tokenizer "
-                              f"({meta.describe()}); choose another output folder or delete it")
+        raise TokenStoreError(
+            f"{out_dir}: holds a finished store of another manifest or tokenizer "
+            f"({meta.describe()}); choose another output folder or delete it"
+        )
 
     shard_root = out_dir / SHARDS_DIR
     shard_root.mkdir(parents=True, exist_ok=True)
@@ -392,9 +450,11 @@ def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer,
     if plan_file.is_file():
         old = json.loads(plan_file.read_text())
         if old != plan:
-            raise TokenStoreError(f"{out_dir}: holds an unfinished build of another manifest, tokenizer or shard "
-                                  f"size (fingerprint {old.get('fingerprint')} vs {fingerprint}, shard size "
-                                  f"{old.get('shard_size')} vs {shard_size}); delete {shard_root} or choose another output folder")
+            raise TokenStoreError(
+                f"{out_dir}: holds an unfinished build of another manifest, tokenizer or shard "
+                f"size (fingerprint {old.get('fingerprint')} vs {fingerprint}, shard size "
+                f"{old.get('shard_size')} vs {shard_size}); delete {shard_root} or choose another output folder"
+            )
     else:
         plan_file.write_text(json.dumps(plan) + "\n")
 
@@ -411,16 +471,35 @@ def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer,
     bars_before = datasets.is_progress_bar_enabled()
     if not progress:
         datasets.disable_progress_bars()
-    shard_features = datasets.Features({"path": datasets.Value("string"),
-                                        "codes": datasets.List(datasets.List(datasets.Value(np.dtype(code_dtype).name))),
-                                        "error": datasets.Value("string")})
+    shard_features = datasets.Features(
+        {
+            "path": datasets.Value("string"),
+            "codes": datasets.List(datasets.List(datasets.Value(np.dtype(code_dtype).name))),
+            "error": datasets.Value("string"),
+        }
+    )
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(4, num_proc))) as pool, \
-                tqdm(total=sum(len(s) for s in shards), initial=done_files, desc="tokenizing", unit="file",
-                     disable=not progress) as bar:
+        with (
+            ThreadPoolExecutor(max_workers=max(1, min(4, num_proc))) as pool,
+            tqdm(
+                total=sum(len(s) for s in shards),
+                initial=done_files,
+                desc="tokenizing",
+                unit="file",
+                disable=not progress,
+            ) as bar,
+        ):
             for i in todo:
-                cols = _encode_shard(shards[i], durations, tokenizer, batch_seconds=batch_seconds, pool=pool,
-                                     skip_bad=skip_bad, bar=bar, code_dtype=code_dtype)
+                cols = _encode_shard(
+                    shards[i],
+                    durations,
+                    tokenizer,
+                    batch_seconds=batch_seconds,
+                    pool=pool,
+                    skip_bad=skip_bad,
+                    bar=bar,
+                    code_dtype=code_dtype,
+                )
                 tmp = Path(shard_dirs[i] + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 datasets.Dataset.from_dict(cols, features=shard_features).save_to_disk(str(tmp))
@@ -432,20 +511,36 @@ def build_token_store(manifest: str | os.PathLike | Sequence[Record], tokenizer,
             datasets.enable_progress_bars()
 
     kept, skipped, bad = _assembled
-    meta = StoreMeta(fingerprint=fingerprint, tokenizer_type=tokenizer.type_name, tokenizer_config=tokenizer.get_config(),
-                     num_codebooks=tokenizer.num_codebooks, codebook_size=tokenizer.codebook_size,
-                     frame_rate=float(tokenizer.frame_rate), sample_rate=int(tokenizer.sample_rate), num_rows=len(kept),
-                     num_audio_files=len(durations) - len(bad.keys() - header_errors.keys()), manifest=manifest_path,
-                     plan_hash=plan_hash, skipped=skipped)
+    meta = StoreMeta(
+        fingerprint=fingerprint,
+        tokenizer_type=tokenizer.type_name,
+        tokenizer_config=tokenizer.get_config(),
+        num_codebooks=tokenizer.num_codebooks,
+        codebook_size=tokenizer.codebook_size,
+        frame_rate=float(tokenizer.frame_rate),
+        sample_rate=int(tokenizer.sample_rate),
+        num_rows=len(kept),
+        num_audio_files=len(durations) - len(bad.keys() - header_errors.keys()),
+        manifest=manifest_path,
+        plan_hash=plan_hash,
+        skipped=skipped,
+    )
     tmp_meta = out_dir / (META_NAME + ".tmp")  # the "complete" marker: whole or absent
     tmp_meta.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
     os.replace(tmp_meta, out_dir / META_NAME)
     if skipped:
-        print(f"{out_dir}: skipped {len(skipped)} of {len(rows_json)} rows ({len(bad)} bad audio files); "
-              f"first: {skipped[0]['id']}: {skipped[0]['field']}: {skipped[0]['error']}", file=sys.stderr)
+        print(
+            f"{out_dir}: skipped {len(skipped)} of {len(rows_json)} rows ({len(bad)} bad audio files); "
+            f"first: {skipped[0]['id']}: {skipped[0]['field']}: {skipped[0]['error']}",
+            file=sys.stderr,
+        )
     if not keep_shards:
         shutil.rmtree(shard_root, ignore_errors=True)
     store = load_token_store(out_dir, expected_fingerprint=fingerprint)
-    store.stats = {"shards": len(shards), "computed": len(todo), "reused": len(shards) - len(todo),
-                   "files_encoded": sum(len(shards[i]) for i in todo)}
+    store.stats = {
+        "shards": len(shards),
+        "computed": len(todo),
+        "reused": len(shards) - len(todo),
+        "files_encoded": sum(len(shards[i]) for i in todo),
+    }
     return store

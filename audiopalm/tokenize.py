@@ -21,15 +21,27 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tokenizer", help="saved audio tokenizer folder, or a codec hub name / HF folder")
     parser.add_argument("--out", help="output store folder (created; resumed if it holds an unfinished build)")
     parser.add_argument("--check", metavar="STORE", help="instead: check an existing store and print its summary")
-    parser.add_argument("--num-proc", type=int, default=None, help="CPU threads for encoding and reading (default: all)")
-    parser.add_argument("--batch-seconds", type=float, default=60.0,
-                        help="padded seconds of audio per encoder call (default 60; lower it if memory runs out)")
+    parser.add_argument(
+        "--num-proc", type=int, default=None, help="CPU threads for encoding and reading (default: all)"
+    )
+    parser.add_argument(
+        "--batch-seconds",
+        type=float,
+        default=60.0,
+        help="padded seconds of audio per encoder call (default 60; lower it if memory runs out)",
+    )
     parser.add_argument("--shard-size", type=int, default=256, help="audio files per resumable shard (default 256)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="leave out rows with unreadable audio (counted, listed in the store) instead of failing")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out rows with unreadable audio (counted, listed in the store) instead of failing",
+    )
     parser.add_argument("--keep-shards", action="store_true", help="keep the shards/ folder after finishing")
-    parser.add_argument("--revision", default=None,
-                        help="hub codec only: the tag or commit to fetch (the commit loaded is recorded in the store)")
+    parser.add_argument(
+        "--revision",
+        default=None,
+        help="hub codec only: the tag or commit to fetch (the commit loaded is recorded in the store)",
+    )
     parser.add_argument("--bandwidth", type=float, default=None, help="EnCodec: kbps (e.g. 1.5, 3, 6, 12, 24)")
     parser.add_argument("--num-codebooks", type=int, default=None, help="Mimi / DAC: codebooks to keep")
     parser.add_argument("--device", default=None, help="torch device for the tokenizer (default: cuda if available)")
@@ -42,8 +54,10 @@ def run(args) -> int:
 
     if args.check:
         summary = check_token_store(args.check, progress=not args.no_progress)  # a bad store: one line, exit 2
-        print(f"{summary['path']}: {summary['rows']} rows ({summary['text_only']} text-only, {summary['skipped']} skipped), "
-              f"{summary['hours']:.3f} h source audio, {summary['tgt_hours']:.3f} h target audio")
+        print(
+            f"{summary['path']}: {summary['rows']} rows ({summary['text_only']} text-only, {summary['skipped']} skipped), "
+            f"{summary['hours']:.3f} h source audio, {summary['tgt_hours']:.3f} h target audio"
+        )
         print(f"tokenizer: {summary['tokenizer']}")
         return 0
     missing = [f"--{n}" for n in ("manifest", "tokenizer", "out") if getattr(args, n) is None]
@@ -54,17 +68,29 @@ def run(args) -> int:
 
     from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
 
-    codec_kwargs = {k: v for k, v in (("bandwidth", args.bandwidth), ("num_codebooks", args.num_codebooks)) if v is not None}
+    codec_kwargs = {
+        k: v for k, v in (("bandwidth", args.bandwidth), ("num_codebooks", args.num_codebooks)) if v is not None
+    }
     if codec_kwargs and (Path(args.tokenizer) / CONFIG_NAME).is_file():
-        raise UserError(f"--bandwidth/--num-codebooks apply when loading a codec by name or HF folder; {args.tokenizer} "
-                        "is a saved audiopalm tokenizer whose codebook choice is fixed")
+        raise UserError(
+            f"--bandwidth/--num-codebooks apply when loading a codec by name or HF folder; {args.tokenizer} "
+            "is a saved audiopalm tokenizer whose codebook choice is fixed"
+        )
     tok = load_audio_tokenizer(args.tokenizer, revision=args.revision, **codec_kwargs)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = tok.to(device).eval()
     # bad rows, audio or stores raise (ManifestError, AudioError, TokenStoreError): one line, exit 2 (cli)
-    store = build_token_store(args.manifest, tok, args.out, batch_seconds=args.batch_seconds, num_proc=args.num_proc,
-                              shard_size=args.shard_size, skip_bad=args.skip_bad, progress=not args.no_progress,
-                              keep_shards=args.keep_shards)
+    store = build_token_store(
+        args.manifest,
+        tok,
+        args.out,
+        batch_seconds=args.batch_seconds,
+        num_proc=args.num_proc,
+        shard_size=args.shard_size,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+        keep_shards=args.keep_shards,
+    )
     print(f"{args.out}: {len(store)} rows, {len(store.meta.skipped)} skipped; {store.meta.describe()}")
     print(json.dumps(store.stats))
     return 0

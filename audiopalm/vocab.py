@@ -93,7 +93,9 @@ class VocabLayout:
             raise VocabError(f"special_tokens: missing role(s) {missing}")
         for role, entry in self.special_tokens.items():
             if not isinstance(entry, dict) or set(entry) != {"token", "id"} or not 0 <= entry["id"] < self.vocab_size:
-                raise VocabError(f"special_tokens.{role}: expected {{'token', 'id' < {self.vocab_size}}}, got {entry!r}")
+                raise VocabError(
+                    f"special_tokens.{role}: expected {{'token', 'id' < {self.vocab_size}}}, got {entry!r}"
+                )
         if self.format_version != FORMAT_VERSION:
             raise VocabError(f"format_version: {self.format_version} (this audiopalm reads {FORMAT_VERSION})")
 
@@ -112,8 +114,16 @@ class UnifiedVocab:
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def build(cls, text_tokenizer, *, codebook_size: int | None = None, num_codebooks: int | None = None,
-              pattern: str = "flatten", audio_tokenizer=None, tasks=()) -> "UnifiedVocab":
+    def build(
+        cls,
+        text_tokenizer,
+        *,
+        codebook_size: int | None = None,
+        num_codebooks: int | None = None,
+        pattern: str = "flatten",
+        audio_tokenizer=None,
+        tasks=(),
+    ) -> UnifiedVocab:
         """Extend a copy of ``text_tokenizer`` with ``num_codebooks * codebook_size`` audio tokens.
 
         With ``audio_tokenizer`` (an :class:`~audiopalm.tokenizers.base.AudioTokenizer`) the codebook
@@ -126,14 +136,21 @@ class UnifiedVocab:
             codebook_size = codebook_size or audio_tokenizer.codebook_size
             num_codebooks = num_codebooks or audio_tokenizer.num_codebooks
             if codebook_size != audio_tokenizer.codebook_size or num_codebooks > audio_tokenizer.num_codebooks:
-                raise VocabError(f"codebook_size {codebook_size} / num_codebooks {num_codebooks} do not fit the audio "
-                                 f"tokenizer ({audio_tokenizer.codebook_size} codes, {audio_tokenizer.num_codebooks} codebooks)")
+                raise VocabError(
+                    f"codebook_size {codebook_size} / num_codebooks {num_codebooks} do not fit the audio "
+                    f"tokenizer ({audio_tokenizer.codebook_size} codes, {audio_tokenizer.num_codebooks} codebooks)"
+                )
         if not codebook_size or not num_codebooks:
-            raise VocabError(f"give codebook_size and num_codebooks (got {codebook_size}, {num_codebooks}) or an audio_tokenizer")
+            raise VocabError(
+                f"give codebook_size and num_codebooks (got {codebook_size}, {num_codebooks}) or an audio_tokenizer"
+            )
         tok = copy.deepcopy(text_tokenizer)
         text_size = len(tok)
-        audio = [AddedToken(AUDIO_TOKEN_FORMAT.format(q=q, code=c), special=True, normalized=False)
-                 for q in range(num_codebooks) for c in range(codebook_size)]
+        audio = [
+            AddedToken(AUDIO_TOKEN_FORMAT.format(q=q, code=c), special=True, normalized=False)
+            for q in range(num_codebooks)
+            for c in range(codebook_size)
+        ]
         roles = dict(SPECIAL_TOKENS)
         if tok.pad_token is None:
             roles["pad"] = PAD_TOKEN
@@ -154,17 +171,26 @@ class UnifiedVocab:
             roles["bos"] = tok.bos_token
         ids = tok.convert_tokens_to_ids(list(roles.values()))
         layout = VocabLayout(
-            text_vocab_size=text_size, audio_offset=text_size, num_codebooks=num_codebooks,
-            codebook_size=codebook_size, pattern=pattern, vocab_size=len(tok),
+            text_vocab_size=text_size,
+            audio_offset=text_size,
+            num_codebooks=num_codebooks,
+            codebook_size=codebook_size,
+            pattern=pattern,
+            vocab_size=len(tok),
             special_tokens={r: {"token": t, "id": i} for (r, t), i in zip(roles.items(), ids)},
-            audio_tokenizer=None if audio_tokenizer is None else {
-                "type": audio_tokenizer.type_name, "fingerprint": audio_tokenizer.fingerprint,
-                "num_codebooks": audio_tokenizer.num_codebooks},
-            tasks=list(tasks))
+            audio_tokenizer=None
+            if audio_tokenizer is None
+            else {
+                "type": audio_tokenizer.type_name,
+                "fingerprint": audio_tokenizer.fingerprint,
+                "num_codebooks": audio_tokenizer.num_codebooks,
+            },
+            tasks=list(tasks),
+        )
         return cls(tok, layout)
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "UnifiedVocab":
+    def from_pretrained(cls, directory: str | os.PathLike) -> UnifiedVocab:
         """Read the tokenizer and ``audiopalm.json`` from ``directory`` and check that they agree."""
         from transformers import AutoTokenizer
 
@@ -204,7 +230,9 @@ class UnifiedVocab:
         lay = self.layout
         if len(self.tokenizer) != lay.vocab_size:
             raise VocabError(f"len(tokenizer) is {len(self.tokenizer)}, layout vocab_size is {lay.vocab_size}")
-        strings = [AUDIO_TOKEN_FORMAT.format(q=q, code=c) for q in range(lay.num_codebooks) for c in range(lay.codebook_size)]
+        strings = [
+            AUDIO_TOKEN_FORMAT.format(q=q, code=c) for q in range(lay.num_codebooks) for c in range(lay.codebook_size)
+        ]
         got = self.tokenizer.convert_tokens_to_ids(strings)
         want = range(lay.audio_offset, lay.audio_offset + len(strings))
         for s, g, w in zip(strings, got, want):
@@ -287,7 +315,9 @@ class UnifiedVocab:
     def audio_token_id(self, codebook: int, code: int) -> int:
         """``audio_offset + codebook * codebook_size + code``: the id of one audio code."""
         if not (0 <= codebook < self.num_codebooks and 0 <= code < self.codebook_size):
-            raise VocabError(f"(codebook {codebook}, code {code}) outside [0, {self.num_codebooks}) x [0, {self.codebook_size})")
+            raise VocabError(
+                f"(codebook {codebook}, code {code}) outside [0, {self.num_codebooks}) x [0, {self.codebook_size})"
+            )
         return self.audio_offset + codebook * self.codebook_size + code
 
     def is_audio(self, token_id: int) -> bool:
@@ -316,14 +346,18 @@ class UnifiedVocab:
         ids = [int(i) for i in ids]
         if ids and ids[0] == self.audio_start_id:
             if ids[-1] != self.audio_end_id:
-                raise VocabError(f"audio segment starts with <|audio_start|> but ends with id {ids[-1]}, not <|audio_end|>")
+                raise VocabError(
+                    f"audio segment starts with <|audio_start|> but ends with id {ids[-1]}, not <|audio_end|>"
+                )
             ids = ids[1:-1]
         stream = torch.tensor(ids, dtype=torch.long)  # [L]
         bad = ~((stream >= self.audio_offset) & (stream < self.audio_end_offset)) & (stream != self.audio_pad_id)
         if bad.any():
             pos = int(bad.nonzero()[0])
-            raise VocabError(f"position {pos} of the audio segment holds id {ids[pos]} "
-                             f"({self.tokenizer.convert_ids_to_tokens(ids[pos])!r}), not an audio token")
+            raise VocabError(
+                f"position {pos} of the audio segment holds id {ids[pos]} "
+                f"({self.tokenizer.convert_ids_to_tokens(ids[pos])!r}), not an audio token"
+            )
         local = torch.where(stream == self.audio_pad_id, PAD, stream - self.audio_offset)  # [L]
         try:
             return self.pattern.revert(local, self.codebook_size)  # [k, F]
@@ -335,18 +369,18 @@ class UnifiedVocab:
         """[V] True for the text tokenizer's own ids (``< audio_offset``); V defaults to ``len(self)``
         (pass the model's padded embedding size to match its logits)."""
         mask = torch.zeros(size or len(self), dtype=torch.bool)  # [V]
-        mask[:self.audio_offset] = True
+        mask[: self.audio_offset] = True
         return mask
 
     def audio_mask(self, size: int | None = None) -> torch.Tensor:
         """[V] True for the audio code tokens."""
         mask = torch.zeros(size or len(self), dtype=torch.bool)  # [V]
-        mask[self.audio_offset:self.audio_end_offset] = True
+        mask[self.audio_offset : self.audio_end_offset] = True
         return mask
 
     def codebook_mask(self, codebook: int, size: int | None = None) -> torch.Tensor:
         """[V] True for the tokens of one codebook."""
         mask = torch.zeros(size or len(self), dtype=torch.bool)  # [V]
         start = self.audio_token_id(codebook, 0)
-        mask[start:start + self.codebook_size] = True
+        mask[start : start + self.codebook_size] = True
         return mask

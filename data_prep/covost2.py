@@ -23,8 +23,8 @@ pair and by the CVSS importer, so a clip is decoded once). Records: ``id``
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from audiopalm.manifest import Record
 from data_prep import hf_common as hc
@@ -38,8 +38,9 @@ def _tsv_rows(folder: Path, pair: str, split: str, clips_dir: Path | None) -> It
     """Rows of a CoVoST 2 release TSV for one split; other splits are yielded as a skip reason."""
     tsv = folder if folder.is_file() else folder / f"covost_v2.{pair}.tsv"
     if not tsv.is_file():
-        raise hc.SourceError(f"{folder}: no {tsv.name} (expected the CoVoST 2 release TSV for pair {pair}), "
-                             "and not a save_to_disk copy")
+        raise hc.SourceError(
+            f"{folder}: no {tsv.name} (expected the CoVoST 2 release TSV for pair {pair}), and not a save_to_disk copy"
+        )
     clips = clips_dir or tsv.parent / "clips"
     if not Path(clips).is_dir():
         raise hc.SourceError(f"{clips}: no Common Voice clips folder; pass clips_dir (--clips)")
@@ -55,13 +56,25 @@ def _tsv_rows(folder: Path, pair: str, split: str, clips_dir: Path | None) -> It
         if row["split"] not in wanted:
             yield f"split {row['split']!r}"
             continue
-        yield {"id": hc.strip_audio_ext(row["path"]), "sentence": row["sentence"], "translation": row["translation"],
-               "client_id": row.get("client_id"), "audio": {"bytes": None, "path": str(Path(clips) / row["path"])}}
+        yield {
+            "id": hc.strip_audio_ext(row["path"]),
+            "sentence": row["sentence"],
+            "translation": row["translation"],
+            "client_id": row.get("client_id"),
+            "audio": {"bytes": None, "path": str(Path(clips) / row["path"])},
+        }
 
 
-def covost_rows(source: str, *, pair: str, split: str, clips_dir: str | os.PathLike | None = None,
-                config: str | None = None, streaming: bool | None = None,
-                revision: str | None = None) -> tuple[Iterator[dict | str], int | None]:
+def covost_rows(
+    source: str,
+    *,
+    pair: str,
+    split: str,
+    clips_dir: str | os.PathLike | None = None,
+    config: str | None = None,
+    streaming: bool | None = None,
+    revision: str | None = None,
+) -> tuple[Iterator[dict | str], int | None]:
     """``(rows, total)`` of a CoVoST 2 source; each row has ``clip`` (Common Voice file stem, the key
     CVSS joins on), ``sentence``, ``translation``, ``client_id``, ``audio``. Strings are skip reasons."""
     p = Path(source)
@@ -81,9 +94,13 @@ def covost_rows(source: str, *, pair: str, split: str, clips_dir: str | os.PathL
             if not clip:
                 yield "row without id or file"
                 continue
-            yield {"clip": clip, "sentence": str(row["sentence"] or "").strip(),
-                   "translation": str(row["translation"] or "").strip(),
-                   "client_id": row.get("client_id"), "audio": row["audio"]}
+            yield {
+                "clip": clip,
+                "sentence": str(row["sentence"] or "").strip(),
+                "translation": str(row["translation"] or "").strip(),
+                "client_id": row.get("client_id"),
+                "audio": row["audio"],
+            }
 
     return normalised(), total
 
@@ -93,10 +110,21 @@ def speaker_of(client_id) -> str | None:
     return f"cv-{str(client_id)[:16]}" if client_id else None
 
 
-def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "data/covost2", *,
-            pair: str = "fr_en", split: str = "train", max_items: int | None = None, skip_bad: bool = False,
-            sample_rate: int | None = None, clips_dir: str | os.PathLike | None = None, config: str | None = None,
-            streaming: bool | None = None, revision: str | None = None, progress: bool = True) -> Path:
+def prepare(
+    source: str | os.PathLike = HUB_NAME,
+    out_dir: str | os.PathLike = "data/covost2",
+    *,
+    pair: str = "fr_en",
+    split: str = "train",
+    max_items: int | None = None,
+    skip_bad: bool = False,
+    sample_rate: int | None = None,
+    clips_dir: str | os.PathLike | None = None,
+    config: str | None = None,
+    streaming: bool | None = None,
+    revision: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Import one CoVoST 2 pair and split; returns the manifest path (``OUT/covost2.PAIR.SPLIT.jsonl``).
 
     ``pair`` is the corpus' name for it (``fr_en``, ``en_de``, ``zh-CN_en``), also the hub config
@@ -104,8 +132,9 @@ def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "
     """
     source, out_dir = str(source), Path(out_dir).resolve()
     _, _, src_iso, tgt_iso = hc.parse_pair(pair)
-    rows, total = covost_rows(source, pair=pair, split=split, clips_dir=clips_dir, config=config,
-                              streaming=streaming, revision=revision)
+    rows, total = covost_rows(
+        source, pair=pair, split=split, clips_dir=clips_dir, config=config, streaming=streaming, revision=revision
+    )
     wav_dir = out_dir / "audio" / "commonvoice"
 
     def items():
@@ -114,13 +143,28 @@ def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "
                 yield row
                 continue
             yield hc.Item(
-                record=Record(id=f"cv2-{src_iso}_{tgt_iso}-{row['clip']}", lang=src_iso, text=row["sentence"],
-                              audio=str(wav_dir / f"{row['clip']}.wav"), tgt_lang=tgt_iso,
-                              tgt_text=row["translation"], speaker=speaker_of(row["client_id"]), split=split),
-                audio=row["audio"])
+                record=Record(
+                    id=f"cv2-{src_iso}_{tgt_iso}-{row['clip']}",
+                    lang=src_iso,
+                    text=row["sentence"],
+                    audio=str(wav_dir / f"{row['clip']}.wav"),
+                    tgt_lang=tgt_iso,
+                    tgt_text=row["translation"],
+                    speaker=speaker_of(row["client_id"]),
+                    split=split,
+                ),
+                audio=row["audio"],
+            )
 
-    manifest, stats = hc.run_import(items(), out_dir / f"covost2.{src_iso}_{tgt_iso}.{split}.jsonl",
-                                    max_items=max_items, skip_bad=skip_bad, sample_rate=sample_rate, total=total,
-                                    desc=f"covost2 {pair} {split}", progress=progress)
+    manifest, stats = hc.run_import(
+        items(),
+        out_dir / f"covost2.{src_iso}_{tgt_iso}.{split}.jsonl",
+        max_items=max_items,
+        skip_bad=skip_bad,
+        sample_rate=sample_rate,
+        total=total,
+        desc=f"covost2 {pair} {split}",
+        progress=progress,
+    )
     hc.report("covost2", manifest, stats)
     return manifest

@@ -40,12 +40,15 @@ def _release_split_dir(folder: Path, split: str) -> str:
     for name in (split, *hc.SPLIT_ALIASES.get(split, ())):
         if (folder / f"{name}.tsv").is_file():
             return name
-    raise hc.SourceError(f"{folder}: no {split}.tsv (nor an alias: {', '.join(hc.SPLIT_ALIASES.get(split, ()))}); "
-                         "expected an extracted CVSS release (train.tsv, dev.tsv, test.tsv + wav folders)")
+    raise hc.SourceError(
+        f"{folder}: no {split}.tsv (nor an alias: {', '.join(hc.SPLIT_ALIASES.get(split, ()))}); "
+        "expected an extracted CVSS release (train.tsv, dev.tsv, test.tsv + wav folders)"
+    )
 
 
-def target_index(source: str, *, split: str, config: str | None = None, streaming: bool | None = None,
-                 revision: str | None = None) -> dict[str, tuple[str, object]]:
+def target_index(
+    source: str, *, split: str, config: str | None = None, streaming: bool | None = None, revision: str | None = None
+) -> dict[str, tuple[str, object]]:
     """CVSS target side as ``{clip: (normalised_text, audio_cell)}``.
 
     For the release folder and for map-style datasets the cells are paths / lazy row lookups, so
@@ -76,11 +79,25 @@ def target_index(source: str, *, split: str, config: str | None = None, streamin
     return index
 
 
-def prepare(source: str | os.PathLike, out_dir: str | os.PathLike = "data/cvss", *, covost: str | os.PathLike,
-            pair: str = "fr_en", split: str = "train", variant: str = "c", max_items: int | None = None,
-            skip_bad: bool = False, sample_rate: int | None = None, tgt_text_from: str = "cvss",
-            clips_dir: str | os.PathLike | None = None, covost_config: str | None = None, config: str | None = None,
-            streaming: bool | None = None, revision: str | None = None, progress: bool = True) -> Path:
+def prepare(
+    source: str | os.PathLike,
+    out_dir: str | os.PathLike = "data/cvss",
+    *,
+    covost: str | os.PathLike,
+    pair: str = "fr_en",
+    split: str = "train",
+    variant: str = "c",
+    max_items: int | None = None,
+    skip_bad: bool = False,
+    sample_rate: int | None = None,
+    tgt_text_from: str = "cvss",
+    clips_dir: str | os.PathLike | None = None,
+    covost_config: str | None = None,
+    config: str | None = None,
+    streaming: bool | None = None,
+    revision: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Import one CVSS pair (``SRC_en``) and split; returns the manifest path (``OUT/cvss_V.SRC_en.SPLIT.jsonl``).
 
     ``source`` is the CVSS target side, ``covost`` the CoVoST 2 source side (see the module
@@ -99,8 +116,15 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike = "data/cvss",
     targets = target_index(source, split=split, config=config, streaming=streaming, revision=revision)
     if not targets:
         raise hc.SourceError(f"{source}: split {split!r} has no rows")
-    rows, _ = covost2.covost_rows(str(covost), pair=pair, split=split, clips_dir=clips_dir, config=covost_config,
-                                  streaming=streaming, revision=revision)
+    rows, _ = covost2.covost_rows(
+        str(covost),
+        pair=pair,
+        split=split,
+        clips_dir=clips_dir,
+        config=covost_config,
+        streaming=streaming,
+        revision=revision,
+    )
     src_dir, tgt_dir = out_dir / "audio" / "commonvoice", out_dir / "audio" / f"cvss_{variant}"
 
     def items():
@@ -117,16 +141,30 @@ def prepare(source: str | os.PathLike, out_dir: str | os.PathLike = "data/cvss",
                 cell = cell.get()
             tgt_text = text if tgt_text_from == "cvss" else row["translation"]
             yield hc.Item(
-                record=Record(id=f"cvss_{variant}-{src_iso}_en-{row['clip']}", lang=src_iso,
-                              text=row["sentence"], audio=str(src_dir / f"{row['clip']}.wav"),
-                              tgt_lang="en", tgt_text=tgt_text, tgt_audio=str(tgt_dir / f"{row['clip']}.wav"),
-                              speaker=covost2.speaker_of(row["client_id"]), split=split),
-                audio=row["audio"], tgt_audio=cell)
+                record=Record(
+                    id=f"cvss_{variant}-{src_iso}_en-{row['clip']}",
+                    lang=src_iso,
+                    text=row["sentence"],
+                    audio=str(src_dir / f"{row['clip']}.wav"),
+                    tgt_lang="en",
+                    tgt_text=tgt_text,
+                    tgt_audio=str(tgt_dir / f"{row['clip']}.wav"),
+                    speaker=covost2.speaker_of(row["client_id"]),
+                    split=split,
+                ),
+                audio=row["audio"],
+                tgt_audio=cell,
+            )
 
-    manifest, stats = hc.run_import(items(), out_dir / f"cvss_{variant}.{src_iso}_en.{split}.jsonl",
-                                    max_items=max_items, skip_bad=skip_bad, sample_rate=sample_rate,
-                                    total=min(len(targets), max_items) if max_items else len(targets),
-                                    desc=f"cvss_{variant} {pair} {split}", progress=progress)
+    manifest, stats = hc.run_import(
+        items(),
+        out_dir / f"cvss_{variant}.{src_iso}_en.{split}.jsonl",
+        max_items=max_items,
+        skip_bad=skip_bad,
+        sample_rate=sample_rate,
+        total=min(len(targets), max_items) if max_items else len(targets),
+        desc=f"cvss_{variant} {pair} {split}",
+        progress=progress,
+    )
     hc.report(f"cvss_{variant}", manifest, stats)
     return manifest
-

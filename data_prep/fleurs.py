@@ -28,8 +28,8 @@ and S2ST with real speech on both sides.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from audiopalm.manifest import Record
 from data_prep import hf_common as hc
@@ -46,12 +46,15 @@ def _folder_rows(folder: Path, split: str) -> Iterator[dict]:
         if tsv.is_file():
             break
     else:
-        raise hc.SourceError(f"{folder}: no {split}.tsv (expected a FLEURS release folder: train.tsv, dev.tsv, "
-                             "test.tsv and audio/SPLIT/*.wav), and not a save_to_disk copy")
+        raise hc.SourceError(
+            f"{folder}: no {split}.tsv (expected a FLEURS release folder: train.tsv, dev.tsv, "
+            "test.tsv and audio/SPLIT/*.wav), and not a save_to_disk copy"
+        )
     for lineno, cells in hc.read_tsv(tsv, header=False):
         if len(cells) != len(_RELEASE_FIELDS):
-            raise hc.SourceError(f"{tsv}:{lineno}: {len(cells)} fields, expected {len(_RELEASE_FIELDS)} "
-                                 f"({', '.join(_RELEASE_FIELDS)})")
+            raise hc.SourceError(
+                f"{tsv}:{lineno}: {len(cells)} fields, expected {len(_RELEASE_FIELDS)} ({', '.join(_RELEASE_FIELDS)})"
+            )
         row = dict(zip(_RELEASE_FIELDS, cells))
         row["audio"] = {"bytes": None, "path": str(folder / "audio" / name / row["path"])}
         yield row
@@ -70,8 +73,15 @@ def _text(row, normalized: bool) -> str:
     return str(row["transcription"] if normalized else row["raw_transcription"]).strip()
 
 
-def target_index(source: str, *, config: str, split: str, normalized: bool = False, streaming: bool | None = None,
-                 revision: str | None = None) -> dict[int, tuple[str, object]]:
+def target_index(
+    source: str,
+    *,
+    config: str,
+    split: str,
+    normalized: bool = False,
+    streaming: bool | None = None,
+    revision: str | None = None,
+) -> dict[int, tuple[str, object]]:
     """One language of FLEURS as ``{sentence_id: (text, audio_cell)}``, the first recording of each sentence.
 
     Map-style sources keep a lazy reference to the row (audio read only when used); a stream is
@@ -89,11 +99,24 @@ def target_index(source: str, *, config: str, split: str, normalized: bool = Fal
     return index
 
 
-def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "data/fleurs", *,
-            config: str = "en_us", split: str = "train", max_items: int | None = None, skip_bad: bool = False,
-            sample_rate: int | None = None, normalized: bool = False, lang: str | None = None,
-            tgt_source: str | os.PathLike | None = None, tgt_config: str | None = None, tgt_speech: bool = True,
-            streaming: bool | None = None, revision: str | None = None, progress: bool = True) -> Path:
+def prepare(
+    source: str | os.PathLike = HUB_NAME,
+    out_dir: str | os.PathLike = "data/fleurs",
+    *,
+    config: str = "en_us",
+    split: str = "train",
+    max_items: int | None = None,
+    skip_bad: bool = False,
+    sample_rate: int | None = None,
+    normalized: bool = False,
+    lang: str | None = None,
+    tgt_source: str | os.PathLike | None = None,
+    tgt_config: str | None = None,
+    tgt_speech: bool = True,
+    streaming: bool | None = None,
+    revision: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Import one FLEURS language (``config``) and split; returns ``OUT/fleurs.CONFIG.SPLIT.jsonl``.
 
     ``lang`` overrides the ISO code derived from ``config`` / ``lang_id``. See the module docstring.
@@ -109,8 +132,9 @@ def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "
     fixed_lang = hc.iso_lang(lang or config, field="lang" if lang else "config") if (lang or config != "all") else None
     rows, total, lang_names = _open(source, config=config, split=split, streaming=streaming, revision=revision)
     if fixed_lang is None and lang_names is None:
-        raise hc.SourceError(f"{source}: config 'all' but no lang_id ClassLabel column to tell languages apart; "
-                             "pass lang")
+        raise hc.SourceError(
+            f"{source}: config 'all' but no lang_id ClassLabel column to tell languages apart; pass lang"
+        )
     targets, tgt_lang, name = None, None, config
     if tgt_config is not None:
         if config == "all" or tgt_config == "all":
@@ -118,8 +142,14 @@ def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "
         tgt_lang = hc.iso_lang(tgt_config, field="tgt_config")
         if tgt_lang == fixed_lang:
             raise hc.SourceError(f"{config} and {tgt_config} are both {tgt_lang!r}")
-        targets = target_index(str(tgt_source or source), config=tgt_config, split=split, normalized=normalized,
-                               streaming=streaming, revision=revision)
+        targets = target_index(
+            str(tgt_source or source),
+            config=tgt_config,
+            split=split,
+            normalized=normalized,
+            streaming=streaming,
+            revision=revision,
+        )
         name = f"{config}-{tgt_config}"
     wav_dir, tgt_wav_dir = out_dir / "audio" / "fleurs" / config, out_dir / "audio" / "fleurs" / str(tgt_config)
 
@@ -129,8 +159,13 @@ def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "
             if lang is None and lang_names is not None and row.get("lang_id") is not None:
                 row_lang = hc.iso_lang(lang_names[int(row["lang_id"])], field="lang_id")
             stem = hc.strip_audio_ext(str(row["path"]))
-            rec = Record(id=f"fleurs-{name}-{stem}", lang=row_lang, text=_text(row, normalized),
-                         audio=str(wav_dir / f"{stem}.wav"), split=split)
+            rec = Record(
+                id=f"fleurs-{name}-{stem}",
+                lang=row_lang,
+                text=_text(row, normalized),
+                audio=str(wav_dir / f"{stem}.wav"),
+                split=split,
+            )
             tgt_cell = None
             if targets is not None:
                 hit = targets.get(int(row["id"]))
@@ -144,8 +179,15 @@ def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "
                     tgt_cell = hit[1].get() if isinstance(hit[1], hc.LazyCell) else hit[1]
             yield hc.Item(record=rec, audio=row["audio"], tgt_audio=tgt_cell)
 
-    manifest, stats = hc.run_import(items(), out_dir / f"fleurs.{name}.{split}.jsonl", max_items=max_items,
-                                    skip_bad=skip_bad, sample_rate=sample_rate, total=total,
-                                    desc=f"fleurs {name} {split}", progress=progress)
+    manifest, stats = hc.run_import(
+        items(),
+        out_dir / f"fleurs.{name}.{split}.jsonl",
+        max_items=max_items,
+        skip_bad=skip_bad,
+        sample_rate=sample_rate,
+        total=total,
+        desc=f"fleurs {name} {split}",
+        progress=progress,
+    )
     hc.report("fleurs", manifest, stats)
     return manifest

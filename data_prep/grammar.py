@@ -488,19 +488,55 @@ P1SG, P2SG, P3SG, P1PL, P3PL = range(5)
 
 # Copulas and auxiliaries, rows in the slot order above.
 _BE = {  # "is" of properties (es: ser)
-    ("en", "present"): "am are is are are", ("en", "past"): "was were was were were",
-    ("fr", "present"): "suis es est sommes sont", ("fr", "past"): "étais étais était étions étaient",
-    ("es", "present"): "soy eres es somos son", ("es", "past"): "era eras era éramos eran",
-    ("de", "present"): "bin bist ist sind sind", ("de", "past"): "war warst war waren waren",
+    ("en", "present"): "am are is are are",
+    ("en", "past"): "was were was were were",
+    ("fr", "present"): "suis es est sommes sont",
+    ("fr", "past"): "étais étais était étions étaient",
+    ("es", "present"): "soy eres es somos son",
+    ("es", "past"): "era eras era éramos eran",
+    ("de", "present"): "bin bist ist sind sind",
+    ("de", "past"): "war warst war waren waren",
 }
 _ESTAR = {"present": "estoy estás está estamos están", "past": "estaba estabas estaba estábamos estaban"}
-_AUX = {"fr": "ai as a avons ont", "es": "he has ha hemos han",
-        "de:haben": "habe hast hat haben haben", "de:sein": "bin bist ist sind sind"}
+_AUX = {
+    "fr": "ai as a avons ont",
+    "es": "he has ha hemos han",
+    "de:haben": "habe hast hat haben haben",
+    "de:sein": "bin bist ist sind sind",
+}
 _PRONOUNS = {  # (person slot, gender) -> subject pronoun; es 1st/2nd person are dropped (pro-drop)
-    "en": {(P1SG, "m"): "i", (P2SG, "m"): "you", (P3SG, "m"): "he", (P3SG, "f"): "she", (P1PL, "m"): "we", (P3PL, "m"): "they"},
-    "fr": {(P1SG, "m"): "je", (P2SG, "m"): "tu", (P3SG, "m"): "il", (P3SG, "f"): "elle", (P1PL, "m"): "nous", (P3PL, "m"): "ils"},
-    "es": {(P1SG, "m"): "", (P2SG, "m"): "", (P3SG, "m"): "él", (P3SG, "f"): "ella", (P1PL, "m"): "", (P3PL, "m"): "ellos"},
-    "de": {(P1SG, "m"): "ich", (P2SG, "m"): "du", (P3SG, "m"): "er", (P3SG, "f"): "sie", (P1PL, "m"): "wir", (P3PL, "m"): "sie"},
+    "en": {
+        (P1SG, "m"): "i",
+        (P2SG, "m"): "you",
+        (P3SG, "m"): "he",
+        (P3SG, "f"): "she",
+        (P1PL, "m"): "we",
+        (P3PL, "m"): "they",
+    },
+    "fr": {
+        (P1SG, "m"): "je",
+        (P2SG, "m"): "tu",
+        (P3SG, "m"): "il",
+        (P3SG, "f"): "elle",
+        (P1PL, "m"): "nous",
+        (P3PL, "m"): "ils",
+    },
+    "es": {
+        (P1SG, "m"): "",
+        (P2SG, "m"): "",
+        (P3SG, "m"): "él",
+        (P3SG, "f"): "ella",
+        (P1PL, "m"): "",
+        (P3PL, "m"): "ellos",
+    },
+    "de": {
+        (P1SG, "m"): "ich",
+        (P2SG, "m"): "du",
+        (P3SG, "m"): "er",
+        (P3SG, "f"): "sie",
+        (P1PL, "m"): "wir",
+        (P3PL, "m"): "sie",
+    },
 }
 
 
@@ -604,9 +640,14 @@ def _load_adjectives() -> dict[str, Adjective]:
         if len(fr_forms) not in (4, 5) or len(es_forms) != 4 or pos not in ("pre", "post"):
             raise ValueError(f"adjective {key!r}: bad fr {fr!r} / es {es!r} / position {pos!r}")
         de_pred, _, de_stem = de.partition("/")
-        adjs[key] = Adjective(key, frozenset(classes.split()), {"en": en, "fr": fr_forms[:4], "es": es_forms, "de": de_pred},
-                              fr_pre=pos == "pre", fr_vowel=fr_forms[4] if len(fr_forms) == 5 else fr_forms[0],
-                              de_stem=de_stem or de_pred)
+        adjs[key] = Adjective(
+            key,
+            frozenset(classes.split()),
+            {"en": en, "fr": fr_forms[:4], "es": es_forms, "de": de_pred},
+            fr_pre=pos == "pre",
+            fr_vowel=fr_forms[4] if len(fr_forms) == 5 else fr_forms[0],
+            de_stem=de_stem or de_pred,
+        )
     return adjs
 
 
@@ -630,14 +671,25 @@ def _load_verbs() -> dict[str, Verb]:
             if len(present) != 5 or len(rest) != (2 if lang == "de" else 1):
                 raise ValueError(f"verb {key!r}, {lang}: expected 5 present forms / participle, got {langs[lang]!r}")
             parsed[lang] = (tuple(present), *rest)
-        verbs[key] = Verb(key, "t" in kind, "i" in kind, frozenset(subjects.split()), frozenset(objects.split()),
-                          tuple(en), parsed["fr"], parsed["es"], parsed["de"])
+        verbs[key] = Verb(
+            key,
+            "t" in kind,
+            "i" in kind,
+            frozenset(subjects.split()),
+            frozenset(objects.split()),
+            tuple(en),
+            parsed["fr"],
+            parsed["es"],
+            parsed["de"],
+        )
     return verbs
 
 
 def _load_prepositions() -> dict[str, Preposition]:
-    return {key: Preposition(key, needs, {"en": en, "fr": fr, "es": es, "de": de})
-            for key, needs, en, fr, es, de in _rows(_PREP_TABLE, 6, "preposition")}
+    return {
+        key: Preposition(key, needs, {"en": en, "fr": fr, "es": es, "de": de})
+        for key, needs, en, fr, es, de in _rows(_PREP_TABLE, 6, "preposition")
+    }
 
 
 NOUNS: dict[str, Noun] = _load_nouns()
@@ -715,8 +767,17 @@ class Meaning:
 
     def key(self) -> str:
         """A canonical string: two meanings are the same sentence iff their keys are equal."""
-        parts = [self.pattern, self.tense, self.subject.key(), self.verb or "-", self.obj.key() if self.obj else "-",
-                 self.prep or "-", self.place.key() if self.place else "-", self.adj or "-", "neg" if self.negated else "pos"]
+        parts = [
+            self.pattern,
+            self.tense,
+            self.subject.key(),
+            self.verb or "-",
+            self.obj.key() if self.obj else "-",
+            self.prep or "-",
+            self.place.key() if self.place else "-",
+            self.adj or "-",
+            "neg" if self.negated else "pos",
+        ]
         return "|".join(parts)
 
 
@@ -818,8 +879,10 @@ def _join(tokens: list[str], lang: str, end: str) -> str:
     """Tokens -> text, with each language's elision, contraction and end punctuation."""
     tokens = [t for t in tokens if t]
     if lang == "en":
-        tokens = ["an" if t == "a" and i + 1 < len(tokens) and tokens[i + 1][0] in "aeiou" else t
-                  for i, t in enumerate(tokens)]
+        tokens = [
+            "an" if t == "a" and i + 1 < len(tokens) and tokens[i + 1][0] in "aeiou" else t
+            for i, t in enumerate(tokens)
+        ]
     if lang == "fr":
         out: list[str] = []
         for i, t in enumerate(tokens):  # elision: le arbre -> l'arbre, je ai -> j'ai, que il -> qu'il
@@ -865,8 +928,13 @@ def _join(tokens: list[str], lang: str, end: str) -> str:
 def _np_en(np: NP) -> list[str]:
     noun = NOUNS[np.noun].forms["en"][2 if np.plural else 1]
     adj = ADJECTIVES[np.adj].forms["en"] if np.adj else ""
-    det = {"def": "the", "indef": "" if np.plural else "a", "dem": "these" if np.plural else "this",
-           "poss": "my", "num": NUMBERS["en"][np.count]}[np.det]
+    det = {
+        "def": "the",
+        "indef": "" if np.plural else "a",
+        "dem": "these" if np.plural else "this",
+        "poss": "my",
+        "num": NUMBERS["en"][np.count],
+    }[np.det]
     return [det, adj, noun]
 
 
@@ -900,20 +968,38 @@ def _np_es(np: NP) -> list[str]:
     gender, sg, pl = NOUNS[np.noun].forms["es"]
     idx = (2 if np.plural else 0) + (1 if gender == "f" else 0)
     adj = ADJECTIVES[np.adj].forms["es"][idx] if np.adj else ""
-    det = {"def": ("el", "la", "los", "las"), "indef": ("un", "una", "unos", "unas"),
-           "dem": ("este", "esta", "estos", "estas"), "poss": ("mi", "mi", "mis", "mis")}.get(np.det)
+    det = {
+        "def": ("el", "la", "los", "las"),
+        "indef": ("un", "una", "unos", "unas"),
+        "dem": ("este", "esta", "estos", "estas"),
+        "poss": ("mi", "mi", "mis", "mis"),
+    }.get(np.det)
     det = det[idx] if det else NUMBERS["es"][np.count]
     return [det, pl if np.plural else sg, adj]
 
 
 # German determiners by case: columns m, f, n, plural
 _DE_DETS = {
-    "def": {"nom": ("der", "die", "das", "die"), "acc": ("den", "die", "das", "die"), "dat": ("dem", "der", "dem", "den")},
-    "indef": {"nom": ("ein", "eine", "ein", ""), "acc": ("einen", "eine", "ein", ""), "dat": ("einem", "einer", "einem", "")},
-    "dem": {"nom": ("dieser", "diese", "dieses", "diese"), "acc": ("diesen", "diese", "dieses", "diese"),
-            "dat": ("diesem", "dieser", "diesem", "diesen")},
-    "poss": {"nom": ("mein", "meine", "mein", "meine"), "acc": ("meinen", "meine", "mein", "meine"),
-             "dat": ("meinem", "meiner", "meinem", "meinen")},
+    "def": {
+        "nom": ("der", "die", "das", "die"),
+        "acc": ("den", "die", "das", "die"),
+        "dat": ("dem", "der", "dem", "den"),
+    },
+    "indef": {
+        "nom": ("ein", "eine", "ein", ""),
+        "acc": ("einen", "eine", "ein", ""),
+        "dat": ("einem", "einer", "einem", ""),
+    },
+    "dem": {
+        "nom": ("dieser", "diese", "dieses", "diese"),
+        "acc": ("diesen", "diese", "dieses", "diese"),
+        "dat": ("diesem", "dieser", "diesem", "diesen"),
+    },
+    "poss": {
+        "nom": ("mein", "meine", "mein", "meine"),
+        "acc": ("meinen", "meine", "mein", "meine"),
+        "dat": ("meinem", "meiner", "meinem", "meinen"),
+    },
 }
 # Adjective endings by declension: weak (after der/dieser), mixed (after ein/mein), strong (no article).
 _DE_ADJ = {
@@ -1111,8 +1197,10 @@ def generate_sentences(n: int, seed: int = 0, *, start: int = 0, max_rejects: in
         if key in seen_keys or any(texts[lang] in seen_texts[lang] for lang in LANGS):
             rejects += 1
             if rejects > max_rejects:
-                raise RuntimeError(f"the grammar ran out of new sentences after {index} (seed {seed}): "
-                                   f"{max_rejects} draws in a row were duplicates")
+                raise RuntimeError(
+                    f"the grammar ran out of new sentences after {index} (seed {seed}): "
+                    f"{max_rejects} draws in a row were duplicates"
+                )
             continue
         rejects = 0
         seen_keys.add(key)
@@ -1128,13 +1216,21 @@ PAIRS = (("en", "fr"), ("en", "es"), ("en", "de"), ("fr", "en"), ("es", "en"), (
 """The directed translation pairs of the corpus: English on one side, as in CoVoST 2 / CVSS."""
 
 
-def generate_pairs(n: int, seed: int = 0, *, start: int = 0,
-                   pairs: tuple[tuple[str, str], ...] = PAIRS) -> list[dict]:
+def generate_pairs(n: int, seed: int = 0, *, start: int = 0, pairs: tuple[tuple[str, str], ...] = PAIRS) -> list[dict]:
     """Text-only translation pairs from sentences ``start .. start+n-1``: one dict per (sentence, pair),
     ``{"id", "src_lang", "src_text", "tgt_lang", "tgt_text"}``. Use ``start`` past the corpus size
     (train + dev + test) for extra MT text that never appears in the spoken corpus."""
     for src, tgt in pairs:
         if src not in LANGS or tgt not in LANGS or src == tgt:
             raise ValueError(f"bad pair {src}->{tgt}; languages: {', '.join(LANGS)}")
-    return [{"id": f"{s.id}-{src}-{tgt}", "src_lang": src, "src_text": s.texts[src], "tgt_lang": tgt,
-             "tgt_text": s.texts[tgt]} for s in generate_sentences(n, seed, start=start) for src, tgt in pairs]
+    return [
+        {
+            "id": f"{s.id}-{src}-{tgt}",
+            "src_lang": src,
+            "src_text": s.texts[src],
+            "tgt_lang": tgt,
+            "tgt_text": s.texts[tgt],
+        }
+        for s in generate_sentences(n, seed, start=start)
+        for src, tgt in pairs
+    ]

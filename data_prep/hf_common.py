@@ -25,9 +25,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
-
 
 from audiopalm import audio
 from audiopalm.audio import AudioError
@@ -62,9 +61,11 @@ def iso_lang(code: str, *, field: str = "language") -> str:
     head = code.strip().replace("-", "_").split("_")[0].lower()
     iso = _LANG_EXCEPTIONS.get(head, head)
     if iso not in LANGUAGES:
-        raise SourceError(f"{field} {code!r} -> {iso!r} is not a known language; known: "
-                          f"{', '.join(sorted(LANGUAGES))} (add it to audiopalm.manifest.LANGUAGES, "
-                          "or pass --lang to override)")
+        raise SourceError(
+            f"{field} {code!r} -> {iso!r} is not a known language; known: "
+            f"{', '.join(sorted(LANGUAGES))} (add it to audiopalm.manifest.LANGUAGES, "
+            "or pass --lang to override)"
+        )
     return iso
 
 
@@ -106,8 +107,15 @@ def _pick_split(dsdict, split: str, where: str):
     raise SourceError(f"{where}: no split {split!r}; it has: {', '.join(dsdict)}")
 
 
-def open_dataset(source: str, *, config: str | None = None, split: str, streaming: bool | None = None,
-                 revision: str | None = None, audio_columns: Iterable[str] = ("audio",)):
+def open_dataset(
+    source: str,
+    *,
+    config: str | None = None,
+    split: str,
+    streaming: bool | None = None,
+    revision: str | None = None,
+    audio_columns: Iterable[str] = ("audio",),
+):
     """Open one split of a hub dataset, a ``save_to_disk`` copy, or a local copy of a hub repository,
     with the audio columns cast to ``decode=False``.
 
@@ -129,18 +137,22 @@ def open_dataset(source: str, *, config: str | None = None, split: str, streamin
             raise SourceError(f"{source}: a file, expected a hub name or a folder")
         streaming = (not local) if streaming is None else streaming
         try:
-            ds = datasets.load_dataset(str(source), config, split=split, streaming=streaming,
-                                       revision=None if local else revision)
+            ds = datasets.load_dataset(
+                str(source), config, split=split, streaming=streaming, revision=None if local else revision
+            )
         except (ConnectionError, FileNotFoundError) as e:
-            raise SourceError(f"{source}: {e}. Without the hub, pass a save_to_disk copy, a downloaded "
-                              "copy of the hub repository, or the corpus' release folder as the source") from None
+            raise SourceError(
+                f"{source}: {e}. Without the hub, pass a save_to_disk copy, a downloaded "
+                "copy of the hub repository, or the corpus' release folder as the source"
+            ) from None
         except RuntimeError as e:
             if "scripts are no longer supported" in str(e):
                 raise SourceError(
                     f"{source}: the hub copy is a loading-script dataset, which datasets>=4 cannot run "
                     "(and audiopalm never runs remote code). Use a parquet copy (another hub name, or "
                     "--revision refs/convert/parquet if the hub has converted it), a save_to_disk copy, "
-                    "or the corpus' release folder.") from None
+                    "or the corpus' release folder."
+                ) from None
             raise
         except ValueError as e:
             if "split" in str(e).lower():
@@ -227,8 +239,7 @@ def read_tsv(path: Path, *, header: bool) -> Iterator[tuple[int, list[str] | dic
 # ----------------------------------------------------------------------------- audio
 
 
-def decode_cell(cell, *, name: str, base_dir: str | os.PathLike | None = None,
-                sample_rate: int | None = None):
+def decode_cell(cell, *, name: str, base_dir: str | os.PathLike | None = None, sample_rate: int | None = None):
     """Decode an ``Audio(decode=False)`` cell ``{"bytes", "path"}`` -> ``(wav [T] float32, sr)``.
 
     Bytes win when present; otherwise the path is read (relative paths against ``base_dir``).
@@ -313,10 +324,18 @@ class ImportStats:
         return ", ".join(parts)
 
 
-def run_import(items: Iterable[Item | str], manifest: str | os.PathLike, *, max_items: int | None = None,
-               skip_bad: bool = False, sample_rate: int | None = None, desc: str = "importing",
-               total: int | None = None, progress: bool = True,
-               stats: ImportStats | None = None) -> tuple[Path, ImportStats]:
+def run_import(
+    items: Iterable[Item | str],
+    manifest: str | os.PathLike,
+    *,
+    max_items: int | None = None,
+    skip_bad: bool = False,
+    sample_rate: int | None = None,
+    desc: str = "importing",
+    total: int | None = None,
+    progress: bool = True,
+    stats: ImportStats | None = None,
+) -> tuple[Path, ImportStats]:
     """Materialise audio and write the manifest; returns ``(manifest_path, stats)``.
 
     ``items`` yields :class:`Item` s; a plain string yielded instead is a *reason* a row was left out
@@ -349,15 +368,17 @@ def run_import(items: Iterable[Item | str], manifest: str | os.PathLike, *, max_
                 if rec.id in seen:
                     raise ManifestError(manifest, row_no, "id", f"duplicate id {rec.id!r}")
                 parse_line(rec.to_json(root), path=f"{desc}: id {rec.id!r}: row", line=row_no)
-                dests = [(f, Path(getattr(rec, f)), c) for f, c in (("audio", item.audio), ("tgt_audio", item.tgt_audio))
-                         if getattr(rec, f) is not None]
+                dests = [
+                    (f, Path(getattr(rec, f)), c)
+                    for f, c in (("audio", item.audio), ("tgt_audio", item.tgt_audio))
+                    if getattr(rec, f) is not None
+                ]
                 for field, dest, _ in dests:  # all checked before any is written
                     if root not in dest.resolve().parents:
                         raise ManifestError(manifest, row_no, field, f"{dest} lies outside {root} (id {rec.id!r})")
                 for field, dest, cell in dests:
                     dest.parent.mkdir(parents=True, exist_ok=True)
-                    new = materialise(cell, dest, name=f"row {row_no} (id {rec.id}) {field}",
-                                      sample_rate=sample_rate)
+                    new = materialise(cell, dest, name=f"row {row_no} (id {rec.id}) {field}", sample_rate=sample_rate)
                     stats.wavs_new += new
                     stats.wavs_kept += not new
             except (AudioError, ManifestError) as e:

@@ -21,8 +21,8 @@ upper case without punctuation, so case carries nothing; ``lowercase=False`` kee
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from audiopalm.manifest import Record
 from data_prep import hf_common as hc
@@ -36,8 +36,10 @@ def _folder_rows(folder: Path) -> Iterator[dict]:
     """Rows of an OpenSLR LibriSpeech folder, in sorted transcript-file order."""
     trans = sorted(folder.rglob("*.trans.txt"))
     if not trans:
-        raise hc.SourceError(f"{folder}: no *.trans.txt files (expected the OpenSLR LibriSpeech layout "
-                             "SPK/CHAP/SPK-CHAP.trans.txt), and not a save_to_disk copy")
+        raise hc.SourceError(
+            f"{folder}: no *.trans.txt files (expected the OpenSLR LibriSpeech layout "
+            "SPK/CHAP/SPK-CHAP.trans.txt), and not a save_to_disk copy"
+        )
     for tf in trans:
         with tf.open(encoding="utf-8") as f:
             for lineno, line in enumerate(f, start=1):
@@ -47,8 +49,13 @@ def _folder_rows(folder: Path) -> Iterator[dict]:
                 parts = utt.split("-")
                 if len(parts) != 3 or not text:
                     raise hc.SourceError(f"{tf}:{lineno}: expected 'SPK-CHAP-UTT TRANSCRIPT', got {line.strip()!r}")
-                yield {"id": utt, "text": text, "speaker_id": parts[0], "chapter_id": parts[1],
-                       "audio": {"bytes": None, "path": str(tf.parent / f"{utt}.flac")}}
+                yield {
+                    "id": utt,
+                    "text": text,
+                    "speaker_id": parts[0],
+                    "chapter_id": parts[1],
+                    "audio": {"bytes": None, "path": str(tf.parent / f"{utt}.flac")},
+                }
 
 
 def _rows(source: str, *, config: str | None, split: str, streaming: bool | None, revision: str | None):
@@ -60,10 +67,20 @@ def _rows(source: str, *, config: str | None, split: str, streaming: bool | None
     return ds, hc.dataset_len(ds)
 
 
-def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "data/librispeech", *,
-            split: str = "train.clean.100", config: str | None = DEFAULT_CONFIG, max_items: int | None = None,
-            skip_bad: bool = False, sample_rate: int | None = None, lowercase: bool = True,
-            streaming: bool | None = None, revision: str | None = None, progress: bool = True) -> Path:
+def prepare(
+    source: str | os.PathLike = HUB_NAME,
+    out_dir: str | os.PathLike = "data/librispeech",
+    *,
+    split: str = "train.clean.100",
+    config: str | None = DEFAULT_CONFIG,
+    max_items: int | None = None,
+    skip_bad: bool = False,
+    sample_rate: int | None = None,
+    lowercase: bool = True,
+    streaming: bool | None = None,
+    revision: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Import one LibriSpeech split; returns the manifest path (``OUT/librispeech.SPLIT.jsonl``).
 
     ``config`` only matters for the hub (ignored for local copies). ``sample_rate`` resamples the
@@ -78,12 +95,26 @@ def prepare(source: str | os.PathLike = HUB_NAME, out_dir: str | os.PathLike = "
             utt = str(row["id"])
             text = str(row["text"]).strip()
             yield hc.Item(
-                record=Record(id=f"ls-{utt}", lang="en", text=text.lower() if lowercase else text,
-                              audio=str(wav_dir / f"{utt}.wav"), speaker=f"ls-{row['speaker_id']}", split=split),
-                audio=row["audio"])
+                record=Record(
+                    id=f"ls-{utt}",
+                    lang="en",
+                    text=text.lower() if lowercase else text,
+                    audio=str(wav_dir / f"{utt}.wav"),
+                    speaker=f"ls-{row['speaker_id']}",
+                    split=split,
+                ),
+                audio=row["audio"],
+            )
 
-    manifest, stats = hc.run_import(items(), out_dir / f"librispeech.{split}.jsonl", max_items=max_items,
-                                    skip_bad=skip_bad, sample_rate=sample_rate, total=total,
-                                    desc=f"librispeech {split}", progress=progress)
+    manifest, stats = hc.run_import(
+        items(),
+        out_dir / f"librispeech.{split}.jsonl",
+        max_items=max_items,
+        skip_bad=skip_bad,
+        sample_rate=sample_rate,
+        total=total,
+        desc=f"librispeech {split}",
+        progress=progress,
+    )
     hc.report("librispeech", manifest, stats)
     return manifest

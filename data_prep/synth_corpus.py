@@ -52,8 +52,19 @@ from audiopalm.errors import UserError
 from audiopalm.manifest import Record, check_manifest, format_summary, write_manifest
 from data_prep.grammar import GRAMMAR_VERSION, LANGS, PAIRS, Sentence, generate_pairs, generate_sentences
 
-__all__ = ["Voice", "VOICES", "PROFILES", "SAMPLE_RATE", "synthesize", "split_sentences", "voice_for",
-           "generate_sentences", "generate_pairs", "PAIRS", "LANGS"]
+__all__ = [
+    "Voice",
+    "VOICES",
+    "PROFILES",
+    "SAMPLE_RATE",
+    "synthesize",
+    "split_sentences",
+    "voice_for",
+    "generate_sentences",
+    "generate_pairs",
+    "PAIRS",
+    "LANGS",
+]
 
 SAMPLE_RATE = 16_000
 """Rate of every wav written (espeak-ng speaks at 22 050 Hz; we resample)."""
@@ -101,8 +112,20 @@ class Voice:
 
     def command(self, wav_path: str) -> list[str]:
         """The espeak-ng command line that speaks stdin (UTF-8) into ``wav_path``."""
-        return ["espeak-ng", "-b", "1", "-v", f"{self.espeak_voice}+{self.variant}", "-s", str(self.speed),
-                "-p", str(self.pitch), "-w", wav_path, "--stdin"]
+        return [
+            "espeak-ng",
+            "-b",
+            "1",
+            "-v",
+            f"{self.espeak_voice}+{self.variant}",
+            "-s",
+            str(self.speed),
+            "-p",
+            str(self.pitch),
+            "-w",
+            wav_path,
+            "--stdin",
+        ]
 
 
 def _voices(lang: str, rows: list[tuple[str, str, int, int]], held_out: tuple[str, str, int, int]) -> list[Voice]:
@@ -114,23 +137,66 @@ def _voices(lang: str, rows: list[tuple[str, str, int, int]], held_out: tuple[st
 # m1 m2 m3 m5 m7 f2 f3 f4 f5; the held-out ones use variants (f1, m4, m6) that no seen voice of any
 # language uses, and, for English, an accent (West Midlands) absent from training.
 VOICES: dict[str, list[Voice]] = {
-    "en": _voices("en", [("en-us", "m3", 160, 50), ("en-us", "f2", 150, 65), ("en-gb", "m1", 155, 45),
-                         ("en-gb", "f3", 165, 70), ("en-gb-scotland", "m5", 150, 40), ("en-029", "f4", 145, 60),
-                         ("en-gb-x-rp", "m7", 170, 35), ("en-us-nyc", "f5", 160, 55),
-                         ("en-gb-x-gbclan", "m2", 140, 50)],
-                  ("en-gb-x-gbcwmd", "f1", 155, 60)),
-    "fr": _voices("fr", [("fr-fr", "m3", 160, 50), ("fr-fr", "f2", 150, 65), ("fr-be", "m1", 155, 45),
-                         ("fr-be", "f3", 165, 70), ("fr-ch", "m5", 150, 40), ("fr-ch", "f4", 145, 60),
-                         ("fr-fr", "m7", 170, 35), ("fr-be", "f5", 160, 55), ("fr-ch", "m2", 140, 50)],
-                  ("fr-fr", "m4", 155, 45)),
-    "es": _voices("es", [("es", "m3", 160, 50), ("es", "f2", 150, 65), ("es-419", "m1", 155, 45),
-                         ("es-419", "f3", 165, 70), ("es", "m5", 150, 40), ("es-419", "f4", 145, 60),
-                         ("es", "m7", 170, 35), ("es-419", "f5", 160, 55), ("es", "m2", 140, 50)],
-                  ("es-419", "f1", 155, 60)),
-    "de": _voices("de", [("de", "m3", 160, 50), ("de", "f2", 150, 65), ("de", "m1", 155, 45),
-                         ("de", "f3", 165, 70), ("de", "m5", 150, 40), ("de", "f4", 145, 60),
-                         ("de", "m7", 170, 35), ("de", "f5", 160, 55), ("de", "m2", 140, 50)],
-                  ("de", "m6", 150, 40)),
+    "en": _voices(
+        "en",
+        [
+            ("en-us", "m3", 160, 50),
+            ("en-us", "f2", 150, 65),
+            ("en-gb", "m1", 155, 45),
+            ("en-gb", "f3", 165, 70),
+            ("en-gb-scotland", "m5", 150, 40),
+            ("en-029", "f4", 145, 60),
+            ("en-gb-x-rp", "m7", 170, 35),
+            ("en-us-nyc", "f5", 160, 55),
+            ("en-gb-x-gbclan", "m2", 140, 50),
+        ],
+        ("en-gb-x-gbcwmd", "f1", 155, 60),
+    ),
+    "fr": _voices(
+        "fr",
+        [
+            ("fr-fr", "m3", 160, 50),
+            ("fr-fr", "f2", 150, 65),
+            ("fr-be", "m1", 155, 45),
+            ("fr-be", "f3", 165, 70),
+            ("fr-ch", "m5", 150, 40),
+            ("fr-ch", "f4", 145, 60),
+            ("fr-fr", "m7", 170, 35),
+            ("fr-be", "f5", 160, 55),
+            ("fr-ch", "m2", 140, 50),
+        ],
+        ("fr-fr", "m4", 155, 45),
+    ),
+    "es": _voices(
+        "es",
+        [
+            ("es", "m3", 160, 50),
+            ("es", "f2", 150, 65),
+            ("es-419", "m1", 155, 45),
+            ("es-419", "f3", 165, 70),
+            ("es", "m5", 150, 40),
+            ("es-419", "f4", 145, 60),
+            ("es", "m7", 170, 35),
+            ("es-419", "f5", 160, 55),
+            ("es", "m2", 140, 50),
+        ],
+        ("es-419", "f1", 155, 60),
+    ),
+    "de": _voices(
+        "de",
+        [
+            ("de", "m3", 160, 50),
+            ("de", "f2", 150, 65),
+            ("de", "m1", 155, 45),
+            ("de", "f3", 165, 70),
+            ("de", "m5", 150, 40),
+            ("de", "f4", 145, 60),
+            ("de", "m7", 170, 35),
+            ("de", "f5", 160, 55),
+            ("de", "m2", 140, 50),
+        ],
+        ("de", "m6", 150, 40),
+    ),
 }
 
 
@@ -152,7 +218,7 @@ def split_sentences(*, train: int, dev: int, test: int, seed: int = 0) -> dict[s
         if not isinstance(n, int) or n < 0:
             raise ValueError(f"{name} must be a non-negative int, got {n!r}")
     sentences = generate_sentences(test + dev + train, seed)
-    return {"test": sentences[:test], "dev": sentences[test:test + dev], "train": sentences[test + dev:]}
+    return {"test": sentences[:test], "dev": sentences[test : test + dev], "train": sentences[test + dev :]}
 
 
 # --------------------------------------------------------------------------------------- speaking
@@ -176,8 +242,9 @@ def check_espeak(voices: list[Voice]) -> str:
     return version
 
 
-def trim_silence(wav: np.ndarray, sample_rate: int, *, pad: float = PAD_SECONDS,
-                 rel: float = SILENCE_REL) -> np.ndarray:
+def trim_silence(
+    wav: np.ndarray, sample_rate: int, *, pad: float = PAD_SECONDS, rel: float = SILENCE_REL
+) -> np.ndarray:
     """Cut leading/trailing silence, keeping ``pad`` seconds around the speech. ``wav``: [T] -> [T']."""
     frame = max(1, sample_rate // 100)  # 10 ms
     n = len(wav) // frame
@@ -215,8 +282,10 @@ def speak(text: str, voice: Voice, path: str | os.PathLike) -> float:
     try:
         proc = subprocess.run(voice.command(raw), input=text.encode("utf-8"), capture_output=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"espeak-ng failed for {path.name} (voice {voice.id}, text {text!r}): "
-                               f"{proc.stderr.decode(errors='replace').strip()}")
+            raise RuntimeError(
+                f"espeak-ng failed for {path.name} (voice {voice.id}, text {text!r}): "
+                f"{proc.stderr.decode(errors='replace').strip()}"
+            )
         wav, sr = audio.load(raw)  # [T] at 22 050 Hz
         wav = audio.resample(trim_silence(wav, sr), sr, SAMPLE_RATE)  # [T']
         audio.save(tmp, wav, SAMPLE_RATE)
@@ -287,7 +356,8 @@ def _readme(corpus: dict) -> str:
         "",
         "- `wav/<lang>/<sentence>-<voice>.wav`: 16 kHz mono, one per (sentence, language).",
         "- `train.jsonl`, `dev.jsonl`, `test.jsonl`: one line per (sentence, directed pair) for "
-        + ", ".join(f"{s}->{t}" for s, t in PAIRS) + "; `speaker` is the voice of the source audio.",
+        + ", ".join(f"{s}->{t}" for s, t in PAIRS)
+        + "; `speaker` is the voice of the source audio.",
         "- `corpus.json`: seed, sizes, every voice's espeak-ng settings, held-out voices, counts.",
         "",
         f"Held-out voices (test split only, never in train/dev): {held}. Dev and test sentences share no "
@@ -299,8 +369,16 @@ def _readme(corpus: dict) -> str:
     return "\n".join(lines)
 
 
-def synthesize(out_dir: str | os.PathLike, *, train: int, dev: int, test: int, seed: int = 0,
-               jobs: int | None = None, progress: bool = True) -> dict:
+def synthesize(
+    out_dir: str | os.PathLike,
+    *,
+    train: int,
+    dev: int,
+    test: int,
+    seed: int = 0,
+    jobs: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Build the corpus in ``out_dir`` (see the module docstring) and return the corpus.json content.
 
     ``train``/``dev``/``test`` are numbers of sentences; each gives one wav per language and six
@@ -320,13 +398,20 @@ def synthesize(out_dir: str | os.PathLike, *, train: int, dev: int, test: int, s
         old = json.loads(meta_path.read_text(encoding="utf-8"))
         for field, value in (("seed", seed), ("grammar_version", GRAMMAR_VERSION), ("voices", voices_json)):
             if old.get(field) != value:
-                raise UserError(f"{meta_path}: this folder holds a corpus made with a different {field} "
-                                   f"(folder: {old.get(field)!r}, asked: {value!r}); use another --out or delete "
-                                   "the folder")
+                raise UserError(
+                    f"{meta_path}: this folder holds a corpus made with a different {field} "
+                    f"(folder: {old.get(field)!r}, asked: {value!r}); use another --out or delete "
+                    "the folder"
+                )
     else:  # claim the folder before the first wav, so that an interrupted run cannot be resumed with another seed
         out.mkdir(parents=True, exist_ok=True)
-        _write_text_if_changed(meta_path, json.dumps({"seed": seed, "grammar_version": GRAMMAR_VERSION,
-                                                      "voices": voices_json, "complete": False}, indent=2) + "\n")
+        _write_text_if_changed(
+            meta_path,
+            json.dumps(
+                {"seed": seed, "grammar_version": GRAMMAR_VERSION, "voices": voices_json, "complete": False}, indent=2
+            )
+            + "\n",
+        )
 
     splits = split_sentences(train=train, dev=dev, test=test, seed=seed)
     speech_jobs: list[tuple[str, str, Voice, str]] = []
@@ -346,7 +431,7 @@ def synthesize(out_dir: str | os.PathLike, *, train: int, dev: int, test: int, s
     n_new = sum(not existed for _, _, existed in results)
 
     counts = {"wavs": {lang: 0 for lang in LANGS}, "seconds": {}, "utterances_by_voice": {v.id: 0 for v in all_voices}}
-    for (path, text, voice, split) in speech_jobs:
+    for path, text, voice, split in speech_jobs:
         counts["wavs"][voice.lang] += 1
         counts["utterances_by_voice"][voice.id] += 1
         by_lang = counts["seconds"].setdefault(split, {lang: 0.0 for lang in LANGS})
@@ -358,9 +443,19 @@ def synthesize(out_dir: str | os.PathLike, *, train: int, dev: int, test: int, s
         for s in sentences:
             for src, tgt in PAIRS:
                 src_path, src_voice = wav_of[(s.id, src)]
-                records.append(Record(id=f"{s.id}-{src}-{tgt}", lang=src, text=s.texts[src], audio=src_path,
-                                      tgt_lang=tgt, tgt_text=s.texts[tgt], tgt_audio=wav_of[(s.id, tgt)][0],
-                                      speaker=src_voice.id, split=split))
+                records.append(
+                    Record(
+                        id=f"{s.id}-{src}-{tgt}",
+                        lang=src,
+                        text=s.texts[src],
+                        audio=src_path,
+                        tgt_lang=tgt,
+                        tgt_text=s.texts[tgt],
+                        tgt_audio=wav_of[(s.id, tgt)][0],
+                        speaker=src_voice.id,
+                        split=split,
+                    )
+                )
         _write_manifest_if_changed(out / f"{split}.jsonl", records)
         records_per_split[split] = len(records)
 
@@ -384,8 +479,10 @@ def synthesize(out_dir: str | os.PathLike, *, train: int, dev: int, test: int, s
     _write_text_if_changed(meta_path, json.dumps(corpus, indent=2, ensure_ascii=False) + "\n")
     _write_text_if_changed(out / "README.md", _readme(corpus))
     if progress:
-        print(f"spoke {n_new} new wav(s), kept {len(results) - n_new} existing, in {wall:.1f} s with {jobs} job(s)",
-              file=sys.stderr)
+        print(
+            f"spoke {n_new} new wav(s), kept {len(results) - n_new} existing, in {wall:.1f} s with {jobs} job(s)",
+            file=sys.stderr,
+        )
     return corpus
 
 
@@ -393,19 +490,36 @@ def synthesize(out_dir: str | os.PathLike, *, train: int, dev: int, test: int, s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder (wav/, train/dev/test.jsonl, corpus.json, README.md)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="default",
-                        help="preset sizes: " + "; ".join(f"{k}: {v['train']}/{v['dev']}/{v['test']}"
-                                                          for k, v in PROFILES.items()) + " train/dev/test sentences")
+    parser.add_argument(
+        "--out", required=True, help="output folder (wav/, train/dev/test.jsonl, corpus.json, README.md)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="default",
+        help="preset sizes: "
+        + "; ".join(f"{k}: {v['train']}/{v['dev']}/{v['test']}" for k, v in PROFILES.items())
+        + " train/dev/test sentences",
+    )
     for split in ("train", "dev", "test"):
-        parser.add_argument(f"--{split}", type=int, default=None, metavar="N",
-                            help=f"number of {split} sentences (overrides --profile)")
+        parser.add_argument(
+            f"--{split}", type=int, default=None, metavar="N", help=f"number of {split} sentences (overrides --profile)"
+        )
     parser.add_argument("--seed", type=int, default=0, help="fixes texts, voices, ids and audio (default 0)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                        help="parallel espeak-ng workers (default: all cores, %(default)s here)")
-    parser.add_argument("--text-only", type=int, default=None, metavar="N",
-                        help="instead of speaking: write text_only.jsonl, N unseen sentences as text-only "
-                        "translation rows (every pair), for scoring MT with no audio")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="parallel espeak-ng workers (default: all cores, %(default)s here)",
+    )
+    parser.add_argument(
+        "--text-only",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead of speaking: write text_only.jsonl, N unseen sentences as text-only "
+        "translation rows (every pair), for scoring MT with no audio",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
 
 
@@ -423,13 +537,24 @@ def write_text_only(out_dir: str | os.PathLike, n: int, *, train: int, dev: int,
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("seed") != seed:
-            raise UserError(f"{meta_path}: the corpus here was made with seed {meta.get('seed')}, not {seed}; "
-                            "pass its --seed so the text-only sentences are unseen by it")
+            raise UserError(
+                f"{meta_path}: the corpus here was made with seed {meta.get('seed')}, not {seed}; "
+                "pass its --seed so the text-only sentences are unseen by it"
+            )
         if meta.get("sentences"):
             train, dev, test = (meta["sentences"][k] for k in ("train", "dev", "test"))
     start = train + dev + test
-    records = [Record(id=p["id"], lang=p["src_lang"], text=p["src_text"], tgt_lang=p["tgt_lang"],
-                      tgt_text=p["tgt_text"], split="test") for p in generate_pairs(n, seed, start=start)]
+    records = [
+        Record(
+            id=p["id"],
+            lang=p["src_lang"],
+            text=p["src_text"],
+            tgt_lang=p["tgt_lang"],
+            tgt_text=p["tgt_text"],
+            split="test",
+        )
+        for p in generate_pairs(n, seed, start=start)
+    ]
     out.mkdir(parents=True, exist_ok=True)
     return write_manifest(out / TEXT_ONLY_NAME, records)
 
@@ -460,8 +585,9 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="synth_corpus.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="synth_corpus.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

@@ -73,8 +73,12 @@ def arms(base_codebooks: int) -> list[Arm]:
         Arm("random_init", "init: text LM vs random", ("model.from_scratch=true",), ("ASR", "AST", "TTS", "MT")),
         Arm("asr_only", "mixture: multitask vs ASR only", ("data.tasks=[{task: ASR, weight: 1.0}]",), ("ASR",)),
         Arm(f"codebooks_{other}", "RVQ codebooks in the LM", (f"model.num_codebooks={other}",), ("ASR", "TTS")),
-        Arm("codebook_init", "audio rows: mean vs codebook init", ("model.init=codebook",),
-            ("ASR", "AST", "TTS", "S2ST", "MT")),
+        Arm(
+            "codebook_init",
+            "audio rows: mean vs codebook init",
+            ("model.init=codebook",),
+            ("ASR", "AST", "TTS", "S2ST", "MT"),
+        ),
     ]
 
 
@@ -107,8 +111,12 @@ def train_arm(arm: Arm, demo: Path, out: Path, steps: int, seed: int, *, force: 
     """The arm's run folder (``final/`` inside), trained unless done; ``base`` reuses the demo's run."""
     demo_run = demo / "audiopalm"
     demo_cfg = _yaml(demo_run / "config.yaml")
-    if arm.name == "base" and demo_cfg["train"]["max_steps"] == steps and demo_cfg["train"]["seed"] == seed \
-            and (demo_run / "final").is_dir():
+    if (
+        arm.name == "base"
+        and demo_cfg["train"]["max_steps"] == steps
+        and demo_cfg["train"]["seed"] == seed
+        and (demo_run / "final").is_dir()
+    ):
         print(f"[ablations] base: the demo's run {demo_run} ({steps} steps, seed {seed})")
         return demo_run
     folder = out / arm.name
@@ -119,10 +127,22 @@ def train_arm(arm: Arm, demo: Path, out: Path, steps: int, seed: int, *, force: 
         shutil.rmtree(folder)
     t0 = time.time()
     eval_every = max(1, steps // 5)
-    _run([sys.executable, str(REPO / "recipes/finetune_audiopalm.py"), "--config", str(demo_run / "config.yaml"),
-          f"train.output_dir={folder}", f"train.max_steps={steps}", f"train.seed={seed}", "train.save_every=0",
-          f"train.eval_every={eval_every}", "train.log_with=none",
-          f"optim.warmup_steps={min(demo_cfg['optim']['warmup_steps'], max(1, steps // 10))}", *arm.overrides])
+    _run(
+        [
+            sys.executable,
+            str(REPO / "recipes/finetune_audiopalm.py"),
+            "--config",
+            str(demo_run / "config.yaml"),
+            f"train.output_dir={folder}",
+            f"train.max_steps={steps}",
+            f"train.seed={seed}",
+            "train.save_every=0",
+            f"train.eval_every={eval_every}",
+            "train.log_with=none",
+            f"optim.warmup_steps={min(demo_cfg['optim']['warmup_steps'], max(1, steps // 10))}",
+            *arm.overrides,
+        ]
+    )
     _mark(folder, t0)
     return folder
 
@@ -132,8 +152,17 @@ def eval_folder(out: Path, arm: Arm, speech_seed: int) -> Path:
     return out / (f"eval_{arm.name}" if speech_seed == 0 else f"eval_{arm.name}_seed{speech_seed}")
 
 
-def eval_arm(arm: Arm, run: Path, manifest: Path, out: Path, max_items: int | None, max_new_tokens: int | None, *,
-             force: bool, speech_seed: int = 0) -> dict:
+def eval_arm(
+    arm: Arm,
+    run: Path,
+    manifest: Path,
+    out: Path,
+    max_items: int | None,
+    max_new_tokens: int | None,
+    *,
+    force: bool,
+    speech_seed: int = 0,
+) -> dict:
     from audiopalm.evaluate import EvalConfig, evaluate
 
     folder = eval_folder(out, arm, speech_seed)
@@ -141,10 +170,20 @@ def eval_arm(arm: Arm, run: Path, manifest: Path, out: Path, max_items: int | No
     if _done(folder) and not force and (folder / "summary.json").is_file():
         return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     t0 = time.time()
-    summary = evaluate(EvalConfig(checkpoint=str(run / "final"), out=str(folder), tasks=tasks,
-                                  manifest=str(manifest), max_items=max_items, batch_size=16,
-                                  max_new_tokens=max_new_tokens, seed=speech_seed,
-                                  peer="pocketsphinx" if "TTS" in tasks else None, report=False))
+    summary = evaluate(
+        EvalConfig(
+            checkpoint=str(run / "final"),
+            out=str(folder),
+            tasks=tasks,
+            manifest=str(manifest),
+            max_items=max_items,
+            batch_size=16,
+            max_new_tokens=max_new_tokens,
+            seed=speech_seed,
+            peer="pocketsphinx" if "TTS" in tasks else None,
+            report=False,
+        )
+    )
     _mark(folder, t0)
     return summary
 
@@ -156,8 +195,10 @@ def mean_metrics(runs: list[list[dict]]) -> list[dict]:
     for rows in runs:
         for r in rows:
             merged.setdefault((r["task"], r["src"], r["tgt"], r["subset"], r["metric"]), []).append(r)
-    return [{**rows[0], "value": sum(r["value"] for r in rows) / len(rows), "evaluations": len(rows)}
-            for rows in merged.values()]
+    return [
+        {**rows[0], "value": sum(r["value"] for r in rows) / len(rows), "evaluations": len(rows)}
+        for rows in merged.values()
+    ]
 
 
 def probe_metrics(arm: Arm, eval_dir: Path, judge, *, force: bool) -> list[dict]:
@@ -222,8 +263,10 @@ def probe_peer_rows(metrics: list[dict]) -> list[dict]:
     """The CTC-probe judge on the reference audio of the same sentences (what a judged figure can reach at
     best) and on another sentence's reference audio (chance: speech that says nothing of its sentence)."""
     out = []
-    for arm, suffix in (("ctc-probe judge (reference audio)", "ref audio"),
-                        ("ctc-probe judge (another sentence's audio)", "another's ref audio")):
+    for arm, suffix in (
+        ("ctc-probe judge (reference audio)", "ref audio"),
+        ("ctc-probe judge (another sentence's audio)", "another's ref audio"),
+    ):
         row = {"ablation": "peer ASR on the same audio", "arm": arm, "steps": None}
         row.update({c: None for c in COLUMNS})
         row["TTS-WER probe"] = _value(metrics, "TTS", f"TTS-WER [ctc-probe] ({suffix})")
@@ -265,27 +308,45 @@ def markdown(rows: list[dict], info: dict) -> str:
     def cell(v):
         return "–" if v is None else str(v)
 
-    lines = ["# Ablations", "",
-             f"Demo {info['demo']}: every arm {info['steps']} steps, seed {info['seed']}, the demo's fine-tune config "
-             f"otherwise. Test: {info['test']} ({SRC}->{TGT} rows of the test split, sentences never seen in "
-             f"training), up to {info['max_items'] or 'all'} utterances per task. WER/BLEU in %; `–`: not "
-             f"evaluated for that arm. Speech is sampled; its columns are the mean over speech seeds 0 to "
-             f"{info.get('speech_seeds', 1) - 1}. ASR dev loss: nats per transcript token on the dev split.", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = [
+        "# Ablations",
+        "",
+        f"Demo {info['demo']}: every arm {info['steps']} steps, seed {info['seed']}, the demo's fine-tune config "
+        f"otherwise. Test: {info['test']} ({SRC}->{TGT} rows of the test split, sentences never seen in "
+        f"training), up to {info['max_items'] or 'all'} utterances per task. WER/BLEU in %; `–`: not "
+        f"evaluated for that arm. Speech is sampled; its columns are the mean over speech seeds 0 to "
+        f"{info.get('speech_seeds', 1) - 1}. ASR dev loss: nats per transcript token on the dev split.",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
     lines += ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows]
-    lines += ["", "TTS-WER: the arm's speech for unseen English sentences transcribed by the arm's own ASR, or by "
-              "PocketSphinx (its WER on the reference audio of the same sentences: "
-              f"{cell(info.get('pocketsphinx_ref_tts_wer'))}). S2ST ASR-BLEU: the translated speech transcribed by "
-              "the model's own ASR, BLEU against the reference translation. *probe* columns: the same speech "
-              "judged by a CTC probe (eval/probe_tokens.py: the audio re-tokenised, first codebook, a BiGRU per "
-              "language trained on the demo's training utterances), one judge for every arm; its scores on the "
-              "reference audio, and on another sentence's reference audio (chance), are in the `ctc-probe judge` rows."]
+    lines += [
+        "",
+        "TTS-WER: the arm's speech for unseen English sentences transcribed by the arm's own ASR, or by "
+        "PocketSphinx (its WER on the reference audio of the same sentences: "
+        f"{cell(info.get('pocketsphinx_ref_tts_wer'))}). S2ST ASR-BLEU: the translated speech transcribed by "
+        "the model's own ASR, BLEU against the reference translation. *probe* columns: the same speech "
+        "judged by a CTC probe (eval/probe_tokens.py: the audio re-tokenised, first codebook, a BiGRU per "
+        "language trained on the demo's training utterances), one judge for every arm; its scores on the "
+        "reference audio, and on another sentence's reference audio (chance), are in the `ctc-probe judge` rows.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int | None, force: bool,
-        max_new_tokens: int | None = None, only: list[str] | None = None, probe_steps: int = 600,
-        speech_seeds: int = 3) -> list[dict]:
+def run(
+    demo: Path,
+    out: Path,
+    *,
+    steps: int | None,
+    seed: int,
+    max_items: int | None,
+    force: bool,
+    max_new_tokens: int | None = None,
+    only: list[str] | None = None,
+    probe_steps: int = 600,
+    speech_seeds: int = 3,
+) -> list[dict]:
     for need in ("corpus/test.jsonl", "corpus/corpus.json", "audiopalm/config.yaml", "text_lm/final", "tokens/train"):
         if not (demo / need).exists():
             raise FileNotFoundError(f"{demo / need}: missing; run `audiopalm demo --out {demo}` first")
@@ -294,14 +355,17 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
     manifest = en_fr_manifest(demo, out)
     rows: list[dict] = []
     ref_tts = None
+
     @functools.cache
     def judge():  # the CTC-probe judge, trained on the demo's training tokens the first time it is needed
-        from audiopalm.tokenizers.base import load_audio_tokenizer
         from probe_tokens import ProbeJudge
 
+        from audiopalm.tokenizers.base import load_audio_tokenizer
+
         print(f"[ablations] training the CTC-probe judge ({SRC}, {TGT}) on {demo / 'tokens/train'}", flush=True)
-        return ProbeJudge.train(load_audio_tokenizer(demo / "tokenizer"), demo / "tokens/train", [SRC, TGT],
-                                steps=probe_steps, seed=seed)
+        return ProbeJudge.train(
+            load_audio_tokenizer(demo / "tokenizer"), demo / "tokens/train", [SRC, TGT], steps=probe_steps, seed=seed
+        )
 
     for arm in arms(demo_cfg["model"]["num_codebooks"]):
         if only and arm.name not in only and arm.name != "base":
@@ -309,10 +373,12 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
         run_dir = train_arm(arm, demo, out, steps, seed, force=force)
         per_seed = []
         for speech_seed in range(speech_seeds if arm.speech_tasks else 1):
-            summary = eval_arm(arm, run_dir, manifest, out, max_items, max_new_tokens, force=force,
-                               speech_seed=speech_seed)
-            per_seed.append(summary["metrics"] + probe_metrics(arm, eval_folder(out, arm, speech_seed), judge,
-                                                               force=force))
+            summary = eval_arm(
+                arm, run_dir, manifest, out, max_items, max_new_tokens, force=force, speech_seed=speech_seed
+            )
+            per_seed.append(
+                summary["metrics"] + probe_metrics(arm, eval_folder(out, arm, speech_seed), judge, force=force)
+            )
         metrics = mean_metrics(per_seed)
         dev = json.loads((run_dir / "summary.json").read_text(encoding="utf-8")).get("dev_loss")
         if arm.name == "base":
@@ -323,20 +389,43 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
             rows += probe_peer_rows(metrics)
             rows += s2st_rows(metrics, steps)
             continue
-        base_label = {"random_init": "text LM init (base)", "asr_only": "multitask (base)",
-                      "codebook_init": f"{demo_cfg['model']['init']} init (base)"}.get(
-            arm.name, f"codebooks_{demo_cfg['model']['num_codebooks']} (base)")
+        base_label = {
+            "random_init": "text LM init (base)",
+            "asr_only": "multitask (base)",
+            "codebook_init": f"{demo_cfg['model']['init']} init (base)",
+        }.get(arm.name, f"codebooks_{demo_cfg['model']['num_codebooks']} (base)")
         row = arm_row(arm.ablation, arm.name, metrics, dev, steps)
         base = arm_row(arm.ablation, base_label, base_metrics, base_dev, steps)
         # the base row shows what the arm was scored on, so each pair of rows compares like with like
         rows += [{k: (v if k not in COLUMNS or row[k] is not None else None) for k, v in base.items()}, row]
     if not only or "speech_llama" in only:
-        profile = json.loads((demo / "demo.json").read_text(encoding="utf-8"))["profile"] \
-            if (demo / "demo.json").is_file() else "default"
-        rows += path_rows(compare_paths.compare(profile, out / "paths", data=demo, seed=seed, force=force,
-                                                steps=steps, max_items=max_items, test=manifest), steps)
-    info = {"demo": str(demo), "steps": steps, "seed": seed, "test": str(manifest), "max_items": max_items,
-            "pocketsphinx_ref_tts_wer": ref_tts, "speech_seeds": speech_seeds}
+        profile = (
+            json.loads((demo / "demo.json").read_text(encoding="utf-8"))["profile"]
+            if (demo / "demo.json").is_file()
+            else "default"
+        )
+        rows += path_rows(
+            compare_paths.compare(
+                profile,
+                out / "paths",
+                data=demo,
+                seed=seed,
+                force=force,
+                steps=steps,
+                max_items=max_items,
+                test=manifest,
+            ),
+            steps,
+        )
+    info = {
+        "demo": str(demo),
+        "steps": steps,
+        "seed": seed,
+        "test": str(manifest),
+        "max_items": max_items,
+        "pocketsphinx_ref_tts_wer": ref_tts,
+        "speech_seeds": speech_seeds,
+    }
     (out / "ablations.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1), encoding="utf-8")
     (out / "ablations.md").write_text(markdown(rows, info), encoding="utf-8")
     print((out / "ablations.md").read_text(encoding="utf-8"))
@@ -344,24 +433,50 @@ def run(demo: Path, out: Path, *, steps: int | None, seed: int, max_items: int |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--demo", help="a finished `audiopalm demo` folder (default: make one with --profile)")
-    parser.add_argument("--profile", default="default", choices=("smoke", "default"),
-                        help="demo profile to run when --demo is not given (default: default)")
+    parser.add_argument(
+        "--profile",
+        default="default",
+        choices=("smoke", "default"),
+        help="demo profile to run when --demo is not given (default: default)",
+    )
     parser.add_argument("--out", default="runs/ablations", help="output folder (default: runs/ablations)")
     parser.add_argument("--steps", type=int, help="optimizer steps of every arm (default: the demo's fine-tune's)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every arm (default: 0)")
-    parser.add_argument("--max-items", type=int, default=40, metavar="N",
-                        help="test utterances per task (default: 40; the test split has 100 sentences)")
-    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="cap on tokens generated per output "
-                        "(default: the pipeline's per output kind)")
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=40,
+        metavar="N",
+        help="test utterances per task (default: 40; the test split has 100 sentences)",
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help="cap on tokens generated per output (default: the pipeline's per output kind)",
+    )
     parser.add_argument("--only", nargs="+", metavar="ARM", help="run only these arms (base always runs)")
-    parser.add_argument("--probe-steps", type=int, default=600, metavar="N",
-                        help="training steps of the CTC-probe judge of each language (default: 600, ~2 min each)")
-    parser.add_argument("--speech-seeds", type=int, default=3, metavar="N",
-                        help="evaluate every arm's speech with sampling seeds 0..N-1 and report the mean (default: 3; "
-                        "one draw moves an S2ST ASR-BLEU by up to 2)")
+    parser.add_argument(
+        "--probe-steps",
+        type=int,
+        default=600,
+        metavar="N",
+        help="training steps of the CTC-probe judge of each language (default: 600, ~2 min each)",
+    )
+    parser.add_argument(
+        "--speech-seeds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="evaluate every arm's speech with sampling seeds 0..N-1 and report the mean (default: 3; "
+        "one draw moves an S2ST ASR-BLEU by up to 2)",
+    )
     parser.add_argument("--force", action="store_true", help="retrain and re-evaluate arms that are done")
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
@@ -378,9 +493,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.demo:
         _run([str(Path(sys.executable).with_name("audiopalm")), "demo", "--profile", args.profile, "--out", str(demo)])
     try:
-        run(demo, out, steps=args.steps, seed=args.seed, max_items=args.max_items, force=args.force,
-            max_new_tokens=args.max_new_tokens, only=args.only, probe_steps=args.probe_steps,
-            speech_seeds=args.speech_seeds)
+        run(
+            demo,
+            out,
+            steps=args.steps,
+            seed=args.seed,
+            max_items=args.max_items,
+            force=args.force,
+            max_new_tokens=args.max_new_tokens,
+            only=args.only,
+            probe_steps=args.probe_steps,
+            speech_seeds=args.speech_seeds,
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -54,8 +54,11 @@ def audio_reliance(pipe, pairs: list[Pair], lang: str, *, progress: bool = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--checkpoint", required=True, help="AudioPaLM checkpoint (e.g. runs/demo/audiopalm/final)")
     parser.add_argument("--store", required=True, help="token store made with the checkpoint's audio tokenizer")
     parser.add_argument("--lang", default="en", help="language of the utterances (default: en)")
@@ -69,17 +72,22 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--max-items: need at least 2, got {args.max_items}")
         pairs, _ = store_pairs(args.store, args.lang)
         pipe = AudioPaLM.from_pretrained(args.checkpoint)
-        result = audio_reliance(pipe, pairs[:args.max_items], args.lang, progress=True)
+        result = audio_reliance(pipe, pairs[: args.max_items], args.lang, progress=True)
     except (ValueError, FileNotFoundError) as exc:
         print(f"audio_reliance: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.checkpoint}, [ASR {args.lang}] on {result['utterances']} utterances of {args.store}: "
-          f"own audio {result['own_audio']:.3f}, another's {result['other_audio']:.3f}, "
-          f"gap {result['gap']:.3f} nats/token")
+    print(
+        f"{args.checkpoint}, [ASR {args.lang}] on {result['utterances']} utterances of {args.store}: "
+        f"own audio {result['own_audio']:.3f}, another's {result['other_audio']:.3f}, "
+        f"gap {result['gap']:.3f} nats/token"
+    )
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"checkpoint": args.checkpoint, "store": args.store, "lang": args.lang,
-                                              **result}, indent=1) + "\n", encoding="utf-8")
+        Path(args.out).write_text(
+            json.dumps({"checkpoint": args.checkpoint, "store": args.store, "lang": args.lang, **result}, indent=1)
+            + "\n",
+            encoding="utf-8",
+        )
         print(f"wrote {args.out}")
     return 0
 

@@ -100,8 +100,11 @@ def mean_logmel(codec, wav: np.ndarray) -> torch.Tensor:
     return logmel[0, : int(n[0])].mean(0)
 
 
-def voice_scores(vectors: dict[str, list[tuple[str, torch.Tensor, str]]], refs: dict[str, list[tuple[str, torch.Tensor]]],
-                 speakers_of_lang: dict[str, list[str]]) -> dict:
+def voice_scores(
+    vectors: dict[str, list[tuple[str, torch.Tensor, str]]],
+    refs: dict[str, list[tuple[str, torch.Tensor]]],
+    speakers_of_lang: dict[str, list[str]],
+) -> dict:
     """Nearest-centroid speaker accuracy and cosine gap of output vectors against reference centroids."""
     out = {}
     for arm, items in vectors.items():
@@ -116,8 +119,11 @@ def voice_scores(vectors: dict[str, list[tuple[str, torch.Tensor, str]]], refs: 
                 hits += max(cos, key=cos.get) == spk
                 gaps.append(cos[spk] - np.mean([c for s, c in cos.items() if s != spk]))
                 n += 1
-        out[arm] = {"speaker_acc": round(100 * hits / max(n, 1), 1), "speaker_cos_gap": round(float(np.mean(gaps)), 3),
-                    "n": n}
+        out[arm] = {
+            "speaker_acc": round(100 * hits / max(n, 1), 1),
+            "speaker_cos_gap": round(float(np.mean(gaps)), 3),
+            "n": n,
+        }
     return out
 
 
@@ -133,8 +139,9 @@ def train_probes(codec, train_manifest: str, langs: list[str], per_lang: int, st
             wav, _ = audio_io.load(u["audio"], codec.sample_rate)
             codes, n = codec.encode(torch.from_numpy(wav)[None], num_codebooks=1)
             pairs.append((codes[0, :, : int(n[0])].numpy().astype(np.int64), u["text"].lower()))
-        model, chars, _, _ = train_probe(pairs, k=1, codebook_size=codec.codebook_size, steps=steps, seed=seed,
-                                         progress=False)
+        model, chars, _, _ = train_probe(
+            pairs, k=1, codebook_size=codec.codebook_size, steps=steps, seed=seed, progress=False
+        )
         probes[lang] = (model, chars)
     return ProbeJudge(codec, probes)
 
@@ -150,12 +157,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-train", type=int, default=1500, help="train utterances per language for the probe")
     p.add_argument("--probe-steps", type=int, default=600, help="CTC probe training steps (default 600)")
     p.add_argument("--speed-items", type=int, default=20, help="utterances timed (default 20)")
-    p.add_argument("--decoder-settings", nargs="+", default=["48:30", "16:30", "8:10", "4:0"],
-                   help="decoder settings timed, GL:NNLS iterations (default: 48:30 (the codec's) 16:30 8:10 4:0)")
-    p.add_argument("--speed-only", action="store_true",
-                   help="only time; replace the 'speed' entry of an existing --out file")
-    p.add_argument("--gl-quality", type=int, default=16,
-                   help="Griffin-Lim iterations of every arm's audio in the quality measures (default 16)")
+    p.add_argument(
+        "--decoder-settings",
+        nargs="+",
+        default=["48:30", "16:30", "8:10", "4:0"],
+        help="decoder settings timed, GL:NNLS iterations (default: 48:30 (the codec's) 16:30 8:10 4:0)",
+    )
+    p.add_argument(
+        "--speed-only", action="store_true", help="only time; replace the 'speed' entry of an existing --out file"
+    )
+    p.add_argument(
+        "--gl-quality",
+        type=int,
+        default=16,
+        help="Griffin-Lim iterations of every arm's audio in the quality measures (default 16)",
+    )
     p.add_argument("--no-pocketsphinx", action="store_true", help="skip the PocketSphinx judge")
     p.add_argument("--wav-out", default=None, help="write a few example wavs here (reference, codec, stage, no_prompt)")
     p.add_argument("--out", default=str(REPO / "eval/results/bench_acoustic.json"))
@@ -171,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
     stage = AcousticStage.from_pretrained(args.stage)
     units_tok = load_audio_tokenizer(args.unit_tokenizer)
     if units_tok.fingerprint != stage.unit_tokenizer["fingerprint"]:
-        print(f"error: --unit-tokenizer {args.unit_tokenizer} ({units_tok.fingerprint}) is not the stage's "
-              f"({stage.unit_tokenizer['fingerprint']})", file=sys.stderr)
+        print(
+            f"error: --unit-tokenizer {args.unit_tokenizer} ({units_tok.fingerprint}) is not the stage's "
+            f"({stage.unit_tokenizer['fingerprint']})",
+            file=sys.stderr,
+        )
         return 2
     codec = stage.codec
     sr, spf = codec.sample_rate, codec.samples_per_frame
@@ -192,8 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         for k, i in enumerate(idx):
             items[i]["prompt"] = idx[(k + 1) % len(idx)] if len(idx) > 1 else None
 
-    result: dict = {"stage": str(args.stage), "stage_config": stage.meta(), "dev": str(args.dev),
-                    "items": len(items), "load_avg_at_start": os.getloadavg()}
+    result: dict = {
+        "stage": str(args.stage),
+        "stage_config": stage.meta(),
+        "dev": str(args.dev),
+        "items": len(items),
+        "load_avg_at_start": os.getloadavg(),
+    }
     t0 = time.perf_counter()
     result["speed"] = speed(stage, [it["units"] for it in items[: args.speed_items]], args.decoder_settings)
     print(f"[bench_acoustic] speed: {result['speed']}", flush=True)
@@ -256,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     result["probe_train_s"] = round(time.perf_counter() - t, 1)
     if not args.no_pocketsphinx:
         from audiopalm.asr_judges import make_judge
+
         try:
             judges["pocketsphinx"] = make_judge("pocketsphinx")
         except Exception as e:  # not installed: say so, score the rest
@@ -270,8 +295,11 @@ def main(argv: list[str] | None = None) -> int:
                 hyps = judge.transcribe([outputs[a][i] for i in idx], sr, lang)
                 arms[a][f"wer[{name},{lang}]"] = round(metrics.wer(refs_txt, hyps, lang).value, 1)
                 arms[a][f"cer[{name},{lang}]"] = round(metrics.cer(refs_txt, hyps, lang).value, 1)
-        print(f"[bench_acoustic] judge {name}: " + json.dumps({a: {k: v for k, v in arms[a].items() if name in k}
-                                                               for a in ARMS}), flush=True)
+        print(
+            f"[bench_acoustic] judge {name}: "
+            + json.dumps({a: {k: v for k, v in arms[a].items() if name in k} for a in ARMS}),
+            flush=True,
+        )
     result["arms"] = arms
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     if args.wav_out:

@@ -25,10 +25,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from audiopalm.modeling.speech_encoder import (SpeechEncoder, _pad, evaluate_feats, load_feats,  # noqa: E402
-                                               manifest_utterances, normalize_feats, normalize_text)
-from audiopalm.tokenizers.kmeans import kmeans, nearest  # noqa: E402
 from probe_tokens import train_probe, transcribe  # noqa: E402
+
+from audiopalm.modeling.speech_encoder import (
+    SpeechEncoder,
+    _pad,
+    evaluate_feats,
+    load_feats,  # noqa: E402
+    manifest_utterances,
+    normalize_feats,
+    normalize_text,
+)
+from audiopalm.tokenizers.kmeans import kmeans, nearest  # noqa: E402
 
 SUBSETS = ("dev", "test_seen", "test_heldout")
 
@@ -37,9 +45,12 @@ def corpus_sets(corpus: Path) -> dict[str, list]:
     """(wav, text, lang, voice) lists: train, dev (seen voices), test_seen, test_heldout (the voices that
     ``corpus.json`` lists as held out: they speak test sentences only)."""
     held = json.loads((corpus / "corpus.json").read_text())["held_out_voices"]
-    return {"train": manifest_utterances(corpus / "train.jsonl"), "dev": manifest_utterances(corpus / "dev.jsonl"),
-            "test_seen": manifest_utterances(corpus / "test.jsonl", exclude_speakers=held),
-            "test_heldout": manifest_utterances(corpus / "test.jsonl", speakers=held)}
+    return {
+        "train": manifest_utterances(corpus / "train.jsonl"),
+        "dev": manifest_utterances(corpus / "dev.jsonl"),
+        "test_seen": manifest_utterances(corpus / "test.jsonl", exclude_speakers=held),
+        "test_heldout": manifest_utterances(corpus / "test.jsonl", speakers=held),
+    }
 
 
 def encoder_scores(model: SpeechEncoder, sets: dict, feats: dict) -> dict:
@@ -61,7 +72,7 @@ def layer_states(model: SpeechEncoder, feats: list[torch.Tensor], layer: int) ->
     """States [F', D] of ``layer`` for each raw log-mel [F, M]."""
     out = []
     for i in range(0, len(feats), 64):
-        x, n = _pad(feats[i:i + 64])
+        x, n = _pad(feats[i : i + 64])
         states, frames = model.forward_feats(normalize_feats(x, n), n, upto=layer)
         out += [states[layer][b, :f] for b, f in enumerate(frames.tolist())]
     return out
@@ -69,20 +80,27 @@ def layer_states(model: SpeechEncoder, feats: list[torch.Tensor], layer: int) ->
 
 def probe_scores(train: list, evals: dict, codebook_size: int, steps: int, seed: int) -> dict:
     """Train the CTC probe on ``train`` (codes [1, F], text) and score it on each of ``evals``."""
-    model, chars, loss, seconds = train_probe(train, k=1, codebook_size=codebook_size, steps=steps, seed=seed,
-                                              progress=False)
+    model, chars, loss, seconds = train_probe(
+        train, k=1, codebook_size=codebook_size, steps=steps, seed=seed, progress=False
+    )
     out = {"train_loss": round(loss, 4), "train_seconds": round(seconds, 1)}
     for name, pairs in evals.items():
         hyps = transcribe(model, chars, [c for c, _ in pairs])
         refs = [t for _, t in pairs]
-        out[name] = {"cer": round(100 * jiwer.cer(refs, hyps), 2), "wer": round(100 * jiwer.wer(refs, hyps), 2),
-                     "utts": len(refs)}
+        out[name] = {
+            "cer": round(100 * jiwer.cer(refs, hyps), 2),
+            "wer": round(100 * jiwer.wer(refs, hyps), 2),
+            "utts": len(refs),
+        }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--corpus", required=True, help="folder with train/dev/test.jsonl (audiopalm synth)")
     parser.add_argument("--encoders", nargs="*", default=[], help="saved speech-encoder folders; units from the first")
     parser.add_argument("--melrvq", help="fitted mel_rvq tokenizer folder (the baseline's first codebook)")
@@ -101,17 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     sets = corpus_sets(corpus)
     if args.units and not args.encoders:
         parser.error("--units needs --encoders (the units are k-means of the first encoder's states)")
-    result: dict = {"corpus": str(corpus), "utterances": {k: len(v) for k, v in sets.items()}, "encoders": {},
-                    "probe": {"lang": args.lang, "steps": args.probe_steps, "units": {}}}
+    result: dict = {
+        "corpus": str(corpus),
+        "utterances": {k: len(v) for k, v in sets.items()},
+        "encoders": {},
+        "probe": {"lang": args.lang, "steps": args.probe_steps, "units": {}},
+    }
     if args.encoders:
         first = SpeechEncoder.from_pretrained(args.encoders[0])
         feats = {name: load_feats([u[0] for u in utts], first.frontend, desc=name) for name, utts in sets.items()}
     for path in [] if args.no_scores else args.encoders:
         model = SpeechEncoder.from_pretrained(path)
         t0 = time.perf_counter()
-        result["encoders"][path] = {"config": {k: v for k, v in vars(model.config).items() if k != "chars"},
-                                    "record": model.record, "scores": encoder_scores(model, sets, feats),
-                                    "eval_seconds": round(time.perf_counter() - t0, 1)}
+        result["encoders"][path] = {
+            "config": {k: v for k, v in vars(model.config).items() if k != "chars"},
+            "record": model.record,
+            "scores": encoder_scores(model, sets, feats),
+            "eval_seconds": round(time.perf_counter() - t0, 1),
+        }
         print(path, json.dumps({k: v["all"] for k, v in result["encoders"][path]["scores"].items()}), flush=True)
 
     lang_idx = {name: [i for i, u in enumerate(utts) if u[2] == args.lang] for name, utts in sets.items()}
@@ -128,14 +153,21 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         km = kmeans((x - mean) / std, k, iters=args.kmeans_iters, seed=args.seed)
         fit_s = time.perf_counter() - t0
-        pairs = {name: [(nearest((s - mean) / std, km.centroids)[0].numpy()[None], t)
-                        for s, t in zip(states[name], texts[name])] for name in states}
+        pairs = {
+            name: [
+                (nearest((s - mean) / std, km.centroids)[0].numpy()[None], t) for s, t in zip(states[name], texts[name])
+            ]
+            for name in states
+        }
         runs = [1 + int((np.diff(c[0]) != 0).sum()) for c, _ in pairs["train"]]  # deduplicated length
         frames = sum(c.shape[1] for c, _ in pairs["train"])
         row = probe_scores(pairs["train"], {n: pairs[n] for n in SUBSETS}, k, args.probe_steps, args.seed)
-        row.update(kmeans_seconds=round(fit_s, 1), inertia=round(km.inertia, 4),
-                   units_used=int((torch.bincount(km.assignments, minlength=k) > 0).sum()),
-                   dedup_ratio=round(sum(runs) / frames, 3))
+        row.update(
+            kmeans_seconds=round(fit_s, 1),
+            inertia=round(km.inertia, 4),
+            units_used=int((torch.bincount(km.assignments, minlength=k) > 0).sum()),
+            dedup_ratio=round(sum(runs) / frames, 3),
+        )
         result["probe"]["units"][str(k)] = row
         print(f"units K={k}", json.dumps(row), flush=True)
     if args.melrvq:
@@ -150,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 wav, _ = audio_io.load(sets[name][i][0], tok.sample_rate)
                 codes, n = tok.encode(torch.from_numpy(wav)[None])
                 pairs[name].append((codes[0, :1, : int(n[0])].numpy(), t))
-        row = probe_scores(pairs["train"], {n: pairs[n] for n in SUBSETS}, tok.codebook_size, args.probe_steps,
-                           args.seed)
+        row = probe_scores(
+            pairs["train"], {n: pairs[n] for n in SUBSETS}, tok.codebook_size, args.probe_steps, args.seed
+        )
         result["probe"]["mel_rvq_first_codebook"] = row
         print("mel-RVQ k=1", json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

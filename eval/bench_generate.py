@@ -60,17 +60,25 @@ def text_tokenizer(size: int = 4096):
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                                                eos_token="</s>")
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
 
 
 def build(codebooks: int, device: str):
     """Stage-0-sized random Llama extended with ``codebooks`` x 256 audio tokens; returns (model, vocab)."""
     torch.manual_seed(0)
     vocab = UnifiedVocab.build(text_tokenizer(), codebook_size=256, num_codebooks=codebooks, pattern="flatten")
-    cfg = transformers.LlamaConfig(vocab_size=len(vocab.tokenizer), hidden_size=256, intermediate_size=688,
-                                   num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                                   max_position_embeddings=2048, tie_word_embeddings=True)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(vocab.tokenizer),
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+    )
     model = extend_model(transformers.LlamaForCausalLM(cfg), vocab).to(device).eval()
     return model, vocab
 
@@ -102,8 +110,17 @@ class Timed(transformers.LogitsProcessor):
         return out
 
 
-def generate_once(model, vocab, prompt: list[int], batch: int, new_tokens: int, *, use_cache: bool,
-                  constrained: bool, sampled: bool = False) -> tuple[float, float, torch.Tensor, float]:
+def generate_once(
+    model,
+    vocab,
+    prompt: list[int],
+    batch: int,
+    new_tokens: int,
+    *,
+    use_cache: bool,
+    constrained: bool,
+    sampled: bool = False,
+) -> tuple[float, float, torch.Tensor, float]:
     """One greedy run of exactly ``new_tokens`` (``sampled``: with the default speech sampling); returns
     (wall seconds, process CPU seconds, ids [B, P + N], wall seconds inside the constraint, or inside the
     sampler when ``sampled``)."""
@@ -124,9 +141,17 @@ def generate_once(model, vocab, prompt: list[int], batch: int, new_tokens: int, 
         torch.cuda.synchronize()
     t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
-        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=new_tokens,
-                             min_new_tokens=new_tokens, do_sample=False, use_cache=use_cache, logits_processor=procs,
-                             pad_token_id=vocab.pad_id, eos_token_id=vocab.eos_id)  # [B, P + N]
+        out = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            use_cache=use_cache,
+            logits_processor=procs,
+            pad_token_id=vocab.pad_id,
+            eos_token_id=vocab.eos_id,
+        )  # [B, P + N]
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -134,8 +159,9 @@ def generate_once(model, vocab, prompt: list[int], batch: int, new_tokens: int, 
     return seconds, cpu, out, 0.0 if timed is None else timed.seconds
 
 
-def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repeats: int, codebooks: int,
-              device: str) -> dict:
+def run_bench(
+    *, tokens: int, uncached_tokens: int, batch_sizes: list[int], repeats: int, codebooks: int, device: str
+) -> dict:
     model, vocab = build(codebooks, device)
     prompt = prompt_ids({"lang": "en", "text": "the dog sleeps ."}, "TTS", vocab)
     new = tokens + 1  # <|audio_start|> + the audio tokens
@@ -151,8 +177,9 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
             c_con = min(c_con, c)
             t, c, _, _ = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=False)
             t_free, c_free = min(t_free, t), min(c_free, c)
-            t, c, sampled, inside = generate_once(model, vocab, prompt, b, new, use_cache=True, constrained=True,
-                                                  sampled=True)
+            t, c, sampled, inside = generate_once(
+                model, vocab, prompt, b, new, use_cache=True, constrained=True, sampled=True
+            )
             if t < t_smp:
                 t_smp, in_smp = t, inside
             c_smp = min(c_smp, c)
@@ -160,11 +187,12 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
         # also counts waiting for a core); on a GPU the host CPU time is not the cost, so use wall time
         con, free, smp = (c_con, c_free, c_smp) if device == "cpu" else (t_con, t_free, t_smp)
         for ids in (out, sampled):
-            codes = split_segments(ids[0, len(prompt):].tolist(), "TTS", vocab)[0]  # the constraint held: [k, F]
+            codes = split_segments(ids[0, len(prompt) :].tolist(), "TTS", vocab)[0]  # the constraint held: [k, F]
             assert codes.shape == (codebooks, tokens // codebooks), codes.shape
         n_unc = min(new, uncached_tokens)
-        t_unc = min(generate_once(model, vocab, prompt, b, n_unc, use_cache=False, constrained=True)[0]
-                    for _ in range(repeats))
+        t_unc = min(
+            generate_once(model, vocab, prompt, b, n_unc, use_cache=False, constrained=True)[0] for _ in range(repeats)
+        )
         per_batch[str(b)] = {
             "cached_tokens_per_s": round(b * new / t_con, 1),
             "cached_unconstrained_tokens_per_s": round(b * new / t_free, 1),
@@ -176,10 +204,16 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
             "sampled_tokens_per_s": round(b * new / t_smp, 1),
             "speech_sampler_overhead_fraction": round((smp - con) / free, 4),
             "sampler_time_fraction": round(in_smp / t_smp, 4),
-            "seconds": {"cached_constrained": round(t_con, 4), "cached_unconstrained": round(t_free, 4),
-                        "uncached_constrained": round(t_unc, 4), "inside_constraint": round(in_proc, 4),
-                        "cpu_cached_constrained": round(c_con, 4), "cpu_cached_unconstrained": round(c_free, 4),
-                        "cached_sampled": round(t_smp, 4), "cpu_cached_sampled": round(c_smp, 4)},
+            "seconds": {
+                "cached_constrained": round(t_con, 4),
+                "cached_unconstrained": round(t_free, 4),
+                "uncached_constrained": round(t_unc, 4),
+                "inside_constraint": round(in_proc, 4),
+                "cpu_cached_constrained": round(c_con, 4),
+                "cpu_cached_unconstrained": round(c_free, 4),
+                "cached_sampled": round(t_smp, 4),
+                "cpu_cached_sampled": round(c_smp, 4),
+            },
         }
         print(f"batch {b}: {per_batch[str(b)]}", file=sys.stderr)
     head = per_batch[str(max(batch_sizes))]
@@ -194,28 +228,47 @@ def run_bench(*, tokens: int, uncached_tokens: int, batch_sizes: list[int], repe
         "headline_batch_size": max(batch_sizes),
         "speedup_cache": round(head["cached_tokens_per_s"] / head["uncached_tokens_per_s"], 2),
         "per_batch": per_batch,
-        "setup": {"audio_tokens": tokens, "uncached_tokens_timed": min(new, uncached_tokens),
-                  "uncached_is_upper_bound": uncached_tokens < new, "codebooks": codebooks, "codebook_size": 256,
-                  "model": "random Llama, hidden 256, 4 layers, 4 heads, 4096 text tokens (stage-0 size)",
-                  "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": len(vocab),
-                  "repeats": repeats, "device": device, "torch_threads": torch.get_num_threads(),
-                  "torch": torch.__version__, "transformers": transformers.__version__,
-                  "machine": platform.processor() or platform.machine()},
+        "setup": {
+            "audio_tokens": tokens,
+            "uncached_tokens_timed": min(new, uncached_tokens),
+            "uncached_is_upper_bound": uncached_tokens < new,
+            "codebooks": codebooks,
+            "codebook_size": 256,
+            "model": "random Llama, hidden 256, 4 layers, 4 heads, 4096 text tokens (stage-0 size)",
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(vocab),
+            "repeats": repeats,
+            "device": device,
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "machine": platform.processor() or platform.machine(),
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON file to write")
-    parser.add_argument("--quick", action="store_true", help="one timed run each, uncached on 40 tokens, 1 thread (< 1 min on 2 CPU cores)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="one timed run each, uncached on 40 tokens, 1 thread (< 1 min on 2 CPU cores)",
+    )
     parser.add_argument("--tokens", type=int, default=500, help="audio tokens per output (default 500)")
-    parser.add_argument("--uncached-tokens", type=int, help="time uncached decoding on this many tokens (default: all; --quick: 40)")
+    parser.add_argument(
+        "--uncached-tokens", type=int, help="time uncached decoding on this many tokens (default: all; --quick: 40)"
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, help="timed runs per setting, best kept (default 3; --quick: 1)")
     parser.add_argument("--codebooks", type=int, default=2, help="audio codebooks in the vocabulary (default 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; --quick on CPU: 1, "
-                        "since a tiny model gains nothing from more and threads spin on a busy machine)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's; --quick on CPU: 1, "
+        "since a tiny model gains nothing from more and threads spin on a busy machine)",
+    )
     args = parser.parse_args(argv)
     if args.threads or (args.quick and args.device == "cpu"):
         torch.set_num_threads(args.threads or 1)
@@ -223,8 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--tokens {args.tokens} must be a positive multiple of --codebooks {args.codebooks}")
     repeats = args.repeats or (1 if args.quick else 3)
     uncached = args.uncached_tokens or (40 if args.quick else args.tokens + 1)
-    result = run_bench(tokens=args.tokens, uncached_tokens=uncached, batch_sizes=args.batch_sizes, repeats=repeats,
-                       codebooks=args.codebooks, device=args.device)
+    result = run_bench(
+        tokens=args.tokens,
+        uncached_tokens=uncached,
+        batch_sizes=args.batch_sizes,
+        repeats=repeats,
+        codebooks=args.codebooks,
+        device=args.device,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

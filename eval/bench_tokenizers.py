@@ -58,17 +58,30 @@ def make_espeak_corpus(out_dir: Path, *, n_train: int, n_test: int, seed: int = 
 
     rng = random.Random(seed)
     records = []
-    for split, sentences in (("train", generate_sentences(n_train, seed)),
-                             ("test", generate_sentences(n_test, seed, start=n_train))):
+    for split, sentences in (
+        ("train", generate_sentences(n_train, seed)),
+        ("test", generate_sentences(n_test, seed, start=n_train)),
+    ):
         for s in sentences:
             lang = "en" if split == "test" else rng.choice(("en", "fr", "es", "de"))
             voice = lang + rng.choice(VOICES)
             path = out_dir / "wav" / f"{split}-{s.id}-{lang}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["espeak-ng", "-v", voice, "-s", str(rng.randint(140, 180)), "-w", str(path),
-                            s.texts[lang]], check=True, capture_output=True)
-            records.append(Record(id=f"{split}-{s.id}-{lang}", lang=lang, text=s.texts[lang], audio=str(path),
-                                  speaker=voice, split=split))
+            subprocess.run(
+                ["espeak-ng", "-v", voice, "-s", str(rng.randint(140, 180)), "-w", str(path), s.texts[lang]],
+                check=True,
+                capture_output=True,
+            )
+            records.append(
+                Record(
+                    id=f"{split}-{s.id}-{lang}",
+                    lang=lang,
+                    text=s.texts[lang],
+                    audio=str(path),
+                    speaker=voice,
+                    split=split,
+                )
+            )
     return write_manifest(out_dir / "manifest.jsonl", records)
 
 
@@ -94,18 +107,24 @@ def resolve_corpus(args, work: Path) -> tuple[list[Record], list[Record], str]:
     """
     if args.manifest:
         manifest = Path(args.manifest)
-        fit_manifest = Path(args.fit_manifest) if args.fit_manifest else (
-            manifest.parent / "train.jsonl" if (manifest.parent / "train.jsonl").is_file() else manifest)
+        fit_manifest = (
+            Path(args.fit_manifest)
+            if args.fit_manifest
+            else (manifest.parent / "train.jsonl" if (manifest.parent / "train.jsonl").is_file() else manifest)
+        )
         source = f"manifest {manifest}"
     else:
-        fit_manifest, manifest, source = make_corpus(work, train_sentences=args.train_sentences,
-                                                     test_sentences=args.test_sentences,
-                                                     seed=args.seed)
+        fit_manifest, manifest, source = make_corpus(
+            work, train_sentences=args.train_sentences, test_sentences=args.test_sentences, seed=args.seed
+        )
     rows = read_manifest(manifest)
     test = [r for r in rows if r.split == "test"] or rows
     test = list({r.audio: r for r in test if r.lang == "en"}.values())[: args.max_test_utts]
-    fit_rows = [r for r in read_manifest(fit_manifest) if r.split in ("train", None)] if fit_manifest != manifest \
+    fit_rows = (
+        [r for r in read_manifest(fit_manifest) if r.split in ("train", None)]
+        if fit_manifest != manifest
         else [r for r in rows if r.split == "train"]
+    )
     return fit_rows, test, source
 
 
@@ -158,9 +177,16 @@ def bench(args, work: Path) -> dict:
         if not train:
             raise SystemExit(f"{source}: no train rows to fit the tokenizer on (or pass --tokenizer)")
         fit_manifest = write_manifest(work / "fit.jsonl", train)
-        tok = MelRVQTokenizer.fit(fit_manifest, num_codebooks=max(KS), codebook_size=args.codebook_size,
-                                  max_frames=args.max_frames, kmeans_iters=args.kmeans_iters, seed=args.seed,
-                                  stack=args.stack, progress=not args.quiet)
+        tok = MelRVQTokenizer.fit(
+            fit_manifest,
+            num_codebooks=max(KS),
+            codebook_size=args.codebook_size,
+            max_frames=args.max_frames,
+            kmeans_iters=args.kmeans_iters,
+            seed=args.seed,
+            stack=args.stack,
+            progress=not args.quiet,
+        )
         fit = {"train_manifest_rows": len(train), **tok.fit_info, "wall_seconds": time.perf_counter() - t0}
     ks = [k for k in KS if k <= tok.num_codebooks]
 
@@ -175,8 +201,7 @@ def bench(args, work: Path) -> dict:
     try:
         encode_rtf = realtime_factor(lambda: tok.encode(batch, lengths), test_seconds, args.min_wall)
         codes, frame_lengths = tok.encode(batch, lengths)  # [B, K, F]
-        decode_rtf = realtime_factor(lambda: tok.decode(codes[:1]), codes.shape[2] / tok.frame_rate,
-                                     args.min_wall)
+        decode_rtf = realtime_factor(lambda: tok.decode(codes[:1]), codes.shape[2] / tok.frame_rate, args.min_wall)
     finally:
         torch.set_num_threads(threads)
 
@@ -196,16 +221,18 @@ def bench(args, work: Path) -> dict:
         decoded_waves = [decoded[i, : len(w)].numpy() for i, w in enumerate(waves)]
         redone, _ = tok.log_mel(*pad(decoded_waves))
         hyps = judge.transcribe(decoded_waves, tok.sample_rate, "en")
-        rows.append({
-            "num_codebooks": k,
-            "tokens_per_second": tok.tokens_per_second(k),
-            "bits_per_second": tok.frame_rate * k * float(np.log2(tok.codebook_size)),
-            "mel_l1": masked_l1(quantised, original_logmel, mel_lengths),
-            "mel_l1_decoded": masked_l1(redone, original_logmel, mel_lengths),
-            "pocketsphinx_wer": wer(texts, hyps, "en").value,
-            "reference_wer": reference.value,
-            "example_hypothesis": hyps[0],
-        })
+        rows.append(
+            {
+                "num_codebooks": k,
+                "tokens_per_second": tok.tokens_per_second(k),
+                "bits_per_second": tok.frame_rate * k * float(np.log2(tok.codebook_size)),
+                "mel_l1": masked_l1(quantised, original_logmel, mel_lengths),
+                "mel_l1_decoded": masked_l1(redone, original_logmel, mel_lengths),
+                "pocketsphinx_wer": wer(texts, hyps, "en").value,
+                "reference_wer": reference.value,
+                "example_hypothesis": hyps[0],
+            }
+        )
         if k == ks[-1]:
             for i in range(min(2, len(waves))):
                 name = Path(test[i].audio).stem  # the audio file's name: one test row per audio file
@@ -213,18 +240,31 @@ def bench(args, work: Path) -> dict:
                 audio.save(examples / f"{name}.k{k}.wav", decoded_waves[i], tok.sample_rate)
     return {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-        "corpus": {"source": source, "test_utterances": len(test), "test_seconds": test_seconds,
-                   "seconds_to_make": corpus_seconds},
+        "corpus": {
+            "source": source,
+            "test_utterances": len(test),
+            "test_seconds": test_seconds,
+            "seconds_to_make": corpus_seconds,
+        },
         "fit": fit,
-        "tokenizer": {"type": tok.type_name, "fingerprint": tok.fingerprint, "frame_rate": tok.frame_rate,
-                      "num_codebooks": tok.num_codebooks, "codebook_size": tok.codebook_size,
-                      "config": tok.get_config()},
+        "tokenizer": {
+            "type": tok.type_name,
+            "fingerprint": tok.fingerprint,
+            "frame_rate": tok.frame_rate,
+            "num_codebooks": tok.num_codebooks,
+            "codebook_size": tok.codebook_size,
+            "config": tok.get_config(),
+        },
         "tokens_per_second": {str(k): tok.tokens_per_second(k) for k in ks},
         "mel_rvq_realtime_factor_per_core": encode_rtf,
         "mel_rvq_decode_realtime_factor_per_core": decode_rtf,
         "reference_example": {"text": texts[0], "pocketsphinx": reference_hyps[0]},
-        "timings": {"corpus": corpus_seconds, "fit": fit.get("wall_seconds", 0.0), "speed": speed_seconds,
-                    "reconstruction_and_asr": time.perf_counter() - t0},
+        "timings": {
+            "corpus": corpus_seconds,
+            "fit": fit.get("wall_seconds", 0.0),
+            "speed": speed_seconds,
+            "reconstruction_and_asr": time.perf_counter() - t0,
+        },
         # the speed figures are only comparable between runs on an equally loaded machine
         "load_average_1min": os.getloadavg()[0],
         "cpu_count": os.cpu_count(),
@@ -248,9 +288,11 @@ def to_markdown(result: dict) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["reconstruction"]:
-        lines.append(f"| {r['num_codebooks']} | {r['tokens_per_second']:g} | {r['bits_per_second']:g} | "
-                     f"{r['mel_l1']:.3f} | {r['mel_l1_decoded']:.3f} | {r['pocketsphinx_wer']:.1f} | "
-                     f"{r['reference_wer']:.1f} |")
+        lines.append(
+            f"| {r['num_codebooks']} | {r['tokens_per_second']:g} | {r['bits_per_second']:g} | "
+            f"{r['mel_l1']:.3f} | {r['mel_l1_decoded']:.3f} | {r['pocketsphinx_wer']:.1f} | "
+            f"{r['reference_wer']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -258,16 +300,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="JSON file to write (a .md table and examples/ go beside it)")
     p.add_argument("--manifest", help="corpus manifest: train split to fit on, English test split to measure")
-    p.add_argument("--fit-manifest", help="manifest to fit on (default: train.jsonl beside --manifest, "
-                                          "else --manifest's train rows)")
+    p.add_argument(
+        "--fit-manifest",
+        help="manifest to fit on (default: train.jsonl beside --manifest, else --manifest's train rows)",
+    )
     p.add_argument("--tokenizer", help="a fitted mel_rvq folder to measure (default: fit one on the train split)")
     p.add_argument("--quick", action="store_true", help="small corpus and fit, under a minute on 2 CPU cores")
     p.add_argument("--stack", type=int, default=4, help="mel frames per code frame when fitting (4: 25 Hz)")
     p.add_argument("--codebook-size", type=int, default=256, help="codes per codebook when fitting")
-    p.add_argument("--train-sentences", type=int, default=None,
-                   help="without --manifest: sentences to synthesise for fitting (default 40; 4 languages each)")
-    p.add_argument("--test-sentences", type=int, default=None,
-                   help="without --manifest: English test sentences to synthesise (default 4)")
+    p.add_argument(
+        "--train-sentences",
+        type=int,
+        default=None,
+        help="without --manifest: sentences to synthesise for fitting (default 40; 4 languages each)",
+    )
+    p.add_argument(
+        "--test-sentences",
+        type=int,
+        default=None,
+        help="without --manifest: English test sentences to synthesise (default 4)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
@@ -293,9 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     md = to_markdown(result)
     out.with_suffix(".md").write_text(md)
     print(md)
-    print(f"wrote {out}, {out.with_suffix('.md')} and {len(result['examples'])} example wavs "
-          f"({result['wall_seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s CPU, "
-          f"load average {result['load_average_1min']:.1f} on {result['cpu_count']} cores)")
+    print(
+        f"wrote {out}, {out.with_suffix('.md')} and {len(result['examples'])} example wavs "
+        f"({result['wall_seconds']:.0f} s wall, {result['cpu_seconds']:.0f} s CPU, "
+        f"load average {result['load_average_1min']:.1f} on {result['cpu_count']} cores)"
+    )
     return 0
 
 

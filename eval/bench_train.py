@@ -62,8 +62,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -132,16 +132,30 @@ class BenchConfig:
     """Side of the square fp32 matmul that measures the peak."""
 
     def __post_init__(self):
-        positive = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "num_codebooks", "codebook_size",
-                    "max_len", "rows_per_batch", "steps", "repeats", "num_sentences", "peak_size")
+        positive = (
+            "hidden_size",
+            "num_layers",
+            "num_heads",
+            "intermediate_size",
+            "num_codebooks",
+            "codebook_size",
+            "max_len",
+            "rows_per_batch",
+            "steps",
+            "repeats",
+            "num_sentences",
+            "peak_size",
+        )
         for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size: {self.hidden_size} is not a multiple of num_heads={self.num_heads}")
         if self.warmup_steps < 1:
-            raise ValueError(f"warmup_steps: expected >= 1 (the Trainer's clock starts at the end of a step), "
-                             f"got {self.warmup_steps}")
+            raise ValueError(
+                f"warmup_steps: expected >= 1 (the Trainer's clock starts at the end of a step), "
+                f"got {self.warmup_steps}"
+            )
         if self.text_vocab_size < 300:
             raise ValueError(f"text_vocab_size: expected >= 300, got {self.text_vocab_size}")
         if self.threads < 0:
@@ -152,8 +166,18 @@ class BenchConfig:
 
 PRESETS = {
     # A narrower model, a smaller batch and fewer steps: the whole run in well under a minute.
-    "quick": dict(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=344, text_vocab_size=1024,
-                  warmup_steps=1, steps=4, repeats=1, num_sentences=200, peak_size=1024),
+    "quick": dict(
+        hidden_size=128,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=344,
+        text_vocab_size=1024,
+        warmup_steps=1,
+        steps=4,
+        repeats=1,
+        num_sentences=200,
+        peak_size=1024,
+    ),
     "full": {},
 }
 
@@ -196,10 +220,23 @@ def synthetic_rows(num_sentences: int, *, codebook_size: int, seed: int = 0) -> 
     rows = []
     for s in generate_sentences(num_sentences, seed=seed):
         src, tgt = PAIRS[s.index % len(PAIRS)]
-        codes = [torch.randint(0, codebook_size, (MEL_RVQ_CODEBOOKS, _frames(s.texts[lang], rng)), generator=g,
-                               dtype=torch.int16) for lang in (src, tgt)]  # [K, F] each
-        rows.append({"id": f"{s.id}-{src}-{tgt}", "lang": src, "text": s.texts[src], "tgt_lang": tgt,
-                     "tgt_text": s.texts[tgt], "audio_codes": codes[0], "tgt_audio_codes": codes[1]})
+        codes = [
+            torch.randint(
+                0, codebook_size, (MEL_RVQ_CODEBOOKS, _frames(s.texts[lang], rng)), generator=g, dtype=torch.int16
+            )
+            for lang in (src, tgt)
+        ]  # [K, F] each
+        rows.append(
+            {
+                "id": f"{s.id}-{src}-{tgt}",
+                "lang": src,
+                "text": s.texts[src],
+                "tgt_lang": tgt,
+                "tgt_text": s.texts[tgt],
+                "audio_codes": codes[0],
+                "tgt_audio_codes": codes[1],
+            }
+        )
     return rows
 
 
@@ -211,16 +248,19 @@ def train_tokenizer(rows, vocab_size: int):
     return train_text_tokenizer(lines, vocab_size=vocab_size)
 
 
-def render_examples(rows, vocab: UnifiedVocab, tasks: dict[str, float], *, max_len: int, count: int,
-                    seed: int) -> tuple[list[dict], Counter]:
+def render_examples(
+    rows, vocab: UnifiedVocab, tasks: dict[str, float], *, max_len: int, count: int, seed: int
+) -> tuple[list[dict], Counter]:
     """``count`` examples drawn from the weighted task mixture, in mixture order, and the skip counts."""
     skip: Counter = Counter()
     limit = 20 * count + 1000  # rows that cannot be rendered (a store without tgt_audio for S2ST...)
 
     def render_one(row, task):
         if sum(skip.values()) > limit:
-            raise ValueError(f"more than {limit} rows could not be rendered ({dict(skip)}): "
-                             "check --tasks against the rows' fields and --max-len")
+            raise ValueError(
+                f"more than {limit} rows could not be rendered ({dict(skip)}): "
+                "check --tasks against the rows' fields and --max-len"
+            )
         return render(row, task, vocab, max_len=max_len, skip=skip)
 
     sources = [MixtureSource(name, rows, (lambda r, t=name: render_one(r, t)), w) for name, w in tasks.items()]
@@ -235,8 +275,9 @@ def render_examples(rows, vocab: UnifiedVocab, tasks: dict[str, float], *, max_l
 def packed_stream(examples: list[dict], *, max_len: int, rows_per_batch: int, pad_id: int, seed: int):
     """Endless packed batches over ``examples`` (shuffled per epoch by a one-source mixture)."""
     source = MixtureSource("examples", examples, dict)
-    return PackedBatches(TaskMixture([source], seed=seed), max_len=max_len, rows_per_batch=rows_per_batch,
-                         pad_id=pad_id)
+    return PackedBatches(
+        TaskMixture([source], seed=seed), max_len=max_len, rows_per_batch=rows_per_batch, pad_id=pad_id
+    )
 
 
 def padded_stream(examples: list[dict], *, batch_size: int, pad_id: int) -> Iterator[dict]:
@@ -262,10 +303,17 @@ def build_model(cfg: BenchConfig, vocab: UnifiedVocab):
 
     text = vocab.tokenizer
     config = LlamaConfig(
-        vocab_size=math.ceil(vocab.audio_offset / 64) * 64, hidden_size=cfg.hidden_size,
-        intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_heads, max_position_embeddings=cfg.max_len, tie_word_embeddings=True,
-        bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id, pad_token_id=text.pad_token_id,
+        vocab_size=math.ceil(vocab.audio_offset / 64) * 64,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_len,
+        tie_word_embeddings=True,
+        bos_token_id=text.bos_token_id,
+        eos_token_id=text.eos_token_id,
+        pad_token_id=text.pad_token_id,
         use_cache=False,  # training: no KV cache (packing needs it off; the same for every method)
     )
     torch.manual_seed(cfg.seed)
@@ -291,7 +339,7 @@ def matmul_peak_flops(size: int, *, reps: int = 5) -> tuple[float, float]:
         t, c = time.perf_counter(), time.process_time()
         torch.matmul(a, b)
         best_wall, best_cpu = min(best_wall, time.perf_counter() - t), min(best_cpu, time.process_time() - c)
-    flops = 2 * size ** 3
+    flops = 2 * size**3
     return flops / best_wall, flops / max(best_cpu, 1e-9)
 
 
@@ -364,8 +412,9 @@ def _own_loop(model, batches: Iterator[dict], cfg: BenchConfig, pad_id: int, des
 
 
 def run_packed(model, examples, cfg: BenchConfig, pad_id: int) -> Measurement:
-    batches = iter(packed_stream(examples, max_len=cfg.max_len, rows_per_batch=cfg.rows_per_batch, pad_id=pad_id,
-                                 seed=cfg.seed))
+    batches = iter(
+        packed_stream(examples, max_len=cfg.max_len, rows_per_batch=cfg.rows_per_batch, pad_id=pad_id, seed=cfg.seed)
+    )
     return _own_loop(model, batches, cfg, pad_id, "packed")
 
 
@@ -399,6 +448,7 @@ def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int
     if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         order = {"train_sampling_strategy": "sequential"}  # transformers >= 5
     else:  # older transformers: the same order by overriding the sampler
+
         class SequentialTrainer(Trainer):
             def _get_train_sampler(self, *args, **kwargs):
                 return torch.utils.data.SequentialSampler(self.train_dataset)
@@ -406,17 +456,32 @@ def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int
         trainer_cls = SequentialTrainer
     with tempfile.TemporaryDirectory(prefix="bench_train_") as out:
         args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=batch_size, max_steps=total, learning_rate=cfg.lr,
-            weight_decay=0.0, lr_scheduler_type="constant", max_grad_norm=1.0, optim="adamw_torch",
-            dataloader_num_workers=0, dataloader_pin_memory=False, logging_strategy="no", save_strategy="no",
-            report_to="none", use_cpu=True, seed=cfg.seed, disable_tqdm=True, **order)
+            output_dir=out,
+            per_device_train_batch_size=batch_size,
+            max_steps=total,
+            learning_rate=cfg.lr,
+            weight_decay=0.0,
+            lr_scheduler_type="constant",
+            max_grad_norm=1.0,
+            optim="adamw_torch",
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            logging_strategy="no",
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            seed=cfg.seed,
+            disable_tqdm=True,
+            **order,
+        )
         trainer_cls(model=model, args=args, train_dataset=data, data_collator=collate, callbacks=[Clock()]).train()
     if len(stamps) != total or len(seen) < total:
         raise RuntimeError(f"Trainer ran {len(stamps)} steps and collated {len(seen)} batches; expected {total}")
-    timed = seen[cfg.warmup_steps:total]  # batch i is step i (one batch per step, no workers, no prefetch)
+    timed = seen[cfg.warmup_steps : total]  # batch i is step i (one batch per step, no workers, no prefetch)
     (w0, c0), (w1, c1) = stamps[cfg.warmup_steps - 1], stamps[total - 1]
-    return Measurement(w1 - w0, c1 - c0, sum(u for u, _ in timed),
-                       sum(s for _, s in timed), batch_size * cfg.steps, cfg.steps)
+    return Measurement(
+        w1 - w0, c1 - c0, sum(u for u, _ in timed), sum(s for _, s in timed), batch_size * cfg.steps, cfg.steps
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -432,14 +497,16 @@ def load_rows(args, cfg: BenchConfig) -> tuple[list, str, int]:
         store = load_token_store(args.store)
         meta = store.meta
         if meta.num_codebooks < cfg.num_codebooks:
-            raise ValueError(f"--num-codebooks {cfg.num_codebooks}: the store {args.store} "
-                             f"has only K={meta.num_codebooks}")
+            raise ValueError(
+                f"--num-codebooks {cfg.num_codebooks}: the store {args.store} has only K={meta.num_codebooks}"
+            )
         return store.dataset, f"token store {args.store} ({meta.num_rows} rows, {meta.describe()})", meta.codebook_size
     rows = synthetic_rows(cfg.num_sentences, codebook_size=cfg.codebook_size, seed=cfg.seed)
     frames = [r["audio_codes"].shape[1] for r in rows]
     seconds = statistics.mean(frames) / MEL_RVQ_FRAME_RATE
-    desc = (f"synthetic corpus-shaped rows ({len(rows)} rows, utterances {seconds:.2f} s "
-            f"mean at {MEL_RVQ_FRAME_RATE:g} Hz)")
+    desc = (
+        f"synthetic corpus-shaped rows ({len(rows)} rows, utterances {seconds:.2f} s mean at {MEL_RVQ_FRAME_RATE:g} Hz)"
+    )
     return rows, desc, cfg.codebook_size
 
 
@@ -463,22 +530,30 @@ def benchmark(cfg: BenchConfig, args) -> dict:
         text_tok = AutoTokenizer.from_pretrained(args.text_tokenizer)
     else:
         text_tok = train_tokenizer(rows, cfg.text_vocab_size)
-    vocab = UnifiedVocab.build(text_tok, codebook_size=codebook_size, num_codebooks=cfg.num_codebooks,
-                               pattern="flatten", tasks=list(tasks))
+    vocab = UnifiedVocab.build(
+        text_tok, codebook_size=codebook_size, num_codebooks=cfg.num_codebooks, pattern="flatten", tasks=list(tasks)
+    )
     pad_id = vocab.pad_id
 
     # Enough examples for the longest run (padded / Trainer cycle through them; packing reshuffles per epoch).
     probe, skip = render_examples(rows, vocab, tasks, max_len=cfg.max_len, count=200, seed=cfg.seed)
     mean_len = statistics.mean(len(e["input_ids"]) for e in probe)
     per_step = max(1, round(0.95 * cfg.rows_per_batch * cfg.max_len / mean_len))
-    examples, skip = render_examples(rows, vocab, tasks, max_len=cfg.max_len, seed=cfg.seed,
-                                     count=max(400, 2 * per_step * (cfg.warmup_steps + cfg.steps)))
+    examples, skip = render_examples(
+        rows,
+        vocab,
+        tasks,
+        max_len=cfg.max_len,
+        seed=cfg.seed,
+        count=max(400, 2 * per_step * (cfg.warmup_steps + cfg.steps)),
+    )
     lengths = [len(e["input_ids"]) for e in examples]
     by_task = {t: statistics.mean([len(e["input_ids"]) for e in examples if e["source"] == t] or [0]) for t in tasks}
 
     # The padded / Trainer batch: as many examples as carry the packed batches' non-pad tokens, on average.
-    packed_probe = packed_stream(examples, max_len=cfg.max_len, rows_per_batch=cfg.rows_per_batch, pad_id=pad_id,
-                                 seed=cfg.seed)
+    packed_probe = packed_stream(
+        examples, max_len=cfg.max_len, rows_per_batch=cfg.rows_per_batch, pad_id=pad_id, seed=cfg.seed
+    )
     probe_batches = [b for b, _ in zip(packed_probe, range(cfg.warmup_steps + cfg.steps))]
     packed_useful_per_step = statistics.mean(int((b["input_ids"] != pad_id).sum()) for b in probe_batches)
     batch_size = max(1, round(packed_useful_per_step / statistics.mean(lengths)))
@@ -489,7 +564,7 @@ def benchmark(cfg: BenchConfig, args) -> dict:
 
     runs: dict[str, list[Measurement]] = {m: [] for m in METHODS}
     for r in range(cfg.repeats):
-        for method in METHODS[r % 3:] + METHODS[:r % 3]:  # rotated, so that no method always runs last
+        for method in METHODS[r % 3 :] + METHODS[: r % 3]:  # rotated, so that no method always runs last
             peaks.append(matmul_peak_flops(cfg.peak_size, reps=3))
             model = copy.deepcopy(base)  # every run starts from the same weights
             torch.manual_seed(cfg.seed)
@@ -500,10 +575,12 @@ def benchmark(cfg: BenchConfig, args) -> dict:
             else:
                 m = run_hf_trainer(model, examples, cfg, vocab.tokenizer, batch_size)
             runs[method].append(m)
-            print(f"[bench_train] repeat {r + 1}/{cfg.repeats} {method:>10}: {m.tokens_per_s:8.1f} useful tok/s "
-                  f"({m.useful_tokens} tokens in {m.seconds:.2f} s, {m.cpu_seconds:.2f} CPU s, "
-                  f"non-pad {m.useful_tokens / m.slots:.3f})",
-                  file=sys.stderr)
+            print(
+                f"[bench_train] repeat {r + 1}/{cfg.repeats} {method:>10}: {m.tokens_per_s:8.1f} useful tok/s "
+                f"({m.useful_tokens} tokens in {m.seconds:.2f} s, {m.cpu_seconds:.2f} CPU s, "
+                f"non-pad {m.useful_tokens / m.slots:.3f})",
+                file=sys.stderr,
+            )
             del model
 
     # Other processes on the machine slow the matmul down as much as the training: the least disturbed
@@ -526,23 +603,38 @@ def benchmark(cfg: BenchConfig, args) -> dict:
     out["mfu_padded"] = out["padded_mfu"]
     out["mfu_hf_trainer"] = out["hf_trainer_mfu"]
     for other in ("hf_trainer", "padded"):  # median of the ratios within each round (paired under similar load)
-        out[f"packed_vs_{other}"] = round(statistics.median(
-            a.tokens_per_s / b.tokens_per_s for a, b in zip(runs["packed"], runs[other])), 3)
-        out[f"packed_vs_{other}_cpu_time"] = round(statistics.median(
-            a.tokens_per_cpu_s / b.tokens_per_cpu_s for a, b in zip(runs["packed"], runs[other])), 3)
-    out.update({
-        "matmul_peak_flops": round(peak), "matmul_peak_flops_per_cpu_s": round(peak_cpu),
-        "matmul_peak_flops_all": [round(p[0]) for p in peaks],
-        "matmul_peak_size": cfg.peak_size,
-        "parameters": n_params, "threads": threads, "cpu_count": os.cpu_count(),
-        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        "data": data_desc, "tasks": tasks, "mean_example_tokens": round(statistics.mean(lengths), 1),
-        "mean_example_tokens_by_task": {t: round(v, 1) for t, v in by_task.items()},
-        "max_example_tokens": max(lengths), "skipped": dict(skip),
-        "padded_examples_per_step": batch_size, "packed_rows_per_step": cfg.rows_per_batch, "max_len": cfg.max_len,
-        "vocab_size": len(vocab), "embedding_rows": base.get_input_embeddings().weight.shape[0],
-        "config": dataclasses.asdict(cfg), "torch": torch.__version__,
-    })
+        out[f"packed_vs_{other}"] = round(
+            statistics.median(a.tokens_per_s / b.tokens_per_s for a, b in zip(runs["packed"], runs[other])), 3
+        )
+        out[f"packed_vs_{other}_cpu_time"] = round(
+            statistics.median(a.tokens_per_cpu_s / b.tokens_per_cpu_s for a, b in zip(runs["packed"], runs[other])), 3
+        )
+    out.update(
+        {
+            "matmul_peak_flops": round(peak),
+            "matmul_peak_flops_per_cpu_s": round(peak_cpu),
+            "matmul_peak_flops_all": [round(p[0]) for p in peaks],
+            "matmul_peak_size": cfg.peak_size,
+            "parameters": n_params,
+            "threads": threads,
+            "cpu_count": os.cpu_count(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+            "data": data_desc,
+            "tasks": tasks,
+            "mean_example_tokens": round(statistics.mean(lengths), 1),
+            "mean_example_tokens_by_task": {t: round(v, 1) for t, v in by_task.items()},
+            "max_example_tokens": max(lengths),
+            "skipped": dict(skip),
+            "padded_examples_per_step": batch_size,
+            "packed_rows_per_step": cfg.rows_per_batch,
+            "max_len": cfg.max_len,
+            "vocab_size": len(vocab),
+            "embedding_rows": base.get_input_embeddings().weight.shape[0],
+            "config": dataclasses.asdict(cfg),
+            "torch": torch.__version__,
+        }
+    )
     import transformers
 
     out["transformers"] = transformers.__version__
@@ -551,31 +643,42 @@ def benchmark(cfg: BenchConfig, args) -> dict:
 
 def markdown(res: dict) -> str:
     """The table the README quotes."""
-    names = {"packed": "packed (PackedBatches)", "padded": "dynamic padding (PaddingCollator)",
-             "hf_trainer": "transformers.Trainer + DataCollatorForSeq2Seq"}
-    lines = ["| batching | useful tokens/s | vs Trainer | useful tokens / CPU s | vs Trainer (CPU) | non-pad fraction "
-             "| tokens/step (useful / slots) | MFU | MFU (CPU time) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    names = {
+        "packed": "packed (PackedBatches)",
+        "padded": "dynamic padding (PaddingCollator)",
+        "hf_trainer": "transformers.Trainer + DataCollatorForSeq2Seq",
+    }
+    lines = [
+        "| batching | useful tokens/s | vs Trainer | useful tokens / CPU s | vs Trainer (CPU) | non-pad fraction "
+        "| tokens/step (useful / slots) | MFU | MFU (CPU time) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for m in METHODS:
         ratio = {"packed": res["packed_vs_hf_trainer"], "hf_trainer": 1.0}.get(
-            m, res["padded_tokens_per_s"] / res["hf_trainer_tokens_per_s"])
+            m, res["padded_tokens_per_s"] / res["hf_trainer_tokens_per_s"]
+        )
         ratio_cpu = {"packed": res["packed_vs_hf_trainer_cpu_time"], "hf_trainer": 1.0}.get(
-            m, res["padded_tokens_per_cpu_s"] / res["hf_trainer_tokens_per_cpu_s"])
-        lines.append(f"| {names[m]} | {res[f'{m}_tokens_per_s']:.0f} | {ratio:.2f}x | "
-                     f"{res[f'{m}_tokens_per_cpu_s']:.0f} | {ratio_cpu:.2f}x | "
-                     f"{res[f'{m}_nonpad_fraction']:.3f} | {res[f'{m}_useful_tokens_per_step']:.0f} / "
-                     f"{res[f'{m}_slots_per_step']:.0f} | {100 * res[f'{m}_mfu']:.2f}% | "
-                     f"{100 * res[f'{m}_mfu_cpu_time']:.2f}% |")
+            m, res["padded_tokens_per_cpu_s"] / res["hf_trainer_tokens_per_cpu_s"]
+        )
+        lines.append(
+            f"| {names[m]} | {res[f'{m}_tokens_per_s']:.0f} | {ratio:.2f}x | "
+            f"{res[f'{m}_tokens_per_cpu_s']:.0f} | {ratio_cpu:.2f}x | "
+            f"{res[f'{m}_nonpad_fraction']:.3f} | {res[f'{m}_useful_tokens_per_step']:.0f} / "
+            f"{res[f'{m}_slots_per_step']:.0f} | {100 * res[f'{m}_mfu']:.2f}% | "
+            f"{100 * res[f'{m}_mfu_cpu_time']:.2f}% |"
+        )
     c = res["config"]
     lines.append("")
-    lines.append(f"Llama {c['num_layers']} x {c['hidden_size']} ({res['parameters'] / 1e6:.2f}M parameters, "
-                 f"{res['embedding_rows']} embedding rows, K={c['num_codebooks']} flatten); data: {res['data']}; "
-                 f"mean example {res['mean_example_tokens']} tokens (max {res['max_example_tokens']}); "
-                 f"{c['steps']} timed steps after {c['warmup_steps']} warm-up, median of {c['repeats']}; "
-                 f"{res['threads']} thread(s), fp32 matmul peak {res['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
-                 f"({res['matmul_peak_flops_per_cpu_s'] / 1e9:.1f} per CPU second); "
-                 f"load average {res['loadavg_before'][0]} before, {res['loadavg_after'][0]} after. "
-                 "Packed vs Trainer: median of the per-round ratios.")
+    lines.append(
+        f"Llama {c['num_layers']} x {c['hidden_size']} ({res['parameters'] / 1e6:.2f}M parameters, "
+        f"{res['embedding_rows']} embedding rows, K={c['num_codebooks']} flatten); data: {res['data']}; "
+        f"mean example {res['mean_example_tokens']} tokens (max {res['max_example_tokens']}); "
+        f"{c['steps']} timed steps after {c['warmup_steps']} warm-up, median of {c['repeats']}; "
+        f"{res['threads']} thread(s), fp32 matmul peak {res['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
+        f"({res['matmul_peak_flops_per_cpu_s'] / 1e9:.1f} per CPU second); "
+        f"load average {res['loadavg_before'][0]} before, {res['loadavg_after'][0]} after. "
+        "Packed vs Trainer: median of the per-round ratios."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -587,9 +690,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-tokenizer", help="a text tokenizer folder (default: train a BPE one on the rows' text)")
     p.add_argument("--tasks", default=DEFAULT_TASKS, help=f"task:weight list (default {DEFAULT_TASKS})")
     for f in dataclasses.fields(BenchConfig):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None,
-                       help=f"override {f.name} (default {f.default}; "
-                            f"--quick: {PRESETS['quick'].get(f.name, f.default)})")
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=None,
+            help=f"override {f.name} (default {f.default}; --quick: {PRESETS['quick'].get(f.name, f.default)})",
+        )
     return p
 
 

@@ -38,15 +38,35 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PATHS = ("audiopalm", "speech_llama")
 TASKS = ("ASR", "AST")
-COLUMNS = ("path", "trainable_params", "train_tokens_per_s", "decode_s_per_utt",
-           "asr_wer_all", "asr_wer_seen", "asr_wer_heldout", "ast_bleu_all", "ast_bleu_seen", "ast_bleu_heldout",
-           "final_train_loss", "steps")
+COLUMNS = (
+    "path",
+    "trainable_params",
+    "train_tokens_per_s",
+    "decode_s_per_utt",
+    "asr_wer_all",
+    "asr_wer_seen",
+    "asr_wer_heldout",
+    "ast_bleu_all",
+    "ast_bleu_seen",
+    "ast_bleu_heldout",
+    "final_train_loss",
+    "steps",
+)
 """Columns of the table (JSON keys; the markdown uses :data:`HEADERS`)."""
-HEADERS = {"path": "path", "trainable_params": "trainable params", "train_tokens_per_s": "train tokens/s",
-           "decode_s_per_utt": "decode s/utt", "asr_wer_all": "ASR WER (all)", "asr_wer_seen": "ASR WER (seen voices)",
-           "asr_wer_heldout": "ASR WER (held-out voice)", "ast_bleu_all": "AST BLEU (all)",
-           "ast_bleu_seen": "AST BLEU (seen voices)", "ast_bleu_heldout": "AST BLEU (held-out voice)",
-           "final_train_loss": "final train loss", "steps": "steps"}
+HEADERS = {
+    "path": "path",
+    "trainable_params": "trainable params",
+    "train_tokens_per_s": "train tokens/s",
+    "decode_s_per_utt": "decode s/utt",
+    "asr_wer_all": "ASR WER (all)",
+    "asr_wer_seen": "ASR WER (seen voices)",
+    "asr_wer_heldout": "ASR WER (held-out voice)",
+    "ast_bleu_all": "AST BLEU (all)",
+    "ast_bleu_seen": "AST BLEU (seen voices)",
+    "ast_bleu_heldout": "AST BLEU (held-out voice)",
+    "final_train_loss": "final train loss",
+    "steps": "steps",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,19 +95,46 @@ class CompareProfile:
 
 PROFILES = {
     # tiny: the test suite's setting (a handful of steps on a toy world)
-    "tiny": CompareProfile(demo_profile="smoke", steps=4, batch=2, lr=1e-2, warmup=1, max_items=2, max_new_tokens=6,
-                           speech_llama=("model.n_mels=20", "model.encoder=transformer", "model.encoder_dim=32",
-                                         "model.encoder_layers=1", "model.encoder_heads=2",
-                                         "model.encoder_ffn_dim=64"),
-                           audiopalm=("model.num_codebooks=2",)),
+    "tiny": CompareProfile(
+        demo_profile="smoke",
+        steps=4,
+        batch=2,
+        lr=1e-2,
+        warmup=1,
+        max_items=2,
+        max_new_tokens=6,
+        speech_llama=(
+            "model.n_mels=20",
+            "model.encoder=transformer",
+            "model.encoder_dim=32",
+            "model.encoder_layers=1",
+            "model.encoder_heads=2",
+            "model.encoder_ffn_dim=64",
+        ),
+        audiopalm=("model.num_codebooks=2",),
+    ),
     # smoke: minutes on a CPU, the demo's smoke corpus; numbers show the plumbing, not the methods
-    "smoke": CompareProfile(demo_profile="smoke", steps=60, batch=8, lr=3e-3, warmup=6, max_items=4, max_new_tokens=24,
-                            speech_llama=("model.encoder=transformer", "model.encoder_dim=64", "model.encoder_layers=2",
-                                          "model.encoder_heads=4", "model.encoder_ffn_dim=128"),
-                            # the smoke text LM's context is 128 positions: one codebook (25 tokens/s) fits 2-3 s clips
-                            audiopalm=("model.num_codebooks=1",)),
-    "default": CompareProfile(demo_profile="default", steps=2000, batch=8, lr=1e-3, warmup=50, max_items=None,
-                              max_new_tokens=64),
+    "smoke": CompareProfile(
+        demo_profile="smoke",
+        steps=60,
+        batch=8,
+        lr=3e-3,
+        warmup=6,
+        max_items=4,
+        max_new_tokens=24,
+        speech_llama=(
+            "model.encoder=transformer",
+            "model.encoder_dim=64",
+            "model.encoder_layers=2",
+            "model.encoder_heads=4",
+            "model.encoder_ffn_dim=128",
+        ),
+        # the smoke text LM's context is 128 positions: one codebook (25 tokens/s) fits 2-3 s clips
+        audiopalm=("model.num_codebooks=1",),
+    ),
+    "default": CompareProfile(
+        demo_profile="default", steps=2000, batch=8, lr=1e-3, warmup=50, max_items=None, max_new_tokens=64
+    ),
 }
 
 
@@ -112,10 +159,15 @@ def _run(cmd: list[str]) -> None:
 
 def data_layout(data: Path) -> dict[str, Path]:
     """The files both paths read, checked to exist."""
-    paths = {"train": data / "corpus" / "train.jsonl", "dev": data / "corpus" / "dev.jsonl",
-             "test": data / "corpus" / "test.jsonl", "tokenizer": data / "tokenizer",
-             "train_store": data / "tokens" / "train", "dev_store": data / "tokens" / "dev",
-             "llm": data / "text_lm" / "final"}
+    paths = {
+        "train": data / "corpus" / "train.jsonl",
+        "dev": data / "corpus" / "dev.jsonl",
+        "test": data / "corpus" / "test.jsonl",
+        "tokenizer": data / "tokenizer",
+        "train_store": data / "tokens" / "train",
+        "dev_store": data / "tokens" / "dev",
+        "llm": data / "text_lm" / "final",
+    }
     missing = [f"{k}: {p}" for k, p in paths.items() if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{data}: missing {missing} (make it with `audiopalm demo --out {data}`)")
@@ -124,20 +176,50 @@ def data_layout(data: Path) -> dict[str, Path]:
 
 def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, seed: int) -> list[str]:
     """Command-line arguments of one path's recipe: same steps, batch, LR, warm-up, seed and LoRA."""
-    loop = [f"train.max_steps={p.steps}", f"train.micro_batch_size={p.batch}", "train.grad_accum_steps=1",
-            f"train.seed={seed}", f"optim.lr={p.lr}", f"optim.warmup_steps={p.warmup}", "train.save_every=0",
-            "train.log_every=1", f"train.eval_every={p.steps}", "train.log_with=none", f"train.output_dir={out}"]
+    loop = [
+        f"train.max_steps={p.steps}",
+        f"train.micro_batch_size={p.batch}",
+        "train.grad_accum_steps=1",
+        f"train.seed={seed}",
+        f"optim.lr={p.lr}",
+        f"optim.warmup_steps={p.warmup}",
+        "train.save_every=0",
+        "train.log_every=1",
+        f"train.eval_every={p.steps}",
+        "train.log_with=none",
+        f"train.output_dir={out}",
+    ]
     if path == "audiopalm":
         # examples longer than the LLM's context are skipped (and counted) in training, as the pipeline refuses them
         context = json.loads((d["llm"] / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 512)
-        return ["--config", str(REPO / "recipes/configs/finetune_audiopalm.yaml"), f"model.name_or_path={d['llm']}",
-                f"model.audio_tokenizer={d['tokenizer']}", f"data.stores=[{d['train_store']},{d['dev_store']}]",
-                "data.tasks=[{task: ASR}, {task: AST}]", "data.packing=false", "lora.enabled=true", "lora.r=8",
-                "lora.alpha=16", "lora.new_rows=trainable_tokens", f"data.max_len={min(512, context)}", *loop,
-                *p.audiopalm]
-    return ["--config", str(REPO / "recipes/configs/finetune_speech_llama.yaml"), f"model.llm={d['llm']}",
-            f"data.train_manifests=[{d['train']}]", f"data.dev_manifest={d['dev']}", "data.tasks=[ASR, AST]",
-            "model.lora_r=8", "model.lora_alpha=16", *loop, *p.speech_llama]
+        return [
+            "--config",
+            str(REPO / "recipes/configs/finetune_audiopalm.yaml"),
+            f"model.name_or_path={d['llm']}",
+            f"model.audio_tokenizer={d['tokenizer']}",
+            f"data.stores=[{d['train_store']},{d['dev_store']}]",
+            "data.tasks=[{task: ASR}, {task: AST}]",
+            "data.packing=false",
+            "lora.enabled=true",
+            "lora.r=8",
+            "lora.alpha=16",
+            "lora.new_rows=trainable_tokens",
+            f"data.max_len={min(512, context)}",
+            *loop,
+            *p.audiopalm,
+        ]
+    return [
+        "--config",
+        str(REPO / "recipes/configs/finetune_speech_llama.yaml"),
+        f"model.llm={d['llm']}",
+        f"data.train_manifests=[{d['train']}]",
+        f"data.dev_manifest={d['dev']}",
+        "data.tasks=[ASR, AST]",
+        "model.lora_r=8",
+        "model.lora_alpha=16",
+        *loop,
+        *p.speech_llama,
+    ]
 
 
 def run_recipe(path: str, args: list[str]) -> None:
@@ -172,8 +254,14 @@ def train_tokens_per_s(metrics_path: Path) -> float:
 
 def pooled(metrics: list[dict], task: str, metric: str, subset: str | None) -> float | None:
     """n-weighted mean over language pairs of ``metric`` for ``task`` (``subset`` None: all utterances)."""
-    rows = [m for m in metrics if m["task"] == task and m["metric"] == metric and
-            (subset is None or m["subset"] == subset) and m.get("value") is not None]
+    rows = [
+        m
+        for m in metrics
+        if m["task"] == task
+        and m["metric"] == metric
+        and (subset is None or m["subset"] == subset)
+        and m.get("value") is not None
+    ]
     n = sum(m["n"] for m in rows)
     return round(sum(m["value"] * m["n"] for m in rows) / n, 2) if n else None
 
@@ -183,35 +271,59 @@ def table_row(path: str, run_dir: Path, eval_dir: Path, eval_seconds: float) -> 
     ev = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
     utts = sum(1 for t in TASKS for _ in (eval_dir / "outputs" / f"{t}.jsonl").open(encoding="utf-8"))
     m = ev["metrics"]
-    return {"path": path, "trainable_params": summary["trainable_parameters"],
-            "train_tokens_per_s": round(train_tokens_per_s(run_dir / "metrics.jsonl"), 1),
-            "decode_s_per_utt": round(eval_seconds / max(utts, 1), 4),
-            "asr_wer_all": pooled(m, "ASR", "WER", None), "asr_wer_seen": pooled(m, "ASR", "WER", "seen_voices"),
-            "asr_wer_heldout": pooled(m, "ASR", "WER", "heldout_voice"),
-            "ast_bleu_all": pooled(m, "AST", "BLEU", None), "ast_bleu_seen": pooled(m, "AST", "BLEU", "seen_voices"),
-            "ast_bleu_heldout": pooled(m, "AST", "BLEU", "heldout_voice"),
-            "final_train_loss": round(summary["train_loss"], 4), "steps": summary["steps"], "utterances": utts}
+    return {
+        "path": path,
+        "trainable_params": summary["trainable_parameters"],
+        "train_tokens_per_s": round(train_tokens_per_s(run_dir / "metrics.jsonl"), 1),
+        "decode_s_per_utt": round(eval_seconds / max(utts, 1), 4),
+        "asr_wer_all": pooled(m, "ASR", "WER", None),
+        "asr_wer_seen": pooled(m, "ASR", "WER", "seen_voices"),
+        "asr_wer_heldout": pooled(m, "ASR", "WER", "heldout_voice"),
+        "ast_bleu_all": pooled(m, "AST", "BLEU", None),
+        "ast_bleu_seen": pooled(m, "AST", "BLEU", "seen_voices"),
+        "ast_bleu_heldout": pooled(m, "AST", "BLEU", "heldout_voice"),
+        "final_train_loss": round(summary["train_loss"], 4),
+        "steps": summary["steps"],
+        "utterances": utts,
+    }
 
 
 def markdown(rows: list[dict], profile: str, info: dict) -> str:
     def cell(v):
         return "n/a" if v is None else (f"{v:,}" if isinstance(v, int) else str(v))
 
-    lines = [f"# AudioPaLM vs Speech-Llama ({profile} profile)", "",
-             f"Same corpus, stage-0 LLM ({info['llm']}), {info['steps']} steps x {info['batch']} examples, "
-             f"LR {info['lr']}, seed {info['seed']}; LoRA r=8 alpha=16 on q/k/v/o in both. Test: "
-             f"{info['test']} (sentences not seen in training), up to {info['max_items'] or 'all'} utterances "
-             "per task and language pair. WER/BLEU: n-weighted mean over language pairs.", "",
-             "| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = [
+        f"# AudioPaLM vs Speech-Llama ({profile} profile)",
+        "",
+        f"Same corpus, stage-0 LLM ({info['llm']}), {info['steps']} steps x {info['batch']} examples, "
+        f"LR {info['lr']}, seed {info['seed']}; LoRA r=8 alpha=16 on q/k/v/o in both. Test: "
+        f"{info['test']} (sentences not seen in training), up to {info['max_items'] or 'all'} utterances "
+        "per task and language pair. WER/BLEU: n-weighted mean over language pairs.",
+        "",
+        "| " + " | ".join(HEADERS[c] for c in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
     lines += ["| " + " | ".join(cell(r[c]) for c in COLUMNS) + " |" for r in rows]
-    lines += ["", "train tokens/s: LLM positions per second (AudioPaLM: text + audio-code tokens; Speech-Llama: "
-              "audio embeddings + text tokens). decode s/utt: evaluation wall time / utterances (audio in, text out, "
-              "greedy)."]
+    lines += [
+        "",
+        "train tokens/s: LLM positions per second (AudioPaLM: text + audio-code tokens; Speech-Llama: "
+        "audio embeddings + text tokens). decode s/utt: evaluation wall time / utterances (audio in, text out, "
+        "greedy).",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def compare(profile: str, out: Path, *, data: Path | None = None, seed: int = 0, force: bool = False,
-            steps: int | None = None, max_items: int | None = None, test: Path | None = None) -> list[dict]:
+def compare(
+    profile: str,
+    out: Path,
+    *,
+    data: Path | None = None,
+    seed: int = 0,
+    force: bool = False,
+    steps: int | None = None,
+    max_items: int | None = None,
+    test: Path | None = None,
+) -> list[dict]:
     """Run the whole comparison; returns the table rows (also written to ``out/comparison.{md,json}``).
 
     ``steps`` / ``max_items`` override the profile's; ``test`` replaces the data's test manifest."""
@@ -225,8 +337,18 @@ def compare(profile: str, out: Path, *, data: Path | None = None, seed: int = 0,
     out.mkdir(parents=True, exist_ok=True)
     if data is None:
         data = out / "data"
-        _run([str(Path(sys.executable).with_name("audiopalm")), "demo", "--profile", p.demo_profile, "--out",
-              str(data), "--seed", str(seed)])
+        _run(
+            [
+                str(Path(sys.executable).with_name("audiopalm")),
+                "demo",
+                "--profile",
+                p.demo_profile,
+                "--out",
+                str(data),
+                "--seed",
+                str(seed),
+            ]
+        )
     d = data_layout(data)
     if test is not None:
         d["test"] = Path(test)
@@ -237,14 +359,33 @@ def compare(profile: str, out: Path, *, data: Path | None = None, seed: int = 0,
         checkpoint = run_dir / "final" if path == "audiopalm" else run_dir
         eval_dir = out / f"eval_{path}"
         t0 = time.perf_counter()
-        evaluate(EvalConfig(checkpoint=str(checkpoint), out=str(eval_dir), tasks=list(TASKS), manifest=str(d["test"]),
-                            max_items=p.max_items, max_new_tokens=p.max_new_tokens, batch_size=p.batch, report=False,
-                            progress=True))
+        evaluate(
+            EvalConfig(
+                checkpoint=str(checkpoint),
+                out=str(eval_dir),
+                tasks=list(TASKS),
+                manifest=str(d["test"]),
+                max_items=p.max_items,
+                max_new_tokens=p.max_new_tokens,
+                batch_size=p.batch,
+                report=False,
+                progress=True,
+            )
+        )
         rows.append(table_row(path, run_dir, eval_dir, time.perf_counter() - t0))
-    info = {"llm": str(d["llm"]), "steps": p.steps, "batch": p.batch, "lr": p.lr, "seed": seed, "test": str(d["test"]),
-            "max_items": p.max_items, "profile": profile}
-    (out / "comparison.json").write_text(json.dumps({"info": info, "columns": list(COLUMNS), "rows": rows}, indent=1),
-                                         encoding="utf-8")
+    info = {
+        "llm": str(d["llm"]),
+        "steps": p.steps,
+        "batch": p.batch,
+        "lr": p.lr,
+        "seed": seed,
+        "test": str(d["test"]),
+        "max_items": p.max_items,
+        "profile": profile,
+    }
+    (out / "comparison.json").write_text(
+        json.dumps({"info": info, "columns": list(COLUMNS), "rows": rows}, indent=1), encoding="utf-8"
+    )
     (out / "comparison.md").write_text(markdown(rows, profile, info), encoding="utf-8")
     print((out / "comparison.md").read_text(encoding="utf-8"))
     return rows
@@ -252,8 +393,12 @@ def compare(profile: str, out: Path, *, data: Path | None = None, seed: int = 0,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="smoke",
-                        help="smoke: minutes on a CPU (default); default: the README's demo corpus; tiny: tests")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="smoke",
+        help="smoke: minutes on a CPU (default); default: the README's demo corpus; tiny: tests",
+    )
     parser.add_argument("--out", default="runs/compare_paths", help="output folder (default: runs/compare_paths)")
     parser.add_argument("--data", help="prepared data folder (`audiopalm demo --out DIR` layout); default: make it")
     parser.add_argument("--seed", type=int, default=0, help="seed of both paths (default: 0)")
@@ -262,8 +407,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error(f"--steps: must be >= 1, got {args.steps}")
-    compare(args.profile, Path(args.out), data=Path(args.data) if args.data else None, seed=args.seed,
-            force=args.force, steps=args.steps)
+    compare(
+        args.profile,
+        Path(args.out),
+        data=Path(args.data) if args.data else None,
+        seed=args.seed,
+        force=args.force,
+        steps=args.steps,
+    )
     return 0
 
 

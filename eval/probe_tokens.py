@@ -48,8 +48,9 @@ def store_pairs(path: str | Path, lang: str) -> tuple[list[Pair], int]:
         if row["lang"] != lang or row["audio"] in seen or row["audio_codes"] is None:
             continue
         seen.add(row["audio"])
-        pairs.append((np.asarray(row["audio_codes"], dtype=np.int64).reshape(store.meta.num_codebooks, -1),
-                      row["text"].lower()))
+        pairs.append(
+            (np.asarray(row["audio_codes"], dtype=np.int64).reshape(store.meta.num_codebooks, -1), row["text"].lower())
+        )
     if not pairs:
         raise ValueError(f"{path}: no {lang!r} utterances")
     return pairs, int(store.meta.codebook_size)
@@ -76,7 +77,7 @@ def _batch(pairs: list[Pair], k: int, char_ids: dict[str, int], upsample: int):
     frames = max(c.shape[1] for c, _ in pairs)
     codes = torch.zeros(len(pairs), k, frames, dtype=torch.long)
     for i, (c, _) in enumerate(pairs):
-        codes[i, :, :c.shape[1]] = torch.from_numpy(c[:k])
+        codes[i, :, : c.shape[1]] = torch.from_numpy(c[:k])
     targets = [torch.tensor([char_ids[ch] for ch in text if ch in char_ids], dtype=torch.long) for _, text in pairs]
     lengths = torch.tensor([upsample * c.shape[1] for c, _ in pairs])
     return codes, lengths, torch.cat(targets), torch.tensor([len(t) for t in targets])
@@ -94,9 +95,18 @@ def _greedy(log_probs: torch.Tensor, lengths: torch.Tensor, chars: list[str]) ->
     return out
 
 
-def train_probe(train: list[Pair], *, k: int, codebook_size: int, steps: int = 600, batch: int = 32,
-                lr: float = 2e-3, hidden: int = 192, seed: int = 0, progress: bool = True
-                ) -> tuple[CTCProbe, list[str], float, float]:
+def train_probe(
+    train: list[Pair],
+    *,
+    k: int,
+    codebook_size: int,
+    steps: int = 600,
+    batch: int = 32,
+    lr: float = 2e-3,
+    hidden: int = 192,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[CTCProbe, list[str], float, float]:
     """Train a :class:`CTCProbe` on ``train``; returns it (in eval mode), its characters, the last batch's
     loss and the training seconds."""
     if k > min(c.shape[0] for c, _ in train):
@@ -130,24 +140,52 @@ def transcribe(model: CTCProbe, chars: list[str], codes: list[np.ndarray], batch
     hyps: list[str] = []
     with torch.no_grad():
         for i in range(0, len(codes), batch):
-            part = [(c, "") for c in codes[i:i + batch]]
+            part = [(c, "") for c in codes[i : i + batch]]
             x, lengths, _, _ = _batch(part, k, {}, model.upsample)
             hyps += _greedy(model(x), lengths, chars)
     return hyps
 
 
-def probe(train: list[Pair], dev: list[Pair], *, k: int, codebook_size: int, steps: int = 600, batch: int = 32,
-          lr: float = 2e-3, hidden: int = 192, seed: int = 0, progress: bool = True) -> dict:
+def probe(
+    train: list[Pair],
+    dev: list[Pair],
+    *,
+    k: int,
+    codebook_size: int,
+    steps: int = 600,
+    batch: int = 32,
+    lr: float = 2e-3,
+    hidden: int = 192,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Train a :class:`CTCProbe` on ``train`` for ``steps`` steps; CER / WER (%) of its greedy output on ``dev``."""
     if k > min(c.shape[0] for c, _ in train + dev):
         raise ValueError(f"k={k}: the codes have fewer codebooks")
-    model, chars, loss, seconds = train_probe(train, k=k, codebook_size=codebook_size, steps=steps, batch=batch,
-                                              lr=lr, hidden=hidden, seed=seed, progress=progress)
+    model, chars, loss, seconds = train_probe(
+        train,
+        k=k,
+        codebook_size=codebook_size,
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        hidden=hidden,
+        seed=seed,
+        progress=progress,
+    )
     hyps = transcribe(model, chars, [c for c, _ in dev])
     refs = [text for _, text in dev]
-    return {"k": k, "cer": 100 * jiwer.cer(refs, hyps), "wer": 100 * jiwer.wer(refs, hyps), "train_loss": loss,
-            "steps": steps, "train_seconds": seconds, "train_utts": len(train), "dev_utts": len(dev),
-            "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]]}
+    return {
+        "k": k,
+        "cer": 100 * jiwer.cer(refs, hyps),
+        "wer": 100 * jiwer.wer(refs, hyps),
+        "train_loss": loss,
+        "steps": steps,
+        "train_seconds": seconds,
+        "train_utts": len(train),
+        "dev_utts": len(dev),
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]],
+    }
 
 
 class ProbeJudge:
@@ -161,15 +199,25 @@ class ProbeJudge:
         self.tokenizer, self.probes = tokenizer, probes
 
     @classmethod
-    def train(cls, tokenizer, store: str | Path, langs: list[str], *, steps: int = 600, seed: int = 0,
-              progress: bool = True, **kwargs) -> "ProbeJudge":
+    def train(
+        cls,
+        tokenizer,
+        store: str | Path,
+        langs: list[str],
+        *,
+        steps: int = 600,
+        seed: int = 0,
+        progress: bool = True,
+        **kwargs,
+    ) -> ProbeJudge:
         """One first-codebook probe per language on ``store`` (made by ``tokenizer``); ``kwargs`` go to
         :func:`train_probe` (batch, lr, hidden)."""
         probes = {}
         for lang in langs:
             pairs, size = store_pairs(store, lang)
-            model, chars, _, _ = train_probe(pairs, k=1, codebook_size=size, steps=steps, seed=seed, progress=progress,
-                                             **kwargs)
+            model, chars, _, _ = train_probe(
+                pairs, k=1, codebook_size=size, steps=steps, seed=seed, progress=progress, **kwargs
+            )
             probes[lang] = (model, chars)
         return cls(tokenizer, probes)
 
@@ -202,7 +250,9 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
     from audiopalm.evaluate import SILENCE_SECONDS
 
     eval_dir = Path(eval_dir)
-    tasks = [t for t in SPEECH_OUTPUTS if (eval_dir / "outputs" / SPEECH_OUTPUTS[t]).is_file()] if tasks is None else tasks
+    tasks = (
+        [t for t in SPEECH_OUTPUTS if (eval_dir / "outputs" / SPEECH_OUTPUTS[t]).is_file()] if tasks is None else tasks
+    )
     sr = judge.tokenizer.sample_rate
     silence = np.zeros(int(SILENCE_SECONDS * sr), np.float32)
     rows = []
@@ -223,15 +273,21 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
             # three readings: the generated speech, the reference speech, and another sentence's reference speech
             # (rotated by one: what a judged figure is when the speech says nothing of its sentence); each is
             # transcribed once and scored through the metrics' own judge interface
-            for suffix, wavs, texts in (("", generated, said), (" (ref audio)", reference, heard),
-                                        (" (another's ref audio)", reference, heard[1:] + heard[:1])):
+            for suffix, wavs, texts in (
+                ("", generated, said),
+                (" (ref audio)", reference, heard),
+                (" (another's ref audio)", reference, heard[1:] + heard[:1]),
+            ):
                 j = CallableJudge(lambda w, rate, lg, t=texts: t, name=judge.name)
                 if task == "TTS":
                     score, hyps = metrics.tts_roundtrip_wer(wavs, sr, refs, lang, j)
                     char = metrics.cer(refs, hyps, lang)
                     char.signature = f"judge:{judge.name}|{char.signature}"
-                    rows.append(metrics.summary_row(char, task=task, src=src, tgt=tgt, subset=subset,
-                                                    metric=f"TTS-CER [ctc-probe]{suffix}"))
+                    rows.append(
+                        metrics.summary_row(
+                            char, task=task, src=src, tgt=tgt, subset=subset, metric=f"TTS-CER [ctc-probe]{suffix}"
+                        )
+                    )
                     metric = f"TTS-WER [ctc-probe]{suffix}"
                 else:
                     score, _ = metrics.asr_bleu(wavs, sr, refs, lang, j)
@@ -241,21 +297,34 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", required=True, help="token store to train the probe on (`audiopalm tokenize` output)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--train", required=True, help="token store to train the probe on (`audiopalm tokenize` output)"
+    )
     parser.add_argument("--dev", help="token store to score it on (other sentences); not with --judge-eval")
     parser.add_argument("--lang", default="en", help="language of the utterances to use (default: en)")
-    parser.add_argument("--codebooks", type=int, nargs="+", default=[1, 2, 4], help="k values to probe (default: 1 2 4)")
+    parser.add_argument(
+        "--codebooks", type=int, nargs="+", default=[1, 2, 4], help="k values to probe (default: 1 2 4)"
+    )
     parser.add_argument("--steps", type=int, default=600, help="training steps per probe (default: 600)")
     parser.add_argument("--batch", type=int, default=32, help="utterances per step (default: 32)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results here as JSON")
-    parser.add_argument("--judge-eval", nargs="+", metavar="EVAL_DIR",
-                        help="instead: train a first-codebook probe per --langs on --train and judge the speech of "
-                        "these `audiopalm eval` folders with it (writes EVAL_DIR/probe_judge.json)")
+    parser.add_argument(
+        "--judge-eval",
+        nargs="+",
+        metavar="EVAL_DIR",
+        help="instead: train a first-codebook probe per --langs on --train and judge the speech of "
+        "these `audiopalm eval` folders with it (writes EVAL_DIR/probe_judge.json)",
+    )
     parser.add_argument("--tokenizer", help="with --judge-eval: the audio tokenizer that made --train")
-    parser.add_argument("--langs", nargs="+", default=["en", "fr"], help="with --judge-eval: languages (default: en fr)")
+    parser.add_argument(
+        "--langs", nargs="+", default=["en", "fr"], help="with --judge-eval: languages (default: en fr)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.judge_eval:
@@ -267,8 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         train, size = store_pairs(args.train, args.lang)
         dev, _ = store_pairs(args.dev, args.lang)
-        results = [probe(train, dev, k=k, codebook_size=size, steps=args.steps, batch=args.batch, seed=args.seed)
-                   for k in args.codebooks]
+        results = [
+            probe(train, dev, k=k, codebook_size=size, steps=args.steps, batch=args.batch, seed=args.seed)
+            for k in args.codebooks
+        ]
     except ValueError as exc:
         print(f"probe_tokens: {exc}", file=sys.stderr)
         return 2
@@ -278,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['k']} | {r['cer']:.1f} | {r['wer']:.1f} | {r['train_loss']:.3f} | {r['train_seconds']:.0f} |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"train": args.train, "dev": args.dev, "lang": args.lang,
-                                              "results": results}, indent=1), encoding="utf-8")
+        Path(args.out).write_text(
+            json.dumps({"train": args.train, "dev": args.dev, "lang": args.lang, "results": results}, indent=1),
+            encoding="utf-8",
+        )
         print(f"wrote {args.out}")
     return 0
 
@@ -288,16 +361,19 @@ def _judge_main(args) -> int:
     from audiopalm.tokenizers.base import load_audio_tokenizer
 
     try:
-        judge = ProbeJudge.train(load_audio_tokenizer(args.tokenizer), args.train, args.langs, steps=args.steps,
-                                 seed=args.seed)
+        judge = ProbeJudge.train(
+            load_audio_tokenizer(args.tokenizer), args.train, args.langs, steps=args.steps, seed=args.seed
+        )
         for folder in args.judge_eval:
             rows = judge_outputs(folder, judge)
             (Path(folder) / "probe_judge.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
             print(f"{folder} (CTC-probe judge, {args.steps} steps per language):")
             print("| task | pair | subset | metric | value | n |\n|---|---|---|---|---|---|")
             for r in rows:
-                print(f"| {r['task']} | {r['src']}->{r['tgt'] or ''} | {r['subset']} | {r['metric']} | {r['value']:.2f} "
-                      f"| {r['n']} |")
+                print(
+                    f"| {r['task']} | {r['src']}->{r['tgt'] or ''} | {r['subset']} | {r['metric']} | {r['value']:.2f} "
+                    f"| {r['n']} |"
+                )
     except (ValueError, FileNotFoundError) as exc:
         print(f"probe_tokens: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ def voice(seconds: float, f0: float, formant: float, rng: np.random.Generator) -
     t = np.arange(int(seconds * SR)) / SR
     contour = f0 * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
     phase = 2 * np.pi * np.cumsum(contour) / SR
-    wav = sum(np.exp(-((h * f0 - formant) / 500) ** 2) * np.sin(h * phase) for h in range(1, 16))
+    wav = sum(np.exp(-(((h * f0 - formant) / 500) ** 2)) * np.sin(h * phase) for h in range(1, 16))
     envelope = np.sin(2 * np.pi * rng.uniform(2, 4) * t) ** 2
     return (0.5 * envelope * wav / np.abs(wav).max()).astype(np.float32)
 
@@ -50,8 +50,9 @@ def corpus(tmp_path_factory) -> Path:
             for i in range(n):
                 path = folder / f"{split}-{spk}-{i}.wav"
                 sf.write(path, voice(rng.uniform(0.5, 0.9), f0, formant, rng), SR)
-                recs.append(Record(id=f"{split}-{spk}-{i}", lang="en", text="a b c", audio=str(path), speaker=spk,
-                                   split=split))
+                recs.append(
+                    Record(id=f"{split}-{spk}-{i}", lang="en", text="a b c", audio=str(path), speaker=spk, split=split)
+                )
     return write_manifest(folder / "all.jsonl", recs)
 
 
@@ -61,15 +62,18 @@ def tokenizers(corpus, tmp_path_factory) -> tuple[Path, Path]:
     from audiopalm.tokenizers.mel_rvq import manifest_waves
 
     folder = tmp_path_factory.mktemp("acoustic_toks")
-    codec = MelRVQTokenizer.fit(manifest_waves(corpus, SR), num_codebooks=2, codebook_size=16, seed=0,
-                                kmeans_iters=5, progress=False, **TINY)
-    units = MelRVQTokenizer.fit(manifest_waves(corpus, SR), num_codebooks=1, codebook_size=12, seed=1,
-                                kmeans_iters=5, progress=False, **TINY)
+    codec = MelRVQTokenizer.fit(
+        manifest_waves(corpus, SR), num_codebooks=2, codebook_size=16, seed=0, kmeans_iters=5, progress=False, **TINY
+    )
+    units = MelRVQTokenizer.fit(
+        manifest_waves(corpus, SR), num_codebooks=1, codebook_size=12, seed=1, kmeans_iters=5, progress=False, **TINY
+    )
     return units.save_pretrained(folder / "units"), codec.save_pretrained(folder / "codec")
 
 
 def load(path):
     from audiopalm.tokenizers.base import load_audio_tokenizer
+
     return load_audio_tokenizer(path)
 
 
@@ -102,8 +106,9 @@ def test_prompt_is_another_utterance_of_the_same_speaker(utts):
     gen = torch.Generator().manual_seed(0)
     for i in sampler.targets:
         _, feats, prompt = sampler.pair(i, gen)
-        matches = [j for j in range(len(utts)) if utts.length(j) == len(prompt)
-                   and torch.equal(utts.item(j)[1], prompt)]
+        matches = [
+            j for j in range(len(utts)) if utts.length(j) == len(prompt) and torch.equal(utts.item(j)[1], prompt)
+        ]
         assert matches and all(j != i and utts.speakers[j] == utts.speakers[i] for j in matches), (i, matches)
     # the same (seed, step) gives the same batch; another step another one
     a, b = sampler.batch([0, 1, 2], step=3), sampler.batch([0, 1, 2], step=3)
@@ -196,9 +201,9 @@ def test_synthesize_is_deterministic_and_batched_equals_one_by_one(trained):
     assert torch.equal(wav, trained.synthesize(units, voice_wav=pwav, lengths=lengths, voice_lengths=plen))
     for i in range(3):
         n = int(lengths[i])
-        one = trained.synthesize(units[i: i + 1, :n], voice_wav=torch.from_numpy(prompts[i]))  # [1, n * spf]
+        one = trained.synthesize(units[i : i + 1, :n], voice_wav=torch.from_numpy(prompts[i]))  # [1, n * spf]
         torch.testing.assert_close(wav[i, : n * spf], one[0], atol=1e-4, rtol=1e-4)
-        assert (wav[i, n * spf:] == 0).all()
+        assert (wav[i, n * spf :] == 0).all()
     # the voice changes the output: two speakers' prompts give different sound for the same units
     a = trained.predict_features(units[:1], voice_wav=torch.from_numpy(prompts[0]))[0]
     b = trained.predict_features(units[:1], voice_wav=torch.from_numpy(prompts[1]))[0]
@@ -243,8 +248,14 @@ def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, to
     from audiopalm.modeling.extend import check_complete
     from audiopalm.training import read_jsonl
 
-    common = ["--config", "train_acoustic_tiny", f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
-              f"data.codec={tokenizers[1]}", "train.eval_every=3"]
+    common = [
+        "--config",
+        "train_acoustic_tiny",
+        f"data.manifests=[{corpus}]",
+        f"data.unit_tokenizer={tokenizers[0]}",
+        f"data.codec={tokenizers[1]}",
+        "train.eval_every=3",
+    ]
     out = tmp_path / "run"
     assert run_in_process([*common, f"train.output_dir={out}"]) == 0
     rows = read_jsonl(out / "metrics.jsonl")
@@ -288,14 +299,33 @@ def test_recipe_two_ddp_processes_match_one(corpus, tokenizers, tmp_path):
     from audiopalm.recipes import ACCELERATE_DIR
     from audiopalm.training import read_jsonl
 
-    common = ["--config", "train_acoustic_tiny", f"data.manifests=[{corpus}]", f"data.unit_tokenizer={tokenizers[0]}",
-              f"data.codec={tokenizers[1]}", f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=4",
-              "train.save_every=0", "train.eval_every=0"]
+    common = [
+        "--config",
+        "train_acoustic_tiny",
+        f"data.manifests=[{corpus}]",
+        f"data.unit_tokenizer={tokenizers[0]}",
+        f"data.codec={tokenizers[1]}",
+        f"data.cache_dir={tmp_path / 'cache'}",
+        "train.max_steps=4",
+        "train.save_every=0",
+        "train.eval_every=0",
+    ]
     one, two = tmp_path / "one", tmp_path / "two"
     assert run_in_process([*common, f"train.output_dir={one}"]) == 0
-    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-           str(ACCELERATE_DIR / "cpu.yaml"), "--mixed_precision", "no", "-m", "audiopalm.recipes.train_acoustic",
-           *common, f"train.output_dir={two}", "train.micro_batch_size=1", "train.grad_accum_steps=2"]
+    cmd = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--config_file",
+        str(ACCELERATE_DIR / "cpu.yaml"),
+        "--mixed_precision",
+        "no",
+        "-m",
+        "audiopalm.recipes.train_acoustic",
+        *common,
+        f"train.output_dir={two}",
+        "train.micro_batch_size=1",
+        "train.grad_accum_steps=2",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

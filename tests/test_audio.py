@@ -25,9 +25,9 @@ def test_resample_keeps_frequency_and_amplitude(orig, new):
     assert out.dtype == np.float32
     assert abs(len(out) - len(wav) * new / orig) <= 1, (len(out), len(wav), orig, new)
     assert abs(_peak_freq(out, new) - 440.0) <= 1.0, _peak_freq(out, new)
-    mid = out[len(out) // 4: 3 * len(out) // 4]  # away from the filter's edge effects
+    mid = out[len(out) // 4 : 3 * len(out) // 4]  # away from the filter's edge effects
     assert abs(np.abs(mid).max() - 0.5) < 0.01, np.abs(mid).max()
-    rms = np.sqrt((mid ** 2).mean())
+    rms = np.sqrt((mid**2).mean())
     assert abs(rms - 0.5 / np.sqrt(2)) < 0.005, rms
 
 
@@ -119,7 +119,7 @@ def test_resample_stops_a_tone_just_above_the_new_nyquist():
     resample_poly let it through at about -14 dB; soxr HQ keeps it below -100 dB."""
     wav = _sine(8500.0, 48000, seconds=1.0, amp=0.5)
     out = audio.resample(wav, 48000, 16000)
-    mid = out[len(out) // 4: 3 * len(out) // 4]
+    mid = out[len(out) // 4 : 3 * len(out) // 4]
     level_db = 20 * np.log10(np.sqrt((mid.astype(np.float64) ** 2).mean()) / (0.5 / np.sqrt(2)) + 1e-30)
     assert level_db < -100, level_db
 
@@ -134,7 +134,7 @@ def test_resample_batches_along_the_last_axis():
 def _truncated_wav(path, seconds=1.0, keep_seconds=0.03, sr=16000):
     sf.write(path, _sine(300, sr, seconds, 0.3), sr, subtype="PCM_16")
     data = path.read_bytes()
-    path.write_bytes(data[:44 + int(keep_seconds * sr) * 2])  # header (44 bytes) still says 1 s
+    path.write_bytes(data[: 44 + int(keep_seconds * sr) * 2])  # header (44 bytes) still says 1 s
     return path
 
 
@@ -154,7 +154,7 @@ def test_streaming_wav_without_sizes_is_kept(tmp_path):
     sf.write(path, _sine(300, 16000, 0.5, 0.3), 16000, subtype="PCM_16")
     data = bytearray(path.read_bytes())
     i = data.index(b"data")
-    data[i + 4:i + 8] = (0xFFFFFFFF).to_bytes(4, "little")
+    data[i + 4 : i + 8] = (0xFFFFFFFF).to_bytes(4, "little")
     path.write_bytes(bytes(data))
     assert len(audio.load(path)[0]) == 8000
 

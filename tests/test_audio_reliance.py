@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_pipeline import make_checkpoint
 
 from audiopalm.pipeline import AudioPaLM
 from audiopalm.tasks import prompt_ids, target_ids
-from test_pipeline import make_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 import audio_reliance  # noqa: E402

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm import cli, errors
-from audiopalm.manifest import Record, write_manifest
 # tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
 from test_pipeline import _one_thread, make_checkpoint  # noqa: F401
+
+from audiopalm import cli, errors
+from audiopalm.manifest import Record, write_manifest
 
 SR = 16000
 
@@ -37,8 +38,13 @@ def good(tmp_path_factory):
     manifest = write_manifest(root / "m.jsonl", [Record("u1", "en", "hello.", str(root / "ok.wav"))])
     tok = SemanticTokenizer(num_units=8).fit([_tone(0.5, freq=150 + 100 * i) for i in range(4)], progress=False)
     tok.save_pretrained(root / "tok")
-    return {"root": root, "wav": root / "ok.wav", "manifest": manifest, "tok": root / "tok",
-            "ckpt": make_checkpoint(root / "ckpt")}
+    return {
+        "root": root,
+        "wav": root / "ok.wav",
+        "manifest": manifest,
+        "tok": root / "tok",
+        "ckpt": make_checkpoint(root / "ckpt"),
+    }
 
 
 # ----------------------------------------------------------------------------- the bad inputs
@@ -48,7 +54,7 @@ def good(tmp_path_factory):
 def _cut_wav(d):
     sf.write(d / "cut.wav", _tone(1.0), SR, subtype="PCM_16")
     data = (d / "cut.wav").read_bytes()
-    (d / "cut.wav").write_bytes(data[:44 + int(0.03 * SR) * 2])  # the header still says 1 s
+    (d / "cut.wav").write_bytes(data[: 44 + int(0.03 * SR) * 2])  # the header still says 1 s
     return d / "cut.wav"
 
 
@@ -66,25 +72,60 @@ def audio_truncated_check(g, d, out):
 
 
 def audio_truncated_tokenize(g, d, out):
-    return ["tokenize", "--manifest", str(_manifest_with(d, _cut_wav(d))), "--tokenizer", str(g["tok"]),
-            "--out", str(out), "--no-progress"], "cut.wav: truncated file"
+    return [
+        "tokenize",
+        "--manifest",
+        str(_manifest_with(d, _cut_wav(d))),
+        "--tokenizer",
+        str(g["tok"]),
+        "--out",
+        str(out),
+        "--no-progress",
+    ], "cut.wav: truncated file"
 
 
 def audio_float_peak_15(g, d, out):
     sf.write(d / "loud.wav", _tone(0.4, amp=15.0), SR, subtype="FLOAT")
-    return ["tokenize", "--manifest", str(_manifest_with(d, d / "loud.wav")), "--tokenizer", str(g["tok"]),
-            "--out", str(out), "--no-progress"], "loud.wav: samples reach 15"
+    return [
+        "tokenize",
+        "--manifest",
+        str(_manifest_with(d, d / "loud.wav")),
+        "--tokenizer",
+        str(g["tok"]),
+        "--out",
+        str(out),
+        "--no-progress",
+    ], "loud.wav: samples reach 15"
 
 
 def audio_not_audio(g, d, out):
     wav = _raw(d, "text.wav", b"this is not a wav file at all")
-    return ["tokenize", "--manifest", str(_manifest_with(d, wav)), "--tokenizer", str(g["tok"]),
-            "--out", str(out), "--no-progress"], "text.wav: unreadable audio"
+    return [
+        "tokenize",
+        "--manifest",
+        str(_manifest_with(d, wav)),
+        "--tokenizer",
+        str(g["tok"]),
+        "--out",
+        str(out),
+        "--no-progress",
+    ], "text.wav: unreadable audio"
 
 
 def audio_truncated_generate(g, d, out):
-    return ["generate", "--checkpoint", str(g["ckpt"]), "--task", "ASR", "--src", "en", str(_cut_wav(d)),
-            "--out-dir", str(out), "--quiet"], "cut.wav: truncated file"
+    return [
+        "generate",
+        "--checkpoint",
+        str(g["ckpt"]),
+        "--task",
+        "ASR",
+        "--src",
+        "en",
+        str(_cut_wav(d)),
+        "--out-dir",
+        str(out),
+        "--quiet",
+    ], "cut.wav: truncated file"
 
 
 def manifest_empty(g, d, out):
@@ -94,8 +135,16 @@ def manifest_empty(g, d, out):
 
 def manifest_not_utf8(g, d, out):
     m = _raw(d, "latin1.jsonl", '{"id": "u1", "lang": "fr", "text": "café.", "audio": "x.wav"}\n'.encode("latin-1"))
-    return ["tokenize", "--manifest", str(m), "--tokenizer", str(g["tok"]), "--out", str(out), "--no-progress"], \
-        f"{m}:1: not UTF-8 text"
+    return [
+        "tokenize",
+        "--manifest",
+        str(m),
+        "--tokenizer",
+        str(g["tok"]),
+        "--out",
+        str(out),
+        "--no-progress",
+    ], f"{m}:1: not UTF-8 text"
 
 
 def manifest_bad_json(g, d, out):
@@ -104,16 +153,35 @@ def manifest_bad_json(g, d, out):
 
 
 def manifest_id_with_a_path(g, d, out):
-    m = _raw(d, "evil.jsonl", json.dumps({"id": "../../escaped", "lang": "en", "text": "hi.",
-                                          "audio": str(g["wav"])}).encode() + b"\n")
-    return ["tokenizer", "roundtrip", str(g["ckpt"] / "audio_tokenizer"), "--manifest", str(m), "--out", str(out)], \
-        "field 'id': bad id '../../escaped'"
+    m = _raw(
+        d,
+        "evil.jsonl",
+        json.dumps({"id": "../../escaped", "lang": "en", "text": "hi.", "audio": str(g["wav"])}).encode() + b"\n",
+    )
+    return [
+        "tokenizer",
+        "roundtrip",
+        str(g["ckpt"] / "audio_tokenizer"),
+        "--manifest",
+        str(m),
+        "--out",
+        str(out),
+    ], "field 'id': bad id '../../escaped'"
 
 
 def manifest_empty_eval(g, d, out):
     m = _raw(d, "empty.jsonl", b"\n\n")
-    return ["eval", "--checkpoint", str(g["ckpt"]), "--manifest", str(m), "--tasks", "MT", "--out", str(out)], \
-        f"{m}: empty manifest"
+    return [
+        "eval",
+        "--checkpoint",
+        str(g["ckpt"]),
+        "--manifest",
+        str(m),
+        "--tasks",
+        "MT",
+        "--out",
+        str(out),
+    ], f"{m}: empty manifest"
 
 
 def manifest_missing(g, d, out):
@@ -124,8 +192,21 @@ def checkpoint_without_tokenizer_json(g, d, out):
     ckpt = d / "ckpt"
     shutil.copytree(g["ckpt"], ckpt)
     (ckpt / "tokenizer.json").unlink()
-    return ["generate", "--checkpoint", str(ckpt), "--task", "MT", "--src", "en", "--tgt", "fr", "hi.",
-            "--out-dir", str(out), "--quiet"], f"{ckpt}: no tokenizer.json"
+    return [
+        "generate",
+        "--checkpoint",
+        str(ckpt),
+        "--task",
+        "MT",
+        "--src",
+        "en",
+        "--tgt",
+        "fr",
+        "hi.",
+        "--out-dir",
+        str(out),
+        "--quiet",
+    ], f"{ckpt}: no tokenizer.json"
 
 
 def checkpoint_truncated_safetensors(g, d, out):
@@ -133,18 +214,48 @@ def checkpoint_truncated_safetensors(g, d, out):
     shutil.copytree(g["ckpt"], ckpt)
     w = ckpt / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 3])
-    return ["eval", "--checkpoint", str(ckpt), "--manifest", str(g["manifest"]), "--tasks", "ASR", "--out", str(out)], \
-        f"{w}: truncated or corrupt safetensors"
+    return [
+        "eval",
+        "--checkpoint",
+        str(ckpt),
+        "--manifest",
+        str(g["manifest"]),
+        "--tasks",
+        "ASR",
+        "--out",
+        str(out),
+    ], f"{w}: truncated or corrupt safetensors"
 
 
 def checkpoint_local_looking_missing(g, d, out):
-    return ["generate", "--checkpoint", "runs/no_such_run/final", "--task", "MT", "--src", "en", "--tgt", "fr", "hi.",
-            "--out-dir", str(out), "--quiet"], "runs/no_such_run/final: no such checkpoint folder"
+    return [
+        "generate",
+        "--checkpoint",
+        "runs/no_such_run/final",
+        "--task",
+        "MT",
+        "--src",
+        "en",
+        "--tgt",
+        "fr",
+        "hi.",
+        "--out-dir",
+        str(out),
+        "--quiet",
+    ], "runs/no_such_run/final: no such checkpoint folder"
 
 
 def checkpoint_tokenizer_local_looking_missing(g, d, out):
-    return ["tokenize", "--manifest", str(g["manifest"]), "--tokenizer", "runs/tiny_tok", "--out", str(out),
-            "--no-progress"], "runs/tiny_tok: no such audio tokenizer folder"
+    return [
+        "tokenize",
+        "--manifest",
+        str(g["manifest"]),
+        "--tokenizer",
+        "runs/tiny_tok",
+        "--out",
+        str(out),
+        "--no-progress",
+    ], "runs/tiny_tok: no such audio tokenizer folder"
 
 
 def checkpoint_tokenizer_truncated_weights(g, d, out):
@@ -152,8 +263,16 @@ def checkpoint_tokenizer_truncated_weights(g, d, out):
     shutil.copytree(g["tok"], tok)
     w = tok / "audio_tokenizer.safetensors"
     w.write_bytes(w.read_bytes()[:40])
-    return ["tokenize", "--manifest", str(g["manifest"]), "--tokenizer", str(tok), "--out", str(out),
-            "--no-progress"], f"{w}: truncated or corrupt safetensors"
+    return [
+        "tokenize",
+        "--manifest",
+        str(g["manifest"]),
+        "--tokenizer",
+        str(tok),
+        "--out",
+        str(out),
+        "--no-progress",
+    ], f"{w}: truncated or corrupt safetensors"
 
 
 def store_not_a_store(g, d, out):
@@ -175,8 +294,17 @@ def cli_missing_argument(g, d, out):
 
 
 def cli_bad_number(g, d, out):
-    return ["tokenize", "--manifest", str(g["manifest"]), "--tokenizer", str(g["tok"]), "--out", str(out),
-            "--batch-seconds", "lots"], "--batch-seconds: invalid float value: 'lots'"
+    return [
+        "tokenize",
+        "--manifest",
+        str(g["manifest"]),
+        "--tokenizer",
+        str(g["tok"]),
+        "--out",
+        str(out),
+        "--batch-seconds",
+        "lots",
+    ], "--batch-seconds: invalid float value: 'lots'"
 
 
 def cli_score_line_counts(g, d, out):
@@ -194,16 +322,37 @@ def cli_synth_text_only_zero(g, d, out):
 
 
 CASES = {
-    "audio": [audio_truncated_check, audio_truncated_tokenize, audio_float_peak_15, audio_not_audio,
-              audio_truncated_generate],
-    "manifests": [manifest_empty, manifest_not_utf8, manifest_bad_json, manifest_id_with_a_path,
-                  manifest_empty_eval, manifest_missing],
-    "checkpoints": [checkpoint_without_tokenizer_json, checkpoint_truncated_safetensors,
-                    checkpoint_local_looking_missing, checkpoint_tokenizer_local_looking_missing,
-                    checkpoint_tokenizer_truncated_weights],
+    "audio": [
+        audio_truncated_check,
+        audio_truncated_tokenize,
+        audio_float_peak_15,
+        audio_not_audio,
+        audio_truncated_generate,
+    ],
+    "manifests": [
+        manifest_empty,
+        manifest_not_utf8,
+        manifest_bad_json,
+        manifest_id_with_a_path,
+        manifest_empty_eval,
+        manifest_missing,
+    ],
+    "checkpoints": [
+        checkpoint_without_tokenizer_json,
+        checkpoint_truncated_safetensors,
+        checkpoint_local_looking_missing,
+        checkpoint_tokenizer_local_looking_missing,
+        checkpoint_tokenizer_truncated_weights,
+    ],
     "token stores": [store_not_a_store, store_bad_metadata],
-    "CLI arguments": [cli_unknown_command, cli_missing_argument, cli_bad_number, cli_score_line_counts,
-                      cli_score_not_utf8, cli_synth_text_only_zero],
+    "CLI arguments": [
+        cli_unknown_command,
+        cli_missing_argument,
+        cli_bad_number,
+        cli_score_line_counts,
+        cli_score_not_utf8,
+        cli_synth_text_only_zero,
+    ],
 }
 
 
@@ -254,10 +403,24 @@ def test_bad_input_is_one_line_exit_2(build, good, tmp_path, capsys, monkeypatch
 def test_non_utf8_stdin_to_generate(good, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"hello.\n\xff\xfe\n"), encoding="utf-8"))
     out = tmp_path / "out"
-    rc = _main(["generate", "--checkpoint", str(good["ckpt"]), "--task", "MT", "--src", "en", "--tgt", "fr", "-",
-                "--out-dir", str(out), "--quiet"])
-    _assert_refused(rc, capsys.readouterr().err, "standard input, line 2: not UTF-8", written=_files(tmp_path),
-                    out=out)
+    rc = _main(
+        [
+            "generate",
+            "--checkpoint",
+            str(good["ckpt"]),
+            "--task",
+            "MT",
+            "--src",
+            "en",
+            "--tgt",
+            "fr",
+            "-",
+            "--out-dir",
+            str(out),
+            "--quiet",
+        ]
+    )
+    _assert_refused(rc, capsys.readouterr().err, "standard input, line 2: not UTF-8", written=_files(tmp_path), out=out)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -296,7 +459,11 @@ def test_debug_shows_the_traceback(good, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
     assert _main(["manifest", "check", str(m), "--debug"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" in err and "ManifestError" in err and err.strip().splitlines()[-1].startswith("audiopalm manifest: error:")
+    assert (
+        "Traceback" in err
+        and "ManifestError" in err
+        and err.strip().splitlines()[-1].startswith("audiopalm manifest: error:")
+    )
     monkeypatch.setenv(errors.DEBUG_ENV, "1")
     assert _main(["manifest", "check", str(m)]) == 2
     assert "Traceback" in capsys.readouterr().err

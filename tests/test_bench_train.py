@@ -58,13 +58,43 @@ def test_parse_tasks_and_config_errors(bench):
 
 def test_tiny_quick_run_writes_consistent_results(bench, tmp_path):
     out = tmp_path / "bench.json"
-    argv = ["--quick", "--out", str(out), "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",
-            "--intermediate-size", "64", "--text-vocab-size", "400", "--num-sentences", "60", "--steps", "2",
-            "--rows-per-batch", "4", "--peak-size", "256", "--threads", "1"]
+    argv = [
+        "--quick",
+        "--out",
+        str(out),
+        "--hidden-size",
+        "32",
+        "--num-layers",
+        "1",
+        "--num-heads",
+        "2",
+        "--intermediate-size",
+        "64",
+        "--text-vocab-size",
+        "400",
+        "--num-sentences",
+        "60",
+        "--steps",
+        "2",
+        "--rows-per-batch",
+        "4",
+        "--peak-size",
+        "256",
+        "--threads",
+        "1",
+    ]
     assert bench.main(argv) == 0
     res = json.loads(out.read_text())
-    for key in ("packed_tokens_per_s", "padded_tokens_per_s", "hf_trainer_tokens_per_s", "packed_nonpad_fraction",
-                "padded_nonpad_fraction", "mfu", "threads", "matmul_peak_flops"):
+    for key in (
+        "packed_tokens_per_s",
+        "padded_tokens_per_s",
+        "hf_trainer_tokens_per_s",
+        "packed_nonpad_fraction",
+        "padded_nonpad_fraction",
+        "mfu",
+        "threads",
+        "matmul_peak_flops",
+    ):
         assert res[key] > 0, (key, res[key])
     assert res["threads"] == 1
     assert set(res["mean_example_tokens_by_task"]) == {"ASR", "AST", "TTS", "S2ST", "MT"}
@@ -104,10 +134,20 @@ def test_rows_from_a_token_store(bench, tmp_path):
         src, tgt = tmp_path / f"s{i}.wav", tmp_path / f"t{i}.wav"
         sf.write(src, tone(200 + 50 * i, 0.4), sr)
         sf.write(tgt, tone(300 + 50 * i, 0.6), sr)
-        records.append(Record(id=f"r{i}", lang="en", text=f"the dog {i}.", audio=str(src), tgt_lang="fr",
-                              tgt_text=f"le chien {i}.", tgt_audio=str(tgt)))
-    build_token_store(write_manifest(tmp_path / "m.jsonl", records), tok, tmp_path / "store", num_proc=1,
-                      progress=False)
+        records.append(
+            Record(
+                id=f"r{i}",
+                lang="en",
+                text=f"the dog {i}.",
+                audio=str(src),
+                tgt_lang="fr",
+                tgt_text=f"le chien {i}.",
+                tgt_audio=str(tgt),
+            )
+        )
+    build_token_store(
+        write_manifest(tmp_path / "m.jsonl", records), tok, tmp_path / "store", num_proc=1, progress=False
+    )
 
     cfg = bench.BenchConfig(num_codebooks=1, text_vocab_size=300)
     rows, desc, codebook_size = bench.load_rows(argparse.Namespace(store=str(tmp_path / "store")), cfg)

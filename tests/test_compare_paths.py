@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_finetune_audiopalm import build_world
 from test_finetune_speech_llama import split_manifests
 
@@ -30,9 +29,13 @@ def demo_layout(world: dict, root: Path) -> Path:
     data = root / "data"
     corpus = Path(world["train"]).parent  # manifests name their wavs relative to their folder: link the folder
     (corpus / "test.jsonl").write_text(Path(world["dev"]).read_text())  # dev sentences are unseen in training too
-    for name, target in (("corpus", corpus), ("tokenizer", world["tok"]),
-                         ("tokens/train", world["store"]), ("tokens/dev", world["store"]),
-                         ("text_lm/final", world["lm"])):
+    for name, target in (
+        ("corpus", corpus),
+        ("tokenizer", world["tok"]),
+        ("tokens/train", world["store"]),
+        ("tokens/dev", world["store"]),
+        ("text_lm/final", world["lm"]),
+    ):
         (data / name).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target, data / name)
     return data

@@ -7,10 +7,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiopalm.config import (CONFIGS, ConfigError, OptimConfig, PretrainTextConfig, config_class, flat_dict,
-                              load_any, load_config, save_config, to_dict)
-
+from audiopalm.config import (
+    CONFIGS,
+    ConfigError,
+    OptimConfig,
+    PretrainTextConfig,
+    config_class,
+    flat_dict,
+    load_any,
+    load_config,
+    save_config,
+    to_dict,
+)
 from audiopalm.recipes import CONFIG_DIR  # the package's own copy (the top-level recipes/ is a link to it)
+
 SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
 
 
@@ -41,20 +51,39 @@ def test_config_by_shipped_name_and_print_config(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'pretrain_text_tiny'"):
         resolve_config("pretrain_text_tinny", "pretrain_text")
     cli = Path(sys.executable).with_name("audiopalm")
-    proc = subprocess.run([str(cli), "train", "pretrain_text", "--config", "pretrain_text_tiny", "optim.lr=0.5",
-                           "--print-config"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(cli), "train", "pretrain_text", "--config", "pretrain_text_tiny", "optim.lr=0.5", "--print-config"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     printed = yaml.safe_load(proc.stdout)
     assert printed["optim"]["lr"] == 0.5 and printed["recipe"] == "pretrain_text" and not list(tmp_path.iterdir())
-    for args, message in ((["optim.lrr=1"], "optim.lrr: unknown key; did you mean 'lr'?"),
-                          (["train.max_steps=abc"], "train.max_steps: expected an integer, got 'abc'")):
-        proc = subprocess.run([str(cli), "train", "pretrain_text", "--config", "pretrain_text_tiny", *args],
-                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
-        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
-            (proc.returncode, proc.stderr)
+    for args, message in (
+        (["optim.lrr=1"], "optim.lrr: unknown key; did you mean 'lr'?"),
+        (["train.max_steps=abc"], "train.max_steps: expected an integer, got 'abc'"),
+    ):
+        proc = subprocess.run(
+            [str(cli), "train", "pretrain_text", "--config", "pretrain_text_tiny", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, (
+            proc.returncode,
+            proc.stderr,
+        )
     (tmp_path / "empty.yaml").write_text("")
-    proc = subprocess.run([str(cli), "train", "pretrain_text", "--config", str(tmp_path / "empty.yaml")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(cli), "train", "pretrain_text", "--config", str(tmp_path / "empty.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2 and "empty config file" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -64,12 +93,15 @@ def test_every_shipped_yaml_loads_into_its_dataclass(path):
     recipe = yaml.safe_load(path.read_text())["recipe"]
     assert isinstance(cfg, config_class(recipe))
     header = path.read_text().splitlines()[:12]
-    assert any(line.startswith("#") and f"audiopalm train {recipe} --config {path.stem}" in line for line in header), \
+    assert any(line.startswith("#") and f"audiopalm train {recipe} --config {path.stem}" in line for line in header), (
         f"{path.name}: the header must show the launch command"
-    assert any(line.startswith("#") and f"-m audiopalm.recipes.{recipe}" in line for line in header), \
+    )
+    assert any(line.startswith("#") and f"-m audiopalm.recipes.{recipe}" in line for line in header), (
         f"{path.name}: the header must show the accelerate launch command"
-    assert any("=" in line and line.startswith("#") and "." in line.split("=")[0] for line in header), \
+    )
+    assert any("=" in line and line.startswith("#") and "." in line.split("=")[0] for line in header), (
         f"{path.name}: the header must show a key=value override example"
+    )
 
 
 def test_registered_recipes_point_at_dataclasses():
@@ -79,10 +111,19 @@ def test_registered_recipes_point_at_dataclasses():
 
 
 def test_overrides_reach_sections_and_parse_yaml_values():
-    cfg = load_config(PretrainTextConfig, CONFIG_DIR / "pretrain_text.yaml",
-                      ["optim.lr=1e-3", "train.max_steps=7", "data.manifests=[a.jsonl, b.jsonl]",
-                       "data.tokenizer=null", "train.gradient_checkpointing=true", "optim.group_lrs={embed: 1e-4}",
-                       "optim.warmup_steps=0"])
+    cfg = load_config(
+        PretrainTextConfig,
+        CONFIG_DIR / "pretrain_text.yaml",
+        [
+            "optim.lr=1e-3",
+            "train.max_steps=7",
+            "data.manifests=[a.jsonl, b.jsonl]",
+            "data.tokenizer=null",
+            "train.gradient_checkpointing=true",
+            "optim.group_lrs={embed: 1e-4}",
+            "optim.warmup_steps=0",
+        ],
+    )
     assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)
     assert cfg.train.max_steps == 7 and cfg.data.manifests == ["a.jsonl", "b.jsonl"]
     assert cfg.data.tokenizer is None and cfg.train.gradient_checkpointing is True
@@ -93,24 +134,27 @@ def test_int_given_for_float_is_converted():
     assert load_config(OptimConfig, None, ["lr=1"]).lr == 1.0
 
 
-@pytest.mark.parametrize("override, message", [
-    ("optim.lrr=1", "optim.lrr: unknown key; did you mean 'lr'? known keys here: lr,"),
-    ("trian.max_steps=1", "trian: unknown key"),
-    ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
-    ("optim.lr=-1", "optim.lr: must be > 0, got -1.0"),
-    ("train.max_steps=1.5", "train.max_steps: expected an integer, got 1.5"),
-    ("train.gradient_checkpointing=maybe", "train.gradient_checkpointing: expected bool, got 'maybe'"),
-    ("train.mixed_precision=fp8", "train.mixed_precision: 'fp8' is not one of"),
-    ("model.num_heads=3", "model.hidden_size: 256 is not divisible by model.num_heads=3"),
-    ("model.num_kv_heads=3", "model.num_kv_heads: model.num_heads=4 is not divisible by num_kv_heads=3"),
-    ("data.include=[mono, speech]", "data.include[1]: 'speech' is not one of"),
-    ("data.mt_template=[MT] {src}", "data.mt_template: unknown key"),  # the MT format is audiopalm.tasks'
-    ("train.log_with=tensorbord", "train.log_with: unknown tracker 'tensorbord'"),
-    ("optim.warmup_steps=5000", "optim.warmup_steps: 5000 is more than train.max_steps=900"),
-    ("recipe=finetune", "recipe: this config is for 'pretrain_text', got 'finetune'"),
-    ("optim.lr", "expected key=value"),
-    ("data.manifests=a.jsonl", "data.manifests: expected a list"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "optim.lrr: unknown key; did you mean 'lr'? known keys here: lr,"),
+        ("trian.max_steps=1", "trian: unknown key"),
+        ("optim.lr=fast", "optim.lr: expected a number, got 'fast'"),
+        ("optim.lr=-1", "optim.lr: must be > 0, got -1.0"),
+        ("train.max_steps=1.5", "train.max_steps: expected an integer, got 1.5"),
+        ("train.gradient_checkpointing=maybe", "train.gradient_checkpointing: expected bool, got 'maybe'"),
+        ("train.mixed_precision=fp8", "train.mixed_precision: 'fp8' is not one of"),
+        ("model.num_heads=3", "model.hidden_size: 256 is not divisible by model.num_heads=3"),
+        ("model.num_kv_heads=3", "model.num_kv_heads: model.num_heads=4 is not divisible by num_kv_heads=3"),
+        ("data.include=[mono, speech]", "data.include[1]: 'speech' is not one of"),
+        ("data.mt_template=[MT] {src}", "data.mt_template: unknown key"),  # the MT format is audiopalm.tasks'
+        ("train.log_with=tensorbord", "train.log_with: unknown tracker 'tensorbord'"),
+        ("optim.warmup_steps=5000", "optim.warmup_steps: 5000 is more than train.max_steps=900"),
+        ("recipe=finetune", "recipe: this config is for 'pretrain_text', got 'finetune'"),
+        ("optim.lr", "expected key=value"),
+        ("data.manifests=a.jsonl", "data.manifests: expected a list"),
+    ],
+)
 def test_bad_values_name_file_and_field(override, message):
     with pytest.raises(ConfigError) as err:
         load_config(PretrainTextConfig, CONFIG_DIR / "pretrain_text.yaml", [override])
@@ -166,7 +210,9 @@ def test_model_section_is_the_model_config_and_its_errors_name_the_field():
     from audiopalm.config import FinetuneSpeechLlamaConfig
     from audiopalm.modeling.speech_llama import SpeechLlamaConfig
 
-    cfg = load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.encoder_dim=64", "model.encoder_heads=4"])
+    cfg = load_config(
+        FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.encoder_dim=64", "model.encoder_heads=4"]
+    )
     assert isinstance(cfg.model, SpeechLlamaConfig) and cfg.model.encoder_dim == 64
     with pytest.raises(ConfigError, match=r"^model.conv_kernel must be odd, got 4$"):
         load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.conv_kernel=4"])

@@ -12,8 +12,16 @@ import torch
 from audiopalm import audio as audio_io
 from audiopalm.asr_judges import make_judge
 from audiopalm.manifest import Record, write_manifest
-from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, build_chars,
-                                               conv_lengths, manifest_utterances, normalize_text, train_encoder)
+from audiopalm.modeling.speech_encoder import (
+    EncoderTrainConfig,
+    SpeechEncoder,
+    SpeechEncoderConfig,
+    build_chars,
+    conv_lengths,
+    manifest_utterances,
+    normalize_text,
+    train_encoder,
+)
 from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
 from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units
 
@@ -77,8 +85,8 @@ def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
 
 
 def test_augmentation_is_deterministic_and_keeps_shapes_close():
-    from audiopalm.modeling.speech_encoder import Augmenter
     from audiopalm.features import LogMelConfig
+    from audiopalm.modeling.speech_encoder import Augmenter
 
     aug = Augmenter(EncoderTrainConfig(), LogMelConfig())
     x = torch.randn(100, 80) - 5
@@ -170,9 +178,32 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     from audiopalm.cli import main
 
     out = tmp_path / "units"
-    rc = main(["tokenizer", "fit-ctc-units", "--manifest", str(corpus), "--out", str(out), "--steps", "3",
-               "--batch-size", "4", "--hidden-size", "32", "--num-layers", "1", "--num-units", "6", "--dedup",
-               "--kmeans-iters", "5", "--seed", "2", "--augment"])
+    rc = main(
+        [
+            "tokenizer",
+            "fit-ctc-units",
+            "--manifest",
+            str(corpus),
+            "--out",
+            str(out),
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--hidden-size",
+            "32",
+            "--num-layers",
+            "1",
+            "--num-units",
+            "6",
+            "--dedup",
+            "--kmeans-iters",
+            "5",
+            "--seed",
+            "2",
+            "--augment",
+        ]
+    )
     assert rc == 0 and "encoder dev CER" in capsys.readouterr().out
     tok = load_audio_tokenizer(out)
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
@@ -185,8 +216,20 @@ def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):
     from audiopalm.token_store import load_token_store
 
     tok, out = fitted
-    rc = main(["tokenize", "--manifest", str(corpus), "--tokenizer", str(out), "--out", str(tmp_path / "store"),
-               "--num-proc", "1", "--no-progress"])
+    rc = main(
+        [
+            "tokenize",
+            "--manifest",
+            str(corpus),
+            "--tokenizer",
+            str(out),
+            "--out",
+            str(tmp_path / "store"),
+            "--num-proc",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     store = load_token_store(tmp_path / "store", expected_fingerprint=tok.fingerprint)
     assert store.meta.num_rows == len(TEXTS) + 2 and store.meta.codebook_size == 8

@@ -6,8 +6,15 @@ import pytest
 import torch
 import transformers
 
-from audiopalm.data import (IGNORE_INDEX, MixtureSource, PackedBatches, PackedCollator, PaddingCollator,
-                            TaskMixture, count_target_tokens)
+from audiopalm.data import (
+    IGNORE_INDEX,
+    MixtureSource,
+    PackedBatches,
+    PackedCollator,
+    PaddingCollator,
+    TaskMixture,
+    count_target_tokens,
+)
 
 
 def _example(ids, prompt_len):
@@ -43,7 +50,7 @@ def test_packed_forward_equals_separate_forwards(kind):
         for ex in exs:
             alone = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0]
             n = len(ex["input_ids"])
-            torch.testing.assert_close(packed[at:at + n], alone, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(packed[at : at + n], alone, atol=1e-5, rtol=1e-4)
             at += n
     assert not torch.allclose(with_cache[5:14], packed[5:14], atol=1e-4)  # the check above can fail
 
@@ -69,11 +76,15 @@ def _sources(render_skip_every=0):
                 return None
             n = 2 + row["i"] % 5
             return _example([tag] * n, 1)
+
         return render
+
     rows_a = [{"i": i} for i in range(30)]
     rows_b = [{"i": i} for i in range(10)]
-    return [MixtureSource("A", rows_a, render_for(1), weight=3.0),
-            MixtureSource("B", rows_b, render_for(2), weight=1.0)]
+    return [
+        MixtureSource("A", rows_a, render_for(1), weight=3.0),
+        MixtureSource("B", rows_b, render_for(2), weight=1.0),
+    ]
 
 
 def test_mixture_is_deterministic_and_weighted():

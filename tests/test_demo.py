@@ -15,17 +15,34 @@ STAGES = ("corpus", "tokenizer", "tokens", "text_lm", "audiopalm", "eval")
 @pytest.mark.slow
 def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    run = subprocess.run([AUDIOPALM, "demo", "--profile", "smoke", "--out", str(out)],
-                         capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(
+        [AUDIOPALM, "demo", "--profile", "smoke", "--out", str(out)], capture_output=True, text=True, timeout=1800
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for stage in STAGES:
         assert (out / stage / ".done").is_file(), stage
         assert f"[{stage}] " in run.stdout
     assert (out / "audiopalm/final/model.safetensors").is_file()
     assert f"try the model: audiopalm generate --checkpoint {out / 'audiopalm/final'}" in run.stdout
-    gen = subprocess.run([AUDIOPALM, "generate", "--checkpoint", str(out / "audiopalm/final"), "--task", "TTS",
-                          "--src", "en", "the dog sleeps.", "--out-dir", str(tmp_path / "gen"), "--quiet"],
-                         capture_output=True, text=True, timeout=300)
+    gen = subprocess.run(
+        [
+            AUDIOPALM,
+            "generate",
+            "--checkpoint",
+            str(out / "audiopalm/final"),
+            "--task",
+            "TTS",
+            "--src",
+            "en",
+            "the dog sleeps.",
+            "--out-dir",
+            str(tmp_path / "gen"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert gen.returncode == 0 and (tmp_path / "gen/001_TTS_en.wav").is_file(), gen.stdout + gen.stderr[-3000:]
     summary = json.loads((out / "eval/summary.json").read_text())
     tasks = {m["task"] for m in summary["metrics"]}
@@ -34,34 +51,64 @@ def test_smoke_demo_runs_every_stage_and_resumes(tmp_path):
     assert ("ASR", "en", "WER [pocketsphinx]") in peer and ("TTS", "en", "TTS-WER [pocketsphinx]") in peer, peer
     html = (out / "eval/report.html").read_text()
     assert "<audio" in html and "data:image/png;base64" in html  # audio players and the loss plot
-    again = subprocess.run([AUDIOPALM, "demo", "--profile", "smoke", "--out", str(out)],
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [AUDIOPALM, "demo", "--profile", "smoke", "--out", str(out)], capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert all(f"[{stage}] done already" in again.stdout for stage in STAGES), again.stdout
-    other = subprocess.run([AUDIOPALM, "demo", "--profile", "default", "--out", str(out)],
-                           capture_output=True, text=True, timeout=60)
+    other = subprocess.run(
+        [AUDIOPALM, "demo", "--profile", "default", "--out", str(out)], capture_output=True, text=True, timeout=60
+    )
     assert other.returncode == 2 and "holds a demo run with" in other.stderr  # profiles never mix in one folder
-
 
     # eval/ablations.py on this demo: every arm trains (the base too: other steps than the demo's) and is scored
     abl = tmp_path / "ablations"
-    run = subprocess.run([sys.executable, str(REPO / "eval/ablations.py"), "--demo", str(out), "--out", str(abl),
-                          "--steps", "4", "--max-items", "2", "--max-new-tokens", "30", "--probe-steps", "5",
-                          "--speech-seeds", "2"],
-                         capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "eval/ablations.py"),
+            "--demo",
+            str(out),
+            "--out",
+            str(abl),
+            "--steps",
+            "4",
+            "--max-items",
+            "2",
+            "--max-new-tokens",
+            "30",
+            "--probe-steps",
+            "5",
+            "--speech-seeds",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     table = json.loads((abl / "ablations.json").read_text())
     arms = {(r["ablation"], r["arm"]) for r in table["rows"]}
-    assert {a for a, _ in arms} == {"all tasks", "peer ASR on the same audio", "init: text LM vs random",
-                                    "S2ST: direct vs chained",
-                                    "mixture: multitask vs ASR only", "RVQ codebooks in the LM",
-                                    "audio rows: mean vs codebook init",
-                                    "vocab extension vs Speech-Llama (LoRA, ASR+AST)"}, arms
+    assert {a for a, _ in arms} == {
+        "all tasks",
+        "peer ASR on the same audio",
+        "init: text LM vs random",
+        "S2ST: direct vs chained",
+        "mixture: multitask vs ASR only",
+        "RVQ codebooks in the LM",
+        "audio rows: mean vs codebook init",
+        "vocab extension vs Speech-Llama (LoRA, ASR+AST)",
+    }, arms
     assert ("init: text LM vs random", "random_init") in arms and ("RVQ codebooks in the LM", "codebooks_2") in arms
     assert ("RVQ codebooks in the LM", "codebooks_1 (base)") in arms
     assert ("audio rows: mean vs codebook init", "codebook_init") in arms
     by_arm = {r["arm"]: r for r in table["rows"]}
-    for name in ("base", "codebook_init", "ctc-probe judge (reference audio)", "ctc-probe judge (another sentence's audio)"):
+    for name in (
+        "base",
+        "codebook_init",
+        "ctc-probe judge (reference audio)",
+        "ctc-probe judge (another sentence's audio)",
+    ):
         assert by_arm[name]["TTS-WER probe"] >= 0 and by_arm[name]["S2ST ASR-BLEU probe"] >= 0, by_arm[name]
     for r in table["rows"]:
         assert r["steps"] == (None if r["ablation"] == "peer ASR on the same audio" else 4)
@@ -87,8 +134,9 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     """The semantic-unit profile: encoder + units, acoustic stage, independent judge; the checkpoint holds the stage,
     speaks with no extra argument, and eval judges its speech with the CTC judge."""
     out = tmp_path / "demo"
-    run = subprocess.run([AUDIOPALM, "demo", "--profile", "smoke_units", "--out", str(out)],
-                         capture_output=True, text=True, timeout=1800)
+    run = subprocess.run(
+        [AUDIOPALM, "demo", "--profile", "smoke_units", "--out", str(out)], capture_output=True, text=True, timeout=1800
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     for stage in ("corpus", "tokenizer", "units", "acoustic", "judge", "tokens", "text_lm", "audiopalm", "eval"):
         assert (out / stage / ".done").is_file(), stage
@@ -99,9 +147,25 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert units["fingerprint"] in json.dumps(store)
     final = out / "audiopalm/final"
     assert (final / "acoustic/acoustic.json").is_file()
-    gen = subprocess.run([AUDIOPALM, "generate", "--checkpoint", str(final), "--task", "TTS", "--src", "en",
-                          "the dog sleeps.", "--out-dir", str(tmp_path / "gen"), "--quiet"],
-                         capture_output=True, text=True, timeout=300)
+    gen = subprocess.run(
+        [
+            AUDIOPALM,
+            "generate",
+            "--checkpoint",
+            str(final),
+            "--task",
+            "TTS",
+            "--src",
+            "en",
+            "the dog sleeps.",
+            "--out-dir",
+            str(tmp_path / "gen"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert gen.returncode == 0 and (tmp_path / "gen/001_TTS_en.wav").is_file(), gen.stdout + gen.stderr[-3000:]
     summary = json.loads((out / "eval/summary.json").read_text())
     assert summary["judge"] == f"ctc:{out / 'judge'}"
@@ -110,9 +174,22 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
 
 
 def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):
-    run = subprocess.run([sys.executable, str(REPO / "eval/ablations.py"), "--demo", str(tmp_path / "none"),
-                          "--out", str(tmp_path / "abl"), "--only", "asr_only", "codebooks_9"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "eval/ablations.py"),
+            "--demo",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "abl"),
+            "--only",
+            "asr_only",
+            "codebooks_9",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "unknown arm(s) ['codebooks_9']" in run.stderr, run.stderr
     assert not (tmp_path / "abl").exists()
 
@@ -138,6 +215,8 @@ def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_
     profile = demo.PROFILES["smoke"]
     demo._text_lm(tmp_path / "corpus", profile, 0)(tmp_path / "text_lm")
     demo._audiopalm(tmp_path, profile, 0)(tmp_path / "audiopalm")
-    assert [c[1:5] for c in calls] == [["train", "pretrain_text", "--config", "pretrain_text"],
-                                       ["train", "finetune_audiopalm", "--config", "finetune_audiopalm"]]
+    assert [c[1:5] for c in calls] == [
+        ["train", "pretrain_text", "--config", "pretrain_text"],
+        ["train", "finetune_audiopalm", "--config", "finetune_audiopalm"],
+    ]
     assert all(c[0].endswith("audiopalm") and not any(a.endswith(".py") for a in c) for c in calls), calls

@@ -31,8 +31,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-from test_pretrain_text import RECIPE_CMD, RECIPE_MODULE, REPO, TINY, _env, losses, run_in_process, run_recipe, write_corpus
+from test_pretrain_text import (
+    RECIPE_CMD,
+    RECIPE_MODULE,
+    REPO,
+    TINY,
+    _env,
+    losses,
+    run_in_process,
+    write_corpus,
+)
 
 ACCEL = REPO / "recipes" / "accelerate"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -88,8 +96,11 @@ def test_ddp_two_processes_match_one_and_resume(corpus, one_process, tmp_path):
 def test_deepspeed_zero2_two_processes_match_one(corpus, one_process, tmp_path):
     """ZeRO-2 over gloo, 2 processes x micro-batch 1 x accumulation 2 (first run builds DeepSpeed's shm op)."""
     out = tmp_path / "ds"
-    log = _launch("deepspeed_zero2.yaml", _common(corpus, out) + [
-        "train.micro_batch_size=1", "train.grad_accum_steps=2", "train.save_every=0"], extra=["--mixed_precision", "no"])
+    log = _launch(
+        "deepspeed_zero2.yaml",
+        _common(corpus, out) + ["train.micro_batch_size=1", "train.grad_accum_steps=2", "train.save_every=0"],
+        extra=["--mixed_precision", "no"],
+    )
     assert "DEEPSPEED x2" in log and "DeepSpeedZeroOptimizer, ZeRO stage 2" in log, log[-3000:]
     _assert_close(losses(out), one_process)
     assert (out / "final" / "model.safetensors").is_file()
@@ -105,8 +116,11 @@ def test_deepspeed_zero3_two_processes_train_and_save_a_full_model(corpus, tmp_p
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "z3"
-    log = _launch("deepspeed_zero3.yaml", _common(corpus, out) + ["train.micro_batch_size=2", "train.save_every=0"],
-                  extra=["--mixed_precision", "no"])
+    log = _launch(
+        "deepspeed_zero3.yaml",
+        _common(corpus, out) + ["train.micro_batch_size=2", "train.save_every=0"],
+        extra=["--mixed_precision", "no"],
+    )
     assert "DEEPSPEED x2" in log and "DeepSpeedZeroOptimizer_Stage3, ZeRO stage 3" in log, log[-3000:]
     got = losses(out)
     assert sorted(got) == list(range(1, 9)) and got[8] < got[1] - 0.2, got
@@ -117,8 +131,17 @@ def test_deepspeed_zero3_two_processes_train_and_save_a_full_model(corpus, tmp_p
 @pytest.mark.slow
 def test_fsdp_without_gpu_fails_loudly(corpus, tmp_path):
     """accelerate would quietly run plain DDP on CPU for an FSDP config; the recipe refuses instead."""
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / "fsdp.yaml"), "--mixed_precision", "no",
-           "-m", RECIPE_MODULE, *_common(corpus, tmp_path / "fsdp")]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ACCEL / "fsdp.yaml"),
+        "--mixed_precision",
+        "no",
+        "-m",
+        RECIPE_MODULE,
+        *_common(corpus, tmp_path / "fsdp"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(), cwd=REPO)
     assert proc.returncode != 0 and "asks for FSDP but accelerate set up MULTI_CPU" in proc.stderr, proc.stderr[-3000:]
 
@@ -130,8 +153,13 @@ def test_sigkill_then_resume_matches_unbroken_run(corpus, tmp_path):
     run_in_process(_common(corpus, ref) + args)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*RECIPE_CMD, *_common(corpus, out), *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*RECIPE_CMD, *_common(corpus, out), *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 90
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -160,9 +188,13 @@ def test_accelerate_configs_parse(name):
     from accelerate.utils import DistributedType
 
     cfg = load_config_from_file(str(ACCEL / f"{name}.yaml"))
-    expected = {"cpu": DistributedType.MULTI_GPU, "multi_gpu": DistributedType.MULTI_GPU,
-                "deepspeed_zero2": DistributedType.DEEPSPEED, "deepspeed_zero3": DistributedType.DEEPSPEED,
-                "fsdp": DistributedType.FSDP}[name]
+    expected = {
+        "cpu": DistributedType.MULTI_GPU,
+        "multi_gpu": DistributedType.MULTI_GPU,
+        "deepspeed_zero2": DistributedType.DEEPSPEED,
+        "deepspeed_zero3": DistributedType.DEEPSPEED,
+        "fsdp": DistributedType.FSDP,
+    }[name]
     assert cfg.distributed_type == expected and cfg.num_processes == 2 and cfg.num_machines == 1
     assert cfg.main_process_port == 0  # a free port: runs side by side do not collide
     if name == "cpu":
@@ -175,8 +207,9 @@ def test_accelerate_configs_parse(name):
     if name == "fsdp":
         assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
     header = (ACCEL / f"{name}.yaml").read_text().splitlines()[:6]
-    assert any(f"accelerate launch --config_file \"$(audiopalm train --list-accelerate {name})\"" in line
-               for line in header), header
+    assert any(
+        f'accelerate launch --config_file "$(audiopalm train --list-accelerate {name})"' in line for line in header
+    ), header
 
 
 # ------------------------------------------------------------------------------------------------ every recipe
@@ -203,8 +236,17 @@ def _finetune_args(recipe: str, world: dict, out: Path) -> list[str]:
 
 
 def _launch_recipe(recipe: str, config: str, args: list[str], *, timeout: int = 900) -> str:
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / config), "--mixed_precision", "no",
-           "-m", f"audiopalm.recipes.{recipe}", *args]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ACCEL / config),
+        "--mixed_precision",
+        "no",
+        "-m",
+        f"audiopalm.recipes.{recipe}",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
@@ -217,9 +259,20 @@ def finetune_one_process(finetune_worlds, tmp_path_factory):
     refs = {}
     for recipe in ("finetune_audiopalm", "finetune_speech_llama"):
         out = tmp_path_factory.mktemp(recipe)
-        proc = subprocess.run([sys.executable, "-m", f"audiopalm.recipes.{recipe}",
-                               *_finetune_args(recipe, finetune_worlds, out), "train.micro_batch_size=4",
-                               "train.grad_accum_steps=1"], capture_output=True, text=True, timeout=600, env=_env())
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                f"audiopalm.recipes.{recipe}",
+                *_finetune_args(recipe, finetune_worlds, out),
+                "train.micro_batch_size=4",
+                "train.grad_accum_steps=1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=_env(),
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         refs[recipe] = losses(out)
     return refs
@@ -230,8 +283,11 @@ def finetune_one_process(finetune_worlds, tmp_path_factory):
 @pytest.mark.parametrize("config", ["cpu.yaml", "deepspeed_zero2.yaml"])
 def test_finetune_two_processes_match_one(recipe, config, finetune_worlds, finetune_one_process, tmp_path):
     out = tmp_path / "two"
-    log = _launch_recipe(recipe, config, _finetune_args(recipe, finetune_worlds, out) + [
-        "train.micro_batch_size=1", "train.grad_accum_steps=2"])
+    log = _launch_recipe(
+        recipe,
+        config,
+        _finetune_args(recipe, finetune_worlds, out) + ["train.micro_batch_size=1", "train.grad_accum_steps=2"],
+    )
     assert "global batch 4 = 1 x 2 accum x 2" in log, log[-3000:]
     if config.startswith("deepspeed"):
         assert "DEEPSPEED x2" in log and "ZeRO stage 2" in log, log[-3000:]
@@ -247,8 +303,11 @@ def test_finetune_deepspeed_zero3_sets_up_learns_and_saves(recipe, finetune_worl
     """ZeRO-3 shards every weight at construction: the AudioPaLM set-up once read the embedding's shard shape (0 rows)
     and refused ("the model's embedding has 0 rows but the text tokenizer has ... tokens")."""
     out = tmp_path / "z3"
-    log = _launch_recipe(recipe, "deepspeed_zero3.yaml", _finetune_args(recipe, finetune_worlds, out) + [
-        "train.micro_batch_size=2", "optim.lr=0.01"])
+    log = _launch_recipe(
+        recipe,
+        "deepspeed_zero3.yaml",
+        _finetune_args(recipe, finetune_worlds, out) + ["train.micro_batch_size=2", "optim.lr=0.01"],
+    )
     assert "DEEPSPEED x2" in log and "ZeRO stage 3" in log, log[-3000:]
     got = losses(out)
     assert sorted(got) == list(range(1, 9)), got

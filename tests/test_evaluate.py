@@ -5,12 +5,13 @@ import json
 import pytest
 import torch
 
+# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
+from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
+
 from audiopalm import audio as audio_io
 from audiopalm.evaluate import EvalConfig, main, task_items
 from audiopalm.manifest import Record, write_manifest
 from audiopalm.tasks import parse_task
-# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
-from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
 
 ALL_TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST S2ST"]
 
@@ -21,14 +22,50 @@ def make_corpus(root):
     for name, f in (("en-1", 220), ("en-2", 330), ("fr-1", 440), ("fr-2", 550), ("es-1", 660), ("en-3", 770)):
         audio_io.save(wav / f"{name}.wav", tone(0.5, f), SR)
     rows = [
-        Record("s1-en-fr", "en", "the dog sleeps.", str(wav / "en-1.wav"), "fr", "le chien dort.", str(wav / "fr-1.wav"),
-               speaker="en-v00", split="test"),
-        Record("s1-en-es", "en", "the dog sleeps.", str(wav / "en-1.wav"), "es", "el perro duerme.", str(wav / "es-1.wav"),
-               speaker="en-v00", split="test"),
-        Record("s2-en-fr", "en", "a cat runs.", str(wav / "en-2.wav"), "fr", "un chat court.", str(wav / "fr-2.wav"),
-               speaker="en-v09", split="test"),
-        Record("s3-fr-en", "fr", "le chien dort.", str(wav / "fr-1.wav"), "en", "the dog sleeps.", str(wav / "en-3.wav"),
-               speaker="fr-v01", split="test"),
+        Record(
+            "s1-en-fr",
+            "en",
+            "the dog sleeps.",
+            str(wav / "en-1.wav"),
+            "fr",
+            "le chien dort.",
+            str(wav / "fr-1.wav"),
+            speaker="en-v00",
+            split="test",
+        ),
+        Record(
+            "s1-en-es",
+            "en",
+            "the dog sleeps.",
+            str(wav / "en-1.wav"),
+            "es",
+            "el perro duerme.",
+            str(wav / "es-1.wav"),
+            speaker="en-v00",
+            split="test",
+        ),
+        Record(
+            "s2-en-fr",
+            "en",
+            "a cat runs.",
+            str(wav / "en-2.wav"),
+            "fr",
+            "un chat court.",
+            str(wav / "fr-2.wav"),
+            speaker="en-v09",
+            split="test",
+        ),
+        Record(
+            "s3-fr-en",
+            "fr",
+            "le chien dort.",
+            str(wav / "fr-1.wav"),
+            "en",
+            "the dog sleeps.",
+            str(wav / "en-3.wav"),
+            speaker="fr-v01",
+            split="test",
+        ),
     ]
     manifest = write_manifest(root / "test.jsonl", rows)
     (root / "corpus.json").write_text(json.dumps({"seed": 0, "held_out_voices": ["en-v09", "fr-v09"]}))
@@ -42,15 +79,18 @@ def setup(tmp_path_factory):
 
 
 def test_task_items_dedup_and_grouping(setup):
-    from audiopalm.manifest import read_manifest
     import collections
     import dataclasses
+
+    from audiopalm.manifest import read_manifest
 
     rows = [dataclasses.asdict(r) for r in read_manifest(setup[1])]
     skipped = collections.Counter()
     asr = task_items(parse_task("ASR"), rows, None, skipped)
-    assert {k: [r["id"] for r in v] for k, v in asr.items()} == {("en", None): ["s1-en-fr", "s2-en-fr"],
-                                                                 ("fr", None): ["s3-fr-en"]}
+    assert {k: [r["id"] for r in v] for k, v in asr.items()} == {
+        ("en", None): ["s1-en-fr", "s2-en-fr"],
+        ("fr", None): ["s3-fr-en"],
+    }
     ast = task_items(parse_task("AST"), rows, 1, skipped)
     assert {k: len(v) for k, v in ast.items()} == {("en", "fr"): 1, ("en", "es"): 1, ("fr", "en"): 1}
     rows.append({**rows[0], "id": "mono", "tgt_lang": None, "tgt_text": None, "tgt_audio": None})
@@ -61,20 +101,41 @@ def test_task_items_dedup_and_grouping(setup):
 def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
     ckpt, manifest, _ = setup
     out = tmp_path / "results"
-    rc = main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", *ALL_TASKS, "--out", str(out),
-               "--max-new-tokens", "8", "--batch-size", "2", "--quiet"])
+    rc = main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--manifest",
+            str(manifest),
+            "--tasks",
+            *ALL_TASKS,
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "8",
+            "--batch-size",
+            "2",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     got = {(m["task"], m["src"], m["tgt"], m["subset"], m["metric"]) for m in summary["metrics"]}
     want = set()
     for src, subset in (("en", "seen_voices"), ("en", "heldout_voice"), ("fr", "seen_voices")):
         want |= {("ASR", src, None, subset, m) for m in ("WER", "CER")}
-    for src, tgt, subset in (("en", "fr", "seen_voices"), ("en", "fr", "heldout_voice"), ("en", "es", "seen_voices"),
-                             ("fr", "en", "seen_voices")):
+    for src, tgt, subset in (
+        ("en", "fr", "seen_voices"),
+        ("en", "fr", "heldout_voice"),
+        ("en", "es", "seen_voices"),
+        ("fr", "en", "seen_voices"),
+    ):
         want |= {("AST", src, tgt, subset, m) for m in ("BLEU", "chrF")}
         want |= {("S2ST", src, tgt, subset, m) for m in ("ASR-BLEU", "ASR-BLEU (ref audio)")}
-        want |= {("ASR AST S2ST", src, tgt, subset, m)
-                 for m in ("WER", "CER", "BLEU", "chrF", "ASR-BLEU", "ASR-BLEU (ref audio)")}
+        want |= {
+            ("ASR AST S2ST", src, tgt, subset, m)
+            for m in ("WER", "CER", "BLEU", "chrF", "ASR-BLEU", "ASR-BLEU (ref audio)")
+        }
     for src, tgt in (("en", "fr"), ("en", "es"), ("fr", "en")):
         want |= {("MT", src, tgt, "all", m) for m in ("BLEU", "chrF")}
     for src in ("en", "fr"):  # TTS: text input, one subset; en text "the dog sleeps." occurs twice, once scored
@@ -121,14 +182,32 @@ def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
     (manifest.parent / "corpus.json").rename(tmp_path / "corpus.json")  # no held-out voices known
     try:
         out = tmp_path / "results"
-        rc = main(["--checkpoint", str(ckpt), "--store", str(store.path), "--tasks", "ASR", "--out", str(out),
-                   "--max-new-tokens", "4", "--no-report", "--quiet"])
+        rc = main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--store",
+                str(store.path),
+                "--tasks",
+                "ASR",
+                "--out",
+                str(out),
+                "--max-new-tokens",
+                "4",
+                "--no-report",
+                "--quiet",
+            ]
+        )
     finally:
         (tmp_path / "corpus.json").rename(manifest.parent / "corpus.json")
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert {(m["src"], m["subset"], m["metric"], m["n"]) for m in summary["metrics"]} == {
-        ("en", "all", "WER", 2), ("en", "all", "CER", 2), ("fr", "all", "WER", 1), ("fr", "all", "CER", 1)}
+        ("en", "all", "WER", 2),
+        ("en", "all", "CER", 2),
+        ("fr", "all", "WER", 1),
+        ("fr", "all", "CER", 1),
+    }
     assert not (out / "report.html").exists()
 
 
@@ -147,12 +226,37 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
         return ["the dog sleeps."] * len(wavs)
 
     real = ev.make_eval_judge
-    monkeypatch.setattr(ev, "make_eval_judge", lambda name, pipe, **kw: CallableJudge(fake_peer, name="peer")
-                        if name == "pocketsphinx" else real(name, pipe, **kw))
+    monkeypatch.setattr(
+        ev,
+        "make_eval_judge",
+        lambda name, pipe, **kw: (
+            CallableJudge(fake_peer, name="peer") if name == "pocketsphinx" else real(name, pipe, **kw)
+        ),
+    )
     ckpt, manifest, _ = setup
     out = tmp_path / "results"
-    assert main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "ASR", "TTS", "--out", str(out),
-                 "--peer", "pocketsphinx", "--max-new-tokens", "4", "--no-report", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--manifest",
+                str(manifest),
+                "--tasks",
+                "ASR",
+                "TTS",
+                "--out",
+                str(out),
+                "--peer",
+                "pocketsphinx",
+                "--max-new-tokens",
+                "4",
+                "--no-report",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "summary.json").read_text())
     by_key = {(m["task"], m["src"], m["subset"], m["metric"]): m["value"] for m in summary["metrics"]}
     # ASR en: s1 "the dog sleeps." (seen voice) heard right, s2 "a cat runs." (held-out voice) all wrong
@@ -160,7 +264,9 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
     assert by_key[("ASR", "en", "heldout_voice", "WER [pocketsphinx]")] == 100
     assert ("ASR", "en", "seen_voices", "WER") in by_key  # the model's own row is still there
     assert {k for k in by_key if k[0] == "TTS" and "[" in k[3]} == {
-        ("TTS", "en", "all", "TTS-WER [pocketsphinx]"), ("TTS", "en", "all", "TTS-WER [pocketsphinx] (ref audio)")}
+        ("TTS", "en", "all", "TTS-WER [pocketsphinx]"),
+        ("TTS", "en", "all", "TTS-WER [pocketsphinx] (ref audio)"),
+    }
     assert not any(k[1] == "fr" and "[" in k[3] for k in by_key)
     assert any("fr" in n and "no pocketsphinx row" in n for n in summary["notes"])
     assert heard == [2, 2, 2]  # ASR en inputs, TTS en generated speech, TTS en reference speech
@@ -172,8 +278,27 @@ def test_greedy_speech_option(setup, tmp_path):
     """--speech-temperature 0: greedy speech, and summary.json says so."""
     ckpt, manifest, _ = setup
     out = tmp_path / "greedy"
-    assert main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "TTS", "--out", str(out),
-                 "--max-new-tokens", "8", "--speech-temperature", "0", "--quiet", "--no-report"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--manifest",
+                str(manifest),
+                "--tasks",
+                "TTS",
+                "--out",
+                str(out),
+                "--max-new-tokens",
+                "8",
+                "--speech-temperature",
+                "0",
+                "--quiet",
+                "--no-report",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "summary.json").read_text())["speech_decoding"] == "greedy"
 
 
@@ -184,9 +309,30 @@ def test_beam_search_option_is_for_text_outputs(setup, tmp_path):
     runs = {}
     for beams in (1, 2):
         out = tmp_path / f"beams{beams}"
-        assert main(["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "ASR", "TTS", "--out",
-                     str(out), "--max-new-tokens", "6", "--num-beams", str(beams), "--beam-tasks", "ASR", "MT",
-                     "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "--checkpoint",
+                    str(ckpt),
+                    "--manifest",
+                    str(manifest),
+                    "--tasks",
+                    "ASR",
+                    "TTS",
+                    "--out",
+                    str(out),
+                    "--max-new-tokens",
+                    "6",
+                    "--num-beams",
+                    str(beams),
+                    "--beam-tasks",
+                    "ASR",
+                    "MT",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         runs[beams] = out
     summary = json.loads((runs[2] / "summary.json").read_text())
     assert summary["text_decoding"] == "beam search (2 beams): ASR, MT; the other text greedy"
@@ -196,17 +342,21 @@ def test_beam_search_option_is_for_text_outputs(setup, tmp_path):
 
     asr = [json.loads(line) for line in (runs[2] / "outputs/ASR.jsonl").read_text().splitlines()]
     pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
-    want = pipe.generate("ASR", [str(manifest.parent / "wav/en-1.wav")], "en", max_new_tokens=6, num_beams=2,
-                         early_stopping=True)
+    want = pipe.generate(
+        "ASR", [str(manifest.parent / "wav/en-1.wav")], "en", max_new_tokens=6, num_beams=2, early_stopping=True
+    )
     assert asr[0]["id"] == "s1-en-fr" and asr[0]["hyp_text"] == want[0].text
-    for r1, r2 in zip(*[[json.loads(x) for x in (runs[b] / "outputs/TTS.jsonl").read_text().splitlines()]
-                        for b in (1, 2)]):
+    for r1, r2 in zip(
+        *[[json.loads(x) for x in (runs[b] / "outputs/TTS.jsonl").read_text().splitlines()] for b in (1, 2)]
+    ):
         assert (runs[1] / r1["audio"]).read_bytes() == (runs[2] / r2["audio"]).read_bytes()
     with pytest.raises(ValueError, match="num_beams"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), num_beams=0)
     with pytest.raises(ValueError, match="S2ST speaks"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), beam_tasks=["S2ST"])
-    assert EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["MT"], manifest=str(manifest)).beam_tasks == ["MT"]
+    assert EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["MT"], manifest=str(manifest)).beam_tasks == [
+        "MT"
+    ]
 
 
 def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
@@ -218,10 +368,24 @@ def test_bad_options_are_clear_errors(setup, tmp_path, capsys):
     with pytest.raises(ValueError, match="exactly one of manifest / store"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"])
     with pytest.raises(ValueError, match="speech_temperature"):
-        EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["TTS"], manifest=str(manifest),
-                   speech_temperature=-1)
-    assert main(["--checkpoint", str(ckpt), "--manifest", str(tmp_path / "none.jsonl"), "--tasks", "ASR",
-                 "--out", str(tmp_path / "r")]) == 2
+        EvalConfig(
+            checkpoint=str(ckpt), out=str(tmp_path), tasks=["TTS"], manifest=str(manifest), speech_temperature=-1
+        )
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--manifest",
+                str(tmp_path / "none.jsonl"),
+                "--tasks",
+                "ASR",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
     assert "no such manifest" in capsys.readouterr().err
 
 
@@ -235,12 +399,19 @@ def test_bench_generate_quick_writes_the_figures(tmp_path):
     spec.loader.exec_module(bench)
     n = torch.get_num_threads()
     try:
-        assert bench.main(["--quick", "--tokens", "6", "--batch-sizes", "1", "2", "--out", str(tmp_path / "b.json")]) == 0
+        assert (
+            bench.main(["--quick", "--tokens", "6", "--batch-sizes", "1", "2", "--out", str(tmp_path / "b.json")]) == 0
+        )
     finally:
         torch.set_num_threads(n)
     res = json.loads((tmp_path / "b.json").read_text())
-    for key in ("cached_tokens_per_s", "uncached_tokens_per_s", "constrained_overhead_fraction", "sampled_tokens_per_s",
-                "speech_sampler_overhead_fraction"):
+    for key in (
+        "cached_tokens_per_s",
+        "uncached_tokens_per_s",
+        "constrained_overhead_fraction",
+        "sampled_tokens_per_s",
+        "speech_sampler_overhead_fraction",
+    ):
         assert isinstance(res[key], float), (key, res[key])
     assert res["cached_tokens_per_s"] > 0 and res["uncached_tokens_per_s"] > 0 and res["sampled_tokens_per_s"] > 0
     assert set(res["per_batch"]) == {"1", "2"} and res["headline_batch_size"] == 2
@@ -252,12 +423,26 @@ def test_mt_is_scored_on_text_only_rows(setup, tmp_path):
     """A manifest of text-only MT pairs (no audio, no placeholder clips): MT is scored on every row and the
     tasks that need audio skip them, counted."""
     ckpt, _, _ = setup
-    rows = [Record(f"t{i}-en-fr", "en", text, tgt_lang="fr", tgt_text=fr, split="test")
-            for i, (text, fr) in enumerate([("the dog sleeps.", "le chien dort."), ("a cat runs.", "un chat court."),
-                                            ("the bird sings.", "l'oiseau chante.")])]
+    rows = [
+        Record(f"t{i}-en-fr", "en", text, tgt_lang="fr", tgt_text=fr, split="test")
+        for i, (text, fr) in enumerate(
+            [
+                ("the dog sleeps.", "le chien dort."),
+                ("a cat runs.", "un chat court."),
+                ("the bird sings.", "l'oiseau chante."),
+            ]
+        )
+    ]
     manifest = write_manifest(tmp_path / "data" / "mt.jsonl", rows)
-    cfg = EvalConfig(checkpoint=str(ckpt), out=str(tmp_path / "r"), tasks=["MT", "ASR", "TTS"], manifest=str(manifest),
-                     max_new_tokens=6, report=False, progress=False)
+    cfg = EvalConfig(
+        checkpoint=str(ckpt),
+        out=str(tmp_path / "r"),
+        tasks=["MT", "ASR", "TTS"],
+        manifest=str(manifest),
+        max_new_tokens=6,
+        report=False,
+        progress=False,
+    )
     from audiopalm.evaluate import evaluate
 
     summary = evaluate(cfg)

@@ -4,14 +4,21 @@ import json
 
 import pytest
 import torch
+from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
 
-from audiopalm.modeling.extend import (CheckpointError, codebook_rows, extend_model, load_checkpoint, new_token_ids, save_checkpoint,
-                                       trainable_token_indices)
+from audiopalm.modeling.extend import (
+    CheckpointError,
+    codebook_rows,
+    extend_model,
+    load_checkpoint,
+    new_token_ids,
+    save_checkpoint,
+    trainable_token_indices,
+)
 from audiopalm.tokenizers import base
 from audiopalm.tokenizers.base import AudioTokenizer
 from audiopalm.vocab import UnifiedVocab
-from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
 
 class TinyCodec(AudioTokenizer):
@@ -31,7 +38,9 @@ class TinyCodec(AudioTokenizer):
 
     def encode(self, wav, lengths=None):
         frames = wav.unfold(-1, 4, 4).mean(-1)  # [B, F]
-        codes = ((frames.unsqueeze(1) * self.scale[:, None] + 1) * self._c / 2).long().clamp(0, self._c - 1)  # [B, K, F]
+        codes = (
+            ((frames.unsqueeze(1) * self.scale[:, None] + 1) * self._c / 2).long().clamp(0, self._c - 1)
+        )  # [B, K, F]
         n = torch.full((wav.shape[0],), codes.shape[-1]) if lengths is None else lengths // 4
         return codes, n
 
@@ -45,13 +54,29 @@ class TinyCodec(AudioTokenizer):
 def tiny_model(family: str, tied: bool, vocab_size: int):
     """A 2-layer model of ``family`` with hidden size 16 (llama, gpt2) or 32 (qwen2)."""
     if family == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=tied)
+        cfg = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            tie_word_embeddings=tied,
+        )
     elif family == "qwen2":
-        cfg = Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+        cfg = Qwen2Config(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            tie_word_embeddings=tied,
+        )
     else:
-        cfg = GPT2Config(vocab_size=vocab_size, n_embd=16, n_layer=2, n_head=2, n_positions=128, tie_word_embeddings=tied)
+        cfg = GPT2Config(
+            vocab_size=vocab_size, n_embd=16, n_layer=2, n_head=2, n_positions=128, tie_word_embeddings=tied
+        )
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
@@ -109,13 +134,13 @@ def test_codebook_init_keeps_the_codes_geometry(family, tied):
         mean = old.mean(0)
         spread = (old - mean).pow(2).sum(1).mean().sqrt()
         for q in range(k):
-            rows = new[text + q * c: text + (q + 1) * c]
+            rows = new[text + q * c : text + (q + 1) * c]
             assert torch.allclose(rows.mean(0), mean, atol=1e-5)
             assert torch.allclose((rows - mean).pow(2).sum(1).mean().sqrt(), spread, rtol=1e-4)
             got, want = torch.cdist(rows, rows), torch.cdist(vectors[q], vectors[q])
             ratio = got[want > 0] / want[want > 0]
             assert torch.allclose(ratio, ratio.mean().expand_as(ratio), rtol=1e-3)  # an isometry up to scale
-        assert torch.equal(new[text + k * c:], mean.expand(new.shape[0] - text - k * c, -1))  # special + padding rows
+        assert torch.equal(new[text + k * c :], mean.expand(new.shape[0] - text - k * c, -1))  # special + padding rows
     a, b, other = emb[text], emb[text + 1], emb[text + 2]
     assert (a - b).norm() < 0.01 * (a - other).norm()
 
@@ -151,7 +176,7 @@ def test_extra_rows_of_a_padded_hub_embedding_are_reinitialised():
     emb, _ = _weights(model)
     text = vocab.audio_offset
     assert torch.equal(emb[:text], old_emb[:text])
-    assert torch.equal(emb[text:text + 10], old_emb[:text].mean(0).expand(10, -1))
+    assert torch.equal(emb[text : text + 10], old_emb[:text].mean(0).expand(10, -1))
 
 
 @pytest.mark.parametrize("family, tied", [("llama", False), ("gpt2", True)])
@@ -162,7 +187,7 @@ def test_text_logits_unchanged_by_extension(family, tied):
         before = model(ids).logits  # [1, T, V_text]
         extend_model(model, vocab)
         after = model(ids).logits  # [1, T, V_padded]
-    assert torch.equal(after[..., :vocab.audio_offset], before)
+    assert torch.equal(after[..., : vocab.audio_offset], before)
 
 
 @pytest.mark.parametrize("family, tied", CASES)
@@ -171,9 +196,16 @@ def test_checkpoint_loads_with_plain_transformers(family, tied, tmp_path, monkey
     model, vocab, codec = _setup(family, tied)
     extend_model(model, vocab)
     with torch.no_grad():  # train the new rows a little so that a load that re-initialised them shows
-        model.get_input_embeddings().weight[vocab.audio_offset:] += torch.randn_like(model.get_input_embeddings().weight[vocab.audio_offset:])
-    ids = (vocab.text_ids("[ASR English]") + vocab.audio_to_ids(torch.tensor([[1, 2, 3], [4, 5, 6]]))
-           + [vocab.sep_id] + vocab.text_ids("the dog.") + [vocab.eos_id])
+        model.get_input_embeddings().weight[vocab.audio_offset :] += torch.randn_like(
+            model.get_input_embeddings().weight[vocab.audio_offset :]
+        )
+    ids = (
+        vocab.text_ids("[ASR English]")
+        + vocab.audio_to_ids(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+        + [vocab.sep_id]
+        + vocab.text_ids("the dog.")
+        + [vocab.eos_id]
+    )
     x = torch.tensor([ids])
     with torch.no_grad():
         want = model(x).logits  # [1, T, V]
@@ -221,12 +253,16 @@ def test_lora_trains_only_the_new_rows(family, tied):
     model, vocab, _ = _setup(family, tied)
     extend_model(model, vocab)
     indices = trainable_token_indices(model, vocab)
-    assert indices == ({"embed_tokens": new_token_ids(vocab), "lm_head": new_token_ids(vocab)} if not tied
-                       else {"wte": new_token_ids(vocab)})
+    assert indices == (
+        {"embed_tokens": new_token_ids(vocab), "lm_head": new_token_ids(vocab)}
+        if not tied
+        else {"wte": new_token_ids(vocab)}
+    )
     old_emb, old_head = _weights(model)
     targets = ["q_proj", "v_proj"] if family == "llama" else ["c_attn"]
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets,
-                                                  trainable_token_indices=indices))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, trainable_token_indices=indices)
+    )
     opt = torch.optim.SGD([p for p in peft_model.parameters() if p.requires_grad], lr=1.0)
     x = torch.tensor([vocab.text_ids("[TTS English] the dog") + vocab.audio_to_ids(torch.tensor([[1, 2], [3, 4]]))])
     peft_model(x, labels=x).loss.backward()
@@ -235,5 +271,5 @@ def test_lora_trains_only_the_new_rows(family, tied):
     emb, head = _weights(merged)
     text = vocab.audio_offset
     assert torch.equal(emb[:text], old_emb[:text]) and torch.equal(head[:text], old_head[:text])
-    assert not torch.equal(emb[text:len(vocab)], old_emb[text:len(vocab)])
-    assert not torch.equal(head[text:len(vocab)], old_head[text:len(vocab)])
+    assert not torch.equal(emb[text : len(vocab)], old_emb[text : len(vocab)])
+    assert not torch.equal(head[text : len(vocab)], old_head[text : len(vocab)])

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_pretrain_text import _ADJ, _LANGS, _NOUN, _VERB, _env, _sentence
 
 from audiopalm.manifest import Record, write_manifest
-from test_pretrain_text import _ADJ, _LANGS, _NOUN, _VERB, _env, _sentence
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_MODULE = "audiopalm.recipes.finetune_audiopalm"  # run as a module of the package, never by path
@@ -66,22 +66,51 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
             waves.append(w)
         return str(path)
 
-    for split, chunk in (("train", combos[:train]), ("dev", combos[train:train + dev])):
+    for split, chunk in (("train", combos[:train]), ("dev", combos[train : train + dev])):
         for i, (a, n, v) in enumerate(chunk):
             k = i % 3 + 1
             en, xx = _sentence(a, n, v, 0), _sentence(a, n, v, k)
             en_wav, xx_wav = wav_for(f"{split}{i}_en", en), wav_for(f"{split}{i}_{_LANGS[k]}", xx)
-            records.append(Record(id=f"{split}-{i}-en", lang="en", text=en, audio=en_wav, tgt_lang=_LANGS[k],
-                                  tgt_text=xx, tgt_audio=xx_wav, split=split))
-            records.append(Record(id=f"{split}-{i}-{_LANGS[k]}", lang=_LANGS[k], text=xx, audio=xx_wav, tgt_lang="en",
-                                  tgt_text=en, tgt_audio=en_wav, split=split))
+            records.append(
+                Record(
+                    id=f"{split}-{i}-en",
+                    lang="en",
+                    text=en,
+                    audio=en_wav,
+                    tgt_lang=_LANGS[k],
+                    tgt_text=xx,
+                    tgt_audio=xx_wav,
+                    split=split,
+                )
+            )
+            records.append(
+                Record(
+                    id=f"{split}-{i}-{_LANGS[k]}",
+                    lang=_LANGS[k],
+                    text=xx,
+                    audio=xx_wav,
+                    tgt_lang="en",
+                    tgt_text=en,
+                    tgt_audio=en_wav,
+                    split=split,
+                )
+            )
             lines += [en, xx, f"[MT English French] {en}<|sep|>{xx}"]
             if split == "train" and i < 2:  # as in the synthetic corpus: one English wav, two translations
                 j = k % 3 + 1
                 yy = _sentence(a, n, v, j)
-                records.append(Record(id=f"{split}-{i}-en-{_LANGS[j]}", lang="en", text=en, audio=en_wav,
-                                      tgt_lang=_LANGS[j], tgt_text=yy, tgt_audio=wav_for(f"{split}{i}_{_LANGS[j]}", yy),
-                                      split=split))
+                records.append(
+                    Record(
+                        id=f"{split}-{i}-en-{_LANGS[j]}",
+                        lang="en",
+                        text=en,
+                        audio=en_wav,
+                        tgt_lang=_LANGS[j],
+                        tgt_text=yy,
+                        tgt_audio=wav_for(f"{split}{i}_{_LANGS[j]}", yy),
+                        split=split,
+                    )
+                )
                 lines.append(yy)
     for i in range(2):  # monolingual rows: AST/S2ST/MT leave them out (counted), ASR/TTS use them
         text = f"the {_ADJ[i][0]} {_NOUN[i][0]} {_VERB[i][0]} {_VERB[i + 1][0]}."
@@ -90,10 +119,19 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
 
     lm = root / "text_lm"
     tok = train_text_tokenizer(lines + tag_lines(), lm, vocab_size=400)
-    config = LlamaConfig(vocab_size=math.ceil(len(tok) / 64) * 64, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=512, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=math.ceil(len(tok) / 64) * 64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(1234)  # not the recipe's seed, so that model.from_scratch gives other weights
     AutoModelForCausalLM.from_config(config).save_pretrained(lm)
     # the same LM with exactly the tokenizer's rows: extending it grows the (tied) embedding, as for Llama 3.2 / Qwen2
@@ -108,18 +146,29 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
     audio_tok.save_pretrained(root / "mel_rvq")
     MelRVQTokenizer.fit(waves, seed=1, **opts).save_pretrained(root / "mel_rvq_other")
     build_token_store(manifest, audio_tok, root / "store", num_proc=1, progress=False)
-    return {"lm": lm, "lm_exact": lm_exact, "tok": root / "mel_rvq", "other_tok": root / "mel_rvq_other", "store": root / "store",
-            "manifest": manifest}
+    return {
+        "lm": lm,
+        "lm_exact": lm_exact,
+        "tok": root / "mel_rvq",
+        "other_tok": root / "mel_rvq_other",
+        "store": root / "store",
+        "manifest": manifest,
+    }
 
 
 def common(world: dict, out: Path) -> list[str]:
-    return ["--config", str(TINY), f"model.name_or_path={world['lm']}", f"model.audio_tokenizer={world['tok']}",
-            f"data.stores=[{world['store']}]", f"train.output_dir={out}"]
+    return [
+        "--config",
+        str(TINY),
+        f"model.name_or_path={world['lm']}",
+        f"model.audio_tokenizer={world['tok']}",
+        f"data.stores=[{world['store']}]",
+        f"train.output_dir={out}",
+    ]
 
 
 def run_recipe(args: list[str], *, ok: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout,
-                          env=_env())
+    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout, env=_env())
     if ok:
         assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
@@ -248,7 +297,9 @@ def test_resume_is_bit_for_bit(full_run, world, tmp_path):
 def test_gradient_checkpointing_gives_the_same_losses(full_run, world, tmp_path):
     ref, _ = full_run
     out = tmp_path / "gc"
-    run_in_process(common(world, out) + ["train.gradient_checkpointing=true", "train.save_every=0", "train.eval_every=0"])
+    run_in_process(
+        common(world, out) + ["train.gradient_checkpointing=true", "train.save_every=0", "train.eval_every=0"]
+    )
     got, want = losses(out), losses(ref)
     assert sorted(got) == sorted(want)
     assert all(got[s] == pytest.approx(want[s], rel=1e-5) for s in want), (got, want)
@@ -256,10 +307,11 @@ def test_gradient_checkpointing_gives_the_same_losses(full_run, world, tmp_path)
 
 def _setup_in_process(world, tmp_path, overrides: list[str]):
     """Build the recipe in this process and run its setup (the accelerator state is reset afterwards)."""
-    from audiopalm.config import load_config
-    from audiopalm.config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig, load_config
 
-    cfg = load_config(FinetuneAudioPaLMConfig, TINY, common(world, tmp_path / "x")[2:] + overrides + ["train.overwrite=true"])
+    cfg = load_config(
+        FinetuneAudioPaLMConfig, TINY, common(world, tmp_path / "x")[2:] + overrides + ["train.overwrite=true"]
+    )
     recipe = _recipe_module().FinetuneAudioPaLMRecipe(cfg)
     try:
         recipe.setup()
@@ -288,8 +340,9 @@ def test_task_without_rows_names_the_task(world, tmp_path):
 
 def test_rows_are_filtered_and_deduplicated(world, tmp_path):
     """ASR/TTS see each source wav / sentence once; a chain filtered to en-fr/fr-en sees only those rows."""
-    recipe = _setup_in_process(world, tmp_path, ["data.tasks=[{task: ASR}, {task: ASR, dedupe: false}, "
-                                                  "{task: ASR AST S2ST, pairs: [en-fr]}]"])
+    recipe = _setup_in_process(
+        world, tmp_path, ["data.tasks=[{task: ASR}, {task: ASR, dedupe: false}, {task: ASR AST S2ST, pairs: [en-fr]}]"]
+    )
     asr, asr_all, chain = recipe.mixture.sources
     assert (asr.name, asr_all.name) == ("ASR", "ASR #1")
     assert len(asr.rows) == 26 and len(asr_all.rows) == 28  # 2 English wavs are the source of 2 rows each
@@ -314,8 +367,13 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
     world = {**world, "lm": world["lm_exact"]}
     base = AutoModelForCausalLM.from_pretrained(world["lm"])
     assert base.config.tie_word_embeddings and base.config.vocab_size == base.get_input_embeddings().weight.shape[0]
-    args = ["lora.enabled=true", "lora.dropout=0.1", "data.packing=false", "train.eval_every=0",
-            "train.micro_batch_size=4"]
+    args = [
+        "lora.enabled=true",
+        "lora.dropout=0.1",
+        "data.packing=false",
+        "train.eval_every=0",
+        "train.micro_batch_size=4",
+    ]
     out = tmp_path / "lora"
     run_in_process(common(world, out) + args)
     s = json.loads((out / "summary.json").read_text())
@@ -323,7 +381,9 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
     ref_losses = losses(out)
     first, last = [ref_losses[i] for i in range(1, 5)], [ref_losses[i] for i in range(5, 9)]
     assert sum(last) / 4 < sum(first) / 4 - 0.2, ref_losses  # one padded batch of 4 examples is noisy: compare halves
-    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (
+        out / "adapter" / "adapter_config.json"
+    ).is_file()
     assert not list((out / "adapter").glob("*.bin"))
 
     merged = AutoModelForCausalLM.from_pretrained(out / "final")
@@ -334,8 +394,9 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
     assert torch.equal(emb1[:text], emb0[:text]), "text rows must stay bit-identical"
     assert not torch.allclose(emb1[text:n], emb0[:text].mean(0).expand(n - text, -1)), "new rows must train"
     base_sd, merged_sd = base.state_dict(), merged.state_dict()
-    changed = sorted(k for k in base_sd if "embed" not in k and "lm_head" not in k
-                     and not torch.equal(base_sd[k], merged_sd[k]))
+    changed = sorted(
+        k for k in base_sd if "embed" not in k and "lm_head" not in k and not torch.equal(base_sd[k], merged_sd[k])
+    )
     assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed), changed
 
     resumed = tmp_path / "resumed"
@@ -350,8 +411,7 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
 
 @pytest.mark.parametrize("name", ["finetune_audiopalm.yaml", "finetune_audiopalm_tiny.yaml"])
 def test_shipped_yaml_loads_and_shows_its_launch_command(name):
-    from audiopalm.config import load_config
-    from audiopalm.config import FinetuneAudioPaLMConfig
+    from audiopalm.config import FinetuneAudioPaLMConfig, load_config
 
     cfg = load_config(FinetuneAudioPaLMConfig, CONFIGS / name)
     assert cfg.recipe == "finetune_audiopalm" and cfg.data.tasks
@@ -361,8 +421,7 @@ def test_shipped_yaml_loads_and_shows_its_launch_command(name):
 
 
 def test_config_errors_name_the_field():
-    from audiopalm.config import ConfigError, load_config
-    from audiopalm.config import FinetuneAudioPaLMConfig
+    from audiopalm.config import ConfigError, FinetuneAudioPaLMConfig, load_config
 
     with pytest.raises(ConfigError, match="data.tasks.task: .*unknown task 'ASX'"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["data.tasks=[{task: ASX}]"])
@@ -378,8 +437,15 @@ def test_config_errors_name_the_field():
 
 
 def _launch(args: list[str], *, timeout: int = 600) -> str:
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(REPO / "recipes" / "accelerate" / "cpu.yaml"),
-           "-m", RECIPE_MODULE, *args]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(REPO / "recipes" / "accelerate" / "cpu.yaml"),
+        "-m",
+        RECIPE_MODULE,
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
     return proc.stdout + proc.stderr
@@ -406,8 +472,13 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     ref = tmp_path / "ref"
     run_recipe(common(world, ref) + args)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*RECIPE_CMD, *common(world, out), *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*RECIPE_CMD, *common(world, out), *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -431,8 +502,16 @@ def test_lora_modules_to_save_trains_the_whole_tied_embedding(world, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "mts"
-    run_in_process(common(world, out) + ["lora.enabled=true", "lora.new_rows=modules_to_save", "train.save_every=0",
-                                         "train.eval_every=0", "train.micro_batch_size=4"])
+    run_in_process(
+        common(world, out)
+        + [
+            "lora.enabled=true",
+            "lora.new_rows=modules_to_save",
+            "train.save_every=0",
+            "train.eval_every=0",
+            "train.micro_batch_size=4",
+        ]
+    )
     got = losses(out)
     assert sum(got[i] for i in range(5, 9)) < sum(got[i] for i in range(1, 5)) - 0.8, got
     base = AutoModelForCausalLM.from_pretrained(world["lm"])
@@ -491,8 +570,16 @@ def test_final_holds_the_acoustic_stage_it_was_given(world, tmp_path, capsys):
     stage = AcousticStage.build(tiny, units, units).save_pretrained(tmp_path / "stage")
     wrong = AcousticStage.build(tiny, units, other).save_pretrained(tmp_path / "wrong")
     out = tmp_path / "run"
-    run_in_process(common(world, out) + [f"model.acoustic_stage={stage}", "train.max_steps=2", "train.save_every=2",
-                                         "train.eval_every=0", "optim.warmup_steps=1"])
+    run_in_process(
+        common(world, out)
+        + [
+            f"model.acoustic_stage={stage}",
+            "train.max_steps=2",
+            "train.save_every=2",
+            "train.eval_every=0",
+            "optim.warmup_steps=1",
+        ]
+    )
     pipe = AudioPaLM.from_pretrained(out / "final", device="cpu")
     assert pipe.acoustic is not None and pipe.acoustic.unit_tokenizer["fingerprint"] == units.fingerprint
     try:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_finetune_audiopalm import _reset_accelerate, build_world
 from test_pretrain_text import _env
 
@@ -42,8 +41,14 @@ def world(tmp_path_factory):
 
 
 def common(world: dict, out: Path) -> list[str]:
-    return ["--config", str(TINY), f"model.llm={world['lm']}", f"data.train_manifests=[{world['train']}]",
-            f"data.dev_manifest={world['dev']}", f"train.output_dir={out}"]
+    return [
+        "--config",
+        str(TINY),
+        f"model.llm={world['lm']}",
+        f"data.train_manifests=[{world['train']}]",
+        f"data.dev_manifest={world['dev']}",
+        f"train.output_dir={out}",
+    ]
 
 
 def _recipe_module():
@@ -98,8 +103,11 @@ def test_only_lora_encoder_and_projector_change(full_run, world):
     base = AutoModelForCausalLM.from_pretrained(world["lm"]).state_dict()
     mid = SpeechLlama.from_pretrained(full_run / "checkpoints" / "step_0000004", base_model=str(world["lm"]))
     final = SpeechLlama.from_pretrained(full_run / "final", base_model=str(world["lm"]))
-    llm = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-           for k, v in final.llm.state_dict().items() if "lora_" not in k}
+    llm = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v
+        for k, v in final.llm.state_dict().items()
+        if "lora_" not in k
+    }
     assert set(llm) == set(base), sorted(set(llm) ^ set(base))[:5]
     assert all(torch.equal(llm[k], base[k]) for k in base)
     lora_b = [v for k, v in final.llm.state_dict().items() if "lora_B" in k]
@@ -135,9 +143,18 @@ def test_saved_run_transcribes_translates_and_evaluates(full_run, world, tmp_pat
     one = pipe.ast(rows[0].audio, src=rows[0].lang, tgt=rows[0].tgt_lang, max_new_tokens=6)
     assert isinstance(one.translation, str) and one.text is None
 
-    summary = evaluate(EvalConfig(checkpoint=str(full_run), out=str(tmp_path / "eval"), tasks=["ASR", "AST"],
-                                  manifest=str(world["dev"]), max_items=2, max_new_tokens=6, report=False,
-                                  progress=False))
+    summary = evaluate(
+        EvalConfig(
+            checkpoint=str(full_run),
+            out=str(tmp_path / "eval"),
+            tasks=["ASR", "AST"],
+            manifest=str(world["dev"]),
+            max_items=2,
+            max_new_tokens=6,
+            report=False,
+            progress=False,
+        )
+    )
     metrics = {(m["task"], m["metric"]) for m in summary["metrics"]}
     assert {("ASR", "WER"), ("ASR", "CER"), ("AST", "BLEU"), ("AST", "chrF")} <= metrics, metrics
     assert (tmp_path / "eval" / "outputs" / "ASR.jsonl").is_file()
@@ -160,8 +177,10 @@ def test_ctc_pretraining_runs_first_and_is_saved(world, tmp_path):
     from audiopalm.training import read_jsonl
 
     out = tmp_path / "ctc"
-    run_in_process(common(world, out) + ["ctc.steps=3", "train.max_steps=2", "train.save_every=0",
-                                         "train.eval_every=0", "optim.warmup_steps=0"])
+    run_in_process(
+        common(world, out)
+        + ["ctc.steps=3", "train.max_steps=2", "train.save_every=0", "train.eval_every=0", "optim.warmup_steps=0"]
+    )
     ctc = [r for r in read_jsonl(out / "metrics.jsonl") if "ctc_loss" in r]
     assert [r["ctc_step"] for r in ctc] == [1, 2, 3] and all(r["ctc_loss"] > 0 for r in ctc), ctc
     with safe_open(str(out / "final" / "speech_modules.safetensors"), "pt") as f:
@@ -172,9 +191,13 @@ def test_config_errors_name_the_field(world, tmp_path):
     from audiopalm.config import ConfigError
 
     with pytest.raises(ConfigError, match="data.tasks.*TTS"):
-        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(common(world, tmp_path / "x") + ["data.tasks=[ASR,TTS]"])
+        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(
+            common(world, tmp_path / "x") + ["data.tasks=[ASR,TTS]"]
+        )
     with pytest.raises(ConfigError, match="model.encoder_heads"):
-        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(common(world, tmp_path / "x") + ["model.encoder_heads=3"])
+        _recipe_module().FinetuneSpeechLlamaRecipe.config_from_argv(
+            common(world, tmp_path / "x") + ["model.encoder_heads=3"]
+        )
     with pytest.raises(ValueError, match="data.train_manifests: empty"):
         run_in_process(["--config", str(TINY), f"model.llm={world['lm']}", f"train.output_dir={tmp_path / 'y'}"])
 
@@ -184,12 +207,18 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     """Kill -9 a run after its step-4 checkpoint, resume, and compare every step's loss exactly."""
     args = ["train.max_steps=16", "train.save_every=4", "train.keep_last=1", "train.eval_every=0"]
     ref = tmp_path / "ref"
-    proc = subprocess.run([*RECIPE_CMD, *common(world, ref), *args], env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*RECIPE_CMD, *common(world, ref), *args], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*RECIPE_CMD, *common(world, out), *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*RECIPE_CMD, *common(world, out), *args],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -204,7 +233,8 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
         proc.wait()
     killed_at = max(losses(out))
     assert 6 <= killed_at < 16, killed_at
-    proc = subprocess.run([*RECIPE_CMD, *common(world, out), *args, "--resume"], env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*RECIPE_CMD, *common(world, out), *args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert losses(out) == losses(ref)

@@ -3,19 +3,25 @@
 import pytest
 import torch
 import transformers
+from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
 from audiopalm.generation import SegmentConstraint, SpeechSampling, generate, split_segments
 from audiopalm.modeling.extend import extend_model
 from audiopalm.tasks import prompt_ids
 from audiopalm.vocab import UnifiedVocab
-from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
 
 def _setup(pattern="flatten", k=2, seed=0):
     torch.manual_seed(seed)
     vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=k, pattern=pattern)
-    cfg = transformers.LlamaConfig(vocab_size=len(vocab.tokenizer), hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(vocab.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     model = extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
     return model, vocab
 
@@ -34,20 +40,33 @@ class _PushToEnd(transformers.LogitsProcessor):
 
 def _record(frames, k=2, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return {"id": "r", "lang": "en", "tgt_lang": "fr", "text": "the dog.",
-            "audio_codes": torch.randint(0, 16, (k, frames), generator=g)}
+    return {
+        "id": "r",
+        "lang": "en",
+        "tgt_lang": "fr",
+        "text": "the dog.",
+        "audio_codes": torch.randint(0, 16, (k, frames), generator=g),
+    }
 
 
-@pytest.mark.parametrize("pattern,k,task", [("flatten", 2, "ASR AST S2ST"), ("flatten", 2, "TTS"),
-                                            ("flatten", 1, "S2ST"), ("delay", 3, "ASR AST S2ST"),
-                                            ("delay", 3, "TTS")])
+@pytest.mark.parametrize(
+    "pattern,k,task",
+    [
+        ("flatten", 2, "ASR AST S2ST"),
+        ("flatten", 2, "TTS"),
+        ("flatten", 1, "S2ST"),
+        ("delay", 3, "ASR AST S2ST"),
+        ("delay", 3, "TTS"),
+    ],
+)
 def test_sampled_outputs_always_follow_the_template(pattern, k, task):
     model, vocab = _setup(pattern, k)
     prompts = [prompt_ids(_record(f, k, seed=f), task, vocab) for f in (3, 5, 4)]
     for seed in range(2):
         torch.manual_seed(seed)
-        outs = generate(model, vocab, prompts, task, max_new_tokens=150, do_sample=True,
-                        logits_processor=[_PushToEnd(vocab)])
+        outs = generate(
+            model, vocab, prompts, task, max_new_tokens=150, do_sample=True, logits_processor=[_PushToEnd(vocab)]
+        )
         for out in outs:
             assert out[-1] == vocab.eos_id, out[-5:]  # finished within the budget with eos
             segments = split_segments(out, task, vocab)  # raises on any malformed segment
@@ -95,10 +114,10 @@ def test_flatten_audio_end_only_at_frame_boundaries():
     a = lambda q, c: vocab.audio_token_id(q, c)
     seq = [vocab.audio_start_id]
     out = proc(torch.tensor([seq]), scores)
-    assert torch.isfinite(out[0]).sum() == 16 and torch.isfinite(out[0, a(0, 0):a(0, 16 - 1) + 1]).all()
+    assert torch.isfinite(out[0]).sum() == 16 and torch.isfinite(out[0, a(0, 0) : a(0, 16 - 1) + 1]).all()
     seq.append(a(0, 3))
     out = proc(torch.tensor([seq]), scores)  # half a frame: only codebook 1, no end
-    assert torch.isfinite(out[0, a(1, 0):a(1, 15) + 1]).all() and out[0, vocab.audio_end_id] == float("-inf")
+    assert torch.isfinite(out[0, a(1, 0) : a(1, 15) + 1]).all() and out[0, vocab.audio_end_id] == float("-inf")
     seq.append(a(1, 5))
     out = proc(torch.tensor([seq]), scores)  # a whole frame: codebook 0 or end
     assert out[0, vocab.audio_end_id] == 0 and torch.isfinite(out[0]).sum() == 17
@@ -125,21 +144,36 @@ def test_audio_frame_cap_ends_each_row_at_its_own_cap(pattern, k):
     budget = 60
     free = generate(model, vocab, prompts, "S2ST", max_new_tokens=budget, logits_processor=[_NeverEnd(vocab)])
     assert all(len(o) == budget and o[-1] != vocab.eos_id for o in free)  # without caps: runs to the budget
-    capped = generate(model, vocab, prompts, "S2ST", max_new_tokens=budget, max_audio_frames=[2, 5],
-                      logits_processor=[_NeverEnd(vocab)])
+    capped = generate(
+        model,
+        vocab,
+        prompts,
+        "S2ST",
+        max_new_tokens=budget,
+        max_audio_frames=[2, 5],
+        logits_processor=[_NeverEnd(vocab)],
+    )
     for out, cap in zip(capped, (2, 5)):
         assert out[-1] == vocab.eos_id, out[-5:]
         (codes,) = split_segments(out, "S2ST", vocab)
         assert codes.shape == (k, cap)
     # the cap only closes the segment: up to it the tokens are the uncapped run's
-    assert capped[0][1:1 + 2 * k] == free[0][1:1 + 2 * k]
+    assert capped[0][1 : 1 + 2 * k] == free[0][1 : 1 + 2 * k]
 
 
 def test_audio_frame_cap_with_beam_search_and_chains():
     model, vocab = _setup("flatten", 2)
     prompts = [prompt_ids(_record(f, seed=f), "ASR AST S2ST", vocab) for f in (3, 4)]
-    outs = generate(model, vocab, prompts, "ASR AST S2ST", max_new_tokens=80, num_beams=2, max_audio_frames=[1, 3],
-                    logits_processor=[_NeverEnd(vocab), _PushToEnd(vocab)])
+    outs = generate(
+        model,
+        vocab,
+        prompts,
+        "ASR AST S2ST",
+        max_new_tokens=80,
+        num_beams=2,
+        max_audio_frames=[1, 3],
+        logits_processor=[_NeverEnd(vocab), _PushToEnd(vocab)],
+    )
     for out, cap in zip(outs, (1, 3)):
         text, translation, codes = split_segments(out, "ASR AST S2ST", vocab)
         assert out[-1] == vocab.eos_id and codes.shape == (2, cap)
@@ -167,8 +201,17 @@ def test_speech_sampling_keeps_text_greedy_and_samples_audio():
     kw = {"max_new_tokens": 120, "max_audio_frames": caps, "logits_processor": [_PushToEnd(vocab)]}
     greedy = generate(model, vocab, prompts, task, **kw)
     state = torch.random.get_rng_state()
-    runs = {seed: generate(model, vocab, prompts, task, speech_sampling=SpeechSampling(temperature=1.5, seed=seed),
-                           **{**kw, "logits_processor": [_PushToEnd(vocab)]}) for seed in (0, 1)}
+    runs = {
+        seed: generate(
+            model,
+            vocab,
+            prompts,
+            task,
+            speech_sampling=SpeechSampling(temperature=1.5, seed=seed),
+            **{**kw, "logits_processor": [_PushToEnd(vocab)]},
+        )
+        for seed in (0, 1)
+    }
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is not touched
     codes = {}
     for seed, outs in runs.items():
@@ -181,8 +224,14 @@ def test_speech_sampling_keeps_text_greedy_and_samples_audio():
     assert any(not torch.equal(codes[0, b], greedy_codes[b]) for b in range(3))
     assert any(not torch.equal(codes[0, b], codes[1, b]) for b in range(3))
     # ... and is the same for the same seed, alone or in another batch
-    alone = generate(model, vocab, prompts[2:], task, speech_sampling=SpeechSampling(temperature=1.5, seed=0),
-                     **{**kw, "max_audio_frames": caps[2:], "logits_processor": [_PushToEnd(vocab)]})
+    alone = generate(
+        model,
+        vocab,
+        prompts[2:],
+        task,
+        speech_sampling=SpeechSampling(temperature=1.5, seed=0),
+        **{**kw, "max_audio_frames": caps[2:], "logits_processor": [_PushToEnd(vocab)]},
+    )
     assert alone[0] == runs[0][2]
 
 
@@ -192,8 +241,15 @@ def test_speech_sampling_top_1_is_greedy_and_bad_settings_are_refused():
     prompts = _chained_prompts(vocab, k=3)
     kw = {"max_new_tokens": 120, "max_audio_frames": [4, 4, 4]}
     greedy = generate(model, vocab, prompts, "ASR AST S2ST", logits_processor=[_PushToEnd(vocab)], **kw)
-    top1 = generate(model, vocab, prompts, "ASR AST S2ST", logits_processor=[_PushToEnd(vocab)],
-                    speech_sampling=SpeechSampling(temperature=3.0, top_k=1), **kw)
+    top1 = generate(
+        model,
+        vocab,
+        prompts,
+        "ASR AST S2ST",
+        logits_processor=[_PushToEnd(vocab)],
+        speech_sampling=SpeechSampling(temperature=3.0, top_k=1),
+        **kw,
+    )
     assert top1 == greedy
     with pytest.raises(ValueError, match="temperature"):
         SpeechSampling(temperature=0)

@@ -16,19 +16,60 @@ def _tiny_model(kind: str):
     """A codec with every dimension shrunk: ~10k parameters, builds in milliseconds."""
     from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel, MimiConfig, MimiModel
 
-    conv = dict(hidden_size=16, num_filters=4, num_residual_layers=1, upsampling_ratios=[4, 4], kernel_size=3,
-                last_kernel_size=3, residual_kernel_size=3, codebook_size=64, codebook_dim=16)
+    conv = dict(
+        hidden_size=16,
+        num_filters=4,
+        num_residual_layers=1,
+        upsampling_ratios=[4, 4],
+        kernel_size=3,
+        last_kernel_size=3,
+        residual_kernel_size=3,
+        codebook_size=64,
+        codebook_dim=16,
+    )
     if kind == "encodec":  # frame rate 500 Hz, 6 bits per code -> 3 kbps per codebook
-        model = EncodecModel(EncodecConfig(sampling_rate=SR, target_bandwidths=[3.0, 6.0, 12.0], normalize=False,
-                                           chunk_length_s=None, num_lstm_layers=1, **conv))
+        model = EncodecModel(
+            EncodecConfig(
+                sampling_rate=SR,
+                target_bandwidths=[3.0, 6.0, 12.0],
+                normalize=False,
+                chunk_length_s=None,
+                num_lstm_layers=1,
+                **conv,
+            )
+        )
     elif kind == "mimi":
-        model = MimiModel(MimiConfig(sampling_rate=SR, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                                     head_dim=8, intermediate_size=32, num_quantizers=4, num_semantic_quantizers=1,
-                                     vector_quantization_hidden_dimension=16, upsample_groups=16, sliding_window=16,
-                                     max_position_embeddings=256, **conv))
+        model = MimiModel(
+            MimiConfig(
+                sampling_rate=SR,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                num_key_value_heads=2,
+                head_dim=8,
+                intermediate_size=32,
+                num_quantizers=4,
+                num_semantic_quantizers=1,
+                vector_quantization_hidden_dimension=16,
+                upsample_groups=16,
+                sliding_window=16,
+                max_position_embeddings=256,
+                **conv,
+            )
+        )
     else:
-        model = DacModel(DacConfig(sampling_rate=SR, encoder_hidden_size=4, downsampling_ratios=[2, 4], decoder_hidden_size=8,
-                                   upsampling_ratios=[4, 2], n_codebooks=3, codebook_size=64, codebook_dim=4, hidden_size=16))
+        model = DacModel(
+            DacConfig(
+                sampling_rate=SR,
+                encoder_hidden_size=4,
+                downsampling_ratios=[2, 4],
+                decoder_hidden_size=8,
+                upsampling_ratios=[4, 2],
+                n_codebooks=3,
+                codebook_size=64,
+                codebook_dim=4,
+                hidden_size=16,
+            )
+        )
     # random codebooks (EnCodec initialises them to zeros, which would make every code 0)
     with torch.no_grad():
         for name, buf in list(model.named_buffers()) + list(model.named_parameters()):
@@ -117,7 +158,7 @@ def test_batch_equals_per_item(codec_dir):
         one, f1 = tok.encode(w[None])
         assert int(f1[0]) == int(frames[i]), (i, f1, frames)
         assert torch.equal(one[0], codes[i, :, : int(frames[i])]), f"item {i} differs between batch and single"
-        assert (codes[i, :, int(frames[i]):] == 0).all()
+        assert (codes[i, :, int(frames[i]) :] == 0).all()
 
 
 def test_save_from_pretrained_round_trip(codec_dir, tmp_path):

@@ -7,13 +7,13 @@ column names and feature types, or in the corpora's release folder layout.
 import os
 
 import pytest
+from fixtures import hf_corpora as fx
 
 from audiopalm import audio
 from audiopalm.audio import AudioError
 from audiopalm.manifest import ManifestError, read_manifest
 from data_prep import covost2, cvss, fleurs, librispeech
 from data_prep import hf_common as hc
-from fixtures import hf_corpora as fx
 
 
 def _dur(path):
@@ -24,8 +24,18 @@ def _dur(path):
 # ----------------------------------------------------------------------------- shared helpers
 
 
-@pytest.mark.parametrize("code,iso", [("en", "en"), ("zh-CN", "zh"), ("sv-SE", "sv"), ("en_us", "en"),
-                                      ("cmn_hans_cn", "zh"), ("es_419", "es"), ("FR", "fr")])
+@pytest.mark.parametrize(
+    "code,iso",
+    [
+        ("en", "en"),
+        ("zh-CN", "zh"),
+        ("sv-SE", "sv"),
+        ("en_us", "en"),
+        ("cmn_hans_cn", "zh"),
+        ("es_419", "es"),
+        ("FR", "fr"),
+    ],
+)
 def test_iso_lang(code, iso):
     assert hc.iso_lang(code) == iso
 
@@ -173,8 +183,18 @@ def test_cvss_release_joined_with_covost(tmp_path, capsys):
     assert abs(src_dur - fx.seconds_of(1)) < 1e-3 and abs(tgt_dur - 2 * fx.seconds_of(1)) < 1e-3
     assert "/audio/cvss_c/" in r.tgt_audio and "/audio/commonvoice/" in r.audio
 
-    dev = read_manifest(cvss.prepare(tgt, tmp_path / "out", covost=srcs, pair="fr_en", split="validation",
-                                     tgt_text_from="covost", variant="t", progress=False))
+    dev = read_manifest(
+        cvss.prepare(
+            tgt,
+            tmp_path / "out",
+            covost=srcs,
+            pair="fr_en",
+            split="validation",
+            tgt_text_from="covost",
+            variant="t",
+            progress=False,
+        )
+    )
     assert [r.tgt_text for r in dev] == [fx.EN[0], fx.EN[1]]  # clips 5, 6: CoVoST's own translation
     assert all("/audio/cvss_t/" in r.tgt_audio for r in dev)
 
@@ -191,8 +211,13 @@ def test_cvss_shares_source_wavs_with_covost2(tmp_path, capsys):
     srcs = fx.covost_saved(tmp_path / "cv", n=3, splits=("train",))
     covost2.prepare(srcs, tmp_path / "out", progress=False)
     capsys.readouterr()
-    cvss.prepare(fx.cvss_release(tmp_path / "cvss", split_rows={"train": [0, 1, 2]}), tmp_path / "out",
-                 covost=srcs, pair="fr_en", progress=False)
+    cvss.prepare(
+        fx.cvss_release(tmp_path / "cvss", split_rows={"train": [0, 1, 2]}),
+        tmp_path / "out",
+        covost=srcs,
+        pair="fr_en",
+        progress=False,
+    )
     assert "3 wavs written, 3 kept" in capsys.readouterr().err  # targets new, sources reused
 
 
@@ -246,8 +271,9 @@ def test_cli_prepare(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["prepare", "librispeech", "--source", str(src), "--out", str(out), "--quiet"]) == 2
     assert "pass --skip-bad" in capsys.readouterr().err
-    rc = main(["prepare", "librispeech", "--source", str(src), "--out", str(out), "--skip-bad",
-               "--max-items", "1", "--quiet"])
+    rc = main(
+        ["prepare", "librispeech", "--source", str(src), "--out", str(out), "--skip-bad", "--max-items", "1", "--quiet"]
+    )
     cap = capsys.readouterr()
     assert rc == 0 and "1 bad rows skipped" in cap.err
     man = cap.out.strip()
@@ -255,8 +281,24 @@ def test_cli_prepare(tmp_path, capsys):
 
     cv = fx.covost_saved(tmp_path / "cv", n=2, splits=("train",))
     tgt = fx.cvss_release(tmp_path / "cvss", split_rows={"train": [0, 1]})
-    assert main(["prepare", "cvss", "--source", str(tgt), "--covost", str(cv), "--pair", "fr_en",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "cvss",
+                "--source",
+                str(tgt),
+                "--covost",
+                str(cv),
+                "--pair",
+                "fr_en",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert len(read_manifest(capsys.readouterr().out.strip())) == 2
 
 
@@ -266,8 +308,9 @@ def test_cli_prepare(tmp_path, capsys):
 @pytest.mark.parametrize("streaming", [True, False])
 def test_librispeech_from_a_downloaded_hub_repo(tmp_path, streaming):
     repo = fx.as_hub_repo(fx.librispeech_saved(tmp_path / "ls", n=3), tmp_path / "repo", config="all")
-    man = librispeech.prepare(repo, tmp_path / "out", config="all", split="train.clean.100", max_items=2,
-                              streaming=streaming, progress=False)
+    man = librispeech.prepare(
+        repo, tmp_path / "out", config="all", split="train.clean.100", max_items=2, streaming=streaming, progress=False
+    )
     recs = read_manifest(man)
     assert [r.id for r in recs] == ["ls-1089-134686-0000", "ls-1089-134686-0001"]
     assert abs(_dur(recs[1].audio)[0] - fx.seconds_of(1)) < 1e-3
@@ -290,8 +333,11 @@ def test_fleurs_pairs_joined_on_sentence_id(tmp_path, capsys):
     assert {(r.lang, r.tgt_lang, r.tgt_text) for r in recs} == {("fr", "en", fx.FLEURS_RAW["en_us"][0])}
     assert recs[0].tgt_audio == recs[1].tgt_audio  # one target wav per sentence
     assert abs(_dur(recs[0].tgt_audio)[0] - fx.seconds_of(0)) < 1e-3
-    text_only = read_manifest(fleurs.prepare(fr, tmp_path / "out2", config="fr_fr", tgt_source=en,
-                                             tgt_config="en_us", tgt_speech=False, progress=False))
+    text_only = read_manifest(
+        fleurs.prepare(
+            fr, tmp_path / "out2", config="fr_fr", tgt_source=en, tgt_config="en_us", tgt_speech=False, progress=False
+        )
+    )
     assert all(r.tgt_audio is None and r.tgt_text for r in text_only)
 
 
@@ -300,8 +346,28 @@ def test_cli_fleurs_pairs_with_a_release_folder_target(tmp_path, capsys):
 
     fr = fx.fleurs_saved(tmp_path / "fr", config="fr_fr", n=2, split="validation")
     en = fx.fleurs_release(tmp_path / "en_us", config="en_us", n=2)  # dev.tsv: sentences 1000, 1001
-    assert main(["prepare", "fleurs", "--source", str(fr), "--config", "fr_fr", "--tgt-config", "en_us",
-                 "--tgt-source", str(en), "--split", "validation", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "fleurs",
+                "--source",
+                str(fr),
+                "--config",
+                "fr_fr",
+                "--tgt-config",
+                "en_us",
+                "--tgt-source",
+                str(en),
+                "--split",
+                "validation",
+                "--out",
+                str(tmp_path / "out"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     recs = read_manifest(capsys.readouterr().out.strip())
     assert [r.tgt_text for r in recs] == fx.FLEURS_RAW["en_us"]
     assert [r.text for r in recs] == fx.FLEURS_RAW["fr_fr"]

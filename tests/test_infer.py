@@ -6,12 +6,13 @@ import json
 import numpy as np
 import pytest
 
+# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
+from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
+
 from audiopalm import audio as audio_io
 from audiopalm.cli import main
 from audiopalm.infer import read_inputs
 from audiopalm.pipeline import AudioPaLM
-# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
-from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +28,26 @@ def test_speech_input_tasks_give_the_pipelines_outputs(setup, tmp_path, capsys):
     ckpt, wavs = setup
     pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
     out = tmp_path / "speech"
-    rc = main(["generate", "--checkpoint", str(ckpt), "--task", "S2ST", "--src", "en", "--tgt", "fr", *wavs,
-               "--out-dir", str(out), "--max-new-tokens", "12", "--json", "--quiet"])
+    rc = main(
+        [
+            "generate",
+            "--checkpoint",
+            str(ckpt),
+            "--task",
+            "S2ST",
+            "--src",
+            "en",
+            "--tgt",
+            "fr",
+            *wavs,
+            "--out-dir",
+            str(out),
+            "--max-new-tokens",
+            "12",
+            "--json",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["input"] for r in lines] == wavs and all(r["task"] == "S2ST" for r in lines)
@@ -41,26 +60,65 @@ def test_speech_input_tasks_give_the_pipelines_outputs(setup, tmp_path, capsys):
         assert r["seconds"] == round(len(w.audio) / sr, 2)
 
     # a chain prints each of its text outputs (a random model never ends its transcript: no speech, said so)
-    rc = main(["generate", "--checkpoint", str(ckpt), "--task", "ASR AST S2ST", "--src", "en", "--tgt", "fr",
-               wavs[0], "--out-dir", str(tmp_path / "chain"), "--max-new-tokens", "6", "--quiet"])
+    rc = main(
+        [
+            "generate",
+            "--checkpoint",
+            str(ckpt),
+            "--task",
+            "ASR AST S2ST",
+            "--src",
+            "en",
+            "--tgt",
+            "fr",
+            wavs[0],
+            "--out-dir",
+            str(tmp_path / "chain"),
+            "--max-new-tokens",
+            "6",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     w = pipe.generate("ASR AST S2ST", wavs[0], "en", "fr", max_new_tokens=6)
     assert capsys.readouterr().out.splitlines() == [
-        f"[1] {wavs[0]}", f"  transcript: {w.text}", "  speech: none (decoding stopped before a whole audio frame)",
-        "  (stopped at --max-new-tokens before the end of the output)"]
+        f"[1] {wavs[0]}",
+        f"  transcript: {w.text}",
+        "  speech: none (decoding stopped before a whole audio frame)",
+        "  (stopped at --max-new-tokens before the end of the output)",
+    ]
 
 
 def test_text_inputs_from_stdin_and_greedy_speech(setup, tmp_path, capsys, monkeypatch):
     ckpt, _ = setup
     monkeypatch.setattr("sys.stdin", io.StringIO("the dog sleeps.\n\na cat runs.\n"))
     out = tmp_path / "tts"
-    rc = main(["generate", "--checkpoint", str(ckpt), "--task", "TTS", "--src", "en", "-", "--out-dir", str(out),
-               "--max-new-tokens", "8", "--speech-temperature", "0", "--no-speech-cap", "--quiet"])
+    rc = main(
+        [
+            "generate",
+            "--checkpoint",
+            str(ckpt),
+            "--task",
+            "TTS",
+            "--src",
+            "en",
+            "-",
+            "--out-dir",
+            str(out),
+            "--max-new-tokens",
+            "8",
+            "--speech-temperature",
+            "0",
+            "--no-speech-cap",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     text = capsys.readouterr().out
     assert "[1] the dog sleeps." in text and "[2] a cat runs." in text and "[3]" not in text
     want = AudioPaLM.from_pretrained(ckpt, device="cpu").generate(
-        "TTS", ["the dog sleeps.", "a cat runs."], "en", max_new_tokens=8, speech_sampling=None, cap_speech=False)
+        "TTS", ["the dog sleeps.", "a cat runs."], "en", max_new_tokens=8, speech_sampling=None, cap_speech=False
+    )
     for i, w in enumerate(want, start=1):
         path = out / f"{i:03d}_TTS_en.wav"
         assert f"speech: {path}" in text
@@ -70,16 +128,54 @@ def test_text_inputs_from_stdin_and_greedy_speech(setup, tmp_path, capsys, monke
 
 def test_beam_search_for_text_outputs(setup, tmp_path, capsys):
     ckpt, wavs = setup
-    rc = main(["generate", "--checkpoint", str(ckpt), "--task", "MT", "--src", "en", "--tgt", "fr", "the dog sleeps.",
-               "a cat runs.", "--num-beams", "3", "--max-new-tokens", "6", "--json", "--quiet"])
+    rc = main(
+        [
+            "generate",
+            "--checkpoint",
+            str(ckpt),
+            "--task",
+            "MT",
+            "--src",
+            "en",
+            "--tgt",
+            "fr",
+            "the dog sleeps.",
+            "a cat runs.",
+            "--num-beams",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--json",
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     got = [json.loads(line)["translation"] for line in capsys.readouterr().out.splitlines()]
     pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
-    want = pipe.generate("MT", ["the dog sleeps.", "a cat runs."], "en", "fr", max_new_tokens=6, num_beams=3,
-                         early_stopping=True)
+    want = pipe.generate(
+        "MT", ["the dog sleeps.", "a cat runs."], "en", "fr", max_new_tokens=6, num_beams=3, early_stopping=True
+    )
     assert got == [w.translation for w in want]
-    assert main(["generate", "--checkpoint", str(ckpt), "--task", "TTS", "--src", "en", "hi", "--beam-tasks", "TTS",
-                 "--out-dir", str(tmp_path / "x"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(ckpt),
+                "--task",
+                "TTS",
+                "--src",
+                "en",
+                "hi",
+                "--beam-tasks",
+                "TTS",
+                "--out-dir",
+                str(tmp_path / "x"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "beam search is for tasks whose outputs are all text" in capsys.readouterr().err
 
 
@@ -97,8 +193,10 @@ def test_bad_requests_are_clear_errors_and_write_nothing(setup, tmp_path, capsys
         (["--task", "ASR", "--src", "xx", wavs[0]], "unknown language 'xx'"),
         (["--task", "XYZ", "--src", "en", wavs[0]], "unknown task 'XYZ'"),
         (["--task", "TTS", "--src", "en", "   "], "empty text"),
-        (["--checkpoint", str(tmp_path / "nockpt"), "--task", "MT", "--src", "en", "--tgt", "fr", "hi"],
-         "no such checkpoint"),
+        (
+            ["--checkpoint", str(tmp_path / "nockpt"), "--task", "MT", "--src", "en", "--tgt", "fr", "hi"],
+            "no such checkpoint",
+        ),
     ]
     for args, message in cases:
         assert main(base + args) == 2, args

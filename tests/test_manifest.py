@@ -16,9 +16,17 @@ def _wav(path, seconds=0.5, sr=16000):
     return path
 
 
-GOOD = {"id": "u1", "lang": "en", "text": "the dog sleeps.", "audio": "wav/u1.wav",
-        "tgt_lang": "fr", "tgt_text": "le chien dort.", "tgt_audio": "wav/u1_fr.wav",
-        "speaker": "en-v01", "split": "train"}
+GOOD = {
+    "id": "u1",
+    "lang": "en",
+    "text": "the dog sleeps.",
+    "audio": "wav/u1.wav",
+    "tgt_lang": "fr",
+    "tgt_text": "le chien dort.",
+    "tgt_audio": "wav/u1_fr.wav",
+    "speaker": "en-v01",
+    "split": "train",
+}
 
 
 @pytest.fixture
@@ -35,8 +43,10 @@ def _write_lines(path, lines):
 
 
 def test_round_trip(corpus):
-    recs = [Record(**{**GOOD, "audio": str(corpus / "wav/u1.wav"), "tgt_audio": str(corpus / "wav/u1_fr.wav")}),
-            Record(id="u2", lang="de", text="der hund schläft.", audio=str(corpus / "wav/u2.wav"), split="test")]
+    recs = [
+        Record(**{**GOOD, "audio": str(corpus / "wav/u1.wav"), "tgt_audio": str(corpus / "wav/u1_fr.wav")}),
+        Record(id="u2", lang="de", text="der hund schläft.", audio=str(corpus / "wav/u2.wav"), split="test"),
+    ]
     path = write_manifest(corpus / "m.jsonl", recs)
     on_disk = [json.loads(l) for l in path.read_text().splitlines()]
     assert on_disk[0]["audio"] == "wav/u1.wav"  # relative to the manifest's folder on disk
@@ -108,9 +118,11 @@ def test_missing_manifest(tmp_path):
 
 
 def test_check_summary_and_audio_errors(corpus):
-    lines = [GOOD, {"id": "u2", "lang": "de", "text": "hallo.", "audio": "wav/u2.wav", "split": "test",
-                    "speaker": "de-v02"},
-             {"id": "u3", "lang": "de", "text": "weg.", "audio": "wav/missing.wav", "split": "test"}]
+    lines = [
+        GOOD,
+        {"id": "u2", "lang": "de", "text": "hallo.", "audio": "wav/u2.wav", "split": "test", "speaker": "de-v02"},
+        {"id": "u3", "lang": "de", "text": "weg.", "audio": "wav/missing.wav", "split": "test"},
+    ]
     path = _write_lines(corpus / "m.jsonl", lines)
     s = check_manifest(path, progress=False)
     assert s["utterances"] == 3
@@ -143,8 +155,14 @@ def test_cli_help(capsys):
 
 def test_text_only_rows(corpus, capsys):
     """A row without audio (an MT pair, LM text) is valid; `manifest check` counts it."""
-    mt = {"id": "t1", "lang": "en", "text": "the cat runs.", "tgt_lang": "fr", "tgt_text": "le chat court.",
-          "split": "test"}
+    mt = {
+        "id": "t1",
+        "lang": "en",
+        "text": "the cat runs.",
+        "tgt_lang": "fr",
+        "tgt_text": "le chat court.",
+        "split": "test",
+    }
     path = _write_lines(corpus / "m.jsonl", [GOOD, mt])
     recs = read_manifest(path)
     assert recs[1].audio is None and recs[1].tgt_text == "le chat court."
@@ -155,11 +173,14 @@ def test_text_only_rows(corpus, capsys):
     assert "1 text-only" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"", "empty manifest"),
-    (b"\n  \n", "empty manifest"),
-    (b'{"id": "u1", "lang": "en", "text": "caf\xe9."}\n', "not UTF-8"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "empty manifest"),
+        (b"\n  \n", "empty manifest"),
+        (b'{"id": "u1", "lang": "en", "text": "caf\xe9."}\n', "not UTF-8"),
+    ],
+)
 def test_empty_or_non_utf8_manifest(tmp_path, capsys, content, message):
     path = tmp_path / "m.jsonl"
     path.write_bytes(content)

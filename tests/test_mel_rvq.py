@@ -21,7 +21,7 @@ def voice(seconds: float, rng: np.random.Generator) -> np.ndarray:
     f0 = rng.uniform(90, 220) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
     phase = 2 * np.pi * np.cumsum(f0) / SR
     formant = rng.uniform(300, 2500)
-    wav = sum(np.exp(-((h * f0.mean() - formant) / 600) ** 2) * np.sin(h * phase) for h in range(1, 20))
+    wav = sum(np.exp(-(((h * f0.mean() - formant) / 600) ** 2)) * np.sin(h * phase) for h in range(1, 20))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
     noise = rng.normal(0, 0.05, t.size) * (np.sin(2 * np.pi * 3 * t) > 0.7)
     wav = envelope * wav + noise
@@ -36,8 +36,9 @@ def corpus() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def tok(corpus) -> MelRVQTokenizer:
-    return MelRVQTokenizer.fit(corpus, num_codebooks=8, codebook_size=16, seed=0, kmeans_iters=10,
-                               progress=False, **TINY)
+    return MelRVQTokenizer.fit(
+        corpus, num_codebooks=8, codebook_size=16, seed=0, kmeans_iters=10, progress=False, **TINY
+    )
 
 
 def pad_batch(waves):
@@ -171,12 +172,14 @@ def test_error_falls_as_codebooks_are_added(tok, corpus):
 
 
 def test_fit_is_deterministic_for_a_seed(tok, corpus):
-    again = MelRVQTokenizer.fit(corpus, num_codebooks=8, codebook_size=16, seed=0, kmeans_iters=10,
-                                progress=False, **TINY)
+    again = MelRVQTokenizer.fit(
+        corpus, num_codebooks=8, codebook_size=16, seed=0, kmeans_iters=10, progress=False, **TINY
+    )
     assert again.fingerprint == tok.fingerprint
     assert torch.equal(again.codebooks, tok.codebooks)
-    other = MelRVQTokenizer.fit(corpus, num_codebooks=8, codebook_size=16, seed=1, kmeans_iters=10,
-                                progress=False, **TINY)
+    other = MelRVQTokenizer.fit(
+        corpus, num_codebooks=8, codebook_size=16, seed=1, kmeans_iters=10, progress=False, **TINY
+    )
     assert other.fingerprint != tok.fingerprint
 
 
@@ -234,15 +237,30 @@ def test_griffin_lim_recovers_a_consistent_spectrogram(tok, corpus):
     c = tok.config
     wav = torch.from_numpy(corpus[1])[None]
     wav = wav[:, : (wav.shape[1] // c.hop_length) * c.hop_length]
-    stft = lambda w: torch.stft(w, c.n_fft, c.hop_length, c.win_length, tok.window, center=True,  # noqa: E731
-                                pad_mode="constant", return_complex=True).abs()
+    stft = lambda w: torch.stft(
+        w,
+        c.n_fft,
+        c.hop_length,
+        c.win_length,
+        tok.window,
+        center=True,  # noqa: E731
+        pad_mode="constant",
+        return_complex=True,
+    ).abs()
     mag = stft(wav)[:, :, :-1]  # [1, n_freq, M]: the frames griffin_lim is given
     out = tok.griffin_lim(mag)
     assert out.shape == wav.shape and torch.isfinite(out).all()
     convergence = float((stft(out)[:, :, :-1] - mag).norm() / mag.norm())
     full = torch.cat([mag, mag[:, :, -1:]], 2)  # [1, n_freq, M + 1]
-    random_phase = torch.istft(torch.polar(full, torch.rand(full.shape) * 2 * math.pi), c.n_fft, c.hop_length,
-                               c.win_length, tok.window, center=True, length=wav.shape[1])
+    random_phase = torch.istft(
+        torch.polar(full, torch.rand(full.shape) * 2 * math.pi),
+        c.n_fft,
+        c.hop_length,
+        c.win_length,
+        tok.window,
+        center=True,
+        length=wav.shape[1],
+    )
     baseline = float((stft(random_phase)[:, :, :-1] - mag).norm() / mag.norm())
     assert convergence < 0.5 * baseline and convergence < 0.3, (convergence, baseline)
 

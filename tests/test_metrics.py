@@ -27,13 +27,16 @@ def test_rule_apostrophes_unified_and_kept_inside_words():
     assert normalize("'quoted' rock'n'roll'") == "quoted rock'n'roll"  # edge quotes go, inner ones stay
 
 
-@pytest.mark.parametrize("lang,text,expected", [
-    ("en", "I have 42 cats and 100 dogs", "i have forty two cats and one hundred dogs"),
-    ("en", "0 7 21", "zero seven twenty one"),
-    ("fr", "il a 21 ans, pas 71", "il a vingt et un ans pas soixante et onze"),
-    ("es", "tengo 100 años y 42", "tengo cien años y cuarenta y dos"),
-    ("de", "Er hat 21 Äpfel", "er hat einundzwanzig äpfel"),
-])
+@pytest.mark.parametrize(
+    "lang,text,expected",
+    [
+        ("en", "I have 42 cats and 100 dogs", "i have forty two cats and one hundred dogs"),
+        ("en", "0 7 21", "zero seven twenty one"),
+        ("fr", "il a 21 ans, pas 71", "il a vingt et un ans pas soixante et onze"),
+        ("es", "tengo 100 años y 42", "tengo cien años y cuarenta y dos"),
+        ("de", "Er hat 21 Äpfel", "er hat einundzwanzig äpfel"),
+    ],
+)
 def test_rule_numbers_spelled_out(lang, text, expected):
     assert normalize(text, lang) == expected
 
@@ -92,8 +95,17 @@ def test_error_rate_signature_and_summary_row():
     assert r.signature.startswith("norm:audiopalm|lang:fr|jiwer:")
     assert wer(["a"], ["a"], normalized=False).signature.startswith("norm:no|lang:-|")
     row = summary_row(r, task="ASR", src="fr", subset="heldout_voice")
-    assert row == {"task": "ASR", "src": "fr", "tgt": None, "split": "test", "subset": "heldout_voice",
-                   "metric": "WER", "value": 50.0, "n": 1, "signature": r.signature}
+    assert row == {
+        "task": "ASR",
+        "src": "fr",
+        "tgt": None,
+        "split": "test",
+        "subset": "heldout_voice",
+        "metric": "WER",
+        "value": 50.0,
+        "n": 1,
+        "signature": r.signature,
+    }
     b = summary_row(bleu(["a b c d"], ["a b c d"]), task="AST", src="en", tgt="fr", metric="BLEU-13a")
     assert b["metric"] == "BLEU-13a" and b["value"] == 100.0 and "tok:13a" in b["signature"]
 
@@ -243,32 +255,60 @@ def test_pocketsphinx_on_espeak_english(tmp_path):
 def _tiny_whisper(folder):
     """A random 1-layer Whisper with a 300-token byte-level BPE, saved like a hub checkpoint."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer)
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["hello world the cat", "bonjour le chat"], vocab_size=300, min_frequency=1,
-                            show_progress=False)
+    bpe.train_from_iterator(
+        ["hello world the cat", "bonjour le chat"], vocab_size=300, min_frequency=1, show_progress=False
+    )
     folder.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(folder))
     eot = "<|endoftext|>"
-    tok = WhisperTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), unk_token=eot,
-                           bos_token=eot, eos_token=eot, pad_token=eot)
-    specials = ["<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>",
-                "<|notimestamps|>"]
+    tok = WhisperTokenizer(
+        str(folder / "vocab.json"),
+        str(folder / "merges.txt"),
+        unk_token=eot,
+        bos_token=eot,
+        eos_token=eot,
+        pad_token=eot,
+    )
+    specials = ["<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
     tok.add_special_tokens({"additional_special_tokens": specials})
     ids = {t: tok.convert_tokens_to_ids(t) for t in [eot] + specials}
-    cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=80, d_model=16, encoder_layers=1, decoder_layers=1,
-                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32,
-                        decoder_ffn_dim=32, max_target_positions=64, pad_token_id=ids[eot],
-                        bos_token_id=ids[eot], eos_token_id=ids[eot],
-                        decoder_start_token_id=ids["<|startoftranscript|>"])
+    cfg = WhisperConfig(
+        vocab_size=len(tok),
+        num_mel_bins=80,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_target_positions=64,
+        pad_token_id=ids[eot],
+        bos_token_id=ids[eot],
+        eos_token_id=ids[eot],
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+    )
     model = WhisperForConditionalGeneration(cfg)
     model.generation_config = GenerationConfig(
-        decoder_start_token_id=ids["<|startoftranscript|>"], eos_token_id=ids[eot], pad_token_id=ids[eot],
-        is_multilingual=True, lang_to_id={"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"]},
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+        eos_token_id=ids[eot],
+        pad_token_id=ids[eot],
+        is_multilingual=True,
+        lang_to_id={"<|en|>": ids["<|en|>"], "<|fr|>": ids["<|fr|>"]},
         task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
-        no_timestamps_token_id=ids["<|notimestamps|>"], max_length=64)
+        no_timestamps_token_id=ids["<|notimestamps|>"],
+        max_length=64,
+    )
     model.save_pretrained(folder)
     WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tok).save_pretrained(folder)
     return folder
@@ -287,7 +327,6 @@ def test_whisper_judge_tiny_random_model(tmp_path):
     assert transcripts == texts and 0.0 <= score.value <= 100.0 and not math.isnan(score.value)
 
 
-
 def test_score_cli(tmp_path, capsys):
     import argparse
     import json
@@ -296,8 +335,9 @@ def test_score_cli(tmp_path, capsys):
     (tmp_path / "hyp.txt").write_text("the cat sad\ni have two dogs\n")
     parser = argparse.ArgumentParser()
     metrics.add_arguments(parser)
-    args = parser.parse_args([str(tmp_path / "ref.txt"), str(tmp_path / "hyp.txt"), "--metric", "wer", "bleu",
-                              "--lang", "en", "--json"])
+    args = parser.parse_args(
+        [str(tmp_path / "ref.txt"), str(tmp_path / "hyp.txt"), "--metric", "wer", "bleu", "--lang", "en", "--json"]
+    )
     assert metrics.run(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["metric"] == "WER" and rows[0]["value"] == pytest.approx(100 / 7) and rows[0]["n"] == 2

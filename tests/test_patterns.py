@@ -61,17 +61,20 @@ def test_delay_with_one_codebook_equals_flatten():
     assert torch.equal(get_pattern("delay", 1).build(codes, 7), get_pattern("flatten", 1).build(codes, 7))
 
 
-@pytest.mark.parametrize("name, stream, message", [
-    ("flatten", [1, 14, 2], "not a multiple"),
-    ("flatten", [1, 4, 2, 15], "position 1 holds 4, expected an id of codebook 1"),
-    ("flatten", [1, 14, PAD, 15], "position 2 holds -1"),
-    ("flatten", [1, 14, 20, 15], "position 2 holds 20, expected an id of codebook 0"),
-    ("delay", [1, PAD, 2], "not (F + 2 - 1) * 2"),
-    ("delay", [1, PAD], "not (F + 2 - 1) * 2"),
-    ("delay", [1, 14, 2, 15], "position 1 holds 14, expected the filler"),
-    ("delay", [1, PAD, 2, 14, PAD, 15, PAD, 16], "position 4 holds -1, expected an id of codebook 0"),
-    ("delay", [1, PAD, 2, 14, 3, 15, 4, 16], "position 6 holds 4, expected the filler"),
-])
+@pytest.mark.parametrize(
+    "name, stream, message",
+    [
+        ("flatten", [1, 14, 2], "not a multiple"),
+        ("flatten", [1, 4, 2, 15], "position 1 holds 4, expected an id of codebook 1"),
+        ("flatten", [1, 14, PAD, 15], "position 2 holds -1"),
+        ("flatten", [1, 14, 20, 15], "position 2 holds 20, expected an id of codebook 0"),
+        ("delay", [1, PAD, 2], "not (F + 2 - 1) * 2"),
+        ("delay", [1, PAD], "not (F + 2 - 1) * 2"),
+        ("delay", [1, 14, 2, 15], "position 1 holds 14, expected the filler"),
+        ("delay", [1, PAD, 2, 14, PAD, 15, PAD, 16], "position 4 holds -1, expected an id of codebook 0"),
+        ("delay", [1, PAD, 2, 14, 3, 15, 4, 16], "position 6 holds 4, expected the filler"),
+    ],
+)
 def test_malformed_streams_rejected(name, stream, message):
     with pytest.raises(PatternError) as e:
         get_pattern(name, 2).revert(stream, 10)

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from test_extend import TinyCodec  # tests/ is on sys.path under pytest
+from test_vocab import tiny_text_tokenizer
 
 from audiopalm import audio as audio_io
 from audiopalm.modeling.extend import extend_model, save_checkpoint
@@ -14,10 +16,10 @@ from audiopalm.pipeline import AudioPaLM, Output, PipelineError
 from audiopalm.tasks import parse_task
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 from audiopalm.vocab import UnifiedVocab
-from test_extend import TinyCodec  # tests/ is on sys.path under pytest
-from test_vocab import tiny_text_tokenizer
 
 SR = 16000
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models run fastest on one thread; two threads on a loaded 2-core machine spin and are ~10x slower."""
@@ -41,14 +43,27 @@ def make_checkpoint(out_dir, *, tasks=TASKS, max_positions=512, audio_tokenizer=
     """A 2-layer random Llama extended with a mel_rvq vocabulary (2 codebooks of 16), saved to out_dir."""
     torch.manual_seed(0)
     if audio_tokenizer is None:
-        audio_tokenizer = MelRVQTokenizer.fit([tone(1.5, f) for f in (220, 440, 880)], num_codebooks=2,
-                                              codebook_size=16, kmeans_iters=3, progress=False, griffin_lim_iters=4,
-                                              nnls_iters=2)
-    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=audio_tokenizer, pattern=pattern,
-                               tasks=tasks)
-    cfg = transformers.LlamaConfig(vocab_size=len(vocab.tokenizer), hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                   max_position_embeddings=max_positions)
+        audio_tokenizer = MelRVQTokenizer.fit(
+            [tone(1.5, f) for f in (220, 440, 880)],
+            num_codebooks=2,
+            codebook_size=16,
+            kmeans_iters=3,
+            progress=False,
+            griffin_lim_iters=4,
+            nnls_iters=2,
+        )
+    vocab = UnifiedVocab.build(
+        tiny_text_tokenizer("llama"), audio_tokenizer=audio_tokenizer, pattern=pattern, tasks=tasks
+    )
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(vocab.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=max_positions,
+    )
     model = extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
     return save_checkpoint(model, vocab, audio_tokenizer, out_dir)
 
@@ -259,12 +274,14 @@ def test_speech_is_sampled_by_default_text_is_greedy(pipe):
         greedy = pipe.tts(texts, "en", max_new_tokens=41, speech_sampling=None)
         assert any(not torch.equal(a.codes, b.codes) for a, b in zip(sampled, greedy))
         # the same default, reached explicitly, and an input alone gives the speech it gave in a batch
-        assert torch.equal(pipe.tts(texts[1], "en", max_new_tokens=41, speech_sampling=SPEECH_SAMPLING).codes,
-                           sampled[1].codes)
+        assert torch.equal(
+            pipe.tts(texts[1], "en", max_new_tokens=41, speech_sampling=SPEECH_SAMPLING).codes, sampled[1].codes
+        )
         # the caller's decoding options win over the default; with an explicit sampling they clash
         beams = pipe.tts(texts[0], "en", max_new_tokens=41, num_beams=2)
-        assert torch.equal(beams.codes, pipe.tts(texts[0], "en", max_new_tokens=41, speech_sampling=None,
-                                                 num_beams=2).codes)
+        assert torch.equal(
+            beams.codes, pipe.tts(texts[0], "en", max_new_tokens=41, speech_sampling=None, num_beams=2).codes
+        )
         with pytest.raises(PipelineError, match="both choose the decoding"):
             pipe.tts(texts[0], "en", speech_sampling=SpeechSampling(temperature=0.9), do_sample=True)
         # chained S2ST: transcript and translation are greedy search's
@@ -285,8 +302,7 @@ def test_a_local_looking_name_is_never_fetched(name, tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "EXISTS").mkdir()
-    monkeypatch.setattr(huggingface_hub, "snapshot_download",
-                        lambda *a, **k: pytest.fail(f"hub request for {a}"))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail(f"hub request for {a}"))
     with pytest.raises(ValueError, match="looks like a local path"):
         AudioPaLM.from_pretrained(name)
 

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from test_pipeline import _one_thread, tone  # noqa: F401  (the one-thread fixture applies to this module too)
+from test_vocab import tiny_text_tokenizer
 
 from audiopalm.acoustic import AcousticConfig, AcousticStage
 from audiopalm.modeling.extend import extend_model, save_checkpoint
@@ -11,8 +13,6 @@ from audiopalm.pipeline import AudioPaLM, PipelineError
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 from audiopalm.tokenizers.semantic import SemanticTokenizer
 from audiopalm.vocab import UnifiedVocab
-from test_pipeline import _one_thread, tone  # noqa: F401  (the one-thread fixture applies to this module too)
-from test_vocab import tiny_text_tokenizer
 
 SR = 16000
 # 50 Hz on both sides: MFCC units hop 320 samples; the codec 160-sample hop x 2 stacked frames
@@ -32,9 +32,15 @@ def parts():
     for block in stage.model.blocks:  # FiLM starts as the identity; a trained stage hears the voice
         torch.nn.init.normal_(block.film.weight, std=0.5)
     vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=units, tasks=["TTS", "S2ST"])
-    cfg = transformers.LlamaConfig(vocab_size=len(vocab.tokenizer), hidden_size=32, intermediate_size=64,
-                                   num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                                   max_position_embeddings=256)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(vocab.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+    )
     model = extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
     return units, stage, model, vocab
 
@@ -82,7 +88,7 @@ def test_s2st_can_keep_the_source_voice(parts, tmp_path):
 def test_a_stage_for_other_units_is_refused(parts):
     units, stage, model, vocab = parts
     other = SemanticTokenizer(features="mfcc", num_units=8, sample_rate=SR).fit(
-        [tone(1.0, f) for f in (300, 500, 700)], iters=2, seed=1, progress=False)
+        [tone(1.0, f) for f in (300, 500, 700)], iters=2, seed=1, progress=False
+    )
     with pytest.raises(PipelineError, match="trained on units of audio tokenizer"):
-        AudioPaLM(model, UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=other), other,
-                  acoustic=stage)
+        AudioPaLM(model, UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=other), other, acoustic=stage)

@@ -21,12 +21,24 @@ RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 TINY = REPO / "recipes" / "configs" / "pretrain_text_tiny.yaml"
 
 # A toy parallel grammar: (en, fr, es, de) words, so every sentence has aligned translations.
-_ADJ = [("small", "petit", "pequeño", "kleine"), ("big", "grand", "grande", "große"),
-        ("old", "vieux", "viejo", "alte"), ("red", "rouge", "rojo", "rote")]
-_NOUN = [("dog", "chien", "perro", "Hund"), ("cat", "chat", "gato", "Katze"),
-         ("bird", "oiseau", "pájaro", "Vogel"), ("man", "homme", "hombre", "Mann")]
-_VERB = [("sleeps", "dort", "duerme", "schläft"), ("eats", "mange", "come", "isst"),
-         ("runs", "court", "corre", "läuft"), ("sings", "chante", "canta", "singt")]
+_ADJ = [
+    ("small", "petit", "pequeño", "kleine"),
+    ("big", "grand", "grande", "große"),
+    ("old", "vieux", "viejo", "alte"),
+    ("red", "rouge", "rojo", "rote"),
+]
+_NOUN = [
+    ("dog", "chien", "perro", "Hund"),
+    ("cat", "chat", "gato", "Katze"),
+    ("bird", "oiseau", "pájaro", "Vogel"),
+    ("man", "homme", "hombre", "Mann"),
+]
+_VERB = [
+    ("sleeps", "dort", "duerme", "schläft"),
+    ("eats", "mange", "come", "isst"),
+    ("runs", "court", "corre", "läuft"),
+    ("sings", "chante", "canta", "singt"),
+]
 _LANGS = ("en", "fr", "es", "de")
 
 
@@ -44,12 +56,22 @@ def write_corpus(folder: Path, *, train: int = 48, dev: int = 8, seed: int = 0) 
     combos = list(itertools.product(_ADJ, _NOUN, _VERB))
     random.Random(seed).shuffle(combos)
     paths = []
-    for split, chunk in (("train", combos[:train]), ("dev", combos[train:train + dev])):
+    for split, chunk in (("train", combos[:train]), ("dev", combos[train : train + dev])):
         recs = []
         for i, (a, n, v) in enumerate(chunk):
             k = i % 3 + 1  # English paired with fr / es / de in turn
-            recs.append(Record(id=f"{split}-{i:04d}", lang="en", text=_sentence(a, n, v, 0), audio=str(wav),
-                               tgt_lang=_LANGS[k], tgt_text=_sentence(a, n, v, k), speaker="s0", split=split))
+            recs.append(
+                Record(
+                    id=f"{split}-{i:04d}",
+                    lang="en",
+                    text=_sentence(a, n, v, 0),
+                    audio=str(wav),
+                    tgt_lang=_LANGS[k],
+                    tgt_text=_sentence(a, n, v, k),
+                    speaker="s0",
+                    split=split,
+                )
+            )
         paths.append(write_manifest(folder / f"{split}.jsonl", recs))
     return paths[0], paths[1]
 
@@ -68,8 +90,7 @@ def run_in_process(args: list[str]) -> None:
 
 
 def run_recipe(args: list[str], *, timeout: int = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout,
-                          env=_env())
+    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout, env=_env())
     assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
 
@@ -98,8 +119,15 @@ def tiny_run(corpus, tmp_path_factory) -> Path:
     """One tiny run (8 steps, checkpoints at 4 and 8 -> only the 4 is kept as resumable, final at 8)."""
     out = tmp_path_factory.mktemp("run")
     train, dev = corpus
-    run_recipe(["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}",
-                "train.log_with=tensorboard"])  # a real subprocess once: the script runs as `python recipe.py`
+    run_recipe(
+        [
+            "--config",
+            str(TINY),
+            f"data.manifests=[{train},{dev}]",
+            f"train.output_dir={out}",
+            "train.log_with=tensorboard",
+        ]
+    )  # a real subprocess once: the script runs as `python recipe.py`
     return out
 
 
@@ -137,8 +165,16 @@ def test_checkpoints_are_complete_and_pruned(tiny_run):
     ckpts = sorted(p.name for p in (tiny_run / "checkpoints").iterdir())
     assert ckpts == ["step_0000004"], ckpts  # save_every=4; the end of the run is the final save
     ck = tiny_run / "checkpoints" / "step_0000004"
-    for name in ("model.safetensors", "config.json", "tokenizer.json", "trainer_state.json", "optimizer.json",
-                 "optimizer.safetensors", "scheduler.json", "rng_rank0.safetensors"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "trainer_state.json",
+        "optimizer.json",
+        "optimizer.safetensors",
+        "scheduler.json",
+        "rng_rank0.safetensors",
+    ):
         assert (ck / name).is_file(), name
     assert not list(ck.glob("*.pkl")) and not list(ck.glob("*.bin")) and not list(ck.glob("*.pt"))
 
@@ -162,19 +198,30 @@ def test_resume_is_bit_for_bit(tiny_run, corpus, tmp_path):
 
 
 def test_bad_override_names_the_field(corpus, tmp_path):
-    proc = subprocess.run([*RECIPE_CMD, "--config", str(TINY), "optim.lrr=1"],
-                          capture_output=True, text=True, timeout=60, env=_env())
+    proc = subprocess.run(
+        [*RECIPE_CMD, "--config", str(TINY), "optim.lrr=1"], capture_output=True, text=True, timeout=60, env=_env()
+    )
     assert proc.returncode != 0 and "optim.lrr: unknown key" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_training_lines_cover_mono_and_mt_and_skip_test(corpus, tmp_path):
-    from audiopalm.config import load_config, PretrainTextConfig
+    from audiopalm.config import PretrainTextConfig, load_config
     from audiopalm.recipes.pretrain_text import PretrainTextRecipe
 
     train, dev = corpus
     rec_test = tmp_path / "test.jsonl"
-    rec_test.write_text(json.dumps({"id": "t1", "lang": "en", "text": "secret test sentence.",
-                                    "audio": str(train.parent / "wav" / "tone.wav"), "split": "test"}) + "\n")
+    rec_test.write_text(
+        json.dumps(
+            {
+                "id": "t1",
+                "lang": "en",
+                "text": "secret test sentence.",
+                "audio": str(train.parent / "wav" / "tone.wav"),
+                "split": "test",
+            }
+        )
+        + "\n"
+    )
     cfg = load_config(PretrainTextConfig, TINY, [f"data.manifests=[{train},{dev},{rec_test}]"])
     r = PretrainTextRecipe(cfg)
     lines = r._render_lines("train")
@@ -187,8 +234,16 @@ def test_training_lines_cover_mono_and_mt_and_skip_test(corpus, tmp_path):
 def test_gradient_checkpointing_gives_the_same_losses(tiny_run, corpus, tmp_path):
     train, dev = corpus
     out = tmp_path / "gc"
-    run_in_process(["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}",
-                    "train.gradient_checkpointing=true", "train.save_every=0"])
+    run_in_process(
+        [
+            "--config",
+            str(TINY),
+            f"data.manifests=[{train},{dev}]",
+            f"train.output_dir={out}",
+            "train.gradient_checkpointing=true",
+            "train.save_every=0",
+        ]
+    )
     got, want = losses(out), losses(tiny_run)
     assert sorted(got) == sorted(want)
     assert all(got[s] == pytest.approx(want[s], rel=1e-5) for s in want), (got, want)
@@ -197,13 +252,12 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_run, corpus, tmp_path
 def test_stage0_mt_lines_are_the_finetune_mt_examples_token_for_token(tmp_path, corpus):
     """Stage 0 pre-teaches the fine-tune's MT format: a rendered MT line, packed as <s> line </s>, is exactly
     prompt_ids + target_ids of the same pair once the vocabulary is extended (<|sep|> keeps its stage-0 id)."""
-    from audiopalm.config import load_config, PretrainTextConfig
+    from audiopalm.config import PretrainTextConfig, load_config
     from audiopalm.manifest import read_manifest
+    from audiopalm.recipes.pretrain_text import PretrainTextRecipe
     from audiopalm.tasks import prompt_ids, target_ids
     from audiopalm.text_tokenizer import SEP, train_text_tokenizer
     from audiopalm.vocab import UnifiedVocab
-
-    from audiopalm.recipes.pretrain_text import PretrainTextRecipe
 
     train, _ = corpus
     r = PretrainTextRecipe(load_config(PretrainTextConfig, TINY, [f"data.manifests=[{train}]"]))
@@ -248,8 +302,14 @@ def test_resume_refuses_a_changed_config_with_a_diff(tiny_run, corpus, tmp_path)
     train, dev = corpus
     out = tmp_path / "resumed"
     shutil.copytree(tiny_run, out)
-    base = ["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}",
-            "train.log_with=tensorboard", "--resume"]
+    base = [
+        "--config",
+        str(TINY),
+        f"data.manifests=[{train},{dev}]",
+        f"train.output_dir={out}",
+        "train.log_with=tensorboard",
+        "--resume",
+    ]
     proc = _run_cli(base + ["optim.lr=0.01"], tmp_path)
     assert proc.returncode == 2 and "optim.lr: 0.003 -> 0.01" in proc.stderr, proc.stderr[-2000:]
     assert "train.max_steps" in proc.stderr  # the fields that may change are listed

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from test_finetune_audiopalm import build_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,8 +56,21 @@ def test_cli_on_a_token_store_uses_each_wav_once(tmp_path):
     wavs = {a for a, lang in zip(rows["audio"], rows["lang"]) if lang == "en"}
     assert len(pairs) == len(wavs) and size == 16 and all(c.shape[0] == 2 for c, _ in pairs)
     out = tmp_path / "probe.json"
-    args = ["--train", str(world["store"]), "--dev", str(world["store"]), "--codebooks", "1", "2", "--steps", "3",
-            "--batch", "4", "--out", str(out)]
+    args = [
+        "--train",
+        str(world["store"]),
+        "--dev",
+        str(world["store"]),
+        "--codebooks",
+        "1",
+        "2",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--out",
+        str(out),
+    ]
     assert probe_tokens.main(args) == 0
     results = json.loads(out.read_text())["results"]
     assert [r["k"] for r in results] == [1, 2] and all(0 <= r["cer"] for r in results)
@@ -78,8 +90,9 @@ def test_probe_judge_hears_a_wav_as_the_store_holds_its_codes(tmp_path):
     world = build_world(tmp_path)
     tok = load_audio_tokenizer(world["tok"])
     # a few steps: what is tested is that a wav and its stored codes give the same transcript
-    judge = probe_tokens.ProbeJudge.train(tok, world["store"], ["en", "fr"], steps=20, progress=False, batch=8,
-                                          lr=1e-2, hidden=64)
+    judge = probe_tokens.ProbeJudge.train(
+        tok, world["store"], ["en", "fr"], steps=20, progress=False, batch=8, lr=1e-2, hidden=64
+    )
     assert set(judge.probes) == {"en", "fr"}
     pairs, _ = probe_tokens.store_pairs(world["store"], "en")
     rows = load_token_store(world["store"]).dataset
@@ -111,23 +124,66 @@ def test_probe_judge_hears_a_wav_as_the_store_holds_its_codes(tmp_path):
 
     folder = tmp_path / "eval"
     (folder / "outputs").mkdir(parents=True)
-    tts = [{"task": "TTS", "src": "en", "tgt": None, "subset": "all", "text": r.text, "ref_text": None,
-            "audio": r.audio if i % 2 == 0 else None, "ref_audio": r.audio} for i, r in enumerate(rows)]
-    s2st = [{"task": "S2ST", "src": "en", "tgt": "fr", "subset": "all", "text": r.text, "ref_text": r.tgt_text,
-             "audio": r.tgt_audio, "ref_audio": r.tgt_audio} for r in rows]
+    tts = [
+        {
+            "task": "TTS",
+            "src": "en",
+            "tgt": None,
+            "subset": "all",
+            "text": r.text,
+            "ref_text": None,
+            "audio": r.audio if i % 2 == 0 else None,
+            "ref_audio": r.audio,
+        }
+        for i, r in enumerate(rows)
+    ]
+    s2st = [
+        {
+            "task": "S2ST",
+            "src": "en",
+            "tgt": "fr",
+            "subset": "all",
+            "text": r.text,
+            "ref_text": r.tgt_text,
+            "audio": r.tgt_audio,
+            "ref_audio": r.tgt_audio,
+        }
+        for r in rows
+    ]
     for name, lines in (("TTS.jsonl", tts), ("S2ST.jsonl", s2st)):
         (folder / "outputs" / name).write_text("".join(json.dumps(x) + "\n" for x in lines))
     got = {m["metric"]: m for m in probe_tokens.judge_outputs(folder, Oracle())}
-    assert set(got) == {f"{m} [ctc-probe]{s}" for m in ("TTS-WER", "TTS-CER", "ASR-BLEU")
-                        for s in ("", " (ref audio)", " (another's ref audio)")}
+    assert set(got) == {
+        f"{m} [ctc-probe]{s}"
+        for m in ("TTS-WER", "TTS-CER", "ASR-BLEU")
+        for s in ("", " (ref audio)", " (another's ref audio)")
+    }
     value = {k: v["value"] for k, v in got.items()}
     assert value["TTS-WER [ctc-probe] (ref audio)"] == 0 and value["ASR-BLEU [ctc-probe] (ref audio)"] == 100
     assert value["ASR-BLEU [ctc-probe]"] == 100  # the S2ST "outputs" are the reference clips
     half = sum(1 for t in tts if t["audio"] is None)
     words = sum(len(r.text.split()) for r, t in zip(rows, tts) if t["audio"] is None)
     assert half and value["TTS-WER [ctc-probe]"] == round(100 * words / sum(len(r.text.split()) for r in rows), 4)
-    assert value["TTS-CER [ctc-probe] (another's ref audio)"] > 0 and value["ASR-BLEU [ctc-probe] (another's ref audio)"] < 100
-    assert got["TTS-WER [ctc-probe]"]["n"] == len(rows) and got["TTS-WER [ctc-probe]"]["signature"].startswith("judge:ctc-probe")
-    assert probe_tokens.main(["--train", str(world["store"]), "--tokenizer", str(world["tok"]), "--steps", "2",
-                              "--judge-eval", str(folder)]) == 0
+    assert (
+        value["TTS-CER [ctc-probe] (another's ref audio)"] > 0
+        and value["ASR-BLEU [ctc-probe] (another's ref audio)"] < 100
+    )
+    assert got["TTS-WER [ctc-probe]"]["n"] == len(rows) and got["TTS-WER [ctc-probe]"]["signature"].startswith(
+        "judge:ctc-probe"
+    )
+    assert (
+        probe_tokens.main(
+            [
+                "--train",
+                str(world["store"]),
+                "--tokenizer",
+                str(world["tok"]),
+                "--steps",
+                "2",
+                "--judge-eval",
+                str(folder),
+            ]
+        )
+        == 0
+    )
     assert {m["metric"] for m in json.loads((folder / "probe_judge.json").read_text())} == set(got)

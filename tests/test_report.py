@@ -15,20 +15,61 @@ from audiopalm import audio, report
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 METRICS = [
-    {"task": "ASR", "src": "en", "tgt": None, "split": "test", "subset": "seen_voices", "metric": "WER",
-     "value": 12.3, "n": 100, "signature": "norm:audiopalm.metrics.normalize"},
-    {"task": "ASR", "src": "en", "tgt": None, "split": "test", "subset": "heldout_voice", "metric": "WER",
-     "value": 27.85, "n": 40},
-    {"task": "ASR", "src": "en", "tgt": None, "split": "test", "subset": "seen_voices", "metric": "CER",
-     "value": 4.5, "n": 100},
-    {"task": "AST", "src": "en", "tgt": "fr", "split": "test", "subset": "all", "metric": "BLEU",
-     "value": 31.07, "n": 140, "signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"},
-    {"task": "S2ST", "src": "en", "tgt": "fr", "split": "test", "subset": "all", "metric": "ASR-BLEU",
-     "value": 9.81, "n": 140, "signature": "judge:whisper|norm:yes|nrefs:1|tok:13a"},
-    {"task": "TTS", "src": "en", "tgt": None, "split": "test", "subset": "all", "metric": "WER",
-     "value": None, "n": 0},
+    {
+        "task": "ASR",
+        "src": "en",
+        "tgt": None,
+        "split": "test",
+        "subset": "seen_voices",
+        "metric": "WER",
+        "value": 12.3,
+        "n": 100,
+        "signature": "norm:audiopalm.metrics.normalize",
+    },
+    {
+        "task": "ASR",
+        "src": "en",
+        "tgt": None,
+        "split": "test",
+        "subset": "heldout_voice",
+        "metric": "WER",
+        "value": 27.85,
+        "n": 40,
+    },
+    {
+        "task": "ASR",
+        "src": "en",
+        "tgt": None,
+        "split": "test",
+        "subset": "seen_voices",
+        "metric": "CER",
+        "value": 4.5,
+        "n": 100,
+    },
+    {
+        "task": "AST",
+        "src": "en",
+        "tgt": "fr",
+        "split": "test",
+        "subset": "all",
+        "metric": "BLEU",
+        "value": 31.07,
+        "n": 140,
+        "signature": "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0",
+    },
+    {
+        "task": "S2ST",
+        "src": "en",
+        "tgt": "fr",
+        "split": "test",
+        "subset": "all",
+        "metric": "ASR-BLEU",
+        "value": 9.81,
+        "n": 140,
+        "signature": "judge:whisper|norm:yes|nrefs:1|tok:13a",
+    },
+    {"task": "TTS", "src": "en", "tgt": None, "split": "test", "subset": "all", "metric": "WER", "value": None, "n": 0},
 ]
 
 
@@ -39,9 +80,16 @@ def _tone(freq, seconds=0.4, sr=16000):
 
 def _results_folder(root: Path) -> Path:
     root.mkdir(parents=True)
-    summary = {"checkpoint": "runs/demo/audiopalm", "metrics": METRICS,
-               "extra_tables": {"Ablation: codebook pattern": [{"pattern": "flatten", "TTS WER": 40.5},
-                                                              {"pattern": "delay", "TTS WER": 35.25}]}}
+    summary = {
+        "checkpoint": "runs/demo/audiopalm",
+        "metrics": METRICS,
+        "extra_tables": {
+            "Ablation: codebook pattern": [
+                {"pattern": "flatten", "TTS WER": 40.5},
+                {"pattern": "delay", "TTS WER": 35.25},
+            ]
+        },
+    }
     (root / "summary.json").write_text(json.dumps(summary))
     with (root / "train_metrics.jsonl").open("w") as f:
         for step in range(0, 50, 5):
@@ -49,10 +97,18 @@ def _results_folder(root: Path) -> Path:
         f.write(json.dumps({"step": 50, "eval_loss": 1.2}) + "\n")
     audio.save(root / "outputs" / "wav" / "tts-0001.wav", _tone(220), 16000)
     audio.save(root / "outputs" / "wav" / "ref-0001.wav", _tone(330), 16000)
-    rows = [{"id": "en-0001", "task": "TTS", "src": "en", "text": "the small dog sleeps.",
-             "hyp_text": "the small dog sleeps", "audio": "outputs/wav/tts-0001.wav",
-             "ref_audio": "outputs/wav/ref-0001.wav"},
-            {"id": "en-0002", "task": "ASR", "src": "en", "text": "no audio here", "hyp_text": "no audio"}]
+    rows = [
+        {
+            "id": "en-0001",
+            "task": "TTS",
+            "src": "en",
+            "text": "the small dog sleeps.",
+            "hyp_text": "the small dog sleeps",
+            "audio": "outputs/wav/tts-0001.wav",
+            "ref_audio": "outputs/wav/ref-0001.wav",
+        },
+        {"id": "en-0002", "task": "ASR", "src": "en", "text": "no audio here", "hyp_text": "no audio"},
+    ]
     (root / "outputs" / "tts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
@@ -60,15 +116,27 @@ def _results_folder(root: Path) -> Path:
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if exe is None:
-        pytest.fail("headless Chromium is needed to render the report: apt-get install -y chromium "
-                    "(`make setup` installs it)")
+        pytest.fail(
+            "headless Chromium is needed to render the report: apt-get install -y chromium (`make setup` installs it)"
+        )
     return exe
 
 
 def _chromium_run(page: Path, tmp: Path, *extra: str) -> str:
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp / 'chromium-profile'}", *extra, page.resolve().as_uri()]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        *extra,
+        page.resolve().as_uri(),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, f"chromium failed ({out.returncode}): {out.stderr[-2000:]}"
     return out.stdout
@@ -163,8 +231,10 @@ def test_summary_rows_from_metrics_module_are_read(tmp_path):
 
     root = tmp_path / "results"
     root.mkdir()
-    rows = [summary_row(wer(["a b c"], ["a b x"], "en"), task="ASR", src="en", subset="seen_voices"),
-            summary_row(bleu(["the cat sat on the mat"], ["the cat sat on a mat"]), task="AST", src="en", tgt="de")]
+    rows = [
+        summary_row(wer(["a b c"], ["a b x"], "en"), task="ASR", src="en", subset="seen_voices"),
+        summary_row(bleu(["the cat sat on the mat"], ["the cat sat on a mat"]), task="AST", src="en", tgt="de"),
+    ]
     (root / "summary.json").write_text(json.dumps({"checkpoint": "ckpt", "metrics": rows}))
     md, _ = report.write_report(root)
     text = md.read_text()
@@ -177,7 +247,9 @@ def test_runs_named_by_folder_or_mapping(tmp_path):
     (root / "train_metrics.jsonl").unlink()
     for name in ("audiopalm", "speech_llama"):
         (root / "runs" / name).mkdir(parents=True)
-        (root / "runs" / name / "train_metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.0}\n')
+        (root / "runs" / name / "train_metrics.jsonl").write_text(
+            '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.0}\n'
+        )
     res = report.load_results(root)
     assert sorted(res.runs) == ["runs/audiopalm", "runs/speech_llama"]
     summary = json.loads((root / "summary.json").read_text())
@@ -199,13 +271,19 @@ def test_no_training_log_no_plot_and_missing_audio_is_shown(tmp_path, capsys):
     assert "1 sample wav file(s) missing" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda s: s["metrics"][0].pop("metric"), r"metrics\[0\]: field 'metric': missing"),
-    (lambda s: s["metrics"][1].update(value="12"), r"metrics\[1\]: field 'value': expected a finite number"),
-    (lambda s: s["metrics"][2].update(lang="en"), r"metrics\[2\]: field 'lang': unknown"),
-    (lambda s: s.update(metrics={}), r"field 'metrics': expected a list"),
-    (lambda s: s.update(extra_tables={"t": {"columns": ["a"], "rows": [[1, 2]]}}), r"rows\[0\]: expected a list of 1"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda s: s["metrics"][0].pop("metric"), r"metrics\[0\]: field 'metric': missing"),
+        (lambda s: s["metrics"][1].update(value="12"), r"metrics\[1\]: field 'value': expected a finite number"),
+        (lambda s: s["metrics"][2].update(lang="en"), r"metrics\[2\]: field 'lang': unknown"),
+        (lambda s: s.update(metrics={}), r"field 'metrics': expected a list"),
+        (
+            lambda s: s.update(extra_tables={"t": {"columns": ["a"], "rows": [[1, 2]]}}),
+            r"rows\[0\]: expected a list of 1",
+        ),
+    ],
+)
 def test_bad_summary_names_the_field(tmp_path, mutate, match):
     root = _results_folder(tmp_path / "results")
     summary = json.loads((root / "summary.json").read_text())
@@ -225,22 +303,35 @@ def test_bad_train_log_names_file_and_line(tmp_path):
 
 def test_cli(tmp_path):
     root = _results_folder(tmp_path / "results")
-    out = subprocess.run([sys.executable, str(REPO / "eval" / "report.py"), str(root)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "report.py"), str(root)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert f"wrote {root / 'report.html'}" in out.stdout and (root / "report.md").is_file()
-    out = subprocess.run([sys.executable, str(REPO / "eval" / "report.py"), str(tmp_path / "nowhere")],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "report.py"), str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 1 and "no such results folder" in out.stderr
-    out = subprocess.run([sys.executable, str(REPO / "eval" / "report.py"), "--help"],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "eval" / "report.py"), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "summary.json" in out.stdout
 
 
 def test_text_is_escaped(tmp_path):
     root = _results_folder(tmp_path / "results")
-    rows = [{"id": "x<1>", "task": "TTS", "src": "en", "text": "a <script>alert(1)</script> | b",
-             "audio": "outputs/wav/tts-0001.wav"}]
+    rows = [
+        {
+            "id": "x<1>",
+            "task": "TTS",
+            "src": "en",
+            "text": "a <script>alert(1)</script> | b",
+            "audio": "outputs/wav/tts-0001.wav",
+        }
+    ]
     (root / "outputs" / "tts.jsonl").write_text(json.dumps(rows[0]) + "\n")
     md, page = report.write_report(root)
     body = page.read_text()

@@ -16,8 +16,10 @@ def _tone_wavs(n=6, seconds=0.5, seed=0):
     """Noisy tones of different pitch: features that k-means can tell apart."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(SR * seconds)) / SR
-    return [(0.3 * np.sin(2 * np.pi * (150 + 120 * i) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
-            for i in range(n)]
+    return [
+        (0.3 * np.sin(2 * np.pi * (150 + 120 * i) * t) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+        for i in range(n)
+    ]
 
 
 def _pad(wavs):
@@ -54,7 +56,7 @@ def test_mfcc_batch_equals_per_item(mfcc_tok):
         one, f = mfcc_tok.encode(torch.as_tensor(w)[None])
         assert int(f[0]) == int(frames[i])
         assert torch.equal(one[0], codes[i, :, : int(f[0])])
-        assert (codes[i, :, int(f[0]):] == 0).all()
+        assert (codes[i, :, int(f[0]) :] == 0).all()
 
 
 def test_code_vectors_are_the_centroids(mfcc_tok):
@@ -97,7 +99,9 @@ def test_fit_on_a_manifest(tmp_path):
     rows = []
     for i, w in enumerate(_tone_wavs(4)):
         sf.write(tmp_path / f"{i}.wav", w, SR)
-        rows.append(Record(id=str(i), lang="en", text="x", audio=str(tmp_path / f"{i}.wav"), split="train" if i < 3 else "dev"))
+        rows.append(
+            Record(id=str(i), lang="en", text="x", audio=str(tmp_path / f"{i}.wav"), split="train" if i < 3 else "dev")
+        )
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
     tok = SemanticTokenizer(num_units=4).fit(manifest, split="train", progress=False)
     same = SemanticTokenizer(num_units=4).fit([str(tmp_path / f"{i}.wav") for i in range(3)], progress=False)
@@ -123,17 +127,42 @@ def test_deltas_of_a_ramp_are_its_slope():
 
 @pytest.fixture(scope="module", params=["hubert-group-norm", "wav2vec2-layer-norm", "w2v-bert-fbank"])
 def ssl_dir(request, tmp_path_factory):
-    from transformers import (HubertConfig, HubertModel, SeamlessM4TFeatureExtractor, Wav2Vec2BertConfig,
-                              Wav2Vec2BertModel, Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model)
+    from transformers import (
+        HubertConfig,
+        HubertModel,
+        SeamlessM4TFeatureExtractor,
+        Wav2Vec2BertConfig,
+        Wav2Vec2BertModel,
+        Wav2Vec2Config,
+        Wav2Vec2FeatureExtractor,
+        Wav2Vec2Model,
+    )
 
-    small = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(8, 8),
-                 conv_stride=(5, 64), conv_kernel=(10, 64), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    small = dict(
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8),
+        conv_stride=(5, 64),
+        conv_kernel=(10, 64),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp(request.param) / "ssl"
     if request.param.startswith("w2v-bert"):  # log-mel fbank input, 2 frames of 10 ms stacked: 50 Hz
-        model = Wav2Vec2BertModel(Wav2Vec2BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                                     intermediate_size=32, feature_projection_input_dim=160,
-                                                     conv_depthwise_kernel_size=3, add_adapter=False))
+        model = Wav2Vec2BertModel(
+            Wav2Vec2BertConfig(
+                hidden_size=16,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=32,
+                feature_projection_input_dim=160,
+                conv_depthwise_kernel_size=3,
+                add_adapter=False,
+            )
+        )
         model.eval().save_pretrained(path)
         SeamlessM4TFeatureExtractor(feature_size=80, num_mel_bins=80, sampling_rate=SR, stride=2).save_pretrained(path)
         return path
@@ -142,7 +171,9 @@ def ssl_dir(request, tmp_path_factory):
     else:
         model = Wav2Vec2Model(Wav2Vec2Config(feat_extract_norm="layer", do_stable_layer_norm=True, **small))
     model.eval().save_pretrained(path)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, do_normalize=True, return_attention_mask=True).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=SR, do_normalize=True, return_attention_mask=True
+    ).save_pretrained(path)
     return path
 
 

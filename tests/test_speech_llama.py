@@ -24,6 +24,8 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
 PAD, BOS, EOS = 0, 1, 2
 # peft probes the deprecated transformers property `is_gradient_checkpointing`; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
@@ -33,16 +35,34 @@ WORDS = ["[ASR", "[AST", "English]", "English", "French]", "the", "cat", "dog", 
 def tiny_llm():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                      bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD,
-                      initializer_range=0.3)  # larger than usual: logits as sharp as a real LLM's
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        initializer_range=0.3,
+    )  # larger than usual: logits as sharp as a real LLM's
     return LlamaForCausalLM(cfg).eval()
 
 
 def tiny_config(**kw) -> SpeechLlamaConfig:
-    base = dict(encoder="conformer", n_mels=N_MELS, encoder_dim=32, encoder_layers=2, encoder_heads=4,
-                encoder_ffn_dim=64, conv_kernel=5, encoder_dropout=0.0, lora_dropout=0.0)
+    base = dict(
+        encoder="conformer",
+        n_mels=N_MELS,
+        encoder_dim=32,
+        encoder_layers=2,
+        encoder_heads=4,
+        encoder_ffn_dim=64,
+        conv_kernel=5,
+        encoder_dropout=0.0,
+        lora_dropout=0.0,
+    )
     base.update(kw)
     return SpeechLlamaConfig(**base)
 
@@ -56,8 +76,9 @@ def tiny_tokenizer():
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
 
 
 def randomize_lora(model):
@@ -75,6 +96,7 @@ def batch(lengths=(40, 23, 9)):
 
 # ---- features ---------------------------------------------------------------------------------
 
+
 def test_log_mel_shapes_and_batch_equals_per_item():
     lm = LogMel(LogMelConfig(n_mels=N_MELS))
     wavs = [torch.randn(n) * 0.1 for n in (16000, 8000, 3210)]
@@ -87,7 +109,7 @@ def test_log_mel_shapes_and_batch_equals_per_item():
     for i, w in enumerate(wavs):
         one, _ = lm(w[None])
         torch.testing.assert_close(feats[i, : lengths[i]], one[0], rtol=0, atol=1e-5)
-        assert (feats[i, lengths[i]:] == 0).all()
+        assert (feats[i, lengths[i] :] == 0).all()
 
 
 @pytest.mark.parametrize("style", ["log", "whisper"])
@@ -110,8 +132,10 @@ def test_whisper_style_equals_whisper_feature_extractor():
 
     rng = np.random.default_rng(0)
     t = np.arange(16000) / 16000
-    wavs = [(0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(16000)).astype(np.float32),
-            (0.2 * rng.standard_normal(9000)).astype(np.float32)]
+    wavs = [
+        (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(16000)).astype(np.float32),
+        (0.2 * rng.standard_normal(9000)).astype(np.float32),
+    ]
     feats, lengths = LogMel(LogMelConfig(style="whisper"))(wavs)
     fe = WhisperFeatureExtractor(feature_size=80)
     for i, w in enumerate(wavs):
@@ -130,8 +154,18 @@ def test_log_mel_config_validation():
 
 # ---- config -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("field,value", [("encoder", "lstm"), ("projector_stride", 0), ("encoder_heads", 5),
-                                         ("lora_dropout", 1.5), ("conv_kernel", 4), ("lora_r", -1)])
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("encoder", "lstm"),
+        ("projector_stride", 0),
+        ("encoder_heads", 5),
+        ("lora_dropout", 1.5),
+        ("conv_kernel", 4),
+        ("lora_r", -1),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         tiny_config(**{field: value})
@@ -145,6 +179,7 @@ def test_config_json_round_trip():
 
 
 # ---- encoder + projector ---------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("encoder", ["conformer", "transformer"])
 @pytest.mark.parametrize("stride", [1, 2, 4, 8])
@@ -170,6 +205,7 @@ def test_stack_frames_groups_consecutive_frames():
 
 # ---- gradients, batching, saving ---------------------------------------------------------------
 
+
 def test_only_lora_encoder_and_projector_get_gradients():
     model = SpeechLlama(tiny_config(), tiny_llm())
     randomize_lora(model)
@@ -188,8 +224,11 @@ def test_only_lora_encoder_and_projector_get_gradients():
         else:
             assert p.grad is None, n
     counts = model.parameter_counts()
-    assert counts["trainable"] == model.trainable_parameters() == sum(p.numel() for p in model.parameters()
-                                                                      if p.requires_grad)
+    assert (
+        counts["trainable"]
+        == model.trainable_parameters()
+        == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    )
     assert counts["trainable"] == counts["lora"] + counts["encoder"] + counts["projector"]
 
 
@@ -212,7 +251,7 @@ def test_batch_equals_per_item(encoder):
     for i in range(3):
         item_ids = ids[i][mask[i].bool()][None]
         with torch.no_grad():
-            one = model(feats[i:i + 1, : lengths[i]], lengths[i:i + 1], item_ids, None, item_ids)
+            one = model(feats[i : i + 1, : lengths[i]], lengths[i : i + 1], item_ids, None, item_ids)
         S = one.logits.shape[1]
         torch.testing.assert_close(out.logits[i, :S], one.logits[0], rtol=1e-4, atol=1e-4)
         assert out.attention_mask[i].sum() == S and (out.attention_mask[i, S:] == 0).all()
@@ -221,8 +260,9 @@ def test_batch_equals_per_item(encoder):
     # the batched generation (left-padded, KV cache) gives each item's own greedy continuation
     gen = model.generate(feats, lengths, ids[:, :3], max_new_tokens=5, eos_token_id=None)
     for i in range(3):
-        one = model.generate(feats[i:i + 1, : lengths[i]], lengths[i:i + 1], ids[i:i + 1, :3], max_new_tokens=5,
-                             eos_token_id=None)
+        one = model.generate(
+            feats[i : i + 1, : lengths[i]], lengths[i : i + 1], ids[i : i + 1, :3], max_new_tokens=5, eos_token_id=None
+        )
         assert gen[i].tolist() == one[0].tolist()
 
 
@@ -237,8 +277,12 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
         before = model(feats, lengths, ids).logits
     model.save_pretrained(tmp_path / "ckpt")
     files = {p.relative_to(tmp_path / "ckpt").as_posix() for p in (tmp_path / "ckpt").rglob("*") if p.is_file()}
-    assert {"speech_llama.json", "speech_modules.safetensors", "adapter/adapter_model.safetensors",
-            "adapter/adapter_config.json"} <= files
+    assert {
+        "speech_llama.json",
+        "speech_modules.safetensors",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+    } <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files), files
     loaded = SpeechLlama.from_pretrained(tmp_path / "ckpt").eval()  # base LLM from config.llm
     assert loaded.config == model.config
@@ -253,6 +297,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
 
 
 # ---- training and generation ------------------------------------------------------------------
+
 
 def test_training_reduces_loss_then_generate_transcribes_and_stops_at_eos():
     tok = tiny_tokenizer()
@@ -294,8 +339,11 @@ def test_encode_text_layout():
     tok = tiny_tokenizer()
     train = encode_text(tok, ["[ASR English]", "[AST English French]"], ["the cat", "le chat sat"])
     assert train["input_ids"][0].tolist() == tok("[ASR English] the cat")["input_ids"] + [EOS, PAD, PAD]
-    assert train["labels"][0].tolist() == [-100, -100, -100] + tok("the cat", add_special_tokens=False)["input_ids"] \
-        + [EOS, -100, -100]
+    assert train["labels"][0].tolist() == [-100, -100, -100] + tok("the cat", add_special_tokens=False)["input_ids"] + [
+        EOS,
+        -100,
+        -100,
+    ]
     assert train["attention_mask"][1].tolist() == [1] * 8
     gen = encode_text(tok, ["[ASR English]", "[AST English French]"])
     assert gen["attention_mask"][0].tolist() == [0, 1, 1, 1] and "labels" not in gen  # left-padded
@@ -322,13 +370,27 @@ def test_ctc_head_trains():
 
 # ---- pretrained HF encoders, plugged in by path ----------------------------------------------
 
+
 def test_whisper_encoder_by_path(tmp_path):
     from transformers import WhisperConfig, WhisperModel
 
-    wcfg = WhisperConfig(num_mel_bins=N_MELS, d_model=32, encoder_layers=1, encoder_attention_heads=2,
-                         decoder_layers=1, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                         max_source_positions=40, max_target_positions=16, vocab_size=64,
-                         pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS)
+    wcfg = WhisperConfig(
+        num_mel_bins=N_MELS,
+        d_model=32,
+        encoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_source_positions=40,
+        max_target_positions=16,
+        vocab_size=64,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=BOS,
+    )
     WhisperModel(wcfg).save_pretrained(tmp_path / "whisper")
     tiny_llm().save_pretrained(tmp_path / "llm")
     model = SpeechLlama.from_config(tiny_config(encoder=f"hf:{tmp_path / 'whisper'}"), str(tmp_path / "llm")).eval()
@@ -354,14 +416,26 @@ def test_whisper_encoder_by_path(tmp_path):
 def test_wav2vec2_encoder_by_path(tmp_path):
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    wcfg = Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                          conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,
-                          num_conv_pos_embedding_groups=2, feat_extract_norm="layer", do_stable_layer_norm=True,
-                          mask_time_prob=0.0, vocab_size=10)
+    wcfg = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        mask_time_prob=0.0,
+        vocab_size=10,
+    )
     Wav2Vec2Model(wcfg).save_pretrained(tmp_path / "w2v")
     tiny_llm().save_pretrained(tmp_path / "llm")
-    model = SpeechLlama.from_config(tiny_config(encoder=f"hf:{tmp_path / 'w2v'}", projector_stride=4),
-                                    str(tmp_path / "llm")).eval()
+    model = SpeechLlama.from_config(
+        tiny_config(encoder=f"hf:{tmp_path / 'w2v'}", projector_stride=4), str(tmp_path / "llm")
+    ).eval()
     assert model.input_kind == "waveform"
     wav, lengths = model.featurize([np.random.randn(3200), np.random.randn(1600)])
     assert wav.shape == (2, 3200) and abs(float(wav[1, :1600].std()) - 1.0) < 1e-3
@@ -377,8 +451,8 @@ def test_wav2vec2_encoder_by_path(tmp_path):
     torch.testing.assert_close(loaded.encode_audio(wav, lengths)[0], emb, rtol=0, atol=0)
 
 
-
 # ---- real speech (slow) ------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_learns_to_transcribe_espeak_speech(tmp_path):

@@ -38,31 +38,63 @@ def _records(corpus_dir):
 
 def test_golden_sentences():
     m = g.Meaning("transitive", "present", g.NP("dog", "def", adj="small"), "eat", obj=g.NP("apple", "def", adj="red"))
-    assert g.render_all(m) == {"en": "the small dog eats the red apple.", "fr": "le petit chien mange la pomme rouge.",
-                               "es": "el perro pequeño come la manzana roja.", "de": "der kleine hund isst den roten apfel."}
+    assert g.render_all(m) == {
+        "en": "the small dog eats the red apple.",
+        "fr": "le petit chien mange la pomme rouge.",
+        "es": "el perro pequeño come la manzana roja.",
+        "de": "der kleine hund isst den roten apfel.",
+    }
     m = g.Meaning("transitive", "past", g.NP("girl", "def", plural=True), "see", obj=g.NP("car", "indef"))
-    assert g.render_all(m) == {"en": "the girls saw a car.", "fr": "les filles ont vu une voiture.",
-                               "es": "las niñas han visto un coche.", "de": "die mädchen haben ein auto gesehen."}
-    m = g.Meaning("intransitive", "past", g.Pronoun(g.P1SG), "sleep", prep="under",
-                  place=g.NP("tree", "def", plural=True))
-    assert g.render_all(m) == {"en": "i slept under the trees.", "fr": "j'ai dormi sous les arbres.",
-                               "es": "he dormido debajo de los árboles.", "de": "ich habe unter den bäumen geschlafen."}
+    assert g.render_all(m) == {
+        "en": "the girls saw a car.",
+        "fr": "les filles ont vu une voiture.",
+        "es": "las niñas han visto un coche.",
+        "de": "die mädchen haben ein auto gesehen.",
+    }
+    m = g.Meaning(
+        "intransitive", "past", g.Pronoun(g.P1SG), "sleep", prep="under", place=g.NP("tree", "def", plural=True)
+    )
+    assert g.render_all(m) == {
+        "en": "i slept under the trees.",
+        "fr": "j'ai dormi sous les arbres.",
+        "es": "he dormido debajo de los árboles.",
+        "de": "ich habe unter den bäumen geschlafen.",
+    }
     m = g.Meaning("existential", "present", g.NP("apple", "indef"), prep="in", place=g.NP("garden", "def"))
-    assert g.render_all(m) == {"en": "there is an apple in the garden.", "fr": "il y a une pomme dans le jardin.",
-                               "es": "hay una manzana en el jardín.", "de": "im garten gibt es einen apfel."}
+    assert g.render_all(m) == {
+        "en": "there is an apple in the garden.",
+        "fr": "il y a une pomme dans le jardin.",
+        "es": "hay una manzana en el jardín.",
+        "de": "im garten gibt es einen apfel.",
+    }
     m = g.Meaning("question", "past", g.Pronoun(g.P3SG, "m"), "eat", obj=g.NP("cake", "dem"))
-    assert g.render_all(m) == {"en": "did he eat this cake?", "fr": "est-ce qu'il a mangé ce gâteau ?",
-                               "es": "¿ha comido él este pastel?", "de": "hat er diesen kuchen gegessen?"}
+    assert g.render_all(m) == {
+        "en": "did he eat this cake?",
+        "fr": "est-ce qu'il a mangé ce gâteau ?",
+        "es": "¿ha comido él este pastel?",
+        "de": "hat er diesen kuchen gegessen?",
+    }
     m = g.Meaning("adjective", "present", g.NP("house", "def", plural=True), adj="big")
-    assert g.render_all(m) == {"en": "the houses are big.", "fr": "les maisons sont grandes.",
-                               "es": "las casas son grandes.", "de": "die häuser sind groß."}
+    assert g.render_all(m) == {
+        "en": "the houses are big.",
+        "fr": "les maisons sont grandes.",
+        "es": "las casas son grandes.",
+        "de": "die häuser sind groß.",
+    }
     m = g.Meaning("locative", "present", g.NP("bird", "dem", adj="old"), prep="next_to", place=g.NP("tree", "def"))
-    assert g.render_all(m) == {"en": "this old bird is next to the tree.", "fr": "ce vieil oiseau est à côté de l'arbre.",
-                               "es": "este pájaro viejo está al lado del árbol.",
-                               "de": "dieser alte vogel ist neben dem baum."}
+    assert g.render_all(m) == {
+        "en": "this old bird is next to the tree.",
+        "fr": "ce vieil oiseau est à côté de l'arbre.",
+        "es": "este pájaro viejo está al lado del árbol.",
+        "de": "dieser alte vogel ist neben dem baum.",
+    }
     m = g.Meaning("intransitive", "present", g.NP("cat", "indef"), "wait", negated=True)
-    assert g.render_all(m) == {"en": "a cat does not wait.", "fr": "un chat n'attend pas.",
-                               "es": "un gato no espera.", "de": "eine katze wartet nicht."}
+    assert g.render_all(m) == {
+        "en": "a cat does not wait.",
+        "fr": "un chat n'attend pas.",
+        "es": "un gato no espera.",
+        "de": "eine katze wartet nicht.",
+    }
 
 
 def _fr_article(det, gender, plural, next_word):
@@ -105,8 +137,12 @@ def test_french_and_spanish_agreement_on_sampled_sentences():
         es = g.render(m, "es")
         es_gender = g.NOUNS[s.noun].forms["es"][0]
         if s.det == "def":
-            assert es.split()[0] == {("m", False): "el", ("f", False): "la", ("m", True): "los", ("f", True): "las"}[
-                (es_gender, s.plural)], (es, s)
+            assert (
+                es.split()[0]
+                == {("m", False): "el", ("f", False): "la", ("m", True): "los", ("f", True): "las"}[
+                    (es_gender, s.plural)
+                ]
+            ), (es, s)
 
 
 def test_french_adjective_forms_follow_noun_gender_in_objects():
@@ -125,8 +161,16 @@ def test_french_adjective_forms_follow_noun_gender_in_objects():
 
 
 def test_german_case_on_articles_and_adjectives():
-    sample = _meanings(120, 3, lambda m: m.pattern == "transitive" and m.obj.det == "def" and not m.obj.plural
-                       and g.NOUNS[m.obj.noun].forms["de"][0] == "m")
+    sample = _meanings(
+        120,
+        3,
+        lambda m: (
+            m.pattern == "transitive"
+            and m.obj.det == "def"
+            and not m.obj.plural
+            and g.NOUNS[m.obj.noun].forms["de"][0] == "m"
+        ),
+    )
     for m in sample:
         de = g.render(m, "de").rstrip(".").split()
         noun = g.NOUNS[m.obj.noun].forms["de"][1]
@@ -143,12 +187,19 @@ def test_german_case_on_articles_and_adjectives():
 
 
 def test_verbs_conjugate_by_person_and_number():
-    texts = {slot: g.render_all(g.Meaning("intransitive", "present", g.Pronoun(slot), "sleep"))
-             for slot in (g.P1SG, g.P2SG, g.P3SG, g.P1PL, g.P3PL)}
+    texts = {
+        slot: g.render_all(g.Meaning("intransitive", "present", g.Pronoun(slot), "sleep"))
+        for slot in (g.P1SG, g.P2SG, g.P3SG, g.P1PL, g.P3PL)
+    }
     assert [t["fr"] for t in texts.values()] == ["je dors.", "tu dors.", "il dort.", "nous dormons.", "ils dorment."]
     assert [t["es"] for t in texts.values()] == ["duermo.", "duermes.", "él duerme.", "dormimos.", "ellos duermen."]
-    assert [t["de"] for t in texts.values()] == ["ich schlafe.", "du schläfst.", "er schläft.", "wir schlafen.",
-                                                 "sie schlafen."]
+    assert [t["de"] for t in texts.values()] == [
+        "ich schlafe.",
+        "du schläfst.",
+        "er schläft.",
+        "wir schlafen.",
+        "sie schlafen.",
+    ]
     assert [t["en"] for t in texts.values()] == ["i sleep.", "you sleep.", "he sleeps.", "we sleep.", "they sleep."]
 
 
@@ -168,8 +219,13 @@ def test_generated_sentences_are_unique_deterministic_and_clean():
             assert len(vocab) > 250, (lang, len(vocab))
     pairs = g.generate_pairs(2, seed=5)
     assert len(pairs) == 2 * len(g.PAIRS)
-    assert pairs[0] == {"id": "s00000-en-fr", "src_lang": "en", "src_text": a[0].texts["en"], "tgt_lang": "fr",
-                        "tgt_text": a[0].texts["fr"]}
+    assert pairs[0] == {
+        "id": "s00000-en-fr",
+        "src_lang": "en",
+        "src_text": a[0].texts["en"],
+        "tgt_lang": "fr",
+        "tgt_text": a[0].texts["fr"],
+    }
 
 
 # ----------------------------------------------------------------------------------- corpus
@@ -198,8 +254,10 @@ def test_splits_share_no_sentence(corpus_dir):
     ids = {split: {r.id.split("-")[0] for r in rs} for split, rs in recs.items()}
     assert not ids["train"] & ids["dev"] and not ids["train"] & ids["test"] and not ids["dev"] & ids["test"]
     for lang in g.LANGS:
-        texts = {split: {r.text for r in rs if r.lang == lang} | {r.tgt_text for r in rs if r.tgt_lang == lang}
-                 for split, rs in recs.items()}
+        texts = {
+            split: {r.text for r in rs if r.lang == lang} | {r.tgt_text for r in rs if r.tgt_lang == lang}
+            for split, rs in recs.items()
+        }
         assert len(texts["train"]) == SIZES["train"], lang
         assert not texts["train"] & (texts["dev"] | texts["test"]), lang
 
@@ -208,12 +266,14 @@ def test_held_out_voice_only_in_test(corpus_dir):
     held = {v.id for vs in sc.VOICES.values() for v in vs if v.held_out}
     assert len(held) == 4 and all(len([v for v in vs if not v.held_out]) >= 8 for vs in sc.VOICES.values())
     recs = _records(corpus_dir)
+
     def voices(rs):  # the voices of source and target audio, from the wav names
         return {Path(p).stem.split("-", 1)[1] for r in rs for p in (r.audio, r.tgt_audio)}
+
     assert not voices(recs["train"]) & held and not voices(recs["dev"]) & held
     test_voices = voices(recs["test"])
     assert held <= test_voices, test_voices  # every language's held-out voice speaks in test...
-    assert test_voices - held, test_voices   # ...and so do seen voices
+    assert test_voices - held, test_voices  # ...and so do seen voices
 
 
 def test_audio_is_16k_with_plausible_durations(corpus_dir):
@@ -227,7 +287,9 @@ def test_audio_is_16k_with_plausible_durations(corpus_dir):
             assert 0.02 < seconds / len(text) < 0.2, (path, seconds, text)  # espeak speaks ~10-20 chars/s
             # leading silence trimmed to about PAD_SECONDS
             frame = sr // 100
-            loud = np.nonzero(np.abs(wav[: len(wav) // frame * frame]).reshape(-1, frame).max(1) > 0.01 * np.abs(wav).max())[0]
+            loud = np.nonzero(
+                np.abs(wav[: len(wav) // frame * frame]).reshape(-1, frame).max(1) > 0.01 * np.abs(wav).max()
+            )[0]
             assert loud[0] * 0.01 <= sc.PAD_SECONDS + 0.02, (path, loud[0])
 
 
@@ -245,8 +307,9 @@ def test_deterministic_same_seed_and_different_seed(corpus_dir, tmp_path):
     same = sc.split_sentences(**SIZES, seed=SEED)
     assert [s.texts for s in other["train"]] != [s.texts for s in same["train"]]
     # the test split does not move when only the train size changes
-    assert [s.texts for s in sc.split_sentences(train=50, dev=4, test=4, seed=SEED)["test"]] == \
-        [s.texts for s in same["test"]]
+    assert [s.texts for s in sc.split_sentences(train=50, dev=4, test=4, seed=SEED)["test"]] == [
+        s.texts for s in same["test"]
+    ]
 
 
 def test_rerun_is_idempotent_and_other_seed_is_refused(corpus_dir, capsys):
@@ -277,7 +340,7 @@ def test_voice_for_alternates_held_out_in_test():
 def test_trim_silence_and_voice_validation():
     sr = 16000
     wav = np.zeros(sr * 2, dtype=np.float32)
-    wav[sr // 2: sr] = 0.5 * np.sin(np.arange(sr // 2) / 5.0)  # speech from 0.5 s to 1.0 s
+    wav[sr // 2 : sr] = 0.5 * np.sin(np.arange(sr // 2) / 5.0)  # speech from 0.5 s to 1.0 s
     out = sc.trim_silence(wav, sr, pad=0.1)
     assert abs(len(out) / sr - 0.7) < 0.02, len(out) / sr
     with pytest.raises(ValueError, match="pitch"):
@@ -286,8 +349,12 @@ def test_trim_silence_and_voice_validation():
 
 def test_script_help_runs():
     script = Path(sc.__file__)
-    proc = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(script.parents[1])})
+    proc = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(script.parents[1])},
+    )
     assert proc.returncode == 0 and "--profile" in proc.stdout, proc.stderr
 
 

@@ -5,11 +5,20 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-
-from audiopalm.tasks import (IGNORE_INDEX, TASKS, TaskError, TaskSpec, output_template, parse_task, prompt_ids,
-                             render, tag_lines)
-from audiopalm.vocab import UnifiedVocab
 from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+
+from audiopalm.tasks import (
+    IGNORE_INDEX,
+    TASKS,
+    TaskError,
+    TaskSpec,
+    output_template,
+    parse_task,
+    prompt_ids,
+    render,
+    tag_lines,
+)
+from audiopalm.vocab import UnifiedVocab
 
 A_SRC = "<|audio_start|><a_0_1><a_1_3><a_0_2><a_1_0><|audio_end|>"  # audio_codes, flatten, 2 codebooks
 A_TGT = "<|audio_start|><a_0_0><a_1_3><a_0_1><a_1_3><a_0_2><a_1_3><|audio_end|>"  # tgt_audio_codes
@@ -17,10 +26,17 @@ EOS = "<|endoftext|>"
 
 
 def record(**changes):
-    rec = {"id": "en-0001", "lang": "en", "text": "the dog sleeps.", "audio": "wav/en-0001.wav",
-           "tgt_lang": "fr", "tgt_text": "le chien dort.", "tgt_audio": "wav/fr-0001.wav",
-           "audio_codes": [[1, 2], [3, 0], [7, 7]],  # nested lists; third codebook unused
-           "tgt_audio_codes": np.array([[0, 1, 2], [3, 3, 3], [5, 5, 5]])}
+    rec = {
+        "id": "en-0001",
+        "lang": "en",
+        "text": "the dog sleeps.",
+        "audio": "wav/en-0001.wav",
+        "tgt_lang": "fr",
+        "tgt_text": "le chien dort.",
+        "tgt_audio": "wav/fr-0001.wav",
+        "audio_codes": [[1, 2], [3, 0], [7, 7]],  # nested lists; third codebook unused
+        "tgt_audio_codes": np.array([[0, 1, 2], [3, 3, 3], [5, 5, 5]]),
+    }
     rec.update(changes)
     return rec
 
@@ -36,8 +52,10 @@ EXPECTED = {  # prompt | target, as the tokenizer decodes them
     "S2ST": ("[S2ST English French]" + A_SRC + "<|sep|>", A_TGT + EOS),
     "TTS": ("[TTS English] the dog sleeps.<|sep|>", A_SRC + EOS),
     "MT": ("[MT English French] the dog sleeps.<|sep|>", "le chien dort." + EOS),
-    "ASR AST S2ST": ("[ASR AST S2ST English French]" + A_SRC + "<|sep|>",
-                     "the dog sleeps.<|sep|>le chien dort.<|sep|>" + A_TGT + EOS),
+    "ASR AST S2ST": (
+        "[ASR AST S2ST English French]" + A_SRC + "<|sep|>",
+        "the dog sleeps.<|sep|>le chien dort.<|sep|>" + A_TGT + EOS,
+    ),
     "ASR AST": ("[ASR AST English French]" + A_SRC + "<|sep|>", "the dog sleeps.<|sep|>le chien dort." + EOS),
     "MT TTS": ("[MT TTS English French] the dog sleeps.<|sep|>", "le chien dort.<|sep|>" + A_SRC + EOS),
 }
@@ -62,7 +80,7 @@ def test_audio_segments_invert_to_the_record_codes(vocab):
     ids = ex["input_ids"]
     starts = [i for i, t in enumerate(ids) if t == vocab.audio_start_id]
     ends = [i for i, t in enumerate(ids) if t == vocab.audio_end_id]
-    src, tgt = (vocab.ids_to_audio(ids[s:e + 1]) for s, e in zip(starts, ends))
+    src, tgt = (vocab.ids_to_audio(ids[s : e + 1]) for s, e in zip(starts, ends))
     assert torch.equal(src, torch.tensor([[1, 2], [3, 0]]))
     assert torch.equal(tgt, torch.tensor([[0, 1, 2], [3, 3, 3]]))
 
@@ -89,12 +107,15 @@ def test_output_template_and_parse():
     assert parse_task("S2ST").fields == ["lang", "tgt_lang", "audio_codes", "tgt_audio_codes"]
 
 
-@pytest.mark.parametrize("task, message", [
-    ("ASRX", "unknown task 'ASRX'"),
-    ("ASR TTS", "chained tasks must share one input"),
-    ("ASR ASR", "repeats an output"),
-    ("", "expected a task name"),
-])
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        ("ASRX", "unknown task 'ASRX'"),
+        ("ASR TTS", "chained tasks must share one input"),
+        ("ASR ASR", "repeats an output"),
+        ("", "expected a task name"),
+    ],
+)
 def test_bad_tasks(task, message, vocab):
     with pytest.raises(TaskError, match=message):
         render(record(), task, vocab, max_len=256, skip=Counter())  # a skip counter never hides a bad task
@@ -110,7 +131,9 @@ def test_missing_field_names_record_task_and_field(vocab):
         render(record(tgt_lang=None), "AST", vocab, max_len=256)
     with pytest.raises(TaskError, match="field 'lang': unknown language 'xx'"):
         render(record(lang="xx"), "ASR", vocab, max_len=256)
-    with pytest.raises(TaskError, match=r"field 'audio_codes': expected audio codes \[K, F\] with F >= 1, got shape \(2, 0\)"):
+    with pytest.raises(
+        TaskError, match=r"field 'audio_codes': expected audio codes \[K, F\] with F >= 1, got shape \(2, 0\)"
+    ):
         render(record(audio_codes=[[], []]), "ASR", vocab, max_len=256)
     with pytest.raises(TaskError, match=r"field 'audio_codes': codes must be in \[0, 4\)"):
         render(record(audio_codes=[[1, 9], [0, 0]]), "ASR", vocab, max_len=256)
@@ -138,4 +161,11 @@ def test_tag_lines_cover_every_tag_word():
 
 def test_speaks_is_whether_an_output_is_speech():
     assert [parse_task(t).speaks for t in ("ASR", "AST", "MT", "ASR AST", "TTS", "S2ST", "ASR AST S2ST")] == [
-        False, False, False, False, True, True, True]
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]

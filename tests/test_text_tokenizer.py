@@ -6,8 +6,13 @@ import pytest
 
 from audiopalm.text_tokenizer import BOS, EOS, PAD, UNK, train_text_tokenizer
 
-LINES = ["the small dog sleeps.", "le petit chien dort.", "el perro pequeño duerme.", "der kleine Hund schläft.",
-         "[MT English French] the small dog sleeps. -> le petit chien dort."] * 40
+LINES = [
+    "the small dog sleeps.",
+    "le petit chien dort.",
+    "el perro pequeño duerme.",
+    "der kleine Hund schläft.",
+    "[MT English French] the small dog sleeps. -> le petit chien dort.",
+] * 40
 
 
 def test_trained_tokenizer_loads_with_autotokenizer_and_round_trips(tmp_path):
@@ -43,16 +48,17 @@ def test_errors(tmp_path):
 def test_subcommand_trains_on_manifest_text(tmp_path, capsys):
     import argparse
 
+    from test_pretrain_text import write_corpus
     from transformers import AutoTokenizer
 
     from audiopalm import text_tokenizer
-    from test_pretrain_text import write_corpus
 
     train, dev = write_corpus(tmp_path / "corpus")
     parser = argparse.ArgumentParser()
     text_tokenizer.add_arguments(parser)
-    args = parser.parse_args(["--manifest", str(train), "--manifest", str(dev), "--out", str(tmp_path / "tok"),
-                              "--vocab-size", "320"])
+    args = parser.parse_args(
+        ["--manifest", str(train), "--manifest", str(dev), "--out", str(tmp_path / "tok"), "--vocab-size", "320"]
+    )
     assert text_tokenizer.run(args) == 0
     assert "wrote" in capsys.readouterr().out
     tok = AutoTokenizer.from_pretrained(tmp_path / "tok")

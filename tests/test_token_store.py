@@ -10,8 +10,15 @@ import torch
 
 from audiopalm import audio as audio_io
 from audiopalm.manifest import Record, write_manifest
-from audiopalm.token_store import (META_NAME, SHARDS_DIR, TokenStoreError, TokenStoreMismatch, build_token_store,
-                                   check_token_store, load_token_store)
+from audiopalm.token_store import (
+    META_NAME,
+    SHARDS_DIR,
+    TokenStoreError,
+    TokenStoreMismatch,
+    build_token_store,
+    check_token_store,
+    load_token_store,
+)
 from audiopalm.tokenizers.semantic import SemanticTokenizer
 
 SR = 16000
@@ -40,8 +47,10 @@ def corpus(tmp_path):
         sf.write(p, _tone(200 + 90 * i, 0.2 + 0.1 * i, sr), sr)
         paths.append(str(p))
     rows = [Record(id=f"r{i}", lang="en", text=f"utterance {i}", audio=paths[i], split="train") for i in range(1, 6)]
-    rows += [Record(id=f"s2st-{t}", lang="en", text="zero", audio=paths[0], tgt_lang=t, tgt_text="zéro",
-                    tgt_audio=paths[j]) for t, j in (("fr", 1), ("es", 2), ("de", 4))]
+    rows += [
+        Record(id=f"s2st-{t}", lang="en", text="zero", audio=paths[0], tgt_lang=t, tgt_text="zéro", tgt_audio=paths[j])
+        for t, j in (("fr", 1), ("es", 2), ("de", 4))
+    ]
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
     return manifest, rows
 
@@ -66,8 +75,9 @@ class CountingTokenizer:
 def test_round_trip_codes_equal_direct_encoding(tok, corpus, tmp_path):
     manifest, rows = corpus
     counting = CountingTokenizer(tok)
-    store = build_token_store(manifest, counting, tmp_path / "store", batch_seconds=1.0, num_proc=1, shard_size=2,
-                              progress=False)
+    store = build_token_store(
+        manifest, counting, tmp_path / "store", batch_seconds=1.0, num_proc=1, shard_size=2, progress=False
+    )
     assert len(counting.files) == 6, "each of the 6 unique wavs is encoded once, though wav 0 is in 3 rows"
     assert len(store) == len(rows) and store.stats == {"shards": 3, "computed": 3, "reused": 0, "files_encoded": 6}
     assert not (tmp_path / "store" / SHARDS_DIR).exists()
@@ -87,7 +97,9 @@ def test_round_trip_codes_equal_direct_encoding(tok, corpus, tmp_path):
             assert row["tgt_audio_codes"] is None and store.codes(i, "tgt_audio_codes") is None
         else:
             twav, _ = audio_io.load(rec.tgt_audio, SR)
-            assert np.array_equal(store.codes(i, "tgt_audio_codes"), tok.encode(torch.from_numpy(twav)[None])[0][0].numpy())
+            assert np.array_equal(
+                store.codes(i, "tgt_audio_codes"), tok.encode(torch.from_numpy(twav)[None])[0][0].numpy()
+            )
     summary = check_token_store(tmp_path / "store", progress=False)
     assert summary["rows"] == 8 and summary["skipped"] == 0 and summary["tgt_frames"] > 0
     # a second run with the same inputs finds it complete and encodes nothing
@@ -134,7 +146,9 @@ def test_other_tokenizer_cannot_resume_or_overwrite(tok, corpus, tmp_path):
 def test_bad_audio_is_named_or_counted(tok, corpus, tmp_path, capsys):
     manifest, rows = corpus
     (tmp_path / "wav" / "u2.wav").write_bytes(b"not a wav at all")  # r2 and the s2st-es target
-    sf.write(tmp_path / "wav" / "u5.wav", np.full(1000, np.nan, dtype=np.float32), SR, subtype="FLOAT")  # bad when decoded
+    sf.write(
+        tmp_path / "wav" / "u5.wav", np.full(1000, np.nan, dtype=np.float32), SR, subtype="FLOAT"
+    )  # bad when decoded
     with pytest.raises(audio_io.AudioError, match="u2.wav"):
         build_token_store(manifest, tok, tmp_path / "a", num_proc=1, progress=False)
     store = build_token_store(manifest, tok, tmp_path / "b", num_proc=1, progress=False, skip_bad=True)
@@ -163,15 +177,41 @@ def test_cli_tokenize_and_check(tok, corpus, tmp_path, capsys):
 
     manifest, _ = corpus
     tok.save_pretrained(tmp_path / "tok")
-    rc = main(["tokenize", "--manifest", str(manifest), "--tokenizer", str(tmp_path / "tok"), "--out",
-               str(tmp_path / "store"), "--num-proc", "1", "--no-progress"])
+    rc = main(
+        [
+            "tokenize",
+            "--manifest",
+            str(manifest),
+            "--tokenizer",
+            str(tmp_path / "tok"),
+            "--out",
+            str(tmp_path / "store"),
+            "--num-proc",
+            "1",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert load_token_store(tmp_path / "store", expected_fingerprint=tok.fingerprint).meta.num_rows == 8
     assert main(["tokenize", "--check", str(tmp_path / "store"), "--no-progress"]) == 0
     assert "8 rows" in capsys.readouterr().out
     assert main(["tokenize", "--check", str(tmp_path / "nothing"), "--no-progress"]) == 2
-    assert main(["tokenize", "--manifest", str(manifest), "--tokenizer", str(tmp_path / "tok"), "--out",
-                 str(tmp_path / "s2"), "--bandwidth", "6"]) == 2  # codec options on a saved tokenizer: refused
+    assert (
+        main(
+            [
+                "tokenize",
+                "--manifest",
+                str(manifest),
+                "--tokenizer",
+                str(tmp_path / "tok"),
+                "--out",
+                str(tmp_path / "s2"),
+                "--bandwidth",
+                "6",
+            ]
+        )
+        == 2
+    )  # codec options on a saved tokenizer: refused
 
 
 def test_text_only_rows_are_stored_without_codes(tok, corpus, tmp_path, capsys):
@@ -179,22 +219,26 @@ def test_text_only_rows_are_stored_without_codes(tok, corpus, tmp_path, capsys):
     skips them with a counted reason, and MT renders them."""
     from collections import Counter
 
+    from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+
     from audiopalm.cli import main
     from audiopalm.tasks import render
     from audiopalm.vocab import UnifiedVocab
-    from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
     manifest, rows = corpus
-    mt = [Record(id=f"mt{i}", lang="en", text=f"sentence {i}.", tgt_lang="fr", tgt_text=f"phrase {i}.", split="test")
-          for i in range(3)]
+    mt = [
+        Record(id=f"mt{i}", lang="en", text=f"sentence {i}.", tgt_lang="fr", tgt_text=f"phrase {i}.", split="test")
+        for i in range(3)
+    ]
     path = write_manifest(tmp_path / "mixed.jsonl", rows[:2] + mt)
     store = build_token_store(path, tok, tmp_path / "store", num_proc=1, progress=False)
     assert len(store) == 5 and store.meta.num_audio_files == 2
     i = list(store.dataset["id"]).index("mt1")
     assert store.codes(i) is None and store.dataset[i]["tgt_text"] == "phrase 1."
     assert check_token_store(tmp_path / "store", progress=False)["text_only"] == 3
-    vocab = UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=tok.codebook_size, num_codebooks=1,
-                               pattern="flatten")
+    vocab = UnifiedVocab.build(
+        tiny_text_tokenizer("gpt2"), codebook_size=tok.codebook_size, num_codebooks=1, pattern="flatten"
+    )
     row, skipped = store[i], Counter()
     assert render(row, "ASR", vocab, max_len=512, skip=skipped) is None
     assert render(row, "TTS", vocab, max_len=512, skip=skipped) is None

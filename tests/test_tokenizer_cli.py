@@ -21,16 +21,41 @@ def manifest(tmp_path_factory):
         wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 300) * t * (1 + 0.3 * t)) + 0.02 * rng.normal(size=t.size)
         # the corpus is stored at 22.05 kHz (as espeak-ng writes it): fit must resample to 16 kHz
         audio.save(root / "wav" / f"u{i}.wav", audio.resample(wav.astype(np.float32), 16000, 22050), 22050)
-        records.append(Record(id=f"u{i}", lang="en", text="hello", audio=str(root / "wav" / f"u{i}.wav"),
-                              split="train" if i < 4 else "test"))
+        records.append(
+            Record(
+                id=f"u{i}",
+                lang="en",
+                text="hello",
+                audio=str(root / "wav" / f"u{i}.wav"),
+                split="train" if i < 4 else "test",
+            )
+        )
     return write_manifest(root / "manifest.jsonl", records)
 
 
 @pytest.fixture(scope="module")
 def fitted(manifest, tmp_path_factory):
     out = tmp_path_factory.mktemp("tok") / "tok"
-    rc = main(["tokenizer", "fit", "--manifest", str(manifest), "--out", str(out), "--split", "train",
-               "--num-codebooks", "3", "--codebook-size", "8", "--n-mels", "32", "--kmeans-iters", "5"])
+    rc = main(
+        [
+            "tokenizer",
+            "fit",
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--split",
+            "train",
+            "--num-codebooks",
+            "3",
+            "--codebook-size",
+            "8",
+            "--n-mels",
+            "32",
+            "--kmeans-iters",
+            "5",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -62,16 +87,44 @@ def test_info_on_a_folder_without_tokenizer(tmp_path, capsys):
 
 def test_roundtrip_writes_wavs(fitted, manifest, tmp_path):
     out = tmp_path / "rt"
-    rc = main(["tokenizer", "roundtrip", str(fitted), "--manifest", str(manifest), "--out", str(out),
-               "--split", "test", "--num-codebooks", "1", "3"])
+    rc = main(
+        [
+            "tokenizer",
+            "roundtrip",
+            str(fitted),
+            "--manifest",
+            str(manifest),
+            "--out",
+            str(out),
+            "--split",
+            "test",
+            "--num-codebooks",
+            "1",
+            "3",
+        ]
+    )
     assert rc == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["u4.k1.wav", "u4.k3.wav", "u4.orig.wav", "u5.k1.wav", "u5.k3.wav", "u5.orig.wav"]
     orig, sr = audio.load(out / "u4.orig.wav")
     dec, sr2 = audio.load(out / "u4.k3.wav")
     assert sr == sr2 == 16000 and len(dec) == len(orig)
-    assert main(["tokenizer", "roundtrip", str(fitted), "--manifest", str(manifest), "--out", str(out),
-                 "--num-codebooks", "4"]) == 2
+    assert (
+        main(
+            [
+                "tokenizer",
+                "roundtrip",
+                str(fitted),
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(out),
+                "--num-codebooks",
+                "4",
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.slow
@@ -80,8 +133,9 @@ def test_bench_quick_writes_the_table(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("bench_tokenizers",
-                                                  Path(__file__).parents[1] / "eval" / "bench_tokenizers.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_tokenizers", Path(__file__).parents[1] / "eval" / "bench_tokenizers.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench" / "tokenizers.json"
@@ -100,8 +154,23 @@ def test_bench_quick_writes_the_table(tmp_path):
 
 def test_fit_semantic_units(manifest, tmp_path):
     out = tmp_path / "units"
-    assert main(["tokenizer", "fit-semantic", "--manifest", str(manifest), "--out", str(out), "--split", "train",
-                 "--num-units", "5"]) == 0
+    assert (
+        main(
+            [
+                "tokenizer",
+                "fit-semantic",
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(out),
+                "--split",
+                "train",
+                "--num-units",
+                "5",
+            ]
+        )
+        == 0
+    )
     tok = load_audio_tokenizer(out)
     assert tok.type_name == "semantic" and tok.num_codebooks == 1 and tok.codebook_size == 5
     assert not tok.can_decode
@@ -125,8 +194,9 @@ def test_roundtrip_never_writes_outside_out(fitted, manifest, tmp_path, capsys):
 def test_from_pretrained_refuses_missing_changed_or_truncated_weights(fitted, tmp_path):
     import shutil
 
-    from audiopalm.tokenizers.base import WEIGHTS_NAME
     from safetensors.torch import load_file, save_file
+
+    from audiopalm.tokenizers.base import WEIGHTS_NAME
 
     def copy(name):
         shutil.copytree(fitted, tmp_path / name)
@@ -156,7 +226,6 @@ def test_a_local_looking_tokenizer_name_is_never_fetched(name, monkeypatch, tmp_
     import transformers
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
-                        lambda *a, **k: pytest.fail(f"hub request for {a}"))
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", lambda *a, **k: pytest.fail(f"hub request for {a}"))
     with pytest.raises(ValueError, match="looks like a local path"):
         load_audio_tokenizer(name)

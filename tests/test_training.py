@@ -13,7 +13,6 @@ from audiopalm import training
 from audiopalm.config import OptimConfig
 from audiopalm.training import IGNORE_INDEX, StepSampler
 
-
 # ------------------------------------------------------------------------------------------------ data order
 
 
@@ -31,8 +30,11 @@ def test_sampler_is_a_pure_function_of_step_and_covers_each_epoch():
 def test_micro_batches_partition_the_global_batch(world, accum):
     s = StepSampler(100, 8, seed=0)
     g = s.global_indices(7)
-    parts = [StepSampler.micro_batch(g, m, r, micro_batch_size=8 // (world * accum), world_size=world)
-             for m in range(accum) for r in range(world)]
+    parts = [
+        StepSampler.micro_batch(g, m, r, micro_batch_size=8 // (world * accum), world_size=world)
+        for m in range(accum)
+        for r in range(world)
+    ]
     assert sum(parts, []) == g
 
 
@@ -80,8 +82,9 @@ def test_count_targets_uses_the_shift():
 def test_token_loss_sum_matches_hf_style_mean():
     model, (x, labels) = _TinyLM(), _batch()
     logits = model(x)
-    mean = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1),
-                                             ignore_index=IGNORE_INDEX)
+    mean = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+    )
     total = training.token_loss_sum(logits, labels)
     assert total.shape == () and torch.allclose(total / training.count_targets(labels), mean)
 
@@ -113,8 +116,9 @@ def test_mean_of_micro_batch_means_would_differ():
     torch.manual_seed(0)
     model, (x, labels) = _TinyLM(), _batch()
     full = training.token_loss_sum(model(x), labels) / training.count_targets(labels)
-    halves = [training.token_loss_sum(model(x[i]), labels[i]) / training.count_targets(labels[i])
-              for i in ([0, 1], [2, 3])]
+    halves = [
+        training.token_loss_sum(model(x[i]), labels[i]) / training.count_targets(labels[i]) for i in ([0, 1], [2, 3])
+    ]
     assert not torch.allclose(full, sum(halves) / 2)
 
 
@@ -129,9 +133,16 @@ def test_loss_scale_refuses_no_targets():
 def _llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=16,
+        tie_word_embeddings=True,
+    )
     return LlamaForCausalLM(cfg)
 
 
@@ -171,9 +182,12 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_tree_round_trip_keeps_types_and_int_keys(tmp_path):
-    tree = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)}},
-            "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "params": [0, 1], "foreach": None}],
-            "arr": np.arange(5, dtype=np.uint32), "flag": True}
+    tree = {
+        "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)}},
+        "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "params": [0, 1], "foreach": None}],
+        "arr": np.arange(5, dtype=np.uint32),
+        "flag": True,
+    }
     training.save_tree(tree, tmp_path / "opt")
     back = training.load_tree(tmp_path / "opt")
     assert back["param_groups"] == tree["param_groups"] and back["flag"] is True
@@ -214,8 +228,16 @@ def test_checkpoint_save_load_keep_last_and_atomicity(tmp_path):
     root = tmp_path / "checkpoints"
     for step in (1, 2, 3):
         _train_one_step(model, opt, sched)
-        training.save_checkpoint(acc, root, step=step, model=model, optimizer=opt, scheduler=sched,
-                                 state={"tokens_seen": step * 16}, keep_last=2)
+        training.save_checkpoint(
+            acc,
+            root,
+            step=step,
+            model=model,
+            optimizer=opt,
+            scheduler=sched,
+            state={"tokens_seen": step * 16},
+            keep_last=2,
+        )
     assert [p.name for p in training.list_checkpoints(root)] == ["step_0000002", "step_0000003"]
     (root / ".tmp-step_0000004").mkdir()  # a save killed half-way
     (root / "step_0000005").mkdir()  # a folder without trainer_state.json is not a checkpoint
@@ -270,11 +292,23 @@ def test_new_rows_get_their_own_lr_under_lora_trainable_tokens():
 
     from audiopalm.training import param_groups
 
-    cfg = transformers.LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                   num_attention_heads=2, num_key_value_heads=1)
-    model = peft.get_peft_model(transformers.LlamaForCausalLM(cfg), peft.LoraConfig(
-        r=2, target_modules=["q_proj"], trainable_token_indices={"embed_tokens": [90, 91]}, task_type="CAUSAL_LM"))
-    groups = {g["lr"]: g["names"] for g in param_groups(model, lr=1e-3, weight_decay=0.1,
-                                                         group_lrs={"trainable_tokens": 5e-3})}
+    cfg = transformers.LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    model = peft.get_peft_model(
+        transformers.LlamaForCausalLM(cfg),
+        peft.LoraConfig(
+            r=2, target_modules=["q_proj"], trainable_token_indices={"embed_tokens": [90, 91]}, task_type="CAUSAL_LM"
+        ),
+    )
+    groups = {
+        g["lr"]: g["names"]
+        for g in param_groups(model, lr=1e-3, weight_decay=0.1, group_lrs={"trainable_tokens": 5e-3})
+    }
     assert len(groups[5e-3]) == 1 and "trainable_tokens_delta" in groups[5e-3][0]
     assert all("lora_" in n for n in groups[1e-3])

@@ -8,9 +8,9 @@ import json
 import time
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import torch
 from transformers import AutoTokenizer, GPT2Tokenizer, LlamaTokenizer, Qwen2Tokenizer
 
 from audiopalm.tokenizers.patterns import PATTERNS
@@ -101,8 +101,16 @@ def _mixed_ids(v):
     """text, an audio segment, text, a second audio segment with the same codes twice, eos."""
     a1 = v.audio_to_ids(torch.tensor([[0, 3, 3], [1, 1, 2]]))
     a2 = v.audio_to_ids(torch.tensor([[2, 2], [0, 0]]))
-    return (v.text_ids("[ASR English]") + a1 + [v.sep_id] + v.text_ids("the cat") + [v.sep_id] + a2
-            + v.text_ids("le chien.") + [v.eos_id])
+    return (
+        v.text_ids("[ASR English]")
+        + a1
+        + [v.sep_id]
+        + v.text_ids("the cat")
+        + [v.sep_id]
+        + a2
+        + v.text_ids("le chien.")
+        + [v.eos_id]
+    )
 
 
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
@@ -124,15 +132,19 @@ def test_mixed_sequence_decodes_and_reencodes_to_same_ids(text_tok, pattern, tmp
 
 
 def test_save_load_round_trip(tmp_path):
-    v = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=8, num_codebooks=2, pattern="delay",
-                           tasks=["ASR", "TTS"])
+    v = UnifiedVocab.build(
+        tiny_text_tokenizer("llama"), codebook_size=8, num_codebooks=2, pattern="delay", tasks=["ASR", "TTS"]
+    )
     v.save_pretrained(tmp_path)
     layout = json.loads((tmp_path / LAYOUT_NAME).read_text())
     assert layout["audio_offset"] == v.audio_offset and layout["pattern"] == "delay"
     assert layout["special_tokens"]["audio_start"] == {"token": "<|audio_start|>", "id": v.audio_start_id}
     w = UnifiedVocab.from_pretrained(tmp_path)
     assert w.layout == v.layout and w.tasks == ["ASR", "TTS"]
-    assert (w.tokenizer.pad_token, w.tokenizer.pad_token_id) == ("<|pad|>", v.pad_id) and w.tokenizer.bos_token_id == v.bos_id
+    assert (w.tokenizer.pad_token, w.tokenizer.pad_token_id) == (
+        "<|pad|>",
+        v.pad_id,
+    ) and w.tokenizer.bos_token_id == v.bos_id
     codes = torch.tensor([[1, 2, 3], [4, 5, 6]])
     assert w.audio_to_ids(codes) == v.audio_to_ids(codes)
 
@@ -173,7 +185,7 @@ def test_masks():
     assert text.shape == audio.shape == cb1.shape == (size,)
     assert text.sum() == v.audio_offset and audio.sum() == 8 and cb1.sum() == 4
     assert not (text & audio).any() and cb1[v.audio_token_id(1, 0)] and not cb1[v.audio_token_id(0, 3)]
-    assert not text[v.audio_start_id] and not audio[v.audio_start_id] and not text[len(v):].any()
+    assert not text[v.audio_start_id] and not audio[v.audio_start_id] and not text[len(v) :].any()
 
 
 def test_adding_2k_audio_tokens_is_quick():
@@ -207,7 +219,9 @@ def test_random_mixed_sequences_round_trip(data, text_tok):
             ids += v.text_ids(" ".join(data.draw(st.lists(st.sampled_from(WORDS), min_size=1, max_size=4))))
         elif kind == "audio":
             frames = data.draw(st.integers(1, 4))
-            codes = data.draw(st.lists(st.lists(st.integers(0, 3), min_size=frames, max_size=frames), min_size=2, max_size=2))
+            codes = data.draw(
+                st.lists(st.lists(st.integers(0, 3), min_size=frames, max_size=frames), min_size=2, max_size=2)
+            )
             ids += v.audio_to_ids(codes)
         else:
             ids.append(data.draw(st.sampled_from([v.sep_id, v.eos_id, v.audio_pad_id, v.audio_start_id])))

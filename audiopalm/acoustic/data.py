@@ -59,15 +59,20 @@ class Utterances:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         return self.units[a:b], self.feats[a:b]
 
-    def subset(self, keep: list[int]) -> "Utterances":
+    def subset(self, keep: list[int]) -> Utterances:
         units, feats, offsets = [], [], [0]
         for i in keep:
             u, f = self.item(i)
             units.append(u)
             feats.append(f)
             offsets.append(offsets[-1] + len(u))
-        return Utterances([self.paths[i] for i in keep], [self.speakers[i] for i in keep],
-                          torch.tensor(offsets, dtype=torch.long), torch.cat(units), torch.cat(feats))
+        return Utterances(
+            [self.paths[i] for i in keep],
+            [self.speakers[i] for i in keep],
+            torch.tensor(offsets, dtype=torch.long),
+            torch.cat(units),
+            torch.cat(feats),
+        )
 
 
 def manifest_utterances(manifest: str | os.PathLike, splits: list[str] | None) -> list[tuple[str, str]]:
@@ -81,8 +86,10 @@ def manifest_utterances(manifest: str | os.PathLike, splits: list[str] | None) -
         if rec.audio is None:
             continue
         if not rec.speaker:
-            raise ValueError(f"{manifest}: row {rec.id!r} has no speaker; the acoustic stage needs one to pair "
-                             "each utterance with a voice prompt of the same speaker")
+            raise ValueError(
+                f"{manifest}: row {rec.id!r} has no speaker; the acoustic stage needs one to pair "
+                "each utterance with a voice prompt of the same speaker"
+            )
         seen.setdefault(str(rec.audio), rec.speaker)
     return list(seen.items())
 
@@ -95,8 +102,10 @@ def encode_utterance(wav: np.ndarray, unit_tokenizer, codec) -> tuple[torch.Tens
         feats, n_feats = codec.features(x)  # [1, Ff, D]
     nu, nf = int(n_units[0]), int(n_feats[0])
     if abs(nu - nf) > MAX_FRAME_MISMATCH:
-        raise ValueError(f"unit tokenizer gives {nu} frames and codec {nf} for the same {x.shape[1]} samples: "
-                         f"frame rates {unit_tokenizer.frame_rate} vs {codec.frame_rate} Hz must be equal")
+        raise ValueError(
+            f"unit tokenizer gives {nu} frames and codec {nf} for the same {x.shape[1]} samples: "
+            f"frame rates {unit_tokenizer.frame_rate} vs {codec.frame_rate} Hz must be equal"
+        )
     f = min(nu, nf)
     return codes[0, 0, :f].long().clone(), feats[0, :f].float().clone()
 
@@ -109,9 +118,16 @@ def cache_key(manifest: str | os.PathLike, splits: list[str] | None, unit_tokeni
     return h.hexdigest()[:16]
 
 
-def load_utterances(manifest: str | os.PathLike, splits: list[str] | None, unit_tokenizer, codec, *,
-                    cache_dir: str | os.PathLike | None = None, limit: int | None = None,
-                    progress: bool = True) -> Utterances:
+def load_utterances(
+    manifest: str | os.PathLike,
+    splits: list[str] | None,
+    unit_tokenizer,
+    codec,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Utterances:
     """Units and codec features of the manifest's utterances in ``splits`` (the first ``limit`` files, in
     manifest order); read from / written to ``cache_dir`` when given (atomic write)."""
     from safetensors.torch import load_file, save_file
@@ -120,8 +136,10 @@ def load_utterances(manifest: str | os.PathLike, splits: list[str] | None, unit_
 
     cache = None
     if cache_dir is not None:
-        cache = Path(cache_dir) / f"{Path(manifest).stem}-{'+'.join(splits or ['all'])}-" \
-                                  f"{cache_key(manifest, splits, unit_tokenizer, codec, limit)}"
+        cache = (
+            Path(cache_dir) / f"{Path(manifest).stem}-{'+'.join(splits or ['all'])}-"
+            f"{cache_key(manifest, splits, unit_tokenizer, codec, limit)}"
+        )
         if Path(f"{cache}.safetensors").is_file() and Path(f"{cache}.json").is_file():
             t = load_file(f"{cache}.safetensors")
             meta = json.loads(Path(f"{cache}.json").read_text(encoding="utf-8"))
@@ -133,8 +151,9 @@ def load_utterances(manifest: str | os.PathLike, splits: list[str] | None, unit_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one short file at a time: threads only add sync overhead (x10 slower on a busy CPU)
     try:
-        for path, _ in tqdm(items, desc=f"acoustic: features ({Path(manifest).name})", unit="utt",
-                            disable=not progress):
+        for path, _ in tqdm(
+            items, desc=f"acoustic: features ({Path(manifest).name})", unit="utt", disable=not progress
+        ):
             wav, _ = audio_io.load(path, codec.sample_rate)
             u, f = encode_utterance(wav, unit_tokenizer, codec)
             units.append(u)
@@ -142,13 +161,19 @@ def load_utterances(manifest: str | os.PathLike, splits: list[str] | None, unit_
             offsets.append(offsets[-1] + len(u))
     finally:
         torch.set_num_threads(threads)
-    out = Utterances([p for p, _ in items], [s for _, s in items], torch.tensor(offsets, dtype=torch.long),
-                     torch.cat(units), torch.cat(feats))
+    out = Utterances(
+        [p for p, _ in items],
+        [s for _, s in items],
+        torch.tensor(offsets, dtype=torch.long),
+        torch.cat(units),
+        torch.cat(feats),
+    )
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.parent / f".tmp-{cache.name}"
-        save_file({"offsets": out.offsets, "units": out.units.to(torch.int32), "feats": out.feats},
-                  f"{tmp}.safetensors")
+        save_file(
+            {"offsets": out.offsets, "units": out.units.to(torch.int32), "feats": out.feats}, f"{tmp}.safetensors"
+        )
         Path(f"{tmp}.json").write_text(json.dumps({"paths": out.paths, "speakers": out.speakers}), encoding="utf-8")
         os.replace(f"{tmp}.safetensors", f"{cache}.safetensors")
         os.replace(f"{tmp}.json", f"{cache}.json")
@@ -165,7 +190,7 @@ class Batch:
     prompt: torch.Tensor  # [B, P, D] voice-prompt features (another utterance of the same speaker)
     prompt_lengths: torch.Tensor  # [B] long
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
 
 
@@ -193,8 +218,10 @@ class PairSampler:
         self.by_speaker = dict(by_speaker)
         self.targets = [i for i, s in enumerate(utts.speakers) if len(by_speaker[s]) >= 2]
         if not self.targets:
-            raise ValueError(f"no speaker has two utterances among {len(utts)}: the voice prompt must come from "
-                             "another utterance of the same speaker")
+            raise ValueError(
+                f"no speaker has two utterances among {len(utts)}: the voice prompt must come from "
+                "another utterance of the same speaker"
+            )
 
     def _crop(self, n: int, limit: int, gen: torch.Generator) -> tuple[int, int]:
         if n <= limit:

@@ -65,7 +65,9 @@ class AcousticConfig:
         for name in ("num_units", "feature_dim", "hidden_size", "num_blocks", "voice_dim", "voice_hidden"):
             need(getattr(self, name) >= 1, name, "must be >= 1")
         need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size", "must be odd and >= 1")
-        need(len(self.dilations) >= 1 and min(self.dilations) >= 1, "dilations", "must be a non-empty list of ints >= 1")
+        need(
+            len(self.dilations) >= 1 and min(self.dilations) >= 1, "dilations", "must be a non-empty list of ints >= 1"
+        )
         need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
     @property
@@ -80,8 +82,9 @@ class ConvBlock(nn.Module):
     def __init__(self, c: AcousticConfig, dilation: int):
         super().__init__()
         self.norm = nn.LayerNorm(c.hidden_size)
-        self.conv = nn.Conv1d(c.hidden_size, c.hidden_size, c.kernel_size, dilation=dilation,
-                              padding=dilation * (c.kernel_size - 1) // 2)
+        self.conv = nn.Conv1d(
+            c.hidden_size, c.hidden_size, c.kernel_size, dilation=dilation, padding=dilation * (c.kernel_size - 1) // 2
+        )
         self.proj = nn.Linear(c.hidden_size, c.hidden_size)
         self.film = nn.Linear(c.voice_dim, 2 * c.hidden_size) if c.use_voice else None
         self.dropout = nn.Dropout(c.dropout)
@@ -111,7 +114,9 @@ class VoiceEncoder(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``feats`` [B, P, feature_dim] normalised codec features, ``lengths`` [B] valid frames -> [B, V]."""
-        mask = (torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]).float()[..., None]  # [B, P, 1]
+        mask = (torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]).float()[
+            ..., None
+        ]  # [B, P, 1]
         x = self.inp(feats) * mask  # [B, P, h]
         for conv in self.convs:
             x = (x + nn.functional.gelu(conv(x.transpose(1, 2)).transpose(1, 2))) * mask
@@ -137,8 +142,15 @@ class AcousticModel(nn.Module):
             return None
         return self.voice_encoder(feats, lengths)  # [B, V]
 
-    def forward(self, units: torch.Tensor, lengths: torch.Tensor, voice: torch.Tensor | None = None, *,
-                prompt: torch.Tensor | None = None, prompt_lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        units: torch.Tensor,
+        lengths: torch.Tensor,
+        voice: torch.Tensor | None = None,
+        *,
+        prompt: torch.Tensor | None = None,
+        prompt_lengths: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``units`` [B, F] long, ``lengths`` [B] valid frames, and the voice as an embedding ``voice`` [B, V] or as
         prompt features ``prompt`` [B, P, feature_dim] + ``prompt_lengths`` [B] (neither when ``use_voice`` is
         False) -> predicted features [B, F, feature_dim] (zero past each item's length)."""
@@ -147,9 +159,10 @@ class AcousticModel(nn.Module):
             voice = self.encode_voice(prompt, prompt_lengths)  # inside forward, so DDP sees the encoder used
         assert units.dim() == 2, f"units must be [B, F], got {tuple(units.shape)}"
         if c.use_voice:
-            assert voice is not None and voice.shape == (units.shape[0], c.voice_dim), \
+            assert voice is not None and voice.shape == (units.shape[0], c.voice_dim), (
                 f"voice must be [B={units.shape[0]}, {c.voice_dim}], got {None if voice is None else tuple(voice.shape)}"
-        mask = (torch.arange(units.shape[1], device=units.device)[None] < lengths[:, None])  # [B, F]
+            )
+        mask = torch.arange(units.shape[1], device=units.device)[None] < lengths[:, None]  # [B, F]
         units = torch.where(mask, units, torch.full_like(units, c.pad_id))
         lo, hi = int(units.min()), int(units.max())
         assert lo >= 0 and hi <= c.pad_id, f"unit ids must be in [0, {c.num_units}), got min {lo} max {hi}"
@@ -159,8 +172,9 @@ class AcousticModel(nn.Module):
             h = block(h, mask, voice)
         return self.head(self.norm(h)) * mask  # [B, F, feature_dim]
 
-    def save_pretrained(self, directory: str | os.PathLike, *, state_dict: dict | None = None,
-                        safe_serialization: bool = True) -> None:
+    def save_pretrained(
+        self, directory: str | os.PathLike, *, state_dict: dict | None = None, safe_serialization: bool = True
+    ) -> None:
         """``model.safetensors`` + ``acoustic_model.json``: the layout :func:`audiopalm.training.save_checkpoint`
         writes and :func:`audiopalm.training.load_checkpoint` reads for resuming."""
         from safetensors.torch import save_file

@@ -41,17 +41,30 @@ DEFAULT_PROMPT_FRAMES = 75
 class AcousticStage(nn.Module):
     """An :class:`AcousticModel` bound to its codec (a fitted ``mel_rvq``) and to its unit tokenizer's fingerprint."""
 
-    def __init__(self, config: AcousticConfig, codec, *, unit_tokenizer: dict,
-                 max_prompt_frames: int = DEFAULT_PROMPT_FRAMES, default_voice_info: dict | None = None):
+    def __init__(
+        self,
+        config: AcousticConfig,
+        codec,
+        *,
+        unit_tokenizer: dict,
+        max_prompt_frames: int = DEFAULT_PROMPT_FRAMES,
+        default_voice_info: dict | None = None,
+    ):
         super().__init__()
         if getattr(codec, "type_name", None) != "mel_rvq":
-            raise ValueError(f"the acoustic stage predicts mel_rvq features; got a {getattr(codec, 'type_name', codec)!r} codec")
+            raise ValueError(
+                f"the acoustic stage predicts mel_rvq features; got a {getattr(codec, 'type_name', codec)!r} codec"
+            )
         if config.feature_dim != codec.config.dim:
-            raise ValueError(f"AcousticConfig.feature_dim = {config.feature_dim} but the codec's frames have "
-                             f"{codec.config.dim} values (stack * n_mels)")
+            raise ValueError(
+                f"AcousticConfig.feature_dim = {config.feature_dim} but the codec's frames have "
+                f"{codec.config.dim} values (stack * n_mels)"
+            )
         if abs(float(unit_tokenizer["frame_rate"]) - codec.frame_rate) > 1e-6:
-            raise ValueError(f"unit_tokenizer: units at {unit_tokenizer['frame_rate']} Hz, codec frames at "
-                             f"{codec.frame_rate} Hz; the stage maps one unit to one codec frame, so they must match")
+            raise ValueError(
+                f"unit_tokenizer: units at {unit_tokenizer['frame_rate']} Hz, codec frames at "
+                f"{codec.frame_rate} Hz; the stage maps one unit to one codec frame, so they must match"
+            )
         if max_prompt_frames < 1:
             raise ValueError(f"max_prompt_frames = {max_prompt_frames}: must be >= 1")
         self.config = config
@@ -64,7 +77,7 @@ class AcousticStage(nn.Module):
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
-    def build(cls, config: AcousticConfig, codec, unit_tokenizer, **kwargs) -> "AcousticStage":
+    def build(cls, config: AcousticConfig, codec, unit_tokenizer, **kwargs) -> AcousticStage:
         """A fresh stage for ``unit_tokenizer`` (any :class:`AudioTokenizer`; its first codebook is the unit
         stream) and ``codec`` (a fitted mel_rvq); ``num_units`` and ``feature_dim`` are filled in from them."""
         config = dataclasses.replace(config, num_units=unit_tokenizer.codebook_size, feature_dim=codec.config.dim)
@@ -79,7 +92,9 @@ class AcousticStage(nn.Module):
     def frame_rate(self) -> float:
         return self.codec.frame_rate
 
-    def prompt_features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_features(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Voice prompt ``wav`` [B, T] (or [T]) at :attr:`sample_rate` -> (features [B, P, D], lengths [B]), at most
         ``max_prompt_frames`` frames (the prompt's start)."""
         wav = torch.as_tensor(wav, dtype=torch.float32)
@@ -94,7 +109,9 @@ class AcousticStage(nn.Module):
         feats, n = self.prompt_features(wav, lengths)
         return self.model.encode_voice(feats, n)  # [B, V]
 
-    def check_units(self, units: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def check_units(
+        self, units: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate units [B, F] (ids in ``[0, num_units)`` where valid) and their lengths [B] (None: all F)."""
         units = torch.as_tensor(units).long()
         if units.dim() == 3 and units.shape[1] == 1:  # [B, 1, F]: what AudioTokenizer.encode returns
@@ -105,12 +122,16 @@ class AcousticStage(nn.Module):
             lengths = torch.full((units.shape[0],), units.shape[1], dtype=torch.long)
         lengths = torch.as_tensor(lengths).long().reshape(-1)
         if lengths.shape[0] != units.shape[0] or int(lengths.min()) < 1 or int(lengths.max()) > units.shape[1]:
-            raise ValueError(f"unit lengths {lengths.tolist()} must be [B={units.shape[0]}] values in 1..F={units.shape[1]}")
+            raise ValueError(
+                f"unit lengths {lengths.tolist()} must be [B={units.shape[0]}] values in 1..F={units.shape[1]}"
+            )
         valid = torch.arange(units.shape[1])[None] < lengths[:, None]  # [B, F]
         bad = valid & ((units < 0) | (units >= self.config.num_units))
         if bool(bad.any()):
-            raise ValueError(f"unit ids must be in [0, {self.config.num_units}) (the unit tokenizer "
-                             f"{self.unit_tokenizer.get('fingerprint')}); got {units[bad][:5].tolist()}")
+            raise ValueError(
+                f"unit ids must be in [0, {self.config.num_units}) (the unit tokenizer "
+                f"{self.unit_tokenizer.get('fingerprint')}); got {units[bad][:5].tolist()}"
+            )
         return units, lengths
 
     def _voice(self, batch: int, voice_wav, voice, voice_lengths) -> torch.Tensor | None:
@@ -129,12 +150,21 @@ class AcousticStage(nn.Module):
         if voice.shape[0] == 1 and batch > 1:
             voice = voice.expand(batch, -1)
         if voice.shape != (batch, self.config.voice_dim):
-            raise ValueError(f"voice must be [B={batch}, {self.config.voice_dim}] (or [1, V]), got {tuple(voice.shape)}")
+            raise ValueError(
+                f"voice must be [B={batch}, {self.config.voice_dim}] (or [1, V]), got {tuple(voice.shape)}"
+            )
         return voice
 
     @torch.no_grad()
-    def predict_features(self, units: torch.Tensor, lengths: torch.Tensor | None = None, *, voice_wav=None,
-                         voice=None, voice_lengths=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def predict_features(
+        self,
+        units: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        *,
+        voice_wav=None,
+        voice=None,
+        voice_lengths=None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Units [B, F] -> (normalised codec features [B, F, D], lengths [B]); voice as in :meth:`synthesize`."""
         units, lengths = self.check_units(units, lengths)
         v = self._voice(units.shape[0], voice_wav, voice, voice_lengths)
@@ -142,8 +172,14 @@ class AcousticStage(nn.Module):
         return self.model(units, lengths, v), lengths  # [B, F, D]
 
     @torch.no_grad()
-    def features_to_wav(self, feats: torch.Tensor, lengths: torch.Tensor, *, griffin_lim_iters: int | None = None,
-                        nnls_iters: int | None = None) -> torch.Tensor:
+    def features_to_wav(
+        self,
+        feats: torch.Tensor,
+        lengths: torch.Tensor,
+        *,
+        griffin_lim_iters: int | None = None,
+        nnls_iters: int | None = None,
+    ) -> torch.Tensor:
         """Normalised features [B, F, D] + lengths [B] -> waveform [B, F * samples_per_frame], zero past each length.
 
         ``griffin_lim_iters`` / ``nnls_iters``: the codec's decoder settings for this call (None: the codec's);
@@ -159,16 +195,24 @@ class AcousticStage(nn.Module):
             if nnls_iters is not None:
                 cfg.nnls_iters = int(nnls_iters)
             for i, n in enumerate(lengths.tolist()):
-                logmel = self.codec.features_to_log_mel(feats[i: i + 1, :n])  # [1, n * stack, n_mels]
+                logmel = self.codec.features_to_log_mel(feats[i : i + 1, :n])  # [1, n * stack, n_mels]
                 out[i, : n * spf] = self.codec.log_mel_to_wav(logmel)[0]
         finally:
             cfg.griffin_lim_iters, cfg.nnls_iters = old
         return out  # [B, F * spf]
 
     @torch.no_grad()
-    def synthesize(self, units: torch.Tensor, *, voice_wav=None, voice=None, lengths: torch.Tensor | None = None,
-                   voice_lengths: torch.Tensor | None = None, griffin_lim_iters: int | None = None,
-                   nnls_iters: int | None = None) -> torch.Tensor:
+    def synthesize(
+        self,
+        units: torch.Tensor,
+        *,
+        voice_wav=None,
+        voice=None,
+        lengths: torch.Tensor | None = None,
+        voice_lengths: torch.Tensor | None = None,
+        griffin_lim_iters: int | None = None,
+        nnls_iters: int | None = None,
+    ) -> torch.Tensor:
         """Units [B, F] (25 Hz, frame-aligned) -> waveform [B, F * samples_per_frame] at :attr:`sample_rate`.
 
         The voice: ``voice_wav`` (a prompt of the wanted voice, [B, T] or one [T] for all, with optional
@@ -177,16 +221,21 @@ class AcousticStage(nn.Module):
         samples past them are zero. ``griffin_lim_iters`` / ``nnls_iters``: the decoder's speed/quality
         settings (see :meth:`features_to_wav`). Deterministic; a batch gives the items' one-by-one outputs.
         """
-        feats, lengths = self.predict_features(units, lengths, voice_wav=voice_wav, voice=voice,
-                                               voice_lengths=voice_lengths)
+        feats, lengths = self.predict_features(
+            units, lengths, voice_wav=voice_wav, voice=voice, voice_lengths=voice_lengths
+        )
         return self.features_to_wav(feats, lengths, griffin_lim_iters=griffin_lim_iters, nnls_iters=nnls_iters)
 
     # ---- persistence ------------------------------------------------------------------------
     def meta(self) -> dict:
         """What ``acoustic.json`` holds."""
-        return {"config": dataclasses.asdict(self.config), "unit_tokenizer": self.unit_tokenizer,
-                "codec_fingerprint": self.codec.fingerprint, "max_prompt_frames": self.max_prompt_frames,
-                "default_voice": self.default_voice_info}
+        return {
+            "config": dataclasses.asdict(self.config),
+            "unit_tokenizer": self.unit_tokenizer,
+            "codec_fingerprint": self.codec.fingerprint,
+            "max_prompt_frames": self.max_prompt_frames,
+            "default_voice": self.default_voice_info,
+        }
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the folder described in the module docstring, atomically (a temporary sibling, then renamed)."""
@@ -198,7 +247,9 @@ class AcousticStage(nn.Module):
         tmp.mkdir()
         try:
             (tmp / CONFIG_NAME).write_text(json.dumps(self.meta(), indent=2) + "\n", encoding="utf-8")
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("codec.")}
+            state = {
+                k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("codec.")
+            }
             save_file(state, str(tmp / WEIGHTS_NAME))
             self.codec.save_pretrained(tmp / CODEC_DIR)
             if directory.exists():
@@ -214,7 +265,7 @@ class AcousticStage(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "AcousticStage":
+    def from_pretrained(cls, directory: str | os.PathLike) -> AcousticStage:
         """Load a folder written by :meth:`save_pretrained` (the codec from its ``codec/`` sub-folder)."""
         from safetensors.torch import load_file
 
@@ -222,15 +273,24 @@ class AcousticStage(nn.Module):
 
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory / CONFIG_NAME}: missing; not an acoustic stage folder "
-                                    "(train one with `audiopalm train train_acoustic`)")
+            raise FileNotFoundError(
+                f"{directory / CONFIG_NAME}: missing; not an acoustic stage folder "
+                "(train one with `audiopalm train train_acoustic`)"
+            )
         meta = json.loads((directory / CONFIG_NAME).read_text(encoding="utf-8"))
         codec = load_audio_tokenizer(directory / CODEC_DIR)
         if codec.fingerprint != meta["codec_fingerprint"]:
-            raise ValueError(f"{directory / CODEC_DIR}: codec fingerprint {codec.fingerprint} differs from "
-                             f"{meta['codec_fingerprint']} recorded in {CONFIG_NAME}; the folder was altered")
-        stage = cls(AcousticConfig(**meta["config"]), codec, unit_tokenizer=meta["unit_tokenizer"],
-                    max_prompt_frames=meta["max_prompt_frames"], default_voice_info=meta.get("default_voice"))
+            raise ValueError(
+                f"{directory / CODEC_DIR}: codec fingerprint {codec.fingerprint} differs from "
+                f"{meta['codec_fingerprint']} recorded in {CONFIG_NAME}; the folder was altered"
+            )
+        stage = cls(
+            AcousticConfig(**meta["config"]),
+            codec,
+            unit_tokenizer=meta["unit_tokenizer"],
+            max_prompt_frames=meta["max_prompt_frames"],
+            default_voice_info=meta.get("default_voice"),
+        )
         missing, unexpected = stage.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=False)
         missing = [k for k in missing if not k.startswith("codec.")]
         if missing or unexpected:
@@ -240,5 +300,10 @@ class AcousticStage(nn.Module):
 
 def describe_units(tokenizer) -> dict:
     """What the stage records of its unit tokenizer: enough to refuse units from another one."""
-    return {"type": tokenizer.type_name, "fingerprint": tokenizer.fingerprint, "frame_rate": float(tokenizer.frame_rate),
-            "codebook_size": int(tokenizer.codebook_size), "num_codebooks": int(tokenizer.num_codebooks)}
+    return {
+        "type": tokenizer.type_name,
+        "fingerprint": tokenizer.fingerprint,
+        "frame_rate": float(tokenizer.frame_rate),
+        "codebook_size": int(tokenizer.codebook_size),
+        "num_codebooks": int(tokenizer.num_codebooks),
+    }

@@ -70,8 +70,11 @@ class TrainAcousticConfig:
     def __post_init__(self) -> None:
         _check_recipe_config(self, "train_acoustic")
         # a small conv stack over <= data.max_frames frames: its activations are not what fills memory
-        _check(not self.train.gradient_checkpointing, "train.gradient_checkpointing",
-               "not supported by the acoustic stage; lower train.micro_batch_size or data.max_frames instead")
+        _check(
+            not self.train.gradient_checkpointing,
+            "train.gradient_checkpointing",
+            "not supported by the acoustic stage; lower train.micro_batch_size or data.max_frames instead",
+        )
 
 
 def load_tokenizers(cfg: TrainAcousticConfig):
@@ -88,8 +91,9 @@ def load_tokenizers(cfg: TrainAcousticConfig):
     return units, codec
 
 
-def build_data(cfg: TrainAcousticConfig, unit_tokenizer, codec, *,
-               progress: bool = True) -> tuple[Utterances, Utterances | None]:
+def build_data(
+    cfg: TrainAcousticConfig, unit_tokenizer, codec, *, progress: bool = True
+) -> tuple[Utterances, Utterances | None]:
     """(train utterances, dev utterances or None), cached under ``data.cache_dir``."""
     d = cfg.data
     if not d.manifests:
@@ -98,8 +102,11 @@ def build_data(cfg: TrainAcousticConfig, unit_tokenizer, codec, *,
 
     def load(splits: list[str], limit: int | None) -> Utterances | None:
         # a manifest may hold only some splits (train.jsonl, dev.jsonl): those without rows here are skipped
-        parts = [load_utterances(m, splits, unit_tokenizer, codec, cache_dir=cache, limit=limit, progress=progress)
-                 for m in d.manifests if manifest_utterances(m, splits)]
+        parts = [
+            load_utterances(m, splits, unit_tokenizer, codec, cache_dir=cache, limit=limit, progress=progress)
+            for m in d.manifests
+            if manifest_utterances(m, splits)
+        ]
         return (parts[0] if len(parts) == 1 else _concat(parts)) if parts else None
 
     train = load(d.train_splits, d.max_utterances or None)
@@ -114,8 +121,13 @@ def _concat(parts: list[Utterances]) -> Utterances:
     for p in parts:
         offsets.append(p.offsets[1:] + base)
         base += int(p.offsets[-1])
-    return Utterances([x for p in parts for x in p.paths], [x for p in parts for x in p.speakers], torch.cat(offsets),
-                      torch.cat([p.units for p in parts]), torch.cat([p.feats for p in parts]))
+    return Utterances(
+        [x for p in parts for x in p.paths],
+        [x for p in parts for x in p.speakers],
+        torch.cat(offsets),
+        torch.cat([p.units for p in parts]),
+        torch.cat([p.feats for p in parts]),
+    )
 
 
 def build_stage(cfg: TrainAcousticConfig, unit_tokenizer, codec) -> AcousticStage:

@@ -33,8 +33,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -78,8 +78,10 @@ def check_complete(directory: str | os.PathLike) -> None:
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint folder")
     if not (directory / COMPLETE_MARKER).is_file():
-        raise CheckpointError(f"{directory}: incomplete checkpoint (no {COMPLETE_MARKER}: its save was interrupted); "
-                              "re-run the training (--resume) or use another checkpoint")
+        raise CheckpointError(
+            f"{directory}: incomplete checkpoint (no {COMPLETE_MARKER}: its save was interrupted); "
+            "re-run the training (--resume) or use another checkpoint"
+        )
 
 
 def _gathered(params):
@@ -123,8 +125,14 @@ def codebook_rows(code_vectors: torch.Tensor, text_rows: torch.Tensor, *, seed: 
     return torch.cat(rows)
 
 
-def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multiple_of: int = 64,
-                 code_vectors: torch.Tensor | None = None):
+def extend_model(
+    model,
+    vocab: UnifiedVocab,
+    *,
+    init: str = "mean",
+    pad_to_multiple_of: int = 64,
+    code_vectors: torch.Tensor | None = None,
+):
     """Grow ``model``'s input embedding and lm_head to cover ``vocab``; returns ``model`` (changed in place).
 
     Rows ``[0, vocab.audio_offset)`` keep their exact values; rows from ``audio_offset`` on are set to
@@ -141,19 +149,26 @@ def extend_model(model, vocab: UnifiedVocab, *, init: str = "mean", pad_to_multi
         raise ValueError(f"init: expected 'mean', 'zeros' or 'codebook', got {init!r}")
     if init == "codebook":
         need = (vocab.num_codebooks, vocab.codebook_size)
-        if (code_vectors is None or code_vectors.dim() != 3 or code_vectors.shape[0] < need[0]
-                or code_vectors.shape[1] != need[1]):
+        if (
+            code_vectors is None
+            or code_vectors.dim() != 3
+            or code_vectors.shape[0] < need[0]
+            or code_vectors.shape[1] != need[1]
+        ):
             shape = None if code_vectors is None else tuple(code_vectors.shape)
-            raise ValueError(f"init='codebook' needs the audio tokenizer's code vectors [k>={need[0]}, {need[1]}, D], "
-                             f"got {shape}")
+            raise ValueError(
+                f"init='codebook' needs the audio tokenizer's code vectors [k>={need[0]}, {need[1]}, D], got {shape}"
+            )
         code_vectors = code_vectors[: vocab.num_codebooks]
     if pad_to_multiple_of < 1:
         raise ValueError(f"pad_to_multiple_of: expected >= 1, got {pad_to_multiple_of}")
     text = vocab.audio_offset
     old_rows = _rows(model)  # the full count, also when ZeRO-3 shards the weight
     if old_rows < text:
-        raise CheckpointError(f"the model's embedding has {old_rows} rows but the text tokenizer has {text} tokens: "
-                              "tokenizer and model do not belong together")
+        raise CheckpointError(
+            f"the model's embedding has {old_rows} rows but the text tokenizer has {text} tokens: "
+            "tokenizer and model do not belong together"
+        )
     model.resize_token_embeddings(max(len(vocab), old_rows), pad_to_multiple_of=pad_to_multiple_of, mean_resizing=False)
 
     emb = model.get_input_embeddings()
@@ -187,7 +202,9 @@ def _rows(model, state_dict: dict | None = None) -> int:
     ``ds_shape``; a gathered ``state_dict`` holds the full tensor."""
     weight = model.get_input_embeddings().weight
     if state_dict is not None:
-        full = next((v for k, v in state_dict.items() if k.endswith("embed_tokens.weight") or k.endswith("wte.weight")), None)
+        full = next(
+            (v for k, v in state_dict.items() if k.endswith("embed_tokens.weight") or k.endswith("wte.weight")), None
+        )
         if full is not None:
             return full.shape[0]
     return int(getattr(weight, "ds_shape", weight.shape)[0])
@@ -214,12 +231,16 @@ def trainable_token_indices(model, vocab: UnifiedVocab) -> dict[str, list[int]]:
 def _check_audio_tokenizer(vocab: UnifiedVocab, audio_tokenizer) -> None:
     """The audio tokenizer makes the codes the vocabulary was laid out for."""
     if audio_tokenizer.codebook_size != vocab.codebook_size or audio_tokenizer.num_codebooks < vocab.num_codebooks:
-        raise CheckpointError(f"audio tokenizer ({audio_tokenizer.num_codebooks} codebooks of {audio_tokenizer.codebook_size}) "
-                              f"does not fit the vocabulary ({vocab.num_codebooks} codebooks of {vocab.codebook_size})")
+        raise CheckpointError(
+            f"audio tokenizer ({audio_tokenizer.num_codebooks} codebooks of {audio_tokenizer.codebook_size}) "
+            f"does not fit the vocabulary ({vocab.num_codebooks} codebooks of {vocab.codebook_size})"
+        )
     recorded = vocab.layout.audio_tokenizer
     if recorded is not None and recorded.get("fingerprint") != audio_tokenizer.fingerprint:
-        raise CheckpointError(f"audio tokenizer fingerprint {audio_tokenizer.fingerprint} differs from the one the "
-                              f"vocabulary was built for ({recorded.get('fingerprint')})")
+        raise CheckpointError(
+            f"audio tokenizer fingerprint {audio_tokenizer.fingerprint} differs from the one the "
+            f"vocabulary was built for ({recorded.get('fingerprint')})"
+        )
 
 
 def save_checkpoint(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | os.PathLike, *, acoustic=None) -> Path:
@@ -231,22 +252,36 @@ def save_checkpoint(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | 
     return Path(out_dir)
 
 
-def write_checkpoint_files(model, vocab: UnifiedVocab, audio_tokenizer, out_dir: str | os.PathLike,
-                           state_dict: dict | None = None, *, acoustic=None) -> Path:
+def write_checkpoint_files(
+    model,
+    vocab: UnifiedVocab,
+    audio_tokenizer,
+    out_dir: str | os.PathLike,
+    state_dict: dict | None = None,
+    *,
+    acoustic=None,
+) -> Path:
     """The files of :func:`save_checkpoint`, written in place into ``out_dir`` (the caller makes it atomic).
     ``state_dict``: the full weights when the model is sharded (ZeRO-3), else read from ``model``."""
     rows = _rows(model, state_dict)
     if rows < len(vocab):
-        raise CheckpointError(f"the model's embedding has {rows} rows, the vocabulary {len(vocab)}: call extend_model first")
+        raise CheckpointError(
+            f"the model's embedding has {rows} rows, the vocabulary {len(vocab)}: call extend_model first"
+        )
     _check_audio_tokenizer(vocab, audio_tokenizer)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), state_dict=state_dict)  # transformers writes safetensors only
     layout = vocab.layout
     if layout.audio_tokenizer is None:
-        layout = dataclasses.replace(layout, audio_tokenizer={
-            "type": audio_tokenizer.type_name, "fingerprint": audio_tokenizer.fingerprint,
-            "num_codebooks": audio_tokenizer.num_codebooks})
+        layout = dataclasses.replace(
+            layout,
+            audio_tokenizer={
+                "type": audio_tokenizer.type_name,
+                "fingerprint": audio_tokenizer.fingerprint,
+                "num_codebooks": audio_tokenizer.num_codebooks,
+            },
+        )
     UnifiedVocab(vocab.tokenizer, layout).save_pretrained(out)
     audio_tokenizer.save_pretrained(out / AUDIO_TOKENIZER_DIR)
     if acoustic is not None:
@@ -297,8 +332,10 @@ def load_adapter_weights(model, path: str | os.PathLike) -> None:
     head = base.get_output_embeddings()
     tied = getattr(base.config, "tie_word_embeddings", False) and head is not None
     head_name = next((n for n, m in base.named_modules() if m is head), None) if tied else None
-    unexpected = [k for k in result.unexpected_keys
-                  if not (head_name and f"{head_name}.token_adapter." in k and k.endswith("trainable_tokens_delta"))]
+    unexpected = [
+        k
+        for k in result.unexpected_keys
+        if not (head_name and f"{head_name}.token_adapter." in k and k.endswith("trainable_tokens_delta"))
+    ]
     if unexpected:
         raise ValueError(f"{path}: adapter has unexpected keys {sorted(unexpected)[:5]}")
-

@@ -38,8 +38,8 @@ import math
 import os
 import time
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -106,8 +106,9 @@ class SpeechEncoderConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"SpeechEncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(f"SpeechEncoderConfig.hidden_size={self.hidden_size} must be a multiple of "
-                             f"num_heads={self.num_heads}")
+            raise ValueError(
+                f"SpeechEncoderConfig.hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}"
+            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"SpeechEncoderConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -153,12 +154,18 @@ class SpeechEncoder(nn.Module):
         super().__init__()
         self.config = c = config or SpeechEncoderConfig()
         self.frontend = LogMel(LogMelConfig(sample_rate=c.sample_rate, n_mels=c.n_mels))
-        self.conv = nn.Sequential(nn.Conv1d(c.n_mels, c.hidden_size, 3, stride=2, padding=1), nn.GELU(),
-                                  nn.Conv1d(c.hidden_size, c.hidden_size, 3, stride=2, padding=1), nn.GELU())
+        self.conv = nn.Sequential(
+            nn.Conv1d(c.n_mels, c.hidden_size, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv1d(c.hidden_size, c.hidden_size, 3, stride=2, padding=1),
+            nn.GELU(),
+        )
         self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(c.hidden_size, c.num_heads, c.ffn_size, c.dropout, activation="gelu",
-                                       batch_first=True, norm_first=True)
-            for _ in range(c.num_layers))
+            nn.TransformerEncoderLayer(
+                c.hidden_size, c.num_heads, c.ffn_size, c.dropout, activation="gelu", batch_first=True, norm_first=True
+            )
+            for _ in range(c.num_layers)
+        )
         self.norm = nn.LayerNorm(c.hidden_size)
         self.head = nn.Linear(c.hidden_size, len(c.chars) + 1)
         self.record: dict = {}
@@ -173,8 +180,9 @@ class SpeechEncoder(nn.Module):
         feats, mel_lengths = self.frontend(wav, lengths)
         return normalize_feats(feats, mel_lengths), mel_lengths
 
-    def forward_feats(self, feats: torch.Tensor, mel_lengths: torch.Tensor, *, upto: int | None = None
-                      ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward_feats(
+        self, feats: torch.Tensor, mel_lengths: torch.Tensor, *, upto: int | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Normalised log-mel [B, F, M], [B] -> states after the convolutions and after each layer (up to
         layer ``upto``; default all), each [B, F', D], and the frame lengths [B]."""
         x = self.conv(feats.transpose(1, 2)).transpose(1, 2)  # [B, F', D]
@@ -192,8 +200,9 @@ class SpeechEncoder(nn.Module):
         states, lengths = self.forward_feats(feats, mel_lengths)
         return self.head(self.norm(states[-1])).log_softmax(-1), lengths
 
-    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None, *, layer: int | None = None
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    def hidden_states(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None, *, layer: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wav`` [B, T] -> states of ``layer`` [B, F', D] (0: after the convolutions, i: after transformer
         layer i; default the last) and frame lengths [B]. Frames past an item's length are not meaningful."""
         layer = self.config.num_layers if layer is None else layer
@@ -210,7 +219,7 @@ class SpeechEncoder(nn.Module):
         self.eval()
         out: list[str] = []
         for i in range(0, len(wavs), batch_size):
-            feats, mel_lengths = self.features(list(wavs[i:i + batch_size]))
+            feats, mel_lengths = self.features(list(wavs[i : i + batch_size]))
             log_probs, lengths = self.log_probs_from_feats(feats, mel_lengths)
             out += greedy_decode(log_probs, lengths, self.config.chars)
         self.train(was_training)
@@ -234,14 +243,15 @@ class SpeechEncoder(nn.Module):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "SpeechEncoder":
+    def from_pretrained(cls, directory: str | os.PathLike) -> SpeechEncoder:
         """Rebuild from a folder written by :meth:`save_pretrained` (in eval mode)."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory}: no {CONFIG_NAME}; train one with "
-                                    f"`audiopalm tokenizer fit-ctc-units` (it saves encoder/)")
+            raise FileNotFoundError(
+                f"{directory}: no {CONFIG_NAME}; train one with `audiopalm tokenizer fit-ctc-units` (it saves encoder/)"
+            )
         meta = json.loads((directory / CONFIG_NAME).read_text())
         model = cls(SpeechEncoderConfig(**meta["config"]))
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
@@ -305,8 +315,10 @@ class EncoderTrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"EncoderTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup < 0 or self.eval_every < 0:
-            raise ValueError(f"EncoderTrainConfig: lr > 0, warmup >= 0, eval_every >= 0 needed, got "
-                             f"{self.lr}, {self.warmup}, {self.eval_every}")
+            raise ValueError(
+                f"EncoderTrainConfig: lr > 0, warmup >= 0, eval_every >= 0 needed, got "
+                f"{self.lr}, {self.warmup}, {self.eval_every}"
+            )
         for name in ("speed", "vtlp", "snr_db"):
             lo, hi = getattr(self, name)
             if lo > hi or (name != "snr_db" and lo <= 0):
@@ -369,11 +381,11 @@ class Augmenter:
         for _ in range(c.time_masks):
             w = int(torch.randint(0, c.time_mask + 1, (), generator=g))
             s = int(torch.randint(0, max(f - w, 1), (), generator=g))
-            x[s:s + w] = 0
+            x[s : s + w] = 0
         for _ in range(c.freq_masks):
             w = int(torch.randint(0, c.freq_mask + 1, (), generator=g))
             s = int(torch.randint(0, max(m - w, 1), (), generator=g))
-            x[:, s:s + w] = 0
+            x[:, s : s + w] = 0
         return x
 
 
@@ -382,7 +394,7 @@ def _pad(items: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(x) for x in items])
     out = torch.zeros(len(items), int(lengths.max()), items[0].shape[1])
     for i, x in enumerate(items):
-        out[i, :len(x)] = x
+        out[i, : len(x)] = x
     return out, lengths
 
 
@@ -394,8 +406,7 @@ def char_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
 
 
 @torch.no_grad()
-def evaluate_feats(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[str], *, batch_size: int = 64
-                   ) -> dict:
+def evaluate_feats(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[str], *, batch_size: int = 64) -> dict:
     """Greedy CER / WER (%) of ``model`` on raw log-mel ``feats`` [F, M] with reference ``texts``."""
     import jiwer
 
@@ -403,18 +414,26 @@ def evaluate_feats(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[
     model.eval()
     hyps: list[str] = []
     for i in range(0, len(feats), batch_size):
-        x, n = _pad(feats[i:i + batch_size])
+        x, n = _pad(feats[i : i + batch_size])
         log_probs, lengths = model.log_probs_from_feats(normalize_feats(x, n), n)
         hyps += greedy_decode(log_probs, lengths, model.config.chars)
     model.train(was_training)
     refs = [normalize_text(t) for t in texts]
-    return {"cer": round(char_error_rate(refs, hyps), 2), "wer": round(100.0 * jiwer.wer(refs, hyps), 2),
-            "utts": len(refs), "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:2]]}
+    return {
+        "cer": round(char_error_rate(refs, hyps), 2),
+        "wer": round(100.0 * jiwer.wer(refs, hyps), 2),
+        "utts": len(refs),
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:2]],
+    }
 
 
-def manifest_utterances(path: str | os.PathLike, *, split: str | None = None,
-                        speakers: Sequence[str] | None = None, exclude_speakers: Sequence[str] = ()
-                        ) -> list[tuple[str, str, str, str | None]]:
+def manifest_utterances(
+    path: str | os.PathLike,
+    *,
+    split: str | None = None,
+    speakers: Sequence[str] | None = None,
+    exclude_speakers: Sequence[str] = (),
+) -> list[tuple[str, str, str, str | None]]:
     """(wav path, transcript, lang, speaker) of every distinct wav of a manifest: each row's ``audio`` with
     ``text`` and ``tgt_audio`` with ``tgt_text``. Filter by ``split`` and by voice: a voice matches a name
     it ends with; the voice is the row's ``speaker`` for its source audio, else the wav's file name after its
@@ -425,23 +444,32 @@ def manifest_utterances(path: str | os.PathLike, *, split: str | None = None,
     for r in read_manifest(path):
         if split is not None and r.split != split:
             continue
-        for wav, text, lang, speaker in ((r.audio, r.text, r.lang, r.speaker),
-                                         (r.tgt_audio, r.tgt_text, r.tgt_lang, None)):
+        for wav, text, lang, speaker in (
+            (r.audio, r.text, r.lang, r.speaker),
+            (r.tgt_audio, r.tgt_text, r.tgt_lang, None),
+        ):
             if wav is None or text is None or wav in seen:
                 continue
             stem = Path(wav).stem
             seen[wav] = (wav, text, lang, speaker or (stem.split("-", 1)[1] if "-" in stem else None))
-    out = [u for u in seen.values()
-           if (speakers is None or any(u[3] and u[3].endswith(s) for s in speakers))
-           and not any(u[3] and u[3].endswith(s) for s in exclude_speakers)]
+    out = [
+        u
+        for u in seen.values()
+        if (speakers is None or any(u[3] and u[3].endswith(s) for s in speakers))
+        and not any(u[3] and u[3].endswith(s) for s in exclude_speakers)
+    ]
     if not out:
-        raise ValueError(f"{path}: no utterances" + (f" in split {split!r}" if split else "")
-                         + (f" for voices {list(speakers)}" if speakers else ""))
+        raise ValueError(
+            f"{path}: no utterances"
+            + (f" in split {split!r}" if split else "")
+            + (f" for voices {list(speakers)}" if speakers else "")
+        )
     return out
 
 
-def load_feats(paths: Sequence[str], mel: LogMel, *, progress: bool = True,
-               desc: str = "log-mel") -> list[torch.Tensor]:
+def load_feats(
+    paths: Sequence[str], mel: LogMel, *, progress: bool = True, desc: str = "log-mel"
+) -> list[torch.Tensor]:
     """Raw log-mel [F, M] of each wav file (resampled to the front end's rate)."""
     from audiopalm import audio as audio_io
 
@@ -453,9 +481,15 @@ def load_feats(paths: Sequence[str], mel: LogMel, *, progress: bool = True,
     return out
 
 
-def train_encoder(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[str], config: EncoderTrainConfig,
-                  *, evals: dict[str, tuple[list[torch.Tensor], list[str]]] | None = None, progress: bool = True
-                  ) -> list[dict]:
+def train_encoder(
+    model: SpeechEncoder,
+    feats: list[torch.Tensor],
+    texts: list[str],
+    config: EncoderTrainConfig,
+    *,
+    evals: dict[str, tuple[list[torch.Tensor], list[str]]] | None = None,
+    progress: bool = True,
+) -> list[dict]:
     """Train ``model`` with CTC on raw log-mel ``feats`` [F, M] and their ``texts``; returns the eval curve
     (one dict per evaluation: step, seconds, loss and ``{name: {cer, wer}}`` for each of ``evals``).
     Deterministic for ``config.seed`` (on one thread count)."""
@@ -465,8 +499,9 @@ def train_encoder(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[s
         if p.dim() > 1:
             nn.init.xavier_uniform_(p)
     char_ids = {ch: i + 1 for i, ch in enumerate(model.config.chars)}
-    targets = [torch.tensor([char_ids[ch] for ch in normalize_text(t) if ch in char_ids], dtype=torch.long)
-               for t in texts]
+    targets = [
+        torch.tensor([char_ids[ch] for ch in normalize_text(t) if ch in char_ids], dtype=torch.long) for t in texts
+    ]
     keep = [i for i, t in enumerate(targets) if len(t) and conv_lengths(torch.tensor(len(feats[i]))) >= len(t)]
     if not keep:
         raise ValueError("train_encoder: no utterance has a transcript shorter than its frames")
@@ -474,9 +509,11 @@ def train_encoder(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[s
     gen = torch.Generator().manual_seed(c.seed)
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": c.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=c.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=c.lr,
+        betas=(0.9, 0.98),
+    )
 
     def lr_at(step: int) -> float:
         if step < c.warmup:
@@ -495,13 +532,14 @@ def train_encoder(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[s
     for step in bar:
         if len(order) < c.batch_size:
             order += [keep[i] for i in torch.randperm(len(keep), generator=gen).tolist()]
-        idx, order = order[:c.batch_size], order[c.batch_size:]
+        idx, order = order[: c.batch_size], order[c.batch_size :]
         items = [aug(feats[i], gen) if c.augment else feats[i] for i in idx]
         x, n = _pad(items)
         x = normalize_feats(x, n)
         if c.augment:
             x = torch.stack([aug.mask(x[b], gen) for b in range(len(idx))]) * (
-                torch.arange(x.shape[1])[None, :, None] < n[:, None, None])
+                torch.arange(x.shape[1])[None, :, None] < n[:, None, None]
+            )
         log_probs, lengths = model.log_probs_from_feats(x, n)
         tgt = [targets[i] for i in idx]
         loss = ctc(log_probs.transpose(0, 1), torch.cat(tgt), lengths, torch.tensor([len(t) for t in tgt]))
@@ -518,8 +556,10 @@ def train_encoder(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[s
             for name, (ef, et) in evals.items():
                 point[name] = evaluate_feats(model, ef, et)
             curve.append(point)
-            tqdm.write("step %d (%.0f s): " % (step + 1, point["seconds"]) + ", ".join(
-                f"{name} CER {point[name]['cer']:.1f}" for name in evals))
+            tqdm.write(
+                "step %d (%.0f s): " % (step + 1, point["seconds"])
+                + ", ".join(f"{name} CER {point[name]['cer']:.1f}" for name in evals)
+            )
         elif last:
             curve.append({"step": step + 1, "seconds": round(time.perf_counter() - t0, 1), "loss": round(running, 4)})
     model.eval()

@@ -30,8 +30,9 @@ import dataclasses
 import json
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,20 +103,34 @@ class SpeechLlamaConfig:
     def __post_init__(self):
         self.lora_target_modules = tuple(self.lora_target_modules)
         if self.encoder not in BUILTIN_ENCODERS and not (self.encoder.startswith("hf:") and len(self.encoder) > 3):
-            raise ValueError(f"SpeechLlamaConfig.encoder must be one of {BUILTIN_ENCODERS} or 'hf:<name or path>', "
-                             f"got {self.encoder!r}")
-        for name in ("sample_rate", "n_mels", "encoder_stack", "encoder_dim", "encoder_layers", "encoder_heads",
-                     "encoder_ffn_dim", "conv_kernel", "projector_stride"):
+            raise ValueError(
+                f"SpeechLlamaConfig.encoder must be one of {BUILTIN_ENCODERS} or 'hf:<name or path>', "
+                f"got {self.encoder!r}"
+            )
+        for name in (
+            "sample_rate",
+            "n_mels",
+            "encoder_stack",
+            "encoder_dim",
+            "encoder_layers",
+            "encoder_heads",
+            "encoder_ffn_dim",
+            "conv_kernel",
+            "projector_stride",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"SpeechLlamaConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.encoder_dim % self.encoder_heads:
-            raise ValueError(f"SpeechLlamaConfig.encoder_heads={self.encoder_heads} must divide "
-                             f"encoder_dim={self.encoder_dim}")
+            raise ValueError(
+                f"SpeechLlamaConfig.encoder_heads={self.encoder_heads} must divide encoder_dim={self.encoder_dim}"
+            )
         if self.conv_kernel % 2 == 0:
             raise ValueError(f"SpeechLlamaConfig.conv_kernel must be odd, got {self.conv_kernel}")
         if self.projector_stride > 64:
-            raise ValueError(f"SpeechLlamaConfig.projector_stride={self.projector_stride} is far past ~1 s of audio "
-                             f"per embedding (the paper's largest); use <= 64")
+            raise ValueError(
+                f"SpeechLlamaConfig.projector_stride={self.projector_stride} is far past ~1 s of audio "
+                f"per embedding (the paper's largest); use <= 64"
+            )
         for name in ("encoder_dropout", "lora_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"SpeechLlamaConfig.{name} must be in [0, 1), got {getattr(self, name)}")
@@ -123,8 +138,10 @@ class SpeechLlamaConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"SpeechLlamaConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.lora_r > 0 and (self.lora_alpha <= 0 or not self.lora_target_modules):
-            raise ValueError(f"SpeechLlamaConfig: LoRA needs lora_alpha > 0 and lora_target_modules, got "
-                             f"{self.lora_alpha}, {self.lora_target_modules}")
+            raise ValueError(
+                f"SpeechLlamaConfig: LoRA needs lora_alpha > 0 and lora_target_modules, got "
+                f"{self.lora_alpha}, {self.lora_target_modules}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -132,7 +149,7 @@ class SpeechLlamaConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SpeechLlamaConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SpeechLlamaConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -141,6 +158,7 @@ class SpeechLlamaConfig:
 
 
 # ---- small tensor helpers ----------------------------------------------------------------------
+
 
 def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """``lengths`` [B] -> bool mask [B, max_len], True on valid positions."""
@@ -175,6 +193,7 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
 
 # ---- encoders: each maps (feats, lengths) -> (hidden [B, T', E], lengths [B]) -----------------
 
+
 class TransformerSpeechEncoder(nn.Module):
     """Log-mel frames -> stacked frames -> LayerNorm + linear -> sinusoidal positions -> pre-norm Transformer."""
 
@@ -185,12 +204,21 @@ class TransformerSpeechEncoder(nn.Module):
         self.stack = c.encoder_stack
         self.output_dim = c.encoder_dim
         # per-frame LayerNorm first: raw log-mel values sit around -14..5; no corpus statistics needed
-        self.input_proj = nn.Sequential(nn.LayerNorm(c.n_mels * c.encoder_stack),
-                                        nn.Linear(c.n_mels * c.encoder_stack, c.encoder_dim))
-        layer = nn.TransformerEncoderLayer(c.encoder_dim, c.encoder_heads, c.encoder_ffn_dim, c.encoder_dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
-        self.layers = nn.TransformerEncoder(layer, c.encoder_layers, norm=nn.LayerNorm(c.encoder_dim),
-                                            enable_nested_tensor=False)
+        self.input_proj = nn.Sequential(
+            nn.LayerNorm(c.n_mels * c.encoder_stack), nn.Linear(c.n_mels * c.encoder_stack, c.encoder_dim)
+        )
+        layer = nn.TransformerEncoderLayer(
+            c.encoder_dim,
+            c.encoder_heads,
+            c.encoder_ffn_dim,
+            c.encoder_dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.layers = nn.TransformerEncoder(
+            layer, c.encoder_layers, norm=nn.LayerNorm(c.encoder_dim), enable_nested_tensor=False
+        )
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, lengths = stack_frames(feats, lengths, self.stack)  # [B, T', s*n_mels]
@@ -217,12 +245,22 @@ class ConformerSpeechEncoder(nn.Module):
         self.stack = c.encoder_stack
         self.output_dim = c.encoder_dim
         cfg = Wav2Vec2BertConfig(
-            hidden_size=c.encoder_dim, num_hidden_layers=c.encoder_layers, num_attention_heads=c.encoder_heads,
-            intermediate_size=c.encoder_ffn_dim, feature_projection_input_dim=c.n_mels * c.encoder_stack,
-            conv_depthwise_kernel_size=c.conv_kernel, hidden_dropout=c.encoder_dropout,
-            attention_dropout=c.encoder_dropout, conformer_conv_dropout=c.encoder_dropout,
-            activation_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0, apply_spec_augment=False,
-            mask_time_prob=0.0, mask_feature_prob=0.0, add_adapter=False,
+            hidden_size=c.encoder_dim,
+            num_hidden_layers=c.encoder_layers,
+            num_attention_heads=c.encoder_heads,
+            intermediate_size=c.encoder_ffn_dim,
+            feature_projection_input_dim=c.n_mels * c.encoder_stack,
+            conv_depthwise_kernel_size=c.conv_kernel,
+            hidden_dropout=c.encoder_dropout,
+            attention_dropout=c.encoder_dropout,
+            conformer_conv_dropout=c.encoder_dropout,
+            activation_dropout=0.0,
+            feat_proj_dropout=0.0,
+            layerdrop=0.0,
+            apply_spec_augment=False,
+            mask_time_prob=0.0,
+            mask_feature_prob=0.0,
+            add_adapter=False,
         )
         self.conformer = Wav2Vec2BertModel(cfg)
 
@@ -257,11 +295,12 @@ class HFSpeechEncoder(nn.Module):
             self.output_dim = cfg.hidden_size
             self.use_mask = getattr(cfg, "feat_extract_norm", "layer") == "layer"
         else:
-            raise ValueError(f"HF encoder type {self.model_type!r} is not supported; use whisper or one of "
-                             f"{WAVEFORM_ENCODERS}")
+            raise ValueError(
+                f"HF encoder type {self.model_type!r} is not supported; use whisper or one of {WAVEFORM_ENCODERS}"
+            )
 
     @classmethod
-    def load(cls, name_or_path: str) -> "HFSpeechEncoder":
+    def load(cls, name_or_path: str) -> HFSpeechEncoder:
         """Load pretrained weights from the hub or a local folder (never ``trust_remote_code``)."""
         from transformers import AutoConfig, AutoModel, WhisperModel
 
@@ -271,7 +310,7 @@ class HFSpeechEncoder(nn.Module):
         return cls(AutoModel.from_pretrained(name_or_path))
 
     @classmethod
-    def from_config_dir(cls, path: str | os.PathLike) -> "HFSpeechEncoder":
+    def from_config_dir(cls, path: str | os.PathLike) -> HFSpeechEncoder:
         """Rebuild the architecture (random weights) from a saved ``config.json``; weights are loaded after."""
         from transformers import AutoConfig, AutoModel
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
@@ -330,6 +369,7 @@ class Projector(nn.Module):
 
 # ---- the model ----------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class SpeechLlamaOutput:
     """What :meth:`SpeechLlama.forward` returns. Sequence positions are [audio | text | right padding]."""
@@ -357,13 +397,19 @@ class SpeechLlama(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = encoder if encoder is not None else build_encoder(config)
-        if config.encoder.startswith("hf:") and self.encoder.input_kind == "log_mel" and \
-                self.encoder.n_mels != config.n_mels:
-            raise ValueError(f"SpeechLlamaConfig.n_mels={config.n_mels} but the Whisper encoder "
-                             f"{config.encoder!r} takes {self.encoder.n_mels} mel bands")
+        if (
+            config.encoder.startswith("hf:")
+            and self.encoder.input_kind == "log_mel"
+            and self.encoder.n_mels != config.n_mels
+        ):
+            raise ValueError(
+                f"SpeechLlamaConfig.n_mels={config.n_mels} but the Whisper encoder "
+                f"{config.encoder!r} takes {self.encoder.n_mels} mel bands"
+            )
         llm_dim = llm.config.hidden_size
-        self.projector = Projector(self.encoder.output_dim, config.projector_stride,
-                                   config.projector_hidden or llm_dim, llm_dim)
+        self.projector = Projector(
+            self.encoder.output_dim, config.projector_stride, config.projector_hidden or llm_dim, llm_dim
+        )
         self.ctc_head = nn.Linear(self.encoder.output_dim, config.ctc_vocab_size + 1) if config.ctc_vocab_size else None
 
         for p in llm.parameters():  # the base LLM never trains; peft then adds trainable LoRA weights
@@ -371,16 +417,25 @@ class SpeechLlama(nn.Module):
         if config.lora_r > 0:
             from peft import LoraConfig, get_peft_model
 
-            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                              target_modules=list(config.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+            lora = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=list(config.lora_target_modules),
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
             llm = get_peft_model(llm, lora)
         self.llm = llm
         self.encoder.requires_grad_(not config.freeze_encoder)
         self.projector.requires_grad_(not config.freeze_projector)
         if isinstance(self.encoder, HFSpeechEncoder) and self.encoder.model_type == "whisper":
             self.encoder.model.embed_positions.requires_grad_(False)  # fixed sinusoids in Whisper
-        feat_cfg = LogMelConfig(sample_rate=config.sample_rate, n_mels=config.n_mels,
-                                style="whisper" if getattr(self.encoder, "model_type", "") == "whisper" else "log")
+        feat_cfg = LogMelConfig(
+            sample_rate=config.sample_rate,
+            n_mels=config.n_mels,
+            style="whisper" if getattr(self.encoder, "model_type", "") == "whisper" else "log",
+        )
         self.log_mel = LogMel(feat_cfg) if self.encoder.input_kind == "log_mel" else None
 
     # ---- building and saving ----------------------------------------------------------------
@@ -396,8 +451,12 @@ class SpeechLlama(nn.Module):
         return AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
 
     @classmethod
-    def from_config(cls, config: SpeechLlamaConfig, base_model: str | nn.Module | None = None,
-                    dtype: torch.dtype | str | None = None) -> "SpeechLlama":
+    def from_config(
+        cls,
+        config: SpeechLlamaConfig,
+        base_model: str | nn.Module | None = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> SpeechLlama:
         """A new model: loads the base LLM (``base_model`` or ``config.llm``) and builds the encoder
         (pretrained for ``hf:``, random for the built-in ones), the projector and LoRA (random/zero)."""
         if isinstance(base_model, str) and not config.llm:
@@ -425,19 +484,33 @@ class SpeechLlama(nn.Module):
             save_model(self._speech_modules(), str(save_dir / WEIGHTS_NAME))
         else:
             speech = self._speech_modules()
-            save_file({k: v.detach().cpu().contiguous().clone() for k, v in state_dict.items()
-                       if k.split(".", 1)[0] in speech}, str(save_dir / WEIGHTS_NAME))
+            save_file(
+                {
+                    k: v.detach().cpu().contiguous().clone()
+                    for k, v in state_dict.items()
+                    if k.split(".", 1)[0] in speech
+                },
+                str(save_dir / WEIGHTS_NAME),
+            )
         if isinstance(self.encoder, HFSpeechEncoder):
             self.encoder.model.config.save_pretrained(save_dir / ENCODER_CONFIG_DIR)
         if self.config.lora_r > 0:
-            llm_state = None if state_dict is None else {k[len("llm."):]: v for k, v in state_dict.items()
-                                                         if k.startswith("llm.")}
+            llm_state = (
+                None
+                if state_dict is None
+                else {k[len("llm.") :]: v for k, v in state_dict.items() if k.startswith("llm.")}
+            )
             self.llm.save_pretrained(save_dir / ADAPTER_DIR, safe_serialization=True, state_dict=llm_state)
         return save_dir
 
     @classmethod
-    def from_pretrained(cls, save_dir: str | os.PathLike, base_model: str | nn.Module | None = None,
-                        dtype: torch.dtype | str | None = None, is_trainable: bool = False) -> "SpeechLlama":
+    def from_pretrained(
+        cls,
+        save_dir: str | os.PathLike,
+        base_model: str | nn.Module | None = None,
+        dtype: torch.dtype | str | None = None,
+        is_trainable: bool = False,
+    ) -> SpeechLlama:
         """Rebuild a model saved by :meth:`save_pretrained` on ``base_model`` (default: ``config.llm``).
 
         ``is_trainable``: LoRA, encoder and projector trainable as configured (to continue training);
@@ -478,7 +551,8 @@ class SpeechLlama(nn.Module):
         ``projector``, ``ctc_head``, ``trainable``."""
         lora = sum(p.numel() for n, p in self.llm.named_parameters() if "lora_" in n)
         return {
-            "llm": sum(p.numel() for p in self.llm.parameters()), "lora": lora,
+            "llm": sum(p.numel() for p in self.llm.parameters()),
+            "lora": lora,
             "encoder": sum(p.numel() for p in self.encoder.parameters()),
             "projector": sum(p.numel() for p in self.projector.parameters()),
             "ctc_head": sum(p.numel() for p in self.ctc_head.parameters()) if self.ctc_head is not None else 0,
@@ -500,11 +574,12 @@ class SpeechLlama(nn.Module):
 
     @property
     def input_kind(self) -> str:
-        """"log_mel" or "waveform": what :meth:`encode_audio` takes (see :meth:`featurize`)."""
+        """ "log_mel" or "waveform": what :meth:`encode_audio` takes (see :meth:`featurize`)."""
         return self.encoder.input_kind
 
-    def featurize(self, wav: torch.Tensor | Sequence, lengths: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    def featurize(
+        self, wav: torch.Tensor | Sequence, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms at ``config.sample_rate`` (``wav`` [B, T] + ``lengths`` [B], or a list of [T]) -> the
         encoder's input: log-mel ``[B, F, n_mels]`` or, for waveform encoders, the zero-mean unit-variance
         waveform ``[B, T]`` (what their feature extractors do); plus lengths [B]."""
@@ -526,8 +601,11 @@ class SpeechLlama(nn.Module):
     def encode_audio(self, feats: torch.Tensor, feat_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``feats`` [B, T, n_mels] (or [B, T] waveform), ``feat_lengths`` [B] -> audio embeddings
         ``emb`` [B, N, D] (D: the LLM's hidden size, zero past each length) and ``emb_lengths`` [B]."""
-        if feats.shape[0] != feat_lengths.shape[0] or int(feat_lengths.min()) < 1 or \
-                int(feat_lengths.max()) > feats.shape[1]:
+        if (
+            feats.shape[0] != feat_lengths.shape[0]
+            or int(feat_lengths.min()) < 1
+            or int(feat_lengths.max()) > feats.shape[1]
+        ):
             raise ValueError(f"feat_lengths {feat_lengths.tolist()} do not fit feats {tuple(feats.shape)}")
         w = self.projector.mlp[0].weight  # the speech modules' device and dtype (e.g. after .to(bfloat16))
         h, lengths = self.encoder(feats.to(w.device, w.dtype), feat_lengths.to(w.device))  # [B, T', E]
@@ -535,8 +613,9 @@ class SpeechLlama(nn.Module):
         emb = emb.masked_fill(~length_mask(emb_lengths, emb.shape[1])[..., None], 0.0)
         return emb, emb_lengths
 
-    def ctc_loss(self, feats: torch.Tensor, feat_lengths: torch.Tensor, targets: torch.Tensor,
-                 target_lengths: torch.Tensor) -> torch.Tensor:
+    def ctc_loss(
+        self, feats: torch.Tensor, feat_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+    ) -> torch.Tensor:
         """CTC loss of the encoder's head (pre-training): ``targets`` [B, U] ids in ``[0, ctc_vocab_size)``,
         ``target_lengths`` [B]. Mean over the batch of per-item loss divided by target length."""
         if self.ctc_head is None:
@@ -544,18 +623,33 @@ class SpeechLlama(nn.Module):
         vocab = self.config.ctc_vocab_size
         valid = length_mask(target_lengths, targets.shape[1]) if targets.dim() == 2 else None
         if valid is not None and targets.numel() and ((targets[valid] < 0) | (targets[valid] >= vocab)).any():
-            raise ValueError(f"CTC targets must be in [0, {vocab}), got min {int(targets[valid].min())} "
-                             f"max {int(targets[valid].max())}")
+            raise ValueError(
+                f"CTC targets must be in [0, {vocab}), got min {int(targets[valid].min())} "
+                f"max {int(targets[valid].max())}"
+            )
         dev = self.ctc_head.weight.device
         h, lengths = self.encoder(feats.to(dev, self.ctc_head.weight.dtype), feat_lengths.to(dev))  # [B, T', E]
         log_probs = self.ctc_head(h).float().log_softmax(-1)  # [B, T', vocab + 1]
-        return F.ctc_loss(log_probs.transpose(0, 1), targets.to(dev), lengths, target_lengths.to(dev),
-                          blank=vocab, reduction="mean", zero_infinity=True)
+        return F.ctc_loss(
+            log_probs.transpose(0, 1),
+            targets.to(dev),
+            lengths,
+            target_lengths.to(dev),
+            blank=vocab,
+            reduction="mean",
+            zero_infinity=True,
+        )
 
     # ---- the LLM side -------------------------------------------------------------------------
-    def _merge(self, audio: torch.Tensor, audio_lengths: torch.Tensor, input_ids: torch.Tensor,
-               attention_mask: torch.Tensor | None, labels: torch.Tensor | None, left_pad: bool
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    def _merge(
+        self,
+        audio: torch.Tensor,
+        audio_lengths: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        left_pad: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
         """Per item, concatenate its audio embeddings and its (unpadded) text tokens, then pad the batch.
 
         ``input_ids`` may be left- or right-padded: an item's text is its tokens where ``attention_mask`` is 1,
@@ -565,7 +659,9 @@ class SpeechLlama(nn.Module):
         B, N, D = audio.shape
         dev = audio.device
         input_ids = input_ids.to(dev)
-        text_mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.to(dev).bool()
+        text_mask = (
+            torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.to(dev).bool()
+        )
         if input_ids.shape[0] != B:
             raise ValueError(f"input_ids has batch {input_ids.shape[0]} but the audio has {B}")
         text_lengths = text_mask.sum(1)  # [B]
@@ -591,29 +687,51 @@ class SpeechLlama(nn.Module):
         if labels is not None:
             labels = labels.to(dev)
             if labels.shape != input_ids.shape:
-                raise ValueError(f"labels {tuple(labels.shape)} must have the shape of input_ids {tuple(input_ids.shape)}")
+                raise ValueError(
+                    f"labels {tuple(labels.shape)} must have the shape of input_ids {tuple(input_ids.shape)}"
+                )
             full_labels = torch.full((B, S), -100, dtype=torch.long, device=dev)
             full_labels[rows.expand(B, L)[text_mask], t_pos[text_mask]] = labels[text_mask]
         return embeds, mask.long(), full_labels, position_ids
 
-    def forward(self, feats: torch.Tensor, feat_lengths: torch.Tensor, input_ids: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                **llm_kwargs) -> SpeechLlamaOutput:
+    def forward(
+        self,
+        feats: torch.Tensor,
+        feat_lengths: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **llm_kwargs,
+    ) -> SpeechLlamaOutput:
         """Teacher-forced pass. ``feats`` [B, T, n_mels], ``feat_lengths`` [B]; ``input_ids`` [B, L] the
         task-tagged prompt followed by the target (e.g. ``<s>[ASR English] the cat sat</s>``), padded either
         side, ``attention_mask`` [B, L]; ``labels`` [B, L] = the target ids, -100 on prompt and padding.
         Extra ``llm_kwargs`` go to the LLM (e.g. ``num_items_in_batch`` for gradient accumulation)."""
         audio, audio_lengths = self.encode_audio(feats, feat_lengths)  # [B, N, D]
-        embeds, mask, full_labels, pos = self._merge(audio, audio_lengths, input_ids, attention_mask, labels,
-                                                     left_pad=False)
-        out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, labels=full_labels,
-                       use_cache=False, **llm_kwargs)
-        return SpeechLlamaOutput(loss=out.loss, logits=out.logits, attention_mask=mask, labels=full_labels,
-                                 audio_lengths=audio_lengths)
+        embeds, mask, full_labels, pos = self._merge(
+            audio, audio_lengths, input_ids, attention_mask, labels, left_pad=False
+        )
+        out = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=pos,
+            labels=full_labels,
+            use_cache=False,
+            **llm_kwargs,
+        )
+        return SpeechLlamaOutput(
+            loss=out.loss, logits=out.logits, attention_mask=mask, labels=full_labels, audio_lengths=audio_lengths
+        )
 
     @torch.no_grad()
-    def generate(self, feats: torch.Tensor, feat_lengths: torch.Tensor, prompt_ids: torch.Tensor,
-                 prompt_mask: torch.Tensor | None = None, **gen_kwargs) -> torch.Tensor:
+    def generate(
+        self,
+        feats: torch.Tensor,
+        feat_lengths: torch.Tensor,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor | None = None,
+        **gen_kwargs,
+    ) -> torch.Tensor:
         """Decode text after [audio | prompt] with the LLM's ``generate`` (KV cache; greedy unless
         ``gen_kwargs`` say otherwise). ``prompt_ids`` [B, L] (either padding side, ``prompt_mask`` [B, L]).
         Returns the new token ids only, [B, L_new], padded with the pad (or eos) id after eos."""
@@ -628,8 +746,9 @@ class SpeechLlama(nn.Module):
         return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, **gen_kwargs)  # [B, L_new]
 
 
-def encode_text(tokenizer, prompts: Sequence[str], targets: Sequence[str] | None = None,
-                add_eos: bool = True) -> dict[str, torch.Tensor]:
+def encode_text(
+    tokenizer, prompts: Sequence[str], targets: Sequence[str] | None = None, add_eos: bool = True
+) -> dict[str, torch.Tensor]:
     """Tokenize task prompts (and targets) for :class:`SpeechLlama`.
 
     With ``targets`` (training): ``input_ids`` = prompt (with the tokenizer's special tokens, e.g. BOS) +

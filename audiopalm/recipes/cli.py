@@ -17,9 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list", action="store_true", help="list the recipes, shipped configs and accelerate configs")
     parser.add_argument("--list-accelerate", metavar="NAME", help="print the path of a shipped accelerate config")
     parser.add_argument("recipe", nargs="?", choices=sorted(RECIPES), help="the recipe to run")
-    parser.add_argument("args", nargs=argparse.REMAINDER,
-                        help="--config NAME_OR_PATH [key=value ...] [--resume] [--overwrite] [--print-config]; "
-                             "`audiopalm train RECIPE --help` for the recipe's options")
+    parser.add_argument(
+        "args",
+        nargs=argparse.REMAINDER,
+        help="--config NAME_OR_PATH [key=value ...] [--resume] [--overwrite] [--print-config]; "
+        "`audiopalm train RECIPE --help` for the recipe's options",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,13 +34,19 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print("recipes: " + ", ".join(RECIPES))
         print(f"configs ({CONFIG_DIR}): " + ", ".join(shipped_configs()))
-        print(f"accelerate configs ({ACCELERATE_DIR}): " + ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml"))))
+        print(
+            f"accelerate configs ({ACCELERATE_DIR}): "
+            + ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml")))
+        )
         return 0
     if args.list_accelerate:
         path = ACCELERATE_DIR / f"{args.list_accelerate}.yaml"
         if not path.is_file():
-            print(f"error: --list-accelerate {args.list_accelerate}: no such accelerate config; shipped: "
-                  + ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml"))), file=sys.stderr)
+            print(
+                f"error: --list-accelerate {args.list_accelerate}: no such accelerate config; shipped: "
+                + ", ".join(sorted(p.stem for p in ACCELERATE_DIR.glob("*.yaml"))),
+                file=sys.stderr,
+            )
             return 2
         print(path)
         return 0

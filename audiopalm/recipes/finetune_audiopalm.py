@@ -94,15 +94,24 @@ class FinetuneAudioPaLMRecipe(Recipe):
                 raise ConfigError(f"model.acoustic_stage: {e}") from None
         k = m.num_codebooks or self.audio_tokenizer.num_codebooks
         if k > self.audio_tokenizer.num_codebooks:
-            raise ValueError(f"model.num_codebooks={k}, but the audio tokenizer {m.audio_tokenizer} has only "
-                             f"{self.audio_tokenizer.num_codebooks}")
+            raise ValueError(
+                f"model.num_codebooks={k}, but the audio tokenizer {m.audio_tokenizer} has only "
+                f"{self.audio_tokenizer.num_codebooks}"
+            )
         text_tok = AutoTokenizer.from_pretrained(m.name_or_path)
         self.task_names = [parse_task(e.task).name for e in self.cfg.data.tasks]
-        self.vocab = UnifiedVocab.build(text_tok, audio_tokenizer=self.audio_tokenizer, num_codebooks=k,
-                                        pattern=m.pattern, tasks=list(dict.fromkeys(self.task_names)))
-        self.log(f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
-                  f"= {len(self.vocab)} tokens ({m.pattern} pattern); audio tokenizer {self.audio_tokenizer.type_name} "
-                  f"{self.audio_tokenizer.tokens_per_second(k):.0f} tokens/s")
+        self.vocab = UnifiedVocab.build(
+            text_tok,
+            audio_tokenizer=self.audio_tokenizer,
+            num_codebooks=k,
+            pattern=m.pattern,
+            tasks=list(dict.fromkeys(self.task_names)),
+        )
+        self.log(
+            f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
+            f"= {len(self.vocab)} tokens ({m.pattern} pattern); audio tokenizer {self.audio_tokenizer.type_name} "
+            f"{self.audio_tokenizer.tokens_per_second(k):.0f} tokens/s"
+        )
 
     def _load_stores(self) -> None:
         from audiopalm.token_store import load_token_store
@@ -159,33 +168,42 @@ class FinetuneAudioPaLMRecipe(Recipe):
             spec = parse_task(entry.task)
             train_rows = self._select_rows(entry, spec, "train", self.filter_skips)
             if not train_rows:
-                raise ValueError(f"data.tasks: task {name!r} (langs {entry.langs or 'all'}, pairs {entry.pairs or 'all'}) "
-                                 f"has no training rows in {d.stores} (splits {d.train_splits}); "
-                                 f"rows left out: {dict(self.filter_skips)}")
+                raise ValueError(
+                    f"data.tasks: task {name!r} (langs {entry.langs or 'all'}, pairs {entry.pairs or 'all'}) "
+                    f"has no training rows in {d.stores} (splits {d.train_splits}); "
+                    f"rows left out: {dict(self.filter_skips)}"
+                )
             rows = StoreRows(self.stores, train_rows)
             self._probe(name, spec, rows)
-            label = f"{name} #{len(sources)}" if name in {s.name.split(' #')[0] for s in sources} else name
+            label = f"{name} #{len(sources)}" if name in {s.name.split(" #")[0] for s in sources} else name
 
             def render_one(row, spec=spec):
                 return render(row, spec, self.vocab, max_len=d.max_len, skip=self.render_skips)
 
             sources.append(MixtureSource(name=label, rows=rows, render=render_one, weight=entry.weight))
-            dev_rows = self._select_rows(entry, spec, "dev", Counter())[:d.dev_examples_per_task]
-            dev = [render(StoreRows(self.stores, dev_rows)[i], spec, self.vocab, max_len=d.max_len, skip=Counter())
-                   for i in range(len(dev_rows))]
+            dev_rows = self._select_rows(entry, spec, "dev", Counter())[: d.dev_examples_per_task]
+            dev = [
+                render(StoreRows(self.stores, dev_rows)[i], spec, self.vocab, max_len=d.max_len, skip=Counter())
+                for i in range(len(dev_rows))
+            ]
             self.dev_sets.append((label, [x for x in dev if x is not None]))
         self.mixture = TaskMixture(sources, seed=tr.seed)
         if d.packing:
-            self.batches = PackedBatches(self.mixture, max_len=d.max_len, rows_per_batch=self.global_batch,
-                                         pad_id=self.vocab.pad_id)
+            self.batches = PackedBatches(
+                self.mixture, max_len=d.max_len, rows_per_batch=self.global_batch, pad_id=self.vocab.pad_id
+            )
         else:
             self.batches = PaddedBatches(self.mixture, rows_per_batch=self.global_batch, pad_id=self.vocab.pad_id)
         self.dev_collate = PaddingCollator(pad_id=self.vocab.pad_id)
         self.checkpoint_tokenizer = self.vocab.tokenizer
         weights = sum(s.weight for s in sources)
-        self.log("task mixture: " + "; ".join(
-            f"{s.name} {len(s.rows)} rows, p={s.weight / weights:.2f}, dev {len(dev)}"
-            for s, (_, dev) in zip(sources, self.dev_sets)))
+        self.log(
+            "task mixture: "
+            + "; ".join(
+                f"{s.name} {len(s.rows)} rows, p={s.weight / weights:.2f}, dev {len(dev)}"
+                for s, (_, dev) in zip(sources, self.dev_sets)
+            )
+        )
         if self.filter_skips:
             self.log(f"rows left out (missing fields): {dict(self.filter_skips)}")
 
@@ -195,8 +213,10 @@ class FinetuneAudioPaLMRecipe(Recipe):
         for i in range(min(16, len(rows))):
             if render(rows[i], spec, self.vocab, max_len=self.cfg.data.max_len, skip=reasons) is not None:
                 return
-        raise ValueError(f"data.tasks: none of the first {min(16, len(rows))} rows of task {name!r} renders "
-                         f"({dict(reasons)}); raise data.max_len={self.cfg.data.max_len} or check the store")
+        raise ValueError(
+            f"data.tasks: none of the first {min(16, len(rows))} rows of task {name!r} renders "
+            f"({dict(reasons)}); raise data.max_len={self.cfg.data.max_len} or check the store"
+        )
 
     # ---- model --------------------------------------------------------------------------------------------------------
 
@@ -212,13 +232,21 @@ class FinetuneAudioPaLMRecipe(Recipe):
         else:
             # fp32 master weights; accelerate's autocast runs the matmuls in bf16 where enabled
             self.model = AutoModelForCausalLM.from_pretrained(m.name_or_path, dtype=torch.float32)
-        context = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions", None)
+        context = getattr(self.model.config, "max_position_embeddings", None) or getattr(
+            self.model.config, "n_positions", None
+        )
         if context is not None and self.cfg.data.max_len > context:
-            raise ValueError(f"data.max_len={self.cfg.data.max_len} is longer than the model's context "
-                             f"({context} positions, {m.name_or_path}); lower data.max_len or use a longer-context model")
+            raise ValueError(
+                f"data.max_len={self.cfg.data.max_len} is longer than the model's context "
+                f"({context} positions, {m.name_or_path}); lower data.max_len or use a longer-context model"
+            )
         text_rows = self.model.config.vocab_size  # the full count, also when ZeRO-3 shards the weight
-        extend_model(self.model, self.vocab, init=m.init,
-                     code_vectors=self.audio_tokenizer.code_vectors() if m.init == "codebook" else None)
+        extend_model(
+            self.model,
+            self.vocab,
+            init=m.init,
+            code_vectors=self.audio_tokenizer.code_vectors() if m.init == "codebook" else None,
+        )
         if self.cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 
@@ -228,13 +256,22 @@ class FinetuneAudioPaLMRecipe(Recipe):
                 extra = {"trainable_token_indices": rows}
             else:  # whole embedding (+ untied lm_head); a tied lm_head must follow the trained copy
                 extra = {"modules_to_save": sorted(rows), "ensure_weight_tying": len(rows) == 1}
-            self.model = get_peft_model(self.model, LoraConfig(
-                r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=list(lo.target_modules),
-                task_type="CAUSAL_LM", **extra))
-        self.log(f"{'random-init ' if m.from_scratch else ''}{m.name_or_path}: embedding {text_rows} -> "
-                 f"{self.model.get_input_embeddings().weight.shape[0]} rows ({'LoRA' if self.cfg.lora.enabled else 'full'})")
+            self.model = get_peft_model(
+                self.model,
+                LoraConfig(
+                    r=lo.r,
+                    lora_alpha=lo.alpha,
+                    lora_dropout=lo.dropout,
+                    target_modules=list(lo.target_modules),
+                    task_type="CAUSAL_LM",
+                    **extra,
+                ),
+            )
+        self.log(
+            f"{'random-init ' if m.from_scratch else ''}{m.name_or_path}: embedding {text_rows} -> "
+            f"{self.model.get_input_embeddings().weight.shape[0]} rows ({'LoRA' if self.cfg.lora.enabled else 'full'})"
+        )
         return self.model
-
 
     # ---- steps --------------------------------------------------------------------------------------------------------
 
@@ -242,9 +279,18 @@ class FinetuneAudioPaLMRecipe(Recipe):
         tr = self.cfg.train
         batch = next(self.batch_iter)  # the global batch, identical on every process: [G, L] tensors
         rows = list(range(self.global_batch))
-        micros = [{k: v[training.StepSampler.micro_batch(rows, m, self.rank, micro_batch_size=tr.micro_batch_size,
-                                                         world_size=self.world)]
-                   for k, v in batch.items() if k != "num_target_tokens"} for m in range(tr.grad_accum_steps)]
+        micros = [
+            {
+                k: v[
+                    training.StepSampler.micro_batch(
+                        rows, m, self.rank, micro_batch_size=tr.micro_batch_size, world_size=self.world
+                    )
+                ]
+                for k, v in batch.items()
+                if k != "num_target_tokens"
+            }
+            for m in range(tr.grad_accum_steps)
+        ]
         return micros, int(batch["num_target_tokens"])  # every process holds the whole batch: no reduction
 
     def forward_loss(self, batch: dict) -> LossSum:
@@ -256,8 +302,11 @@ class FinetuneAudioPaLMRecipe(Recipe):
             logits = self.model(**inputs, use_cache=False).logits  # [B, L, V]
         labels = batch["labels"].to(acc.device)
         # tokens of the examples (prompt and target), not the padding
-        real = int(batch["attention_mask"].sum() if "attention_mask" in batch
-                   else (batch["input_ids"] != self.vocab.pad_id).sum())
+        real = int(
+            batch["attention_mask"].sum()
+            if "attention_mask" in batch
+            else (batch["input_ids"] != self.vocab.pad_id).sum()
+        )
         return LossSum(training.token_loss_sum(logits, labels), training.count_targets(labels), real)
 
     def collate_dev(self, items: list) -> dict:
@@ -298,15 +347,22 @@ class FinetuneAudioPaLMRecipe(Recipe):
                 model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
                 self.vocab.save_pretrained(tmp)
             model, state_dict = model.merge_and_unload(), None
-        write_checkpoint_files(model, self.vocab, self.audio_tokenizer, folder, state_dict=state_dict,
-                               acoustic=self.acoustic)
+        write_checkpoint_files(
+            model, self.vocab, self.audio_tokenizer, folder, state_dict=state_dict, acoustic=self.acoustic
+        )
 
     def summary_extra(self) -> dict:
         if self.render_skips:
             self.log(f"examples skipped while rendering (this run): {dict(self.render_skips)}")
-        return {"lora": self.cfg.lora.enabled, "vocab_size": len(self.vocab),
-                "skips": {"rows_left_out": dict(self.filter_skips), "render_skips_this_run": dict(self.render_skips),
-                          "render_skips_per_source": dict(self.mixture.skipped)}}
+        return {
+            "lora": self.cfg.lora.enabled,
+            "vocab_size": len(self.vocab),
+            "skips": {
+                "rows_left_out": dict(self.filter_skips),
+                "render_skips_this_run": dict(self.render_skips),
+                "render_skips_per_source": dict(self.mixture.skipped),
+            },
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

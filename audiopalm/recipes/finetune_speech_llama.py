@@ -40,8 +40,8 @@ import torch
 from tqdm.auto import tqdm
 
 from audiopalm import training
-from audiopalm.modeling.speech_llama_data import FeatureCache, build_examples
 from audiopalm.config import FinetuneSpeechLlamaConfig
+from audiopalm.modeling.speech_llama_data import FeatureCache, build_examples
 from audiopalm.training.recipe import LossSum, Recipe
 
 
@@ -68,45 +68,56 @@ class FinetuneSpeechLlamaRecipe(Recipe):
         if not d.train_manifests:
             raise ValueError("data.train_manifests: empty; give data.train_manifests=[path/to/train.jsonl]")
         # the model does not exist yet: features are computed (by its front end) on first use
-        self.features = FeatureCache(lambda wavs: self.accelerator.unwrap_model(self.model).featurize(wavs),
-                                     self.cfg.model.sample_rate, d.max_seconds)
+        self.features = FeatureCache(
+            lambda wavs: self.accelerator.unwrap_model(self.model).featurize(wavs),
+            self.cfg.model.sample_rate,
+            d.max_seconds,
+        )
         self.skips: Counter = Counter()
         records = [r for path in d.train_manifests for r in read_manifest(path)]
         self.examples = build_examples(records, d.tasks, self.skips, self.features)
         missing = [t for t in d.tasks if not any(e["task"] == t for e in self.examples)]
         if missing:
-            raise ValueError(f"data.tasks: task(s) {missing} have no training examples in {d.train_manifests}; "
-                             f"left out: {dict(self.skips)}")
+            raise ValueError(
+                f"data.tasks: task(s) {missing} have no training examples in {d.train_manifests}; "
+                f"left out: {dict(self.skips)}"
+            )
         self.sampler = training.StepSampler(len(self.examples), self.global_batch, seed=self.cfg.train.seed)
         if d.dev_manifest and d.dev_examples_per_task:
             dev = build_examples(read_manifest(d.dev_manifest), d.tasks, Counter(), self.features)
             self.dev_sets = [(t, [e for e in dev if e["task"] == t][: d.dev_examples_per_task]) for t in d.tasks]
         counts = Counter(e["task"] for e in self.examples)
-        self.log(f"{len(self.examples)} training examples ({dict(counts)}), dev "
-                 f"{ {t: len(x) for t, x in self.dev_sets} }" + (f"; left out: {dict(self.skips)}" if self.skips else ""))
+        self.log(
+            f"{len(self.examples)} training examples ({dict(counts)}), dev "
+            f"{ {t: len(x) for t, x in self.dev_sets} }" + (f"; left out: {dict(self.skips)}" if self.skips else "")
+        )
 
     def build_model(self) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM
 
         from audiopalm.modeling.speech_llama import SpeechLlama
 
-        config = dataclasses.replace(self.cfg.model, llm=self.llm_name,
-                                     ctc_vocab_size=len(self.tokenizer) if self.cfg.ctc.steps else 0)
+        config = dataclasses.replace(
+            self.cfg.model, llm=self.llm_name, ctc_vocab_size=len(self.tokenizer) if self.cfg.ctc.steps else 0
+        )
         torch.manual_seed(self.cfg.train.seed)
         # fp32 master weights; accelerate's autocast runs the matmuls in bf16 where enabled
         model = SpeechLlama(config, AutoModelForCausalLM.from_pretrained(self.llm_name, dtype=torch.float32))
         self.counts = model.parameter_counts()
-        self.log(f"{self.llm_name}: LLM {self.counts['llm'] / 1e6:.2f}M (LoRA {self.counts['lora'] / 1e3:.1f}k), encoder "
-                 f"{self.counts['encoder'] / 1e6:.2f}M, projector {self.counts['projector'] / 1e6:.2f}M; "
-                 f"{model.seconds_per_embedding * 1000:.0f} ms of audio per LLM embedding")
+        self.log(
+            f"{self.llm_name}: LLM {self.counts['llm'] / 1e6:.2f}M (LoRA {self.counts['lora'] / 1e3:.1f}k), encoder "
+            f"{self.counts['encoder'] / 1e6:.2f}M, projector {self.counts['projector'] / 1e6:.2f}M; "
+            f"{model.seconds_per_embedding * 1000:.0f} ms of audio per LLM embedding"
+        )
         return model
 
     def checkpointed_module(self) -> torch.nn.Module:
         return self.model.llm
 
     def before_prepare(self) -> None:
-        for e in tqdm(self.examples, desc="log-mel features", disable=not self.accelerator.is_main_process,
-                      leave=False):
+        for e in tqdm(
+            self.examples, desc="log-mel features", disable=not self.accelerator.is_main_process, leave=False
+        ):
             self.features.get(e["audio"])
         if self.step == 0 and self.cfg.ctc.steps:
             self.ctc_pretrain()
@@ -166,22 +177,32 @@ class FinetuneSpeechLlamaRecipe(Recipe):
         rows = self.sampler.global_indices(self.step)
 
         def examples(m: int, rank: int) -> list[dict]:
-            idx = training.StepSampler.micro_batch(rows, m, rank, micro_batch_size=tr.micro_batch_size,
-                                                   world_size=self.world)
+            idx = training.StepSampler.micro_batch(
+                rows, m, rank, micro_batch_size=tr.micro_batch_size, world_size=self.world
+            )
             return [self.examples[i] for i in idx]
 
         # every process can count the whole step's target tokens from the text alone: no communication
-        global_targets = sum(self._num_targets(examples(m, r)) for r in range(self.world)
-                             for m in range(tr.grad_accum_steps))
+        global_targets = sum(
+            self._num_targets(examples(m, r)) for r in range(self.world) for m in range(tr.grad_accum_steps)
+        )
         return [self._batch(examples(m, self.rank)) for m in range(tr.grad_accum_steps)], global_targets
 
     def forward_loss(self, batch: dict) -> LossSum:
         acc = self.accelerator
         with acc.autocast():
-            out = self.model(batch["feats"].to(acc.device), batch["feat_lengths"], batch["input_ids"].to(acc.device),
-                             attention_mask=batch["attention_mask"].to(acc.device), labels=batch["labels"].to(acc.device))
-        return LossSum(training.token_loss_sum(out.logits, out.labels), training.count_targets(out.labels),
-                       int(out.attention_mask.sum()))  # LLM positions: audio embeddings + text
+            out = self.model(
+                batch["feats"].to(acc.device),
+                batch["feat_lengths"],
+                batch["input_ids"].to(acc.device),
+                attention_mask=batch["attention_mask"].to(acc.device),
+                labels=batch["labels"].to(acc.device),
+            )
+        return LossSum(
+            training.token_loss_sum(out.logits, out.labels),
+            training.count_targets(out.labels),
+            int(out.attention_mask.sum()),
+        )  # LLM positions: audio embeddings + text
 
     def collate_dev(self, items: list) -> dict:
         return self._batch(items)
@@ -209,9 +230,12 @@ class FinetuneSpeechLlamaRecipe(Recipe):
             load_adapter_weights(self.model.llm, ckpt / ADAPTER_DIR / "adapter_model.safetensors")
 
     def summary_extra(self) -> dict:
-        return {"parameter_counts": self.counts,
-                "seconds_per_embedding": self.accelerator.unwrap_model(self.model).seconds_per_embedding,
-                "ctc_steps": self.cfg.ctc.steps, "skips": dict(self.skips)}
+        return {
+            "parameter_counts": self.counts,
+            "seconds_per_embedding": self.accelerator.unwrap_model(self.model).seconds_per_embedding,
+            "ctc_steps": self.cfg.ctc.steps,
+            "skips": dict(self.skips),
+        }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,7 +85,7 @@ class PretrainTextRecipe(Recipe):
         for x in ids:
             stream += [tok.bos_token_id, *x, tok.eos_token_id]
         n = len(stream) // L
-        return torch.tensor(stream[:n * L], dtype=torch.long).view(n, L)
+        return torch.tensor(stream[: n * L], dtype=torch.long).view(n, L)
 
     def build_data(self) -> None:
         from pathlib import Path
@@ -99,7 +99,9 @@ class PretrainTextRecipe(Recipe):
             raise ValueError("data.manifests: empty; give data.manifests=[path/to/manifest.jsonl]")
         train_lines = self._render_lines("train")
         if not train_lines:
-            raise ValueError(f"data.manifests: no records in splits {d.train_splits} (or without split) in {d.manifests}")
+            raise ValueError(
+                f"data.manifests: no records in splits {d.train_splits} (or without split) in {d.manifests}"
+            )
         tok_dir = d.tokenizer
         if tok_dir is None:
             tok_dir = str(self.out / "tokenizer")
@@ -112,13 +114,17 @@ class PretrainTextRecipe(Recipe):
                 raise ValueError(f"data.tokenizer: {tok_dir} has no {name[:-3]}; it must define bos, eos and pad")
         self.train_blocks = self._pack(train_lines)  # [N, L]
         if len(self.train_blocks) == 0:
-            raise ValueError(f"data.seq_len: the corpus ({len(train_lines)} lines) is shorter than one block of {d.seq_len}")
+            raise ValueError(
+                f"data.seq_len: the corpus ({len(train_lines)} lines) is shorter than one block of {d.seq_len}"
+            )
         self.dev_sets = [("text", list(self._pack(self._render_lines("dev"))))]  # M blocks [L]
         self.sampler = training.StepSampler(len(self.train_blocks), self.global_batch, seed=self.cfg.train.seed)
-        self.log(f"{len(train_lines)} train lines -> {len(self.train_blocks)} blocks of {d.seq_len} "
-                 f"({self.train_blocks.numel()} tokens); dev: {len(self.dev_sets[0][1])} blocks; "
-                 f"tokenizer {tok_dir} ({len(self.tokenizer)} tokens); "
-                 f"{self.cfg.train.max_steps} steps = {self.sampler.epoch_of(self.cfg.train.max_steps):.1f} epochs")
+        self.log(
+            f"{len(train_lines)} train lines -> {len(self.train_blocks)} blocks of {d.seq_len} "
+            f"({self.train_blocks.numel()} tokens); dev: {len(self.dev_sets[0][1])} blocks; "
+            f"tokenizer {tok_dir} ({len(self.tokenizer)} tokens); "
+            f"{self.cfg.train.max_steps} steps = {self.sampler.epoch_of(self.cfg.train.max_steps):.1f} epochs"
+        )
 
     def build_model(self) -> torch.nn.Module:
         from transformers import AutoModelForCausalLM, LlamaConfig
@@ -126,12 +132,19 @@ class PretrainTextRecipe(Recipe):
         m, tok = self.cfg.model, self.tokenizer
         vocab = math.ceil(len(tok) / 64) * 64  # a multiple of 64: faster matmuls, and room for later tokens
         config = LlamaConfig(
-            vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
-            num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
+            vocab_size=vocab,
+            hidden_size=m.hidden_size,
+            intermediate_size=m.intermediate_size,
+            num_hidden_layers=m.num_layers,
+            num_attention_heads=m.num_heads,
+            num_key_value_heads=m.num_kv_heads,
             max_position_embeddings=max(m.max_position_embeddings, self.cfg.data.seq_len),
             rope_parameters={"rope_type": "default", "rope_theta": m.rope_theta},
-            attention_dropout=m.dropout, tie_word_embeddings=m.tie_word_embeddings,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            attention_dropout=m.dropout,
+            tie_word_embeddings=m.tie_word_embeddings,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
         )
         torch.manual_seed(self.cfg.train.seed)
         self.log(f"Llama {m.num_layers} layers x {m.hidden_size}, vocab {vocab}")
@@ -140,9 +153,16 @@ class PretrainTextRecipe(Recipe):
     def micro_batches(self) -> tuple[list[dict], int]:
         tr = self.cfg.train
         gidx = self.sampler.global_indices(self.step)
-        micros = [{"input_ids": self.train_blocks[training.StepSampler.micro_batch(
-            gidx, m, self.rank, micro_batch_size=tr.micro_batch_size, world_size=self.world)]}
-            for m in range(tr.grad_accum_steps)]  # each [B, L]
+        micros = [
+            {
+                "input_ids": self.train_blocks[
+                    training.StepSampler.micro_batch(
+                        gidx, m, self.rank, micro_batch_size=tr.micro_batch_size, world_size=self.world
+                    )
+                ]
+            }
+            for m in range(tr.grad_accum_steps)
+        ]  # each [B, L]
         targets = training.global_sum(self.accelerator, sum(training.count_targets(x["input_ids"]) for x in micros))
         return micros, int(targets)
 

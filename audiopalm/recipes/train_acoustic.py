@@ -49,20 +49,25 @@ class TrainAcousticRecipe(Recipe):
         acc, d = self.accelerator, self.cfg.data
         self.unit_tokenizer, self.codec = acoustic.load_tokenizers(self.cfg)
         with acc.main_process_first():  # the main process fills the feature cache; the others read it
-            self.train_utts, dev_utts = acoustic.build_data(self.cfg, self.unit_tokenizer, self.codec,
-                                                            progress=acc.is_main_process)
+            self.train_utts, dev_utts = acoustic.build_data(
+                self.cfg, self.unit_tokenizer, self.codec, progress=acc.is_main_process
+            )
         seed = self.cfg.train.seed
-        self.pairs = PairSampler(self.train_utts, max_frames=d.max_frames, max_prompt_frames=d.max_prompt_frames,
-                                 seed=seed)
+        self.pairs = PairSampler(
+            self.train_utts, max_frames=d.max_frames, max_prompt_frames=d.max_prompt_frames, seed=seed
+        )
         self.sampler = training.StepSampler(len(self.pairs.targets), self.global_batch, seed=seed)
         self.dev_pairs = None
         if dev_utts is not None:
-            self.dev_pairs = PairSampler(dev_utts, max_frames=UNCROPPED, max_prompt_frames=d.max_prompt_frames,
-                                         seed=seed)
+            self.dev_pairs = PairSampler(
+                dev_utts, max_frames=UNCROPPED, max_prompt_frames=d.max_prompt_frames, seed=seed
+            )
             self.dev_sets = [("l1", list(self.dev_pairs.targets))]
-        self.log(f"{len(self.train_utts)} train utterances ({len(self.pairs.targets)} with a prompt), "
-                 f"{len(self.pairs.by_speaker)} speakers; dev {len(self.dev_pairs.targets) if self.dev_pairs else 0}; "
-                 f"{self.cfg.train.max_steps} steps = {self.sampler.epoch_of(self.cfg.train.max_steps):.1f} epochs")
+        self.log(
+            f"{len(self.train_utts)} train utterances ({len(self.pairs.targets)} with a prompt), "
+            f"{len(self.pairs.by_speaker)} speakers; dev {len(self.dev_pairs.targets) if self.dev_pairs else 0}; "
+            f"{self.cfg.train.max_steps} steps = {self.sampler.epoch_of(self.cfg.train.max_steps):.1f} epochs"
+        )
 
     def build_model(self) -> torch.nn.Module:
         self.stage = acoustic.build_stage(self.cfg, self.unit_tokenizer, self.codec)
@@ -72,9 +77,21 @@ class TrainAcousticRecipe(Recipe):
         tr = self.cfg.train
         gidx = [self.pairs.targets[i] for i in self.sampler.global_indices(self.step)]
         batch = self.pairs.batch(gidx, self.step)  # the whole global batch: prompts and crops fixed by the step
-        micros = [{"pairs": _select(batch, training.StepSampler.micro_batch(
-            list(range(len(gidx))), m, self.rank, micro_batch_size=tr.micro_batch_size, world_size=self.world))}
-            for m in range(tr.grad_accum_steps)]
+        micros = [
+            {
+                "pairs": _select(
+                    batch,
+                    training.StepSampler.micro_batch(
+                        list(range(len(gidx))),
+                        m,
+                        self.rank,
+                        micro_batch_size=tr.micro_batch_size,
+                        world_size=self.world,
+                    ),
+                )
+            }
+            for m in range(tr.grad_accum_steps)
+        ]
         return micros, int(batch.lengths.sum()) * batch.feats.shape[-1]
 
     def forward_loss(self, batch: dict) -> LossSum:
@@ -113,8 +130,9 @@ class TrainAcousticRecipe(Recipe):
 
         if state_dict is None:
             state_dict = self.accelerator.unwrap_model(self.model).state_dict()
-        stage = AcousticStage.build(self.stage.config, self.codec, self.unit_tokenizer,
-                                    max_prompt_frames=self.cfg.data.max_prompt_frames)
+        stage = AcousticStage.build(
+            self.stage.config, self.codec, self.unit_tokenizer, max_prompt_frames=self.cfg.data.max_prompt_frames
+        )
         stage.model.load_state_dict({k: v.detach().cpu().float() for k, v in state_dict.items()})
         acoustic.set_default_voice(stage, self.train_utts)
         stage.save_pretrained(folder)
@@ -126,8 +144,9 @@ class TrainAcousticRecipe(Recipe):
 def _select(batch: Batch, idx: list[int]) -> Batch:
     """Rows ``idx`` of a batch, trimmed to their longest item."""
     f, p = int(batch.lengths[idx].max()), int(batch.prompt_lengths[idx].max())
-    return Batch(batch.units[idx, :f], batch.lengths[idx], batch.feats[idx, :f], batch.prompt[idx, :p],
-                 batch.prompt_lengths[idx])
+    return Batch(
+        batch.units[idx, :f], batch.lengths[idx], batch.feats[idx, :f], batch.prompt[idx, :p], batch.prompt_lengths[idx]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

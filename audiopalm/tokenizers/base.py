@@ -40,7 +40,7 @@ TOKENIZERS: dict[str, str] = {
 }
 
 
-def tokenizer_class(type_name: str) -> type["AudioTokenizer"]:
+def tokenizer_class(type_name: str) -> type[AudioTokenizer]:
     if type_name not in TOKENIZERS:  # (a UserError: it comes from a tokenizer folder's JSON or a config)
         raise UserError(f"unknown audio tokenizer type {type_name!r}; known: {', '.join(TOKENIZERS)}")
     module, cls = TOKENIZERS[type_name].split(":")
@@ -120,7 +120,7 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "AudioTokenizer":
+    def from_pretrained(cls, directory: str | os.PathLike) -> AudioTokenizer:
         """Rebuild from a folder written by :meth:`save_pretrained`.
 
         Refuses (:class:`~audiopalm.errors.UserError`) a folder whose weights are missing, truncated or
@@ -137,8 +137,10 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
             check_safetensors(weights)
             tok.load_state_dict(load_file(str(weights)))
         elif tok.state_dict():  # a tokenizer with weights saved them: their absence is a broken folder
-            raise UserError(f"{directory}: no {WEIGHTS_NAME}; this {cls.type_name} tokenizer has weights: copy the "
-                            "whole tokenizer folder (or fit it again)")
+            raise UserError(
+                f"{directory}: no {WEIGHTS_NAME}; this {cls.type_name} tokenizer has weights: copy the "
+                "whole tokenizer folder (or fit it again)"
+            )
         verify_fingerprint(directory, meta, tok)
         return tok
 
@@ -167,7 +169,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: unreadable ({e}); save the tokenizer again") from None
     if not isinstance(meta, dict) or "type" not in meta or not isinstance(meta.get("config"), dict):
-        raise UserError(f"{path}: expected {{\"type\": ..., \"config\": {{...}}}}; save the tokenizer again")
+        raise UserError(f'{path}: expected {{"type": ..., "config": {{...}}}}; save the tokenizer again')
     return meta
 
 
@@ -176,8 +178,10 @@ def verify_fingerprint(directory: str | os.PathLike, meta: dict, tok: AudioToken
     (weights replaced, truncated or from another fit): codes would silently mean something else."""
     saved = meta.get("fingerprint")
     if saved is not None and saved != tok.fingerprint:
-        raise UserError(f"{directory}: the weights do not match the saved fingerprint ({tok.fingerprint} != {saved}); "
-                        "the folder was changed after saving: copy the whole folder again (or fit it again)")
+        raise UserError(
+            f"{directory}: the weights do not match the saved fingerprint ({tok.fingerprint} != {saved}); "
+            "the folder was changed after saving: copy the whole folder again (or fit it again)"
+        )
 
 
 # What a hub repo id looks like (huggingface_hub's rule, simplified): owner/name, word characters, . and -.
@@ -198,11 +202,19 @@ def hub_id_or_local(name: str | os.PathLike, *, what: str = "model") -> str:
     if path.exists():
         raise UserError(f"{text}: is a file, not a {what} folder")
     first = text.replace("\\", "/").split("/", 1)[0]
-    looks_local = (text.startswith((".", "/", "~")) or "\\" in text or first in LOCAL_PREFIXES
-                   or (first and Path(first).exists()) or not _HUB_ID_RE.match(text) or ".." in text)
+    looks_local = (
+        text.startswith((".", "/", "~"))
+        or "\\" in text
+        or first in LOCAL_PREFIXES
+        or (first and Path(first).exists())
+        or not _HUB_ID_RE.match(text)
+        or ".." in text
+    )
     if looks_local:
-        raise UserError(f"{text}: no such {what} folder (it looks like a local path, so it is not fetched from "
-                        "the Hugging Face hub); check the path, or create it first")
+        raise UserError(
+            f"{text}: no such {what} folder (it looks like a local path, so it is not fetched from "
+            "the Hugging Face hub); check the path, or create it first"
+        )
     return "hub"
 
 
@@ -225,12 +237,13 @@ class UnitTokenizer(AudioTokenizer):
         return False
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{self.type_name} units have no decoder (they drop the voice); turn them into sound "
-                                  "with an acoustic stage (audiopalm.acoustic), or use a codec tokenizer")
+        raise NotImplementedError(
+            f"{self.type_name} units have no decoder (they drop the voice); turn them into sound "
+            "with an acoustic stage (audiopalm.acoustic), or use a codec tokenizer"
+        )
 
 
-def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | None = None,
-                         **kwargs) -> AudioTokenizer:
+def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | None = None, **kwargs) -> AudioTokenizer:
     """Load any saved audiopalm tokenizer folder, or a neural codec by hub name / HF model folder.
 
     A name that looks like a local path but does not exist is refused (:func:`hub_id_or_local`); only a
@@ -247,8 +260,10 @@ def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | Non
         return tok
     kind = hub_id_or_local(name_or_path, what="audio tokenizer")
     if kind == "local" and not (path / "config.json").is_file():
-        raise UserError(f"{name_or_path}: neither a saved audiopalm tokenizer (no {CONFIG_NAME}) nor a "
-                        "transformers codec folder (no config.json)")
+        raise UserError(
+            f"{name_or_path}: neither a saved audiopalm tokenizer (no {CONFIG_NAME}) nor a "
+            "transformers codec folder (no config.json)"
+        )
     # a transformers codec (EnCodec / Mimi / DAC): a hub name or a model folder
     if revision is not None:
         kwargs["revision"] = revision

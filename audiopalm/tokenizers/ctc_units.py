@@ -31,9 +31,18 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from audiopalm.modeling.speech_encoder import (EncoderTrainConfig, SpeechEncoder, SpeechEncoderConfig, _pad,
-                                               build_chars, evaluate_feats, load_feats, manifest_utterances, normalize_feats,
-                                               train_encoder)
+from audiopalm.modeling.speech_encoder import (
+    EncoderTrainConfig,
+    SpeechEncoder,
+    SpeechEncoderConfig,
+    _pad,
+    build_chars,
+    evaluate_feats,
+    load_feats,
+    manifest_utterances,
+    normalize_feats,
+    train_encoder,
+)
 from audiopalm.tokenizers.base import UnitTokenizer
 
 ENCODER_DIR = "encoder"
@@ -144,12 +153,24 @@ class CTCUnitsTokenizer(UnitTokenizer):
 
     # ---- fitting -------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, manifest: str | os.PathLike, *, split: str | None = "train", dev_split: str | None = "dev",
-            num_units: int = 512, layer: int | None = None, dedup: bool = False,
-            train: EncoderTrainConfig | None = None,
-            encoder: dict | None = None, max_frames: int = 200_000, kmeans_iters: int = 50,
-            exclude_voices: tuple[str, ...] = (), pretrained: str | os.PathLike | None = None,
-            dev_manifest: str | os.PathLike | None = None, progress: bool = True) -> "CTCUnitsTokenizer":
+    def fit(
+        cls,
+        manifest: str | os.PathLike,
+        *,
+        split: str | None = "train",
+        dev_split: str | None = "dev",
+        num_units: int = 512,
+        layer: int | None = None,
+        dedup: bool = False,
+        train: EncoderTrainConfig | None = None,
+        encoder: dict | None = None,
+        max_frames: int = 200_000,
+        kmeans_iters: int = 50,
+        exclude_voices: tuple[str, ...] = (),
+        pretrained: str | os.PathLike | None = None,
+        dev_manifest: str | os.PathLike | None = None,
+        progress: bool = True,
+    ) -> CTCUnitsTokenizer:
         """Train the encoder with CTC on the ``split`` rows of ``manifest`` (audio + text, tgt_audio + tgt_text,
         every language), score its greedy CER on the ``dev_split`` rows (if any) of ``dev_manifest`` (default:
         ``manifest``), then fit ``num_units`` k-means
@@ -180,16 +201,23 @@ class CTCUnitsTokenizer(UnitTokenizer):
             except ValueError:
                 dev = []
             if dev:
-                evals["dev"] = (load_feats([u[0] for u in dev], tok.encoder.frontend, progress=progress,
-                                           desc="log-mel (dev)"), [u[1] for u in dev])
+                evals["dev"] = (
+                    load_feats([u[0] for u in dev], tok.encoder.frontend, progress=progress, desc="log-mel (dev)"),
+                    [u[1] for u in dev],
+                )
         t_feats = time.perf_counter() - t0
         if trained is None:
-            curve = train_encoder(tok.encoder, feats, [u[1] for u in utts], train, evals=evals or None,
-                                  progress=progress)
+            curve = train_encoder(
+                tok.encoder, feats, [u[1] for u in utts], train, evals=evals or None, progress=progress
+            )
         else:  # keep the encoder's own training record; score it on this manifest's dev rows
-            train = EncoderTrainConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in trained.record["train"].items()}) \
-                if trained.record.get("train") else None  # unknown: the encoder was saved without its record
+            train = (
+                EncoderTrainConfig(
+                    **{k: tuple(v) if isinstance(v, list) else v for k, v in trained.record["train"].items()}
+                )
+                if trained.record.get("train")
+                else None
+            )  # unknown: the encoder was saved without its record
             curve = list(trained.record.get("curve", []))
             if evals:
                 curve.append({"step": None, "dev": evaluate_feats(tok.encoder, *evals["dev"])})
@@ -200,7 +228,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
         chunks, total = [], 0
         with torch.inference_mode():
             for i in tqdm(range(0, len(order), 64), desc="encoder states", disable=not progress, leave=False):
-                x, n = _pad([feats[j] for j in order[i:i + 64]])
+                x, n = _pad([feats[j] for j in order[i : i + 64]])
                 states, frames = tok.encoder.forward_feats(normalize_feats(x, n), n, upto=layer)
                 for b, f in enumerate(frames.tolist()):
                     chunks.append(states[layer][b, :f])
@@ -211,8 +239,9 @@ class CTCUnitsTokenizer(UnitTokenizer):
         if len(x) < num_units:
             raise ValueError(f"fit: only {len(x)} frames for num_units={num_units}; give more audio")
         mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
-        result = kmeans((x - mean) / std, num_units, iters=kmeans_iters, seed=seed, progress=progress,
-                        desc="ctc-units k-means")
+        result = kmeans(
+            (x - mean) / std, num_units, iters=kmeans_iters, seed=seed, progress=progress, desc="ctc-units k-means"
+        )
         tok.mean.copy_(mean)
         tok.std.copy_(std)
         tok.centroids.copy_(result.centroids)
@@ -220,19 +249,33 @@ class CTCUnitsTokenizer(UnitTokenizer):
         used = torch.bincount(result.assignments, minlength=num_units)
         final = curve[-1] if curve else {}
         tok.fit_info = {
-            "manifest": str(manifest), "split": split, "dev_split": dev_split, "train_utterances": len(feats),
-            "languages": sorted({u[2] for u in utts}), "excluded_voices": list(exclude_voices),
+            "manifest": str(manifest),
+            "split": split,
+            "dev_split": dev_split,
+            "train_utterances": len(feats),
+            "languages": sorted({u[2] for u in utts}),
+            "excluded_voices": list(exclude_voices),
             "pretrained": None if pretrained is None else str(pretrained),
             "train": None if train is None else dataclasses.asdict(train),
             "encoder_dev_cer": final.get("dev", {}).get("cer"),
-            "encoder_dev_wer": final.get("dev", {}).get("wer"), "curve": curve,
-            "kmeans": {"frames": len(x), "inertia": result.inertia, "units_used": int((used > 0).sum()),
-                       "reseeded": result.reseeded},
-            "seconds": {"features": round(t_feats, 1), "encoder": round(t_train, 1),
-                        "total": round(time.perf_counter() - t0, 1)},
+            "encoder_dev_wer": final.get("dev", {}).get("wer"),
+            "curve": curve,
+            "kmeans": {
+                "frames": len(x),
+                "inertia": result.inertia,
+                "units_used": int((used > 0).sum()),
+                "reseeded": result.reseeded,
+            },
+            "seconds": {
+                "features": round(t_feats, 1),
+                "encoder": round(t_train, 1),
+                "total": round(time.perf_counter() - t0, 1),
+            },
         }
-        tok.encoder.record = {k: tok.fit_info[k] for k in ("manifest", "split", "languages", "train",
-                                                            "encoder_dev_cer", "encoder_dev_wer", "curve")}
+        tok.encoder.record = {
+            k: tok.fit_info[k]
+            for k in ("manifest", "split", "languages", "train", "encoder_dev_cer", "encoder_dev_wer", "curve")
+        }
         return tok
 
     # ---- persistence ----------------------------------------------------------------------------
@@ -247,7 +290,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "CTCUnitsTokenizer":
+    def from_pretrained(cls, directory: str | os.PathLike) -> CTCUnitsTokenizer:
         tok = super().from_pretrained(directory)
         info = Path(directory) / "fit_info.json"
         if info.is_file():
@@ -260,4 +303,3 @@ class CTCUnitsTokenizer(UnitTokenizer):
         utts = manifest_utterances(manifest, split=split, **filters)
         feats = load_feats([u[0] for u in utts], self.encoder.frontend, progress=False)
         return evaluate_feats(self.encoder, feats, [u[1] for u in utts])
-

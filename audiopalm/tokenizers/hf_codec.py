@@ -54,8 +54,17 @@ CODECS: dict[str, tuple[str, str]] = {
 }
 
 # Keys of a HF config dict that say where/how it was loaded, not what the model computes.
-_VOLATILE_CONFIG_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures",
-                         "_attn_implementation_autoset", "return_dict", "output_hidden_states", "output_attentions"}
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path",
+    "transformers_version",
+    "torch_dtype",
+    "dtype",
+    "architectures",
+    "_attn_implementation_autoset",
+    "return_dict",
+    "output_hidden_states",
+    "output_attentions",
+}
 
 
 def encode_in_equal_length_groups(encode_fn, wav: torch.Tensor, lengths: torch.Tensor):
@@ -93,8 +102,15 @@ class HFCodecTokenizer(AudioTokenizer):
 
     type_name = "hf_codec"
 
-    def __init__(self, model: torch.nn.Module, *, bandwidth: float | None = None,
-                 num_codebooks: int | None = None, source: str | None = None, feature_extractor=None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        bandwidth: float | None = None,
+        num_codebooks: int | None = None,
+        source: str | None = None,
+        feature_extractor=None,
+    ):
         """``model``: a loaded ``EncodecModel`` / ``MimiModel`` / ``DacModel``. ``bandwidth`` (EnCodec
         only, kbps, one of ``config.target_bandwidths``; default the largest) or ``num_codebooks``
         (Mimi / DAC; default all) picks how many RVQ codebooks are used. ``source`` is the hub name or
@@ -110,12 +126,16 @@ class HFCodecTokenizer(AudioTokenizer):
         cfg = model.config
         if model_type == "encodec":
             if num_codebooks is not None:
-                raise ValueError("EnCodec: choose the number of codebooks with bandwidth=..., "
-                                 f"one of {cfg.target_bandwidths} kbps, not num_codebooks={num_codebooks}")
+                raise ValueError(
+                    "EnCodec: choose the number of codebooks with bandwidth=..., "
+                    f"one of {cfg.target_bandwidths} kbps, not num_codebooks={num_codebooks}"
+                )
             if cfg.chunk_length_s is not None or cfg.normalize:
-                raise ValueError(f"EnCodec {source or ''}: chunked/normalised models (chunk_length_s="
-                                 f"{cfg.chunk_length_s}, normalize={cfg.normalize}, e.g. the 48 kHz one) need "
-                                 "per-chunk scales that a code stream cannot carry; use a 24 kHz EnCodec")
+                raise ValueError(
+                    f"EnCodec {source or ''}: chunked/normalised models (chunk_length_s="
+                    f"{cfg.chunk_length_s}, normalize={cfg.normalize}, e.g. the 48 kHz one) need "
+                    "per-chunk scales that a code stream cannot carry; use a 24 kHz EnCodec"
+                )
             bandwidth = float(max(cfg.target_bandwidths) if bandwidth is None else bandwidth)
             if bandwidth not in [float(b) for b in cfg.target_bandwidths]:
                 raise ValueError(f"EnCodec bandwidth={bandwidth} kbps is not one of {cfg.target_bandwidths}")
@@ -134,9 +154,15 @@ class HFCodecTokenizer(AudioTokenizer):
 
     # ---- loading --------------------------------------------------------------------------
     @classmethod
-    def from_codec(cls, name_or_path: str | os.PathLike, *, bandwidth: float | None = None,
-                   num_codebooks: int | None = None, device: str | torch.device | None = None,
-                   revision: str | None = None) -> "HFCodecTokenizer":
+    def from_codec(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        bandwidth: float | None = None,
+        num_codebooks: int | None = None,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+    ) -> HFCodecTokenizer:
         """Load a codec by hub name (``facebook/encodec_24khz``, ``kyutai/mimi``, ``descript/dac_16khz``)
         or from a local HF model folder, in float32 and eval mode. ``revision``: a hub tag or commit; the
         commit actually loaded is recorded (``get_config()["revision"]``)."""
@@ -147,11 +173,11 @@ class HFCodecTokenizer(AudioTokenizer):
         try:
             config = AutoConfig.from_pretrained(name, revision=revision)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{name}: not an audio tokenizer folder (no {CONFIG_NAME}) and not a loadable "
-                             f"transformers codec ({e})") from None
+            raise ValueError(
+                f"{name}: not an audio tokenizer folder (no {CONFIG_NAME}) and not a loadable transformers codec ({e})"
+            ) from None
         if config.model_type not in CODECS:
-            raise ValueError(f"{name}: model_type {config.model_type!r} is not a supported codec "
-                             f"({', '.join(CODECS)})")
+            raise ValueError(f"{name}: model_type {config.model_type!r} is not a supported codec ({', '.join(CODECS)})")
         model_cls, fe_cls = (getattr(transformers, c) for c in CODECS[config.model_type])
         model = model_cls.from_pretrained(name, dtype=torch.float32, revision=revision)
         try:
@@ -177,21 +203,29 @@ class HFCodecTokenizer(AudioTokenizer):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "HFCodecTokenizer":
+    def from_pretrained(cls, directory: str | os.PathLike) -> HFCodecTokenizer:
         """Read a folder written by :meth:`save_pretrained`."""
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_NAME).read_text())
         if meta["type"] != cls.type_name:
             raise ValueError(f"{directory}: holds a {meta['type']!r} tokenizer, not {cls.type_name!r}")
         cfg = meta["config"]
-        tok = cls.from_codec(directory / CODEC_DIR, bandwidth=cfg.get("bandwidth"),
-                             num_codebooks=None if cfg.get("bandwidth") is not None else cfg.get("num_codebooks"))
+        tok = cls.from_codec(
+            directory / CODEC_DIR,
+            bandwidth=cfg.get("bandwidth"),
+            num_codebooks=None if cfg.get("bandwidth") is not None else cfg.get("num_codebooks"),
+        )
         tok.source, tok.revision = cfg.get("source"), cfg.get("revision")
         return tok
 
     def get_config(self) -> dict:
-        return {"model_type": self.model_type, "bandwidth": self.bandwidth, "num_codebooks": self._num_codebooks,
-                "source": self.source, "revision": getattr(self, "revision", None)}
+        return {
+            "model_type": self.model_type,
+            "bandwidth": self.bandwidth,
+            "num_codebooks": self._num_codebooks,
+            "source": self.source,
+            "revision": getattr(self, "revision", None),
+        }
 
     @property
     def fingerprint(self) -> str:
@@ -201,7 +235,9 @@ class HFCodecTokenizer(AudioTokenizer):
         h = hashlib.sha256()
         arch = {k: v for k, v in self.model.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
         opts = {k: v for k, v in self.get_config().items() if k not in ("source", "revision")}
-        h.update(json.dumps({"type": self.type_name, "config": opts, "arch": arch}, sort_keys=True, default=str).encode())
+        h.update(
+            json.dumps({"type": self.type_name, "config": opts, "arch": arch}, sort_keys=True, default=str).encode()
+        )
         for name, tensor in sorted(self.model.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
@@ -278,7 +314,9 @@ class HFCodecTokenizer(AudioTokenizer):
             codes = self.model.encode(x, n_quantizers=self._num_codebooks, return_dict=True).audio_codes
             codes = codes[:, : self._num_codebooks]
         expected = wav.shape[-1] // self.hop_length
-        assert codes.shape[-1] == expected, f"{self.model_type} made {codes.shape[-1]} frames from {wav.shape[-1]} samples, expected {expected}"
+        assert codes.shape[-1] == expected, (
+            f"{self.model_type} made {codes.shape[-1]} frames from {wav.shape[-1]} samples, expected {expected}"
+        )
         return codes.long()  # [B, K, F]
 
     def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,11 +330,14 @@ class HFCodecTokenizer(AudioTokenizer):
         if lengths is None:
             lengths = torch.full((wav.shape[0],), wav.shape[1], dtype=torch.long)
         lengths = torch.as_tensor(lengths, dtype=torch.long).cpu()
-        assert lengths.shape == (wav.shape[0],) and int(lengths.max()) <= wav.shape[1] and int(lengths.min()) > 0, \
+        assert lengths.shape == (wav.shape[0],) and int(lengths.max()) <= wav.shape[1] and int(lengths.min()) > 0, (
             f"lengths {lengths.tolist()} do not fit wav {tuple(wav.shape)}"
+        )
         frame_lengths = self.num_frames(lengths)  # [B]
         total = int(frame_lengths.max()) * self.hop_length
-        wav = torch.nn.functional.pad(wav.to(device=device, dtype=torch.float32)[:, :total], (0, max(0, total - wav.shape[1])))
+        wav = torch.nn.functional.pad(
+            wav.to(device=device, dtype=torch.float32)[:, :total], (0, max(0, total - wav.shape[1]))
+        )
         mask = torch.arange(total) < lengths[:, None]  # [B, T]: zero the padding, whatever the caller put there
         wav = wav * mask.to(device)
 
@@ -307,17 +348,23 @@ class HFCodecTokenizer(AudioTokenizer):
             padded = frame_lengths * self.hop_length  # items that pad to the same length share a call
             return encode_in_equal_length_groups(run, wav, padded)
         codes = self._encode_padded(wav)  # [B, K, F]
-        frame_ok = torch.arange(codes.shape[-1], device=codes.device)[None, None, :] < frame_lengths.to(codes.device)[:, None, None]
+        frame_ok = (
+            torch.arange(codes.shape[-1], device=codes.device)[None, None, :]
+            < frame_lengths.to(codes.device)[:, None, None]
+        )
         return codes * frame_ok, frame_lengths.to(codes.device)
 
     @torch.inference_mode()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """``codes`` [B, K', F] (K' <= K: the first codebooks) -> waveform [B, F * hop_length]."""
         if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.num_codebooks:
-            raise ValueError(f"decode expects codes [B, K', F] with 1 <= K' <= {self.num_codebooks}, "
-                             f"got shape {tuple(codes.shape)}")
+            raise ValueError(
+                f"decode expects codes [B, K', F] with 1 <= K' <= {self.num_codebooks}, got shape {tuple(codes.shape)}"
+            )
         if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
-            raise ValueError(f"codes out of range [0, {self.codebook_size}): min {int(codes.min())}, max {int(codes.max())}")
+            raise ValueError(
+                f"codes out of range [0, {self.codebook_size}): min {int(codes.min())}, max {int(codes.max())}"
+            )
         device = next(self.model.parameters()).device
         codes = codes.to(device=device, dtype=torch.long)
         if self.model_type == "encodec":

@@ -38,14 +38,17 @@ class KMeansResult:
     """How many dead codes were re-seeded over the whole fit."""
 
 
-def nearest(x: torch.Tensor, centroids: torch.Tensor, *, chunk: int = ASSIGN_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(
+    x: torch.Tensor, centroids: torch.Tensor, *, chunk: int = ASSIGN_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Nearest centre of each point. ``x`` [N, D], ``centroids`` [k, D] -> (index [N] long, sq. distance [N])."""
     assert x.dim() == 2 and centroids.dim() == 2 and x.shape[1] == centroids.shape[1], (
-        f"x {tuple(x.shape)} and centroids {tuple(centroids.shape)} must be [N, D] and [k, D]")
+        f"x {tuple(x.shape)} and centroids {tuple(centroids.shape)} must be [N, D] and [k, D]"
+    )
     c_sq = (centroids * centroids).sum(-1)  # [k]
     index, dist = [], []
     for start in range(0, x.shape[0], chunk):
-        xb = x[start:start + chunk]  # [n, D]
+        xb = x[start : start + chunk]  # [n, D]
         # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin, add it after
         d = torch.addmm(c_sq.unsqueeze(0), xb, centroids.t(), alpha=-2.0)  # [n, k]
         best, idx = d.min(dim=1)  # [n], [n]
@@ -72,8 +75,16 @@ def kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> tor
     return x[picks].clone()  # [k, D]
 
 
-def kmeans(x: torch.Tensor, k: int, *, iters: int = 20, seed: int = 0, tol: float = 1e-5,
-           progress: bool = False, desc: str = "k-means") -> KMeansResult:
+def kmeans(
+    x: torch.Tensor,
+    k: int,
+    *,
+    iters: int = 20,
+    seed: int = 0,
+    tol: float = 1e-5,
+    progress: bool = False,
+    desc: str = "k-means",
+) -> KMeansResult:
     """Fit ``k`` centres to the points ``x`` [N, D] (float). Deterministic for a seed.
 
     Runs Lloyd iterations until ``iters`` or until the mean squared error improves by less than

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -83,8 +83,11 @@ class MelRVQConfig:
         need(self.sample_rate > 0, "sample_rate", "must be > 0")
         need(self.n_fft >= 16, "n_fft", "must be >= 16")
         need(0 < self.win_length <= self.n_fft, "win_length", f"must be in 1..n_fft ({self.n_fft})")
-        need(0 < self.hop_length <= self.win_length // 2, "hop_length",
-             f"must be in 1..win_length/2 ({self.win_length // 2}) so that overlap-add can invert the STFT")
+        need(
+            0 < self.hop_length <= self.win_length // 2,
+            "hop_length",
+            f"must be in 1..win_length/2 ({self.win_length // 2}) so that overlap-add can invert the STFT",
+        )
         need(0 < self.n_mels <= self.n_fft // 2 + 1, "n_mels", f"must be in 1..n_fft/2+1 ({self.n_fft // 2 + 1})")
         nyquist = self.sample_rate / 2
         need(0 <= self.f_min < (self.f_max or nyquist), "f_min", "must be >= 0 and below f_max")
@@ -115,9 +118,15 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float, f_ma
     """
     from transformers.audio_utils import mel_filter_bank
 
-    fb = mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=f_min,
-                         max_frequency=f_max, sampling_rate=sample_rate,
-                         norm="slaney" if scale == "slaney" else None, mel_scale=scale)  # [n_freq, n_mels]
+    fb = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=f_min,
+        max_frequency=f_max,
+        sampling_rate=sample_rate,
+        norm="slaney" if scale == "slaney" else None,
+        mel_scale=scale,
+    )  # [n_freq, n_mels]
     return torch.from_numpy(np.asarray(fb, dtype=np.float32))
 
 
@@ -140,7 +149,9 @@ class MelRVQTokenizer(AudioTokenizer):
         fb = mel_filterbank(c.sample_rate, c.n_fft, c.n_mels, c.f_min, c.f_max or c.sample_rate / 2, c.mel_scale)
         # derived from the config (which the fingerprint already hashes): not saved, persistent=False
         self.register_buffer("mel_fb", fb, persistent=False)  # [n_freq, n_mels]
-        self.register_buffer("mel_fb_pinv", torch.linalg.pinv(fb.double()).float(), persistent=False)  # [n_mels, n_freq]
+        self.register_buffer(
+            "mel_fb_pinv", torch.linalg.pinv(fb.double()).float(), persistent=False
+        )  # [n_mels, n_freq]
         self.register_buffer("window", torch.hann_window(c.win_length), persistent=False)  # [win]
         # fitted weights: saved to safetensors, hashed into the fingerprint
         self.register_buffer("feature_mean", torch.zeros(c.dim))  # [D]
@@ -177,8 +188,10 @@ class MelRVQTokenizer(AudioTokenizer):
 
     def _check_fitted(self):
         if not bool(self.fitted):
-            raise RuntimeError("this mel_rvq tokenizer has not been fitted: use MelRVQTokenizer.fit(...) "
-                               "or `audiopalm tokenizer fit`, or load a fitted one with from_pretrained")
+            raise RuntimeError(
+                "this mel_rvq tokenizer has not been fitted: use MelRVQTokenizer.fit(...) "
+                "or `audiopalm tokenizer fit`, or load a fitted one with from_pretrained"
+            )
 
     # ---- features ---------------------------------------------------------------------------
     def log_mel(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,8 +206,9 @@ class MelRVQTokenizer(AudioTokenizer):
         lengths = lengths.to(wav.device)
         mel_lengths = torch.div(lengths + c.hop_length - 1, c.hop_length, rounding_mode="floor")  # [B]
         # zero ("constant") padding, not reflection: a padded item then sees the same samples as alone
-        spec = torch.stft(wav, c.n_fft, c.hop_length, c.win_length, self.window, center=True,
-                          pad_mode="constant", return_complex=True)  # [B, n_freq, 1 + T // hop]
+        spec = torch.stft(
+            wav, c.n_fft, c.hop_length, c.win_length, self.window, center=True, pad_mode="constant", return_complex=True
+        )  # [B, n_freq, 1 + T // hop]
         mel = torch.matmul(spec.abs().transpose(1, 2), self.mel_fb)  # [B, M', n_mels]
         logmel = mel.clamp_min(c.log_floor).log()
         m = int(mel_lengths.max())
@@ -203,8 +217,9 @@ class MelRVQTokenizer(AudioTokenizer):
         logmel = torch.where(valid[:, :, None], logmel, logmel.new_tensor(math.log(c.log_floor)))
         return logmel, mel_lengths
 
-    def features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None, *,
-                 normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None, *, normalise: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wav`` [B, T] -> (stacked, normalised log-mel [B, F, stack * n_mels], frame_lengths [B])."""
         c = self.config
         logmel, mel_lengths = self.log_mel(wav, lengths)  # [B, M, n_mels]
@@ -266,8 +281,9 @@ class MelRVQTokenizer(AudioTokenizer):
 
     # ---- encode / decode --------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None, *,
-               num_codebooks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None, *, num_codebooks: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wav`` [B, T] float at ``sample_rate`` -> (codes [B, k, F] long, frame_lengths [B] long).
 
         ``k`` is ``num_codebooks`` (default: all K). An item of L samples has ceil(L / hop / stack) frames.
@@ -330,8 +346,7 @@ class MelRVQTokenizer(AudioTokenizer):
         phase = torch.rand(mag.shape, generator=gen).to(mag.device) * (2 * math.pi)
         t = torch.polar(mag, phase)  # [B, n_freq, M + 1] complex
         c_prev = t
-        stft_kw = dict(n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window,
-                       center=True)
+        stft_kw = dict(n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window, center=True)
         for _ in range(c.griffin_lim_iters):
             wav = torch.istft(mag * _unit(t), length=length, **stft_kw)  # [B, length]
             c_n = torch.stft(wav, pad_mode="constant", return_complex=True, **stft_kw)  # [B, n_freq, M + 1]
@@ -341,9 +356,19 @@ class MelRVQTokenizer(AudioTokenizer):
 
     # ---- fitting ----------------------------------------------------------------------------
     @classmethod
-    def fit(cls, audio: str | os.PathLike | Iterable, *, num_codebooks: int = 8, codebook_size: int = 256,
-            max_frames: int = 100_000, max_seconds: float | None = None, seed: int = 0, kmeans_iters: int = 20,
-            progress: bool = True, **config) -> "MelRVQTokenizer":
+    def fit(
+        cls,
+        audio: str | os.PathLike | Iterable,
+        *,
+        num_codebooks: int = 8,
+        codebook_size: int = 256,
+        max_frames: int = 100_000,
+        max_seconds: float | None = None,
+        seed: int = 0,
+        kmeans_iters: int = 20,
+        progress: bool = True,
+        **config,
+    ) -> MelRVQTokenizer:
         """Fit the normalisation and the K codebooks on a corpus; returns a fitted tokenizer.
 
         ``audio``: a manifest path (its ``audio`` and ``tgt_audio`` files, each once, see
@@ -371,8 +396,10 @@ class MelRVQTokenizer(AudioTokenizer):
             raise ValueError("mel_rvq fit: no audio given")
         x = torch.cat(frames)  # [N, D]
         if x.shape[0] < codebook_size:
-            raise ValueError(f"mel_rvq fit: {x.shape[0]} frames ({seconds:.1f} s of audio) is fewer than "
-                             f"codebook_size={codebook_size}; give more audio or a smaller codebook")
+            raise ValueError(
+                f"mel_rvq fit: {x.shape[0]} frames ({seconds:.1f} s of audio) is fewer than "
+                f"codebook_size={codebook_size}; give more audio or a smaller codebook"
+            )
         gen = torch.Generator().manual_seed(seed)
         available = x.shape[0]
         if x.shape[0] > max_frames:
@@ -381,8 +408,14 @@ class MelRVQTokenizer(AudioTokenizer):
         residual = (x - mean) / std  # [N, D]
         codebooks, mse = [], []
         for q in tqdm(range(num_codebooks), desc="mel_rvq: codebooks", disable=not progress):
-            res = kmeans(residual, codebook_size, iters=kmeans_iters, seed=seed + q, progress=progress,
-                         desc=f"k-means {q + 1}/{num_codebooks}")
+            res = kmeans(
+                residual,
+                codebook_size,
+                iters=kmeans_iters,
+                seed=seed + q,
+                progress=progress,
+                desc=f"k-means {q + 1}/{num_codebooks}",
+            )
             codebooks.append(res.centroids)
             mse.append(res.inertia)
             residual = residual - res.centroids[res.assignments]
@@ -390,8 +423,12 @@ class MelRVQTokenizer(AudioTokenizer):
         tok.feature_std.copy_(std)
         tok.codebooks.copy_(torch.stack(codebooks))
         tok.fitted.fill_(True)
-        tok.fit_info = {"seconds": seconds, "frames_available": available, "frames_used": int(x.shape[0]),
-                        "residual_mse": mse}
+        tok.fit_info = {
+            "seconds": seconds,
+            "frames_available": available,
+            "frames_used": int(x.shape[0]),
+            "residual_mse": mse,
+        }
         return tok
 
 
@@ -413,8 +450,9 @@ def _check_batch(wav: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch
     return wav, lengths
 
 
-def manifest_waves(path: str | os.PathLike, sample_rate: int, *, split: str | None = None,
-                   seed: int = 0) -> Iterator[np.ndarray]:
+def manifest_waves(
+    path: str | os.PathLike, sample_rate: int, *, split: str | None = None, seed: int = 0
+) -> Iterator[np.ndarray]:
     """Yield each distinct ``audio`` / ``tgt_audio`` file of a manifest as mono float32 [T] at ``sample_rate``.
 
     Only rows of ``split`` if given. Files come in a seeded random order, so that reading only the

@@ -67,7 +67,11 @@ def _check_slots(grid: torch.Tensor, filler: torch.Tensor, codebook_size: int) -
     if bad.any():
         s, qq = (int(x) for x in bad.nonzero()[0])
         pos = s * k + qq
-        want = "the filler PAD" if filler[s, qq] else f"an id of codebook {qq} in [{qq * codebook_size}, {(qq + 1) * codebook_size})"
+        want = (
+            "the filler PAD"
+            if filler[s, qq]
+            else f"an id of codebook {qq} in [{qq * codebook_size}, {(qq + 1) * codebook_size})"
+        )
         raise PatternError(f"stream position {pos} holds {int(grid[s, qq])}, expected {want}")
 
 
@@ -160,7 +164,7 @@ class DelayPattern:
             return torch.zeros(0, dtype=torch.long)
         grid = torch.full((frames + k - 1, k), PAD, dtype=torch.long)  # [S, k]
         for q in range(k):
-            grid[q:q + frames, q] = codes[q] + q * codebook_size
+            grid[q : q + frames, q] = codes[q] + q * codebook_size
         return grid.reshape(-1)  # [S * k]
 
     def revert(self, stream, codebook_size: int) -> torch.Tensor:
@@ -172,7 +176,7 @@ class DelayPattern:
             return torch.zeros(k, 0, dtype=torch.long)
         grid = stream.view(frames + k - 1, k)  # [S, k]
         _check_slots(grid, self._filler(frames + k - 1, frames), codebook_size)
-        return torch.stack([grid[q:q + frames, q] - q * codebook_size for q in range(k)])  # [k, F]
+        return torch.stack([grid[q : q + frames, q] - q * codebook_size for q in range(k)])  # [k, F]
 
 
 # name -> class. A plain dict registry; the name is stored in audiopalm.json of every checkpoint.

@@ -28,8 +28,8 @@ import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -93,7 +93,7 @@ def add_deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     """Regression deltas over time, edges repeated: [F, D] -> [F, D] (HTK's formula)."""
     f = x.shape[0]
     padded = torch.cat([x[:1].expand(width, -1), x, x[-1:].expand(width, -1)])  # [F + 2w, D]
-    num = sum(n * (padded[width + n: width + n + f] - padded[width - n: width - n + f]) for n in range(1, width + 1))
+    num = sum(n * (padded[width + n : width + n + f] - padded[width - n : width - n + f]) for n in range(1, width + 1))
     return num / (2 * sum(n * n for n in range(1, width + 1)))  # [F, D]
 
 
@@ -115,19 +115,31 @@ class SemanticTokenizer(UnitTokenizer):
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(c.ssl_model)
             fe_sr = int(self.feature_extractor.sampling_rate)
             if fe_sr != c.sample_rate:
-                raise ValueError(f"{c.ssl_model}: feature extractor expects {fe_sr} Hz but sample_rate={c.sample_rate}; "
-                                 f"pass sample_rate={fe_sr}")
+                raise ValueError(
+                    f"{c.ssl_model}: feature extractor expects {fe_sr} Hz but sample_rate={c.sample_rate}; "
+                    f"pass sample_rate={fe_sr}"
+                )
             n_layers = self.ssl.config.num_hidden_layers
             if c.layer > n_layers:
-                raise ValueError(f"layer={c.layer} but {c.ssl_model} has {n_layers} layers (hidden_states 0..{n_layers})")
+                raise ValueError(
+                    f"layer={c.layer} but {c.ssl_model} has {n_layers} layers (hidden_states 0..{n_layers})"
+                )
             dim = int(self.ssl.config.hidden_size)
         else:
             from scipy.fft import dct
             from transformers.audio_utils import mel_filter_bank
 
-            fb = mel_filter_bank(num_frequency_bins=c.n_fft // 2 + 1, num_mel_filters=c.n_mels, min_frequency=20.0,
-                                 max_frequency=c.sample_rate / 2, sampling_rate=c.sample_rate, mel_scale="htk")
-            self.register_buffer("mel_fb", torch.from_numpy(fb.astype(np.float32)), persistent=False)  # [n_freq, n_mels]
+            fb = mel_filter_bank(
+                num_frequency_bins=c.n_fft // 2 + 1,
+                num_mel_filters=c.n_mels,
+                min_frequency=20.0,
+                max_frequency=c.sample_rate / 2,
+                sampling_rate=c.sample_rate,
+                mel_scale="htk",
+            )
+            self.register_buffer(
+                "mel_fb", torch.from_numpy(fb.astype(np.float32)), persistent=False
+            )  # [n_freq, n_mels]
             dct_m = dct(np.eye(c.n_mels), type=2, norm="ortho", axis=0)[: c.n_mfcc]  # [n_mfcc, n_mels]
             self.register_buffer("dct", torch.from_numpy(dct_m.astype(np.float32)), persistent=False)
             self.register_buffer("window", torch.hann_window(c.win_length), persistent=False)
@@ -169,8 +181,16 @@ class SemanticTokenizer(UnitTokenizer):
     def mfcc(self, wav: torch.Tensor) -> torch.Tensor:
         """One waveform [T] -> MFCC frames [1 + T // hop_length, n_mfcc (x3 with deltas)]."""
         c = self.config
-        spec = torch.stft(wav, c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window,
-                          center=True, pad_mode="constant", return_complex=True)  # [n_freq, F]
+        spec = torch.stft(
+            wav,
+            c.n_fft,
+            hop_length=c.hop_length,
+            win_length=c.win_length,
+            window=self.window,
+            center=True,
+            pad_mode="constant",
+            return_complex=True,
+        )  # [n_freq, F]
         power = spec.abs().pow(2).t()  # [F, n_freq]
         logmel = torch.log(power @ self.mel_fb + 1e-6)  # [F, n_mels]
         x = logmel @ self.dct.t()  # [F, n_mfcc]
@@ -185,16 +205,18 @@ class SemanticTokenizer(UnitTokenizer):
             return self.ssl._get_feat_extract_output_lengths(lengths).long()
         # Wav2Vec2Bert-style input_features: one hidden frame per (stacked) feature frame
         one = [np.zeros(int(n), dtype=np.float32) for n in lengths.tolist()]
-        out = self.feature_extractor(one, sampling_rate=self.sample_rate, return_attention_mask=True, padding=True,
-                                     return_tensors="pt")
+        out = self.feature_extractor(
+            one, sampling_rate=self.sample_rate, return_attention_mask=True, padding=True, return_tensors="pt"
+        )
         return out["attention_mask"].sum(-1).long()
 
     @torch.inference_mode()
     def _ssl_features(self, wav: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, T], [B] -> hidden layer [B, F, D], frame lengths [B]."""
         items = [wav[b, : int(n)].cpu().numpy() for b, n in enumerate(lengths.tolist())]
-        inputs = self.feature_extractor(items, sampling_rate=self.sample_rate, padding=True, return_attention_mask=True,
-                                        return_tensors="pt")
+        inputs = self.feature_extractor(
+            items, sampling_rate=self.sample_rate, padding=True, return_attention_mask=True, return_tensors="pt"
+        )
         device = next(self.ssl.parameters()).device
         mask = inputs.pop("attention_mask")
         kwargs = {k: v.to(device) for k, v in inputs.items()}
@@ -241,13 +263,22 @@ class SemanticTokenizer(UnitTokenizer):
         if self.ssl is not None and getattr(self.ssl.config, "feat_extract_norm", "layer") == "group":
             from audiopalm.tokenizers.hf_codec import encode_in_equal_length_groups
 
-            return encode_in_equal_length_groups(lambda x: self._assign(*self._ssl_features(x, torch.full((x.shape[0],), x.shape[1]))),
-                                                 wav, lengths)
+            return encode_in_equal_length_groups(
+                lambda x: self._assign(*self._ssl_features(x, torch.full((x.shape[0],), x.shape[1]))), wav, lengths
+            )
         return self._assign(*self.features(wav, lengths))
 
     # ---- fitting -------------------------------------------------------------------------------
-    def fit(self, audio: Iterable | str | os.PathLike, *, split: str | None = None, max_frames: int = 200_000,
-            iters: int = 20, seed: int = 0, progress: bool = True) -> "SemanticTokenizer":
+    def fit(
+        self,
+        audio: Iterable | str | os.PathLike,
+        *,
+        split: str | None = None,
+        max_frames: int = 200_000,
+        iters: int = 20,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> SemanticTokenizer:
         """Fit mean/std and ``num_units`` k-means centres on features of ``audio``.
 
         ``audio``: a JSONL manifest (its ``audio`` and ``tgt_audio`` files, each once; only rows of
@@ -279,8 +310,9 @@ class SemanticTokenizer(UnitTokenizer):
             raise ValueError(f"fit: only {total} feature frames for num_units={self.config.num_units}; give more audio")
         x = torch.cat(chunks)[:max_frames]  # [N, D]
         mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
-        result = kmeans((x - mean) / std, self.config.num_units, iters=iters, seed=seed, progress=progress,
-                        desc="semantic k-means")
+        result = kmeans(
+            (x - mean) / std, self.config.num_units, iters=iters, seed=seed, progress=progress, desc="semantic k-means"
+        )
         self.mean.copy_(mean)
         self.std.copy_(std)
         self.centroids.copy_(result.centroids)
@@ -307,7 +339,7 @@ class SemanticTokenizer(UnitTokenizer):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> "SemanticTokenizer":
+    def from_pretrained(cls, directory: str | os.PathLike) -> SemanticTokenizer:
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -330,10 +362,20 @@ class SemanticTokenizer(UnitTokenizer):
         config = {k: v for k, v in self.get_config().items() if k != "ssl_model"}
         arch = None
         if self.ssl is not None:
-            skip = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures", "return_dict",
-                    "output_hidden_states", "output_attentions"}
+            skip = {
+                "_name_or_path",
+                "transformers_version",
+                "torch_dtype",
+                "dtype",
+                "architectures",
+                "return_dict",
+                "output_hidden_states",
+                "output_attentions",
+            }
             arch = {k: v for k, v in self.ssl.config.to_dict().items() if k not in skip}
-        h.update(json.dumps({"type": self.type_name, "config": config, "arch": arch}, sort_keys=True, default=str).encode())
+        h.update(
+            json.dumps({"type": self.type_name, "config": config, "arch": arch}, sort_keys=True, default=str).encode()
+        )
         for name, tensor in sorted(self.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())

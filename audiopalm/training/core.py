@@ -22,8 +22,9 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,14 +75,16 @@ class StepSampler:
         return step * self.global_batch / self.num_items
 
     @staticmethod
-    def micro_batch(global_indices: list[int], micro: int, rank: int, *, micro_batch_size: int,
-                    world_size: int) -> list[int]:
+    def micro_batch(
+        global_indices: list[int], micro: int, rank: int, *, micro_batch_size: int, world_size: int
+    ) -> list[int]:
         """Micro-batch ``micro`` of process ``rank``: consecutive slices, micro-batch-major."""
         start = (micro * world_size + rank) * micro_batch_size
-        out = global_indices[start:start + micro_batch_size]
+        out = global_indices[start : start + micro_batch_size]
         assert len(out) == micro_batch_size, (
             f"global batch of {len(global_indices)} too small for micro {micro}, rank {rank}, "
-            f"micro_batch_size {micro_batch_size}, world_size {world_size}")
+            f"micro_batch_size {micro_batch_size}, world_size {world_size}"
+        )
         return out
 
 
@@ -132,8 +135,9 @@ def global_sum(accelerator, value: float | int) -> float:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def param_groups(model: torch.nn.Module, *, lr: float, weight_decay: float,
-                 group_lrs: dict[str, float] | None = None) -> list[dict]:
+def param_groups(
+    model: torch.nn.Module, *, lr: float, weight_decay: float, group_lrs: dict[str, float] | None = None
+) -> list[dict]:
     """AdamW parameter groups: decay on matrices only; names containing a key of ``group_lrs`` get its LR.
 
     Biases, norm weights (1-D) and embeddings are not decayed (decaying them hurts small LMs).
@@ -174,7 +178,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg, max_steps: int):
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     return get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=max_steps, min_lr_rate=cfg.min_lr_ratio)
+        optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=max_steps, min_lr_rate=cfg.min_lr_ratio
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -301,29 +306,47 @@ def make_accelerator(cfg, project_dir: str | Path):
     mp = cfg.mixed_precision
     if mp == "auto":  # the launcher's choice (accelerate config), else bf16 where the GPU has it, else fp32
         mp = os.environ.get("ACCELERATE_MIXED_PRECISION") or (
-            "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
+            "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+        )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     no_gpu = not torch.cuda.is_available()
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
     handlers = [InitProcessGroupKwargs(backend="gloo")] if no_gpu and deepspeed and launched > 1 else []
     acc = Accelerator(
-        gradient_accumulation_steps=cfg.grad_accum_steps, mixed_precision=mp,
-        log_with=None if cfg.log_with == "none" else cfg.log_with, project_dir=str(project_dir),
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        mixed_precision=mp,
+        log_with=None if cfg.log_with == "none" else cfg.log_with,
+        project_dir=str(project_dir),
         cpu=no_gpu and not deepspeed,  # CPU processes: DDP over gloo (cpu=True would turn DeepSpeed off)
-        kwargs_handlers=handlers)
+        kwargs_handlers=handlers,
+    )
     if launched != acc.num_processes:
         raise RuntimeError(
             f"{launched} processes were launched (WORLD_SIZE) but accelerate set up {acc.num_processes} "
             f"({acc.distributed_type.value}): each process would train alone on the whole batch; "
-            "launch with `accelerate launch --config_file \"$(audiopalm train --list-accelerate cpu)\" -m audiopalm.recipes.RECIPE`")
+            'launch with `accelerate launch --config_file "$(audiopalm train --list-accelerate cpu)" -m audiopalm.recipes.RECIPE`'
+        )
     if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and acc.distributed_type != "FSDP":
-        raise RuntimeError(f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
-                           "(FSDP needs GPUs; on CPU use the accelerate config cpu or deepspeed_zero2/3: audiopalm train --list)")
+        raise RuntimeError(
+            f"the accelerate config asks for FSDP but accelerate set up {acc.distributed_type.value} "
+            "(FSDP needs GPUs; on CPU use the accelerate config cpu or deepspeed_zero2/3: audiopalm train --list)"
+        )
     return acc, mp
 
 
-def save_checkpoint(accelerator, root: str | Path, *, step: int, model, optimizer, scheduler, tokenizer=None,
-                    state: dict | None = None, keep_last: int = 2, write_model=None) -> Path:
+def save_checkpoint(
+    accelerator,
+    root: str | Path,
+    *,
+    step: int,
+    model,
+    optimizer,
+    scheduler,
+    tokenizer=None,
+    state: dict | None = None,
+    keep_last: int = 2,
+    write_model=None,
+) -> Path:
     """Write a resumable checkpoint ``root/step_N`` atomically; call on every process.
 
     The folder holds the model in HF format (loads with ``from_pretrained``), the tokenizer,
@@ -336,8 +359,10 @@ def save_checkpoint(accelerator, root: str | Path, *, step: int, model, optimize
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        raise NotImplementedError("resumable checkpoints under DeepSpeed are not implemented (its optimizer state is "
-                                  "sharded and its own format is pickle); set train.save_every=0")
+        raise NotImplementedError(
+            "resumable checkpoints under DeepSpeed are not implemented (its optimizer state is "
+            "sharded and its own format is pickle); set train.save_every=0"
+        )
     root = Path(root)
     final = root / checkpoint_name(step)
     tmp = root / f".tmp-{checkpoint_name(step)}"
@@ -388,7 +413,11 @@ def load_model_weights(path: str | Path, model) -> None:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: missing (sharded checkpoints are not supported for resume)")
     missing, unexpected = load_model(model, str(weights), strict=False)
-    tied = {k for k in missing if k.endswith("lm_head.weight")} if getattr(model.config, "tie_word_embeddings", False) else set()
+    tied = (
+        {k for k in missing if k.endswith("lm_head.weight")}
+        if getattr(model.config, "tie_word_embeddings", False)
+        else set()
+    )
     if set(missing) - tied or unexpected:
         raise ValueError(f"{weights}: missing {sorted(set(missing) - tied)[:5]}, unexpected {sorted(unexpected)[:5]}")
     if tied:
@@ -403,8 +432,10 @@ def load_training_state(path: str | Path, *, optimizer, scheduler, process_index
     scheduler.load_state_dict(load_tree(path / "scheduler"))
     rng = path / f"rng_rank{process_index}"
     if not Path(f"{rng}.json").is_file():
-        raise FileNotFoundError(f"{rng}.json: missing; was the checkpoint written with fewer processes "
-                                f"({state.get('world_size')}) than this run?")
+        raise FileNotFoundError(
+            f"{rng}.json: missing; was the checkpoint written with fewer processes "
+            f"({state.get('world_size')}) than this run?"
+        )
     set_rng_state(load_tree(rng))
     return state
 
@@ -470,4 +501,4 @@ def perplexity(loss: float) -> float:
 
 def chunked(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]

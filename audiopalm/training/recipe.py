@@ -42,13 +42,33 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from audiopalm.config import (RESUME_MAY_CHANGE, ConfigError, config_diff, flat_dict, load_config, resolve_config,
-                              save_config, to_dict)
+from audiopalm.config import (
+    RESUME_MAY_CHANGE,
+    ConfigError,
+    config_diff,
+    flat_dict,
+    load_config,
+    resolve_config,
+    save_config,
+    to_dict,
+)
 from audiopalm.training import core
 
 # What a run writes into its output folder (removed by --overwrite; nothing else there is touched).
-RUN_ARTEFACTS = ("checkpoints", "final", ".tmp-final", ".old-final", "adapter", ".tmp-adapter", ".old-adapter",
-                 "tokenizer", "metrics.jsonl", "summary.json", "config.yaml", "logs")
+RUN_ARTEFACTS = (
+    "checkpoints",
+    "final",
+    ".tmp-final",
+    ".old-final",
+    "adapter",
+    ".tmp-adapter",
+    ".old-adapter",
+    "tokenizer",
+    "metrics.jsonl",
+    "summary.json",
+    "config.yaml",
+    "logs",
+)
 
 
 class LossSum(NamedTuple):
@@ -119,8 +139,9 @@ class Recipe:
 
     def write_model(self, folder: Path, state_dict: dict | None) -> None:
         """Write the model into a checkpoint folder (main process). Default: HF ``save_pretrained``."""
-        self.accelerator.unwrap_model(self.model).save_pretrained(folder, state_dict=state_dict,
-                                                                  safe_serialization=True)
+        self.accelerator.unwrap_model(self.model).save_pretrained(
+            folder, state_dict=state_dict, safe_serialization=True
+        )
 
     def load_model_state(self, ckpt: Path) -> None:
         """Load a checkpoint's weights into the unprepared model. Default: strict HF safetensors."""
@@ -168,9 +189,11 @@ class Recipe:
         # process, which changes the schedule with the process count).
         plugin = self.accelerator.state.deepspeed_plugin
         inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        self.log(f"model {type(self.model).__name__}, optimizer {type(inner).__name__}"
-                 + (f", ZeRO stage {plugin.zero_stage}" if plugin is not None else "")
-                 + f"; {self.num_params / 1e6:.2f}M parameters, {self.num_trainable / 1e6:.3f}M trainable")
+        self.log(
+            f"model {type(self.model).__name__}, optimizer {type(inner).__name__}"
+            + (f", ZeRO stage {plugin.zero_stage}" if plugin is not None else "")
+            + f"; {self.num_params / 1e6:.2f}M parameters, {self.num_trainable / 1e6:.3f}M trainable"
+        )
 
     def _setup_accelerator(self) -> None:
         from accelerate.utils import set_seed
@@ -186,8 +209,10 @@ class Recipe:
         if acc.is_main_process:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.out / "config.yaml")
-        self.log(f"{acc.distributed_type.value} x{self.world} on {acc.device}, precision {mp}, global batch "
-                 f"{self.global_batch} = {tr.micro_batch_size} x {tr.grad_accum_steps} accum x {self.world}")
+        self.log(
+            f"{acc.distributed_type.value} x{self.world} on {acc.device}, precision {mp}, global batch "
+            f"{self.global_batch} = {tr.micro_batch_size} x {tr.grad_accum_steps} accum x {self.world}"
+        )
 
     def _claim_output_dir(self) -> None:
         """A fresh run needs an empty folder (or ``--overwrite``); ``--resume`` needs the same config."""
@@ -198,17 +223,21 @@ class Recipe:
 
             diff = config_diff(yaml.safe_load(saved.read_text(encoding="utf-8")) or {}, to_dict(self.cfg))
             if diff:
-                raise ConfigError(f"{saved}: --resume with a changed config ({'; '.join(diff)}); only "
-                                  f"{', '.join(RESUME_MAY_CHANGE)} may change on resume; use another "
-                                  "train.output_dir or --overwrite to start over")
+                raise ConfigError(
+                    f"{saved}: --resume with a changed config ({'; '.join(diff)}); only "
+                    f"{', '.join(RESUME_MAY_CHANGE)} may change on resume; use another "
+                    "train.output_dir or --overwrite to start over"
+                )
             return
         if tr.resume:
             return
         used = sorted(p.name for p in self.out.iterdir()) if self.out.is_dir() else []
         if used and not tr.overwrite:
-            raise ConfigError(f"train.output_dir: {self.out} is not empty ({', '.join(used[:4])}"
-                              f"{', ...' if len(used) > 4 else ''}); pass --resume to continue its run or "
-                              "--overwrite to replace it")
+            raise ConfigError(
+                f"train.output_dir: {self.out} is not empty ({', '.join(used[:4])}"
+                f"{', ...' if len(used) > 4 else ''}); pass --resume to continue its run or "
+                "--overwrite to replace it"
+            )
         if used and self.accelerator.is_main_process:
             for name in RUN_ARTEFACTS:
                 path = self.out / name
@@ -237,8 +266,10 @@ class Recipe:
         state = core.read_state(ckpt)
         for key, now in {"global_batch": self.global_batch, **self.resume_checks()}.items():
             if state.get(key) != now:
-                raise ValueError(f"{ckpt}: {key} was {state.get(key)} when saved, now {now}; "
-                                 "resume needs the same data, tasks and global batch")
+                raise ValueError(
+                    f"{ckpt}: {key} was {state.get(key)} when saved, now {now}; "
+                    "resume needs the same data, tasks and global batch"
+                )
         self.load_model_state(ckpt)
         core.load_training_state(ckpt, optimizer=self.optimizer, scheduler=self.scheduler, process_index=self.rank)
         self.load_data_state(state.get("data", {}))
@@ -257,11 +288,14 @@ class Recipe:
         if clip in (None, "auto"):
             ds["gradient_clipping"] = self.cfg.optim.grad_clip
         elif float(clip) != self.cfg.optim.grad_clip:
-            raise ConfigError(f"optim.grad_clip={self.cfg.optim.grad_clip} but the DeepSpeed config says "
-                              f"gradient_clipping={clip}")
+            raise ConfigError(
+                f"optim.grad_clip={self.cfg.optim.grad_clip} but the DeepSpeed config says gradient_clipping={clip}"
+            )
         if self.cfg.train.save_every:
-            raise ConfigError("train.save_every: resumable checkpoints are not implemented under DeepSpeed (its "
-                              "optimizer state is sharded and its own format is pickle); set it to 0")
+            raise ConfigError(
+                "train.save_every: resumable checkpoints are not implemented under DeepSpeed (its "
+                "optimizer state is sharded and its own format is pickle); set it to 0"
+            )
 
     # ------------------------------------------------------------------------------------------------------------------
     # train
@@ -303,7 +337,7 @@ class Recipe:
         for name, items in self.dev_sets:
             n = len(items) // self.world * self.world
             loss_sum, targets = 0.0, 0
-            for chunk in core.chunked(items[self.rank:n:self.world], self.cfg.train.micro_batch_size):
+            for chunk in core.chunked(items[self.rank : n : self.world], self.cfg.train.micro_batch_size):
                 res = self.forward_loss(self.collate_dev(chunk))
                 loss_sum, targets = loss_sum + res.loss.item(), targets + res.targets
             loss_sum, targets = core.global_sum(acc, loss_sum), core.global_sum(acc, targets)
@@ -318,8 +352,9 @@ class Recipe:
         acc, tr = self.accelerator, self.cfg.train
         if tr.log_with != "none":
             acc.init_trackers("logs", config=flat_dict(self.cfg))
-        bar = tqdm(total=tr.max_steps, initial=self.step, desc=self.name, disable=not acc.is_main_process,
-                   dynamic_ncols=True)
+        bar = tqdm(
+            total=tr.max_steps, initial=self.step, desc=self.name, disable=not acc.is_main_process, dynamic_ncols=True
+        )
         t_start = t_log = time.perf_counter()
         train_time, train_tokens = 0.0, 0
         window: list[float] = []
@@ -334,12 +369,21 @@ class Recipe:
             window.append(loss)
             window_tokens += tokens
             if not math.isfinite(loss):
-                raise FloatingPointError(f"step {self.step}: loss is {loss}; lower optim.lr or raise optim.warmup_steps")
+                raise FloatingPointError(
+                    f"step {self.step}: loss is {loss}; lower optim.lr or raise optim.warmup_steps"
+                )
             if self.step % tr.log_every == 0 or self.step == tr.max_steps:
                 now = time.perf_counter()
                 tok_s = window_tokens / max(now - t_log, 1e-9)
-                row = {"step": self.step, "loss": loss, "loss_avg": sum(window) / len(window), "lr": self.lr,
-                       "tokens_per_s": round(tok_s, 1), "tokens_seen": self.tokens_seen, "epoch": round(self.epoch(), 4)}
+                row = {
+                    "step": self.step,
+                    "loss": loss,
+                    "loss_avg": sum(window) / len(window),
+                    "lr": self.lr,
+                    "tokens_per_s": round(tok_s, 1),
+                    "tokens_seen": self.tokens_seen,
+                    "epoch": round(self.epoch(), 4),
+                }
                 if grad_norm is not None:
                     row["grad_norm"] = grad_norm
                 self.metrics.write(row)
@@ -356,12 +400,18 @@ class Recipe:
                 self.save_checkpoint()
             bar.update(1)
         bar.close()
-        summary = {"steps": self.step, "train_loss": loss, "dev_loss": dev,
-                   "wall_s_this_run": round(time.perf_counter() - t_start, 1), "processes": self.world,
-                   "parameters": self.num_params, "trainable_parameters": self.num_trainable,
-                   "tokens_seen": self.tokens_seen,
-                   "train_tokens_per_s_this_run": round(train_tokens / max(train_time, 1e-9), 1),
-                   **self.summary_extra()}
+        summary = {
+            "steps": self.step,
+            "train_loss": loss,
+            "dev_loss": dev,
+            "wall_s_this_run": round(time.perf_counter() - t_start, 1),
+            "processes": self.world,
+            "parameters": self.num_params,
+            "trainable_parameters": self.num_trainable,
+            "tokens_seen": self.tokens_seen,
+            "train_tokens_per_s_this_run": round(train_tokens / max(train_time, 1e-9), 1),
+            **self.summary_extra(),
+        }
         self.save_final(summary)
         return summary
 
@@ -372,11 +422,22 @@ class Recipe:
     def save_checkpoint(self) -> Path:
         """A resumable checkpoint ``output_dir/checkpoints/step_N`` (atomic, keep-last-k)."""
         return core.save_checkpoint(
-            self.accelerator, self.out / "checkpoints", step=self.step, model=self.model, optimizer=self.optimizer,
-            scheduler=self.scheduler, tokenizer=self.checkpoint_tokenizer, keep_last=self.cfg.train.keep_last,
+            self.accelerator,
+            self.out / "checkpoints",
+            step=self.step,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            tokenizer=self.checkpoint_tokenizer,
+            keep_last=self.cfg.train.keep_last,
             write_model=self.write_model,
-            state={"tokens_seen": self.tokens_seen, "global_batch": self.global_batch, **self.resume_checks(),
-                   "data": self.data_state()})
+            state={
+                "tokens_seen": self.tokens_seen,
+                "global_batch": self.global_batch,
+                **self.resume_checks(),
+                "data": self.data_state(),
+            },
+        )
 
     def save_final(self, summary: dict) -> None:
         """``output_dir/final`` (atomic: a temporary folder, the completion marker last, a rename) and
@@ -413,12 +474,15 @@ class Recipe:
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--config", required=True,
-                            help=f"a shipped config name (e.g. {cls.name}_tiny) or a YAML file")
-        parser.add_argument("--resume", action="store_true",
-                            help="continue the run in train.output_dir from its newest checkpoint (same config)")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="replace the run in a non-empty train.output_dir")
+        parser.add_argument(
+            "--config", required=True, help=f"a shipped config name (e.g. {cls.name}_tiny) or a YAML file"
+        )
+        parser.add_argument(
+            "--resume",
+            action="store_true",
+            help="continue the run in train.output_dir from its newest checkpoint (same config)",
+        )
+        parser.add_argument("--overwrite", action="store_true", help="replace the run in a non-empty train.output_dir")
         parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
     @classmethod
@@ -456,8 +520,11 @@ class Recipe:
 
     @classmethod
     def _parser(cls) -> argparse.ArgumentParser:
-        parser = argparse.ArgumentParser(prog=f"audiopalm train {cls.name}", description=cls.__doc__,
-                                         epilog="Any other argument is an override key=value, e.g. optim.lr=1e-3")
+        parser = argparse.ArgumentParser(
+            prog=f"audiopalm train {cls.name}",
+            description=cls.__doc__,
+            epilog="Any other argument is an override key=value, e.g. optim.lr=1e-3",
+        )
         cls.add_arguments(parser)
         return parser
 
