@@ -158,7 +158,8 @@ class WhisperJudge:
 
 @dataclasses.dataclass
 class CTCJudge:
-    """A saved character-CTC speech encoder (:mod:`audiopalm.modeling.speech_encoder`) as a judge: greedy CTC.
+    """A saved character-CTC speech encoder (:mod:`audiopalm.modeling.speech_encoder`) as a judge: CTC decoding
+    constrained to the words of its training transcripts (greedy where it has none).
 
     ``model``: a folder written by ``SpeechEncoder.save_pretrained`` (``speech_encoder.json``), or a
     ``ctc_units`` tokenizer folder (its ``encoder/`` is used). One character vocabulary for all languages,
@@ -170,6 +171,10 @@ class CTCJudge:
     """Folder of the saved encoder (or of a ctc_units tokenizer)."""
     batch_size: int = 32
     """Waveforms per forward pass."""
+    lexicon: bool = True
+    """Decode with the encoder's lexicon for ``lang`` (the words of its training transcripts, recorded by
+    ``fit-ctc-units``): a beam search that emits only known words, no language model. Greedy CTC where the
+    encoder has no lexicon for ``lang`` (or with ``lexicon=False``)."""
     name: str = "ctc"
     """Name recorded in metric signatures."""
     _model: object = dataclasses.field(default=None, init=False, repr=False)
@@ -192,10 +197,14 @@ class CTCJudge:
             self._model = SpeechEncoder.from_pretrained(folder)
         return self._model
 
+    def words(self, lang: str) -> list[str] | None:
+        """The lexicon this judge decodes ``lang`` with (None: greedy CTC)."""
+        return self._load().record.get("lexicon", {}).get(lang) if self.lexicon else None
+
     def transcribe(self, wavs: Sequence[np.ndarray], sample_rate: int, lang: str) -> list[str]:
         model = self._load()
         wavs = _prepare(wavs, sample_rate, model.config.sample_rate, self.name)
-        return model.transcribe(wavs, batch_size=self.batch_size)
+        return model.transcribe(wavs, batch_size=self.batch_size, lexicon=self.words(lang))
 
 
 class CallableJudge:

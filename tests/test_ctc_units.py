@@ -158,9 +158,18 @@ def test_ctc_judge_transcribes_any_rate(fitted):
     judge = make_judge("ctc", model=str(out))
     wav = _say("ab")
     at_24k = audio_io.resample(wav, SR, 24000)
-    assert judge.transcribe([wav], SR, "fr") == tok.encoder.transcribe([wav])
+    # the fit records the training transcripts' words; the judge decodes French with them
+    words = sorted({w for t in TEXTS for w in normalize_text(t).split()})
+    assert SpeechEncoder.from_pretrained(out / "encoder").record["lexicon"] == {"fr": words}
+    assert judge.words("fr") == words and judge.words("en") is None
+    assert judge.transcribe([wav], SR, "fr") == tok.encoder.transcribe([wav], lexicon=words)
     texts = judge.transcribe([at_24k, at_24k], 24000, "fr")
-    assert texts == tok.encoder.transcribe([audio_io.resample(at_24k, 24000, SR)] * 2)
+    assert texts == tok.encoder.transcribe([audio_io.resample(at_24k, 24000, SR)] * 2, lexicon=words)
+    assert all(w in words for t in texts for w in t.split())
+    # no lexicon for the language (or lexicon=False): greedy CTC
+    assert judge.transcribe([wav], SR, "en") == tok.encoder.transcribe([wav])
+    greedy = make_judge("ctc", model=str(out), lexicon=False)
+    assert greedy.transcribe([wav], SR, "fr") == tok.encoder.transcribe([wav])
     with pytest.raises(ValueError, match="model="):
         make_judge("ctc")
 

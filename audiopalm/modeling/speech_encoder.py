@@ -213,15 +213,31 @@ class SpeechEncoder(nn.Module):
         return states[layer], frames
 
     @torch.no_grad()
-    def transcribe(self, wavs: Sequence[np.ndarray | torch.Tensor], *, batch_size: int = 32) -> list[str]:
-        """Greedy CTC transcripts of mono waveforms [T] at :attr:`config.sample_rate`."""
+    def transcribe(
+        self,
+        wavs: Sequence[np.ndarray | torch.Tensor],
+        *,
+        batch_size: int = 32,
+        lexicon: Sequence[str] | None = None,
+    ) -> list[str]:
+        """CTC transcripts of mono waveforms [T] at :attr:`config.sample_rate`: greedy, or with ``lexicon`` (a word
+        list, e.g. ``self.record["lexicon"][lang]``) a beam search that emits only those words
+        (:class:`audiopalm.modeling.ctc_decode.LexiconCTCDecoder`)."""
+        decoder = None
+        if lexicon is not None:
+            from audiopalm.modeling.ctc_decode import LexiconCTCDecoder
+
+            decoder = LexiconCTCDecoder(self.config.chars, lexicon)
         was_training = self.training
         self.eval()
         out: list[str] = []
         for i in range(0, len(wavs), batch_size):
             feats, mel_lengths = self.features(list(wavs[i : i + batch_size]))
             log_probs, lengths = self.log_probs_from_feats(feats, mel_lengths)
-            out += greedy_decode(log_probs, lengths, self.config.chars)
+            if decoder is None:
+                out += greedy_decode(log_probs, lengths, self.config.chars)
+            else:
+                out += decoder.decode(log_probs, lengths)
         self.train(was_training)
         return out
 

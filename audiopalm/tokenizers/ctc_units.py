@@ -178,6 +178,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
 
         ``pretrained``: a saved encoder folder (``SpeechEncoder.save_pretrained``, or a tokenizer's
         ``encoder/``) to cluster instead of training one (``train`` and ``encoder`` are then ignored)."""
+        from audiopalm.modeling.ctc_decode import lexicon_from_texts
         from audiopalm.tokenizers.kmeans import kmeans
 
         train = train or EncoderTrainConfig()
@@ -276,6 +277,8 @@ class CTCUnitsTokenizer(UnitTokenizer):
             k: tok.fit_info[k]
             for k in ("manifest", "split", "languages", "train", "encoder_dev_cer", "encoder_dev_wer", "curve")
         }
+        # the words of the training transcripts per language: a judge built on this encoder decodes with them
+        tok.encoder.record["lexicon"] = lexicon_from_texts((u[2], u[1]) for u in utts)
         return tok
 
     # ---- persistence ----------------------------------------------------------------------------
