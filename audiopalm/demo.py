@@ -6,11 +6,11 @@ also continue from their newest checkpoint. Stages:
 
   corpus      data_prep/synth_corpus.py: the four-language parallel corpus spoken by espeak-ng
   tokenizer   audiopalm tokenizer fit: the built-in mel-RVQ codec fitted on the training audio
-  units       (profile tokens=units) audiopalm tokenizer fit-ctc-units: a CTC speech encoder trained on the
+  units       (units profiles) audiopalm tokenizer fit-ctc-units: a CTC speech encoder trained on the
               corpus transcripts, k-means of its states = the semantic units the LM reads and writes
-  acoustic    (units) audiopalm train train_acoustic: units + a voice prompt -> the codec's features -> sound
-  judge       (units) a second CTC encoder (another seed, augmented): the ASR judge of generated speech
-  tokens      audiopalm tokenize: train/dev/test token stores (the codec's codes, or the units)
+  acoustic    (units profiles) audiopalm train train_acoustic: units + a voice prompt -> the codec's features
+  judge       a second CTC encoder (another seed, augmented): the ASR judge of generated speech
+  tokens      audiopalm tokenize: train/dev/test token stores (the units, or the codec's codes)
   text_lm     audiopalm train pretrain_text: the small text LLM (stage 0, the stand-in for a hub model)
   audiopalm   audiopalm train finetune_audiopalm: extend it with audio tokens, fine-tune on the task mixture
   eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
@@ -53,132 +53,94 @@ class Profile:
     units_args: tuple[str, ...] = ()
     """Extra `audiopalm tokenizer fit-ctc-units` arguments (the units' encoder; ``units`` only)."""
     judge_args: tuple[str, ...] = ()
-    """Extra `audiopalm tokenizer fit-ctc-units` arguments of the independent ASR judge (``units`` only)."""
+    """Extra `audiopalm tokenizer fit-ctc-units` arguments of the independent ASR judge of generated speech (a judge
+    stage runs when given; any ``tokens``)."""
     acoustic_overrides: tuple[str, ...] = ()
     """key=value overrides of the shipped config train_acoustic (``units`` only)."""
 
 
-# smoke: every stage on a tiny corpus (part of the test suite); default: the README's demo.
+def _args(line: str) -> tuple[str, ...]:
+    """``"--a 1 --b 2"`` -> ``("--a", "1", "--b", "2")``: a profile's extra arguments (or overrides) as one line."""
+    return tuple(line.split())
+
+
+_SMOKE_TEXT_LM = _args(
+    "model.hidden_size=64 model.num_layers=2 model.intermediate_size=128 data.vocab_size=512 "
+    "train.max_steps=20 train.save_every=10 train.eval_every=10 train.log_with=none"
+)
+_SMOKE_FINETUNE = _args(
+    "train.max_steps=30 optim.warmup_steps=5 train.save_every=15 train.eval_every=15 train.log_with=none "
+    "data.dev_examples_per_task=4"
+)
+# with units the codec only speaks: the acoustic stage predicts its features, its codebooks are never read
+_UNITS_CODEC = _args("--num-codebooks 1 --codebook-size 64 --kmeans-iters 5")
+# the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
+_JUDGE = _args("--augment --num-units 64 --max-frames 20000 --kmeans-iters 5")
+# every task and language pair on 10 test sentences, PocketSphinx as the peer ASR on English audio
+_EVAL = _args("--max-items 10 --batch-size 16 --peer pocketsphinx")
+
+# default: the AudioLM / AudioPaLM hierarchy with the config files as they are: a CTC speech encoder trained on the
+# corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's features -> sound.
+# mel_rvq: the same with the codec's first codebook as the LM's audio tokens (the ablation arm). smoke / smoke_units:
+# every stage of mel_rvq / default on a tiny corpus (the slow tests). long: the default with 4x the sentences
+# (1500 are memorised by ~2000 steps) and 3x the steps.
 PROFILES = {
-    "smoke": Profile(
-        train=60,
-        dev=10,
-        test=10,
-        tokenizer_args=("--num-codebooks", "2", "--codebook-size", "64", "--kmeans-iters", "5"),
-        text_lm_overrides=(
-            "model.hidden_size=64",
-            "model.num_layers=2",
-            "model.intermediate_size=128",
-            "data.vocab_size=512",
-            "train.max_steps=20",
-            "train.save_every=10",
-            "train.eval_every=10",
-            "train.log_with=none",
-        ),
-        finetune_overrides=(
-            "train.max_steps=30",
-            "optim.warmup_steps=5",
-            "train.save_every=15",
-            "train.eval_every=15",
-            "train.log_with=none",
-            "data.dev_examples_per_task=4",
-        ),
-        eval_args=("--max-items", "2", "--max-new-tokens", "200", "--peer", "pocketsphinx"),
-    ),
-    # default: the config files as they are; eval on the first 10 test sentences per task and language pair
-    # (5 per voice subset; eval/ablations.py scores 40 of en->fr), PocketSphinx as the peer ASR on English audio
     "default": Profile(
         train=1500,
         dev=100,
         test=100,
-        tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
+        tokenizer_args=_UNITS_CODEC,
         text_lm_overrides=(),
         finetune_overrides=(),
-        eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
+        eval_args=_EVAL,
+        tokens="units",
+        judge_args=_JUDGE,
     ),
-    # units: the default's sizes with semantic units (the AudioLM / AudioPaLM hierarchy): a CTC speech encoder
-    # trained on the corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's
-    # features; speech outputs judged by a second CTC encoder (another seed, trained with augmentation)
-    "units": Profile(
+    "mel_rvq": Profile(
         train=1500,
         dev=100,
         test=100,
-        tokenizer_args=("--num-codebooks", "1", "--codebook-size", "64", "--kmeans-iters", "5"),
+        tokenizer_args=_args("--num-codebooks 4 --codebook-size 256"),
         text_lm_overrides=(),
         finetune_overrides=(),
-        eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
+        eval_args=_EVAL,
+        judge_args=_JUDGE,
+    ),
+    "long": Profile(
+        train=6000,
+        dev=100,
+        test=100,
+        tokenizer_args=_UNITS_CODEC,
+        text_lm_overrides=_args("train.max_steps=1200 train.save_every=400 train.eval_every=400"),
+        finetune_overrides=_args("train.max_steps=3600 train.save_every=600 train.eval_every=600"),
+        eval_args=_EVAL,
         tokens="units",
-        judge_args=("--augment", "--num-units", "64", "--max-frames", "20000", "--kmeans-iters", "5"),
+        judge_args=_JUDGE,
+    ),
+    "smoke": Profile(
+        train=60,
+        dev=10,
+        test=10,
+        tokenizer_args=_args("--num-codebooks 2 --codebook-size 64 --kmeans-iters 5"),
+        text_lm_overrides=_SMOKE_TEXT_LM,
+        finetune_overrides=_SMOKE_FINETUNE,
+        eval_args=_args("--max-items 2 --max-new-tokens 200 --peer pocketsphinx"),
     ),
     "smoke_units": Profile(
         train=60,
         dev=10,
         test=10,
-        tokenizer_args=("--num-codebooks", "1", "--codebook-size", "16", "--kmeans-iters", "3"),
-        text_lm_overrides=(
-            "model.hidden_size=64",
-            "model.num_layers=2",
-            "model.intermediate_size=128",
-            "data.vocab_size=512",
-            "train.max_steps=20",
-            "train.save_every=10",
-            "train.eval_every=10",
-            "train.log_with=none",
-        ),
-        finetune_overrides=(
-            "train.max_steps=30",
-            "optim.warmup_steps=5",
-            "train.save_every=15",
-            "train.eval_every=15",
-            "train.log_with=none",
-            "data.dev_examples_per_task=4",
-        ),
-        eval_args=("--max-items", "2", "--max-new-tokens", "200"),
+        tokenizer_args=_args("--num-codebooks 1 --codebook-size 16 --kmeans-iters 3"),
+        text_lm_overrides=_SMOKE_TEXT_LM,
+        finetune_overrides=_SMOKE_FINETUNE,
+        eval_args=_args("--max-items 2 --max-new-tokens 200"),
         tokens="units",
-        units_args=(
-            "--steps",
-            "20",
-            "--hidden-size",
-            "64",
-            "--num-layers",
-            "1",
-            "--num-units",
-            "32",
-            "--kmeans-iters",
-            "3",
+        units_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 32 --kmeans-iters 3"),
+        judge_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 8 --kmeans-iters 2 --augment"),
+        acoustic_overrides=_args(
+            "train.max_steps=10 optim.warmup_steps=2 train.save_every=5 train.eval_every=5 "
+            "model.hidden_size=32 model.voice_dim=8 model.voice_hidden=8"
         ),
-        judge_args=(
-            "--steps",
-            "20",
-            "--hidden-size",
-            "64",
-            "--num-layers",
-            "1",
-            "--num-units",
-            "8",
-            "--kmeans-iters",
-            "2",
-            "--augment",
-        ),
-        acoustic_overrides=(
-            "train.max_steps=10",
-            "optim.warmup_steps=2",
-            "train.save_every=5",
-            "train.eval_every=5",
-            "model.hidden_size=32",
-            "model.voice_dim=8",
-            "model.voice_hidden=8",
-        ),
-    ),
-    # long: 4x the training sentences (the default's 1500 are memorised by ~2000 steps) and 3x the steps
-    "long": Profile(
-        train=6000,
-        dev=100,
-        test=100,
-        tokenizer_args=("--num-codebooks", "4", "--codebook-size", "256"),
-        text_lm_overrides=("train.max_steps=1200", "train.save_every=400", "train.eval_every=400"),
-        finetune_overrides=("train.max_steps=3600", "train.save_every=600", "train.eval_every=600"),
-        eval_args=("--max-items", "10", "--batch-size", "16", "--peer", "pocketsphinx"),
     ),
 }
 
@@ -372,7 +334,7 @@ def _eval(out: Path, profile: Profile):
             (folder / run).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(out / run / "metrics.jsonl", folder / run / "train_metrics.jsonl")
         # units: speech outputs are judged by a CTC encoder trained apart from the model (another seed, augmented)
-        judge = ["--judge", f"ctc:{out / 'judge'}"] if profile.tokens == "units" else []
+        judge = ["--judge", f"ctc:{out / 'judge'}"] if profile.judge_args else []
         _run(
             [
                 _bin("audiopalm"),
@@ -404,10 +366,10 @@ def add_arguments(parser) -> None:
         "--profile",
         choices=sorted(PROFILES),
         default="default",
-        help="smoke: tiny corpus, every stage in minutes; default: the README's demo; "
-        "long: 4x the sentences, 3x the fine-tune steps (about an hour on 2 cores); units: the "
-        "default's sizes on semantic units (CTC encoder + k-means) with an acoustic stage and a CTC "
-        "judge; smoke_units: units on the tiny corpus",
+        help="default: the README's demo, the AudioLM hierarchy (CTC-encoder units -> LM -> acoustic stage -> sound, "
+        "judged by a second CTC encoder); mel_rvq: the same budget with the codec's codes as the LM's audio tokens "
+        "(the ablation arm); long: the default with 4x the sentences and 3x the fine-tune steps; smoke / "
+        "smoke_units: every stage of mel_rvq / default on a tiny corpus, in minutes",
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)"
@@ -437,6 +399,7 @@ def run(args) -> int:
     if profile.tokens == "units":
         tokenizer = _stage(out, "units", _units(corpus, profile.units_args, args.seed), force=args.force)
         _stage(out, "acoustic", _acoustic(out, profile, args.seed), force=args.force)
+    if profile.judge_args:
         _stage(out, "judge", _units(corpus, profile.judge_args, args.seed + 1), force=args.force)
     _stage(out, "tokens", _tokens(corpus, tokenizer), force=args.force)
     _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)

@@ -1,6 +1,6 @@
 """AudioPaLM's findings at small scale, in one command: every arm on the same corpus, steps and seed.
 
-    make demo && python eval/ablations.py --demo runs/demo --out runs/ablations    # the README's table
+    python eval/ablations.py --out runs/ablations                  # on the mel_rvq demo profile (made first)
     python eval/ablations.py --profile smoke --out runs/ablations_smoke            # minutes; the test suite's
 
 Each arm is recipes/finetune_audiopalm.py with the demo's own fine-tune config (``DEMO/audiopalm/config.yaml``)
@@ -441,9 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo", help="a finished `audiopalm demo` folder (default: make one with --profile)")
     parser.add_argument(
         "--profile",
-        default="default",
-        choices=("smoke", "default"),
-        help="demo profile to run when --demo is not given (default: default)",
+        default="mel_rvq",
+        choices=("smoke", "mel_rvq"),
+        help="demo profile to run when --demo is not given (default: mel_rvq; the arms vary the codec's codebooks "
+        "and judge speech with a CTC probe on codec tokens, so they run on a profile whose LM reads codec codes)",
     )
     parser.add_argument("--out", default="runs/ablations", help="output folder (default: runs/ablations)")
     parser.add_argument("--steps", type=int, help="optimizer steps of every arm (default: the demo's fine-tune's)")

@@ -133,7 +133,7 @@ PROFILES = {
         audiopalm=("model.num_codebooks=1",),
     ),
     "default": CompareProfile(
-        demo_profile="default", steps=2000, batch=8, lr=1e-3, warmup=50, max_items=None, max_new_tokens=64
+        demo_profile="mel_rvq", steps=2000, batch=8, lr=1e-3, warmup=50, max_items=None, max_new_tokens=64
     ),
 }
 
