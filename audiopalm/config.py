@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import yaml
 
-from audiopalm.manifest import LANGUAGES
+from audiopalm.data.manifest import LANGUAGES
 from audiopalm.modeling.speech_llama import SpeechLlamaConfig
 
 
@@ -233,7 +233,7 @@ class TextDataConfig:
     """Records with this split give the dev loss / perplexity (none found: no dev eval)."""
     include: list[Literal["mono", "mt"]] = dataclasses.field(default_factory=lambda: ["mono", "mt"])
     """Line kinds: ``mono`` = each text and tgt_text as a sentence; ``mt`` = each pair written as the fine-tune's
-    MT example (the prompt of :mod:`audiopalm.tasks`: ``[MT English French] src<|sep|>tgt``)."""
+    MT example (the prompt of :mod:`audiopalm.data.tasks`: ``[MT English French] src<|sep|>tgt``)."""
     seq_len: int = 128
     """Tokens per packed block (lines are joined with bos/eos and cut into blocks of this length)."""
     tokenizer: str | None = None
@@ -288,7 +288,7 @@ class FinetuneModelConfig:
     num_codebooks: int | None = None
     """k: the LM models the first k codebooks (null: all of the tokenizer's). AudioPaLM uses few; each adds tokens."""
     pattern: Literal["flatten", "delay"] = "flatten"
-    """How the k codebooks of a frame become one token stream (audiopalm/tokenizers/patterns.py)."""
+    """How the k codebooks of a frame become one token stream (audiopalm/data/patterns.py)."""
     init: Literal["mean", "zeros", "codebook"] = "mean"
     """Initial value of the new embedding / lm_head rows: mean of the text rows, zeros (the AudioPaLM paper), or
     ``codebook``: audio rows from the audio tokenizer's code vectors (PCA, scaled to the text rows; codes that
@@ -339,7 +339,7 @@ class TaskEntry:
     """One weighted source of the mixture: a task (or chain) over the rows of the token stores."""
 
     task: str = "ASR"
-    """``ASR``, ``AST``, ``TTS``, ``S2ST``, ``MT`` or a chain such as ``"ASR AST S2ST"`` (audiopalm/tasks.py)."""
+    """``ASR``, ``AST``, ``TTS``, ``S2ST``, ``MT`` or a chain such as ``"ASR AST S2ST"`` (audiopalm/data/tasks.py)."""
     weight: float = 1.0
     """Relative sampling weight in the mixture."""
     langs: list[str] = dataclasses.field(default_factory=list)
@@ -352,7 +352,7 @@ class TaskEntry:
     use no target-language field (ASR, TTS), off otherwise."""
 
     def __post_init__(self) -> None:
-        from audiopalm.tasks import TaskError, parse_task
+        from audiopalm.data.tasks import TaskError, parse_task
 
         try:
             parse_task(self.task)

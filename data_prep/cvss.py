@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from audiopalm.manifest import Record
+from audiopalm.data.manifest import Record
 from data_prep import covost2
 from data_prep import hf_common as hc
 

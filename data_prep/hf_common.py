@@ -12,7 +12,7 @@ A *source* is one of:
 
 Audio columns are always cast to ``Audio(decode=False)``: datasets' own decoding needs torchcodec,
 which we do not depend on. A cell is then ``{"bytes": ..., "path": ...}`` and is decoded here with
-:func:`audiopalm.audio.load_bytes` (or :func:`audiopalm.audio.load` when only a path is stored).
+:func:`audiopalm.audio.io.load_bytes` (or :func:`audiopalm.audio.io.load` when only a path is stored).
 
 :func:`run_import` is the one loop every importer uses: it materialises each row's audio as a 16-bit
 wav next to the manifest (keeping wavs that already exist, so a re-run is cheap and resumes an
@@ -28,9 +28,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from audiopalm import audio
-from audiopalm.audio import AudioError
-from audiopalm.manifest import LANGUAGES, ManifestError, Record, parse_line, write_manifest
+from audiopalm.audio.io import AudioError
+from audiopalm.audio import io as audio
+from audiopalm.data.manifest import LANGUAGES, ManifestError, Record, parse_line, write_manifest
 
 # Split names differ between releases of the same corpus (CoVoST 2 on the hub says "validation",
 # its TSVs and the CVSS release say "dev"); each name maps to the others we try in turn.
@@ -53,7 +53,7 @@ class SourceError(ValueError):
 
 
 def iso_lang(code: str, *, field: str = "language") -> str:
-    """Turn a corpus language code into a key of :data:`audiopalm.manifest.LANGUAGES`.
+    """Turn a corpus language code into a key of :data:`audiopalm.data.manifest.LANGUAGES`.
 
     ``"en"`` -> ``"en"``, ``"zh-CN"`` -> ``"zh"``, ``"sv-SE"`` -> ``"sv"``, ``"en_us"`` -> ``"en"``,
     ``"cmn_hans_cn"`` -> ``"zh"``. Raises :class:`SourceError` for a language we have no tag for.
@@ -63,7 +63,7 @@ def iso_lang(code: str, *, field: str = "language") -> str:
     if iso not in LANGUAGES:
         raise SourceError(
             f"{field} {code!r} -> {iso!r} is not a known language; known: "
-            f"{', '.join(sorted(LANGUAGES))} (add it to audiopalm.manifest.LANGUAGES, "
+            f"{', '.join(sorted(LANGUAGES))} (add it to audiopalm.data.manifest.LANGUAGES, "
             "or pass --lang to override)"
         )
     return iso
@@ -263,7 +263,7 @@ def decode_cell(cell, *, name: str, base_dir: str | os.PathLike | None = None, s
 
 
 def _wav_is_usable(path: Path, sample_rate: int | None) -> bool:
-    """An existing wav is kept if it decodes whole (not truncated, see :func:`audiopalm.audio.load`) and,
+    """An existing wav is kept if it decodes whole (not truncated, see :func:`audiopalm.audio.io.load`) and,
     when a rate is asked for, has that rate."""
     try:
         _, sr = audio.load(path)

@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from audiopalm.manifest import Record
+from audiopalm.data.manifest import Record
 from data_prep import hf_common as hc
 
 HUB_NAME = "openslr/librispeech_asr"

@@ -8,7 +8,7 @@ and a pitch; see :data:`VOICES`). One voice per language is held out: it speaks 
 Writes, under ``--out DIR``::
 
     wav/<lang>/<sentence>-<voice>.wav   16 kHz mono 16-bit PCM, one per (sentence, language)
-    train.jsonl dev.jsonl test.jsonl    manifests (audiopalm.manifest), one line per (sentence,
+    train.jsonl dev.jsonl test.jsonl    manifests (audiopalm.data.manifest), one line per (sentence,
                                         directed pair): en->fr en->es en->de fr->en es->en de->en
     corpus.json                         seed, sizes, voices and their settings, held-out voices, counts
     README.md                           what is in the folder
@@ -47,9 +47,9 @@ from pathlib import Path
 
 import numpy as np
 
-from audiopalm import audio
+from audiopalm.audio import io as audio
+from audiopalm.data.manifest import Record, check_manifest, format_summary, write_manifest
 from audiopalm.errors import UserError
-from audiopalm.manifest import Record, check_manifest, format_summary, write_manifest
 from data_prep.grammar import GRAMMAR_VERSION, LANGS, PAIRS, Sentence, generate_pairs, generate_sentences
 
 __all__ = [

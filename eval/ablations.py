@@ -97,7 +97,7 @@ def _mark(folder: Path, t0: float) -> None:
 
 def en_fr_manifest(demo: Path, out: Path) -> Path:
     """The English->French rows of the demo's test split, with its corpus.json (held-out voices) beside them."""
-    from audiopalm.manifest import read_manifest, write_manifest
+    from audiopalm.data.manifest import read_manifest, write_manifest
 
     rows = [r for r in read_manifest(demo / "corpus" / "test.jsonl") if r.lang == SRC and r.tgt_lang == TGT]
     if not rows:
@@ -163,7 +163,7 @@ def eval_arm(
     force: bool,
     speech_seed: int = 0,
 ) -> dict:
-    from audiopalm.evaluate import EvalConfig, evaluate
+    from audiopalm.evaluation.evaluate import EvalConfig, evaluate
 
     folder = eval_folder(out, arm, speech_seed)
     tasks = list(arm.tasks) if speech_seed == 0 else arm.speech_tasks

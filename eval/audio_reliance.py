@@ -26,8 +26,8 @@ from probe_tokens import Pair, store_pairs  # noqa: E402  (eval/ is not a packag
 @torch.no_grad()
 def asr_loss(pipe, pairs: list[Pair], lang: str, *, progress: bool = False) -> float:
     """Mean cross-entropy (nats per target token, eos included) of the ``[ASR lang]`` transcripts given the codes,
-    on the examples the fine-tune renders (:func:`audiopalm.tasks.render`: the prompt masked out of the labels)."""
-    from audiopalm.tasks import IGNORE_INDEX, render
+    on the examples the fine-tune renders (:func:`audiopalm.data.tasks.render`: the prompt masked out of the labels)."""
+    from audiopalm.data.tasks import IGNORE_INDEX, render
 
     k = pipe.vocab.num_codebooks
     device = next(pipe.model.parameters()).device
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-items", type=int, default=100, metavar="N", help="first N utterances (default: 100)")
     parser.add_argument("--out", help="write the result here as JSON")
     args = parser.parse_args(argv)
-    from audiopalm.pipeline import AudioPaLM
+    from audiopalm.inference.pipeline import AudioPaLM
 
     try:
         if args.max_items < 2:

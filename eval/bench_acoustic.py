@@ -51,7 +51,7 @@ ARMS = ("reference", "codec", "stage", "no_prompt")
 
 def utterances(manifest: str, max_items: int | None, langs: list[str] | None) -> list[dict]:
     """Distinct source audio of a manifest (path, text, lang, speaker), manifest order, ``max_items`` per language."""
-    from audiopalm.manifest import read_manifest
+    from audiopalm.data.manifest import read_manifest
 
     seen, per_lang, out = set(), defaultdict(int), []
     for r in read_manifest(manifest):
@@ -129,7 +129,7 @@ def voice_scores(
 
 def train_probes(codec, train_manifest: str, langs: list[str], per_lang: int, steps: int, seed: int):
     """A CTC probe per language on the codec's first codebook of the train split's reference audio."""
-    from audiopalm import audio as audio_io
+    from audiopalm.audio import io as audio_io
     from eval.probe_tokens import ProbeJudge, train_probe
 
     probes = {}
@@ -178,9 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    from audiopalm import audio as audio_io
-    from audiopalm import metrics
     from audiopalm.acoustic import AcousticStage
+    from audiopalm.audio import io as audio_io
+    from audiopalm.evaluation import metrics
     from audiopalm.tokenizers.base import load_audio_tokenizer
 
     torch.manual_seed(args.seed)
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     judges["ctc-probe"] = train_probes(codec, args.train, args.langs, args.probe_train, args.probe_steps, args.seed)
     result["probe_train_s"] = round(time.perf_counter() - t, 1)
     if not args.no_pocketsphinx:
-        from audiopalm.asr_judges import make_judge
+        from audiopalm.evaluation.judges import make_judge
 
         try:
             judges["pocketsphinx"] = make_judge("pocketsphinx")

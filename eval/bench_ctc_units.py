@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from probe_tokens import train_probe, transcribe  # noqa: E402
 
-from audiopalm.modeling.speech_encoder import (
+from audiopalm.tokenizers.kmeans import kmeans, nearest  # noqa: E402
+from audiopalm.tokenizers.speech_encoder import (
     SpeechEncoder,
     _pad,
     evaluate_feats,
@@ -36,7 +37,6 @@ from audiopalm.modeling.speech_encoder import (
     normalize_feats,
     normalize_text,
 )
-from audiopalm.tokenizers.kmeans import kmeans, nearest  # noqa: E402
 
 SUBSETS = ("dev", "test_seen", "test_heldout")
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         result["probe"]["units"][str(k)] = row
         print(f"units K={k}", json.dumps(row), flush=True)
     if args.melrvq:
-        from audiopalm import audio as audio_io
+        from audiopalm.audio import io as audio_io
         from audiopalm.tokenizers.base import load_audio_tokenizer
 
         tok = load_audio_tokenizer(args.melrvq)

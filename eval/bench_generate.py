@@ -16,13 +16,13 @@ after one warm-up:
 - ``uncached_tokens_per_s``: the same with ``use_cache=False`` (each step re-runs the whole sequence;
   ``--quick`` times it on the first ``--uncached-tokens`` tokens only, since its cost grows with length:
   the figure is then an upper bound for the full length, and the JSON says so);
-- ``constrained_overhead_fraction``: (time with :class:`~audiopalm.generation.SegmentConstraint` -
+- ``constrained_overhead_fraction``: (time with :class:`~audiopalm.inference.generation.SegmentConstraint` -
   time without) / time without, cached; process CPU time on CPU (wall time there also counts waiting
   for a core on a shared machine, which swings by +-20%: ``constrained_overhead_fraction_wall``), wall
   time on GPU. Goal: under 0.05. ``constraint_time_fraction`` is the wall time spent inside the
   processor's ``__call__`` over the whole constrained run, a direct cross-check;
 - ``sampled_tokens_per_s`` and ``speech_sampler_overhead_fraction``: the same constrained run with the
-  default speech sampling (:class:`~audiopalm.generation.SpeechSampler`, the pipeline's
+  default speech sampling (:class:`~audiopalm.inference.generation.SpeechSampler`, the pipeline's
   ``SPEECH_SAMPLING``: a generator per row, one draw per row and step), its cost over the greedy
   constrained run measured like the constraint's, and ``sampler_time_fraction``, the wall time inside the
   sampler's ``__call__`` over the sampled run (the low-noise figure).
@@ -42,10 +42,10 @@ from pathlib import Path
 import torch
 import transformers
 
-from audiopalm.generation import SegmentConstraint, SpeechSampler, split_segments
+from audiopalm.data.tasks import prompt_ids
+from audiopalm.data.vocab import UnifiedVocab
+from audiopalm.inference.generation import SegmentConstraint, SpeechSampler, split_segments
 from audiopalm.modeling.extend import extend_model
-from audiopalm.tasks import prompt_ids
-from audiopalm.vocab import UnifiedVocab
 
 
 def text_tokenizer(size: int = 4096):
@@ -124,7 +124,7 @@ def generate_once(
     """One greedy run of exactly ``new_tokens`` (``sampled``: with the default speech sampling); returns
     (wall seconds, process CPU seconds, ids [B, P + N], wall seconds inside the constraint, or inside the
     sampler when ``sampled``)."""
-    from audiopalm.pipeline import SPEECH_SAMPLING
+    from audiopalm.inference.pipeline import SPEECH_SAMPLING
 
     device = next(model.parameters()).device
     input_ids = torch.tensor([prompt] * batch, device=device)  # [B, P]

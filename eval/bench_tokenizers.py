@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiopalm import audio
-from audiopalm.manifest import Record, read_manifest, write_manifest
+from audiopalm.audio import io as audio
+from audiopalm.data.manifest import Record, read_manifest, write_manifest
 from audiopalm.tokenizers.base import load_audio_tokenizer
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 
@@ -157,8 +157,8 @@ def masked_l1(a: torch.Tensor, b: torch.Tensor, mel_lengths: torch.Tensor) -> fl
 
 
 def bench(args, work: Path) -> dict:
-    from audiopalm.asr_judges import PocketSphinxJudge
-    from audiopalm.metrics import wer
+    from audiopalm.evaluation.judges import PocketSphinxJudge
+    from audiopalm.evaluation.metrics import wer
 
     t0 = time.perf_counter()
     train, test, source = resolve_corpus(args, work)

@@ -6,9 +6,9 @@
 
 Three ways to train the same model on the same multitask data, with the same global batch in tokens:
 
-(a) ``packed``: :class:`audiopalm.data.PackedBatches` — examples laid end to end in rows of ``max_len``
+(a) ``packed``: :class:`audiopalm.data.batching.PackedBatches` — examples laid end to end in rows of ``max_len``
     tokens, restarting ``position_ids``, no attention mask, ``use_cache=False``;
-(b) ``padded``: :class:`audiopalm.data.PaddingCollator` — one example per row, right-padded to the
+(b) ``padded``: :class:`audiopalm.data.batching.PaddingCollator` — one example per row, right-padded to the
     longest in the batch (dynamic padding), our own training loop;
 (c) ``hf_trainer``: a plain ``transformers.Trainer`` with ``DataCollatorForSeq2Seq`` (dynamic padding,
     no length grouping), the baseline most people start from.
@@ -16,7 +16,7 @@ Three ways to train the same model on the same multitask data, with the same glo
 The model is a small Llama built from a config (no hub), extended with the audio vocabulary
 (``--num-codebooks`` x ``--codebook-size`` codes, flatten pattern) by
 :func:`audiopalm.modeling.extend.extend_model`. The data is an ASR / AST / TTS / S2ST / MT mixture
-(:class:`audiopalm.data.TaskMixture`, :func:`audiopalm.tasks.render`) over token-store rows: by
+(:class:`audiopalm.data.batching.TaskMixture`, :func:`audiopalm.data.tasks.render`) over token-store rows: by
 default synthetic rows shaped like the built-in corpus (``data_prep.grammar`` sentences in four
 languages, utterance lengths from espeak-ng's speaking rate at the ``mel_rvq`` 25 Hz frame rate:
 about 2 s, 50 frames, 100 tokens with K=2 flattened), or the rows of a real token store (``--store``).
@@ -68,9 +68,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from audiopalm.data import IGNORE_INDEX, MixtureSource, PackedBatches, PaddingCollator, TaskMixture
-from audiopalm.tasks import render, tag_lines
-from audiopalm.vocab import UnifiedVocab
+from audiopalm.data.batching import IGNORE_INDEX, MixtureSource, PackedBatches, PaddingCollator, TaskMixture
+from audiopalm.data.tasks import render, tag_lines
+from audiopalm.data.vocab import UnifiedVocab
 
 METHODS = ("packed", "padded", "hf_trainer")
 
@@ -242,7 +242,7 @@ def synthetic_rows(num_sentences: int, *, codebook_size: int, seed: int = 0) -> 
 
 def train_tokenizer(rows, vocab_size: int):
     """A byte-level BPE tokenizer on the rows' texts and the task tags (as stage 0 trains one)."""
-    from audiopalm.text_tokenizer import train_text_tokenizer
+    from audiopalm.data.text_tokenizer import train_text_tokenizer
 
     lines = [t for r in rows for t in (r.get("text"), r.get("tgt_text")) if t] + tag_lines()
     return train_text_tokenizer(lines, vocab_size=vocab_size)
@@ -492,7 +492,7 @@ def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int
 def load_rows(args, cfg: BenchConfig) -> tuple[list, str, int]:
     """(rows, description, codebook size): a token store's rows, or synthetic ones."""
     if args.store:
-        from audiopalm.token_store import load_token_store
+        from audiopalm.data.token_store import load_token_store
 
         store = load_token_store(args.store)
         meta = store.meta

@@ -327,7 +327,7 @@ def compare(
     """Run the whole comparison; returns the table rows (also written to ``out/comparison.{md,json}``).
 
     ``steps`` / ``max_items`` override the profile's; ``test`` replaces the data's test manifest."""
-    from audiopalm.evaluate import EvalConfig, evaluate
+    from audiopalm.evaluation.evaluate import EvalConfig, evaluate
 
     p = PROFILES[profile]
     if steps is not None:

@@ -39,7 +39,7 @@ Pair = tuple[np.ndarray, str]  # codes [K, F], transcript
 
 def store_pairs(path: str | Path, lang: str) -> tuple[list[Pair], int]:
     """(codes, text) of the store's ``lang`` source utterances, one per wav; and the codebook size."""
-    from audiopalm.token_store import load_token_store
+    from audiopalm.data.token_store import load_token_store
 
     store = load_token_store(path)
     rows = store.dataset.select_columns(["audio_codes", "audio", "text", "lang"])
@@ -189,7 +189,7 @@ def probe(
 
 
 class ProbeJudge:
-    """An ASR judge (:class:`audiopalm.asr_judges.ASRJudge`) made of the audio tokenizer and one CTC probe per
+    """An ASR judge (:class:`audiopalm.evaluation.judges.ASRJudge`) made of the audio tokenizer and one CTC probe per
     language: waveform -> codes -> probe transcript. It reads the codec's tokens as the LM does, and on the
     demo's espeak-ng voices it is a far stronger judge than the LM's own ASR or PocketSphinx (README)."""
 
@@ -222,7 +222,7 @@ class ProbeJudge:
         return cls(tokenizer, probes)
 
     def transcribe(self, wavs, sample_rate: int, lang: str) -> list[str]:
-        from audiopalm.audio import resample
+        from audiopalm.audio.io import resample
 
         if lang not in self.probes:
             raise ValueError(f"ProbeJudge: no probe for language {lang!r} (has {', '.join(self.probes)})")
@@ -245,9 +245,10 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
     metric rows (metric names end in ``[ctc-probe]``, ``[ctc-probe] (ref audio)``, or ``[ctc-probe] (another's ref
     audio)``: each reference transcript scored against the next sentence's, the chance level). An output without speech
     is judged as silence, as `audiopalm eval` does. ``tasks``: default every speech task the folder has."""
-    from audiopalm import audio, metrics
-    from audiopalm.asr_judges import CallableJudge
-    from audiopalm.evaluate import SILENCE_SECONDS
+    from audiopalm.audio import io as audio
+    from audiopalm.evaluation import metrics
+    from audiopalm.evaluation.evaluate import SILENCE_SECONDS
+    from audiopalm.evaluation.judges import CallableJudge
 
     eval_dir = Path(eval_dir)
     tasks = (

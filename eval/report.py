@@ -1,11 +1,11 @@
-"""Command line of the evaluation report; the code lives in :mod:`audiopalm.report`.
+"""Command line of the evaluation report; the code lives in :mod:`audiopalm.evaluation.report`.
 
 python eval/report.py RESULTS_DIR [--samples 4]
 """
 
 import sys
 
-from audiopalm.report import main
+from audiopalm.evaluation.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

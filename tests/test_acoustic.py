@@ -14,7 +14,7 @@ import torch
 from audiopalm.acoustic import AcousticConfig, AcousticStage
 from audiopalm.acoustic import train as acoustic
 from audiopalm.acoustic.data import PairSampler, load_utterances
-from audiopalm.manifest import Record, write_manifest
+from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 
 SR = 16000

@@ -1,11 +1,11 @@
-"""audiopalm.audio: loading, validation and resampling."""
+"""audiopalm.audio.io: loading, validation and resampling."""
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm import audio
-from audiopalm.audio import AudioError
+from audiopalm.audio.io import AudioError
+from audiopalm.audio import io as audio
 
 
 def _sine(freq, sr, seconds=1.0, amp=0.5):

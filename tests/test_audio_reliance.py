@@ -11,8 +11,8 @@ import pytest
 import torch
 from test_pipeline import make_checkpoint
 
-from audiopalm.pipeline import AudioPaLM
-from audiopalm.tasks import prompt_ids, target_ids
+from audiopalm.data.tasks import prompt_ids, target_ids
+from audiopalm.inference.pipeline import AudioPaLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
 import audio_reliance  # noqa: E402

@@ -17,8 +17,9 @@ import soundfile as sf
 # tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
 from test_pipeline import _one_thread, make_checkpoint  # noqa: F401
 
-from audiopalm import cli, errors
-from audiopalm.manifest import Record, write_manifest
+from audiopalm import errors
+from audiopalm.commands import main as cli
+from audiopalm.data.manifest import Record, write_manifest
 
 SR = 16000
 

@@ -37,7 +37,7 @@ def test_synthetic_rows_are_corpus_shaped(bench):
 
 
 def test_examples_in_counts_packed_examples_not_padding_runs(bench):
-    from audiopalm.data import PackedCollator, PaddingCollator
+    from audiopalm.data.batching import PackedCollator, PaddingCollator
 
     ex = lambda n: {"input_ids": list(range(10, 10 + n)), "labels": [-100] + list(range(11, 10 + n))}  # noqa: E731
     packed = PackedCollator(max_len=8, pad_id=0)([[ex(3), ex(5)], [ex(2), ex(3)]])  # row 0 full, row 1 padded
@@ -121,10 +121,10 @@ def test_rows_from_a_token_store(bench, tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from audiopalm.manifest import Record, write_manifest
-    from audiopalm.token_store import build_token_store
+    from audiopalm.data.manifest import Record, write_manifest
+    from audiopalm.data.token_store import build_token_store
+    from audiopalm.data.vocab import UnifiedVocab
     from audiopalm.tokenizers.semantic import SemanticTokenizer
-    from audiopalm.vocab import UnifiedVocab
 
     sr = 16000
     tone = lambda f, s: (0.3 * np.sin(2 * np.pi * f * np.arange(int(sr * s)) / sr)).astype(np.float32)  # noqa: E731

@@ -147,7 +147,7 @@ def test_int_given_for_float_is_converted():
         ("model.num_heads=3", "model.hidden_size: 256 is not divisible by model.num_heads=3"),
         ("model.num_kv_heads=3", "model.num_kv_heads: model.num_heads=4 is not divisible by num_kv_heads=3"),
         ("data.include=[mono, speech]", "data.include[1]: 'speech' is not one of"),
-        ("data.mt_template=[MT] {src}", "data.mt_template: unknown key"),  # the MT format is audiopalm.tasks'
+        ("data.mt_template=[MT] {src}", "data.mt_template: unknown key"),  # the MT format is audiopalm.data.tasks'
         ("train.log_with=tensorbord", "train.log_with: unknown tracker 'tensorbord'"),
         ("optim.warmup_steps=5000", "optim.warmup_steps: 5000 is more than train.max_steps=900"),
         ("recipe=finetune", "recipe: this config is for 'pretrain_text', got 'finetune'"),

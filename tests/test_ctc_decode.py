@@ -1,10 +1,10 @@
-"""Lexicon-constrained CTC decoding (audiopalm.modeling.ctc_decode)."""
+"""Lexicon-constrained CTC decoding (audiopalm.tokenizers.ctc_decode)."""
 
 import pytest
 import torch
 
-from audiopalm.modeling.ctc_decode import LexiconCTCDecoder, lexicon_from_texts
-from audiopalm.modeling.speech_encoder import greedy_decode
+from audiopalm.tokenizers.ctc_decode import LexiconCTCDecoder, lexicon_from_texts
+from audiopalm.tokenizers.speech_encoder import greedy_decode
 
 CHARS = [" ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 

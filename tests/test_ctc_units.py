@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from audiopalm import audio as audio_io
-from audiopalm.asr_judges import make_judge
-from audiopalm.manifest import Record, write_manifest
-from audiopalm.modeling.speech_encoder import (
+from audiopalm.audio import io as audio_io
+from audiopalm.data.manifest import Record, write_manifest
+from audiopalm.evaluation.judges import make_judge
+from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
+from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units
+from audiopalm.tokenizers.speech_encoder import (
     EncoderTrainConfig,
     SpeechEncoder,
     SpeechEncoderConfig,
@@ -22,8 +24,6 @@ from audiopalm.modeling.speech_encoder import (
     normalize_text,
     train_encoder,
 )
-from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
-from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units
 
 SR = 16000
 TONES = {"a": 300.0, "b": 900.0, "é": 1800.0}
@@ -85,8 +85,8 @@ def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
 
 
 def test_augmentation_is_deterministic_and_keeps_shapes_close():
-    from audiopalm.features import LogMelConfig
-    from audiopalm.modeling.speech_encoder import Augmenter
+    from audiopalm.audio.features import LogMelConfig
+    from audiopalm.tokenizers.speech_encoder import Augmenter
 
     aug = Augmenter(EncoderTrainConfig(), LogMelConfig())
     x = torch.randn(100, 80) - 5
@@ -184,7 +184,7 @@ def test_refit_units_on_a_trained_encoder(fitted, corpus):
 
 
 def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
-    from audiopalm.cli import main
+    from audiopalm.commands.main import main
 
     out = tmp_path / "units"
     rc = main(
@@ -221,8 +221,8 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
 
 
 def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):
-    from audiopalm.cli import main
-    from audiopalm.token_store import load_token_store
+    from audiopalm.commands.main import main
+    from audiopalm.data.token_store import load_token_store
 
     tok, out = fitted
     rc = main(

@@ -1,4 +1,4 @@
-"""audiopalm.data: packing keeps examples apart, the mixture is deterministic and resumes exactly."""
+"""audiopalm.data.batching: packing keeps examples apart, the mixture is deterministic and resumes exactly."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-from audiopalm.data import (
+from audiopalm.data.batching import (
     IGNORE_INDEX,
     MixtureSource,
     PackedBatches,

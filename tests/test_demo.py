@@ -208,7 +208,7 @@ def test_ablation_speech_columns_are_the_mean_over_seeds():
 
 
 def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_path):
-    from audiopalm import demo
+    from audiopalm.commands import demo
 
     calls = []
     monkeypatch.setattr(demo, "_run", calls.append)

@@ -8,10 +8,10 @@ import torch
 # tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
 from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
 
-from audiopalm import audio as audio_io
-from audiopalm.evaluate import EvalConfig, main, task_items
-from audiopalm.manifest import Record, write_manifest
-from audiopalm.tasks import parse_task
+from audiopalm.audio import io as audio_io
+from audiopalm.data.manifest import Record, write_manifest
+from audiopalm.data.tasks import parse_task
+from audiopalm.evaluation.evaluate import EvalConfig, main, task_items
 
 ALL_TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST S2ST"]
 
@@ -82,7 +82,7 @@ def test_task_items_dedup_and_grouping(setup):
     import collections
     import dataclasses
 
-    from audiopalm.manifest import read_manifest
+    from audiopalm.data.manifest import read_manifest
 
     rows = [dataclasses.asdict(r) for r in read_manifest(setup[1])]
     skipped = collections.Counter()
@@ -164,7 +164,7 @@ def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
     assert "ASR-BLEU" in html and "heldout_voice" in html and (out / "report.md").is_file()
     assert "wrote" in capsys.readouterr().out
     # speech is sampled with the pipeline's default (text greedy), and the report says so
-    from audiopalm.pipeline import SPEECH_SAMPLING
+    from audiopalm.inference.pipeline import SPEECH_SAMPLING
 
     s = SPEECH_SAMPLING
     assert summary["speech_decoding"] == f"sampled: temperature {s.temperature}, top-k {s.top_k}, seed {s.seed}"
@@ -173,8 +173,8 @@ def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
 
 
 def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
-    from audiopalm.pipeline import AudioPaLM
-    from audiopalm.token_store import build_token_store
+    from audiopalm.data.token_store import build_token_store
+    from audiopalm.inference.pipeline import AudioPaLM
 
     ckpt, manifest, root = setup
     tok = AudioPaLM.from_pretrained(ckpt, device="cpu").audio_tokenizer
@@ -214,8 +214,8 @@ def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
 def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
     """--peer: a second ASR system transcribes the ASR input audio and the generated / reference speech;
     its rows are named "<metric> [peer]"; a language it lacks becomes a note, not a failure."""
-    import audiopalm.evaluate as ev
-    from audiopalm.asr_judges import CallableJudge
+    import audiopalm.evaluation.evaluate as ev
+    from audiopalm.evaluation.judges import CallableJudge
 
     heard = []
 
@@ -338,7 +338,7 @@ def test_beam_search_option_is_for_text_outputs(setup, tmp_path):
     assert summary["text_decoding"] == "beam search (2 beams): ASR, MT; the other text greedy"
     assert f"Text decoding: {summary['text_decoding']}" in (runs[2] / "report.md").read_text()
     assert json.loads((runs[1] / "summary.json").read_text())["text_decoding"] == "greedy"
-    from audiopalm.pipeline import AudioPaLM
+    from audiopalm.inference.pipeline import AudioPaLM
 
     asr = [json.loads(line) for line in (runs[2] / "outputs/ASR.jsonl").read_text().splitlines()]
     pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
@@ -443,7 +443,7 @@ def test_mt_is_scored_on_text_only_rows(setup, tmp_path):
         report=False,
         progress=False,
     )
-    from audiopalm.evaluate import evaluate
+    from audiopalm.evaluation.evaluate import evaluate
 
     summary = evaluate(cfg)
     mt = [m for m in summary["metrics"] if m["task"] == "MT"]

@@ -7,6 +7,7 @@ import torch
 from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
 
+from audiopalm.data.vocab import UnifiedVocab
 from audiopalm.modeling.extend import (
     CheckpointError,
     codebook_rows,
@@ -18,7 +19,6 @@ from audiopalm.modeling.extend import (
 )
 from audiopalm.tokenizers import base
 from audiopalm.tokenizers.base import AudioTokenizer
-from audiopalm.vocab import UnifiedVocab
 
 
 class TinyCodec(AudioTokenizer):

@@ -21,7 +21,7 @@ import soundfile as sf
 import torch
 from test_pretrain_text import _ADJ, _LANGS, _NOUN, _VERB, _env, _sentence
 
-from audiopalm.manifest import Record, write_manifest
+from audiopalm.data.manifest import Record, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_MODULE = "audiopalm.recipes.finetune_audiopalm"  # run as a module of the package, never by path
@@ -47,9 +47,9 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
     a fitted 2-codebook mel_rvq tokenizer, its token store, and a second tokenizer (another fingerprint)."""
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from audiopalm.tasks import tag_lines
-    from audiopalm.text_tokenizer import train_text_tokenizer
-    from audiopalm.token_store import build_token_store
+    from audiopalm.data.tasks import tag_lines
+    from audiopalm.data.text_tokenizer import train_text_tokenizer
+    from audiopalm.data.token_store import build_token_store
     from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 
     wav_dir = root / "wav"
@@ -249,10 +249,10 @@ def test_summary_counts_skips_and_trainable_parameters(full_run, world):
 def test_final_checkpoint_loads_with_plain_transformers_and_generates(full_run, world):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from audiopalm.generation import generate, split_segments
+    from audiopalm.data.tasks import prompt_ids
+    from audiopalm.data.token_store import load_token_store
+    from audiopalm.inference.generation import generate, split_segments
     from audiopalm.modeling.extend import load_checkpoint
-    from audiopalm.tasks import prompt_ids
-    from audiopalm.token_store import load_token_store
 
     out, _ = full_run
     final = out / "final"
@@ -321,7 +321,7 @@ def _setup_in_process(world, tmp_path, overrides: list[str]):
 
 
 def test_store_from_another_tokenizer_is_refused(world, tmp_path):
-    from audiopalm.token_store import TokenStoreMismatch
+    from audiopalm.data.token_store import TokenStoreMismatch
 
     with pytest.raises(TokenStoreMismatch, match="token store fingerprint") as e:
         _setup_in_process(world, tmp_path, [f"model.audio_tokenizer={world['other_tok']}"])
@@ -362,7 +362,7 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
     (the resume once failed there: "unexpected keys [...lm_head.token_adapter.trainable_tokens_delta]")."""
     from transformers import AutoModelForCausalLM
 
-    from audiopalm.vocab import UnifiedVocab
+    from audiopalm.data.vocab import UnifiedVocab
 
     world = {**world, "lm": world["lm_exact"]}
     base = AutoModelForCausalLM.from_pretrained(world["lm"])
@@ -562,7 +562,7 @@ def test_final_holds_the_acoustic_stage_it_was_given(world, tmp_path, capsys):
     """``model.acoustic_stage``: the final checkpoint holds the stage (the pipeline loads it with no extra argument);
     a stage trained on other units is refused before any training."""
     from audiopalm.acoustic import AcousticConfig, AcousticStage
-    from audiopalm.pipeline import AudioPaLM
+    from audiopalm.inference.pipeline import AudioPaLM
     from audiopalm.tokenizers.base import load_audio_tokenizer
 
     units, other = load_audio_tokenizer(world["tok"]), load_audio_tokenizer(world["other_tok"])

@@ -26,7 +26,7 @@ TINY = REPO / "recipes" / "configs" / "finetune_speech_llama_tiny.yaml"
 
 def split_manifests(world: dict) -> dict:
     """train.jsonl / dev.jsonl beside the world's one manifest (the recipe trains on every row it is given)."""
-    from audiopalm.manifest import read_manifest, write_manifest
+    from audiopalm.data.manifest import read_manifest, write_manifest
 
     rows = read_manifest(world["manifest"])
     root = Path(world["manifest"]).parent
@@ -131,9 +131,9 @@ def test_checkpoints_are_complete_and_resume_is_bit_for_bit(full_run, world, tmp
 
 
 def test_saved_run_transcribes_translates_and_evaluates(full_run, world, tmp_path):
-    from audiopalm.evaluate import EvalConfig, evaluate
-    from audiopalm.manifest import read_manifest
-    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline
+    from audiopalm.data.manifest import read_manifest
+    from audiopalm.evaluation.evaluate import EvalConfig, evaluate
+    from audiopalm.inference.speech_llama_pipeline import SpeechLlamaPipeline
 
     rows = read_manifest(world["dev"])
     pipe = SpeechLlamaPipeline.from_pretrained(full_run, device="cpu")
@@ -161,8 +161,8 @@ def test_saved_run_transcribes_translates_and_evaluates(full_run, world, tmp_pat
 
 
 def test_pipeline_refuses_speech_output_tasks(full_run):
-    from audiopalm.pipeline import PipelineError
-    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline
+    from audiopalm.inference.pipeline import PipelineError
+    from audiopalm.inference.speech_llama_pipeline import SpeechLlamaPipeline
 
     pipe = SpeechLlamaPipeline.from_pretrained(full_run, device="cpu")
     with pytest.raises(PipelineError, match="only does ASR, AST"):

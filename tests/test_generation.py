@@ -1,14 +1,14 @@
-"""audiopalm.generation: constrained decoding always follows the task's output template."""
+"""audiopalm.inference.generation: constrained decoding always follows the task's output template."""
 
 import pytest
 import torch
 import transformers
 from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
-from audiopalm.generation import SegmentConstraint, SpeechSampling, generate, split_segments
+from audiopalm.data.tasks import prompt_ids
+from audiopalm.data.vocab import UnifiedVocab
+from audiopalm.inference.generation import SegmentConstraint, SpeechSampling, generate, split_segments
 from audiopalm.modeling.extend import extend_model
-from audiopalm.tasks import prompt_ids
-from audiopalm.vocab import UnifiedVocab
 
 
 def _setup(pattern="flatten", k=2, seed=0):

@@ -9,9 +9,9 @@ import os
 import pytest
 from fixtures import hf_corpora as fx
 
-from audiopalm import audio
-from audiopalm.audio import AudioError
-from audiopalm.manifest import ManifestError, read_manifest
+from audiopalm.audio.io import AudioError
+from audiopalm.audio import io as audio
+from audiopalm.data.manifest import ManifestError, read_manifest
 from data_prep import covost2, cvss, fleurs, librispeech
 from data_prep import hf_common as hc
 
@@ -265,7 +265,7 @@ def test_fleurs_bad_row_and_release_folder(tmp_path):
 
 
 def test_cli_prepare(tmp_path, capsys):
-    from audiopalm.cli import main
+    from audiopalm.commands.main import main
 
     src = fx.librispeech_saved(tmp_path / "ls", n=3, bad=0)
     out = tmp_path / "out"
@@ -342,7 +342,7 @@ def test_fleurs_pairs_joined_on_sentence_id(tmp_path, capsys):
 
 
 def test_cli_fleurs_pairs_with_a_release_folder_target(tmp_path, capsys):
-    from audiopalm.cli import main
+    from audiopalm.commands.main import main
 
     fr = fx.fleurs_saved(tmp_path / "fr", config="fr_fr", n=2, split="validation")
     en = fx.fleurs_release(tmp_path / "en_us", config="en_us", n=2)  # dev.tsv: sentences 1000, 1001

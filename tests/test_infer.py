@@ -9,10 +9,10 @@ import pytest
 # tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
 from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
 
-from audiopalm import audio as audio_io
-from audiopalm.cli import main
-from audiopalm.infer import read_inputs
-from audiopalm.pipeline import AudioPaLM
+from audiopalm.audio import io as audio_io
+from audiopalm.commands.generate import read_inputs
+from audiopalm.commands.main import main
+from audiopalm.inference.pipeline import AudioPaLM
 
 
 @pytest.fixture(scope="module")

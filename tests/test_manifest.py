@@ -1,4 +1,4 @@
-"""audiopalm.manifest: schema, read/write round trip, every kind of bad line, and `manifest check`."""
+"""audiopalm.data.manifest: schema, read/write round trip, every kind of bad line, and `manifest check`."""
 
 import json
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm import cli
-from audiopalm.manifest import ManifestError, Record, check_manifest, read_manifest, write_manifest
+from audiopalm.commands import main as cli
+from audiopalm.data.manifest import ManifestError, Record, check_manifest, read_manifest, write_manifest
 
 
 def _wav(path, seconds=0.5, sr=16000):

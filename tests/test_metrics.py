@@ -9,9 +9,10 @@ import subprocess
 import numpy as np
 import pytest
 
-from audiopalm import asr_judges, metrics
-from audiopalm.asr_judges import ASRJudge, CallableJudge, PocketSphinxJudge, WhisperJudge, make_judge
-from audiopalm.metrics import asr_bleu, bleu, cer, chrf, normalize, summary_row, tts_roundtrip_wer, wer
+from audiopalm.evaluation import judges as asr_judges
+from audiopalm.evaluation import metrics
+from audiopalm.evaluation.judges import ASRJudge, CallableJudge, PocketSphinxJudge, WhisperJudge, make_judge
+from audiopalm.evaluation.metrics import asr_bleu, bleu, cer, chrf, normalize, summary_row, tts_roundtrip_wer, wer
 
 # ----------------------------------------------------------------------------- normaliser rules
 
@@ -232,7 +233,7 @@ def test_registry():
 
 
 def test_pocketsphinx_on_espeak_english(tmp_path):
-    from audiopalm.audio import load
+    from audiopalm.audio.io import load
 
     assert shutil.which("espeak-ng"), "espeak-ng is needed (apt-get install espeak-ng)"
     path = tmp_path / "x.wav"

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audiopalm.tokenizers.patterns import PAD, PATTERNS, PatternError, get_pattern
+from audiopalm.data.patterns import PAD, PATTERNS, PatternError, get_pattern
 
 
 @st.composite

@@ -1,4 +1,4 @@
-"""audiopalm.pipeline: a tiny random checkpoint saved with save_checkpoint and loaded by AudioPaLM.from_pretrained."""
+"""audiopalm.inference.pipeline: a tiny random checkpoint saved with save_checkpoint and loaded by AudioPaLM.from_pretrained."""
 
 import math
 import warnings
@@ -10,12 +10,12 @@ import transformers
 from test_extend import TinyCodec  # tests/ is on sys.path under pytest
 from test_vocab import tiny_text_tokenizer
 
-from audiopalm import audio as audio_io
+from audiopalm.audio import io as audio_io
+from audiopalm.data.tasks import parse_task
+from audiopalm.data.vocab import UnifiedVocab
+from audiopalm.inference.pipeline import AudioPaLM, Output, PipelineError
 from audiopalm.modeling.extend import extend_model, save_checkpoint
-from audiopalm.pipeline import AudioPaLM, Output, PipelineError
-from audiopalm.tasks import parse_task
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
-from audiopalm.vocab import UnifiedVocab
 
 SR = 16000
 
@@ -239,7 +239,7 @@ def test_delay_pattern_speech_and_a_cut_short_output(tmp_path):
 
 
 def test_speech_outputs_end_at_a_length_set_by_their_input(pipe):
-    from audiopalm.pipeline import MIN_SPEECH_SECONDS, SPEECH_LENGTH_RATIO, SPEECH_SECONDS_PER_CHAR
+    from audiopalm.inference.pipeline import MIN_SPEECH_SECONDS, SPEECH_LENGTH_RATIO, SPEECH_SECONDS_PER_CHAR
 
     rate = pipe.audio_tokenizer.frame_rate  # 25 frames/s
     never_end = PushToEnd(pipe.vocab, boost=-100.0)  # a model that never ends its speech by itself
@@ -260,8 +260,8 @@ def test_speech_outputs_end_at_a_length_set_by_their_input(pipe):
 
 
 def test_speech_is_sampled_by_default_text_is_greedy(pipe):
-    from audiopalm.generation import SpeechSampling
-    from audiopalm.pipeline import SPEECH_SAMPLING, PipelineError
+    from audiopalm.inference.generation import SpeechSampling
+    from audiopalm.inference.pipeline import SPEECH_SAMPLING, PipelineError
 
     with torch.no_grad():  # the new audio rows start equal: break the ties of this random model's code logits
         saved = pipe.model.get_output_embeddings().weight.clone()
@@ -326,7 +326,7 @@ def test_checkpoint_without_tokenizer_json_or_with_truncated_weights(ckpt, tmp_p
 def test_do_sample_batched_equals_one_by_one(pipe):
     """HF do_sample=True through the pipeline used transformers' batch-wide generator: an input's sampled
     output depended on what was batched with it. It now goes through the seeded per-input sampler."""
-    from audiopalm.pipeline import PipelineError
+    from audiopalm.inference.pipeline import PipelineError
 
     with torch.no_grad():  # a random model whose new rows start equal: spread its logits so sampling shows
         saved = pipe.model.get_output_embeddings().weight.clone()

@@ -8,11 +8,11 @@ from test_pipeline import _one_thread, tone  # noqa: F401  (the one-thread fixtu
 from test_vocab import tiny_text_tokenizer
 
 from audiopalm.acoustic import AcousticConfig, AcousticStage
+from audiopalm.data.vocab import UnifiedVocab
+from audiopalm.inference.pipeline import AudioPaLM, PipelineError
 from audiopalm.modeling.extend import extend_model, save_checkpoint
-from audiopalm.pipeline import AudioPaLM, PipelineError
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 from audiopalm.tokenizers.semantic import SemanticTokenizer
-from audiopalm.vocab import UnifiedVocab
 
 SR = 16000
 # 50 Hz on both sides: MFCC units hop 320 samples; the codec 160-sample hop x 2 stacked frames

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm.manifest import Record, write_manifest
+from audiopalm.data.manifest import Record, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_MODULE = "audiopalm.recipes.pretrain_text"  # run as a module of the package, never by path
@@ -253,11 +253,11 @@ def test_stage0_mt_lines_are_the_finetune_mt_examples_token_for_token(tmp_path, 
     """Stage 0 pre-teaches the fine-tune's MT format: a rendered MT line, packed as <s> line </s>, is exactly
     prompt_ids + target_ids of the same pair once the vocabulary is extended (<|sep|> keeps its stage-0 id)."""
     from audiopalm.config import PretrainTextConfig, load_config
-    from audiopalm.manifest import read_manifest
+    from audiopalm.data.manifest import read_manifest
+    from audiopalm.data.tasks import prompt_ids, target_ids
+    from audiopalm.data.text_tokenizer import SEP, train_text_tokenizer
+    from audiopalm.data.vocab import UnifiedVocab
     from audiopalm.recipes.pretrain_text import PretrainTextRecipe
-    from audiopalm.tasks import prompt_ids, target_ids
-    from audiopalm.text_tokenizer import SEP, train_text_tokenizer
-    from audiopalm.vocab import UnifiedVocab
 
     train, _ = corpus
     r = PretrainTextRecipe(load_config(PretrainTextConfig, TINY, [f"data.manifests=[{train}]"]))

@@ -50,7 +50,7 @@ def test_cli_on_a_token_store_uses_each_wav_once(tmp_path):
     probe_tokens = _probe_module()
     world = build_world(tmp_path)
     pairs, size = probe_tokens.store_pairs(world["store"], "en")
-    from audiopalm.token_store import load_token_store
+    from audiopalm.data.token_store import load_token_store
 
     rows = load_token_store(world["store"]).dataset
     wavs = {a for a, lang in zip(rows["audio"], rows["lang"]) if lang == "en"}
@@ -82,8 +82,8 @@ def test_probe_judge_hears_a_wav_as_the_store_holds_its_codes(tmp_path):
     store's codes of that wav (so the judge reads speech as the LM's tokens spell it)."""
     import pytest
 
-    from audiopalm.audio import load
-    from audiopalm.token_store import load_token_store
+    from audiopalm.audio.io import load
+    from audiopalm.data.token_store import load_token_store
     from audiopalm.tokenizers.base import load_audio_tokenizer
 
     probe_tokens = _probe_module()
@@ -108,7 +108,7 @@ def test_probe_judge_hears_a_wav_as_the_store_holds_its_codes(tmp_path):
     # judge_outputs on an eval folder, with a judge that knows each corpus wav's text (the world's clips are too
     # short for a CTC probe to learn from): speech identical to the reference scores as the reference does,
     # no speech (judged as silence) scores worse, and so does another sentence's reference audio
-    from audiopalm.manifest import read_manifest
+    from audiopalm.data.manifest import read_manifest
 
     rows = [r for r in read_manifest(world["manifest"]) if r.lang == "en" and r.tgt_lang == "fr"]
     texts = {}

@@ -1,4 +1,4 @@
-"""audiopalm.report (eval/report.py is its command line): a fake results folder -> report.md + report.html, rendered in headless Chromium."""
+"""audiopalm.evaluation.report (eval/report.py is its command line): a fake results folder -> report.md + report.html, rendered in headless Chromium."""
 
 import json
 import shutil
@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audiopalm import audio, report
+from audiopalm.audio import io as audio
+from audiopalm.evaluation import report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +26,7 @@ METRICS = [
         "metric": "WER",
         "value": 12.3,
         "n": 100,
-        "signature": "norm:audiopalm.metrics.normalize",
+        "signature": "norm:audiopalm.evaluation.metrics.normalize",
     },
     {
         "task": "ASR",
@@ -227,7 +228,7 @@ def test_markdown_report(tmp_path):
 
 
 def test_summary_rows_from_metrics_module_are_read(tmp_path):
-    from audiopalm.metrics import bleu, summary_row, wer
+    from audiopalm.evaluation.metrics import bleu, summary_row, wer
 
     root = tmp_path / "results"
     root.mkdir()

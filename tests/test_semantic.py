@@ -94,7 +94,7 @@ def test_mfcc_round_trip(mfcc_tok, tmp_path):
 def test_fit_on_a_manifest(tmp_path):
     import soundfile as sf
 
-    from audiopalm.manifest import Record, write_manifest
+    from audiopalm.data.manifest import Record, write_manifest
 
     rows = []
     for i, w in enumerate(_tone_wavs(4)):

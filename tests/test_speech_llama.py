@@ -1,4 +1,4 @@
-"""Speech-Llama (audiopalm/modeling/speech_llama.py) and log-mel features (audiopalm/features.py).
+"""Speech-Llama (audiopalm/modeling/speech_llama.py) and log-mel features (audiopalm/audio/features.py).
 
 Every model here is tiny (LLM: 2 layers, width 32; encoder: 2 layers, width 32) and built from configs
 with random weights; nothing is downloaded.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiopalm.features import LogMel, LogMelConfig
+from audiopalm.audio.features import LogMel, LogMelConfig
 from audiopalm.modeling.speech_llama import SpeechLlama, SpeechLlamaConfig, encode_text, stack_frames
 
 N_MELS = 16
@@ -461,7 +461,7 @@ def test_learns_to_transcribe_espeak_speech(tmp_path):
     import shutil
     import subprocess
 
-    from audiopalm.audio import load
+    from audiopalm.audio.io import load
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")

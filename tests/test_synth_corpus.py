@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm import audio
-from audiopalm.audio import AudioError
-from audiopalm.manifest import check_manifest, read_manifest
+from audiopalm.audio.io import AudioError
+from audiopalm.audio import io as audio
+from audiopalm.data.manifest import check_manifest, read_manifest
 from data_prep import grammar as g
 from data_prep import synth_corpus as sc
 
@@ -313,7 +313,7 @@ def test_deterministic_same_seed_and_different_seed(corpus_dir, tmp_path):
 
 
 def test_rerun_is_idempotent_and_other_seed_is_refused(corpus_dir, capsys):
-    from audiopalm.cli import main
+    from audiopalm.commands.main import main
 
     def mtimes():
         return {p: p.stat().st_mtime_ns for p in corpus_dir.rglob("*") if p.is_file()}
@@ -379,7 +379,7 @@ def test_rerun_respeaks_a_truncated_wav(tmp_path):
 
 
 def test_text_only_mt_manifest_of_unseen_sentences(corpus_dir, tmp_path, capsys):
-    from audiopalm.cli import main
+    from audiopalm.commands.main import main
 
     shutil.copy(corpus_dir / "corpus.json", tmp_path / "corpus.json")  # sizes and seed of the spoken corpus
     assert main(["synth", "--out", str(tmp_path), "--seed", str(SEED), "--text-only", "500", "--quiet"]) == 0

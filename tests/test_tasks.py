@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
-from audiopalm.tasks import (
+from audiopalm.data.tasks import (
     IGNORE_INDEX,
     TASKS,
     TaskError,
@@ -18,7 +18,7 @@ from audiopalm.tasks import (
     render,
     tag_lines,
 )
-from audiopalm.vocab import UnifiedVocab
+from audiopalm.data.vocab import UnifiedVocab
 
 A_SRC = "<|audio_start|><a_0_1><a_1_3><a_0_2><a_1_0><|audio_end|>"  # audio_codes, flatten, 2 codebooks
 A_TGT = "<|audio_start|><a_0_0><a_1_3><a_0_1><a_1_3><a_0_2><a_1_3><|audio_end|>"  # tgt_audio_codes

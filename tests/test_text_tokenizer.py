@@ -1,10 +1,10 @@
-"""audiopalm.text_tokenizer: trained tokenizers load with AutoTokenizer and round-trip text."""
+"""audiopalm.data.text_tokenizer: trained tokenizers load with AutoTokenizer and round-trip text."""
 
 from __future__ import annotations
 
 import pytest
 
-from audiopalm.text_tokenizer import BOS, EOS, PAD, UNK, train_text_tokenizer
+from audiopalm.data.text_tokenizer import BOS, EOS, PAD, UNK, train_text_tokenizer
 
 LINES = [
     "the small dog sleeps.",
@@ -51,7 +51,7 @@ def test_subcommand_trains_on_manifest_text(tmp_path, capsys):
     from test_pretrain_text import write_corpus
     from transformers import AutoTokenizer
 
-    from audiopalm import text_tokenizer
+    from audiopalm.data import text_tokenizer
 
     train, dev = write_corpus(tmp_path / "corpus")
     parser = argparse.ArgumentParser()

@@ -8,9 +8,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from audiopalm import audio as audio_io
-from audiopalm.manifest import Record, write_manifest
-from audiopalm.token_store import (
+from audiopalm.audio import io as audio_io
+from audiopalm.data.manifest import Record, write_manifest
+from audiopalm.data.token_store import (
     META_NAME,
     SHARDS_DIR,
     TokenStoreError,
@@ -173,7 +173,7 @@ def test_mismatch_refusal_names_both(tok, corpus, tmp_path):
 
 
 def test_cli_tokenize_and_check(tok, corpus, tmp_path, capsys):
-    from audiopalm.cli import main
+    from audiopalm.commands.main import main
 
     manifest, _ = corpus
     tok.save_pretrained(tmp_path / "tok")
@@ -221,9 +221,9 @@ def test_text_only_rows_are_stored_without_codes(tok, corpus, tmp_path, capsys):
 
     from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
 
-    from audiopalm.cli import main
-    from audiopalm.tasks import render
-    from audiopalm.vocab import UnifiedVocab
+    from audiopalm.commands.main import main
+    from audiopalm.data.tasks import render
+    from audiopalm.data.vocab import UnifiedVocab
 
     manifest, rows = corpus
     mt = [

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from audiopalm import audio
-from audiopalm.cli import main
-from audiopalm.manifest import Record, write_manifest
+from audiopalm.audio import io as audio
+from audiopalm.commands.main import main
+from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.tokenizers.base import load_audio_tokenizer
 
 

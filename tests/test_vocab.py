@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer, GPT2Tokenizer, LlamaTokenizer, Qwen2Tokenizer
 
-from audiopalm.tokenizers.patterns import PATTERNS
-from audiopalm.vocab import LAYOUT_NAME, UnifiedVocab, VocabError
+from audiopalm.data.patterns import PATTERNS
+from audiopalm.data.vocab import LAYOUT_NAME, UnifiedVocab, VocabError
 
 TOKENIZER_KINDS = ("llama", "qwen2", "gpt2")
 

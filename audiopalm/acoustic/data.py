@@ -77,7 +77,7 @@ class Utterances:
 
 def manifest_utterances(manifest: str | os.PathLike, splits: list[str] | None) -> list[tuple[str, str]]:
     """(audio path, speaker) of each distinct ``audio`` file of the rows in ``splits`` (None: all rows)."""
-    from audiopalm.manifest import read_manifest
+    from audiopalm.data.manifest import read_manifest
 
     seen: dict[str, str] = {}
     for rec in read_manifest(manifest):
@@ -132,7 +132,7 @@ def load_utterances(
     manifest order); read from / written to ``cache_dir`` when given (atomic write)."""
     from safetensors.torch import load_file, save_file
 
-    from audiopalm import audio as audio_io
+    from audiopalm.audio import io as audio_io
 
     cache = None
     if cache_dir is not None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from audiopalm.vocab import UnifiedVocab
+from audiopalm.data.vocab import UnifiedVocab
 
 AUDIO_TOKENIZER_DIR = "audio_tokenizer"
 ACOUSTIC_DIR = "acoustic"

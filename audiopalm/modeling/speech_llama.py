@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiopalm.features import LogMel, LogMelConfig
+from audiopalm.audio.features import LogMel, LogMelConfig
 
 CONFIG_NAME = "speech_llama.json"
 WEIGHTS_NAME = "speech_modules.safetensors"

@@ -10,7 +10,7 @@ from collections import Counter
 
 import torch
 
-from audiopalm.tasks import parse_task
+from audiopalm.data.tasks import parse_task
 
 
 class FeatureCache:
@@ -33,7 +33,7 @@ class FeatureCache:
 
     def get(self, path: str) -> torch.Tensor:
         if path not in self.cache:
-            from audiopalm import audio as audio_io
+            from audiopalm.audio import io as audio_io
 
             wav, _ = audio_io.load(path, self.sample_rate)
             with torch.no_grad():

@@ -14,11 +14,11 @@ Features:
 - Model: a HF causal LM by hub name or local path (the stage-0 model of -m audiopalm.recipes.pretrain_text
   offline), or ``model.from_scratch: true`` (random init of the same config: the "text init vs
   random" ablation). Vocabulary = text tokenizer + ``k`` codebooks of the audio tokenizer through a
-  codebook pattern (:class:`audiopalm.vocab.UnifiedVocab`); new rows start at the mean of the text
+  codebook pattern (:class:`audiopalm.data.vocab.UnifiedVocab`); new rows start at the mean of the text
   rows or at zero (:func:`audiopalm.modeling.extend.extend_model`).
 - Data: token stores made by the model's audio tokenizer (a store with another fingerprint is
   refused). Each ``data.tasks`` entry (task or chain, weight, language / pair filters) becomes one
-  source of a deterministic, resumable :class:`audiopalm.data.TaskMixture`. Rows lacking a field
+  source of a deterministic, resumable :class:`audiopalm.data.batching.TaskMixture`. Rows lacking a field
   the task needs are left out and counted; examples longer than ``data.max_len`` are skipped and
   counted (never truncated); the skip summary is printed and saved. ASR/TTS sources are
   de-duplicated by source audio / text by default (the synthetic corpus repeats each source
@@ -54,8 +54,8 @@ import torch
 
 from audiopalm import training
 from audiopalm.config import ConfigError, FinetuneAudioPaLMConfig, TaskEntry
-from audiopalm.data import MixtureSource, PackedBatches, PaddedBatches, PaddingCollator, StoreRows, TaskMixture
-from audiopalm.tasks import TaskSpec, parse_task, render
+from audiopalm.data.batching import MixtureSource, PackedBatches, PaddedBatches, PaddingCollator, StoreRows, TaskMixture
+from audiopalm.data.tasks import TaskSpec, parse_task, render
 from audiopalm.training.recipe import LossSum, Recipe
 
 # Store columns that hold plain metadata (read once to filter rows), and the column that says whether a code
@@ -77,15 +77,15 @@ class FinetuneAudioPaLMRecipe(Recipe):
         """Audio tokenizer + text tokenizer -> the unified vocabulary (the one place ids are computed)."""
         from transformers import AutoTokenizer
 
+        from audiopalm.data.vocab import UnifiedVocab
         from audiopalm.tokenizers.base import load_audio_tokenizer
-        from audiopalm.vocab import UnifiedVocab
 
         m = self.cfg.model
         self.audio_tokenizer = load_audio_tokenizer(m.audio_tokenizer)
         self.acoustic = None
         if m.acoustic_stage:  # loaded and checked before any training, so a wrong pairing fails in seconds
             from audiopalm.acoustic.stage import AcousticStage
-            from audiopalm.pipeline import check_acoustic_stage
+            from audiopalm.inference.pipeline import check_acoustic_stage
 
             self.acoustic = AcousticStage.from_pretrained(m.acoustic_stage)
             try:
@@ -114,7 +114,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         )
 
     def _load_stores(self) -> None:
-        from audiopalm.token_store import load_token_store
+        from audiopalm.data.token_store import load_token_store
 
         d = self.cfg.data
         if not d.stores:
@@ -298,7 +298,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         inputs = {k: batch[k].to(acc.device) for k in ("input_ids", "position_ids", "attention_mask") if k in batch}
         with acc.autocast():
             # packed rows: no attention mask + restarting position_ids = block-diagonal causal attention (needs
-            # use_cache=False, see audiopalm/data.py)
+            # use_cache=False, see audiopalm/data/batching.py)
             logits = self.model(**inputs, use_cache=False).logits  # [B, L, V]
         labels = batch["labels"].to(acc.device)
         # tokens of the examples (prompt and target), not the padding

@@ -13,9 +13,9 @@ Launch (see audiopalm/recipes/configs/finetune_speech_llama.yaml and audiopalm/r
 Features:
 
 - Data: the same manifests as the AudioPaLM path (``audiopalm synth``), audio read with
-  :func:`audiopalm.audio.load`; log-mel features are computed once per wav and kept in memory.
+  :func:`audiopalm.audio.io.load`; log-mel features are computed once per wav and kept in memory.
   Each row gives an ASR example (once per source clip) and an AST example (when it has a
-  translation); the prompt is the task tag of :mod:`audiopalm.tasks` (``[ASR English]``).
+  translation); the prompt is the task tag of :mod:`audiopalm.data.tasks` (``[ASR English]``).
 - Batches: a pure function of (seed, step) through :class:`audiopalm.training.StepSampler`, split
   into micro-batches and processes the same way for any process count.
 - Optional CTC pre-training of the encoder (``ctc.steps``) over the LLM tokenizer's ids.
@@ -25,7 +25,7 @@ Features:
   as :meth:`SpeechLlama.save_pretrained` writes it (LoRA adapter + encoder/projector safetensors),
   optimizer, scheduler and RNG; ``--resume`` continues bit-for-bit.
 - Final save in ``output_dir/final`` (model + the LLM's tokenizer; ``audiopalm eval --checkpoint``
-  and :class:`audiopalm.speech_llama_pipeline.SpeechLlamaPipeline` load it), ``summary.json``,
+  and :class:`audiopalm.inference.speech_llama_pipeline.SpeechLlamaPipeline` load it), ``summary.json``,
   ``metrics.jsonl`` (loss, lr, LLM positions/s, dev loss per task), tqdm bar.
 """
 
@@ -60,7 +60,7 @@ class FinetuneSpeechLlamaRecipe(Recipe):
     def build_data(self) -> None:
         from transformers import AutoTokenizer
 
-        from audiopalm.manifest import read_manifest
+        from audiopalm.data.manifest import read_manifest
 
         d = self.cfg.data
         self.llm_name = _local_or_hub(self.cfg.model.llm)

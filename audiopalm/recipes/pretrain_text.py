@@ -44,7 +44,7 @@ import torch
 
 from audiopalm import training
 from audiopalm.config import PretrainTextConfig
-from audiopalm.manifest import read_manifest
+from audiopalm.data.manifest import read_manifest
 from audiopalm.training.recipe import LossSum, Recipe
 
 
@@ -56,8 +56,8 @@ class PretrainTextRecipe(Recipe):
 
     def _render_lines(self, split_kind: str) -> list[str]:
         """Corpus lines of the train or dev records, in manifest order, de-duplicated."""
-        from audiopalm.tasks import parse_task
-        from audiopalm.vocab import SPECIAL_TOKENS
+        from audiopalm.data.tasks import parse_task
+        from audiopalm.data.vocab import SPECIAL_TOKENS
 
         d = self.cfg.data
         mt, sep = parse_task("MT"), SPECIAL_TOKENS["sep"]
@@ -73,7 +73,7 @@ class PretrainTextRecipe(Recipe):
                     if rec.tgt_text:
                         lines.append(rec.tgt_text)
                 if "mt" in d.include and rec.tgt_text and rec.tgt_lang:
-                    # the MT prompt of audiopalm.tasks, so the fine-tune's MT task starts from text the LM knows
+                    # the MT prompt of audiopalm.data.tasks, so the fine-tune's MT task starts from text the LM knows
                     lines.append(f"{mt.tag(rec.lang, rec.tgt_lang)} {rec.text}{sep}{rec.tgt_text}")
         return list(dict.fromkeys(lines))
 
@@ -92,7 +92,7 @@ class PretrainTextRecipe(Recipe):
 
         from transformers import AutoTokenizer
 
-        from audiopalm.text_tokenizer import train_text_tokenizer
+        from audiopalm.data.text_tokenizer import train_text_tokenizer
 
         d, acc = self.cfg.data, self.accelerator
         if not d.manifests:

@@ -1,7 +1,7 @@
 """``ctc_units``: k-means units of a trained character-CTC speech encoder's states (AudioPaLM's audio tokens).
 
 AudioPaLM feeds its LM k-means ids of an ASR-trained encoder (USM); this tokenizer is that recipe
-with the small encoder of :mod:`audiopalm.modeling.speech_encoder`, trained on any manifest's
+with the small encoder of :mod:`audiopalm.tokenizers.speech_encoder`, trained on any manifest's
 transcripts (every language at once) by :meth:`CTCUnitsTokenizer.fit`::
 
     tok = CTCUnitsTokenizer.fit("corpus/train.jsonl", num_units=512, train=EncoderTrainConfig(steps=400))
@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from audiopalm.modeling.speech_encoder import (
+from audiopalm.tokenizers.base import UnitTokenizer
+from audiopalm.tokenizers.speech_encoder import (
     EncoderTrainConfig,
     SpeechEncoder,
     SpeechEncoderConfig,
@@ -43,7 +44,6 @@ from audiopalm.modeling.speech_encoder import (
     normalize_feats,
     train_encoder,
 )
-from audiopalm.tokenizers.base import UnitTokenizer
 
 ENCODER_DIR = "encoder"
 """Sub-folder of a saved tokenizer holding the encoder alone (``SpeechEncoder.from_pretrained``)."""
@@ -66,7 +66,7 @@ class CTCUnitsConfig:
     """The encoder's shape, which layer is clustered, and into how many units."""
 
     encoder: dict = dataclasses.field(default_factory=dict)
-    """Keyword arguments of :class:`audiopalm.modeling.speech_encoder.SpeechEncoderConfig` (chars, sizes)."""
+    """Keyword arguments of :class:`audiopalm.tokenizers.speech_encoder.SpeechEncoderConfig` (chars, sizes)."""
     layer: int | None = None
     """Encoder layer whose states are clustered (0: after the convolutions; i: after transformer layer i);
     None: the last (set to its number here, so a saved config names it)."""
@@ -178,7 +178,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
 
         ``pretrained``: a saved encoder folder (``SpeechEncoder.save_pretrained``, or a tokenizer's
         ``encoder/``) to cluster instead of training one (``train`` and ``encoder`` are then ignored)."""
-        from audiopalm.modeling.ctc_decode import lexicon_from_texts
+        from audiopalm.tokenizers.ctc_decode import lexicon_from_texts
         from audiopalm.tokenizers.kmeans import kmeans
 
         train = train or EncoderTrainConfig()

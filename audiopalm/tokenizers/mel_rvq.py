@@ -458,8 +458,8 @@ def manifest_waves(
     Only rows of ``split`` if given. Files come in a seeded random order, so that reading only the
     first hours (``max_seconds``) still samples every language and speaker of the manifest.
     """
-    from audiopalm import audio as audio_io
-    from audiopalm.manifest import read_manifest
+    from audiopalm.audio import io as audio_io
+    from audiopalm.data.manifest import read_manifest
 
     records = [r for r in read_manifest(path) if split is None or r.split == split]
     if not records:

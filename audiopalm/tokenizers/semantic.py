@@ -285,8 +285,8 @@ class SemanticTokenizer(UnitTokenizer):
         ``split`` if given), or an iterable of waveforms ([T] arrays/tensors at :attr:`sample_rate`) or
         audio file paths. Read until ``max_frames`` feature frames are collected. Returns ``self``.
         """
-        from audiopalm import audio as audio_io
-        from audiopalm.manifest import read_manifest
+        from audiopalm.audio import io as audio_io
+        from audiopalm.data.manifest import read_manifest
         from audiopalm.tokenizers.kmeans import kmeans
 
         if isinstance(audio, (str, os.PathLike)):

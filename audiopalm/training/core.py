@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from audiopalm.tasks import IGNORE_INDEX  # noqa: F401 - re-exported: labels the loss skips
+from audiopalm.data.tasks import IGNORE_INDEX  # noqa: F401 - re-exported: labels the loss skips
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data order

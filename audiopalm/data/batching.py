@@ -1,7 +1,7 @@
 """Token store rows -> task examples -> batches: a weighted task mixture, packing, and padding.
 
 Examples are dicts ``{"input_ids": [L], "labels": [L]}`` with ``labels == -100`` on the prompt (loss on
-targets only), as :func:`audiopalm.tasks.render` makes them. Two ways to batch them:
+targets only), as :func:`audiopalm.data.tasks.render` makes them. Two ways to batch them:
 
 * **packing** (:class:`PackedCollator`): several examples are laid end to end in one row of at most
   ``max_len`` tokens; ``position_ids`` restart at 0 for each example. With ``attention_mask=None``
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from audiopalm.tasks import IGNORE_INDEX  # noqa: F401 - labels that the loss skips (prompt and padding)
+from audiopalm.data.tasks import IGNORE_INDEX  # noqa: F401 - labels that the loss skips (prompt and padding)
 
 
 @dataclasses.dataclass

@@ -153,7 +153,7 @@ def parse_line(
                 line,
                 name,
                 f"unknown language {obj[name]!r}; known: {', '.join(sorted(LANGUAGES))}"
-                " (add it to audiopalm.manifest.LANGUAGES)",
+                " (add it to audiopalm.data.manifest.LANGUAGES)",
             )
     has_tgt = obj.get("tgt_text") is not None or obj.get("tgt_audio") is not None
     if has_tgt and obj.get("tgt_lang") is None:
@@ -256,11 +256,11 @@ def check_manifest(path: str | os.PathLike, *, decode: bool = True, progress: bo
     """Validate a manifest and its audio; return a summary (see :func:`format_summary`).
 
     Every line is parsed; with ``decode`` every audio file is opened and decoded (via
-    :func:`audiopalm.audio.load`). Problems are collected, not raised, so one run lists them all.
+    :func:`audiopalm.audio.io.load`). Problems are collected, not raised, so one run lists them all.
     """
     from tqdm import tqdm
 
-    from audiopalm import audio
+    from audiopalm.audio import io as audio
 
     errors: list[ManifestError] = []
     records = read_manifest(path, skip_bad=True, errors=errors, report=False)  # listed in the summary

@@ -10,7 +10,7 @@ Every score is **corpus-level** and on a 0..100 scale:
 - ASR-BLEU (S2ST, as in the AudioPaLM and Translatotron papers) is the BLEU of an ASR judge's
   transcript of the generated speech against the reference translation; TTS round-trip WER is the WER
   of the judge's transcript of synthesized speech against the input text. The judge is any object with
-  ``transcribe(wavs, sample_rate, lang) -> list[str]`` (see :mod:`audiopalm.asr_judges`).
+  ``transcribe(wavs, sample_rate, lang) -> list[str]`` (see :mod:`audiopalm.evaluation.judges`).
 
 WER and CER compare :func:`normalize`-d text by default; BLEU and chrF compare the raw text (sacrebleu
 tokenizes it itself), except ASR-BLEU, which normalises both sides because an ASR transcript has no
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # only for the type hints; asr_judges imports torch lazily anyway
-    from audiopalm.asr_judges import ASRJudge
+    from audiopalm.evaluation.judges import ASRJudge
 
 # ----------------------------------------------------------------------------- normaliser
 
@@ -55,7 +55,7 @@ def _spell_integers(text: str, lang: str) -> str:
         from num2words import num2words
     except ImportError as e:  # a dependency of the package; a clear message if it is missing
         raise ImportError(
-            "audiopalm.metrics.normalize needs num2words to spell out numbers: "
+            "audiopalm.evaluation.metrics.normalize needs num2words to spell out numbers: "
             "pip install num2words (or pass lang=None to keep digits)"
         ) from e
     return _STANDALONE_INT.sub(lambda m: " " + num2words(int(m.group()), lang=lang) + " ", text)

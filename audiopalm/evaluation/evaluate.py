@@ -4,7 +4,7 @@
         --tasks ASR AST TTS S2ST "ASR AST S2ST" MT --out runs/demo/eval [--max-items 20] \\
         [--batch-size 8] [--judge model|pocketsphinx|whisper:openai/whisper-large-v3]
 
-Writes, into ``--out`` (the results-folder format of :mod:`audiopalm.report`)::
+Writes, into ``--out`` (the results-folder format of :mod:`audiopalm.evaluation.report`)::
 
     outputs/<TASK>.jsonl        one line per utterance: id, task, src, tgt, speaker, split, subset, text
                                 (input text / reference transcript), ref_text (reference translation),
@@ -13,9 +13,9 @@ Writes, into ``--out`` (the results-folder format of :mod:`audiopalm.report`)::
                                 (wav paths relative to --out), judge_ref_text, finished, new_tokens
     outputs/wav/<TASK>/<id>.wav generated speech (TTS, S2ST)
     summary.json                {"checkpoint", "judge", "data", "metrics": [summary rows], ...}
-    report.md, report.html      audiopalm.report's report of the folder
+    report.md, report.html      audiopalm.evaluation.report's report of the folder
 
-Metrics, corpus-level, per task, language pair, split and subset (:mod:`audiopalm.metrics`): ASR output
+Metrics, corpus-level, per task, language pair, split and subset (:mod:`audiopalm.evaluation.metrics`): ASR output
 -> WER and CER; translated text (AST, MT) -> BLEU and chrF; TTS -> round-trip WER (``TTS-WER``) and
 S2ST -> ``ASR-BLEU``, both through an ASR judge. The judge (``--judge``) is the checkpoint's own ASR by
 default (``model``), PocketSphinx (``pocketsphinx``, English only) or a Whisper model
@@ -61,8 +61,8 @@ class EvalConfig:
     """Settings of one evaluation run (the ``audiopalm eval`` options)."""
 
     checkpoint: str
-    """Checkpoint folder or hub repo id (:meth:`audiopalm.pipeline.AudioPaLM.from_pretrained`), or a Speech-Llama
-    run folder (:class:`audiopalm.speech_llama_pipeline.SpeechLlamaPipeline`: ASR and AST from a manifest)."""
+    """Checkpoint folder or hub repo id (:meth:`audiopalm.inference.pipeline.AudioPaLM.from_pretrained`), or a Speech-Llama
+    run folder (:class:`audiopalm.inference.speech_llama_pipeline.SpeechLlamaPipeline`: ASR and AST from a manifest)."""
     out: str
     """Results folder to write."""
     tasks: list[str]
@@ -88,7 +88,7 @@ class EvalConfig:
     """End each speech output at a length set by its input (``AudioPaLM.generate``'s ``cap_speech``)."""
     speech_temperature: float = 0.6
     """Speech outputs are sampled at this temperature among the ``speech_top_k`` likeliest codes
-    (``audiopalm.pipeline.SPEECH_SAMPLING``); 0: greedy speech. Text: greedy, or ``num_beams`` for ``beam_tasks``."""
+    (``audiopalm.inference.pipeline.SPEECH_SAMPLING``); 0: greedy speech. Text: greedy, or ``num_beams`` for ``beam_tasks``."""
     speech_top_k: int = 20
     """Top-k of the speech sampling (0: every allowed code)."""
     num_beams: int = 4
@@ -100,12 +100,12 @@ class EvalConfig:
     device: str | None = None
     """torch device (default: cuda if available)."""
     report: bool = True
-    """Write report.md / report.html (audiopalm.report) at the end."""
+    """Write report.md / report.html (audiopalm.evaluation.report) at the end."""
     progress: bool = True
     """Show progress bars."""
 
     def __post_init__(self):
-        from audiopalm.tasks import TaskError, parse_task
+        from audiopalm.data.tasks import TaskError, parse_task
 
         if (self.manifest is None) == (self.store is None):
             raise ValueError(
@@ -145,11 +145,11 @@ def load_rows(cfg: EvalConfig, audio_tokenizer=None) -> tuple[list[dict], Path |
     """The utterances to evaluate (manifest fields, audio paths absolute, plus ``audio_codes`` /
     ``tgt_audio_codes`` [K, F] from a token store) and the folder the data came from."""
     if cfg.manifest is not None:
-        from audiopalm.manifest import read_manifest
+        from audiopalm.data.manifest import read_manifest
 
         rows = [dataclasses.asdict(r) for r in read_manifest(cfg.manifest)]
         return rows, Path(cfg.manifest).parent
-    from audiopalm.token_store import load_token_store
+    from audiopalm.data.token_store import load_token_store
 
     store = load_token_store(cfg.store, expected_tokenizer=audio_tokenizer)
     rows = []
@@ -186,7 +186,7 @@ def task_items(spec, rows: list[dict], max_items: int | None, skipped: Counter) 
 
     A row lacking what the task needs (a translation; the audio of a task that listens, or TTS's reference
     audio, which a text-only row has not) is counted in ``skipped`` under ``"<task>: no <field>"``."""
-    from audiopalm.tasks import AUDIO
+    from audiopalm.data.tasks import AUDIO
 
     kind, field = spec.input_segment
     need = ["tgt_lang", "tgt_text"] if spec.needs_tgt_lang else []
@@ -212,7 +212,7 @@ def task_items(spec, rows: list[dict], max_items: int | None, skipped: Counter) 
 
 def subset_of(row: dict, spec, held_out: set[str] | None) -> str:
     """``heldout_voice`` / ``seen_voices`` for speech-input tasks when held-out voices are known, else ``all``."""
-    from audiopalm.tasks import AUDIO
+    from audiopalm.data.tasks import AUDIO
 
     if held_out is None or spec.input_segment[0] != AUDIO:
         return "all"
@@ -224,8 +224,8 @@ def subset_of(row: dict, spec, held_out: set[str] | None) -> str:
 
 def make_eval_judge(name: str, pipe, *, batch_size: int, max_new_tokens: int | None):
     """``model`` (the checkpoint's own ASR), ``pocketsphinx``, ``whisper:NAME`` or ``ctc:FOLDER`` (a character-CTC
-    speech encoder trained apart from the model under test: :class:`audiopalm.asr_judges.CTCJudge`) as an ASR judge."""
-    from audiopalm.asr_judges import CallableJudge, PocketSphinxJudge, WhisperJudge
+    speech encoder trained apart from the model under test: :class:`audiopalm.evaluation.judges.CTCJudge`) as an ASR judge."""
+    from audiopalm.evaluation.judges import CallableJudge, PocketSphinxJudge, WhisperJudge
 
     if name == "model":
 
@@ -239,7 +239,7 @@ def make_eval_judge(name: str, pipe, *, batch_size: int, max_new_tokens: int | N
     if name == "pocketsphinx":
         return PocketSphinxJudge()
     if name.startswith("ctc:"):
-        from audiopalm.asr_judges import CTCJudge
+        from audiopalm.evaluation.judges import CTCJudge
 
         return CTCJudge(model=name.split(":", 1)[1], batch_size=batch_size, name="ctc")
     return WhisperJudge(model=name.split(":", 1)[1], batch_size=batch_size, name=name)
@@ -256,10 +256,10 @@ def evaluate(cfg: EvalConfig) -> dict:
     """Run the evaluation described by ``cfg``; returns the summary written to ``summary.json``."""
     from tqdm import tqdm
 
-    from audiopalm import audio as audio_io
-    from audiopalm.pipeline import AudioPaLM
-    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
-    from audiopalm.tasks import AUDIO, parse_task
+    from audiopalm.audio import io as audio_io
+    from audiopalm.data.tasks import AUDIO, parse_task
+    from audiopalm.inference.pipeline import AudioPaLM
+    from audiopalm.inference.speech_llama_pipeline import SpeechLlamaPipeline, find_run
 
     out_dir = Path(cfg.out)
     (out_dir / "outputs").mkdir(parents=True, exist_ok=True)
@@ -428,8 +428,8 @@ def score_group(
 
     ``outs``: the pipeline outputs of ``items``; ``wavs``: their speech ([T] each; silence where none);
     ``judged`` / ``judged_ref``: the judge's transcripts of the generated / reference speech (or None)."""
-    from audiopalm.asr_judges import CallableJudge
-    from audiopalm.metrics import asr_bleu, bleu, cer, chrf, summary_row, tts_roundtrip_wer, wer
+    from audiopalm.evaluation.judges import CallableJudge
+    from audiopalm.evaluation.metrics import asr_bleu, bleu, cer, chrf, summary_row, tts_roundtrip_wer, wer
 
     out_fields = {f for _, f in spec.output_segments}
     by_subset: dict[tuple, list[int]] = defaultdict(list)
@@ -478,8 +478,8 @@ def peer_rows(
     a CPU peer such as PocketSphinx takes about a second per clip).
 
     Raises ValueError where the peer has no model for the language."""
-    from audiopalm import audio as audio_io
-    from audiopalm.tasks import AUDIO, TEXT
+    from audiopalm.audio import io as audio_io
+    from audiopalm.data.tasks import AUDIO, TEXT
 
     if spec.output_segments == [(TEXT, "text")] and spec.input_segment[0] == AUDIO:  # plain ASR
         heard = peer.transcribe([audio_io.load(r["audio"], sample_rate)[0] for r in items], sample_rate, src)
@@ -510,8 +510,8 @@ def row_has_codes(items: list[dict]) -> bool:
 
 
 def write_report(results_dir: str | os.PathLike):
-    """Render report.md / report.html of a results folder (:mod:`audiopalm.report`)."""
-    from audiopalm.report import write_report as _write
+    """Render report.md / report.html of a results folder (:mod:`audiopalm.evaluation.report`)."""
+    from audiopalm.evaluation.report import write_report as _write
 
     return _write(results_dir)
 
@@ -567,7 +567,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_beam_search(num_beams: int, beam_tasks: list[str]) -> None:
     """Refuse a beam width below 1 and beam tasks that are unknown or output speech (speech is sampled)."""
-    from audiopalm.tasks import TaskError, parse_task
+    from audiopalm.data.tasks import TaskError, parse_task
 
     if num_beams < 1:
         raise ValueError(f"num_beams: expected >= 1 (1: greedy), got {num_beams}")
@@ -585,7 +585,7 @@ def check_beam_search(num_beams: int, beam_tasks: list[str]) -> None:
 
 def text_decoding_kwargs(task: str, num_beams: int, beam_tasks: list[str]) -> dict:
     """``model.generate`` keyword arguments of a text-output ``task``: beam search if it is a beam task."""
-    from audiopalm.tasks import parse_task
+    from audiopalm.data.tasks import parse_task
 
     beam = num_beams > 1 and parse_task(task).name in {parse_task(t).name for t in beam_tasks}
     return {"num_beams": num_beams, "early_stopping": True} if beam else {}
@@ -600,7 +600,7 @@ def describe_text_decoding(num_beams: int, beam_tasks: list[str]) -> str:
 
 def speech_sampling(temperature: float, top_k: int, seed: int):
     """The pipeline's ``speech_sampling`` for these settings: None (greedy speech) at temperature 0."""
-    from audiopalm.generation import SpeechSampling
+    from audiopalm.inference.generation import SpeechSampling
 
     return SpeechSampling(temperature=temperature, top_k=top_k, seed=seed) if temperature > 0 else None
 

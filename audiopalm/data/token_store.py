@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiopalm import audio as audio_io
-from audiopalm.manifest import FIELDS, Record, read_manifest
+from audiopalm.audio import io as audio_io
+from audiopalm.data.manifest import FIELDS, Record, read_manifest
 
 META_NAME = "token_store.json"
 DATASET_DIR = "dataset"

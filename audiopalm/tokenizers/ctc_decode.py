@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from audiopalm.modeling.speech_encoder import BLANK, normalize_text
+from audiopalm.tokenizers.speech_encoder import BLANK, normalize_text
 
 UNK = "<unk>"
 

@@ -30,9 +30,9 @@ from collections import Counter
 
 import torch
 
-from audiopalm.manifest import LANGUAGES
-from audiopalm.tokenizers.patterns import PatternError
-from audiopalm.vocab import UnifiedVocab, VocabError
+from audiopalm.data.manifest import LANGUAGES
+from audiopalm.data.patterns import PatternError
+from audiopalm.data.vocab import UnifiedVocab, VocabError
 
 IGNORE_INDEX = -100
 """Label of prompt positions: ``torch.nn.CrossEntropyLoss`` (and HF models) skip it."""
@@ -188,7 +188,7 @@ def _lang(record: dict, spec: TaskSpec, field: str) -> str:
     code = _field(record, spec, field)
     if code not in LANGUAGES:
         raise TaskError(
-            f"unknown language {code!r} (add it to audiopalm.manifest.LANGUAGES)",
+            f"unknown language {code!r} (add it to audiopalm.data.manifest.LANGUAGES)",
             record_id=record.get("id"),
             task=spec.name,
             field=field,

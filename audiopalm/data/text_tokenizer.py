@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
-# The segment separator of audiopalm's task format (audiopalm.vocab.SPECIAL_TOKENS["sep"]): stage 0 trains
+# The segment separator of audiopalm's task format (audiopalm.data.vocab.SPECIAL_TOKENS["sep"]): stage 0 trains
 # MT lines as "[MT English French] src<|sep|>tgt", the exact tokens the fine-tune's MT examples are made of,
 # so the fine-tune starts from a model that already knows its text format (the vocabulary reuses this id).
 SEP = "<|sep|>"
@@ -82,7 +82,7 @@ def train_text_tokenizer(
 
 def manifest_lines(paths: Iterable[str | Path]) -> Iterator[str]:
     """Every ``text`` and ``tgt_text`` of the given manifests, in file order."""
-    from audiopalm.manifest import read_manifest
+    from audiopalm.data.manifest import read_manifest
 
     for path in paths:
         for rec in read_manifest(path):

@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from audiopalm.audio import resample, validate
+from audiopalm.audio.io import resample, validate
 
 
 @runtime_checkable
@@ -158,7 +158,7 @@ class WhisperJudge:
 
 @dataclasses.dataclass
 class CTCJudge:
-    """A saved character-CTC speech encoder (:mod:`audiopalm.modeling.speech_encoder`) as a judge: CTC decoding
+    """A saved character-CTC speech encoder (:mod:`audiopalm.tokenizers.speech_encoder`) as a judge: CTC decoding
     constrained to the words of its training transcripts (greedy where it has none).
 
     ``model``: a folder written by ``SpeechEncoder.save_pretrained`` (``speech_encoder.json``), or a
@@ -189,7 +189,7 @@ class CTCJudge:
         if self._model is None:
             from pathlib import Path
 
-            from audiopalm.modeling.speech_encoder import CONFIG_NAME, SpeechEncoder
+            from audiopalm.tokenizers.speech_encoder import CONFIG_NAME, SpeechEncoder
 
             folder = Path(self.model)
             if not (folder / CONFIG_NAME).is_file() and (folder / "encoder" / CONFIG_NAME).is_file():

@@ -49,8 +49,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from audiopalm.data.token_store import build_token_store, check_token_store
     from audiopalm.errors import UserError
-    from audiopalm.token_store import build_token_store, check_token_store
 
     if args.check:
         summary = check_token_store(args.check, progress=not args.no_progress)  # a bad store: one line, exit 2

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "fit-ctc-units",
         help="train a character-CTC speech encoder and fit k-means units on it",
-        description="Train the small speech encoder of audiopalm.modeling.speech_encoder with a "
+        description="Train the small speech encoder of audiopalm.tokenizers.speech_encoder with a "
         "character CTC loss on the transcripts of a manifest (audio+text and "
         "tgt_audio+tgt_text, every language), with speed / VTLP / noise / SpecAugment "
         "augmentation; then fit --num-units k-means units on layer --layer of its states "
@@ -193,8 +193,8 @@ def _fit_semantic(args) -> int:
 def _fit_ctc_units(args) -> int:
     import dataclasses
 
-    from audiopalm.modeling.speech_encoder import EncoderTrainConfig, SpeechEncoderConfig
     from audiopalm.tokenizers.ctc_units import CTCUnitsConfig, CTCUnitsTokenizer
+    from audiopalm.tokenizers.speech_encoder import EncoderTrainConfig, SpeechEncoderConfig
 
     train_defaults, units_defaults = EncoderTrainConfig(), CTCUnitsConfig()
     train = dataclasses.replace(
@@ -279,9 +279,9 @@ def _roundtrip(args) -> int:
     import numpy as np
     import torch
 
-    from audiopalm import audio
+    from audiopalm.audio import io as audio
+    from audiopalm.data.manifest import read_manifest
     from audiopalm.errors import UserError, inside
-    from audiopalm.manifest import read_manifest
     from audiopalm.tokenizers.base import load_audio_tokenizer
 
     tok = load_audio_tokenizer(args.path)

@@ -1,6 +1,6 @@
 """The inference API: a trained checkpoint that listens and speaks, in a few lines.
 
-    from audiopalm.pipeline import AudioPaLM
+    from audiopalm.inference.pipeline import AudioPaLM
 
     model = AudioPaLM.from_pretrained("runs/demo/audiopalm")        # a folder, or a hub repo id
     model.asr("clip.wav", lang="en").text                           # speech -> transcript
@@ -13,12 +13,12 @@
 Every method takes one item (returns one :class:`Output`) or a list (returns a list; the list is cut
 into batches of ``batch_size`` and each batch is one ``model.generate`` call). Speech inputs are numpy or
 torch waveforms [T] at ``sample_rate`` (default: the audio tokenizer's) or audio file paths (read and
-resampled by :func:`audiopalm.audio.load`). Text is decoded greedily and speech is sampled
+resampled by :func:`audiopalm.audio.io.load`). Text is decoded greedily and speech is sampled
 (:data:`SPEECH_SAMPLING`, seeded per input: the same input gives the same audio in any batch) unless
 generation kwargs say otherwise (``num_beams=4``, ``do_sample=True``, ``speech_sampling=None`` for greedy
 speech). ``do_sample=True`` (with ``temperature`` / ``top_k``) is drawn by the same seeded per-input sampler,
 over text and speech, so sampled outputs too are equal batched and one by one; sampling options it cannot
-honour that way (``top_p``, beams ...) are refused. Decoding is always modality-constrained (:mod:`audiopalm.generation`), so a speech output always
+honour that way (``top_p``, beams ...) are refused. Decoding is always modality-constrained (:mod:`audiopalm.inference.generation`), so a speech output always
 reverts to codes ``[k, F]`` and is decoded to a waveform by the checkpoint's audio tokenizer.
 
 Malformed requests are refused before any decoding, with the reason: an unknown language code, an
@@ -44,11 +44,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiopalm import audio as audio_io
-from audiopalm.generation import DECODING_KWARGS, SpeechSampling, split_segments
-from audiopalm.generation import generate as constrained_generate
-from audiopalm.manifest import LANGUAGES
-from audiopalm.tasks import AUDIO, TEXT, TaskError, TaskSpec, parse_task, prompt_ids
+from audiopalm.audio import io as audio_io
+from audiopalm.data.manifest import LANGUAGES
+from audiopalm.data.tasks import AUDIO, TEXT, TaskError, TaskSpec, parse_task, prompt_ids
+from audiopalm.inference.generation import DECODING_KWARGS, SpeechSampling, split_segments
+from audiopalm.inference.generation import generate as constrained_generate
 
 # Longest text output when the caller gives no max_new_tokens: a few long sentences.
 DEFAULT_TEXT_TOKENS = 256
@@ -319,7 +319,7 @@ class AudioPaLM:
         ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). ``cap_speech``: end each speech
         output at a length set by its input (:data:`SPEECH_LENGTH_RATIO` x the input speech, or
         :data:`SPEECH_SECONDS_PER_CHAR` per input character); False: only ``max_new_tokens``. ``speech_sampling``:
-        how a speech output's audio tokens are drawn (:class:`audiopalm.generation.SpeechSampling`; text stays
+        how a speech output's audio tokens are drawn (:class:`audiopalm.inference.generation.SpeechSampling`; text stays
         greedy); None: greedy speech. Other keyword arguments go to ``model.generate`` (``num_beams`` ...); with
         any of those the default speech sampling steps aside and they decide the decoding of the whole output.
         ``do_sample=True`` (``temperature``, ``top_k``) samples every token with the seeded per-input sampler
@@ -366,7 +366,7 @@ class AudioPaLM:
         progress: bool = False,
         **generate_kwargs,
     ) -> list[Output]:
-        """Run ``task`` on task records (:mod:`audiopalm.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
+        """Run ``task`` on task records (:mod:`audiopalm.data.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
         ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already. ``voices``: one voice prompt
         per record (a waveform [T] at :attr:`output_sample_rate`, or None for the default voice)."""
         spec = None

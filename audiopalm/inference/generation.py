@@ -1,6 +1,6 @@
 """Modality-constrained generation: the model can only emit what the task's output template allows.
 
-A task's target is a fixed sequence of segments (:func:`audiopalm.tasks.output_template`), e.g. for
+A task's target is a fixed sequence of segments (:func:`audiopalm.data.tasks.output_template`), e.g. for
 ``[ASR AST S2ST English French]``: text, ``<|sep|>``, text, ``<|sep|>``, audio, eos. While decoding,
 :class:`SegmentConstraint` (a transformers ``LogitsProcessor``) follows each row through that template
 and sets the logits of every token that would break it to -inf:
@@ -33,9 +33,9 @@ import zlib
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from audiopalm.tasks import AUDIO, TEXT, TaskSpec, output_template, parse_task
-from audiopalm.tokenizers.patterns import DelayPattern
-from audiopalm.vocab import UnifiedVocab
+from audiopalm.data.patterns import DelayPattern
+from audiopalm.data.tasks import AUDIO, TEXT, TaskSpec, output_template, parse_task
+from audiopalm.data.vocab import UnifiedVocab
 
 # what a row may emit next: a mask name, plus single ids
 _DONE = "done"
@@ -316,7 +316,7 @@ def generate(
     speech_sampling: SpeechSampling | None = None,
     **generate_kwargs,
 ) -> list[list[int]]:
-    """Batched generation from prompt ids (as :func:`audiopalm.tasks.prompt_ids` makes them).
+    """Batched generation from prompt ids (as :func:`audiopalm.data.tasks.prompt_ids` makes them).
 
     Prompts are left-padded into one batch; decoding uses the KV cache through ``model.generate``
     (greedy by default; pass ``do_sample=True, temperature=..., top_k=..., top_p=...`` or

@@ -21,7 +21,12 @@ import json
 import sys
 from pathlib import Path
 
-from audiopalm.evaluate import add_decoding_arguments, check_beam_search, speech_sampling, text_decoding_kwargs
+from audiopalm.evaluation.evaluate import (
+    add_decoding_arguments,
+    check_beam_search,
+    speech_sampling,
+    text_decoding_kwargs,
+)
 
 
 def _slug(task: str) -> str:
@@ -60,10 +65,10 @@ def read_inputs(inputs: list[str], stdin=None) -> list[str]:
 
 def generate(args) -> list[dict]:
     """Run ``args.task`` on ``args.inputs``; write speech outputs; return one result dict per input."""
-    from audiopalm import audio as audio_io
-    from audiopalm.pipeline import AudioPaLM
-    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline, find_run
-    from audiopalm.tasks import AUDIO, parse_task
+    from audiopalm.audio import io as audio_io
+    from audiopalm.data.tasks import AUDIO, parse_task
+    from audiopalm.inference.pipeline import AudioPaLM
+    from audiopalm.inference.speech_llama_pipeline import SpeechLlamaPipeline, find_run
 
     spec = parse_task(args.task)
     inputs = read_inputs(args.inputs)
@@ -132,7 +137,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from audiopalm.tasks import parse_task
+    from audiopalm.data.tasks import parse_task
 
     # a refused input (PipelineError, TaskError, AudioError: ValueErrors) raises: one line, exit 2 (cli)
     speaks = parse_task(args.task).speaks

@@ -2,7 +2,7 @@
 
 ::
 
-    wav [B, T] 16 kHz -> LogMel (audiopalm.features, 100 Hz) -> per-utterance mean/var normalisation
+    wav [B, T] 16 kHz -> LogMel (audiopalm.audio.features, 100 Hz) -> per-utterance mean/var normalisation
         -> two stride-2 Conv1d + GELU (25 Hz) -> sinusoidal positions -> N pre-norm transformer layers
         -> LayerNorm -> Linear over characters + the CTC blank (id 0)
 
@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from audiopalm.features import LogMel, LogMelConfig
+from audiopalm.audio.features import LogMel, LogMelConfig
 
 CONFIG_NAME = "speech_encoder.json"
 WEIGHTS_NAME = "speech_encoder.safetensors"
@@ -86,7 +86,7 @@ class SpeechEncoderConfig:
     sample_rate: int = 16000
     """Input sample rate (Hz)."""
     n_mels: int = 80
-    """Log-mel bands of the front end (:class:`audiopalm.features.LogMel`, 10 ms hop)."""
+    """Log-mel bands of the front end (:class:`audiopalm.audio.features.LogMel`, 10 ms hop)."""
     hidden_size: int = 144
     """Width of the convolutions and transformer layers. 144 x 3 layers (1.0 M parameters) trains 400 steps
     in the demo's few-minute budget on 2 cores; see docs/semantic_units.md for its CER curve."""
@@ -222,10 +222,10 @@ class SpeechEncoder(nn.Module):
     ) -> list[str]:
         """CTC transcripts of mono waveforms [T] at :attr:`config.sample_rate`: greedy, or with ``lexicon`` (a word
         list, e.g. ``self.record["lexicon"][lang]``) a beam search that emits only those words
-        (:class:`audiopalm.modeling.ctc_decode.LexiconCTCDecoder`)."""
+        (:class:`audiopalm.tokenizers.ctc_decode.LexiconCTCDecoder`)."""
         decoder = None
         if lexicon is not None:
-            from audiopalm.modeling.ctc_decode import LexiconCTCDecoder
+            from audiopalm.tokenizers.ctc_decode import LexiconCTCDecoder
 
             decoder = LexiconCTCDecoder(self.config.chars, lexicon)
         was_training = self.training
@@ -454,7 +454,7 @@ def manifest_utterances(
     ``text`` and ``tgt_audio`` with ``tgt_text``. Filter by ``split`` and by voice: a voice matches a name
     it ends with; the voice is the row's ``speaker`` for its source audio, else the wav's file name after its
     first ``-`` (``s00012-en-v09.wav`` -> ``en-v09``, as ``audiopalm synth`` names them)."""
-    from audiopalm.manifest import read_manifest
+    from audiopalm.data.manifest import read_manifest
 
     seen: dict[str, tuple[str, str, str, str | None]] = {}
     for r in read_manifest(path):
@@ -487,7 +487,7 @@ def load_feats(
     paths: Sequence[str], mel: LogMel, *, progress: bool = True, desc: str = "log-mel"
 ) -> list[torch.Tensor]:
     """Raw log-mel [F, M] of each wav file (resampled to the front end's rate)."""
-    from audiopalm import audio as audio_io
+    from audiopalm.audio import io as audio_io
 
     out = []
     for p in tqdm(paths, desc=desc, disable=not progress, unit="wav", leave=False):

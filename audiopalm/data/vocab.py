@@ -13,9 +13,9 @@ sequence ``"the dog<|audio_start|><a_0_17><a_1_3><|audio_end|>"`` re-encodes to 
 audio token is never split or merged with text. ``save_pretrained`` writes the tokenizer plus
 ``audiopalm.json`` (the layout below); ``from_pretrained`` reads both and checks that they agree.
 
-Codes go through a codebook pattern (:mod:`audiopalm.tokenizers.patterns`) into a stream wrapped in
+Codes go through a codebook pattern (:mod:`audiopalm.data.patterns`) into a stream wrapped in
 ``<|audio_start|> ... <|audio_end|>``; the delay pattern's filler slots become ``<|audio_pad|>``.
-``<|sep|>`` separates the segments of a task example (see :mod:`audiopalm.tasks`).
+``<|sep|>`` separates the segments of a task example (see :mod:`audiopalm.data.tasks`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from audiopalm.tokenizers.patterns import PAD, PATTERNS, PatternError, get_pattern
+from audiopalm.data.patterns import PAD, PATTERNS, PatternError, get_pattern
 
 LAYOUT_NAME = "audiopalm.json"
 FORMAT_VERSION = 1
@@ -63,7 +63,7 @@ class VocabLayout:
     codebook_size: int
     """C: codes per codebook."""
     pattern: str
-    """Codebook pattern name, a key of :data:`audiopalm.tokenizers.patterns.PATTERNS`."""
+    """Codebook pattern name, a key of :data:`audiopalm.data.patterns.PATTERNS`."""
     vocab_size: int
     """``len(tokenizer)`` after extension (the model's embedding is this, padded to a multiple of 64)."""
     special_tokens: dict
@@ -157,7 +157,7 @@ class UnifiedVocab:
         if tok.eos_token is None:
             roles["eos"] = EOS_TOKEN
         # a role token the text tokenizer already has (e.g. <|sep|> of a stage-0 model trained on the task
-        # format, audiopalm.text_tokenizer) keeps its id and its trained embedding row
+        # format, audiopalm.data.text_tokenizer) keeps its id and its trained embedding row
         known = tok.get_vocab()
         specials = [AddedToken(t, special=True, normalized=False) for t in roles.values() if t not in known]
         # one batch call: adding ~2k tokens this way takes milliseconds (one at a time is far slower)

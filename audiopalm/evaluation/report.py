@@ -1,6 +1,6 @@
 """Write the evaluation report (``report.md`` + a self-contained ``report.html``) of a results folder.
 
-    python eval/report.py RESULTS_DIR [--samples 4]      (or: python -m audiopalm.report RESULTS_DIR)
+    python eval/report.py RESULTS_DIR [--samples 4]      (or: python -m audiopalm.evaluation.report RESULTS_DIR)
 
 Input: a results folder, as the evaluation script writes it::
 
@@ -296,7 +296,7 @@ def load_results(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
 
 
 def _lang(code: str | None) -> str:
-    from audiopalm.manifest import LANGUAGES
+    from audiopalm.data.manifest import LANGUAGES
 
     return LANGUAGES.get(code, code) if code else ""
 
@@ -585,7 +585,9 @@ def run(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m audiopalm.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m audiopalm.evaluation.report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
     return run(parser.parse_args(argv))

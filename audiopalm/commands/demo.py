@@ -162,7 +162,7 @@ def _stage(out: Path, name: str, fn, *, force: bool = False) -> Path:
 
 def _corpus(profile: Profile, seed: int):
     def fn(folder: Path) -> str:
-        from audiopalm.manifest import check_manifest, format_summary
+        from audiopalm.data.manifest import check_manifest, format_summary
         from data_prep.synth_corpus import synthesize
 
         synthesize(folder, train=profile.train, dev=profile.dev, test=profile.test, seed=seed)

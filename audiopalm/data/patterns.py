@@ -4,7 +4,7 @@ An audio tokenizer gives K parallel codebooks per frame; a decoder-only LM reads
 says where code ``codes[q, f]`` goes in that stream. Stream entries are *audio-local ids*
 ``q * codebook_size + code`` in ``[0, K * codebook_size)``, so the same code value in two codebooks is
 two different tokens; the delay pattern also has :data:`PAD` filler slots. The vocabulary
-(:mod:`audiopalm.vocab`) adds its ``audio_offset`` and maps :data:`PAD` to a special token.
+(:mod:`audiopalm.data.vocab`) adds its ``audio_offset`` and maps :data:`PAD` to a special token.
 
 ``flatten`` (AudioPaLM / AnyGPT): frame-major, first K codebooks of each frame in turn. K=2, F=3::
 

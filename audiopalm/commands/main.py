@@ -20,18 +20,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "data_prep.prepare",
         "turn a Hugging Face corpus (LibriSpeech, CoVoST 2, CVSS, FLEURS) into a manifest",
     ),
-    "manifest": ("audiopalm.manifest", "check a manifest: fields, audio files, durations, summary table"),
-    "tokenizer": ("audiopalm.tokenizers.cli", "fit / inspect an audio tokenizer"),
-    "text-tokenizer": ("audiopalm.text_tokenizer", "train a byte-level BPE text tokenizer on manifest text (stage 0)"),
-    "tokenize": ("audiopalm.tokenize", "manifest + audio tokenizer -> token store"),
-    "eval": ("audiopalm.evaluate", "evaluate a checkpoint on tasks of a manifest: outputs, WER/BLEU/ASR-BLEU, report"),
-    "generate": ("audiopalm.infer", "run a checkpoint on your audio files or sentences: text out, wav files out"),
-    "score": ("audiopalm.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
+    "manifest": ("audiopalm.data.manifest", "check a manifest: fields, audio files, durations, summary table"),
+    "tokenizer": ("audiopalm.commands.tokenizer", "fit / inspect an audio tokenizer"),
+    "text-tokenizer": (
+        "audiopalm.data.text_tokenizer",
+        "train a byte-level BPE text tokenizer on manifest text (stage 0)",
+    ),
+    "tokenize": ("audiopalm.commands.tokenize", "manifest + audio tokenizer -> token store"),
+    "eval": (
+        "audiopalm.evaluation.evaluate",
+        "evaluate a checkpoint on tasks of a manifest: outputs, WER/BLEU/ASR-BLEU, report",
+    ),
+    "generate": (
+        "audiopalm.commands.generate",
+        "run a checkpoint on your audio files or sentences: text out, wav files out",
+    ),
+    "score": ("audiopalm.evaluation.metrics", "WER/CER/BLEU/chrF of a hypothesis text file against a reference file"),
     "train": (
-        "audiopalm.recipes.cli",
+        "audiopalm.commands.train",
         "train with a recipe: audiopalm train RECIPE --config NAME_OR_PATH [key=value ...]",
     ),
-    "demo": ("audiopalm.demo", "run the whole offline demo, stage by stage"),
+    "demo": ("audiopalm.commands.demo", "run the whole offline demo, stage by stage"),
 }
 
 

@@ -1,15 +1,15 @@
 """Inference for a saved Speech-Llama run: ``.asr`` / ``.ast``, and the interface ``audiopalm eval`` uses.
 
-    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline
+    from audiopalm.inference.speech_llama_pipeline import SpeechLlamaPipeline
 
     model = SpeechLlamaPipeline.from_pretrained("runs/finetune_speech_llama")   # run folder or its final/
     model.asr("clip.wav", lang="en").text
     model.ast(wav, src="en", tgt="fr", sample_rate=16000).translation
     model.asr(["a.wav", "b.wav"], lang="fr")                                  # a list in, a list out
 
-The prompt is the task tag of :mod:`audiopalm.tasks` (``[ASR English]``, ``[AST English French]``) after
+The prompt is the task tag of :mod:`audiopalm.data.tasks` (``[ASR English]``, ``[AST English French]``) after
 the audio embeddings, as in training (recipes/finetune_speech_llama.py); decoding is greedy through the
-LLM's ``generate`` unless generation kwargs say otherwise. Outputs are :class:`audiopalm.pipeline.Output`,
+LLM's ``generate`` unless generation kwargs say otherwise. Outputs are :class:`audiopalm.inference.pipeline.Output`,
 so results land in the same ``audiopalm eval`` files and report as the AudioPaLM path's.
 """
 
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiopalm import audio as audio_io
-from audiopalm.manifest import LANGUAGES
-from audiopalm.pipeline import Output, PipelineError
-from audiopalm.tasks import TaskSpec, parse_task
+from audiopalm.audio import io as audio_io
+from audiopalm.data.manifest import LANGUAGES
+from audiopalm.data.tasks import TaskSpec, parse_task
+from audiopalm.inference.pipeline import Output, PipelineError
 
 DEFAULT_TEXT_TOKENS = 256
 """Longest text output when the caller gives no ``max_new_tokens``."""
@@ -45,7 +45,7 @@ def find_run(path: str | os.PathLike) -> Path | None:
 
 class SpeechLlamaPipeline:
     """A :class:`~audiopalm.modeling.speech_llama.SpeechLlama` + the LLM's tokenizer, ready to transcribe and
-    translate. Same call shapes as :class:`audiopalm.pipeline.AudioPaLM` for the text-output speech tasks."""
+    translate. Same call shapes as :class:`audiopalm.inference.pipeline.AudioPaLM` for the text-output speech tasks."""
 
     audio_tokenizer = None
     """No discrete audio tokenizer: the model reads waveforms (``audiopalm eval`` reads manifests, not stores)."""
@@ -147,7 +147,7 @@ class SpeechLlamaPipeline:
         progress: bool = False,
         **generate_kwargs,
     ) -> list[Output]:
-        """``audiopalm eval``'s entry: task records (:mod:`audiopalm.tasks`) with ``lang``, ``tgt_lang`` and the
+        """``audiopalm eval``'s entry: task records (:mod:`audiopalm.data.tasks`) with ``lang``, ``tgt_lang`` and the
         input field (``audio_codes``) holding a waveform [T] from :meth:`encode_audio`."""
         spec = parse_task(task)
         field = spec.input_segment[1]

@@ -1,0 +1,1 @@
+"""Audio: reading, writing and resampling files (io), and log-mel features (features)."""

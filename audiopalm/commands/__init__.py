@@ -1,0 +1,1 @@
+"""The `audiopalm` console script (main) and its subcommands: the argparse/CLI glue over the library."""

@@ -1,0 +1,1 @@
+"""Data: manifests, token stores, the unified vocabulary, tasks, codebook patterns, batching, the text tokenizer."""

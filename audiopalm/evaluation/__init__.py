@@ -1,0 +1,1 @@
+"""Evaluation: metrics, ASR judges, the evaluation run (audiopalm eval) and its report."""

@@ -1,0 +1,1 @@
+"""Inference: modality-constrained generation and the pipelines (AudioPaLM, Speech-Llama)."""
