@@ -56,11 +56,12 @@ class Goal:
 
     @property
     def target_text(self) -> str:
+        op = {"<=": "≤", ">=": "≥"}[self.op]
         if self.relative_to is None:
-            return f"{self.op} {self.target:g}"
+            return f"{op} {self.target:g}"
         task, metric = self.relative_to
         other = metric if task == self.task else f"{task} {metric}"
-        return f"{self.op} {self.target:g} × {other}"
+        return f"{op} {self.target:g} × {other}"
 
 
 _SUBSETS = (("seen_voices", "seen voices"), ("heldout_voice", "held-out voice"))
@@ -228,7 +229,7 @@ def plot_goals(results: list[GoalResult], path: Path) -> Path | None:
     ax.axvline(1.0, color="k", lw=1, ls="--")
     ax.set_yticks(ys, [r.goal.label for r in shown], fontsize=8)
     ax.set_xlim(0, cap + 0.45)
-    ax.set_xlabel("toward the target (1 = on target; ≥ 1 met; grey: not measured)", fontsize=8)
+    ax.set_xlabel("measured / target, as a fraction toward it (1 = on target, right of it = met)", fontsize=8)
     ax.set_title("Goals of issue #18: measured / target", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

@@ -556,7 +556,7 @@ def _figure(f, with_n: bool = True) -> str:
     return f"{f.value:.1f}" + (f" (n={f.n})" if with_n and f.n is not None else "")
 
 
-STATUS_MARK = {"met": "✅ met", "not met": "❌ not met", "not measured": "— not measured"}
+STATUS_MARK = {"met": "✓ met", "not met": "✗ not met", "not measured": "– not measured"}
 
 
 def goal_cells(r) -> list[str]:
@@ -587,7 +587,8 @@ def _screen_intro(screen: FirstScreen) -> str:
 
 
 def _example_title(x: Example) -> str:
-    return f"{_pair_title(x.task, x.src, x.tgt)}, {x.subset.replace('_', ' ')}"
+    title = _pair_title(x.task, x.src, x.tgt)
+    return title if x.subset == "all" else f"{title}, {x.subset.replace('_', ' ')}"
 
 
 # ----------------------------------------------------------------------------- rendering
