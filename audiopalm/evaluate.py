@@ -94,6 +94,10 @@ class EvalConfig:
     peer: str | None = None
     """A second ASR system on the same audio (``pocketsphinx`` or ``whisper:NAME``), reported beside the model:
     on ASR input audio (``WER [peer]``) and on generated / reference speech (``TTS-WER [peer]``, ...)."""
+    peer_max_items: int | None = None
+    """The peer hears the first N utterances of each voice subset of a task and pair only (None: all it is
+    given): a CPU peer such as PocketSphinx takes about a second per clip, so scoring a focus pair in full
+    (``full_pairs``) would triple its time; its rows state their own n."""
     max_new_tokens: int | None = None
     """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
     cap_speech: bool = True
@@ -137,6 +141,8 @@ class EvalConfig:
                 raise ValueError(f"full_pairs: expected SRC-TGT or SRC language codes (e.g. en-fr, en), got {pair!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if self.peer_max_items is not None and self.peer_max_items < 1:
+            raise ValueError(f"peer_max_items: expected >= 1, got {self.peer_max_items}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
         check_beam_search(self.num_beams, self.beam_tasks)
@@ -409,8 +415,15 @@ def evaluate(cfg: EvalConfig) -> dict:
                 spec, src, tgt, items, outs, group_lines, wavs, sr, judged, judged_ref, getattr(judge, "name", "judge")
             )
             if peer is not None:
+                keep = first_per_subset(group_lines, cfg.peer_max_items)
+
+                def pick(xs: list) -> list:
+                    return [xs[i] for i in keep] if xs else xs
+
                 try:
-                    metrics += peer_rows(peer, cfg.peer, spec, src, tgt, items, outs, group_lines, wavs, sr)
+                    metrics += peer_rows(
+                        peer, cfg.peer, spec, src, tgt, pick(items), pick(outs), pick(group_lines), pick(wavs), sr
+                    )
                 except ValueError as e:  # e.g. PocketSphinx has no model for this language
                     notes.append(f"{spec.name} {src}{'-' + tgt if tgt else ''}: no {cfg.peer} row ({e})")
         with (out_dir / "outputs" / f"{slug}.jsonl").open("w", encoding="utf-8") as f:
@@ -432,6 +445,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "subsets": "by held-out voice" if held_out is not None else "all",
         "max_items": cfg.max_items,
         "full_pairs": list(cfg.full_pairs),
+        "peer_max_items": cfg.peer_max_items,
         "metrics": metrics,
         "notes": notes,
     }
@@ -542,6 +556,18 @@ def peer_rows(
         metric, paren, rest = r["metric"].partition(" (")
         r["metric"] = f"{metric} [{name}]" + (f" ({rest}" if paren else "")
     return rows
+
+
+def first_per_subset(lines: list[dict], n: int | None) -> list[int]:
+    """Indices of the first ``n`` of ``lines`` in each (split, subset), in order (all of them if ``n`` is None)."""
+    seen: Counter = Counter()
+    keep = []
+    for i, line in enumerate(lines):
+        key = (line["split"], line["subset"])
+        if n is None or seen[key] < n:
+            keep.append(i)
+            seen[key] += 1
+    return keep
 
 
 def run_logs(runs: list[str]) -> dict[str, Path]:
@@ -680,6 +706,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "and ASR / TTS of en); a bare SRC (en): the same-language tasks of SRC only",
     )
     parser.add_argument(
+        "--peer-max-items",
+        type=int,
+        metavar="N",
+        help="the peer hears only the first N utterances per voice subset of each task and pair (its rows say n)",
+    )
+    parser.add_argument(
         "--runs",
         nargs="+",
         default=[],
@@ -719,6 +751,7 @@ def run(args) -> int:
         batch_size=args.batch_size,
         judge=args.judge,
         peer=args.peer,
+        peer_max_items=args.peer_max_items,
         max_new_tokens=args.max_new_tokens,
         cap_speech=not args.no_speech_cap,
         speech_temperature=args.speech_temperature,

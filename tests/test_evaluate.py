@@ -270,6 +270,18 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
     assert not any(k[1] == "fr" and "[" in k[3] for k in by_key)
     assert any("fr" in n and "no pocketsphinx row" in n for n in summary["notes"])
     assert heard == [2, 2, 2]  # ASR en inputs, TTS en generated speech, TTS en reference speech
+    # --peer-max-items 1: the peer hears the first utterance of each subset only, and its rows say so
+    heard.clear()
+    argv = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "TTS", "--out", str(tmp_path / "r1")]
+    assert main([*argv, "--peer", "pocketsphinx", "--peer-max-items", "1", "--max-new-tokens", "4", "--quiet"]) == 0
+    assert heard == [1, 1]
+    rows = json.loads((tmp_path / "r1" / "summary.json").read_text())["metrics"]
+    assert {m["metric"]: m["n"] for m in rows if m["src"] == "en"} == {
+        "TTS-WER": 2,
+        "TTS-WER (ref audio)": 2,
+        "TTS-WER [pocketsphinx]": 1,
+        "TTS-WER [pocketsphinx] (ref audio)": 1,
+    }
     with pytest.raises(ValueError, match="peer: expected"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), peer="model")
 

@@ -298,3 +298,11 @@ def test_focus_pair_keeps_all_its_rows_the_others_max_items():
     assert is_full_pair("en", None, ["en"]) and not is_full_pair("en", "fr", ["en"])
     without = task_items(parse_task("AST"), rows, 10, Counter(), [])
     assert {k: len(v) for k, v in without.items()} == {("en", "fr"): 10, ("en", "es"): 10}
+
+
+def test_first_per_subset():
+    from audiopalm.evaluate import first_per_subset
+
+    lines = [{"split": "test", "subset": s} for s in ("seen", "held", "seen", "seen", "held", "held")]
+    assert first_per_subset(lines, 2) == [0, 1, 2, 4]
+    assert first_per_subset(lines, None) == list(range(6))
