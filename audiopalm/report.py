@@ -1,6 +1,6 @@
 """Write the evaluation report (``report.md`` + a self-contained ``report.html``) of a results folder.
 
-    python eval/report.py RESULTS_DIR [--samples 4]      (or: python -m audiopalm.report RESULTS_DIR)
+    python eval/report.py RESULTS_DIR [--samples 4] [--runs DIR...]      (or: python -m audiopalm.report RESULTS_DIR)
 
 Input: a results folder, as the evaluation script writes it::
 
