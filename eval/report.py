@@ -1,6 +1,6 @@
 """Command line of the evaluation report; the code lives in :mod:`audiopalm.evaluation.report`.
 
-python eval/report.py RESULTS_DIR [--samples 4]
+python eval/report.py RESULTS_DIR [--samples 4] [--runs DIR...]
 """
 
 import sys

@@ -270,6 +270,18 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
     assert not any(k[1] == "fr" and "[" in k[3] for k in by_key)
     assert any("fr" in n and "no pocketsphinx row" in n for n in summary["notes"])
     assert heard == [2, 2, 2]  # ASR en inputs, TTS en generated speech, TTS en reference speech
+    # --peer-max-items 1: the peer hears the first utterance of each subset only, and its rows say so
+    heard.clear()
+    argv = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "TTS", "--out", str(tmp_path / "r1")]
+    assert main([*argv, "--peer", "pocketsphinx", "--peer-max-items", "1", "--max-new-tokens", "4", "--quiet"]) == 0
+    assert heard == [1, 1]
+    rows = json.loads((tmp_path / "r1" / "summary.json").read_text())["metrics"]
+    assert {m["metric"]: m["n"] for m in rows if m["src"] == "en"} == {
+        "TTS-WER": 2,
+        "TTS-WER (ref audio)": 2,
+        "TTS-WER [pocketsphinx]": 1,
+        "TTS-WER [pocketsphinx] (ref audio)": 1,
+    }
     with pytest.raises(ValueError, match="peer: expected"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), peer="model")
 
@@ -450,3 +462,50 @@ def test_mt_is_scored_on_text_only_rows(setup, tmp_path):
     assert mt and {m["n"] for m in mt} == {3} and not any(m["task"] in ("ASR", "TTS") for m in summary["metrics"])
     skipped = {r["reason"]: r["count"] for r in summary["extra_tables"]["Skipped utterances"]}
     assert skipped == {"ASR: no audio": 3, "TTS: no audio": 3}
+
+
+def test_full_pairs_keep_all_rows_and_runs_give_loss_curves(setup, tmp_path):
+    """--max-items 1 with --full-pairs en-fr: en->fr (and ASR of en) on all their rows, the other pairs on one;
+    --runs: the report plots the run's metrics.jsonl (train + per-task dev loss)."""
+    ckpt, manifest, _ = setup
+    run = tmp_path / "audiopalm_run"
+    run.mkdir()
+    lines = [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0}, {"step": 2, "dev_loss/ASR": 4.5, "dev_loss/AST": 5.5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = tmp_path / "results"
+    argv = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "ASR", "AST", "--out", str(out)]
+    argv += ["--max-items", "1", "--max-new-tokens", "4", "--batch-size", "2", "--quiet"]
+    assert main([*argv, "--full-pairs", "en-fr", "--runs", str(run)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    n = {
+        (m["task"], m["src"], m["tgt"], m["subset"]): m["n"]
+        for m in summary["metrics"]
+        if "WER" in m["metric"] or m["metric"] == "BLEU"
+    }
+    assert n == {
+        ("ASR", "en", None, "seen_voices"): 1,  # en: both clips (one per voice subset)
+        ("ASR", "en", None, "heldout_voice"): 1,
+        ("ASR", "fr", None, "seen_voices"): 1,
+        ("AST", "en", "fr", "seen_voices"): 1,  # en->fr: both rows
+        ("AST", "en", "fr", "heldout_voice"): 1,
+        ("AST", "en", "es", "seen_voices"): 1,
+        ("AST", "fr", "en", "seen_voices"): 1,
+    }
+    assert summary["full_pairs"] == ["en-fr"] and summary["max_items"] == 1
+    assert summary["train_logs"] == {"audiopalm_run": "../audiopalm_run/metrics.jsonl"}
+    assert (out / "loss_curves.png").stat().st_size > 1000 and "## Loss curves" in (out / "report.md").read_text()
+    asr = [json.loads(line) for line in (out / "outputs" / "ASR.jsonl").read_text().splitlines()]
+    assert all((out / r["input_audio"]).is_file() for r in asr)
+    # a run folder without a log is refused before any evaluation (without --full-pairs: test_goals.py)
+    with pytest.raises(ValueError, match=r"runs: .*nowhere: no such run folder"):
+        EvalConfig(
+            checkpoint=str(ckpt),
+            out=str(tmp_path / "r3"),
+            tasks=["ASR"],
+            manifest=str(manifest),
+            runs=[str(tmp_path / "nowhere")],
+        )
+    with pytest.raises(ValueError, match=r"full_pairs: expected SRC-TGT"):
+        EvalConfig(
+            checkpoint=str(ckpt), out=str(tmp_path / "r3"), tasks=["ASR"], manifest=str(manifest), full_pairs=["en>fr"]
+        )

@@ -192,11 +192,18 @@ def test_report_renders_in_chromium(tmp_path):
     assert asr[10:15] == ["test", "heldout_voice", "27.85", "—", "40"], asr
     assert "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0" in dom.replace("BLEU: ", "")
     assert "35.25" in cells and "delay" in cells  # the extra table
-    # the loss plot is embedded, not linked
-    assert len(scan.imgs) == 1 and scan.imgs[0]["src"].startswith("data:image/png;base64,")
-    # one sample (the row without audio is not one): two players, both pointing at real wavs
+    # the goals chart and the loss plot are embedded, not linked
+    assert sorted(i["alt"] for i in scan.imgs) == ["goals: measured / target", "loss curves"]
+    assert all(i["src"].startswith("data:image/png;base64,") for i in scan.imgs)
+    # one sample (the row without audio is not one): two players, both pointing at real wavs, and the first
+    # screen's copies of them
     srcs = sorted(a["src"] for a in scan.audios)
-    assert srcs == ["outputs/wav/ref-0001.wav", "outputs/wav/tts-0001.wav"]
+    assert srcs == [
+        "examples/00_TTS_ours.wav",
+        "examples/00_TTS_reference.wav",
+        "outputs/wav/ref-0001.wav",
+        "outputs/wav/tts-0001.wav",
+    ]
     for src in srcs:
         wav, sr = audio.load(root / src)
         assert sr == 16000 and len(wav) == 6400
@@ -222,7 +229,7 @@ def test_markdown_report(tmp_path):
     assert "### ASR English (en)" in text and "### AST English → French (en→fr)" in text
     assert "| test | seen_voices | 12.30 | 4.50 | 100 |" in text
     assert "| test | all | 31.07 | 140 |" in text
-    assert f"![training loss]({report.LOSS_PNG})" in text
+    assert f"![loss curves]({report.LOSS_PNG})" in text
     assert "[generated](<outputs/wav/tts-0001.wav>)" in text and "[reference](<outputs/wav/ref-0001.wav>)" in text
     assert "## Ablation: codebook pattern" in text
 
@@ -266,9 +273,10 @@ def test_no_training_log_no_plot_and_missing_audio_is_shown(tmp_path, capsys):
     (root / "outputs" / "wav" / "ref-0001.wav").unlink()
     md, page = report.write_report(root)
     assert not (root / report.LOSS_PNG).exists()
-    assert "Training loss" not in md.read_text()
+    assert "Loss curves" not in md.read_text()
     body = page.read_text()
-    assert "missing: outputs/wav/ref-0001.wav" in body and body.count("<audio") == 1
+    samples = body[body.index("<h2>Samples") :]
+    assert "missing: outputs/wav/ref-0001.wav" in samples and samples.count("<audio") == 1
     assert "1 sample wav file(s) missing" in capsys.readouterr().err
 
 

@@ -28,7 +28,10 @@ out form the ``heldout_voice`` subset and the rest ``seen_voices``, for tasks wi
 tasks (TTS, MT) and corpora without that key give one subset, ``all``.
 
 Utterances are de-duplicated per task (a source clip paired with three translations is transcribed once
-for ASR); ``--max-items`` keeps the first N per task and language pair.
+for ASR); ``--max-items`` keeps the first N per task and language pair, except for the pairs named by
+``--full-pairs`` (e.g. ``en-fr``: AST, S2ST, MT en->fr and ASR, TTS of en), which keep all their rows, so the
+report's first screen (:mod:`audiopalm.evaluation.goals`) scores its goals on every test utterance of the focus pair.
+``--runs DIR...`` names training runs (folders with ``metrics.jsonl``) whose loss curves the report plots.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ SILENCE_SECONDS = 0.1
 BEAM_TASKS = ("MT",)
 """Tasks beam-searched by default (``--num-beams``, 4): on the demo's dev split beam search raised MT BLEU from
 20.4 to 28.6 and made the ASR WER worse (README "Decoding the text")."""
+PAIR_RE = r"[a-z]{2,3}(-[a-z]{2,3})?"
+"""A ``full_pairs`` entry: ``SRC-TGT`` or ``SRC`` (language codes)."""
 HELD_OUT_KEY = "held_out_voices"
 """Key of ``corpus.json`` (data_prep/synth_corpus.py) listing the voices kept out of training."""
 
@@ -75,6 +80,13 @@ class EvalConfig:
     """corpus.json with held-out voices; default: next to the manifest, if present."""
     max_items: int | None = None
     """Keep the first N utterances per task and language pair (None: all)."""
+    full_pairs: list[str] = dataclasses.field(default_factory=list)
+    """Language pairs scored on all their rows whatever ``max_items`` says (the focus pairs of the report's
+    first screen): ``SRC-TGT`` for translation tasks, and its source ``SRC`` for same-language tasks (ASR, TTS);
+    a bare ``SRC`` covers the same-language tasks only. E.g. ``["en-fr"]``."""
+    runs: list[str] = dataclasses.field(default_factory=list)
+    """Training runs whose loss curves the report plots: run folders holding ``metrics.jsonl`` (what the
+    recipes write) or the ``.jsonl`` files themselves (:func:`audiopalm.evaluation.report.run_log`)."""
     batch_size: int = 8
     """Prompts per ``model.generate`` call."""
     judge: str = "model"
@@ -82,6 +94,10 @@ class EvalConfig:
     peer: str | None = None
     """A second ASR system on the same audio (``pocketsphinx`` or ``whisper:NAME``), reported beside the model:
     on ASR input audio (``WER [peer]``) and on generated / reference speech (``TTS-WER [peer]``, ...)."""
+    peer_max_items: int | None = None
+    """The peer hears the first N utterances of each voice subset of a task and pair only (None: all it is
+    given): a CPU peer such as PocketSphinx takes about a second per clip, so scoring a focus pair in full
+    (``full_pairs``) would triple its time; its rows state their own n."""
     max_new_tokens: int | None = None
     """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
     cap_speech: bool = True
@@ -120,8 +136,13 @@ class EvalConfig:
                 raise ValueError(f"tasks: {e}") from None
         if self.max_items is not None and self.max_items < 1:
             raise ValueError(f"max_items: expected >= 1, got {self.max_items}")
+        for pair in self.full_pairs:
+            if not re.fullmatch(PAIR_RE, pair):
+                raise ValueError(f"full_pairs: expected SRC-TGT or SRC language codes (e.g. en-fr, en), got {pair!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {self.batch_size}")
+        if self.peer_max_items is not None and self.peer_max_items < 1:
+            raise ValueError(f"peer_max_items: expected >= 1, got {self.peer_max_items}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
         check_beam_search(self.num_beams, self.beam_tasks)
@@ -136,6 +157,13 @@ class EvalConfig:
             )
         if self.peer is not None and not (self.peer == "pocketsphinx" or re.fullmatch(r"(whisper|ctc):\S+", self.peer)):
             raise ValueError(f"peer: expected 'pocketsphinx', 'whisper:NAME' or 'ctc:FOLDER', got {self.peer!r}")
+        from audiopalm.evaluation.report import ReportError, run_log
+
+        for run in self.runs:  # refused now, not after the whole evaluation
+            try:
+                run_log(run)
+            except ReportError as e:
+                raise ValueError(f"runs: {e}") from None
 
 
 # ----------------------------------------------------------------------------- data
@@ -181,8 +209,18 @@ def held_out_voices(cfg: EvalConfig, origin: Path | None) -> set[str] | None:
     return set(voices)
 
 
-def task_items(spec, rows: list[dict], max_items: int | None, skipped: Counter) -> dict[tuple, list[dict]]:
-    """Rows usable for ``spec``, de-duplicated, grouped by (src, tgt), first ``max_items`` of each group.
+def is_full_pair(src: str, tgt: str | None, full_pairs: list[str]) -> bool:
+    """Whether the group (src, tgt) is scored on all its rows (:attr:`EvalConfig.full_pairs`)."""
+    if tgt is not None:
+        return f"{src}-{tgt}" in full_pairs
+    return any(p.split("-")[0] == src for p in full_pairs)
+
+
+def task_items(
+    spec, rows: list[dict], max_items: int | None, skipped: Counter, full_pairs: list[str] = ()
+) -> dict[tuple, list[dict]]:
+    """Rows usable for ``spec``, de-duplicated, grouped by (src, tgt), first ``max_items`` of each group
+    (all of a group that ``full_pairs`` names: :func:`is_full_pair`).
 
     A row lacking what the task needs (a translation; the audio of a task that listens, or TTS's reference
     audio, which a text-only row has not) is counted in ``skipped`` under ``"<task>: no <field>"``."""
@@ -205,7 +243,7 @@ def task_items(spec, rows: list[dict], max_items: int | None, skipped: Counter) 
             continue
         seen.add(key)
         group = groups[(row["lang"], tgt)]
-        if max_items is None or len(group) < max_items:
+        if max_items is None or len(group) < max_items or is_full_pair(row["lang"], tgt, list(full_pairs)):
             group.append(row)
     return dict(groups)
 
@@ -287,7 +325,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         speech_field = next((f for k, f in spec.output_segments if k == AUDIO), None)
         slug = _slug(spec.name)
         lines: list[dict] = []
-        for (src, tgt), items in task_items(spec, rows, cfg.max_items, skipped).items():
+        for (src, tgt), items in task_items(spec, rows, cfg.max_items, skipped, cfg.full_pairs).items():
             records = []
             for row in tqdm(
                 items,
@@ -334,6 +372,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                 }
                 if "text" in out_fields and "tgt_text" in out_fields:
                     line["hyp_transcript"], line["hyp_translation"] = o.text, o.translation
+                if kind_in == AUDIO and row.get("audio"):  # the report's examples play input, reference, ours
+                    line["input_audio"] = rel(row["audio"])
                 if speech_field is not None:
                     ref = row.get("audio") if speech_field == "audio_codes" else row.get("tgt_audio")
                     line["ref_audio"] = rel(ref)
@@ -375,8 +415,15 @@ def evaluate(cfg: EvalConfig) -> dict:
                 spec, src, tgt, items, outs, group_lines, wavs, sr, judged, judged_ref, getattr(judge, "name", "judge")
             )
             if peer is not None:
+                keep = first_per_subset(group_lines, cfg.peer_max_items)
+
+                def pick(xs: list) -> list:
+                    return [xs[i] for i in keep] if xs else xs
+
                 try:
-                    metrics += peer_rows(peer, cfg.peer, spec, src, tgt, items, outs, group_lines, wavs, sr)
+                    metrics += peer_rows(
+                        peer, cfg.peer, spec, src, tgt, pick(items), pick(outs), pick(group_lines), pick(wavs), sr
+                    )
                 except ValueError as e:  # e.g. PocketSphinx has no model for this language
                     notes.append(f"{spec.name} {src}{'-' + tgt if tgt else ''}: no {cfg.peer} row ({e})")
         with (out_dir / "outputs" / f"{slug}.jsonl").open("w", encoding="utf-8") as f:
@@ -396,9 +443,16 @@ def evaluate(cfg: EvalConfig) -> dict:
         "data": str(cfg.manifest or cfg.store),
         "tasks": list(cfg.tasks),
         "subsets": "by held-out voice" if held_out is not None else "all",
+        "max_items": cfg.max_items,
+        "full_pairs": list(cfg.full_pairs),
+        "peer_max_items": cfg.peer_max_items,
         "metrics": metrics,
         "notes": notes,
     }
+    if cfg.runs:  # the report plots their loss curves; paths relative to the results folder
+        summary["train_logs"] = {
+            name: os.path.relpath(path.resolve(), out_dir.resolve()) for name, path in run_logs(cfg.runs).items()
+        }
     if skipped:
         summary["extra_tables"] = {
             "Skipped utterances": [{"reason": k, "count": v} for k, v in sorted(skipped.items())]
@@ -502,6 +556,29 @@ def peer_rows(
         metric, paren, rest = r["metric"].partition(" (")
         r["metric"] = f"{metric} [{name}]" + (f" ({rest}" if paren else "")
     return rows
+
+
+def first_per_subset(lines: list[dict], n: int | None) -> list[int]:
+    """Indices of the first ``n`` of ``lines`` in each (split, subset), in order (all of them if ``n`` is None)."""
+    seen: Counter = Counter()
+    keep = []
+    for i, line in enumerate(lines):
+        key = (line["split"], line["subset"])
+        if n is None or seen[key] < n:
+            keep.append(i)
+            seen[key] += 1
+    return keep
+
+
+def run_logs(runs: list[str]) -> dict[str, Path]:
+    """Run name (its folder's name; parent/name where two share it) -> its training log."""
+    from audiopalm.evaluation.report import run_log
+
+    paths = [run_log(r) for r in runs]
+    names = [p.parent.name or "run" for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.parent.parent.name}/{p.parent.name}" for p in paths]
+    return dict(zip(names, paths, strict=True))
 
 
 def row_has_codes(items: list[dict]) -> bool:
@@ -620,6 +697,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="results folder to write")
     parser.add_argument("--corpus", help="corpus.json with held_out_voices (default: next to the manifest)")
     parser.add_argument("--max-items", type=int, metavar="N", help="first N utterances per task and language pair")
+    parser.add_argument(
+        "--full-pairs",
+        nargs="+",
+        default=[],
+        metavar="PAIR",
+        help="language pairs scored on ALL their rows despite --max-items, e.g. en-fr (its translation tasks, "
+        "and ASR / TTS of en); a bare SRC (en): the same-language tasks of SRC only",
+    )
+    parser.add_argument(
+        "--peer-max-items",
+        type=int,
+        metavar="N",
+        help="the peer hears only the first N utterances per voice subset of each task and pair (its rows say n)",
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="training run folders (holding metrics.jsonl) whose train and per-task dev loss the report plots",
+    )
     parser.add_argument("--batch-size", type=int, default=8, metavar="B", help="prompts per generate call (default 8)")
     parser.add_argument(
         "--judge",
@@ -648,9 +746,12 @@ def run(args) -> int:
         store=args.store,
         corpus=args.corpus,
         max_items=args.max_items,
+        full_pairs=args.full_pairs,
+        runs=args.runs,
         batch_size=args.batch_size,
         judge=args.judge,
         peer=args.peer,
+        peer_max_items=args.peer_max_items,
         max_new_tokens=args.max_new_tokens,
         cap_speech=not args.no_speech_cap,
         speech_temperature=args.speech_temperature,

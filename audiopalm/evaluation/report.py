@@ -1,14 +1,16 @@
 """Write the evaluation report (``report.md`` + a self-contained ``report.html``) of a results folder.
 
-    python eval/report.py RESULTS_DIR [--samples 4]      (or: python -m audiopalm.evaluation.report RESULTS_DIR)
+    python eval/report.py RESULTS_DIR [--samples 4] [--runs DIR...]      (or: python -m audiopalm.evaluation.report RESULTS_DIR)
 
 Input: a results folder, as the evaluation script writes it::
 
     RESULTS_DIR/
       summary.json             required, see below
-      train_metrics.jsonl      optional training log(s): any file of this name anywhere under RESULTS_DIR
-      */train_metrics.jsonl      is a run, named by its folder ("train" at the top), unless
-                                 summary.json maps run names to files in "train_logs"
+      metrics.jsonl            optional training log(s) (the recipes' name; train_metrics.jsonl also read):
+      */metrics.jsonl            unless summary.json maps run names to files in "train_logs" (``audiopalm
+                                 eval --runs DIR...`` writes that), a file of this name anywhere under
+                                 RESULTS_DIR is a run named by its folder ("train" at the top); ``--runs``
+                                 here adds run folders
       outputs/*.jsonl          optional per-utterance outputs; rows with an "audio" field become samples
 
 ``summary.json``::
@@ -25,19 +27,25 @@ Input: a results folder, as the evaluation script writes it::
         "Other": {"columns": ["a", "b"], "rows": [[1, 2], [3, 4]]}},               # or columns + rows
      "train_logs": {"audiopalm": "runs/a/train_metrics.jsonl"}}                  # optional, see above
 
-``train_metrics.jsonl``: one JSON object per line with an integer ``step`` and numbers such as
-``loss`` (plotted, solid), ``eval_loss`` (plotted, dashed), ``lr`` ... (ignored).
+Training logs: one JSON object per line with an integer ``step`` and numbers such as ``loss`` (plotted,
+solid), ``dev_loss/<task>`` (the recipes' dev loss per task; plotted dashed, as are older ``dev_*`` keys and
+``eval_loss``), ``lr`` ... (ignored); one panel per run.
 
 ``outputs/*.jsonl`` rows: ``id``, ``task``, ``src``, ``tgt``, ``text`` (the input text or source
 transcript), optional ``ref_text`` (reference translation), ``hyp_text`` (the model's text output, or the
 ASR judge's transcript of its speech), ``audio`` (the generated wav) and ``ref_audio`` (the reference
 wav); wav paths are relative to RESULTS_DIR.
 
-Output, written into RESULTS_DIR: ``report.md`` (GitHub markdown; links ``loss_curves.png`` and the
-wavs), ``loss_curves.png`` (matplotlib, when there is a training log), and ``report.html``: one file
-with its CSS and the loss plot (base64) inside, so it can be mailed or archived on its own, **except the
-audio**: the players point to the wav files by paths relative to RESULTS_DIR (audio as base64 would make
-the page megabytes large), so open it from inside the results folder to hear the samples.
+Output, written into RESULTS_DIR: ``report.md`` (GitHub markdown; links ``goals.png``,
+``loss_curves.png`` and the wavs), ``goals.png`` and ``loss_curves.png`` (matplotlib), ``examples/*.wav``
+(copies of the first screen's input / reference / generated audio), and ``report.html``: one file with its
+CSS and the plots (base64) inside, so it can be mailed or archived on its own, **except the audio**: the
+players point to the wav files by paths relative to RESULTS_DIR (audio as base64 would make the page
+megabytes large), so open it from inside the results folder to hear the samples.
+
+Both open with the first screen: each goal of :data:`audiopalm.evaluation.goals.GOALS` against its target (met / not
+met / not measured, n, the peer ASR's row and the judge's row on the reference audio beside it), the goals
+chart, and a few TTS / S2ST examples to play (input, reference, ours); then the detail tables.
 """
 
 from __future__ import annotations
@@ -55,7 +63,15 @@ from collections import defaultdict
 from pathlib import Path
 
 LOSS_PNG = "loss_curves.png"
-TRAIN_LOG = "train_metrics.jsonl"
+LOSS_CAPTION = "Per training run: train loss (solid) and dev loss per task (dashed), against the optimizer step."
+GOALS_PNG = "goals.png"
+EXAMPLES_DIR = "examples"
+"""Where the first screen's example wavs are copied (next to the report, so the folder plays on its own)."""
+RUN_LOGS = ("metrics.jsonl", "train_metrics.jsonl")
+"""Training-log names, in order of preference: what the recipes write, then the older name."""
+DEV_PREFIXES = ("dev_loss/", "dev_", "eval_loss")
+"""Training-log keys plotted dashed as dev curves: ``dev_loss/<task>`` (the recipes), older ``dev_*`` keys
+and ``eval_loss`` (transformers.Trainer)."""
 DECODING_KEYS = {"text_decoding": "Text decoding", "speech_decoding": "Speech decoding"}
 """summary.json keys saying how outputs were decoded -> their label in the report."""
 
@@ -126,6 +142,10 @@ class Results:
     decoding: dict[str, str] = dataclasses.field(default_factory=dict)
     """How outputs were decoded, ``{"Text decoding": ..., "Speech decoding": ...}`` (summary.json's
     ``text_decoding`` / ``speech_decoding``, where it says)."""
+    judge: str | None = None
+    """summary.json's ``judge`` of generated speech (``model``: the model's own ASR)."""
+    outputs: list[dict] = dataclasses.field(default_factory=list)
+    """Every outputs/*.jsonl row with generated audio (the first screen picks its examples among them)."""
 
 
 def _read_json(path: Path) -> object:
@@ -206,7 +226,21 @@ def _read_run(path: Path) -> list[dict]:
     return rows
 
 
-def _find_runs(root: Path, summary: dict) -> dict[str, list[dict]]:
+def run_log(path: str | os.PathLike) -> Path:
+    """The training log of a run: ``path`` itself if it is a ``.jsonl`` file, else the first of :data:`RUN_LOGS`
+    in that folder. Raises :class:`ReportError` naming the path when there is none."""
+    p = Path(path)
+    if p.is_file() and p.suffix == ".jsonl":
+        return p
+    if not p.is_dir():
+        raise ReportError(f"{p}: no such run folder or .jsonl training log")
+    for name in RUN_LOGS:
+        if (p / name).is_file():
+            return p / name
+    raise ReportError(f"{p}: no {' or '.join(RUN_LOGS)} in this folder (give the output_dir of a training run)")
+
+
+def _find_runs(root: Path, summary: dict, extra: dict[str, Path] | None = None) -> dict[str, list[dict]]:
     logs = summary.get("train_logs")
     if logs is not None:
         if not isinstance(logs, dict):
@@ -219,9 +253,12 @@ def _find_runs(root: Path, summary: dict) -> dict[str, list[dict]]:
             paths[name] = p
     else:
         paths = {}
-        for p in sorted(root.rglob(TRAIN_LOG)):
+        for p in sorted(q for name in RUN_LOGS for q in root.rglob(name)):
+            if p.parent == root / "outputs":
+                continue  # per-utterance outputs, not a training log
             rel = p.parent.relative_to(root).as_posix()
-            paths["train" if rel == "." else rel] = p
+            paths.setdefault("train" if rel == "." else rel, run_log(p.parent))
+    paths.update(extra or {})
     return {name: _read_run(p) for name, p in paths.items()}
 
 
@@ -232,16 +269,19 @@ def _rel_audio(root: Path, value: object, where: str) -> str:
     return os.path.relpath(p, root) if p.is_absolute() else p.as_posix()
 
 
-def _find_samples(root: Path, per_file: int) -> list[Sample]:
+def _find_samples(root: Path, per_file: int, outputs: list[dict]) -> list[Sample]:
+    """The first ``per_file`` rows with audio of each outputs file; appends every row with audio to ``outputs``
+    (each with ``_where``: its file and line, for error messages)."""
     samples = []
     for path in sorted((root / "outputs").glob("*.jsonl")):
         taken = 0
         for lineno, obj in _read_jsonl(path):
-            if taken >= per_file:
-                break
             if not obj.get("audio"):
                 continue  # a text-only output (ASR, AST, MT): nothing to listen to
             where = f"{path}:{lineno}"
+            outputs.append({**obj, "_where": where})
+            if taken >= per_file:
+                continue
             ref = obj.get("ref_audio")
             samples.append(
                 Sample(
@@ -261,8 +301,11 @@ def _find_samples(root: Path, per_file: int) -> list[Sample]:
     return samples
 
 
-def load_results(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -> Results:
-    """Read and validate a results folder (see the module docstring for its layout)."""
+def load_results(
+    results_dir: str | os.PathLike, *, samples_per_file: int = 4, runs: list[str | os.PathLike] | None = None
+) -> Results:
+    """Read and validate a results folder (see the module docstring for its layout); ``runs``: training run
+    folders (or logs) plotted besides those summary.json names (:func:`run_log`), named by their folder."""
     root = Path(results_dir)
     if not root.is_dir():
         raise ReportError(f"{root}: no such results folder")
@@ -278,17 +321,21 @@ def load_results(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
     if not isinstance(extra, dict):
         raise ReportError(f"{spath}: field 'extra_tables': expected {{name: table}}, got {type(extra).__name__}")
     tables = {name: _parse_table(name, t, f"{spath}: extra_tables") for name, t in extra.items()}
-    samples = _find_samples(root, samples_per_file)
+    outputs: list[dict] = []
+    samples = _find_samples(root, samples_per_file, outputs)
+    extra_runs = {run_log(r).parent.name: run_log(r) for r in runs or []}
     missing = [p for s in samples for p in (s.audio, s.ref_audio) if p and not (root / p).is_file()]
     return Results(
         root=root,
         checkpoint=str(summary.get("checkpoint", "?")),
         metrics=metrics,
         extra_tables=tables,
-        runs=_find_runs(root, summary),
+        runs=_find_runs(root, summary, extra_runs),
         samples=samples,
         missing_audio=missing,
         decoding={label: summary[key] for key, label in DECODING_KEYS.items() if summary.get(key)},
+        judge=summary.get("judge") if isinstance(summary.get("judge"), str) else None,
+        outputs=outputs,
     )
 
 
@@ -349,45 +396,199 @@ def metric_tables(metrics: list[MetricRow]) -> list[Table]:
     return tables
 
 
+def loss_curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """A training log's curves: ``loss`` (train) and each dev key (:data:`DEV_PREFIXES`: ``dev_loss/<task>`` ->
+    ``dev <task>``), as sorted (step, value) points. ``dev_loss/all`` is dropped when it is the only task's
+    curve again (one dev task)."""
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in rows:
+        for key, v in r.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                continue
+            if key == "loss":
+                curves["train"].append((r["step"], float(v)))
+            elif key.startswith(DEV_PREFIXES):
+                name = key.removeprefix("dev_loss/").removeprefix("dev_") if key != "eval_loss" else "loss"
+                curves[f"dev {name}"].append((r["step"], float(v)))
+    dev_tasks = [k for k in curves if k.startswith("dev ") and k != "dev all"]
+    if "dev all" in curves and len(dev_tasks) == 1:
+        del curves["dev all"]
+    return {k: sorted(v) for k, v in curves.items()}
+
+
 def plot_losses(runs: dict[str, list[dict]], path: Path) -> Path | None:
-    """Training (solid) and eval (dashed) loss against step, one colour per run. None if nothing to plot."""
+    """One panel per run (their losses differ in kind and scale): train loss solid, each dev curve dashed
+    (:func:`loss_curves`). None if no run has a curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=110)
-    drawn = 0
-    for i, (name, rows) in enumerate(runs.items()):
-        color = f"C{i % 10}"
-        for key, style in (("loss", "-"), ("eval_loss", "--")):
-            pts = sorted(
-                (r["step"], float(r[key]))
-                for r in rows
-                if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
-            )
-            if pts:
-                ax.plot(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    style,
-                    color=color,
-                    marker="o" if len(pts) < 20 else None,
-                    ms=3,
-                    label=f"{name} {key}",
-                )
-                drawn += 1
-    if not drawn:
-        plt.close(fig)
+    curves = {name: c for name, c in ((n, loss_curves(rows)) for n, rows in runs.items()) if c}
+    if not curves:
         return None
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (target tokens)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    cols = min(2, len(curves))
+    nrows = math.ceil(len(curves) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.2 * nrows), dpi=110, squeeze=False)
+    for ax, (name, run) in zip(axes.flat, curves.items(), strict=False):  # spare panels hidden below
+        for i, (label, pts) in enumerate(run.items()):
+            train = label == "train"
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                "-" if train else "--",
+                color="k" if train else f"C{i % 10}",
+                lw=1.2 if train else 1.5,
+                marker=None if len(pts) >= 20 else "o",
+                ms=3,
+                label=label,
+            )
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.set_ylabel("loss", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ----------------------------------------------------------------------------- the first screen
+
+
+@dataclasses.dataclass
+class Example:
+    """One output played on the first screen; wav paths relative to the results folder (copies under
+    :data:`EXAMPLES_DIR`), None where the output has no such audio or its file is missing."""
+
+    task: str
+    src: str | None
+    tgt: str | None
+    subset: str
+    id: str
+    text: str
+    ref_text: str | None
+    hyp_text: str | None
+    input: str | None
+    reference: str | None
+    ours: str | None
+
+
+@dataclasses.dataclass
+class FirstScreen:
+    """What the report shows first: the goals against their targets, their chart, a few examples."""
+
+    goals: list
+    """:class:`audiopalm.evaluation.goals.GoalResult` per goal of :data:`audiopalm.evaluation.goals.GOALS`."""
+    chart: Path | None
+    """The goals chart (png), None when no goal was measured."""
+    examples: list[Example]
+    judge: str | None
+    peers: list[str]
+    """Names of the peer ASR systems whose rows stand beside the goals."""
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def copy_examples(res: Results, rows: list[dict]) -> list[Example]:
+    """Copy the input, reference and generated wav of each output row into ``EXAMPLES_DIR`` (replacing the wavs
+    of an earlier report there), so the report folder plays on its own."""
+    import re
+
+    folder = res.root / EXAMPLES_DIR
+    for old in folder.glob("*.wav"):
+        old.unlink()
+    examples = []
+    for i, r in enumerate(rows):
+        where = r.get("_where", "outputs")
+        paths = {}
+        for kind, field in (("input", "input_audio"), ("reference", "ref_audio"), ("ours", "audio")):
+            rel = r.get(field)
+            src = res.root / _rel_audio(res.root, rel, f"{where}: field {field!r}") if rel else None
+            if src is None or not src.is_file():
+                paths[kind] = None
+                continue
+            folder.mkdir(exist_ok=True)
+            name = f"{i:02d}_{re.sub(r'[^A-Za-z0-9]+', '_', str(r.get('task', 'x')))}_{kind}.wav"
+            _atomic_copy(src, folder / name)
+            paths[kind] = f"{EXAMPLES_DIR}/{name}"
+        examples.append(
+            Example(
+                task=str(r.get("task", "")),
+                src=r.get("src"),
+                tgt=r.get("tgt"),
+                subset=str(r.get("subset", "all")),
+                id=str(r.get("id", "")),
+                text=str(r.get("text", "")),
+                ref_text=r.get("ref_text"),
+                hyp_text=r.get("hyp_text"),
+                **paths,
+            )
+        )
+    return examples
+
+
+def first_screen(res: Results) -> FirstScreen:
+    """Measure the goals (:mod:`audiopalm.evaluation.goals`), draw their chart, copy the examples' audio."""
+    from audiopalm.evaluation.goals import measure_goals, pick_examples, plot_goals
+
+    goals = measure_goals(res.metrics, res.judge)
+    png = res.root / GOALS_PNG
+    chart = plot_goals(goals, png)
+    if chart is None and png.exists():
+        png.unlink()  # a stale chart from an earlier report
+    peers = sorted({r.peer.name for r in goals if r.peer is not None})
+    return FirstScreen(goals, chart, copy_examples(res, pick_examples(res.outputs)), res.judge, peers)
+
+
+def _figure(f, with_n: bool = True) -> str:
+    if f is None or f.value is None:
+        return "—"
+    return f"{f.value:.1f}" + (f" (n={f.n})" if with_n and f.n is not None else "")
+
+
+STATUS_MARK = {"met": "✓ met", "not met": "✗ not met", "not measured": "– not measured"}
+
+
+def goal_cells(r) -> list[str]:
+    """The first-screen row of a :class:`audiopalm.evaluation.goals.GoalResult`: goal, target, measured, n, status, peer,
+    judge on the reference audio, notes."""
+    g = r.goal
+    target = g.target_text + (f" = {r.bound:.1f}" if g.relative_to is not None and r.bound is not None else "")
+    peer = "—"
+    if r.peer is not None:
+        peer = f"{r.peer.name}: {_figure(r.peer)}"
+        if r.peer_ref is not None:
+            peer += f"; on reference audio {_figure(r.peer_ref, with_n=False)}"
+    measured = _figure(r.measured, with_n=False)
+    n = "—" if r.measured is None or r.measured.n is None else str(r.measured.n)
+    return [g.label, target, measured, n, STATUS_MARK[r.status], peer, _figure(r.ref_audio), "; ".join(r.notes)]
+
+
+GOAL_COLUMNS = ["goal", "target", "measured", "n", "status", "peer ASR", "judge on reference audio", "note"]
+
+
+def _screen_intro(screen: FirstScreen) -> str:
+    judge = {"model": "the model's own ASR (not independent)", None: "not recorded"}.get(screen.judge, screen.judge)
+    peers = ", ".join(screen.peers) or "none"
+    return (
+        "Issue #18's goals on the test split (unseen sentences), seen voices and the held-out voice apart; "
+        f"n = utterances behind each figure. Judge of generated speech: {judge}; peer ASR: {peers}."
+    )
+
+
+def _example_title(x: Example) -> str:
+    title = _pair_title(x.task, x.src, x.tgt)
+    return title if x.subset == "all" else f"{title}, {x.subset.replace('_', ' ')}"
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -415,7 +616,9 @@ def _md_link(path: str, label: str) -> str:
     return f"[{label}](<{path}>)"
 
 
-def render_markdown(res: Results, tables: list[Table], loss_png: Path | None, created: str) -> str:
+def render_markdown(
+    res: Results, tables: list[Table], loss_png: Path | None, created: str, screen: FirstScreen | None = None
+) -> str:
     lines = [
         "# Evaluation report",
         "",
@@ -424,6 +627,27 @@ def render_markdown(res: Results, tables: list[Table], loss_png: Path | None, cr
         f"Written: {created}",
         "",
     ]
+    if screen is not None:
+        lines += ["## Goals", "", _screen_intro(screen), ""]
+        lines += [*_md_table(GOAL_COLUMNS, [goal_cells(r) for r in screen.goals]), ""]
+        if screen.chart is not None:
+            lines += [f"Chart: {_md_link(screen.chart.name, screen.chart.name)}", ""]
+        if screen.examples:
+            lines += [
+                "### Listen",
+                "",
+                "| example | text | input | reference | ours | judge heard |",
+                "|---|---|---|---|---|---|",
+            ]
+            for x in screen.examples:
+                text = x.text + (f" → {x.ref_text}" if x.ref_text else "")
+                links = [
+                    _md_link(p, kind) if p else "—"
+                    for p, kind in ((x.input, "input"), (x.reference, "reference"), (x.ours, "ours"))
+                ]
+                cells = [_md_cell(_example_title(x)), _md_cell(text), *links, _md_cell(x.hyp_text)]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
     lines += ["## Metrics", ""]
     if not tables:
         lines += ["No metrics in summary.json.", ""]
@@ -433,7 +657,7 @@ def render_markdown(res: Results, tables: list[Table], loss_png: Path | None, cr
     for name, (columns, rows) in res.extra_tables.items():
         lines += [f"## {name}", "", *_md_table(columns, rows), ""]
     if loss_png is not None:
-        lines += ["## Training loss", "", f"![training loss]({loss_png.name})", ""]
+        lines += ["## Loss curves", "", LOSS_CAPTION, "", f"![loss curves]({loss_png.name})", ""]
     if res.samples:
         lines += [
             "## Samples",
@@ -466,6 +690,11 @@ ul.notes code { word-break: break-all; }
 .meta { color: #555; }
 audio { width: 15em; }
 .missing { color: #b00; font-size: .85em; }
+td.status { white-space: nowrap; font-weight: 600; }
+td.met { background: #e8f5e9; color: #1b5e20; }
+td.not-met { background: #ffebee; color: #b71c1c; }
+td.not-measured { color: #777; }
+img.chart { max-width: 100%; }
 """
 
 
@@ -492,7 +721,43 @@ def _html_audio(res: Results, rel: str | None) -> str:
     return f'<audio controls preload="metadata" src="{src}"></audio>'
 
 
-def render_html(res: Results, tables: list[Table], loss_png: Path | None, created: str) -> str:
+def _html_first_screen(res: Results, screen: FirstScreen) -> list[str]:
+    e = html.escape
+    parts = [f'<section id="goals"><h2>Goals</h2><p class="meta">{e(_screen_intro(screen))}</p>']
+    head = "".join(f"<th>{e(c)}</th>" for c in GOAL_COLUMNS)
+    body = []
+    for r in screen.goals:
+        cells = goal_cells(r)
+        cls = r.status.replace(" ", "-")
+        tds = "".join(
+            f'<td class="{"status " + cls if i == 4 else "num" if i in (2, 3) else ""}">{e(c)}</td>'
+            for i, c in enumerate(cells)
+        )
+        body.append(f"<tr>{tds}</tr>")
+    parts.append(f'<table class="goals"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
+    if screen.chart is not None:
+        data = base64.b64encode(screen.chart.read_bytes()).decode("ascii")
+        parts.append(f'<img class="chart" alt="goals: measured / target" src="data:image/png;base64,{data}">')
+    if screen.examples:
+        parts.append(
+            '<h3>Listen</h3><table class="examples"><thead><tr><th>example</th><th>text</th><th>input</th>'
+            "<th>reference</th><th>ours</th><th>judge heard</th></tr></thead><tbody>"
+        )
+        for x in screen.examples:
+            text = e(x.text) + (f"<br><i>→ {e(x.ref_text)}</i>" if x.ref_text else "")
+            players = "".join(f"<td>{_html_audio(res, p)}</td>" for p in (x.input, x.reference, x.ours))
+            parts.append(
+                f"<tr><td>{e(_example_title(x))}<br><small>{e(x.id)}</small></td><td>{text}</td>{players}"
+                f"<td>{e(x.hyp_text or '—')}</td></tr>"
+            )
+        parts.append("</tbody></table>")
+    parts.append("</section>")
+    return parts
+
+
+def render_html(
+    res: Results, tables: list[Table], loss_png: Path | None, created: str, screen: FirstScreen | None = None
+) -> str:
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -502,6 +767,7 @@ def render_html(res: Results, tables: list[Table], loss_png: Path | None, create
         f'<p class="meta">Checkpoint: <code>{e(res.checkpoint)}</code><br>'
         + "".join(f"{label}: {e(how)}<br>" for label, how in res.decoding.items())
         + f"Written: {e(created)}</p>",
+        *(_html_first_screen(res, screen) if screen is not None else []),
         "<h2>Metrics</h2>",
     ]
     if not tables:
@@ -514,7 +780,10 @@ def render_html(res: Results, tables: list[Table], loss_png: Path | None, create
         parts.append(f"<h2>{e(name)}</h2>" + _html_table(columns, rows, "extra"))
     if loss_png is not None:
         data = base64.b64encode(loss_png.read_bytes()).decode("ascii")
-        parts.append(f'<h2>Training loss</h2><img alt="training loss" src="data:image/png;base64,{data}">')
+        parts.append(
+            f'<h2>Loss curves</h2><p class="meta">{html.escape(LOSS_CAPTION)}</p>'
+            f'<img class="chart" alt="loss curves" src="data:image/png;base64,{data}">'
+        )
     if res.samples:
         parts.append(
             '<h2>Samples</h2><p class="meta">Audio plays from the wav files beside this page '
@@ -536,12 +805,22 @@ def render_html(res: Results, tables: list[Table], loss_png: Path | None, create
     return "\n".join(parts)
 
 
-def write_report(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -> tuple[Path, Path]:
-    """Read ``results_dir`` and write ``report.md``, ``report.html`` (and ``loss_curves.png``) into it.
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(
+    results_dir: str | os.PathLike, *, samples_per_file: int = 4, runs: list[str | os.PathLike] | None = None
+) -> tuple[Path, Path]:
+    """Read ``results_dir`` and write ``report.md``, ``report.html`` (the goals first, then the detail tables),
+    ``goals.png``, ``loss_curves.png`` and the examples' wavs (``examples/``) into it; ``runs``: training runs
+    to plot besides those summary.json names.
 
     Returns ``(md_path, html_path)``. Raises :class:`ReportError` on a bad results folder.
     """
-    res = load_results(results_dir, samples_per_file=samples_per_file)
+    res = load_results(results_dir, samples_per_file=samples_per_file, runs=runs)
     if res.missing_audio:
         print(
             f"warning: {len(res.missing_audio)} sample wav file(s) missing under {res.root}, first: "
@@ -555,8 +834,9 @@ def write_report(results_dir: str | os.PathLike, *, samples_per_file: int = 4) -
         png.unlink()  # a stale plot from an earlier report
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     md_path, html_path = res.root / "report.md", res.root / "report.html"
-    md_path.write_text(render_markdown(res, tables, loss_png, created), encoding="utf-8")
-    html_path.write_text(render_html(res, tables, loss_png, created), encoding="utf-8")
+    screen = first_screen(res)
+    _atomic_write(md_path, render_markdown(res, tables, loss_png, created, screen))
+    _atomic_write(html_path, render_html(res, tables, loss_png, created, screen))
     return md_path, html_path
 
 
@@ -568,6 +848,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--samples", type=int, default=4, metavar="N", help="audio samples shown per outputs/*.jsonl file (default 4)"
     )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=[],
+        metavar="DIR",
+        help="training run folders (with metrics.jsonl) whose loss curves to plot, besides those summary.json names",
+    )
 
 
 def run(args) -> int:
@@ -575,7 +862,7 @@ def run(args) -> int:
         print(f"--samples must be >= 0, got {args.samples}", file=sys.stderr)
         return 2
     try:
-        md, page = write_report(args.results_dir, samples_per_file=args.samples)
+        md, page = write_report(args.results_dir, samples_per_file=args.samples, runs=args.runs)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
