@@ -171,6 +171,18 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert summary["judge"] == f"ctc:{out / 'judge'}"
     judged = {(m["task"], m["metric"]) for m in summary["metrics"]}
     assert ("TTS", "TTS-WER") in judged and ("TTS", "TTS-WER (ref audio)") in judged, judged
+    # MT is also scored on the unseen text-only sentences the corpus stage adds to the eval manifest
+    text_only = [json.loads(line) for line in (out / "corpus/text_only.jsonl").read_text().splitlines()]
+    assert text_only and all("audio" not in r for r in text_only)
+    test = [json.loads(line) for line in (out / "corpus/test.jsonl").read_text().splitlines()]
+    en_fr = {r["text"] for r in test if (r["lang"], r.get("tgt_lang")) == ("en", "fr")}
+    en_fr_text_only = {r["text"] for r in text_only if (r["lang"], r["tgt_lang"]) == ("en", "fr")}
+    (mt,) = [
+        m for m in summary["metrics"] if (m["task"], m["metric"], m["src"], m["tgt"]) == ("MT", "BLEU", "en", "fr")
+    ]
+    assert mt["n"] == len(en_fr) + len(en_fr_text_only) and en_fr_text_only, (mt, len(en_fr), len(en_fr_text_only))
+    # the report plots the loss curves of the training stages
+    assert "audiopalm" in json.dumps(summary.get("train_logs", {})), summary.keys()
 
 
 def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):

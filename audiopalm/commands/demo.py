@@ -57,6 +57,9 @@ class Profile:
     stage runs when given; any ``tokens``)."""
     acoustic_overrides: tuple[str, ...] = ()
     """key=value overrides of the shipped config train_acoustic (``units`` only)."""
+    mt_sentences: int = 0
+    """Unseen sentences added to the evaluation as text-only rows (``audiopalm synth --text-only``): MT is scored
+    on them too, so its figure rests on more than the spoken test split."""
 
 
 def _args(line: str) -> tuple[str, ...]:
@@ -76,8 +79,11 @@ _SMOKE_FINETUNE = _args(
 _UNITS_CODEC = _args("--num-codebooks 1 --codebook-size 64 --kmeans-iters 5")
 # the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
 _JUDGE = _args("--augment --num-units 64 --max-frames 20000 --kmeans-iters 5")
-# every task and language pair on 10 test sentences, PocketSphinx as the peer ASR on English audio
-_EVAL = _args("--max-items 10 --batch-size 16 --peer pocketsphinx")
+# every task of en->fr (and ASR / TTS of en) on all its test utterances (50 seen-voice + 50 held-out), the other
+# pairs on 10; PocketSphinx as the peer ASR on 25 English utterances per voice subset
+_EVAL = _args("--full-pairs en-fr --max-items 10 --batch-size 16 --peer pocketsphinx --peer-max-items 25")
+EVAL_MANIFEST = "eval.jsonl"
+"""The corpus file the eval stage reads when a profile adds text-only sentences (``Profile.mt_sentences``)."""
 
 # default: the AudioLM / AudioPaLM hierarchy with the config files as they are: a CTC speech encoder trained on the
 # corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's features -> sound.
@@ -95,6 +101,7 @@ PROFILES = {
         eval_args=_EVAL,
         tokens="units",
         judge_args=_JUDGE,
+        mt_sentences=500,
     ),
     "mel_rvq": Profile(
         train=1500,
@@ -105,6 +112,7 @@ PROFILES = {
         finetune_overrides=(),
         eval_args=_EVAL,
         judge_args=_JUDGE,
+        mt_sentences=500,
     ),
     "long": Profile(
         train=6000,
@@ -116,6 +124,7 @@ PROFILES = {
         eval_args=_EVAL,
         tokens="units",
         judge_args=_JUDGE,
+        mt_sentences=500,
     ),
     "smoke": Profile(
         train=60,
@@ -133,7 +142,7 @@ PROFILES = {
         tokenizer_args=_args("--num-codebooks 1 --codebook-size 16 --kmeans-iters 3"),
         text_lm_overrides=_SMOKE_TEXT_LM,
         finetune_overrides=_SMOKE_FINETUNE,
-        eval_args=_args("--max-items 2 --max-new-tokens 200"),
+        eval_args=_args("--full-pairs en-fr --max-items 2 --max-new-tokens 200"),
         tokens="units",
         units_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 32 --kmeans-iters 3"),
         judge_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 8 --kmeans-iters 2 --augment"),
@@ -141,6 +150,7 @@ PROFILES = {
             "train.max_steps=10 optim.warmup_steps=2 train.save_every=5 train.eval_every=5 "
             "model.hidden_size=32 model.voice_dim=8 model.voice_hidden=8"
         ),
+        mt_sentences=5,
     ),
 }
 
@@ -163,12 +173,22 @@ def _stage(out: Path, name: str, fn, *, force: bool = False) -> Path:
 def _corpus(profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         from audiopalm.data.manifest import check_manifest, format_summary
-        from data_prep.synth_corpus import synthesize
+        from data_prep.synth_corpus import synthesize, write_text_only
 
         synthesize(folder, train=profile.train, dev=profile.dev, test=profile.test, seed=seed)
         for split in ("train", "dev", "test"):
             print(format_summary(check_manifest(folder / f"{split}.jsonl", decode=False, progress=False)))
-        return f"{folder}/{{train,dev,test}}.jsonl, wav/, corpus.json, README.md"
+        written = f"{folder}/{{train,dev,test}}.jsonl, wav/, corpus.json, README.md"
+        if profile.mt_sentences:  # the eval manifest: the spoken test split + unseen text-only sentences
+            text_only = write_text_only(
+                folder, profile.mt_sentences, train=profile.train, dev=profile.dev, test=profile.test, seed=seed
+            )
+            lines = (folder / "test.jsonl").read_text(encoding="utf-8") + text_only.read_text(encoding="utf-8")
+            tmp = folder / (EVAL_MANIFEST + ".tmp")
+            tmp.write_text(lines, encoding="utf-8")
+            tmp.replace(folder / EVAL_MANIFEST)
+            written += f", {text_only.name}, {EVAL_MANIFEST} (test + text-only)"
+        return written
 
     return fn
 
@@ -328,11 +348,9 @@ def _audio_model(out: Path, profile: Profile) -> list[str]:
 
 def _eval(out: Path, profile: Profile):
     def fn(folder: Path) -> str:
-        import shutil
-
-        for run in ("text_lm", "audiopalm"):  # the report plots every */train_metrics.jsonl it finds
-            (folder / run).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out / run / "metrics.jsonl", folder / run / "train_metrics.jsonl")
+        manifest = out / "corpus" / (EVAL_MANIFEST if profile.mt_sentences else "test.jsonl")
+        # the report plots the loss curves of every training stage
+        runs = [str(out / r) for r in ("text_lm", "acoustic", "audiopalm") if (out / r / "metrics.jsonl").is_file()]
         # units: speech outputs are judged by a CTC encoder trained apart from the model (another seed, augmented)
         judge = ["--judge", f"ctc:{out / 'judge'}"] if profile.judge_args else []
         _run(
@@ -342,9 +360,11 @@ def _eval(out: Path, profile: Profile):
                 "--checkpoint",
                 str(out / "audiopalm/final"),
                 "--manifest",
-                str(out / "corpus/test.jsonl"),
+                str(manifest),
                 "--out",
                 str(folder),
+                "--runs",
+                *runs,
                 "--tasks",
                 "ASR",
                 "AST",
