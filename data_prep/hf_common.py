@@ -28,8 +28,8 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from audiopalm.audio.io import AudioError
 from audiopalm.audio import io as audio
+from audiopalm.audio.io import AudioError
 from audiopalm.data.manifest import LANGUAGES, ManifestError, Record, parse_line, write_manifest
 
 # Split names differ between releases of the same corpus (CoVoST 2 on the hub says "validation",

@@ -129,8 +129,9 @@ def train_arm(arm: Arm, demo: Path, out: Path, steps: int, seed: int, *, force: 
     eval_every = max(1, steps // 5)
     _run(
         [
-            sys.executable,
-            str(REPO / "recipes/finetune_audiopalm.py"),
+            str(Path(sys.executable).with_name("audiopalm")),
+            "train",
+            "finetune_audiopalm",
             "--config",
             str(demo_run / "config.yaml"),
             f"train.output_dir={folder}",

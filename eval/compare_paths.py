@@ -194,7 +194,7 @@ def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, see
         context = json.loads((d["llm"] / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings", 512)
         return [
             "--config",
-            str(REPO / "recipes/configs/finetune_audiopalm.yaml"),
+            "finetune_audiopalm",  # the shipped config
             f"model.name_or_path={d['llm']}",
             f"model.audio_tokenizer={d['tokenizer']}",
             f"data.stores=[{d['train_store']},{d['dev_store']}]",
@@ -210,7 +210,7 @@ def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, see
         ]
     return [
         "--config",
-        str(REPO / "recipes/configs/finetune_speech_llama.yaml"),
+        "finetune_speech_llama",  # the shipped config
         f"model.llm={d['llm']}",
         f"data.train_manifests=[{d['train']}]",
         f"data.dev_manifest={d['dev']}",
@@ -226,12 +226,12 @@ def run_recipe(path: str, args: list[str]) -> None:
     """Run a recipe's ``main`` in this process (one process, as both paths are timed), then reset accelerate."""
     from accelerate.state import AcceleratorState, GradientState
 
-    if str(REPO / "recipes") not in sys.path:
-        sys.path.insert(0, str(REPO / "recipes"))
-    module = __import__("finetune_audiopalm" if path == "audiopalm" else "finetune_speech_llama")
-    print(f"[compare_paths] {path}: recipes/{module.__name__}.py " + " ".join(args), flush=True)
+    from audiopalm.recipes import recipe_class
+
+    recipe = "finetune_audiopalm" if path == "audiopalm" else "finetune_speech_llama"
+    print(f"[compare_paths] {path}: audiopalm train {recipe} " + " ".join(args), flush=True)
     try:
-        rc = module.main(args)
+        rc = recipe_class(recipe).main(args)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm.audio.io import AudioError
 from audiopalm.audio import io as audio
+from audiopalm.audio.io import AudioError
 
 
 def _sine(freq, sr, seconds=1.0, amp=0.5):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_pipeline import make_checkpoint
+from builders import make_checkpoint
 
 from audiopalm.data.tasks import prompt_ids, target_ids
 from audiopalm.inference.pipeline import AudioPaLM

@@ -13,13 +13,13 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-
-# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
-from test_pipeline import _one_thread, make_checkpoint  # noqa: F401
+from builders import make_checkpoint
 
 from audiopalm import errors
 from audiopalm.commands import main as cli
 from audiopalm.data.manifest import Record, write_manifest
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: conftest.one_thread
 
 SR = 16000
 

@@ -1,4 +1,4 @@
-"""eval/compare_paths.py on the toy world of tests/test_finetune_audiopalm.py (tiny profile, 2 steps per path):
+"""eval/compare_paths.py on the toy world of builders.build_world (tiny profile, 2 steps per path):
 both recipes run, both are evaluated, and the table has every column for both paths."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_finetune_audiopalm import build_world
-from test_finetune_speech_llama import split_manifests
+from builders import build_world, split_manifests
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -31,16 +31,19 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pretrain_text import (
-    RECIPE_CMD,
-    RECIPE_MODULE,
+from builders import (
     REPO,
-    TINY,
-    _env,
+    finetune_audiopalm_args,
+    finetune_speech_llama_args,
     losses,
-    run_in_process,
+    pretrain_text_args,
+    recipe_env,
+    run_recipe_in_process,
     write_corpus,
 )
+
+RECIPE_MODULE = "audiopalm.recipes.pretrain_text"  # the recipe of the checks above the fine-tune section
+RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 
 ACCEL = REPO / "recipes" / "accelerate"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -51,14 +54,16 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-def _common(corpus, out: Path) -> list[str]:
-    train, dev = corpus
-    return ["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}"]
+_common = pretrain_text_args
+
+
+def run_in_process(args: list[str]) -> None:
+    run_recipe_in_process("pretrain_text", args)
 
 
 def _launch(config: str, args: list[str], *, extra: list[str] = (), timeout: int = 600) -> str:
     cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / config), *extra, "-m", RECIPE_MODULE, *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=recipe_env(), cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
@@ -142,7 +147,7 @@ def test_fsdp_without_gpu_fails_loudly(corpus, tmp_path):
         RECIPE_MODULE,
         *_common(corpus, tmp_path / "fsdp"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env(), cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=recipe_env(), cwd=REPO)
     assert proc.returncode != 0 and "asks for FSDP but accelerate set up MULTI_CPU" in proc.stderr, proc.stderr[-3000:]
 
 
@@ -155,7 +160,7 @@ def test_sigkill_then_resume_matches_unbroken_run(corpus, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [*RECIPE_CMD, *_common(corpus, out), *args],
-        env=_env(),
+        env=recipe_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -221,18 +226,14 @@ def test_accelerate_configs_parse(name):
 
 @pytest.fixture(scope="module")
 def finetune_worlds(tmp_path_factory):
-    from test_finetune_audiopalm import build_world
-    from test_finetune_speech_llama import split_manifests
+    from builders import build_world, split_manifests
 
     return split_manifests(build_world(tmp_path_factory.mktemp("worlds")))
 
 
 def _finetune_args(recipe: str, world: dict, out: Path) -> list[str]:
-    import test_finetune_audiopalm
-    import test_finetune_speech_llama
-
-    module = {"finetune_audiopalm": test_finetune_audiopalm, "finetune_speech_llama": test_finetune_speech_llama}
-    return module[recipe].common(world, out) + ["train.eval_every=0", "train.save_every=0"]
+    args = {"finetune_audiopalm": finetune_audiopalm_args, "finetune_speech_llama": finetune_speech_llama_args}
+    return args[recipe](world, out) + ["train.eval_every=0", "train.save_every=0"]
 
 
 def _launch_recipe(recipe: str, config: str, args: list[str], *, timeout: int = 900) -> str:
@@ -247,7 +248,7 @@ def _launch_recipe(recipe: str, config: str, args: list[str], *, timeout: int = 
         f"audiopalm.recipes.{recipe}",
         *args,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=recipe_env(), cwd=REPO)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}"
     return out
@@ -271,7 +272,7 @@ def finetune_one_process(finetune_worlds, tmp_path_factory):
             capture_output=True,
             text=True,
             timeout=600,
-            env=_env(),
+            env=recipe_env(),
         )
         assert proc.returncode == 0, proc.stderr[-4000:]
         refs[recipe] = losses(out)

@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
-
-# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
-from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
+from builders import SR, make_checkpoint, tone
 
 from audiopalm.audio import io as audio_io
 from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.data.tasks import parse_task
 from audiopalm.evaluation.evaluate import EvalConfig, main, task_items
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: conftest.one_thread
 
 ALL_TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST S2ST"]
 

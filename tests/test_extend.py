@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+from builders import TinyCodec, tiny_text_tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, Qwen2Config
 
 from audiopalm.data.vocab import UnifiedVocab
@@ -18,37 +18,6 @@ from audiopalm.modeling.extend import (
     trainable_token_indices,
 )
 from audiopalm.tokenizers import base
-from audiopalm.tokenizers.base import AudioTokenizer
-
-
-class TinyCodec(AudioTokenizer):
-    """A stand-in audio tokenizer: frames of 4 samples, codebook q's code = bucket of the frame mean."""
-
-    type_name = "tiny_test_codec"
-
-    def __init__(self, num_codebooks: int = 2, codebook_size: int = 8):
-        super().__init__()
-        self._k, self._c = num_codebooks, codebook_size
-        self.scale = torch.nn.Parameter(torch.linspace(1.0, 2.0, num_codebooks))  # a weight to save
-
-    sample_rate = property(lambda self: 16)
-    frame_rate = property(lambda self: 4.0)
-    num_codebooks = property(lambda self: self._k)
-    codebook_size = property(lambda self: self._c)
-
-    def encode(self, wav, lengths=None):
-        frames = wav.unfold(-1, 4, 4).mean(-1)  # [B, F]
-        codes = (
-            ((frames.unsqueeze(1) * self.scale[:, None] + 1) * self._c / 2).long().clamp(0, self._c - 1)
-        )  # [B, K, F]
-        n = torch.full((wav.shape[0],), codes.shape[-1]) if lengths is None else lengths // 4
-        return codes, n
-
-    def decode(self, codes):
-        return (codes.float().mean(1) / self._c * 2 - 1).repeat_interleave(4, dim=-1)  # [B, T]
-
-    def get_config(self):
-        return {"num_codebooks": self._k, "codebook_size": self._c}
 
 
 def tiny_model(family: str, tied: bool, vocab_size: int):
@@ -192,7 +161,7 @@ def test_text_logits_unchanged_by_extension(family, tied):
 
 @pytest.mark.parametrize("family, tied", CASES)
 def test_checkpoint_loads_with_plain_transformers(family, tied, tmp_path, monkeypatch):
-    monkeypatch.setitem(base.TOKENIZERS, TinyCodec.type_name, f"{__name__}:TinyCodec")
+    monkeypatch.setitem(base.TOKENIZERS, TinyCodec.type_name, f"{TinyCodec.__module__}:TinyCodec")
     model, vocab, codec = _setup(family, tied)
     extend_model(model, vocab)
     with torch.no_grad():  # train the new rows a little so that a load that re-initialised them shows

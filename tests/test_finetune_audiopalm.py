@@ -3,11 +3,8 @@ token store of toy 4-language sentences spoken as word tones (seconds)."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -15,13 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from test_pretrain_text import _ADJ, _LANGS, _NOUN, _VERB, _env, _sentence
-
-from audiopalm.data.manifest import Record, write_manifest
+from builders import build_world, losses, recipe_env, reset_accelerate
+from builders import finetune_audiopalm_args as common
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_MODULE = "audiopalm.recipes.finetune_audiopalm"  # run as a module of the package, never by path
@@ -29,156 +23,13 @@ RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 CONFIGS = REPO / "recipes" / "configs"
 TINY = CONFIGS / "finetune_audiopalm_tiny.yaml"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
-SR = 16000
-
-
-def _speak(text: str) -> np.ndarray:
-    """A stand-in for speech: one 80 ms tone per word, its pitch a function of the word."""
-    parts = []
-    for word in text.strip(".").split():
-        freq = 180 + 37 * (sum(word.encode()) % 40)
-        t = np.arange(int(0.08 * SR)) / SR
-        parts.append(0.3 * np.sin(2 * np.pi * freq * t))
-    return np.concatenate(parts).astype(np.float32)
-
-
-def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]:
-    """Manifest (en<->fr/es/de rows sharing wavs, plus rows without a translation), text tokenizer, tiny Llama,
-    a fitted 2-codebook mel_rvq tokenizer, its token store, and a second tokenizer (another fingerprint)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from audiopalm.data.tasks import tag_lines
-    from audiopalm.data.text_tokenizer import train_text_tokenizer
-    from audiopalm.data.token_store import build_token_store
-    from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
-
-    wav_dir = root / "wav"
-    wav_dir.mkdir(parents=True)
-    combos = list(itertools.product(_ADJ, _NOUN, _VERB))
-    random.Random(0).shuffle(combos)
-    records, waves, lines = [], [], []
-
-    def wav_for(key: str, text: str) -> str:
-        path = wav_dir / f"{key}.wav"
-        if not path.exists():
-            w = _speak(text)
-            sf.write(path, w, SR)
-            waves.append(w)
-        return str(path)
-
-    for split, chunk in (("train", combos[:train]), ("dev", combos[train : train + dev])):
-        for i, (a, n, v) in enumerate(chunk):
-            k = i % 3 + 1
-            en, xx = _sentence(a, n, v, 0), _sentence(a, n, v, k)
-            en_wav, xx_wav = wav_for(f"{split}{i}_en", en), wav_for(f"{split}{i}_{_LANGS[k]}", xx)
-            records.append(
-                Record(
-                    id=f"{split}-{i}-en",
-                    lang="en",
-                    text=en,
-                    audio=en_wav,
-                    tgt_lang=_LANGS[k],
-                    tgt_text=xx,
-                    tgt_audio=xx_wav,
-                    split=split,
-                )
-            )
-            records.append(
-                Record(
-                    id=f"{split}-{i}-{_LANGS[k]}",
-                    lang=_LANGS[k],
-                    text=xx,
-                    audio=xx_wav,
-                    tgt_lang="en",
-                    tgt_text=en,
-                    tgt_audio=en_wav,
-                    split=split,
-                )
-            )
-            lines += [en, xx, f"[MT English French] {en}<|sep|>{xx}"]
-            if split == "train" and i < 2:  # as in the synthetic corpus: one English wav, two translations
-                j = k % 3 + 1
-                yy = _sentence(a, n, v, j)
-                records.append(
-                    Record(
-                        id=f"{split}-{i}-en-{_LANGS[j]}",
-                        lang="en",
-                        text=en,
-                        audio=en_wav,
-                        tgt_lang=_LANGS[j],
-                        tgt_text=yy,
-                        tgt_audio=wav_for(f"{split}{i}_{_LANGS[j]}", yy),
-                        split=split,
-                    )
-                )
-                lines.append(yy)
-    for i in range(2):  # monolingual rows: AST/S2ST/MT leave them out (counted), ASR/TTS use them
-        text = f"the {_ADJ[i][0]} {_NOUN[i][0]} {_VERB[i][0]} {_VERB[i + 1][0]}."
-        records.append(Record(id=f"mono-{i}", lang="en", text=text, audio=wav_for(f"mono{i}", text), split="train"))
-    manifest = write_manifest(root / "manifest.jsonl", records)
-
-    lm = root / "text_lm"
-    tok = train_text_tokenizer(lines + tag_lines(), lm, vocab_size=400)
-    config = LlamaConfig(
-        vocab_size=math.ceil(len(tok) / 64) * 64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(1234)  # not the recipe's seed, so that model.from_scratch gives other weights
-    AutoModelForCausalLM.from_config(config).save_pretrained(lm)
-    # the same LM with exactly the tokenizer's rows: extending it grows the (tied) embedding, as for Llama 3.2 / Qwen2
-    lm_exact = root / "text_lm_exact"
-    tok.save_pretrained(lm_exact)
-    config.vocab_size = len(tok)
-    torch.manual_seed(1234)
-    AutoModelForCausalLM.from_config(config).save_pretrained(lm_exact)
-
-    opts = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
-    audio_tok = MelRVQTokenizer.fit(waves, seed=0, **opts)
-    audio_tok.save_pretrained(root / "mel_rvq")
-    MelRVQTokenizer.fit(waves, seed=1, **opts).save_pretrained(root / "mel_rvq_other")
-    build_token_store(manifest, audio_tok, root / "store", num_proc=1, progress=False)
-    return {
-        "lm": lm,
-        "lm_exact": lm_exact,
-        "tok": root / "mel_rvq",
-        "other_tok": root / "mel_rvq_other",
-        "store": root / "store",
-        "manifest": manifest,
-    }
-
-
-def common(world: dict, out: Path) -> list[str]:
-    return [
-        "--config",
-        str(TINY),
-        f"model.name_or_path={world['lm']}",
-        f"model.audio_tokenizer={world['tok']}",
-        f"data.stores=[{world['store']}]",
-        f"train.output_dir={out}",
-    ]
 
 
 def run_recipe(args: list[str], *, ok: bool = True, timeout: int = 180) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout, env=_env())
+    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout, env=recipe_env())
     if ok:
         assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
-
-
-def _reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def _recipe_module():
@@ -192,13 +43,7 @@ def run_in_process(args: list[str]) -> None:
     try:
         assert _recipe_module().main(args) == 0
     finally:
-        _reset_accelerate()
-
-
-def losses(out: Path) -> dict[int, float]:
-    from audiopalm.training import read_jsonl
-
-    return {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+        reset_accelerate()
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +161,7 @@ def _setup_in_process(world, tmp_path, overrides: list[str]):
     try:
         recipe.setup()
     finally:
-        _reset_accelerate()
+        reset_accelerate()
     return recipe
 
 
@@ -446,7 +291,7 @@ def _launch(args: list[str], *, timeout: int = 600) -> str:
         RECIPE_MODULE,
         *args,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=recipe_env(), cwd=REPO)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{(proc.stdout + proc.stderr)[-6000:]}"
     return proc.stdout + proc.stderr
 
@@ -474,7 +319,7 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [*RECIPE_CMD, *common(world, out), *args],
-        env=_env(),
+        env=recipe_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -585,6 +430,6 @@ def test_final_holds_the_acoustic_stage_it_was_given(world, tmp_path, capsys):
     try:
         code = _recipe_module().main(common(world, tmp_path / "refused") + [f"model.acoustic_stage={wrong}"])
     finally:
-        _reset_accelerate()
+        reset_accelerate()
     assert code == 2 and "model.acoustic_stage: the acoustic stage was trained on units" in capsys.readouterr().err
     assert not (tmp_path / "refused" / "final").exists()

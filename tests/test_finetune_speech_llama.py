@@ -1,5 +1,5 @@
 """The finetune_speech_llama recipe (audiopalm/recipes/finetune_speech_llama.py) end to end on a 2-layer Llama "pretrained" LM and toy 4-language sentences
-spoken as word tones (the world of tests/test_finetune_audiopalm.py): learning, what trains, exact resume,
+spoken as word tones (builders.build_world): learning, what trains, exact resume,
 the saved run's pipeline and ``audiopalm eval`` on it."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_finetune_audiopalm import _reset_accelerate, build_world
-from test_pretrain_text import _env
+from builders import build_world, losses, recipe_env, reset_accelerate, split_manifests
+from builders import finetune_speech_llama_args as common
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_MODULE = "audiopalm.recipes.finetune_speech_llama"  # run as a module of the package, never by path
@@ -24,31 +24,9 @@ RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 TINY = REPO / "recipes" / "configs" / "finetune_speech_llama_tiny.yaml"
 
 
-def split_manifests(world: dict) -> dict:
-    """train.jsonl / dev.jsonl beside the world's one manifest (the recipe trains on every row it is given)."""
-    from audiopalm.data.manifest import read_manifest, write_manifest
-
-    rows = read_manifest(world["manifest"])
-    root = Path(world["manifest"]).parent
-    for split in ("train", "dev"):
-        write_manifest(root / f"{split}.jsonl", [r for r in rows if r.split == split])
-    return {**world, "train": root / "train.jsonl", "dev": root / "dev.jsonl"}
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     return split_manifests(build_world(tmp_path_factory.mktemp("speech_llama_world")))
-
-
-def common(world: dict, out: Path) -> list[str]:
-    return [
-        "--config",
-        str(TINY),
-        f"model.llm={world['lm']}",
-        f"data.train_manifests=[{world['train']}]",
-        f"data.dev_manifest={world['dev']}",
-        f"train.output_dir={out}",
-    ]
 
 
 def _recipe_module():
@@ -61,13 +39,7 @@ def run_in_process(args: list[str]) -> None:
     try:
         assert _recipe_module().main(args) == 0
     finally:
-        _reset_accelerate()
-
-
-def losses(out: Path) -> dict[int, float]:
-    from audiopalm.training import read_jsonl
-
-    return {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
+        reset_accelerate()
 
 
 @pytest.fixture(scope="module")
@@ -208,13 +180,13 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     args = ["train.max_steps=16", "train.save_every=4", "train.keep_last=1", "train.eval_every=0"]
     ref = tmp_path / "ref"
     proc = subprocess.run(
-        [*RECIPE_CMD, *common(world, ref), *args], env=_env(), capture_output=True, text=True, timeout=600
+        [*RECIPE_CMD, *common(world, ref), *args], env=recipe_env(), capture_output=True, text=True, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "killed"
     proc = subprocess.Popen(
         [*RECIPE_CMD, *common(world, out), *args],
-        env=_env(),
+        env=recipe_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -234,7 +206,11 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     killed_at = max(losses(out))
     assert 6 <= killed_at < 16, killed_at
     proc = subprocess.run(
-        [*RECIPE_CMD, *common(world, out), *args, "--resume"], env=_env(), capture_output=True, text=True, timeout=600
+        [*RECIPE_CMD, *common(world, out), *args, "--resume"],
+        env=recipe_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert losses(out) == losses(ref)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import transformers
-from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+from builders import tiny_text_tokenizer
 
 from audiopalm.data.tasks import prompt_ids
 from audiopalm.data.vocab import UnifiedVocab

@@ -9,8 +9,8 @@ import os
 import pytest
 from fixtures import hf_corpora as fx
 
-from audiopalm.audio.io import AudioError
 from audiopalm.audio import io as audio
+from audiopalm.audio.io import AudioError
 from audiopalm.data.manifest import ManifestError, read_manifest
 from data_prep import covost2, cvss, fleurs, librispeech
 from data_prep import hf_common as hc

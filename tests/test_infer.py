@@ -5,14 +5,14 @@ import json
 
 import numpy as np
 import pytest
-
-# tests/ is on sys.path under pytest; _one_thread is test_pipeline's autouse fixture, used here too
-from test_pipeline import SR, _one_thread, make_checkpoint, tone  # noqa: F401
+from builders import SR, make_checkpoint, tone
 
 from audiopalm.audio import io as audio_io
 from audiopalm.commands.generate import read_inputs
 from audiopalm.commands.main import main
 from audiopalm.inference.pipeline import AudioPaLM
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: conftest.one_thread
 
 
 @pytest.fixture(scope="module")

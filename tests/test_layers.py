@@ -96,3 +96,19 @@ def test_the_check_flags_upward_imports_only(tmp_path, source, flagged):
     probe.write_text(source)
     bad = upward_imports({"audiopalm.data.probe": probe})  # read as a module of the data layer
     assert bool(bad) == flagged, (source, bad)
+
+
+def test_no_test_module_imports_another():
+    """Shared builders live in tests/builders.py and tests/conftest.py, not in a test module."""
+    tests = Path(__file__).resolve().parent
+    bad = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            bad += [f"{path.name}:{node.lineno}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not bad, "test modules importing test modules (move the helper to builders.py):\n" + "\n".join(bad)

@@ -7,65 +7,14 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from test_extend import TinyCodec  # tests/ is on sys.path under pytest
-from test_vocab import tiny_text_tokenizer
+from builders import SR, TASKS, TinyCodec, make_checkpoint, tone
 
 from audiopalm.audio import io as audio_io
 from audiopalm.data.tasks import parse_task
-from audiopalm.data.vocab import UnifiedVocab
 from audiopalm.inference.pipeline import AudioPaLM, Output, PipelineError
-from audiopalm.modeling.extend import extend_model, save_checkpoint
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 
-SR = 16000
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; two threads on a loaded 2-core machine spin and are ~10x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST", "ASR AST S2ST"]
-
-
-def tone(seconds: float, freq: float, sr: int = SR) -> np.ndarray:
-    """A test waveform [T]: a tone with a little noise."""
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(int(freq))
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def make_checkpoint(out_dir, *, tasks=TASKS, max_positions=512, audio_tokenizer=None, pattern="flatten"):
-    """A 2-layer random Llama extended with a mel_rvq vocabulary (2 codebooks of 16), saved to out_dir."""
-    torch.manual_seed(0)
-    if audio_tokenizer is None:
-        audio_tokenizer = MelRVQTokenizer.fit(
-            [tone(1.5, f) for f in (220, 440, 880)],
-            num_codebooks=2,
-            codebook_size=16,
-            kmeans_iters=3,
-            progress=False,
-            griffin_lim_iters=4,
-            nnls_iters=2,
-        )
-    vocab = UnifiedVocab.build(
-        tiny_text_tokenizer("llama"), audio_tokenizer=audio_tokenizer, pattern=pattern, tasks=tasks
-    )
-    cfg = transformers.LlamaConfig(
-        vocab_size=len(vocab.tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=max_positions,
-    )
-    model = extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
-    return save_checkpoint(model, vocab, audio_tokenizer, out_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: conftest.one_thread
 
 
 class PushToEnd(transformers.LogitsProcessor):

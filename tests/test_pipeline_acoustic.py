@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from test_pipeline import _one_thread, tone  # noqa: F401  (the one-thread fixture applies to this module too)
-from test_vocab import tiny_text_tokenizer
+from builders import tiny_text_tokenizer, tone
 
 from audiopalm.acoustic import AcousticConfig, AcousticStage
 from audiopalm.data.vocab import UnifiedVocab
@@ -13,6 +12,8 @@ from audiopalm.inference.pipeline import AudioPaLM, PipelineError
 from audiopalm.modeling.extend import extend_model, save_checkpoint
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 from audiopalm.tokenizers.semantic import SemanticTokenizer
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: conftest.one_thread
 
 SR = 16000
 # 50 Hz on both sides: MFCC units hop 320 samples; the codec 160-sample hop x 2 stacked frames

@@ -2,78 +2,18 @@
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
-
-from audiopalm.data.manifest import Record, write_manifest
+from builders import losses, recipe_env, write_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_MODULE = "audiopalm.recipes.pretrain_text"  # run as a module of the package, never by path
 RECIPE_CMD = [sys.executable, "-m", RECIPE_MODULE]
 TINY = REPO / "recipes" / "configs" / "pretrain_text_tiny.yaml"
-
-# A toy parallel grammar: (en, fr, es, de) words, so every sentence has aligned translations.
-_ADJ = [
-    ("small", "petit", "pequeño", "kleine"),
-    ("big", "grand", "grande", "große"),
-    ("old", "vieux", "viejo", "alte"),
-    ("red", "rouge", "rojo", "rote"),
-]
-_NOUN = [
-    ("dog", "chien", "perro", "Hund"),
-    ("cat", "chat", "gato", "Katze"),
-    ("bird", "oiseau", "pájaro", "Vogel"),
-    ("man", "homme", "hombre", "Mann"),
-]
-_VERB = [
-    ("sleeps", "dort", "duerme", "schläft"),
-    ("eats", "mange", "come", "isst"),
-    ("runs", "court", "corre", "läuft"),
-    ("sings", "chante", "canta", "singt"),
-]
-_LANGS = ("en", "fr", "es", "de")
-
-
-def _sentence(adj, noun, verb, k: int) -> str:
-    a, n, v = adj[k], noun[k], verb[k]
-    return [f"the {a} {n} {v}.", f"le {a} {n} {v}.", f"el {n} {a} {v}.", f"der {a} {n} {v}."][k]
-
-
-def write_corpus(folder: Path, *, train: int = 48, dev: int = 8, seed: int = 0) -> tuple[Path, Path]:
-    """A small 4-language parallel manifest pair (train.jsonl, dev.jsonl) with one tiny shared wav."""
-    folder.mkdir(parents=True, exist_ok=True)
-    wav = folder / "wav" / "tone.wav"
-    wav.parent.mkdir(exist_ok=True)
-    sf.write(wav, (0.1 * np.sin(np.arange(1600) / 5.0)).astype("float32"), 16000)
-    combos = list(itertools.product(_ADJ, _NOUN, _VERB))
-    random.Random(seed).shuffle(combos)
-    paths = []
-    for split, chunk in (("train", combos[:train]), ("dev", combos[train : train + dev])):
-        recs = []
-        for i, (a, n, v) in enumerate(chunk):
-            k = i % 3 + 1  # English paired with fr / es / de in turn
-            recs.append(
-                Record(
-                    id=f"{split}-{i:04d}",
-                    lang="en",
-                    text=_sentence(a, n, v, 0),
-                    audio=str(wav),
-                    tgt_lang=_LANGS[k],
-                    tgt_text=_sentence(a, n, v, k),
-                    speaker="s0",
-                    split=split,
-                )
-            )
-        paths.append(write_manifest(folder / f"{split}.jsonl", recs))
-    return paths[0], paths[1]
 
 
 def run_in_process(args: list[str]) -> None:
@@ -90,23 +30,9 @@ def run_in_process(args: list[str]) -> None:
 
 
 def run_recipe(args: list[str], *, timeout: int = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout, env=_env())
+    proc = subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=timeout, env=recipe_env())
     assert proc.returncode == 0, f"recipe failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     return proc
-
-
-def _env() -> dict:
-    import os
-
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-    return env
-
-
-def losses(out: Path) -> dict[int, float]:
-    from audiopalm.training import read_jsonl
-
-    return {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r}
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +125,11 @@ def test_resume_is_bit_for_bit(tiny_run, corpus, tmp_path):
 
 def test_bad_override_names_the_field(corpus, tmp_path):
     proc = subprocess.run(
-        [*RECIPE_CMD, "--config", str(TINY), "optim.lrr=1"], capture_output=True, text=True, timeout=60, env=_env()
+        [*RECIPE_CMD, "--config", str(TINY), "optim.lrr=1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=recipe_env(),
     )
     assert proc.returncode != 0 and "optim.lrr: unknown key" in proc.stderr, proc.stderr[-2000:]
 
@@ -275,7 +205,7 @@ def test_stage0_mt_lines_are_the_finetune_mt_examples_token_for_token(tmp_path, 
 
 
 def _run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=180, env=_env(), cwd=cwd)
+    return subprocess.run([*RECIPE_CMD, *args], capture_output=True, text=True, timeout=180, env=recipe_env(), cwd=cwd)
 
 
 def test_used_output_folder_is_refused_unless_resume_or_overwrite(tiny_run, corpus, tmp_path):

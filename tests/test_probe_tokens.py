@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from test_finetune_audiopalm import build_world
+from builders import build_world
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["ab", "ba", "cab", "dd", "ace", "bead", "ec"]

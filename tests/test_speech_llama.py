@@ -9,76 +9,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from builders import BOS, EOS, N_MELS, PAD, tiny_config, tiny_llm, tiny_tokenizer
 
 from audiopalm.audio.features import LogMel, LogMelConfig
 from audiopalm.modeling.speech_llama import SpeechLlama, SpeechLlamaConfig, encode_text, stack_frames
 
-N_MELS = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: a second intra-op thread gains nothing, and on a shared, loaded 2-core
-    machine its spin-waits made the training test 30-80x slower (measured: 0.7 s vs 23-57 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-PAD, BOS, EOS = 0, 1, 2
 # peft probes the deprecated transformers property `is_gradient_checkpointing`; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
-WORDS = ["[ASR", "[AST", "English]", "English", "French]", "the", "cat", "dog", "sat", "ran", "le", "chat"]
-
-
-def tiny_llm():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-        pad_token_id=PAD,
-        initializer_range=0.3,
-    )  # larger than usual: logits as sharp as a real LLM's
-    return LlamaForCausalLM(cfg).eval()
-
-
-def tiny_config(**kw) -> SpeechLlamaConfig:
-    base = dict(
-        encoder="conformer",
-        n_mels=N_MELS,
-        encoder_dim=32,
-        encoder_layers=2,
-        encoder_heads=4,
-        encoder_ffn_dim=64,
-        conv_kernel=5,
-        encoder_dropout=0.0,
-        lora_dropout=0.0,
-    )
-    base.update(kw)
-    return SpeechLlamaConfig(**base)
-
-
-def tiny_tokenizer():
-    """A word-level tokenizer: <pad>=0, <s>=1, </s>=2, <unk>=3, then WORDS; prepends <s>."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": PAD, "<s>": BOS, "</s>": EOS, "<unk>": 3} | {w: 4 + i for i, w in enumerate(WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", BOS)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
-    )
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning"),
+    pytest.mark.usefixtures("one_thread"),
+]
 
 
 def randomize_lora(model):

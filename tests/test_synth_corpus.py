@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm.audio.io import AudioError
 from audiopalm.audio import io as audio
+from audiopalm.audio.io import AudioError
 from audiopalm.data.manifest import check_manifest, read_manifest
 from data_prep import grammar as g
 from data_prep import synth_corpus as sc

@@ -5,7 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+from builders import tiny_text_tokenizer
 
 from audiopalm.data.tasks import (
     IGNORE_INDEX,

@@ -48,7 +48,7 @@ def test_errors(tmp_path):
 def test_subcommand_trains_on_manifest_text(tmp_path, capsys):
     import argparse
 
-    from test_pretrain_text import write_corpus
+    from builders import write_corpus
     from transformers import AutoTokenizer
 
     from audiopalm.data import text_tokenizer

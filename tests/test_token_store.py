@@ -219,7 +219,7 @@ def test_text_only_rows_are_stored_without_codes(tok, corpus, tmp_path, capsys):
     skips them with a counted reason, and MT renders them."""
     from collections import Counter
 
-    from test_vocab import tiny_text_tokenizer  # tests/ is on sys.path under pytest
+    from builders import tiny_text_tokenizer
 
     from audiopalm.commands.main import main
     from audiopalm.data.tasks import render

@@ -1,6 +1,6 @@
 """UnifiedVocab: id layout, HF round trips of mixed text+audio sequences, save/load checks, masks.
 
-``tiny_text_tokenizer`` (also used by test_extend.py and test_tasks.py) builds real Llama / Qwen2 /
+``builders.tiny_text_tokenizer`` (shared with other test modules) builds real Llama / Qwen2 /
 GPT-2 tokenizer classes over a byte- or character-level vocabulary, so nothing is downloaded.
 """
 
@@ -9,34 +9,15 @@ import time
 
 import pytest
 import torch
+from builders import tiny_text_tokenizer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import AutoTokenizer, GPT2Tokenizer, LlamaTokenizer, Qwen2Tokenizer
+from transformers import AutoTokenizer
 
 from audiopalm.data.patterns import PATTERNS
 from audiopalm.data.vocab import LAYOUT_NAME, UnifiedVocab, VocabError
 
 TOKENIZER_KINDS = ("llama", "qwen2", "gpt2")
-
-
-def tiny_text_tokenizer(kind: str):
-    """A real HF tokenizer class with a tiny vocabulary: llama (<s>, </s>, no pad, ▁ pieces),
-    qwen2 (byte-level, no bos, pad = eos) or gpt2 (byte-level, bos = eos, no pad)."""
-    if kind == "llama":
-        vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "▁": 3}
-        for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789éèàçñüöä.,'[]":
-            vocab.setdefault(c, len(vocab))
-        return LlamaTokenizer(vocab=vocab, merges=[])
-    from tokenizers import pre_tokenizers
-
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["<|endoftext|>"] = len(vocab)
-    if kind == "qwen2":
-        return Qwen2Tokenizer(vocab=vocab, merges=[])
-    if kind == "gpt2":
-        eot = "<|endoftext|>"
-        return GPT2Tokenizer(vocab=vocab, merges=[], unk_token=eot, bos_token=eot, eos_token=eot)
-    raise ValueError(kind)
 
 
 @pytest.fixture(params=TOKENIZER_KINDS)

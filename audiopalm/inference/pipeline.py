@@ -18,8 +18,9 @@ resampled by :func:`audiopalm.audio.io.load`). Text is decoded greedily and spee
 generation kwargs say otherwise (``num_beams=4``, ``do_sample=True``, ``speech_sampling=None`` for greedy
 speech). ``do_sample=True`` (with ``temperature`` / ``top_k``) is drawn by the same seeded per-input sampler,
 over text and speech, so sampled outputs too are equal batched and one by one; sampling options it cannot
-honour that way (``top_p``, beams ...) are refused. Decoding is always modality-constrained (:mod:`audiopalm.inference.generation`), so a speech output always
-reverts to codes ``[k, F]`` and is decoded to a waveform by the checkpoint's audio tokenizer.
+honour that way (``top_p``, beams ...) are refused. Decoding is always modality-constrained
+(:mod:`audiopalm.inference.generation`), so a speech output always reverts to codes ``[k, F]`` and is decoded
+to a waveform by the checkpoint's audio tokenizer.
 
 Malformed requests are refused before any decoding, with the reason: an unknown language code, an
 empty waveform, a prompt longer than the model's context, or a speech output from an audio tokenizer
@@ -31,7 +32,6 @@ pairs, so pairs cannot be checked beyond the language codes.)
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import tempfile
@@ -42,16 +42,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from audiopalm.audio import io as audio_io
-from audiopalm.data.manifest import LANGUAGES
-from audiopalm.data.tasks import AUDIO, TEXT, TaskError, TaskSpec, parse_task, prompt_ids
+from audiopalm.data.tasks import AUDIO, TEXT, TaskError, TaskSpec, prompt_ids
+from audiopalm.inference.base import DEFAULT_TEXT_TOKENS, Output, PipelineError, SpeechTextPipeline, default_device
 from audiopalm.inference.generation import DECODING_KWARGS, SpeechSampling, split_segments
 from audiopalm.inference.generation import generate as constrained_generate
 
-# Longest text output when the caller gives no max_new_tokens: a few long sentences.
-DEFAULT_TEXT_TOKENS = 256
 # Longest speech output when the caller gives no max_new_tokens, in seconds of audio: utterances in
 # the speech-translation corpora are under 20 s; the model's context caps it further.
 DEFAULT_SPEECH_SECONDS = 20.0
@@ -67,10 +64,8 @@ MIN_SPEECH_SECONDS = 1.0
 # and seldom ends (33 of 40 demo TTS outputs for dev sentences ran to the cap). Temperature and top-k were
 # chosen on the demo's dev split (README: "Sampling the speech").
 SPEECH_SAMPLING = SpeechSampling(temperature=0.6, top_k=20, seed=0)
-
-
-class PipelineError(ValueError):
-    """A request the pipeline refuses (unknown language, empty audio, too long, cannot decode audio)."""
+# The key under which a record made from a user's speech input keeps that speech for ``voice="source"``.
+SOURCE_VOICE = "source_wav"
 
 
 def check_checkpoint_files(path: str | os.PathLike) -> None:
@@ -116,40 +111,20 @@ def load_acoustic_stage(path: str | os.PathLike):
     return AcousticStage.from_pretrained(folder)
 
 
-@dataclasses.dataclass
-class Output:
-    """What one input became. Fields a task does not produce are None."""
-
-    task: str
-    """The task or chain that ran (``"ASR AST S2ST"``)."""
-    text: str | None = None
-    """Transcript (ASR) of the input speech."""
-    translation: str | None = None
-    """Translated text (AST, MT)."""
-    codes: torch.Tensor | None = None
-    """Generated audio codes ``[k, F]`` (TTS, S2ST); None if decoding stopped before a whole frame."""
-    audio: np.ndarray | None = None
-    """The codes decoded to a mono float32 waveform ``[T]`` at :attr:`sample_rate`."""
-    sample_rate: int | None = None
-    """Hz of :attr:`audio`."""
-    ids: list[int] = dataclasses.field(default_factory=list, repr=False)
-    """The generated token ids (after the prompt, up to and including eos)."""
-    finished: bool = True
-    """False when ``max_new_tokens`` ran out before eos (outputs may then be missing or cut)."""
-
-
 def _module_device(module: torch.nn.Module) -> torch.device:
     for t in (*module.parameters(), *module.buffers()):
         return t.device
     return torch.device("cpu")
 
 
-class AudioPaLM:
+class AudioPaLM(SpeechTextPipeline):
     """A vocabulary-extended causal LM + its unified vocabulary + its audio tokenizer, ready to run.
 
     Build one with :meth:`from_pretrained`; ``AudioPaLM(model, vocab, audio_tokenizer)`` wraps objects
     already in memory (e.g. at the end of training).
     """
+
+    _TASK_METHODS = ("asr", "ast", "tts", "mt", "s2st")
 
     def __init__(
         self,
@@ -161,9 +136,7 @@ class AudioPaLM:
         device: str | torch.device | None = None,
         batch_size: int = 8,
     ):
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        self.model = model.eval()
+        super().__init__(model, device=device, batch_size=batch_size)
         self.vocab = vocab
         self.audio_tokenizer = audio_tokenizer.eval()
         self.acoustic = None if acoustic is None else acoustic.eval()
@@ -171,9 +144,7 @@ class AudioPaLM:
         sound, or None where the audio tokenizer is a codec that decodes its own codes."""
         if acoustic is not None:
             check_acoustic_stage(acoustic, audio_tokenizer)
-        self.batch_size = batch_size
         if device is not None:
-            self.model.to(device)
             self.audio_tokenizer.to(device)
             if self.acoustic is not None:
                 self.acoustic.to(device)
@@ -220,9 +191,9 @@ class AudioPaLM:
         check_checkpoint_files(path)
         model, vocab, audio_tokenizer = load_checkpoint(path, **model_kwargs)
         acoustic = load_acoustic_stage(path)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, vocab, audio_tokenizer, acoustic=acoustic, device=device, batch_size=batch_size)
+        return cls(
+            model, vocab, audio_tokenizer, acoustic=acoustic, device=default_device(device), batch_size=batch_size
+        )
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the checkpoint (model, tokenizer, ``audiopalm.json``, audio tokenizer, and the acoustic stage
@@ -273,15 +244,7 @@ class AudioPaLM:
         """Task names the checkpoint was trained on (from ``audiopalm.json``; may be empty)."""
         return list(self.vocab.tasks)
 
-    # ---- one method per task -------------------------------------------------------------------
-    def asr(self, wav, lang: str, **kwargs):
-        """Speech -> transcript (``Output.text``)."""
-        return self.generate("ASR", wav, lang, **kwargs)
-
-    def ast(self, wav, src: str, tgt: str, **kwargs):
-        """Speech -> translated text (``Output.translation``)."""
-        return self.generate("AST", wav, src, tgt, **kwargs)
-
+    # ---- one method per task (asr and ast: SpeechTextPipeline) ----------------------------------------
     def tts(self, text, lang: str, **kwargs):
         """Text -> speech (``Output.audio`` [T] at ``Output.sample_rate``, ``Output.codes`` [k, F])."""
         return self.generate("TTS", text, lang, **kwargs)
@@ -296,112 +259,55 @@ class AudioPaLM:
         ``chained=False`` runs the direct ``[S2ST ...]`` task (only audio)."""
         return self.generate("ASR AST S2ST" if chained else "S2ST", wav, src, tgt, **kwargs)
 
-    # ---- the general entry point -------------------------------------------------------------------
-    def generate(
-        self,
-        task: str | TaskSpec,
-        inputs,
-        src: str,
-        tgt: str | None = None,
-        *,
-        sample_rate: int | None = None,
-        batch_size: int | None = None,
-        max_new_tokens: int | None = None,
-        cap_speech: bool = True,
-        speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
-        voice=None,
-        progress: bool = False,
-        **generate_kwargs,
-    ):
+    # ---- the general entry point (generate_records: SpeechTextPipeline) -------------------------------
+    def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, **kwargs):
         """Run any task or chain (``"ASR"``, ``"ASR AST S2ST"``, ...) on one input or a list of inputs.
 
         ``inputs``: text (TTS, MT) or speech (a waveform [T] at ``sample_rate`` or a file path).
-        ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). ``cap_speech``: end each speech
-        output at a length set by its input (:data:`SPEECH_LENGTH_RATIO` x the input speech, or
-        :data:`SPEECH_SECONDS_PER_CHAR` per input character); False: only ``max_new_tokens``. ``speech_sampling``:
-        how a speech output's audio tokens are drawn (:class:`audiopalm.inference.generation.SpeechSampling`; text stays
-        greedy); None: greedy speech. Other keyword arguments go to ``model.generate`` (``num_beams`` ...); with
-        any of those the default speech sampling steps aside and they decide the decoding of the whole output.
-        ``do_sample=True`` (``temperature``, ``top_k``) samples every token with the seeded per-input sampler
-        instead of transformers' batch-wide generator (see the module docstring). ``voice`` (speech outputs through
-        an acoustic stage): None for the stage's default voice, ``"source"`` to speak in the voice of each input's
-        own speech (S2ST: AudioPaLM's voice-preserving translation), or one waveform [T] at :attr:`sample_rate` /
-        an audio file path for every output. Returns an :class:`Output`, or a list of them for a list input.
-        """
-        spec = self._check_request(task, src, tgt)
-        single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
-        items = [inputs] if single else list(inputs)
-        records, voices = [], []
-        for i, item in enumerate(items):
-            rec, wav = self._record(spec, item, src, tgt, sample_rate, i)
-            records.append(rec)
-            voices.append(wav if isinstance(voice, str) and voice == "source" else None)
-        if not (isinstance(voice, str) and voice == "source"):
-            voices = [self._voice_prompt(spec, voice)] * len(records)
-        elif spec.input_segment[0] != AUDIO:
-            raise PipelineError(f"voice='source': task {spec.name} has no input speech to take the voice from")
-        outs = self._run(
-            spec,
-            records,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            cap_speech=cap_speech,
-            speech_sampling=speech_sampling,
-            voices=voices,
-            progress=progress,
-            **generate_kwargs,
-        )
-        return outs[0] if single else outs
+        ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). Keywords: ``sample_rate``, ``batch_size``,
+        ``max_new_tokens``, ``progress``, and ``cap_speech``, ``speech_sampling``, ``voice`` and generation kwargs
+        as :meth:`_run` says. Returns an :class:`Output`, or a list of them for a list input."""
+        return super().generate(task, inputs, src, tgt, **kwargs)
 
-    def generate_records(
-        self,
-        task: str | TaskSpec,
-        records: Sequence[dict],
-        *,
-        batch_size: int | None = None,
-        max_new_tokens: int | None = None,
-        cap_speech: bool = True,
-        speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
-        voices: Sequence | None = None,
-        progress: bool = False,
-        **generate_kwargs,
-    ) -> list[Output]:
-        """Run ``task`` on task records (:mod:`audiopalm.data.tasks`: ``lang``, ``tgt_lang``, and ``text`` or
-        ``audio_codes`` [K, F]), e.g. token-store rows whose audio was encoded already. ``voices``: one voice prompt
-        per record (a waveform [T] at :attr:`output_sample_rate`, or None for the default voice)."""
-        spec = None
-        for pair in dict.fromkeys(
-            (r.get("lang"), r.get("tgt_lang") if parse_task(task).needs_tgt_lang else None) for r in records
-        ):
-            spec = self._check_request(task, *pair)
+    def _check_records(self, spec: TaskSpec, records: Sequence[dict], kwargs: dict) -> None:
+        voices = kwargs.get("voices")
         if voices is not None and len(voices) != len(records):
             raise PipelineError(f"voices: {len(voices)} voice prompts for {len(records)} records")
-        return self._run(
-            spec or parse_task(task),
-            records,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            cap_speech=cap_speech,
-            speech_sampling=speech_sampling,
-            voices=voices,
-            progress=progress,
-            **generate_kwargs,
-        )
 
     def _run(
         self,
         spec: TaskSpec,
         records: Sequence[dict],
         *,
-        batch_size: int | None,
-        max_new_tokens: int | None,
-        cap_speech: bool,
-        speech_sampling: SpeechSampling | None,
-        progress: bool,
+        cap_speech: bool = True,
+        speech_sampling: SpeechSampling | None = SPEECH_SAMPLING,
         voices: Sequence | None = None,
+        voice=None,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        progress: bool = False,
         **generate_kwargs,
     ) -> list[Output]:
-        """Prompts of checked records -> batched constrained generation -> outputs."""
+        """Prompts of checked records -> batched constrained generation -> outputs.
+
+        ``cap_speech``: end each speech output at a length set by its input (:data:`SPEECH_LENGTH_RATIO` x the
+        input speech, or :data:`SPEECH_SECONDS_PER_CHAR` per input character); False: only ``max_new_tokens``.
+        ``speech_sampling``: how a speech output's audio tokens are drawn
+        (:class:`audiopalm.inference.generation.SpeechSampling`; text stays greedy); None: greedy speech. Other
+        keyword arguments go to ``model.generate`` (``num_beams`` ...); with any of those the default speech
+        sampling steps aside and they decide the decoding of the whole output. ``do_sample=True`` (``temperature``,
+        ``top_k``) samples every token with the seeded per-input sampler instead of transformers' batch-wide
+        generator (see the module docstring). ``voice`` (speech outputs through an acoustic stage): None for the
+        stage's default voice, ``"source"`` to speak in the voice of each input's own speech (S2ST: AudioPaLM's
+        voice-preserving translation), or one waveform [T] at :attr:`sample_rate` / an audio file path for every
+        output. ``voices`` (:meth:`generate_records`): one voice prompt per record (a waveform [T] at
+        :attr:`output_sample_rate`, or None for the default voice)."""
+        if voices is None and isinstance(voice, str) and voice == "source":
+            if spec.input_segment[0] != AUDIO:
+                raise PipelineError(f"voice='source': task {spec.name} has no input speech to take the voice from")
+            voices = [rec.get(SOURCE_VOICE) for rec in records]
+        elif voices is None:
+            voices = [self._voice_prompt(spec, voice)] * len(records)
         if generate_kwargs.get("do_sample"):
             speech_sampling = self._seeded_sampling(speech_sampling, generate_kwargs)
         clash = sorted(DECODING_KWARGS & set(generate_kwargs))
@@ -427,11 +333,9 @@ class AudioPaLM:
                     "shorten the text or audio"
                 )
         caps = self.speech_frame_caps(spec, records) if cap_speech else None
-        bs = batch_size or self.batch_size
         outs: list[Output] = []
-        starts = range(0, len(prompts), bs)
-        for s in tqdm(starts, desc=f"generate {spec.name}", unit="batch", disable=not progress):
-            batch = prompts[s : s + bs]
+        for s, e in self._batches(spec, len(prompts), batch_size, progress):
+            batch = prompts[s:e]
             budget = self._budget(spec, batch, max_new_tokens)
             ids = constrained_generate(
                 self.model,
@@ -439,11 +343,11 @@ class AudioPaLM:
                 batch,
                 spec,
                 max_new_tokens=budget,
-                max_audio_frames=None if caps is None else caps[s : s + bs],
+                max_audio_frames=None if caps is None else caps[s:e],
                 speech_sampling=speech_sampling,
                 **generate_kwargs,
             )
-            outs.extend(self._output(spec, row, None if voices is None else voices[s + j]) for j, row in enumerate(ids))
+            outs.extend(self._output(spec, row, voices[s + j]) for j, row in enumerate(ids))
         return outs
 
     def _seeded_sampling(self, speech_sampling: SpeechSampling | None, kwargs: dict) -> SpeechSampling:
@@ -496,23 +400,8 @@ class AudioPaLM:
         return caps
 
     # ---- helpers ------------------------------------------------------------------------------
-    def _check_request(self, task, src, tgt) -> TaskSpec:
-        """Parse the task and check languages and decodability before any work."""
-        try:
-            spec = parse_task(task)
-        except TaskError as e:
-            raise PipelineError(str(e)) from None
-        for name, code in (("src", src), ("tgt", tgt)):
-            if code is not None and code not in LANGUAGES:
-                raise PipelineError(f"{name}: unknown language {code!r}; known: {', '.join(sorted(LANGUAGES))}")
-        if src is None:
-            raise PipelineError(f"task {spec.name}: give the source language (src)")
-        if spec.needs_tgt_lang and tgt is None:
-            raise PipelineError(f"task {spec.name} translates: give the target language (tgt)")
-        if not spec.needs_tgt_lang and tgt is not None:
-            raise PipelineError(f"task {spec.name} does not translate, but tgt={tgt!r} was given")
-        if tgt is not None and tgt == src:
-            raise PipelineError(f"src and tgt are both {src!r}; translation tasks need two languages")
+    def _check_task(self, spec: TaskSpec) -> None:
+        """Refuse speech output without a way to sound it; warn on a task the checkpoint was not trained on."""
         if spec.speaks and not self.can_speak:
             raise PipelineError(
                 f"task {spec.name} outputs speech, but this checkpoint's audio tokenizer "
@@ -524,15 +413,12 @@ class AudioPaLM:
             warnings.warn(
                 f"task {spec.name!r} is not among the tasks this checkpoint was trained on "
                 f"({', '.join(self.tasks)}); its output may be meaningless",
-                stacklevel=3,
+                stacklevel=4,
             )
-        return spec
 
-    def _record(
-        self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None, index: int
-    ) -> tuple[dict, np.ndarray | None]:
-        """One input -> (a task record: languages + text or audio codes [K, F]; the input waveform [T] at
-        :attr:`output_sample_rate` for a speech input, else None)."""
+    def _record(self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None, index: int) -> dict:
+        """One input -> a task record: languages + text or audio codes [K, F]; for a speech input also the input
+        waveform [T] at :attr:`output_sample_rate` under :data:`SOURCE_VOICE` (``voice="source"``)."""
         rec: dict = {"id": f"input {index}", "lang": src, "tgt_lang": tgt}
         kind, field = spec.input_segment
         if kind == TEXT:
@@ -541,10 +427,11 @@ class AudioPaLM:
             if not item.strip():
                 raise PipelineError(f"input {index}: empty text")
             rec[field] = item
-            return rec, None
+            return rec
         wav = self.load_audio(item, sample_rate=sample_rate, name=f"input {index}")  # [T] at self.sample_rate
         rec[field] = self.encode_audio(wav, name=f"input {index}")  # [K, F]
-        return rec, audio_io.resample(wav, self.sample_rate, self.output_sample_rate)
+        rec[SOURCE_VOICE] = audio_io.resample(wav, self.sample_rate, self.output_sample_rate)  # [T]
+        return rec
 
     def _voice_prompt(self, spec: TaskSpec, voice) -> np.ndarray | None:
         """One voice prompt for every output: None, or a waveform / file -> [T] at :attr:`output_sample_rate`."""
@@ -559,28 +446,6 @@ class AudioPaLM:
             )
         wav = self.load_audio(voice, name="voice")  # [T] at self.sample_rate
         return audio_io.resample(wav, self.sample_rate, self.output_sample_rate)
-
-    def load_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> np.ndarray:
-        """A waveform [T] (at ``sample_rate``, default the tokenizer's) or an audio file path -> float32 [T] at
-        :attr:`sample_rate`, validated."""
-        sr = self.sample_rate
-        if isinstance(item, (str, os.PathLike)):
-            try:
-                wav, _ = audio_io.load(item, sr)  # [T]
-            except audio_io.AudioError as e:
-                raise PipelineError(str(e)) from None
-        elif isinstance(item, (np.ndarray, torch.Tensor)):
-            arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
-            try:
-                wav = audio_io.validate(arr, sample_rate or sr, name=name)
-            except audio_io.AudioError as e:
-                raise PipelineError(str(e)) from None
-            wav = audio_io.resample(wav, sample_rate or sr, sr)
-        else:
-            raise PipelineError(
-                f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, got {type(item).__name__}"
-            )
-        return wav
 
     @torch.no_grad()
     def encode_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> torch.Tensor:

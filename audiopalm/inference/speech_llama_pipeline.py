@@ -1,6 +1,6 @@
 """Inference for a saved Speech-Llama run: ``.asr`` / ``.ast``, and the interface ``audiopalm eval`` uses.
 
-    from audiopalm.inference.speech_llama_pipeline import SpeechLlamaPipeline
+    from audiopalm import SpeechLlamaPipeline
 
     model = SpeechLlamaPipeline.from_pretrained("runs/finetune_speech_llama")   # run folder or its final/
     model.asr("clip.wav", lang="en").text
@@ -9,8 +9,10 @@
 
 The prompt is the task tag of :mod:`audiopalm.data.tasks` (``[ASR English]``, ``[AST English French]``) after
 the audio embeddings, as in training (recipes/finetune_speech_llama.py); decoding is greedy through the
-LLM's ``generate`` unless generation kwargs say otherwise. Outputs are :class:`audiopalm.inference.pipeline.Output`,
-so results land in the same ``audiopalm eval`` files and report as the AudioPaLM path's.
+LLM's ``generate`` unless generation kwargs say otherwise. The user API, the request checks, audio reading,
+batching and the :class:`~audiopalm.inference.base.Output` are :class:`~audiopalm.inference.base.SpeechTextPipeline`'s,
+shared with :class:`audiopalm.inference.pipeline.AudioPaLM`, so results land in the same ``audiopalm eval`` files
+and report as the AudioPaLM path's.
 """
 
 from __future__ import annotations
@@ -21,15 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from audiopalm.audio import io as audio_io
-from audiopalm.data.manifest import LANGUAGES
-from audiopalm.data.tasks import TaskSpec, parse_task
-from audiopalm.inference.pipeline import Output, PipelineError
+from audiopalm.data.tasks import TaskSpec
+from audiopalm.inference.base import DEFAULT_TEXT_TOKENS, Output, PipelineError, SpeechTextPipeline, default_device
 
-DEFAULT_TEXT_TOKENS = 256
-"""Longest text output when the caller gives no ``max_new_tokens``."""
 SUPPORTED = ("ASR", "AST")
 
 
@@ -43,7 +40,7 @@ def find_run(path: str | os.PathLike) -> Path | None:
     return None
 
 
-class SpeechLlamaPipeline:
+class SpeechLlamaPipeline(SpeechTextPipeline):
     """A :class:`~audiopalm.modeling.speech_llama.SpeechLlama` + the LLM's tokenizer, ready to transcribe and
     translate. Same call shapes as :class:`audiopalm.inference.pipeline.AudioPaLM` for the text-output speech tasks."""
 
@@ -51,13 +48,8 @@ class SpeechLlamaPipeline:
     """No discrete audio tokenizer: the model reads waveforms (``audiopalm eval`` reads manifests, not stores)."""
 
     def __init__(self, model, tokenizer, *, device: str | torch.device | None = None, batch_size: int = 8):
-        if batch_size < 1:
-            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        self.model = model.eval()
+        super().__init__(model, device=device, batch_size=batch_size)
         self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        if device is not None:
-            self.model.to(device)
 
     @classmethod
     def from_pretrained(
@@ -70,9 +62,10 @@ class SpeechLlamaPipeline:
     ) -> SpeechLlamaPipeline:
         """Load a run folder (or its ``final/``) written by recipes/finetune_speech_llama.py. The base LLM comes
         from ``base_model`` or the path recorded in ``speech_llama.json``; the tokenizer from the run folder
-        (saved beside the model) or else the base LLM."""
+        (saved beside the model) or else the base LLM. A folder whose save did not finish is refused."""
         from transformers import AutoTokenizer
 
+        from audiopalm.modeling.extend import check_complete
         from audiopalm.modeling.speech_llama import SpeechLlama
 
         run = find_run(path)
@@ -80,12 +73,11 @@ class SpeechLlamaPipeline:
             raise FileNotFoundError(
                 f"{path}: no speech_llama.json here or in {Path(path) / 'final'}; not a Speech-Llama run"
             )
+        check_complete(run)
         model = SpeechLlama.from_pretrained(run, base_model=base_model)
         tok_src = run if (run / "tokenizer_config.json").is_file() else (base_model or model.config.llm)
         tokenizer = AutoTokenizer.from_pretrained(tok_src)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, tokenizer, device=device, batch_size=batch_size)
+        return cls(model, tokenizer, device=default_device(device), batch_size=batch_size)
 
     @property
     def sample_rate(self) -> int:
@@ -96,107 +88,36 @@ class SpeechLlamaPipeline:
     def tasks(self) -> list[str]:
         return list(SUPPORTED)
 
-    # ---- the user API -------------------------------------------------------------------------------
-    def asr(self, wav, lang: str, **kwargs):
-        """Speech (waveform [T], file path, or a list of them) -> :class:`Output` with ``text``."""
-        return self.generate("ASR", wav, lang, **kwargs)
+    # ---- SpeechTextPipeline's hooks -----------------------------------------------------------------
+    def _check_task(self, spec: TaskSpec) -> None:
+        if spec.names not in ((n,) for n in SUPPORTED):
+            raise PipelineError(
+                f"task {spec.name}: a Speech-Llama model only does {', '.join(SUPPORTED)} (text output)"
+            )
 
-    def ast(self, wav, src: str, tgt: str, **kwargs):
-        """Speech in ``src`` -> :class:`Output` with ``translation`` into ``tgt``."""
-        return self.generate("AST", wav, src, tgt, **kwargs)
-
-    def generate(
-        self,
-        task: str | TaskSpec,
-        inputs,
-        src: str,
-        tgt: str | None = None,
-        *,
-        sample_rate: int | None = None,
-        batch_size: int | None = None,
-        max_new_tokens: int | None = None,
-        progress: bool = False,
-        **generate_kwargs,
-    ):
-        """ASR or AST on one input (returns an :class:`Output`) or a list (returns a list)."""
-        spec = self._check_request(task, src, tgt)
-        single = isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
-        items = [inputs] if single else list(inputs)
-        field = spec.input_segment[1]
-        records = [
-            {
-                "id": f"input {i}",
-                "lang": src,
-                "tgt_lang": tgt,
-                field: self.encode_audio(x, sample_rate=sample_rate, name=f"input {i}"),
-            }
-            for i, x in enumerate(items)
-        ]
-        outs = self._run(
-            spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, **generate_kwargs
-        )
-        return outs[0] if single else outs
-
-    def generate_records(
-        self,
-        task: str | TaskSpec,
-        records: Sequence[dict],
-        *,
-        batch_size: int | None = None,
-        max_new_tokens: int | None = None,
-        progress: bool = False,
-        **generate_kwargs,
-    ) -> list[Output]:
-        """``audiopalm eval``'s entry: task records (:mod:`audiopalm.data.tasks`) with ``lang``, ``tgt_lang`` and the
-        input field (``audio_codes``) holding a waveform [T] from :meth:`encode_audio`."""
-        spec = parse_task(task)
+    def _check_records(self, spec: TaskSpec, records: Sequence[dict], kwargs: dict) -> None:
         field = spec.input_segment[1]
         for r in records:
-            self._check_request(spec, r.get("lang"), r.get("tgt_lang") if spec.needs_tgt_lang else None)
             x = r.get(field)
             if not isinstance(x, torch.Tensor) or x.dim() != 1 or not x.is_floating_point():
                 raise PipelineError(
                     f"{r.get('id', 'record')}: a Speech-Llama run reads waveforms; evaluate it on a "
                     "manifest (--manifest), not a token store"
                 )
-        return self._run(
-            spec, records, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, **generate_kwargs
-        )
 
-    # ---- helpers --------------------------------------------------------------------------------------
-    def _check_request(self, task, src, tgt) -> TaskSpec:
-        spec = parse_task(task)
-        if spec.names not in ((n,) for n in SUPPORTED):
-            raise PipelineError(
-                f"task {spec.name}: a Speech-Llama model only does {', '.join(SUPPORTED)} (text output)"
-            )
-        for name, code in (("src", src), ("tgt", tgt)):
-            if code is not None and code not in LANGUAGES:
-                raise PipelineError(f"{name}: unknown language {code!r}; known: {', '.join(sorted(LANGUAGES))}")
-        if src is None:
-            raise PipelineError(f"task {spec.name}: give the source language (src)")
-        if spec.needs_tgt_lang and (tgt is None or tgt == src):
-            raise PipelineError(f"task {spec.name} translates: give a target language other than src (got {tgt!r})")
-        if not spec.needs_tgt_lang and tgt is not None:
-            raise PipelineError(f"task {spec.name} does not translate, but tgt={tgt!r} was given")
-        return spec
+    def _record(self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None, index: int) -> dict:
+        name = f"input {index}"
+        return {
+            "id": name,
+            "lang": src,
+            "tgt_lang": tgt,
+            spec.input_segment[1]: self.encode_audio(item, sample_rate=sample_rate, name=name),
+        }
 
     def encode_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> torch.Tensor:
         """A waveform [T] (at ``sample_rate``, default the model's) or an audio file path -> waveform [T] at
         the model's rate (features are computed per batch in :meth:`_run`)."""
-        sr = self.sample_rate
-        try:
-            if isinstance(item, (str, os.PathLike)):
-                wav, _ = audio_io.load(item, sr)
-            elif isinstance(item, (np.ndarray, torch.Tensor)):
-                arr = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
-                wav = audio_io.resample(audio_io.validate(arr, sample_rate or sr, name=name), sample_rate or sr, sr)
-            else:
-                raise PipelineError(
-                    f"{name}: expected a waveform (numpy/torch [T]) or an audio file path, got {type(item).__name__}"
-                )
-        except audio_io.AudioError as e:
-            raise PipelineError(str(e)) from None
+        wav = self.load_audio(item, sample_rate=sample_rate, name=name)  # [T]
         return torch.as_tensor(np.ascontiguousarray(wav), dtype=torch.float32)  # [T]
 
     @torch.no_grad()
@@ -205,19 +126,18 @@ class SpeechLlamaPipeline:
         spec: TaskSpec,
         records: Sequence[dict],
         *,
-        batch_size: int | None,
-        max_new_tokens: int | None,
-        progress: bool,
+        batch_size: int | None = None,
+        max_new_tokens: int | None = None,
+        progress: bool = False,
         **generate_kwargs,
     ) -> list[Output]:
         from audiopalm.modeling.speech_llama import encode_text
 
-        bs = batch_size or self.batch_size
         outs: list[Output] = []
         eos = self.tokenizer.eos_token_id
-        for s in tqdm(range(0, len(records), bs), desc=f"generate {spec.name}", unit="batch", disable=not progress):
-            batch = records[s : s + bs]
-            field = spec.input_segment[1]
+        field = spec.input_segment[1]
+        for s, e in self._batches(spec, len(records), batch_size, progress):
+            batch = records[s:e]
             feats, lengths = self.model.featurize([r[field] for r in batch])  # [B, F, n_mels], [B]
             prompts = [spec.tag(r["lang"], r.get("tgt_lang")) for r in batch]
             text = encode_text(self.tokenizer, prompts)  # left-padded [B, L]
