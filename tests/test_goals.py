@@ -51,7 +51,7 @@ def test_goal_statuses_from_a_synthetic_summary():
         assert res[label].status == goals.NOT_MEASURED and res[label].measured is None
         assert "no AST en-fr seen_voices BLEU" in res["AST en→fr BLEU, seen voices"].notes[0]
     mt = res["MT en→fr BLEU"]
-    assert mt.status == goals.MET and mt.notes == ["n = 100 < 500 (all the data has)"]
+    assert mt.status == goals.MET and mt.notes == ["n = 100 < 500"]
     tts = res["TTS English, judge WER"]
     assert tts.status == goals.MET and tts.ref_audio.value == 15.0
     assert (tts.peer.name, tts.peer.value, tts.peer_ref.value) == ("pocketsphinx", 90.0, 81.0)
@@ -60,6 +60,13 @@ def test_goal_statuses_from_a_synthetic_summary():
     s2st = res["S2ST en→fr ASR-BLEU, held-out voice"]
     assert s2st.status == goals.NOT_MET and s2st.notes == ["n = 10 < 50"]
     assert res["S2ST en→fr ASR-BLEU, seen voices"].status == goals.MET
+    # where --max-items capped the figure, the note says how to score the pair in full
+    capped = _by_label(goals.measure_goals(_metrics(), "ctc", max_items=10))
+    assert capped["S2ST en→fr ASR-BLEU, held-out voice"].notes == [
+        "n = 10 < 50 (--max-items 10: add --full-pairs en-fr)"
+    ]
+    full = _by_label(goals.measure_goals(_metrics(), "ctc", max_items=10, full_pairs=["en-fr"]))
+    assert full["S2ST en→fr ASR-BLEU, held-out voice"].notes == ["n = 10 < 50"]
     chained_seen, chained_held = (
         res["S2ST en→fr chained ≥ direct, seen voices"],
         res["S2ST en→fr chained ≥ direct, held-out voice"],

@@ -61,7 +61,7 @@ class Goal:
             return f"{op} {self.target:g}"
         task, metric = self.relative_to
         other = metric if task == self.task else f"{task} {metric}"
-        return f"{op} {self.target:g} × {other}"
+        return f"{op} {other}" if self.target == 1 else f"{op} {self.target:g} × {other}"
 
 
 _SUBSETS = (("seen_voices", "seen voices"), ("heldout_voice", "held-out voice"))
@@ -154,10 +154,20 @@ def _key(row) -> tuple:
     return (row.task, row.src or None, row.tgt or None, row.split, row.subset, row.metric)
 
 
-def measure_goals(metrics: Iterable, judge: str | None, goals: Iterable[Goal] = GOALS) -> list[GoalResult]:
+def measure_goals(
+    metrics: Iterable,
+    judge: str | None,
+    goals: Iterable[Goal] = GOALS,
+    *,
+    max_items: int | None = None,
+    full_pairs: list[str] = (),
+) -> list[GoalResult]:
     """Each goal against the test-split ``metrics`` (summary.json rows: objects with task, src, tgt, split,
     subset, metric, value, n); ``judge``: summary.json's ``judge`` (speech judged by the model itself is not
-    independent, so judged goals are then not measured)."""
+    independent, so judged goals are then not measured); ``max_items`` / ``full_pairs``: how the eval chose its
+    utterances (summary.json's), so that a figure on too few says whether ``--max-items`` capped it."""
+    from audiopalm.evaluate import is_full_pair
+
     table = {_key(m): m for m in metrics}
 
     def fig(task: str, src: str, tgt: str | None, subset: str, metric: str) -> Figure | None:
@@ -193,7 +203,10 @@ def measure_goals(metrics: Iterable, judge: str | None, goals: Iterable[Goal] = 
         else:
             res.bound = g.target
         if measured.n is not None and measured.n < g.min_n:
-            res.notes.append(f"n = {measured.n} < {g.min_n}" + (" (all the data has)" if g.min_n > MIN_N else ""))
+            capped = max_items is not None and not is_full_pair(g.src, g.tgt, list(full_pairs))
+            pair = f"{g.src}-{g.tgt}" if g.tgt else g.src
+            why = f" (--max-items {max_items}: add --full-pairs {pair})" if capped else ""
+            res.notes.append(f"n = {measured.n} < {g.min_n}{why}")
         if g.judged and judge == SELF_JUDGE:
             res.notes.append("judged by the model's own ASR, not independent: run with --judge ctc:FOLDER")
             continue

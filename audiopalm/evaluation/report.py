@@ -144,6 +144,10 @@ class Results:
     ``text_decoding`` / ``speech_decoding``, where it says)."""
     judge: str | None = None
     """summary.json's ``judge`` of generated speech (``model``: the model's own ASR)."""
+    max_items: int | None = None
+    """summary.json's ``max_items`` (utterances per task and pair, except ``full_pairs``), where it says."""
+    full_pairs: list[str] = dataclasses.field(default_factory=list)
+    """summary.json's ``full_pairs`` (pairs scored on all their rows)."""
     outputs: list[dict] = dataclasses.field(default_factory=list)
     """Every outputs/*.jsonl row with generated audio (the first screen picks its examples among them)."""
 
@@ -335,6 +339,8 @@ def load_results(
         missing_audio=missing,
         decoding={label: summary[key] for key, label in DECODING_KEYS.items() if summary.get(key)},
         judge=summary.get("judge") if isinstance(summary.get("judge"), str) else None,
+        max_items=summary.get("max_items") if isinstance(summary.get("max_items"), int) else None,
+        full_pairs=[p for p in summary.get("full_pairs") or [] if isinstance(p, str)],
         outputs=outputs,
     )
 
@@ -541,7 +547,7 @@ def first_screen(res: Results) -> FirstScreen:
     """Measure the goals (:mod:`audiopalm.evaluation.goals`), draw their chart, copy the examples' audio."""
     from audiopalm.evaluation.goals import measure_goals, pick_examples, plot_goals
 
-    goals = measure_goals(res.metrics, res.judge)
+    goals = measure_goals(res.metrics, res.judge, max_items=res.max_items, full_pairs=res.full_pairs)
     png = res.root / GOALS_PNG
     chart = plot_goals(goals, png)
     if chart is None and png.exists():
