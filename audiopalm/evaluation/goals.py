@@ -166,7 +166,7 @@ def measure_goals(
     subset, metric, value, n); ``judge``: summary.json's ``judge`` (speech judged by the model itself is not
     independent, so judged goals are then not measured); ``max_items`` / ``full_pairs``: how the eval chose its
     utterances (summary.json's), so that a figure on too few says whether ``--max-items`` capped it."""
-    from audiopalm.evaluate import is_full_pair
+    from audiopalm.evaluation.evaluate import is_full_pair
 
     table = {_key(m): m for m in metrics}
 
