@@ -1,4 +1,5 @@
-"""audiopalm.inference.pipeline: a tiny random checkpoint saved with save_checkpoint and loaded by AudioPaLM.from_pretrained."""
+"""audiopalm.inference.pipeline: a tiny random checkpoint saved with save_checkpoint and loaded by
+AudioPaLM.from_pretrained."""
 
 import math
 import warnings

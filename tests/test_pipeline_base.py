@@ -67,6 +67,8 @@ def test_speech_llama_asr_one_in_one_out_list_in_list_out(pipes):
     ("call", "message"),
     [
         (lambda p, w: p.asr(w, lang="xx"), "src: unknown language 'xx'"),
+        (lambda p, w: p.asr(w), "give the language of the input (lang= / src=), one of: ar, bn, ca"),
+        (lambda p, w: p.ast(w, src="en"), "give the target language (tgt=), one of: ar, bn, ca"),
         (lambda p, w: p.ast(w, src="en", tgt="en"), "src and tgt are both 'en'"),
         (lambda p, w: p.generate("AST", w, "en"), "give the target language"),
         (lambda p, w: p.generate("ASR", w, "en", "fr"), "does not translate"),

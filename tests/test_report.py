@@ -1,4 +1,5 @@
-"""audiopalm.evaluation.report (eval/report.py is its command line): a fake results folder -> report.md + report.html, rendered in headless Chromium."""
+"""audiopalm.evaluation.report (eval/report.py is its command line): a fake results folder -> report.md +
+report.html, rendered in headless Chromium."""
 
 import json
 import shutil

@@ -66,8 +66,9 @@ class EvalConfig:
     """Settings of one evaluation run (the ``audiopalm eval`` options)."""
 
     checkpoint: str
-    """Checkpoint folder or hub repo id (:meth:`audiopalm.inference.pipeline.AudioPaLM.from_pretrained`), or a Speech-Llama
-    run folder (:class:`audiopalm.inference.speech_llama_pipeline.SpeechLlamaPipeline`: ASR and AST from a manifest)."""
+    """Checkpoint folder or hub repo id (:meth:`audiopalm.inference.pipeline.AudioPaLM.from_pretrained`), or a
+    Speech-Llama run folder (:class:`audiopalm.inference.speech_llama_pipeline.SpeechLlamaPipeline`: ASR and AST from
+    a manifest)."""
     out: str
     """Results folder to write."""
     tasks: list[str]
@@ -104,7 +105,8 @@ class EvalConfig:
     """End each speech output at a length set by its input (``AudioPaLM.generate``'s ``cap_speech``)."""
     speech_temperature: float = 0.6
     """Speech outputs are sampled at this temperature among the ``speech_top_k`` likeliest codes
-    (``audiopalm.inference.pipeline.SPEECH_SAMPLING``); 0: greedy speech. Text: greedy, or ``num_beams`` for ``beam_tasks``."""
+    (``audiopalm.inference.pipeline.SPEECH_SAMPLING``); 0: greedy speech. Text: greedy, or ``num_beams`` for
+    ``beam_tasks``."""
     speech_top_k: int = 20
     """Top-k of the speech sampling (0: every allowed code)."""
     num_beams: int = 4
@@ -262,7 +264,8 @@ def subset_of(row: dict, spec, held_out: set[str] | None) -> str:
 
 def make_eval_judge(name: str, pipe, *, batch_size: int, max_new_tokens: int | None):
     """``model`` (the checkpoint's own ASR), ``pocketsphinx``, ``whisper:NAME`` or ``ctc:FOLDER`` (a character-CTC
-    speech encoder trained apart from the model under test: :class:`audiopalm.evaluation.judges.CTCJudge`) as an ASR judge."""
+    speech encoder trained apart from the model under test: :class:`audiopalm.evaluation.judges.CTCJudge`) as an ASR
+    judge."""
     from audiopalm.evaluation.judges import CallableJudge, PocketSphinxJudge, WhisperJudge
 
     if name == "model":

@@ -128,11 +128,11 @@ class SpeechTextPipeline:
             task = task.upper()
         return self.generate(task, inputs, *args, **kwargs)
 
-    def asr(self, wav, lang: str, **kwargs):
+    def asr(self, wav, lang: str | None = None, **kwargs):
         """Speech (a waveform [T], a file path, or a list of them) -> transcript (``Output.text``)."""
         return self.generate("ASR", wav, lang, **kwargs)
 
-    def ast(self, wav, src: str, tgt: str, **kwargs):
+    def ast(self, wav, src: str | None = None, tgt: str | None = None, **kwargs):
         """Speech in ``src`` -> text translated into ``tgt`` (``Output.translation``)."""
         return self.generate("AST", wav, src, tgt, **kwargs)
 
@@ -140,7 +140,7 @@ class SpeechTextPipeline:
         self,
         task: str | TaskSpec,
         inputs,
-        src: str,
+        src: str | None = None,
         tgt: str | None = None,
         *,
         sample_rate: int | None = None,
@@ -194,9 +194,15 @@ class SpeechTextPipeline:
             if code is not None and code not in LANGUAGES:
                 raise PipelineError(f"{name}: unknown language {code!r}; known: {', '.join(sorted(LANGUAGES))}")
         if src is None:
-            raise PipelineError(f"task {spec.name}: give the source language (src)")
+            raise PipelineError(
+                f"task {spec.name}: give the language of the input (lang= / src=), one of: "
+                + ", ".join(sorted(LANGUAGES))
+            )
         if spec.needs_tgt_lang and tgt is None:
-            raise PipelineError(f"task {spec.name} translates: give the target language (tgt)")
+            raise PipelineError(
+                f"task {spec.name} translates: give the target language (tgt=), one of: "
+                + ", ".join(sorted(set(LANGUAGES) - {src}))
+            )
         if not spec.needs_tgt_lang and tgt is not None:
             raise PipelineError(f"task {spec.name} does not translate, but tgt={tgt!r} was given")
         if tgt is not None and tgt == src:

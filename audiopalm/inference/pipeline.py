@@ -245,22 +245,22 @@ class AudioPaLM(SpeechTextPipeline):
         return list(self.vocab.tasks)
 
     # ---- one method per task (asr and ast: SpeechTextPipeline) ----------------------------------------
-    def tts(self, text, lang: str, **kwargs):
+    def tts(self, text, lang: str | None = None, **kwargs):
         """Text -> speech (``Output.audio`` [T] at ``Output.sample_rate``, ``Output.codes`` [k, F])."""
         return self.generate("TTS", text, lang, **kwargs)
 
-    def mt(self, text, src: str, tgt: str, **kwargs):
+    def mt(self, text, src: str | None = None, tgt: str | None = None, **kwargs):
         """Text -> translated text (``Output.translation``)."""
         return self.generate("MT", text, src, tgt, **kwargs)
 
-    def s2st(self, wav, src: str, tgt: str, *, chained: bool = True, **kwargs):
+    def s2st(self, wav, src: str | None = None, tgt: str | None = None, *, chained: bool = True, **kwargs):
         """Speech -> translated speech. ``chained=True`` runs ``[ASR AST S2ST ...]`` (AudioPaLM's best
         setting: transcript, translation, then speech in one pass; all three are in the output);
         ``chained=False`` runs the direct ``[S2ST ...]`` task (only audio)."""
         return self.generate("ASR AST S2ST" if chained else "S2ST", wav, src, tgt, **kwargs)
 
     # ---- the general entry point (generate_records: SpeechTextPipeline) -------------------------------
-    def generate(self, task: str | TaskSpec, inputs, src: str, tgt: str | None = None, **kwargs):
+    def generate(self, task: str | TaskSpec, inputs, src: str | None = None, tgt: str | None = None, **kwargs):
         """Run any task or chain (``"ASR"``, ``"ASR AST S2ST"``, ...) on one input or a list of inputs.
 
         ``inputs``: text (TTS, MT) or speech (a waveform [T] at ``sample_rate`` or a file path).
