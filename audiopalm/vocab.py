@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from audiopalm.modeling.card import audio_tokenizer_source
 from audiopalm.tokenizers.patterns import PAD, PATTERNS, PatternError, get_pattern
 
 LAYOUT_NAME = "audiopalm.json"
@@ -184,6 +185,7 @@ class UnifiedVocab:
                 "type": audio_tokenizer.type_name,
                 "fingerprint": audio_tokenizer.fingerprint,
                 "num_codebooks": audio_tokenizer.num_codebooks,
+                "source": audio_tokenizer_source(audio_tokenizer),
             },
             tasks=list(tasks),
         )
