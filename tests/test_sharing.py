@@ -178,3 +178,28 @@ def test_adapter_push_names_the_base_repo(world, tmp_path, monkeypatch):
     assert push.main([str(run / "adapter"), "me/lora", "--base-repo", "me/base"]) == 0
     assert uploaded["me/lora"]["base_model_name_or_path"] == "me/base"
     assert json.loads((run / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "../base"
+
+
+def test_speech_llama_final_has_a_card_and_loads_from_a_new_place(world, tmp_path):
+    """The Speech-Llama ``final/``: a card, no absolute path (the local base LLM is copied into ``llm/``, the
+    adapter names it relatively), and a copy elsewhere loads with the pipeline and nothing else."""
+    from test_finetune_speech_llama import common as speech_llama_args
+    from test_finetune_speech_llama import run_in_process as run_speech_llama
+    from test_finetune_speech_llama import split_manifests
+
+    from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline
+
+    w = split_manifests(world)
+    run = tmp_path / "run"
+    run_speech_llama(speech_llama_args(w, run) + ["train.max_steps=2", "train.save_every=1", "optim.warmup_steps=0"])
+    for folder in (run / "final", *(run / "checkpoints").iterdir()):
+        assert find_absolute_paths(folder) == [], folder
+    assert json.loads((run / "final" / "speech_llama.json").read_text())["llm"] == "./llm"
+    assert json.loads((run / "final" / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "../llm"
+    )
+    data = read_card_data(run / "final")
+    assert data["library_name"] == "audiopalm" and "en" in data["language"], data
+    final = _moved(run, tmp_path / "elsewhere" / "run") / "final"
+    pipe = SpeechLlamaPipeline.from_pretrained(final, device="cpu")
+    assert pipe.model.config.llm == str((final / "llm").resolve())
