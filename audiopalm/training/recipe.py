@@ -380,7 +380,7 @@ class Recipe:
     def train(self) -> dict:
         acc, tr = self.accelerator, self.cfg.train
         if tr.log_with != "none":
-            acc.init_trackers("logs", config=flat_dict(self.cfg))
+            acc.init_trackers("logs", config=flat_dict(self.cfg), init_kwargs=core.tracker_init_kwargs(tr, self.out))
         bar = tqdm(
             total=tr.max_steps, initial=self.step, desc=self.name, disable=not acc.is_main_process, dynamic_ncols=True
         )
