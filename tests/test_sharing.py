@@ -14,7 +14,13 @@ from test_finetune_audiopalm import build_world, common, run_in_process
 from audiopalm.modeling.card import CARD_NAME, find_absolute_paths, read_card_data
 from audiopalm.modeling.extend import COMPLETE_MARKER
 
-LORA_ARGS = ["lora.enabled=true", "data.packing=false", "train.micro_batch_size=4", "train.max_steps=4"]
+LORA_ARGS = [
+    "lora.enabled=true",
+    "data.packing=false",
+    "train.micro_batch_size=4",
+    "train.max_steps=4",
+    "train.save_every=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,10 @@ def test_lora_adapter_loads_the_peft_way_and_merges_to_final(world, tmp_path, lm
     base_dir, adapter_dir, final_dir = run / "base", run / "adapter", run / "final"
     for folder in (base_dir, adapter_dir, final_dir):
         assert (folder / COMPLETE_MARKER).is_file() and (folder / CARD_NAME).is_file(), folder
+    for folder in (base_dir, adapter_dir, final_dir, *(run / "checkpoints").iterdir()):
         assert find_absolute_paths(folder) == [], folder
+    ckpt_cfg = json.loads((run / "checkpoints" / "step_0000002" / "adapter_config.json").read_text())
+    assert ckpt_cfg["base_model_name_or_path"] == "../../base", ckpt_cfg
     cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == "../base", cfg["base_model_name_or_path"]
 
@@ -164,7 +173,9 @@ def test_adapter_push_names_the_base_repo(world, tmp_path, monkeypatch):
 
     run = tmp_path / "run"
     run_in_process(
-        common({**world, "lm": world["lm_exact"]}, run) + LORA_ARGS[:3] + ["train.max_steps=2", "train.eval_every=0"]
+        common({**world, "lm": world["lm_exact"]}, run)
+        + LORA_ARGS[:3]
+        + ["train.max_steps=2", "train.eval_every=0", "train.save_every=0"]
     )
     uploaded = {}
 

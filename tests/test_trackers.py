@@ -9,6 +9,32 @@ import pytest
 from test_pretrain_text import TINY, run_in_process, write_corpus
 
 
+def _wandb_history(path: Path) -> list[dict]:
+    """The history rows (metric name -> JSON value) of a wandb offline run file: a LevelDB-style log (a 7-byte
+    ``:W&B`` header, 32 KiB blocks of records split into FULL/FIRST/MIDDLE/LAST fragments, each with a 7-byte
+    header) of ``wandb_internal_pb2.Record`` messages. wandb ships no Python reader for it any more."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    blob, block, pos, buf, rows = path.read_bytes(), 32768, 7, b"", []
+    assert blob[:4] == b":W&B", blob[:7]
+    while pos + 7 <= len(blob):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", blob[pos : pos + 7])
+        if left < 7 or (kind == 0 and length == 0):  # block trailer / padding
+            pos += left
+            continue
+        data, pos = blob[pos + 7 : pos + 7 + length], pos + 7 + length
+        buf = data if kind in (1, 2) else buf + data
+        if kind in (1, 4):  # FULL or LAST: a whole record
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(buf)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): i.value_json for i in record.history.item})
+    return rows
+
+
 def test_tensorboard_and_wandb_offline_log_the_run_under_output_dir(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -36,8 +62,24 @@ def test_tensorboard_and_wandb_offline_log_the_run_under_output_dir(tmp_path, mo
     assert list(cwd.iterdir()) == []  # wandb would write ./wandb by default
     runs = list((out / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, sorted(str(p) for p in (out / "logs").rglob("*"))
-    logged = runs[0].read_bytes()  # wandb's own binary log; the metric names are stored as plain strings
-    assert all(key.encode() in logged for key in ("train/loss", "train/lr", "dev/loss/all")), "metrics not in wandb"
+    history = _wandb_history(runs[0])
+    assert [int(h["_step"]) for h in history if "train/loss" in h] == [1, 2, 3], history
+    assert [int(h["_step"]) for h in history if "dev/loss/all" in h] == [3], history
+
+    # the stage-0 text LM's final/ is hub-ready too: a card, no absolute path, loads from a new place
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from audiopalm.modeling.card import find_absolute_paths, read_card_data
+
+    card = read_card_data(out / "final")
+    assert card["pipeline_tag"] == "text-generation" and "en" in card["language"] and "lm" in card["tags"], card
+    assert find_absolute_paths(out / "final") == []
+    moved = shutil.copytree(out / "final", tmp_path / "elsewhere" / "final")
+    assert AutoModelForCausalLM.from_pretrained(moved).config.vocab_size % 64 == 0 and len(
+        AutoTokenizer.from_pretrained(moved)
+    )
 
     events = sorted(Path(out / "logs").glob("events.out.tfevents.*"))
     assert events, sorted(p.name for p in (out / "logs").iterdir())

@@ -100,6 +100,8 @@ def pipeline_tag(tasks: list[str]) -> str | None:
     if not tasks:
         return None
     names = {t.split()[0].upper() for t in tasks}
+    if names <= {"LM", "MT"} and len(tasks) > 1:  # a text LM (stage 0)
+        return "text-generation"
     if len(names) == 1 and len(tasks[0].split()) == 1:
         return PIPELINE_TAGS.get(next(iter(names)), "any-to-any")
     return "any-to-any"

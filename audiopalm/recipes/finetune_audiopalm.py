@@ -46,6 +46,7 @@ Features:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -341,6 +342,17 @@ class FinetuneAudioPaLMRecipe(Recipe):
 
     def load_data_state(self, state: dict) -> None:
         self.batches.load_state_dict(state)
+
+    def write_model(self, folder: Path, state_dict: dict | None) -> None:
+        """A resumable checkpoint: HF weights, or for LoRA the adapter alone (its base, ``output_dir/base``, holds the
+        grown embedding, which LoRA never changes) naming that base relatively, never by an absolute path."""
+        if not self.cfg.lora.enabled:
+            return super().write_model(folder, state_dict)
+        from audiopalm.modeling.adapter import set_adapter_base
+
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True, save_embedding_layers=False)
+        set_adapter_base(folder, os.path.relpath((self.out / BASE_DIR).resolve(), Path(folder).resolve()))
 
     def load_model_state(self, ckpt: Path) -> None:
         if not self.cfg.lora.enabled:
