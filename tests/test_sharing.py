@@ -214,3 +214,36 @@ def test_speech_llama_final_has_a_card_and_loads_from_a_new_place(world, tmp_pat
     final = _moved(run, tmp_path / "elsewhere" / "run") / "final"
     pipe = SpeechLlamaPipeline.from_pretrained(final, device="cpu")
     assert pipe.model.config.llm == str((final / "llm").resolve())
+
+
+def test_sources_never_hold_a_local_path(tmp_path):
+    from audiopalm.modeling.card import is_local, pipeline_tag, source_of
+
+    (tmp_path / "my_lm").mkdir()
+    assert source_of(tmp_path / "my_lm", fingerprint="ab") == {"local": "my_lm", "fingerprint": "ab"}
+    assert source_of("meta-llama/Llama-3.2-1B", "c0ffee") == {"hub_id": "meta-llama/Llama-3.2-1B", "revision": "c0ffee"}
+    assert source_of(None) is None
+    assert [is_local(x) for x in ("gpt2", "org/name", "./x", "/abs/x", "a/b/c", str(tmp_path / "my_lm"))] == [
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+    ]
+    assert [pipeline_tag(t) for t in (["ASR"], ["TTS"], ["ASR", "TTS"], ["ASR AST S2ST"], ["LM", "MT"], [])] == [
+        "automatic-speech-recognition",
+        "text-to-speech",
+        "any-to-any",
+        "any-to-any",
+        "text-generation",
+        None,
+    ]
+
+
+def test_find_absolute_paths_reads_every_json_and_yaml(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.json").write_text(json.dumps({"x": ["rel/ok", {"y": "/home/me/lm"}], "n": 3}))
+    (tmp_path / "sub" / "b.yaml").write_text("base: C:/models/lm\nother: fine\n")
+    (tmp_path / "c.txt").write_text("/not/checked")
+    assert find_absolute_paths(tmp_path) == ["a.json: /home/me/lm", "sub/b.yaml: C:/models/lm"]
