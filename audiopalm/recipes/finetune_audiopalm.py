@@ -419,7 +419,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             if adapter
             else "from audiopalm.pipeline import AudioPaLM\n"
             'model = AudioPaLM.from_pretrained("REPO_OR_FOLDER")\n'
-            'text = model.asr("speech.wav", lang="en")  # or plain transformers: AutoModelForCausalLM / AutoTokenizer'
+            'text = model.asr("speech.wav", lang="en").text  # or plain AutoModelForCausalLM / AutoTokenizer'
         )
         return {
             "title": "audiopalm speech-text model" + (" (LoRA adapter)" if adapter else ""),

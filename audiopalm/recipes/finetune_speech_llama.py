@@ -227,7 +227,7 @@ class FinetuneSpeechLlamaRecipe(Recipe):
         self.checkpoint_tokenizer.save_pretrained(folder)
 
     def card(self, summary: dict) -> dict:
-        from audiopalm.modeling.card import LIBRARY, source_of
+        from audiopalm.modeling.card import LIBRARY, is_local, source_of
 
         c = self.cfg.model
         return {
@@ -237,7 +237,7 @@ class FinetuneSpeechLlamaRecipe(Recipe):
             f"{', '.join(c.lora_target_modules)}), trained by the audiopalm `finetune_speech_llama` recipe. "
             + (
                 "The base LLM is a hub model, referenced (not copied)."
-                if self.cfg.model.llm and not Path(self.cfg.model.llm).exists()
+                if self.cfg.model.llm and not is_local(self.cfg.model.llm)
                 else "The base LLM was a local folder; a copy of it is in `llm/`."
             ),
             "library_name": LIBRARY,
@@ -246,7 +246,7 @@ class FinetuneSpeechLlamaRecipe(Recipe):
             "tasks": {t: sorted({e["lang"] for e in self.examples if e["task"] == t}) for t in self.cfg.data.tasks},
             "load_code": "from audiopalm.speech_llama_pipeline import SpeechLlamaPipeline\n"
             'model = SpeechLlamaPipeline.from_pretrained("FOLDER")  # huggingface_hub.snapshot_download(REPO) first\n'
-            'text = model.asr("speech.wav", lang="en")',
+            'text = model.asr("speech.wav", lang="en").text',
         }
 
     def load_model_state(self, ckpt: Path) -> None:
