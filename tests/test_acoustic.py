@@ -269,6 +269,20 @@ def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, to
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
     stage = AcousticStage.from_pretrained(out / "final")
     assert stage.config.hidden_size == 32 and stage.config.num_units == 12
+    # hub-ready: a model card, no absolute path; a copy elsewhere (the original renamed away) loads alone
+    from audiopalm.modeling.card import find_absolute_paths, read_card_data
+
+    assert read_card_data(out / "final")["library_name"] == "audiopalm" and find_absolute_paths(out / "final") == []
+    moved = shutil.copytree(out / "final", tmp_path / "elsewhere" / "final")
+    (out / "final").rename(out / "final.away")
+    try:
+        again = AcousticStage.from_pretrained(moved).state_dict()
+        assert (
+            all(torch.equal(again[k], v) for k, v in stage.state_dict().items())
+            and again.keys() == stage.state_dict().keys()
+        )
+    finally:
+        (out / "final.away").rename(out / "final")
     assert stage.synthesize(torch.tensor([[1, 2, 3, 4]])).shape == (1, 4 * stage.codec.samples_per_frame)
     # the launch flags behave as for the other recipes: a used folder is refused, --print-config only prints
     capsys.readouterr()

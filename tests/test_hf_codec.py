@@ -177,6 +177,41 @@ def test_save_from_pretrained_round_trip(codec_dir, tmp_path):
     assert torch.equal(back.encode(wav)[0], tok.encode(wav)[0])
 
 
+def test_pinned_hub_codec_is_referenced_not_copied(codec_dir, tmp_path, monkeypatch):
+    """A codec from the hub at a known revision is saved as a reference (id + revision, no ``codec/`` copy) and
+    fetched again at load time (here: the "hub" is the local folder, offline); ``copy_weights=True`` copies it.
+    A local codec is copied and recorded by its folder name, never its absolute path."""
+    kind, path = codec_dir
+    kwargs = {"bandwidth": 6.0} if kind == "encodec" else {"num_codebooks": 2}
+    fetched = []
+    real = HFCodecTokenizer.from_codec.__func__
+
+    def from_codec(cls, name_or_path, **kw):
+        if str(name_or_path) == "org/tiny-codec":  # the fake hub: this id at this revision is the local folder
+            assert kw.get("revision") == "abc123", kw
+            fetched.append(kw["revision"])
+            tok = real(cls, path, **{k: v for k, v in kw.items() if k != "revision"})
+            tok.source, tok.revision = "org/tiny-codec", "abc123"
+            return tok
+        return real(cls, name_or_path, **kw)
+
+    monkeypatch.setattr(HFCodecTokenizer, "from_codec", classmethod(from_codec))
+    tok = HFCodecTokenizer.from_codec("org/tiny-codec", revision="abc123", **kwargs)
+    tok.save_pretrained(tmp_path / "ref")
+    meta = json.loads((tmp_path / "ref" / CONFIG_NAME).read_text())
+    assert not (tmp_path / "ref" / "codec").exists() and meta["weights_copied"] is False
+    assert meta["config"]["source"] == "org/tiny-codec" and meta["config"]["revision"] == "abc123"
+    back = load_audio_tokenizer(tmp_path / "ref")
+    assert fetched == ["abc123", "abc123"] and back.fingerprint == tok.fingerprint
+    tok.copy_weights = True
+    tok.save_pretrained(tmp_path / "copied")
+    assert (tmp_path / "copied" / "codec" / "model.safetensors").is_file()
+    local = HFCodecTokenizer.from_codec(path, **kwargs)
+    local.save_pretrained(tmp_path / "local")
+    saved = json.loads((tmp_path / "local" / CONFIG_NAME).read_text())["config"]["source"]
+    assert saved == f"local:{path.name}" and (tmp_path / "local" / "codec").is_dir()
+
+
 def test_fingerprint_sees_weights_and_options(codec_dir):
     kind, path = codec_dir
     a = HFCodecTokenizer.from_codec(path)

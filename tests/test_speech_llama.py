@@ -4,6 +4,8 @@ Every model here is tiny (LLM: 2 layers, width 32; encoder: 2 layers, width 32) 
 with random weights; nothing is downloaded.
 """
 
+import dataclasses
+import json
 import math
 
 import numpy as np
@@ -224,8 +226,10 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
         "adapter/adapter_config.json",
     } <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files), files
-    loaded = SpeechLlama.from_pretrained(tmp_path / "ckpt").eval()  # base LLM from config.llm
-    assert loaded.config == model.config
+    loaded = SpeechLlama.from_pretrained(tmp_path / "ckpt").eval()  # the local base LLM was copied into llm/
+    saved = json.loads((tmp_path / "ckpt" / "speech_llama.json").read_text())
+    assert saved["llm"] == "./llm" and (tmp_path / "ckpt" / "llm" / "model.safetensors").is_file()
+    assert dataclasses.replace(loaded.config, llm="") == dataclasses.replace(model.config, llm="")
     with torch.no_grad():
         after = loaded(feats, lengths, ids).logits
     torch.testing.assert_close(after, before, rtol=0, atol=0)

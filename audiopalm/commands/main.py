@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "train with a recipe: audiopalm train RECIPE --config NAME_OR_PATH [key=value ...]",
     ),
     "demo": ("audiopalm.commands.demo", "run the whole offline demo, stage by stage"),
+    "push": ("audiopalm.modeling.hub", "upload a complete saved model folder (with its model card) to the hub"),
 }
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from audiopalm.data.patterns import PAD, PATTERNS, PatternError, get_pattern
+from audiopalm.data.sources import audio_tokenizer_source
 
 LAYOUT_NAME = "audiopalm.json"
 FORMAT_VERSION = 1
@@ -184,6 +185,7 @@ class UnifiedVocab:
                 "type": audio_tokenizer.type_name,
                 "fingerprint": audio_tokenizer.fingerprint,
                 "num_codebooks": audio_tokenizer.num_codebooks,
+                "source": audio_tokenizer_source(audio_tokenizer),
             },
             tasks=list(tasks),
         )

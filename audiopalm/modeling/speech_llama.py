@@ -20,8 +20,10 @@ reads a sequence of audio *embeddings* made by an encoder over log-mel frames::
 
 A checkpoint folder (:meth:`SpeechLlama.save_pretrained`) holds ``speech_llama.json`` (this config),
 ``speech_modules.safetensors`` (encoder + projector + CTC head), ``encoder/config.json`` for a HF encoder,
-and ``adapter/`` (peft's LoRA adapter). The base LLM is not copied: ``config.llm`` names it, or pass
-``base_model=`` to :meth:`SpeechLlama.from_pretrained`.
+and ``adapter/`` (peft's LoRA adapter). A hub base LLM is referenced by its id (``config.llm``), not copied; a
+local one is copied into ``llm/`` (``copy_base``; the recipe's ``final/``), since its path means nothing on another
+machine: ``speech_llama.json`` then says ``"llm": "./llm"``. No absolute path is saved; a folder saved without its
+local base (a resumable checkpoint) loads with ``base_model=``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ CONFIG_NAME = "speech_llama.json"
 WEIGHTS_NAME = "speech_modules.safetensors"
 ADAPTER_DIR = "adapter"
 ENCODER_CONFIG_DIR = "encoder"
+LLM_DIR = "llm"
+"""Sub-folder holding a copy of a local base LLM; ``speech_llama.json`` names it ``./llm``."""
 BUILTIN_ENCODERS = ("conformer", "transformer")
 # HF model types that read raw 16 kHz waveforms ("input_values") rather than mel frames.
 WAVEFORM_ENCODERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
@@ -155,6 +159,20 @@ class SpeechLlamaConfig:
         if unknown:
             raise ValueError(f"unknown SpeechLlamaConfig fields {unknown}; known: {sorted(known)}")
         return cls(**d)
+
+
+def _copy_hf_folder(src: Path, dst: Path) -> None:
+    """Copy a local HF model folder's config, tokenizer and safetensors weights (no pickle files)."""
+    import shutil
+
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: the base LLM folder to copy is missing")
+    if not list(src.glob("*.safetensors")):
+        raise ValueError(f"{src}: the base LLM has no safetensors weights to copy; re-save it with save_pretrained")
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".txt", ".model", ".jinja", ".tiktoken"):
+            shutil.copy2(f, dst / f.name)
 
 
 # ---- small tensor helpers ----------------------------------------------------------------------
@@ -469,17 +487,36 @@ class SpeechLlama(nn.Module):
             mods["ctc_head"] = self.ctc_head
         return nn.ModuleDict(mods)
 
-    def save_pretrained(self, save_dir: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    def save_pretrained(
+        self,
+        save_dir: str | os.PathLike,
+        state_dict: dict[str, torch.Tensor] | None = None,
+        *,
+        copy_base: bool | None = None,
+    ) -> Path:
         """Write config json, encoder/projector/CTC weights (safetensors), a HF encoder's config and the
-        LoRA adapter (peft, safetensors). The base LLM is referenced by ``config.llm``, not copied.
+        LoRA adapter (peft, safetensors). A hub base LLM is referenced by ``config.llm``; a local one is copied
+        into ``llm/`` unless ``copy_base=False`` (then only its folder name is recorded).
 
         ``state_dict``: this model's full state dict when the parameters themselves cannot be saved (DeepSpeed:
         ZeRO-3 shards them, ZeRO-2 makes them views of one flat buffer); ``accelerator.get_state_dict`` gives it."""
         from safetensors.torch import save_file, save_model
 
+        from audiopalm.data.sources import is_local
+
         save_dir = Path(save_dir)
         save_dir.mkdir(parents=True, exist_ok=True)
-        (save_dir / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        llm = self.config.llm
+        if llm and is_local(llm):  # never an absolute path: a copy in llm/, or just the folder's name
+            if copy_base is None or copy_base:
+                _copy_hf_folder(Path(llm), save_dir / LLM_DIR)
+                llm = f"./{LLM_DIR}"
+            else:
+                llm = f"local:{Path(llm).resolve().name}"
+        cfg = {**self.config.to_dict(), "llm": llm}
+        tmp = save_dir / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        os.replace(tmp, save_dir / CONFIG_NAME)
         if state_dict is None:
             save_model(self._speech_modules(), str(save_dir / WEIGHTS_NAME))
         else:
@@ -501,6 +538,9 @@ class SpeechLlama(nn.Module):
                 else {k[len("llm.") :]: v for k, v in state_dict.items() if k.startswith("llm.")}
             )
             self.llm.save_pretrained(save_dir / ADAPTER_DIR, safe_serialization=True, state_dict=llm_state)
+            from audiopalm.modeling.adapter import set_adapter_base
+
+            set_adapter_base(save_dir / ADAPTER_DIR, f"../{LLM_DIR}" if llm == f"./{LLM_DIR}" else llm)
         return save_dir
 
     @classmethod
@@ -526,6 +566,13 @@ class SpeechLlama(nn.Module):
             config = SpeechLlamaConfig.from_dict(json.loads(cfg_path.read_text()))
         except (ValueError, TypeError) as e:
             raise ValueError(f"{cfg_path}: {e}") from None
+        if config.llm == f"./{LLM_DIR}":  # the copy of a local base inside the folder
+            config = dataclasses.replace(config, llm=str((save_dir / LLM_DIR).resolve()))
+        elif config.llm.startswith("local:") and base_model is None:
+            raise ValueError(
+                f"{cfg_path}: its base LLM was the local folder {config.llm[6:]!r}, not saved with it; "
+                "pass base_model= (that folder, or the model)"
+            )
         llm = cls._load_llm(base_model, config, dtype)
         enc_dir = save_dir / ENCODER_CONFIG_DIR
         encoder = build_encoder(config, saved_dir=enc_dir if enc_dir.is_dir() else None)

@@ -76,5 +76,6 @@ def build_examples(records, tasks: list[str], skips: Counter, cache: FeatureCach
             if cache is not None and not cache.duration_ok(r.audio):
                 skips[f"{task}: longer than data.max_seconds"] += 1
                 continue
-            out.append({"audio": r.audio, "prompt": tag, "target": target, "task": task, "id": r.id})
+            lang = r.lang if task == "ASR" else f"{r.lang}-{r.tgt_lang}"  # what the model card lists
+            out.append({"audio": r.audio, "prompt": tag, "target": target, "task": task, "id": r.id, "lang": lang})
     return out

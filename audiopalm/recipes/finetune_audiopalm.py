@@ -46,6 +46,7 @@ Features:
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -62,6 +63,8 @@ from audiopalm.training.recipe import LossSum, Recipe
 # field is present in a row.
 META_COLUMNS = ("id", "lang", "text", "audio", "tgt_lang", "tgt_text", "tgt_audio", "split")
 PRESENCE = {"audio_codes": "audio", "tgt_audio_codes": "tgt_audio"}
+BASE_DIR = "base"
+"""LoRA runs: ``output_dir/base``, the extended (untrained) base model the adapter applies to."""
 
 
 class FinetuneAudioPaLMRecipe(Recipe):
@@ -164,6 +167,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         self.filter_skips: Counter = Counter()  # rows left out before training (missing fields)
         self.render_skips: Counter = Counter()  # examples skipped while rendering (too long, bad codes), this run
         sources, self.dev_sets = [], []
+        self.task_langs: dict[str, set[str]] = {}  # task -> languages (or pairs) of its training rows, for the card
         for entry, name in zip(d.tasks, self.task_names):
             spec = parse_task(entry.task)
             train_rows = self._select_rows(entry, spec, "train", self.filter_skips)
@@ -173,6 +177,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
                     f"has no training rows in {d.stores} (splits {d.train_splits}); "
                     f"rows left out: {dict(self.filter_skips)}"
                 )
+            self.task_langs.setdefault(name, set()).update(self._languages(train_rows, spec))
             rows = StoreRows(self.stores, train_rows)
             self._probe(name, spec, rows)
             label = f"{name} #{len(sources)}" if name in {s.name.split(" #")[0] for s in sources} else name
@@ -206,6 +211,14 @@ class FinetuneAudioPaLMRecipe(Recipe):
         )
         if self.filter_skips:
             self.log(f"rows left out (missing fields): {dict(self.filter_skips)}")
+
+    def _languages(self, rows: list[tuple[int, int]], spec: TaskSpec) -> set[str]:
+        """Languages (``en``) or pairs (``en-fr``, for tasks with a target language) of some store rows."""
+        out = set()
+        for s, r in rows:
+            lang, tgt = self.store_meta[s]["lang"][r], self.store_meta[s]["tgt_lang"][r]
+            out.add(f"{lang}-{tgt}" if spec.needs_tgt_lang and tgt else lang)
+        return out
 
     def _probe(self, name: str, spec: TaskSpec, rows: StoreRows) -> None:
         """Render a few rows now: a task none of whose rows fit ``data.max_len`` fails here, not in an endless loop."""
@@ -250,6 +263,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         if self.cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 
+            self._write_base()
             lo = self.cfg.lora
             rows = trainable_token_indices(self.model, self.vocab)
             if lo.new_rows == "trainable_tokens":
@@ -329,6 +343,17 @@ class FinetuneAudioPaLMRecipe(Recipe):
     def load_data_state(self, state: dict) -> None:
         self.batches.load_state_dict(state)
 
+    def write_model(self, folder: Path, state_dict: dict | None) -> None:
+        """A resumable checkpoint: HF weights, or for LoRA the adapter alone (its base, ``output_dir/base``, holds the
+        grown embedding, which LoRA never changes) naming that base relatively, never by an absolute path."""
+        if not self.cfg.lora.enabled:
+            return super().write_model(folder, state_dict)
+        from audiopalm.modeling.adapter import set_adapter_base
+
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True, save_embedding_layers=False)
+        set_adapter_base(folder, os.path.relpath((self.out / BASE_DIR).resolve(), Path(folder).resolve()))
+
     def load_model_state(self, ckpt: Path) -> None:
         if not self.cfg.lora.enabled:
             return super().load_model_state(ckpt)
@@ -336,20 +361,90 @@ class FinetuneAudioPaLMRecipe(Recipe):
 
         load_adapter_weights(self.model, ckpt / "adapter_model.safetensors")
 
+    def _write_base(self) -> None:
+        """LoRA runs: ``output_dir/base``, the text LM with its embedding grown for the audio vocabulary and the new
+        rows initialised, untrained: the base model the adapter applies to, as peft documents for added tokens (the
+        adapter carries the trained new rows, the base has their shape). Written once (kept on ``--resume``)."""
+        from audiopalm.modeling.adapter import write_base
+
+        write_base(
+            self.model,
+            self.vocab,
+            self.out / BASE_DIR,
+            source=self.cfg.model.name_or_path,
+            is_main=self.accelerator.is_main_process,
+        )
+
     def write_final(self, folder: Path, state_dict: dict | None) -> None:
         """``final/``: HF format + audiopalm.json + audio tokenizer (merged for LoRA) + the acoustic stage in
         ``acoustic/`` if there is one; LoRA runs also write the peft adapter in ``output_dir/adapter``."""
-        from audiopalm.modeling.extend import atomic_folder, write_checkpoint_files
+        from audiopalm.modeling.adapter import write_adapter
+        from audiopalm.modeling.extend import write_checkpoint_files
 
         model = self.accelerator.unwrap_model(self.model)
         if self.cfg.lora.enabled:
-            with atomic_folder(self.out / "adapter") as tmp:
-                model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-                self.vocab.save_pretrained(tmp)
+            write_adapter(
+                model,
+                self.vocab,
+                self.out / "adapter",
+                state_dict=state_dict,
+                base_dir=self.out / BASE_DIR,
+                card={**self.card(self._summary, adapter=True), "dev": self._summary.get("dev_loss") or None},
+            )
             model, state_dict = model.merge_and_unload(), None
         write_checkpoint_files(
             model, self.vocab, self.audio_tokenizer, folder, state_dict=state_dict, acoustic=self.acoustic
         )
+
+    def save_final(self, summary: dict) -> None:
+        self._summary = summary  # the adapter's card (written inside write_final) shows the same dev figures
+        super().save_final(summary)
+
+    def card(self, summary: dict, adapter: bool = False) -> dict:
+        from audiopalm.modeling.card import audio_tokenizer_source, source_of
+
+        m, lo = self.cfg.model, self.cfg.lora
+        tok = self.audio_tokenizer
+        how = (
+            f"LoRA (r={lo.r}, alpha={lo.alpha}, on {', '.join(lo.target_modules)}; new rows via {lo.new_rows})"
+            if lo.enabled
+            else "full fine-tuning"
+        )
+        kind = "The peft LoRA adapter of an" if adapter else ("The merged weights of an" if lo.enabled else "An")
+        base = source_of(m.name_or_path)
+        load = (
+            "from peft import PeftModel\nfrom transformers import AutoModelForCausalLM\n"
+            'model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("BASE"), "ADAPTER")'
+            "  # BASE: the run's base/ folder (its repo)"
+            if adapter
+            else "from audiopalm import AudioPaLM\n"
+            'model = AudioPaLM.from_pretrained("REPO_OR_FOLDER")\n'
+            'text = model.asr("speech.wav", lang="en").text  # or plain AutoModelForCausalLM / AutoTokenizer'
+        )
+        return {
+            "title": "audiopalm speech-text model" + (" (LoRA adapter)" if adapter else ""),
+            "summary": f"{kind} AudioPaLM-style model (arXiv 2306.12925): a text LM whose vocabulary was extended "
+            f"with {self.vocab.num_codebooks} x {self.vocab.codebook_size} audio tokens ({m.pattern} pattern, "
+            f"{len(self.vocab)} tokens), trained by {how} on a task mixture with the audiopalm "
+            "`finetune_audiopalm` recipe."
+            + (
+                " It applies to the run's `base/` folder (the text LM with the grown embedding), not to the text LM "
+                "itself."
+                if adapter
+                else ""
+            ),
+            "library_name": "peft" if adapter else "transformers",
+            "base_model": m.name_or_path if not m.from_scratch else None,
+            "base_source": base,
+            "tasks": {t: sorted(v) for t, v in self.task_langs.items()},
+            "audio_tokenizer": {
+                "type": tok.type_name,
+                "fingerprint": tok.fingerprint,
+                "source": audio_tokenizer_source(tok),
+            },
+            "tags": ["lora"] if lo.enabled else [],
+            "load_code": load,
+        }
 
     def summary_extra(self) -> dict:
         if self.render_skips:

@@ -216,8 +216,38 @@ class FinetuneSpeechLlamaRecipe(Recipe):
         return {"examples": len(self.examples), "tasks": self.cfg.data.tasks}
 
     def write_model(self, folder: Path, state_dict: dict | None) -> None:
-        """:meth:`SpeechLlama.save_pretrained`: LoRA adapter + encoder/projector safetensors (no base LLM)."""
-        self.accelerator.unwrap_model(self.model).save_pretrained(folder, state_dict=state_dict)
+        """:meth:`SpeechLlama.save_pretrained`: LoRA adapter + encoder/projector safetensors (no base LLM: a
+        resumable checkpoint; the run has its base)."""
+        self.accelerator.unwrap_model(self.model).save_pretrained(folder, state_dict=state_dict, copy_base=False)
+
+    def write_final(self, folder: Path, state_dict: dict | None) -> None:
+        """``final/``: as a checkpoint, plus a copy of a local base LLM (a hub one is referenced), so the folder
+        loads elsewhere with nothing else; the tokenizer beside."""
+        self.accelerator.unwrap_model(self.model).save_pretrained(folder, state_dict=state_dict, copy_base=None)
+        self.checkpoint_tokenizer.save_pretrained(folder)
+
+    def card(self, summary: dict) -> dict:
+        from audiopalm.modeling.card import LIBRARY, is_local, source_of
+
+        c = self.cfg.model
+        return {
+            "title": "audiopalm Speech-Llama model",
+            "summary": "Speech-Llama (arXiv 2307.11795): a speech encoder "
+            f"(`{c.encoder}`) and a projector in front of a frozen LLM with LoRA (r={c.lora_r}, on "
+            f"{', '.join(c.lora_target_modules)}), trained by the audiopalm `finetune_speech_llama` recipe. "
+            + (
+                "The base LLM is a hub model, referenced (not copied)."
+                if self.cfg.model.llm and not is_local(self.cfg.model.llm)
+                else "The base LLM was a local folder; a copy of it is in `llm/`."
+            ),
+            "library_name": LIBRARY,
+            "base_model": self.cfg.model.llm,
+            "base_source": source_of(self.cfg.model.llm),
+            "tasks": {t: sorted({e["lang"] for e in self.examples if e["task"] == t}) for t in self.cfg.data.tasks},
+            "load_code": "from audiopalm import SpeechLlamaPipeline\n"
+            'model = SpeechLlamaPipeline.from_pretrained("FOLDER")  # huggingface_hub.snapshot_download(REPO) first\n'
+            'text = model.asr("speech.wav", lang="en").text',
+        }
 
     def load_model_state(self, ckpt: Path) -> None:
         from safetensors.torch import load_model

@@ -188,6 +188,30 @@ class PretrainTextRecipe(Recipe):
         self.last_dev = super().evaluate()
         return self.last_dev
 
+    def card(self, summary: dict) -> dict:
+        d, m = self.cfg.data, self.cfg.model
+        langs, pairs = set(), set()
+        for path in d.manifests:
+            for rec in read_manifest(path):
+                if rec.split is None or rec.split in d.train_splits:
+                    langs.update(x for x in (rec.lang, rec.tgt_lang) if x)
+                    if rec.tgt_lang and rec.tgt_text:
+                        pairs.add(f"{rec.lang}-{rec.tgt_lang}")
+        tasks = {"LM": sorted(langs)}
+        if "mt" in d.include and pairs:
+            tasks["MT"] = sorted(pairs)
+        return {
+            "title": "audiopalm stage-0 text LM",
+            "summary": f"A {m.num_layers}-layer Llama-architecture text LM ({self.num_params / 1e6:.1f}M parameters) "
+            "trained from scratch on the corpus text by the audiopalm `pretrain_text` recipe: the offline stand-in "
+            "for a hub LLM, which the `finetune_audiopalm` recipe then extends with audio tokens.",
+            "tasks": tasks,
+            "tags": ["text-generation"],
+            "load_code": "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+            'model = AutoModelForCausalLM.from_pretrained("REPO_OR_FOLDER")\n'
+            'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")',
+        }
+
 
 def main(argv: list[str] | None = None) -> int:
     return PretrainTextRecipe.main(argv)

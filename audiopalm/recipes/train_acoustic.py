@@ -137,6 +137,27 @@ class TrainAcousticRecipe(Recipe):
         acoustic.set_default_voice(stage, self.train_utts)
         stage.save_pretrained(folder)
 
+    def card(self, summary: dict) -> dict:
+        from audiopalm.modeling.card import LIBRARY, audio_tokenizer_source
+
+        def tok(t) -> dict:
+            return {"type": t.type_name, "fingerprint": t.fingerprint, "source": audio_tokenizer_source(t)}
+
+        units, codec = tok(self.unit_tokenizer), tok(self.codec)
+        return {
+            "title": "audiopalm acoustic stage",
+            "summary": "Semantic units + a voice prompt -> acoustic codes (parallel, SoundStorm-like) -> sound, "
+            "trained by the audiopalm `train_acoustic` recipe. Units from the "
+            f"`{units['type']}` tokenizer (fingerprint `{units['fingerprint']}`); codes of the `{codec['type']}` "
+            f"codec (fingerprint `{codec['fingerprint']}`), both saved in this folder.",
+            "library_name": LIBRARY,
+            "audio_tokenizer": units,
+            "tags": ["text-to-speech", "acoustic-model"],
+            "load_code": "from audiopalm.acoustic import AcousticStage\n"
+            'stage = AcousticStage.from_pretrained("FOLDER")  # huggingface_hub.snapshot_download(REPO) first\n'
+            "wav = stage.synthesize(units)  # see docs/acoustic_stage.md",
+        }
+
     def summary_extra(self) -> dict:
         return {"train_utterances": len(self.train_utts), "train_targets": len(self.pairs.targets)}
 

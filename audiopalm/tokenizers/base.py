@@ -257,6 +257,7 @@ def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | Non
         tok = cls.from_pretrained(path)
         if cls.from_pretrained.__func__ is not AudioTokenizer.from_pretrained.__func__:
             verify_fingerprint(path, meta, tok)  # (the base class's loader checks it itself)
+        tok.loaded_from = path.resolve().name  # the folder's name (not its path), for the provenance of checkpoints
         return tok
     kind = hub_id_or_local(name_or_path, what="audio tokenizer")
     if kind == "local" and not (path / "config.json").is_file():

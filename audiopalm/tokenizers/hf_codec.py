@@ -191,15 +191,31 @@ class HFCodecTokenizer(AudioTokenizer):
         tok.revision = getattr(config, "_commit_hash", None) or revision  # None for a local folder
         return tok.to(device) if device is not None else tok
 
+    copy_weights: bool | None = None
+    """Whether :meth:`save_pretrained` copies the codec's weights into ``codec/``. None (default): only when the
+    codec is not a hub model pinned to a commit; a pinned hub codec is referenced (id + revision) and fetched at
+    load time, so checkpoints do not each carry a copy of a large codec. Set True to copy it anyway."""
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``audio_tokenizer.json`` and the HF model folder ``codec/`` (safetensors)."""
+        """Write ``audio_tokenizer.json`` and, unless the codec is a pinned hub model (:attr:`copy_weights`), the
+        HF model folder ``codec/`` (safetensors). No local path is recorded: a local source becomes its name."""
+        from audiopalm.data.sources import is_local
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(directory / CODEC_DIR)
-        if self.feature_extractor is not None:
-            self.feature_extractor.save_pretrained(directory / CODEC_DIR)
-        meta = {"type": self.type_name, "config": self.get_config(), "fingerprint": self.fingerprint}
-        (directory / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+        hub = bool(self.source) and not is_local(self.source) and bool(getattr(self, "revision", None))
+        copy = self.copy_weights if self.copy_weights is not None else not hub
+        if copy:
+            self.model.save_pretrained(directory / CODEC_DIR)
+            if self.feature_extractor is not None:
+                self.feature_extractor.save_pretrained(directory / CODEC_DIR)
+        config = self.get_config()
+        if config["source"] and is_local(config["source"]):
+            config["source"] = "local:" + Path(str(config["source"])).resolve().name
+        meta = {"type": self.type_name, "config": config, "fingerprint": self.fingerprint, "weights_copied": copy}
+        tmp = directory / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(tmp, directory / CONFIG_NAME)
         return directory
 
     @classmethod
@@ -210,10 +226,14 @@ class HFCodecTokenizer(AudioTokenizer):
         if meta["type"] != cls.type_name:
             raise ValueError(f"{directory}: holds a {meta['type']!r} tokenizer, not {cls.type_name!r}")
         cfg = meta["config"]
+        local = (directory / CODEC_DIR).is_dir()
+        if not local and not (cfg.get("source") and cfg.get("revision")):
+            raise ValueError(f"{directory}: no {CODEC_DIR}/ folder and no hub codec (source + revision) to fetch")
         tok = cls.from_codec(
-            directory / CODEC_DIR,
+            directory / CODEC_DIR if local else cfg["source"],
             bandwidth=cfg.get("bandwidth"),
             num_codebooks=None if cfg.get("bandwidth") is not None else cfg.get("num_codebooks"),
+            revision=None if local else cfg["revision"],
         )
         tok.source, tok.revision = cfg.get("source"), cfg.get("revision")
         return tok

@@ -290,6 +290,19 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def tracker_init_kwargs(cfg, output_dir: str | os.PathLike) -> dict:
+    """``accelerator.init_trackers(init_kwargs=...)``: trackers that would write into the working directory
+    (wandb's ``./wandb``) write under ``output_dir/logs`` instead, like tensorboard. Their own offline switches
+    (``WANDB_MODE=offline``, ``MLFLOW_TRACKING_URI`` unset: a local ``mlruns``) are theirs and respected."""
+    logs = Path(output_dir) / "logs"
+    names = {n.strip() for n in cfg.log_with.split(",")}
+    out: dict = {}
+    if "wandb" in names:
+        logs.mkdir(parents=True, exist_ok=True)
+        out["wandb"] = {"dir": str(logs)}
+    return out
+
+
 def make_accelerator(cfg, project_dir: str | Path):
     """The ``Accelerator`` of a recipe, from a :class:`audiopalm.config.TrainConfig`; returns ``(accelerator,
     mixed_precision)``.
@@ -315,7 +328,7 @@ def make_accelerator(cfg, project_dir: str | Path):
     acc = Accelerator(
         gradient_accumulation_steps=cfg.grad_accum_steps,
         mixed_precision=mp,
-        log_with=None if cfg.log_with == "none" else cfg.log_with,
+        log_with=None if cfg.log_with == "none" else [n.strip() for n in cfg.log_with.split(",")],  # "a,b" -> both
         project_dir=str(project_dir),
         cpu=no_gpu and not deepspeed,  # CPU processes: DDP over gloo (cpu=True would turn DeepSpeed off)
         kwargs_handlers=handlers,

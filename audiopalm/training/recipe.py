@@ -63,6 +63,9 @@ RUN_ARTEFACTS = (
     "adapter",
     ".tmp-adapter",
     ".old-adapter",
+    "base",
+    ".tmp-base",
+    ".old-base",
     "tokenizer",
     "metrics.jsonl",
     "summary.json",
@@ -152,6 +155,32 @@ class Recipe:
         self.write_model(folder, state_dict)
         if self.checkpoint_tokenizer is not None:
             self.checkpoint_tokenizer.save_pretrained(folder)
+
+    def card(self, summary: dict) -> dict:
+        """What the model card of ``final/`` says (keyword arguments of
+        :func:`audiopalm.modeling.card.write_model_card`); the base fills in the dev figures and training size."""
+        return {
+            "title": f"{self.name} model",
+            "summary": f"Trained with the audiopalm `{self.name}` recipe.",
+            "load_code": "from transformers import AutoModelForCausalLM\n"
+            'model = AutoModelForCausalLM.from_pretrained("REPO_OR_FOLDER")',
+        }
+
+    def write_card(self, folder: Path, summary: dict) -> None:
+        """``folder/README.md``: the model card (before the completion marker, so a published folder has one)."""
+        from audiopalm.modeling.card import write_model_card
+
+        kwargs = self.card(summary)
+        kwargs.setdefault("dev", summary.get("dev_loss") or None)
+        kwargs.setdefault(
+            "training",
+            {
+                k: summary[k]
+                for k in ("steps", "tokens_seen", "train_loss", "processes", "parameters", "trainable_parameters")
+                if k in summary
+            },
+        )
+        write_model_card(folder, **kwargs)
 
     def before_prepare(self) -> None:
         """Runs after the model, optimizer and resume, before ``accelerator.prepare`` (e.g. a pre-training phase)."""
@@ -351,7 +380,7 @@ class Recipe:
     def train(self) -> dict:
         acc, tr = self.accelerator, self.cfg.train
         if tr.log_with != "none":
-            acc.init_trackers("logs", config=flat_dict(self.cfg))
+            acc.init_trackers("logs", config=flat_dict(self.cfg), init_kwargs=core.tracker_init_kwargs(tr, self.out))
         bar = tqdm(
             total=tr.max_steps, initial=self.step, desc=self.name, disable=not acc.is_main_process, dynamic_ncols=True
         )
@@ -450,6 +479,7 @@ class Recipe:
         if acc.is_main_process:
             with atomic_folder(self.out / "final", {"recipe": self.name, "step": self.step}) as tmp:
                 self.write_final(tmp, state_dict)
+                self.write_card(tmp, summary)
             tmp_summary = self.out / ".summary.json.tmp"
             tmp_summary.write_text(json.dumps(summary, indent=1), encoding="utf-8")
             os.replace(tmp_summary, self.out / "summary.json")
