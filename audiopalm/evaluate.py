@@ -317,7 +317,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             )
             # speech outputs -> wavs on disk (and silence for the judge where nothing came out)
             wavs = []
-            for row, o in zip(items, outs):
+            for row, o in zip(items, outs, strict=True):
                 line = {
                     "id": row["id"],
                     "task": spec.name,
@@ -483,7 +483,7 @@ def peer_rows(
 
     if spec.output_segments == [(TEXT, "text")] and spec.input_segment[0] == AUDIO:  # plain ASR
         heard = peer.transcribe([audio_io.load(r["audio"], sample_rate)[0] for r in items], sample_rate, src)
-        fake = [dataclasses.replace(o, text=t) for o, t in zip(outs, heard)]
+        fake = [dataclasses.replace(o, text=t) for o, t in zip(outs, heard, strict=True)]
         rows = score_group(spec, src, tgt, items, fake, lines, wavs, sample_rate, None, None, name)
     elif spec.output_segments == [(AUDIO, "audio_codes")]:  # TTS (speech-to-speech tasks: the judge's rows only)
         refs = [r.get("audio") for r in items]

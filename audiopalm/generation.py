@@ -187,7 +187,7 @@ class SegmentConstraint(LogitsProcessor):
         )
         if incremental:
             new = input_ids[:, -1].tolist()
-            for st, tok in zip(self._states, new):
+            for st, tok in zip(self._states, new, strict=True):
                 self._feed(st, tok)
         else:  # first call, or rows were reordered (beam search): parse from the prompt
             self._states = []
@@ -218,7 +218,10 @@ class SegmentConstraint(LogitsProcessor):
             r = max(len(self._states) // len(caps), 1)
             caps = [caps[i // r] for i in range(len(self._states))]
         forbid = torch.stack(
-            [self._forbidden_row(*self._allowed(st, cap), scores.device) for st, cap in zip(self._states, caps)]
+            [
+                self._forbidden_row(*self._allowed(st, cap), scores.device)
+                for st, cap in zip(self._states, caps, strict=True)
+            ]
         )  # [N, V]
         return scores.masked_fill(forbid, float("-inf"))
 

@@ -140,7 +140,7 @@ def _check_pairs(refs: Sequence[str], hyps: Sequence[str], what: str) -> None:
         raise ValueError(f"{what}: {len(refs)} references but {len(hyps)} hypotheses")
     if not refs:
         raise ValueError(f"{what}: no utterances to score")
-    for i, (r, h) in enumerate(zip(refs, hyps)):
+    for i, (r, h) in enumerate(zip(refs, hyps, strict=True)):
         if not isinstance(r, str) or not isinstance(h, str):
             raise TypeError(f"{what}: utterance {i}: expected str/str, got {type(r).__name__}/{type(h).__name__}")
 
@@ -164,7 +164,7 @@ def _error_rate(metric: str, refs: Sequence[str], hyps: Sequence[str], lang: str
         else jiwer.process_characters(list(refs), list(hyps))
     )
     per_utt = []
-    for units, chunks in zip(ref_units, out.alignments):
+    for units, chunks in zip(ref_units, out.alignments, strict=True):
         edits = 0
         for c in chunks:
             if c.type in ("substitute", "delete"):

@@ -640,7 +640,7 @@ class AudioPaLM:
         except ValueError:  # only when cut short inside a delay-pattern audio segment: nothing whole to give
             assert not out.finished, ("a finished output that does not follow the template", ids)
             segments = []
-        for (kind, field), value in zip(spec.output_segments, segments):
+        for (kind, field), value in zip(spec.output_segments, segments, strict=True):
             if kind == AUDIO:
                 if value.shape[1] == 0:
                     continue

@@ -298,7 +298,7 @@ def _encode_shard(
         if bi + 1 < len(batches):  # read the next batch while this one is encoded
             pending = [pool.submit(_load, p, tokenizer.sample_rate) for p in batches[bi + 1]]
         good = []
-        for p, w in zip(batch, wavs):
+        for p, w in zip(batch, wavs, strict=True):
             if isinstance(w, Exception):
                 if not skip_bad:
                     raise audio_io.AudioError(f"{w} (use skip_bad / --skip-bad to skip rows with bad audio)") from None
@@ -351,7 +351,7 @@ def _write_dataset(out_dir: Path, header_errors: dict, shard_dirs: list[str], ro
     bad = dict(header_errors)  # bad files: from headers (planning) and from decoding (shards)
     for d in shard_dirs:
         ds = datasets.load_from_disk(d)
-        for p, err in zip(ds["path"], ds["error"]):
+        for p, err in zip(ds["path"], ds["error"], strict=True):
             if err is not None:
                 bad[p] = err
     kept, skipped = [], []

@@ -431,7 +431,7 @@ def synthesize(
     n_new = sum(not existed for _, _, existed in results)
 
     counts = {"wavs": {lang: 0 for lang in LANGS}, "seconds": {}, "utterances_by_voice": {v.id: 0 for v in all_voices}}
-    for path, text, voice, split in speech_jobs:
+    for path, _text, voice, split in speech_jobs:
         counts["wavs"][voice.lang] += 1
         counts["utterances_by_voice"][voice.id] += 1
         by_lang = counts["seconds"].setdefault(split, {lang: 0.0 for lang in LANGS})

@@ -47,7 +47,7 @@ def audio_reliance(pipe, pairs: list[Pair], lang: str, *, progress: bool = False
     """ASR loss with the right audio, with another utterance's audio, and the gap between them."""
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 utterances to swap their audio, got {len(pairs)}")
-    swapped = [(codes, text) for (codes, _), (_, text) in zip(pairs[1:] + pairs[:1], pairs)]
+    swapped = [(codes, text) for (codes, _), (_, text) in zip(pairs[1:] + pairs[:1], pairs, strict=True)]
     own = asr_loss(pipe, pairs, lang, progress=progress)
     other = asr_loss(pipe, swapped, lang, progress=progress)
     return {"own_audio": own, "other_audio": other, "gap": other - own, "utterances": len(pairs)}

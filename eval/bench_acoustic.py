@@ -45,6 +45,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "eval"))  # eval/ is not a package: its scripts import each other by file name
 
 ARMS = ("reference", "codec", "stage", "no_prompt")
 
@@ -83,7 +84,7 @@ def speed(stage, units: list[torch.Tensor], settings: list[str]) -> dict:
             out[f"wav_rtf_gl{gl}_nnls{nnls}"] = round(seconds / (time.perf_counter() - t), 1)
             # how faithfully this decoder setting realises the predicted log-mel (re-analysed from its wav)
             errs = []
-            for f, w in zip(feats, wavs):
+            for f, w in zip(feats, wavs, strict=True):
                 want = stage.codec.features_to_log_mel(f)[0]  # f: [1, F, D] -> [M, n_mels]
                 got, m = stage.codec.log_mel(w)
                 k = min(int(m[0]), want.shape[0])
@@ -129,8 +130,9 @@ def voice_scores(
 
 def train_probes(codec, train_manifest: str, langs: list[str], per_lang: int, steps: int, seed: int):
     """A CTC probe per language on the codec's first codebook of the train split's reference audio."""
+    from probe_tokens import ProbeJudge, train_probe
+
     from audiopalm import audio as audio_io
-    from eval.probe_tokens import ProbeJudge, train_probe
 
     probes = {}
     for lang in langs:
@@ -194,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     codec = stage.codec
-    sr, spf = codec.sample_rate, codec.samples_per_frame
+    sr = codec.sample_rate
     items = utterances(args.dev, args.max_items, args.langs)
     print(f"[bench_acoustic] {len(items)} dev utterances ({', '.join(args.langs)})", flush=True)
 
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             codes, n = units_tok.encode(torch.from_numpy(it["wav"])[None])
         it["units"] = codes[0, 0, : int(n[0])].long()
-    for spk, idx in by_spk.items():
+    for idx in by_spk.values():
         for k, i in enumerate(idx):
             items[i]["prompt"] = idx[(k + 1) % len(idx)] if len(idx) > 1 else None
 
@@ -262,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench_acoustic] mel L1: { {a: arms[a].get('mel_l1') for a in ARMS} }", flush=True)
 
     # voice similarity against the reference centroids of the dev speakers
-    vecs = {a: [(it["speaker"], mean_logmel(codec, w), it["lang"]) for it, w in zip(items, outputs[a])] for a in ARMS}
+    vecs = {
+        a: [(it["speaker"], mean_logmel(codec, w), it["lang"]) for it, w in zip(items, outputs[a], strict=True)]
+        for a in ARMS
+    }
     refs = defaultdict(list)
-    for it, w in zip(items, outputs["reference"]):
+    for it, w in zip(items, outputs["reference"], strict=True):
         refs[it["lang"]].append((it["speaker"], mean_logmel(codec, w)))
     spk_of_lang = {lang: sorted({s for s, _ in refs[lang]}) for lang in refs}
     for a, v in voice_scores(vecs, refs, spk_of_lang).items():

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         fit_s = time.perf_counter() - t0
         pairs = {
             name: [
-                (nearest((s - mean) / std, km.centroids)[0].numpy()[None], t) for s, t in zip(states[name], texts[name])
+                (nearest((s - mean) / std, km.centroids)[0].numpy()[None], t)
+                for s, t in zip(states[name], texts[name], strict=True)
             ]
             for name in states
         }
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = {}
         for name, idx in lang_idx.items():
             pairs[name] = []
-            for i, t in zip(idx, texts[name]):
+            for i, t in zip(idx, texts[name], strict=True):
                 wav, _ = audio_io.load(sets[name][i][0], tok.sample_rate)
                 codes, n = tok.encode(torch.from_numpy(wav)[None])
                 pairs[name].append((codes[0, :1, : int(n[0])].numpy(), t))

@@ -554,7 +554,7 @@ def benchmark(cfg: BenchConfig, args) -> dict:
     packed_probe = packed_stream(
         examples, max_len=cfg.max_len, rows_per_batch=cfg.rows_per_batch, pad_id=pad_id, seed=cfg.seed
     )
-    probe_batches = [b for b, _ in zip(packed_probe, range(cfg.warmup_steps + cfg.steps))]
+    probe_batches = [b for b, _ in zip(packed_probe, range(cfg.warmup_steps + cfg.steps), strict=False)]
     packed_useful_per_step = statistics.mean(int((b["input_ids"] != pad_id).sum()) for b in probe_batches)
     batch_size = max(1, round(packed_useful_per_step / statistics.mean(lengths)))
 
@@ -604,10 +604,16 @@ def benchmark(cfg: BenchConfig, args) -> dict:
     out["mfu_hf_trainer"] = out["hf_trainer_mfu"]
     for other in ("hf_trainer", "padded"):  # median of the ratios within each round (paired under similar load)
         out[f"packed_vs_{other}"] = round(
-            statistics.median(a.tokens_per_s / b.tokens_per_s for a, b in zip(runs["packed"], runs[other])), 3
+            statistics.median(
+                a.tokens_per_s / b.tokens_per_s for a, b in zip(runs["packed"], runs[other], strict=True)
+            ),
+            3,
         )
         out[f"packed_vs_{other}_cpu_time"] = round(
-            statistics.median(a.tokens_per_cpu_s / b.tokens_per_cpu_s for a, b in zip(runs["packed"], runs[other])), 3
+            statistics.median(
+                a.tokens_per_cpu_s / b.tokens_per_cpu_s for a, b in zip(runs["packed"], runs[other], strict=True)
+            ),
+            3,
         )
     out.update(
         {

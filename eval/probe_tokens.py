@@ -85,7 +85,7 @@ def _batch(pairs: list[Pair], k: int, char_ids: dict[str, int], upsample: int):
 
 def _greedy(log_probs: torch.Tensor, lengths: torch.Tensor, chars: list[str]) -> list[str]:
     out = []
-    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist()):
+    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), strict=True):
         prev, text = 0, []
         for j in row[:n]:
             if j and j != prev:
@@ -184,7 +184,7 @@ def probe(
         "train_seconds": seconds,
         "train_utts": len(train),
         "dev_utts": len(dev),
-        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]],
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:3]],
     }
 
 

@@ -262,7 +262,7 @@ class SpeechEncoder(nn.Module):
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, chars: Sequence[str]) -> list[str]:
     """Best-path CTC: [B, F, C] log-probs, [B] lengths -> B strings (repeats merged, blanks dropped)."""
     out = []
-    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist()):
+    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), strict=True):
         prev, text = BLANK, []
         for j in row[:n]:
             if j != BLANK and j != prev:
@@ -423,7 +423,7 @@ def evaluate_feats(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[
         "cer": round(char_error_rate(refs, hyps), 2),
         "wer": round(100.0 * jiwer.wer(refs, hyps), 2),
         "utts": len(refs),
-        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:2]],
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:2]],
     }
 
 
@@ -557,7 +557,7 @@ def train_encoder(
                 point[name] = evaluate_feats(model, ef, et)
             curve.append(point)
             tqdm.write(
-                "step %d (%.0f s): " % (step + 1, point["seconds"])
+                f"step {step + 1} ({point['seconds']:.0f} s): "
                 + ", ".join(f"{name} CER {point[name]['cer']:.1f}" for name in evals)
             )
         elif last:

@@ -774,7 +774,7 @@ def encode_text(
     ids = torch.full((len(rows), L), pad, dtype=torch.long)
     mask = torch.zeros(len(rows), L, dtype=torch.long)
     labels = torch.full((len(rows), L), -100, dtype=torch.long)
-    for i, (r, lab) in enumerate(zip(rows, label_rows)):
+    for i, (r, lab) in enumerate(zip(rows, label_rows, strict=True)):
         sl = slice(L - len(r), L) if targets is None else slice(0, len(r))
         ids[i, sl], mask[i, sl], labels[i, sl] = torch.tensor(r), 1, torch.tensor(lab)
     out = {"input_ids": ids, "attention_mask": mask}

@@ -164,7 +164,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         self.filter_skips: Counter = Counter()  # rows left out before training (missing fields)
         self.render_skips: Counter = Counter()  # examples skipped while rendering (too long, bad codes), this run
         sources, self.dev_sets = [], []
-        for entry, name in zip(d.tasks, self.task_names):
+        for entry, name in zip(d.tasks, self.task_names, strict=True):
             spec = parse_task(entry.task)
             train_rows = self._select_rows(entry, spec, "train", self.filter_skips)
             if not train_rows:
@@ -201,7 +201,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             "task mixture: "
             + "; ".join(
                 f"{s.name} {len(s.rows)} rows, p={s.weight / weights:.2f}, dev {len(dev)}"
-                for s, (_, dev) in zip(sources, self.dev_sets)
+                for s, (_, dev) in zip(sources, self.dev_sets, strict=True)
             )
         )
         if self.filter_skips:

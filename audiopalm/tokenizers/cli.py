@@ -184,7 +184,7 @@ def _fit_semantic(args) -> int:
     )
     tok.save_pretrained(args.out)
     print(
-        f"fitted {args.num_units} semantic units over {'layer %d of %s' % (args.layer, args.ssl_model) if args.ssl_model else 'MFCC'}; "
+        f"fitted {args.num_units} semantic units over {f'layer {args.layer} of {args.ssl_model}' if args.ssl_model else 'MFCC'}; "
         f"saved to {args.out} (fingerprint {tok.fingerprint})"
     )
     return 0
