@@ -28,8 +28,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -254,7 +254,7 @@ def _references(refs: Sequence[str] | Sequence[Sequence[str]], n_hyps: int, what
         raise ValueError(f"{what}: {len(refs)} references but {n_hyps} hypotheses")
     if n_hyps == 0:
         raise ValueError(f"{what}: no segments to score")
-    multi = [r if isinstance(r, (list, tuple)) else [r] for r in refs]
+    multi: list[Sequence[Any]] = [r if isinstance(r, (list, tuple)) else [r] for r in refs]
     k = len(multi[0])
     for i, r in enumerate(multi):
         if len(r) != k or not all(isinstance(x, str) for x in r):
@@ -383,7 +383,7 @@ def summary_row(
 
 # ----------------------------------------------------------------------------- CLI: audiopalm score
 
-SCORERS = {"wer": wer, "cer": cer, "bleu": bleu, "chrf": chrf}
+SCORERS: dict[str, Callable[..., Any]] = {"wer": wer, "cer": cer, "bleu": bleu, "chrf": chrf}
 
 
 def add_arguments(parser) -> None:

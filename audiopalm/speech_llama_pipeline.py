@@ -166,7 +166,7 @@ class SpeechLlamaPipeline:
     # ---- helpers --------------------------------------------------------------------------------------
     def _check_request(self, task, src, tgt) -> TaskSpec:
         spec = parse_task(task)
-        if spec.names not in ((n,) for n in SUPPORTED):
+        if spec.names not in [(n,) for n in SUPPORTED]:
             raise PipelineError(
                 f"task {spec.name}: a Speech-Llama model only does {', '.join(SUPPORTED)} (text output)"
             )

@@ -175,7 +175,9 @@ class SpeechEncoder(nn.Module):
     def frame_rate(self) -> float:
         return self.config.frame_rate
 
-    def features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(
+        self, wav: torch.Tensor | Sequence, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wav`` [B, T] (or a list of [T]) -> normalised log-mel [B, F, n_mels], [B] mel frames."""
         feats, mel_lengths = self.frontend(wav, lengths)
         return normalize_feats(feats, mel_lengths), mel_lengths
@@ -331,7 +333,7 @@ def _mel_centres(config: LogMelConfig) -> np.ndarray:
 
     lo = hertz_to_mel(config.f_min, mel_scale="slaney")
     hi = hertz_to_mel(config.f_max or config.sample_rate / 2, mel_scale="slaney")
-    return mel_to_hertz(np.linspace(lo, hi, config.n_mels + 2)[1:-1], mel_scale="slaney")
+    return np.asarray(mel_to_hertz(np.linspace(lo, hi, config.n_mels + 2)[1:-1], mel_scale="slaney"))
 
 
 class Augmenter:
@@ -450,6 +452,7 @@ def manifest_utterances(
         ):
             if wav is None or text is None or wav in seen:
                 continue
+            assert lang is not None, (path, wav)  # read_manifest refuses tgt_text/tgt_audio without tgt_lang
             stem = Path(wav).stem
             seen[wav] = (wav, text, lang, speaker or (stem.split("-", 1)[1] if "-" in stem else None))
     out = [

@@ -247,7 +247,7 @@ class Recipe:
                     path.unlink()
 
     def _enable_gradient_checkpointing(self) -> None:
-        module = self.checkpointed_module()
+        module: Any = self.checkpointed_module()  # a transformers model (typed as the Module it is)
         # transformers >= 5 names it activation checkpointing; older versions only have the old name
         enable = getattr(module, "activation_checkpointing_enable", None) or module.gradient_checkpointing_enable
         enable()
@@ -336,7 +336,7 @@ class Recipe:
         out, total_loss, total_targets = {}, 0.0, 0.0
         for name, items in self.dev_sets:
             n = len(items) // self.world * self.world
-            loss_sum, targets = 0.0, 0
+            loss_sum, targets = 0.0, 0.0
             for chunk in core.chunked(items[self.rank : n : self.world], self.cfg.train.micro_batch_size):
                 res = self.forward_loss(self.collate_dev(chunk))
                 loss_sum, targets = loss_sum + res.loss.item(), targets + res.targets
