@@ -49,6 +49,7 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -163,7 +164,8 @@ class FinetuneAudioPaLMRecipe(Recipe):
         self._load_stores()
         self.filter_skips: Counter = Counter()  # rows left out before training (missing fields)
         self.render_skips: Counter = Counter()  # examples skipped while rendering (too long, bad codes), this run
-        sources, self.dev_sets = [], []
+        sources: list[MixtureSource] = []
+        self.dev_sets = []
         for entry, name in zip(d.tasks, self.task_names, strict=True):
             spec = parse_task(entry.task)
             train_rows = self._select_rows(entry, spec, "train", self.filter_skips)
@@ -188,6 +190,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             ]
             self.dev_sets.append((label, [x for x in dev if x is not None]))
         self.mixture = TaskMixture(sources, seed=tr.seed)
+        self.batches: PackedBatches | PaddedBatches
         if d.packing:
             self.batches = PackedBatches(
                 self.mixture, max_len=d.max_len, rows_per_batch=self.global_batch, pad_id=self.vocab.pad_id
@@ -252,6 +255,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
 
             lo = self.cfg.lora
             rows = trainable_token_indices(self.model, self.vocab)
+            extra: dict[str, Any]
             if lo.new_rows == "trainable_tokens":
                 extra = {"trainable_token_indices": rows}
             else:  # whole embedding (+ untied lm_head); a tied lm_head must follow the trained copy

@@ -37,7 +37,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -173,7 +173,8 @@ class Recipe:
     def setup(self) -> None:
         self._setup_accelerator()
         self.build_data()
-        self.model = self.build_model()
+        # Any: each recipe reaches its own model's attributes, and accelerate.prepare wraps it below
+        self.model: Any = cast(Any, self.build_model())
         if self.cfg.train.gradient_checkpointing:
             self._enable_gradient_checkpointing()
         # under ZeRO-3 each process holds a shard; ds_numel is the full size
