@@ -160,6 +160,8 @@ def prepare(
             row_lang = fixed_lang
             if lang is None and lang_names is not None and row.get("lang_id") is not None:
                 row_lang = hc.iso_lang(lang_names[int(row["lang_id"])], field="lang_id")
+            if row_lang is None:
+                raise hc.SourceError(f"{source}: row {row.get('id')!r} has no lang_id (config 'all'); pass lang")
             stem = hc.strip_audio_ext(str(row["path"]))
             rec = Record(
                 id=f"fleurs-{name}-{stem}",
