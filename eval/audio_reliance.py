@@ -35,6 +35,8 @@ def asr_loss(pipe, pairs: list[Pair], lang: str, *, progress: bool = False) -> f
     for codes, text in tqdm(pairs, desc="ASR loss", unit="utt", disable=not progress):
         rec = {"lang": lang, "text": text, "audio_codes": torch.as_tensor(codes)[:k]}
         ex = render(rec, "ASR", pipe.vocab, max_len=pipe.max_length or sys.maxsize)
+        if ex is None:
+            raise ValueError(f"the ASR example of {text!r} does not render (longer than the model's context?)")
         n = sum(label != IGNORE_INDEX for label in ex["labels"])
         ids, labels = (torch.tensor([ex[key]], device=device) for key in ("input_ids", "labels"))
         out = pipe.model(ids, labels=labels)

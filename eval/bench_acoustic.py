@@ -38,6 +38,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,7 +55,9 @@ def utterances(manifest: str, max_items: int | None, langs: list[str] | None) ->
     """Distinct source audio of a manifest (path, text, lang, speaker), manifest order, ``max_items`` per language."""
     from audiopalm.manifest import read_manifest
 
-    seen, per_lang, out = set(), defaultdict(int), []
+    seen: set[str | None] = set()
+    per_lang: defaultdict[str, int] = defaultdict(int)
+    out: list[dict] = []
     for r in read_manifest(manifest):
         if r.audio in seen or (langs and r.lang not in langs):
             continue
@@ -117,7 +120,7 @@ def voice_scores(
             for spk, v, _ in (x for x in items if x[0] in cent and x[2] == lang):
                 v = torch.nn.functional.normalize(v - mu, dim=0)
                 cos = {s: float(v @ c) for s, c in cent.items()}
-                hits += max(cos, key=cos.get) == spk
+                hits += max(cos, key=lambda s: cos[s]) == spk
                 gaps.append(cos[spk] - np.mean([c for s, c in cos.items() if s != spk]))
                 n += 1
         out[arm] = {
@@ -234,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     codec.config.griffin_lim_iters = args.gl_quality  # every arm (codec ceiling included) decoded alike
     result["gl_quality_iters"] = args.gl_quality
     outputs: dict[str, list[np.ndarray]] = {a: [] for a in ARMS}
-    l1 = {a: [] for a in ARMS if a != "reference"}
-    pred_l1 = {"stage": [], "no_prompt": []}
+    l1: dict[str, list[float]] = {a: [] for a in ARMS if a != "reference"}
+    pred_l1: dict[str, list[float]] = {"stage": [], "no_prompt": []}
     for it in items:
         ref = torch.from_numpy(it["wav"])[None]
         ref_mel, m = codec.log_mel(ref)  # [1, M, n_mels]
@@ -256,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             out_mel, om = codec.log_mel(torch.from_numpy(outputs[arm][-1])[None])
             k = min(int(om[0]), int(m[0]))
             l1[arm].append(float((out_mel[0, :k] - ref_mel[0, :k]).abs().mean()))
-    arms = {a: {} for a in ARMS}
+    arms: dict[str, dict[str, Any]] = {a: {} for a in ARMS}
     for a in l1:
         arms[a]["mel_l1"] = round(float(np.mean(l1[a])), 4)
     for a in pred_l1:

@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import numpy as np
@@ -83,7 +84,7 @@ def probe_scores(train: list, evals: dict, codebook_size: int, steps: int, seed:
     model, chars, loss, seconds = train_probe(
         train, k=1, codebook_size=codebook_size, steps=steps, seed=seed, progress=False
     )
-    out = {"train_loss": round(loss, 4), "train_seconds": round(seconds, 1)}
+    out: dict[str, Any] = {"train_loss": round(loss, 4), "train_seconds": round(seconds, 1)}
     for name, pairs in evals.items():
         hyps = transcribe(model, chars, [c for c, _ in pairs])
         refs = [t for _, t in pairs]

@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -64,6 +65,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -263,7 +265,7 @@ def render_examples(
             )
         return render(row, task, vocab, max_len=max_len, skip=skip)
 
-    sources = [MixtureSource(name, rows, (lambda r, t=name: render_one(r, t)), w) for name, w in tasks.items()]
+    sources = [MixtureSource(name, rows, functools.partial(render_one, task=name), w) for name, w in tasks.items()]
     stream = iter(TaskMixture(sources, seed=seed))
     examples = []
     for _ in tqdm(range(count), desc="render examples", leave=False):
@@ -392,7 +394,7 @@ def _own_loop(model, batches: Iterator[dict], cfg: BenchConfig, pad_id: int, des
     model.train()
     opt = _optimizer(model, cfg.lr)
     useful = slots = examples = 0
-    t0 = None
+    t0 = c0 = 0.0  # set when the warm-up steps are done
     for step in tqdm(range(cfg.warmup_steps + cfg.steps), desc=desc, leave=False):
         if step == cfg.warmup_steps:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -444,14 +446,14 @@ def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int
         def on_step_end(self, args, state, control, **kwargs):
             stamps.append((time.perf_counter(), time.process_time()))
 
-    trainer_cls, order = Trainer, {}
+    trainer_cls, order = Trainer, dict[str, Any]()
     if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         order = {"train_sampling_strategy": "sequential"}  # transformers >= 5
     else:  # older transformers: the same order by overriding the sampler
 
         class SequentialTrainer(Trainer):
             def _get_train_sampler(self, *args, **kwargs):
-                return torch.utils.data.SequentialSampler(self.train_dataset)
+                return torch.utils.data.SequentialSampler(self.train_dataset)  # type: ignore[arg-type]  # a map-style dataset here
 
         trainer_cls = SequentialTrainer
     with tempfile.TemporaryDirectory(prefix="bench_train_") as out:

@@ -278,7 +278,11 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
                 (" (ref audio)", reference, heard),
                 (" (another's ref audio)", reference, heard[1:] + heard[:1]),
             ):
-                j = CallableJudge(lambda w, rate, lg, t=texts: t, name=judge.name)
+
+                def given(w, rate, lg, t=texts):
+                    return t
+
+                j = CallableJudge(given, name=judge.name)
                 if task == "TTS":
                     score, hyps = metrics.tts_roundtrip_wer(wavs, sr, refs, lang, j)
                     char = metrics.cer(refs, hyps, lang)
@@ -290,9 +294,13 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
                     )
                     metric = f"TTS-WER [ctc-probe]{suffix}"
                 else:
-                    score, _ = metrics.asr_bleu(wavs, sr, refs, lang, j)
+                    bleu, _ = metrics.asr_bleu(wavs, sr, refs, lang, j)
                     metric = f"ASR-BLEU [ctc-probe]{suffix}"
-                rows.append(metrics.summary_row(score, task=task, src=src, tgt=tgt, subset=subset, metric=metric))
+                rows.append(
+                    metrics.summary_row(
+                        score if task == "TTS" else bleu, task=task, src=src, tgt=tgt, subset=subset, metric=metric
+                    )
+                )
     return rows
 
 
