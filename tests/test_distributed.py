@@ -56,7 +56,7 @@ def _common(corpus, out: Path) -> list[str]:
     return ["--config", str(TINY), f"data.manifests=[{train},{dev}]", f"train.output_dir={out}"]
 
 
-def _launch(config: str, args: list[str], *, extra: list[str] = (), timeout: int = 600) -> str:
+def _launch(config: str, args: list[str], *, extra: tuple[str, ...] = (), timeout: int = 600) -> str:
     cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / config), *extra, "-m", RECIPE_MODULE, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), cwd=REPO)
     out = proc.stdout + proc.stderr

@@ -141,7 +141,7 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
     torch.manual_seed(1234)
     AutoModelForCausalLM.from_config(config).save_pretrained(lm_exact)
 
-    opts = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
+    opts: dict = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
     audio_tok = MelRVQTokenizer.fit(waves, seed=0, **opts)
     audio_tok.save_pretrained(root / "mel_rvq")
     MelRVQTokenizer.fit(waves, seed=1, **opts).save_pretrained(root / "mel_rvq_other")

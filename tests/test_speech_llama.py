@@ -52,7 +52,7 @@ def tiny_llm():
 
 
 def tiny_config(**kw) -> SpeechLlamaConfig:
-    base = dict(
+    base: dict = dict(
         encoder="conformer",
         n_mels=N_MELS,
         encoder_dim=32,
