@@ -1,7 +1,8 @@
 # The README's commands. Each target sets itself up (virtualenv, pip, apt) and is idempotent.
 #   make demo        the offline demo (see README)
 #   make test        the default test suite (< 15 min on 2 CPU cores)
-#   make test-slow   the slow tests: multi-process training, the full demo profile
+#   make test-slow   the slow tests: multi-process training, the full demo profile, the installed wheel
+#   make lint        ruff (lint + format check) and mypy, as configured in pyproject.toml
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
@@ -15,7 +16,7 @@ SUDO    = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PROFILE ?= default
 OUT     ?=
 
-.PHONY: setup demo test test-slow clean
+.PHONY: setup demo test test-slow lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +37,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs

@@ -49,7 +49,8 @@ def _tsv_rows(folder: Path, pair: str, split: str, clips_dir: Path | None) -> It
         wanted.add("train_covost")
     rows = hc.read_tsv(tsv, header=True)
     first = True
-    for lineno, row in rows:
+    for _lineno, row in rows:
+        assert isinstance(row, dict), row  # header=True: rows keyed by the header
         if first:
             hc.require_columns(row, TSV_COLUMNS, str(tsv))
             first = False

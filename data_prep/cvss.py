@@ -70,7 +70,7 @@ def target_index(
     hc.require_columns(ds, COLUMNS, source)
     if hc.dataset_len(ds) is not None:  # map-style: keep row numbers, fetch audio when joined
         ids, texts = ds["id"], ds["text"]
-        for i, (clip, text) in enumerate(zip(ids, texts)):
+        for i, (clip, text) in enumerate(zip(ids, texts, strict=True)):
             index[hc.strip_audio_ext(str(clip))] = (str(text).strip(), hc.LazyCell(ds, i))
     else:
         print(f"cvss: holding the streamed target split {split!r} of {source} in memory to join it", file=sys.stderr)

@@ -55,7 +55,7 @@ def _folder_rows(folder: Path, split: str) -> Iterator[dict]:
             raise hc.SourceError(
                 f"{tsv}:{lineno}: {len(cells)} fields, expected {len(_RELEASE_FIELDS)} ({', '.join(_RELEASE_FIELDS)})"
             )
-        row = dict(zip(_RELEASE_FIELDS, cells))
+        row = dict(zip(_RELEASE_FIELDS, cells, strict=True))
         row["audio"] = {"bytes": None, "path": str(folder / "audio" / name / row["path"])}
         yield row
 
@@ -90,7 +90,9 @@ def target_index(
     rows, total, _ = _open(source, config=config, split=split, streaming=streaming, revision=revision)
     index: dict[int, tuple[str, object]] = {}
     if total is not None:
-        for i, (sid, raw, norm) in enumerate(zip(rows["id"], rows["raw_transcription"], rows["transcription"])):
+        for i, (sid, raw, norm) in enumerate(
+            zip(rows["id"], rows["raw_transcription"], rows["transcription"], strict=True)
+        ):
             if int(sid) not in index:
                 index[int(sid)] = (str(norm if normalized else raw).strip(), hc.LazyCell(rows, i))
         return index
@@ -158,6 +160,8 @@ def prepare(
             row_lang = fixed_lang
             if lang is None and lang_names is not None and row.get("lang_id") is not None:
                 row_lang = hc.iso_lang(lang_names[int(row["lang_id"])], field="lang_id")
+            if row_lang is None:
+                raise hc.SourceError(f"{source}: row {row.get('id')!r} has no lang_id (config 'all'); pass lang")
             stem = hc.strip_audio_ext(str(row["path"]))
             rec = Record(
                 id=f"fleurs-{name}-{stem}",

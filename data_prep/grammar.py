@@ -658,16 +658,16 @@ def _load_verbs() -> dict[str, Verb]:
         key, kind, subjects, objects = (c.strip() for c in head.split("|"))
         langs = {}
         for line in lines:
-            lang, _, rest = line.partition(":")
-            langs[lang.strip()] = rest.strip()
+            lang, _, forms = line.partition(":")
+            langs[lang.strip()] = forms.strip()
         if sorted(langs) != sorted(LANGS) or kind not in ("t", "i", "ti"):
             raise ValueError(f"verb {key!r}: needs lines en/fr/es/de and kind t|i|ti, got {sorted(langs)} {kind!r}")
-        en = langs["en"].split()
-        en = (*en, "") if len(en) == 3 else tuple(en)
+        words = langs["en"].split()
+        en = (*words, "") if len(words) == 3 else tuple(words)
         parsed = {}
         for lang in ("fr", "es", "de"):
-            present, _, rest = langs[lang].partition("/")
-            present, rest = present.split(), rest.split()
+            present_part, _, rest_part = langs[lang].partition("/")
+            present, rest = present_part.split(), rest_part.split()
             if len(present) != 5 or len(rest) != (2 if lang == "de" else 1):
                 raise ValueError(f"verb {key!r}, {lang}: expected 5 present forms / participle, got {langs[lang]!r}")
             parsed[lang] = (tuple(present), *rest)
@@ -892,8 +892,11 @@ def _join(tokens: list[str], lang: str, end: str) -> str:
         tokens = out
         out = []
         for t in tokens:  # contraction: de le -> du, de les -> des, à le -> au, à les -> aux
-            pair = (out[-1], t) if out else None
-            merged = {("de", "le"): "du", ("de", "les"): "des", ("à", "le"): "au", ("à", "les"): "aux"}.get(pair)
+            merged = (
+                {("de", "le"): "du", ("de", "les"): "des", ("à", "le"): "au", ("à", "les"): "aux"}.get((out[-1], t))
+                if out
+                else None
+            )
             if merged:
                 out[-1] = merged
             else:
@@ -968,13 +971,13 @@ def _np_es(np: NP) -> list[str]:
     gender, sg, pl = NOUNS[np.noun].forms["es"]
     idx = (2 if np.plural else 0) + (1 if gender == "f" else 0)
     adj = ADJECTIVES[np.adj].forms["es"][idx] if np.adj else ""
-    det = {
+    dets = {
         "def": ("el", "la", "los", "las"),
         "indef": ("un", "una", "unos", "unas"),
         "dem": ("este", "esta", "estos", "estas"),
         "poss": ("mi", "mi", "mis", "mis"),
     }.get(np.det)
-    det = det[idx] if det else NUMBERS["es"][np.count]
+    det = dets[idx] if dets else NUMBERS["es"][np.count]
     return [det, pl if np.plural else sg, adj]
 
 
@@ -1040,6 +1043,7 @@ def _obj(np: NP, lang: str, case: str = "acc") -> list[str]:
 def _pp(meaning: Meaning, lang: str) -> list[str]:
     if meaning.prep is None:
         return []
+    assert meaning.place is not None, f"a preposition needs a place: {meaning}"
     return [*PREPOSITIONS[meaning.prep].forms[lang].split(), *_obj(meaning.place, lang, "dat")]
 
 
@@ -1051,13 +1055,23 @@ def _gender_number(meaning: Meaning, lang: str) -> int:
     return (2 if s.plural else 0) + (1 if NOUNS[s.noun].forms[lang][0] == "f" else 0)
 
 
+def _verb(m: Meaning) -> Verb:
+    assert m.verb is not None, f"pattern {m.pattern!r} needs a verb: {m}"
+    return VERBS[m.verb]
+
+
+def _adj(m: Meaning) -> Adjective:
+    assert m.adj is not None, f"pattern {m.pattern!r} needs an adjective: {m}"
+    return ADJECTIVES[m.adj]
+
+
 def _render_en(m: Meaning) -> str:
     slot = _slot(m.subject)
     subj = _subject(m, "en")
     past = m.tense == "past"
     be = _BE[("en", m.tense)].split()[slot]
     if m.pattern in ("transitive", "intransitive", "question"):
-        base, third, past_form, particle = VERBS[m.verb].en
+        base, third, past_form, particle = _verb(m).en
         do = "did" if past else ("does" if slot == P3SG else "do")
         obj = _obj(m.obj, "en") if m.obj else []
         if m.pattern == "question":
@@ -1067,7 +1081,7 @@ def _render_en(m: Meaning) -> str:
         verb = past_form if past else (third if slot == P3SG else base)
         return _join([*subj, verb, particle, *obj, *_pp(m, "en")], "en", ".")
     if m.pattern == "adjective":
-        return _join([*subj, be, ADJECTIVES[m.adj].forms["en"]], "en", ".")
+        return _join([*subj, be, _adj(m).forms["en"]], "en", ".")
     if m.pattern == "locative":
         return _join([*subj, be, *_pp(m, "en")], "en", ".")
     if m.pattern == "existential":
@@ -1081,7 +1095,7 @@ def _render_fr(m: Meaning) -> str:
     past = m.tense == "past"
     be = _BE[("fr", m.tense)].split()[slot]
     if m.pattern in ("transitive", "intransitive", "question"):
-        present, participle = VERBS[m.verb].fr
+        present, participle = _verb(m).fr
         verb = [_AUX["fr"].split()[slot], participle] if past else [present[slot]]
         if m.negated:  # ne ... pas around the finite verb
             verb = ["ne", verb[0], "pas", *verb[1:]]
@@ -1089,7 +1103,7 @@ def _render_fr(m: Meaning) -> str:
         clause = [*subj, *verb, *obj, *_pp(m, "fr")]
         return _join(["est-ce", "que", *clause], "fr", "?") if m.pattern == "question" else _join(clause, "fr", ".")
     if m.pattern == "adjective":
-        return _join([*subj, be, ADJECTIVES[m.adj].forms["fr"][_gender_number(m, "fr")]], "fr", ".")
+        return _join([*subj, be, _adj(m).forms["fr"][_gender_number(m, "fr")]], "fr", ".")
     if m.pattern == "locative":
         return _join([*subj, be, *_pp(m, "fr")], "fr", ".")
     if m.pattern == "existential":
@@ -1103,7 +1117,7 @@ def _render_es(m: Meaning) -> str:
     past = m.tense == "past"
     estar = _ESTAR[m.tense].split()[slot]
     if m.pattern in ("transitive", "intransitive", "question"):
-        present, participle = VERBS[m.verb].es
+        present, participle = _verb(m).es
         verb = [_AUX["es"].split()[slot], participle] if past else [present[slot]]
         if m.negated:
             verb = ["no", *verb]
@@ -1113,7 +1127,7 @@ def _render_es(m: Meaning) -> str:
         return _join([*subj, *verb, *obj, *_pp(m, "es")], "es", ".")
     if m.pattern == "adjective":  # ser for properties
         be = _BE[("es", m.tense)].split()[slot]
-        return _join([*subj, be, ADJECTIVES[m.adj].forms["es"][_gender_number(m, "es")]], "es", ".")
+        return _join([*subj, be, _adj(m).forms["es"][_gender_number(m, "es")]], "es", ".")
     if m.pattern == "locative":  # estar for location
         return _join([*subj, estar, *_pp(m, "es")], "es", ".")
     if m.pattern == "existential":
@@ -1127,7 +1141,7 @@ def _render_de(m: Meaning) -> str:
     past = m.tense == "past"
     be = _BE[("de", m.tense)].split()[slot]
     if m.pattern in ("transitive", "intransitive", "question"):
-        present, participle, aux = VERBS[m.verb].de
+        present, participle, aux = _verb(m).de
         finite = _AUX["de:" + aux].split()[slot] if past else present[slot]
         final = [participle] if past else []  # the participle closes the clause
         neg = ["nicht"] if m.negated else []
@@ -1136,7 +1150,7 @@ def _render_de(m: Meaning) -> str:
             return _join([finite, *subj, *obj, *final], "de", "?")
         return _join([*subj, finite, *obj, *neg, *_pp(m, "de"), *final], "de", ".")
     if m.pattern == "adjective":
-        return _join([*subj, be, ADJECTIVES[m.adj].forms["de"]], "de", ".")
+        return _join([*subj, be, _adj(m).forms["de"]], "de", ".")
     if m.pattern == "locative":
         return _join([*subj, be, *_pp(m, "de")], "de", ".")
     if m.pattern == "existential":  # verb second after the place: im garten gibt es einen hund.

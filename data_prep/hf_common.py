@@ -231,7 +231,7 @@ def read_tsv(path: Path, *, header: bool) -> Iterator[tuple[int, list[str] | dic
             if names is not None:
                 if len(cells) != len(names):
                     raise SourceError(f"{path}:{lineno}: {len(cells)} fields, header has {len(names)}")
-                yield lineno, dict(zip(names, cells))
+                yield lineno, dict(zip(names, cells, strict=True))
             else:
                 yield lineno, cells
 

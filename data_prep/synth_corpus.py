@@ -44,6 +44,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -306,7 +307,7 @@ def _speak_job(job: tuple[str, str, Voice, str]) -> tuple[str, float, bool]:
 def _run_jobs(jobs: list[tuple[str, str, Voice, str]], n_workers: int, progress: bool) -> list[tuple[str, float, bool]]:
     from tqdm import tqdm
 
-    bar = dict(total=len(jobs), desc="speaking", unit="wav", disable=not progress, smoothing=0.1)
+    bar: dict[str, Any] = dict(total=len(jobs), desc="speaking", unit="wav", disable=not progress, smoothing=0.1)
     if n_workers <= 1:
         return [_speak_job(j) for j in tqdm(jobs, **bar)]
     with ProcessPoolExecutor(max_workers=n_workers) as pool:
@@ -430,8 +431,12 @@ def synthesize(
     seconds_of = {path: sec for path, sec, _ in results}
     n_new = sum(not existed for _, _, existed in results)
 
-    counts = {"wavs": {lang: 0 for lang in LANGS}, "seconds": {}, "utterances_by_voice": {v.id: 0 for v in all_voices}}
-    for path, text, voice, split in speech_jobs:
+    counts: dict[str, dict[str, Any]] = {
+        "wavs": {lang: 0 for lang in LANGS},
+        "seconds": {},
+        "utterances_by_voice": {v.id: 0 for v in all_voices},
+    }
+    for path, _text, voice, split in speech_jobs:
         counts["wavs"][voice.lang] += 1
         counts["utterances_by_voice"][voice.id] += 1
         by_lang = counts["seconds"].setdefault(split, {lang: 0.0 for lang in LANGS})

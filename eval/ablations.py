@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "eval"))
@@ -242,7 +243,7 @@ COLUMNS = {
 
 
 def arm_row(ablation: str, name: str, metrics: list[dict], dev_loss: dict | None, steps: int) -> dict:
-    row = {"ablation": ablation, "arm": name, "steps": steps}
+    row: dict[str, Any] = {"ablation": ablation, "arm": name, "steps": steps}
     for col, (task, metric, subset) in COLUMNS.items():
         row[col] = _value(metrics, task, metric, subset)
     row["ASR dev loss"] = round(dev_loss["ASR"], 3) if dev_loss and "ASR" in dev_loss else None
@@ -251,7 +252,11 @@ def arm_row(ablation: str, name: str, metrics: list[dict], dev_loss: dict | None
 
 def peer_row(metrics: list[dict], steps: int) -> dict:
     """PocketSphinx on the same English audio: the ASR input clips, and the reference speech of the TTS sentences."""
-    row = {"ablation": "peer ASR on the same audio", "arm": "pocketsphinx (reference audio)", "steps": None}
+    row: dict[str, Any] = {
+        "ablation": "peer ASR on the same audio",
+        "arm": "pocketsphinx (reference audio)",
+        "steps": None,
+    }
     row.update({c: None for c in COLUMNS})
     row["ASR WER seen"] = _value(metrics, "ASR", "WER [pocketsphinx]", "seen_voices")
     row["ASR WER held-out"] = _value(metrics, "ASR", "WER [pocketsphinx]", "heldout_voice")
@@ -268,7 +273,7 @@ def probe_peer_rows(metrics: list[dict]) -> list[dict]:
         ("ctc-probe judge (reference audio)", "ref audio"),
         ("ctc-probe judge (another sentence's audio)", "another's ref audio"),
     ):
-        row = {"ablation": "peer ASR on the same audio", "arm": arm, "steps": None}
+        row: dict[str, Any] = {"ablation": "peer ASR on the same audio", "arm": arm, "steps": None}
         row.update({c: None for c in COLUMNS})
         row["TTS-WER probe"] = _value(metrics, "TTS", f"TTS-WER [ctc-probe] ({suffix})")
         row["TTS-CER probe"] = _value(metrics, "TTS", f"TTS-CER [ctc-probe] ({suffix})")

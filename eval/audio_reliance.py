@@ -35,6 +35,8 @@ def asr_loss(pipe, pairs: list[Pair], lang: str, *, progress: bool = False) -> f
     for codes, text in tqdm(pairs, desc="ASR loss", unit="utt", disable=not progress):
         rec = {"lang": lang, "text": text, "audio_codes": torch.as_tensor(codes)[:k]}
         ex = render(rec, "ASR", pipe.vocab, max_len=pipe.max_length or sys.maxsize)
+        if ex is None:
+            raise ValueError(f"the ASR example of {text!r} does not render (longer than the model's context?)")
         n = sum(label != IGNORE_INDEX for label in ex["labels"])
         ids, labels = (torch.tensor([ex[key]], device=device) for key in ("input_ids", "labels"))
         out = pipe.model(ids, labels=labels)
@@ -47,7 +49,7 @@ def audio_reliance(pipe, pairs: list[Pair], lang: str, *, progress: bool = False
     """ASR loss with the right audio, with another utterance's audio, and the gap between them."""
     if len(pairs) < 2:
         raise ValueError(f"need at least 2 utterances to swap their audio, got {len(pairs)}")
-    swapped = [(codes, text) for (codes, _), (_, text) in zip(pairs[1:] + pairs[:1], pairs)]
+    swapped = [(codes, text) for (codes, _), (_, text) in zip(pairs[1:] + pairs[:1], pairs, strict=True)]
     own = asr_loss(pipe, pairs, lang, progress=progress)
     other = asr_loss(pipe, swapped, lang, progress=progress)
     return {"own_audio": own, "other_audio": other, "gap": other - own, "utterances": len(pairs)}

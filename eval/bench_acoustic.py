@@ -38,6 +38,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "eval"))  # eval/ is not a package: its scripts import each other by file name
 
 ARMS = ("reference", "codec", "stage", "no_prompt")
 
@@ -53,7 +55,9 @@ def utterances(manifest: str, max_items: int | None, langs: list[str] | None) ->
     """Distinct source audio of a manifest (path, text, lang, speaker), manifest order, ``max_items`` per language."""
     from audiopalm.data.manifest import read_manifest
 
-    seen, per_lang, out = set(), defaultdict(int), []
+    seen: set[str | None] = set()
+    per_lang: defaultdict[str, int] = defaultdict(int)
+    out: list[dict] = []
     for r in read_manifest(manifest):
         if r.audio in seen or (langs and r.lang not in langs):
             continue
@@ -83,7 +87,7 @@ def speed(stage, units: list[torch.Tensor], settings: list[str]) -> dict:
             out[f"wav_rtf_gl{gl}_nnls{nnls}"] = round(seconds / (time.perf_counter() - t), 1)
             # how faithfully this decoder setting realises the predicted log-mel (re-analysed from its wav)
             errs = []
-            for f, w in zip(feats, wavs):
+            for f, w in zip(feats, wavs, strict=True):
                 want = stage.codec.features_to_log_mel(f)[0]  # f: [1, F, D] -> [M, n_mels]
                 got, m = stage.codec.log_mel(w)
                 k = min(int(m[0]), want.shape[0])
@@ -116,7 +120,7 @@ def voice_scores(
             for spk, v, _ in (x for x in items if x[0] in cent and x[2] == lang):
                 v = torch.nn.functional.normalize(v - mu, dim=0)
                 cos = {s: float(v @ c) for s, c in cent.items()}
-                hits += max(cos, key=cos.get) == spk
+                hits += max(cos, key=lambda s: cos[s]) == spk
                 gaps.append(cos[spk] - np.mean([c for s, c in cos.items() if s != spk]))
                 n += 1
         out[arm] = {
@@ -129,8 +133,9 @@ def voice_scores(
 
 def train_probes(codec, train_manifest: str, langs: list[str], per_lang: int, steps: int, seed: int):
     """A CTC probe per language on the codec's first codebook of the train split's reference audio."""
+    from probe_tokens import ProbeJudge, train_probe
+
     from audiopalm.audio import io as audio_io
-    from eval.probe_tokens import ProbeJudge, train_probe
 
     probes = {}
     for lang in langs:
@@ -194,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     codec = stage.codec
-    sr, spf = codec.sample_rate, codec.samples_per_frame
+    sr = codec.sample_rate
     items = utterances(args.dev, args.max_items, args.langs)
     print(f"[bench_acoustic] {len(items)} dev utterances ({', '.join(args.langs)})", flush=True)
 
@@ -207,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             codes, n = units_tok.encode(torch.from_numpy(it["wav"])[None])
         it["units"] = codes[0, 0, : int(n[0])].long()
-    for spk, idx in by_spk.items():
+    for idx in by_spk.values():
         for k, i in enumerate(idx):
             items[i]["prompt"] = idx[(k + 1) % len(idx)] if len(idx) > 1 else None
 
@@ -232,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     codec.config.griffin_lim_iters = args.gl_quality  # every arm (codec ceiling included) decoded alike
     result["gl_quality_iters"] = args.gl_quality
     outputs: dict[str, list[np.ndarray]] = {a: [] for a in ARMS}
-    l1 = {a: [] for a in ARMS if a != "reference"}
-    pred_l1 = {"stage": [], "no_prompt": []}
+    l1: dict[str, list[float]] = {a: [] for a in ARMS if a != "reference"}
+    pred_l1: dict[str, list[float]] = {"stage": [], "no_prompt": []}
     for it in items:
         ref = torch.from_numpy(it["wav"])[None]
         ref_mel, m = codec.log_mel(ref)  # [1, M, n_mels]
@@ -254,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             out_mel, om = codec.log_mel(torch.from_numpy(outputs[arm][-1])[None])
             k = min(int(om[0]), int(m[0]))
             l1[arm].append(float((out_mel[0, :k] - ref_mel[0, :k]).abs().mean()))
-    arms = {a: {} for a in ARMS}
+    arms: dict[str, dict[str, Any]] = {a: {} for a in ARMS}
     for a in l1:
         arms[a]["mel_l1"] = round(float(np.mean(l1[a])), 4)
     for a in pred_l1:
@@ -262,9 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench_acoustic] mel L1: { {a: arms[a].get('mel_l1') for a in ARMS} }", flush=True)
 
     # voice similarity against the reference centroids of the dev speakers
-    vecs = {a: [(it["speaker"], mean_logmel(codec, w), it["lang"]) for it, w in zip(items, outputs[a])] for a in ARMS}
+    vecs = {
+        a: [(it["speaker"], mean_logmel(codec, w), it["lang"]) for it, w in zip(items, outputs[a], strict=True)]
+        for a in ARMS
+    }
     refs = defaultdict(list)
-    for it, w in zip(items, outputs["reference"]):
+    for it, w in zip(items, outputs["reference"], strict=True):
         refs[it["lang"]].append((it["speaker"], mean_logmel(codec, w)))
     spk_of_lang = {lang: sorted({s for s, _ in refs[lang]}) for lang in refs}
     for a, v in voice_scores(vecs, refs, spk_of_lang).items():

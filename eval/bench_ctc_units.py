@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jiwer
 import numpy as np
@@ -83,7 +84,7 @@ def probe_scores(train: list, evals: dict, codebook_size: int, steps: int, seed:
     model, chars, loss, seconds = train_probe(
         train, k=1, codebook_size=codebook_size, steps=steps, seed=seed, progress=False
     )
-    out = {"train_loss": round(loss, 4), "train_seconds": round(seconds, 1)}
+    out: dict[str, Any] = {"train_loss": round(loss, 4), "train_seconds": round(seconds, 1)}
     for name, pairs in evals.items():
         hyps = transcribe(model, chars, [c for c, _ in pairs])
         refs = [t for _, t in pairs]
@@ -155,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         fit_s = time.perf_counter() - t0
         pairs = {
             name: [
-                (nearest((s - mean) / std, km.centroids)[0].numpy()[None], t) for s, t in zip(states[name], texts[name])
+                (nearest((s - mean) / std, km.centroids)[0].numpy()[None], t)
+                for s, t in zip(states[name], texts[name], strict=True)
             ]
             for name in states
         }
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         pairs = {}
         for name, idx in lang_idx.items():
             pairs[name] = []
-            for i, t in zip(idx, texts[name]):
+            for i, t in zip(idx, texts[name], strict=True):
                 wav, _ = audio_io.load(sets[name][i][0], tok.sample_rate)
                 codes, n = tok.encode(torch.from_numpy(wav)[None])
                 pairs[name].append((codes[0, :1, : int(n[0])].numpy(), t))

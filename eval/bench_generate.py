@@ -38,6 +38,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import transformers
@@ -165,7 +166,7 @@ def run_bench(
     model, vocab = build(codebooks, device)
     prompt = prompt_ids({"lang": "en", "text": "the dog sleeps ."}, "TTS", vocab)
     new = tokens + 1  # <|audio_start|> + the audio tokens
-    per_batch = {}
+    per_batch: dict[str, dict[str, Any]] = {}
     for b in batch_sizes:
         generate_once(model, vocab, prompt, b, 32, use_cache=True, constrained=True)  # warm-up
         # constrained and unconstrained runs alternate, so a load change on the machine hits both alike
@@ -188,6 +189,7 @@ def run_bench(
         con, free, smp = (c_con, c_free, c_smp) if device == "cpu" else (t_con, t_free, t_smp)
         for ids in (out, sampled):
             codes = split_segments(ids[0, len(prompt) :].tolist(), "TTS", vocab)[0]  # the constraint held: [k, F]
+            assert isinstance(codes, torch.Tensor), codes
             assert codes.shape == (codebooks, tokens // codebooks), codes.shape
         n_unc = min(new, uncached_tokens)
         t_unc = min(

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,7 +120,7 @@ def resolve_corpus(args, work: Path) -> tuple[list[Record], list[Record], str]:
         )
     rows = read_manifest(manifest)
     test = [r for r in rows if r.split == "test"] or rows
-    test = list({r.audio: r for r in test if r.lang == "en"}.values())[: args.max_test_utts]
+    test = list({r.audio: r for r in test if r.lang == "en" and r.audio is not None}.values())[: args.max_test_utts]
     fit_rows = (
         [r for r in read_manifest(fit_manifest) if r.split in ("train", None)]
         if fit_manifest != manifest
@@ -172,7 +173,7 @@ def bench(args, work: Path) -> dict:
         tok = load_audio_tokenizer(args.tokenizer)
         if not isinstance(tok, MelRVQTokenizer):
             raise SystemExit(f"{args.tokenizer}: a {tok.type_name} tokenizer; this bench measures mel_rvq")
-        fit = {"tokenizer": str(args.tokenizer)}
+        fit: dict[str, Any] = {"tokenizer": str(args.tokenizer)}
     else:
         if not train:
             raise SystemExit(f"{source}: no train rows to fit the tokenizer on (or pass --tokenizer)")
@@ -187,10 +188,10 @@ def bench(args, work: Path) -> dict:
             stack=args.stack,
             progress=not args.quiet,
         )
-        fit = {"train_manifest_rows": len(train), **tok.fit_info, "wall_seconds": time.perf_counter() - t0}
+        fit = {"train_manifest_rows": len(train), **(tok.fit_info or {}), "wall_seconds": time.perf_counter() - t0}
     ks = [k for k in KS if k <= tok.num_codebooks]
 
-    waves = [audio.load(r.audio, tok.sample_rate)[0] for r in test]
+    waves = [audio.load(str(r.audio), tok.sample_rate)[0] for r in test]
     texts = [r.text for r in test]
     test_seconds = sum(len(w) for w in waves) / tok.sample_rate
     batch, lengths = pad(waves)
@@ -235,7 +236,7 @@ def bench(args, work: Path) -> dict:
         )
         if k == ks[-1]:
             for i in range(min(2, len(waves))):
-                name = Path(test[i].audio).stem  # the audio file's name: one test row per audio file
+                name = Path(str(test[i].audio)).stem  # the audio file's name: one test row per audio file
                 audio.save(examples / f"{name}.orig.wav", waves[i], tok.sample_rate)
                 audio.save(examples / f"{name}.k{k}.wav", decoded_waves[i], tok.sample_rate)
     return {

@@ -53,6 +53,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -64,6 +65,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -263,7 +265,7 @@ def render_examples(
             )
         return render(row, task, vocab, max_len=max_len, skip=skip)
 
-    sources = [MixtureSource(name, rows, (lambda r, t=name: render_one(r, t)), w) for name, w in tasks.items()]
+    sources = [MixtureSource(name, rows, functools.partial(render_one, task=name), w) for name, w in tasks.items()]
     stream = iter(TaskMixture(sources, seed=seed))
     examples = []
     for _ in tqdm(range(count), desc="render examples", leave=False):
@@ -392,7 +394,7 @@ def _own_loop(model, batches: Iterator[dict], cfg: BenchConfig, pad_id: int, des
     model.train()
     opt = _optimizer(model, cfg.lr)
     useful = slots = examples = 0
-    t0 = None
+    t0 = c0 = 0.0  # set when the warm-up steps are done
     for step in tqdm(range(cfg.warmup_steps + cfg.steps), desc=desc, leave=False):
         if step == cfg.warmup_steps:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -444,14 +446,14 @@ def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int
         def on_step_end(self, args, state, control, **kwargs):
             stamps.append((time.perf_counter(), time.process_time()))
 
-    trainer_cls, order = Trainer, {}
+    trainer_cls, order = Trainer, dict[str, Any]()
     if "train_sampling_strategy" in {f.name for f in dataclasses.fields(TrainingArguments)}:
         order = {"train_sampling_strategy": "sequential"}  # transformers >= 5
     else:  # older transformers: the same order by overriding the sampler
 
         class SequentialTrainer(Trainer):
             def _get_train_sampler(self, *args, **kwargs):
-                return torch.utils.data.SequentialSampler(self.train_dataset)
+                return torch.utils.data.SequentialSampler(self.train_dataset)  # type: ignore[arg-type]  # a map-style dataset here
 
         trainer_cls = SequentialTrainer
     with tempfile.TemporaryDirectory(prefix="bench_train_") as out:
@@ -554,7 +556,7 @@ def benchmark(cfg: BenchConfig, args) -> dict:
     packed_probe = packed_stream(
         examples, max_len=cfg.max_len, rows_per_batch=cfg.rows_per_batch, pad_id=pad_id, seed=cfg.seed
     )
-    probe_batches = [b for b, _ in zip(packed_probe, range(cfg.warmup_steps + cfg.steps))]
+    probe_batches = [b for b, _ in zip(packed_probe, range(cfg.warmup_steps + cfg.steps), strict=False)]
     packed_useful_per_step = statistics.mean(int((b["input_ids"] != pad_id).sum()) for b in probe_batches)
     batch_size = max(1, round(packed_useful_per_step / statistics.mean(lengths)))
 
@@ -604,10 +606,16 @@ def benchmark(cfg: BenchConfig, args) -> dict:
     out["mfu_hf_trainer"] = out["hf_trainer_mfu"]
     for other in ("hf_trainer", "padded"):  # median of the ratios within each round (paired under similar load)
         out[f"packed_vs_{other}"] = round(
-            statistics.median(a.tokens_per_s / b.tokens_per_s for a, b in zip(runs["packed"], runs[other])), 3
+            statistics.median(
+                a.tokens_per_s / b.tokens_per_s for a, b in zip(runs["packed"], runs[other], strict=True)
+            ),
+            3,
         )
         out[f"packed_vs_{other}_cpu_time"] = round(
-            statistics.median(a.tokens_per_cpu_s / b.tokens_per_cpu_s for a, b in zip(runs["packed"], runs[other])), 3
+            statistics.median(
+                a.tokens_per_cpu_s / b.tokens_per_cpu_s for a, b in zip(runs["packed"], runs[other], strict=True)
+            ),
+            3,
         )
     out.update(
         {

@@ -85,7 +85,7 @@ def _batch(pairs: list[Pair], k: int, char_ids: dict[str, int], upsample: int):
 
 def _greedy(log_probs: torch.Tensor, lengths: torch.Tensor, chars: list[str]) -> list[str]:
     out = []
-    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist()):
+    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), strict=True):
         prev, text = 0, []
         for j in row[:n]:
             if j and j != prev:
@@ -184,7 +184,7 @@ def probe(
         "train_seconds": seconds,
         "train_utts": len(train),
         "dev_utts": len(dev),
-        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:3]],
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:3]],
     }
 
 
@@ -279,7 +279,11 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
                 (" (ref audio)", reference, heard),
                 (" (another's ref audio)", reference, heard[1:] + heard[:1]),
             ):
-                j = CallableJudge(lambda w, rate, lg, t=texts: t, name=judge.name)
+
+                def given(w, rate, lg, t=texts):
+                    return t
+
+                j = CallableJudge(given, name=judge.name)
                 if task == "TTS":
                     score, hyps = metrics.tts_roundtrip_wer(wavs, sr, refs, lang, j)
                     char = metrics.cer(refs, hyps, lang)
@@ -291,9 +295,13 @@ def judge_outputs(eval_dir: str | Path, judge: ProbeJudge, tasks: list[str] | No
                     )
                     metric = f"TTS-WER [ctc-probe]{suffix}"
                 else:
-                    score, _ = metrics.asr_bleu(wavs, sr, refs, lang, j)
+                    bleu, _ = metrics.asr_bleu(wavs, sr, refs, lang, j)
                     metric = f"ASR-BLEU [ctc-probe]{suffix}"
-                rows.append(metrics.summary_row(score, task=task, src=src, tgt=tgt, subset=subset, metric=metric))
+                rows.append(
+                    metrics.summary_row(
+                        score if task == "TTS" else bleu, task=task, src=src, tgt=tgt, subset=subset, metric=metric
+                    )
+                )
     return rows
 
 

@@ -361,7 +361,7 @@ def _main(argv) -> int:
     try:
         return cli.main(argv)
     except SystemExit as e:  # argparse exits; the code is what the shell sees
-        return e.code
+        return e.code if isinstance(e.code, int) else 1  # (a message as the code: the shell sees 1)
 
 
 def _files(root):

@@ -33,7 +33,7 @@ def test_synthetic_rows_are_corpus_shaped(bench):
         assert r["lang"] != r["tgt_lang"] and "en" in (r["lang"], r["tgt_lang"]), (r["lang"], r["tgt_lang"])
         assert r["text"] and r["tgt_text"]
     again = bench.synthetic_rows(120, codebook_size=256, seed=3)
-    assert all(torch.equal(a["tgt_audio_codes"], b["tgt_audio_codes"]) for a, b in zip(rows, again))
+    assert all(torch.equal(a["tgt_audio_codes"], b["tgt_audio_codes"]) for a, b in zip(rows, again, strict=True))
 
 
 def test_examples_in_counts_packed_examples_not_padding_runs(bench):

@@ -81,7 +81,9 @@ def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
     last = train_encoder(model, feats, texts, cfg, progress=False)
     assert last[-1]["loss"] < 0.3 * first[-1]["loss"], (first, last)
     hyps = model.transcribe([audio_io.load(u[0], SR)[0] for u in utts])
-    assert sum(h == normalize_text(t) for h, t in zip(hyps, texts)) >= 4, list(zip(hyps, texts))
+    assert sum(h == normalize_text(t) for h, t in zip(hyps, texts, strict=True)) >= 4, list(
+        zip(hyps, texts, strict=True)
+    )
 
 
 def test_augmentation_is_deterministic_and_keeps_shapes_close():

@@ -88,7 +88,9 @@ def _sources(render_skip_every=0):
 
 
 def test_mixture_is_deterministic_and_weighted():
-    take = lambda seed: [ex["source"] for ex in itertools.islice(TaskMixture(_sources(), seed=seed), 400)]
+    def take(seed):
+        return [ex["source"] for ex in itertools.islice(TaskMixture(_sources(), seed=seed), 400)]
+
     a, b = take(0), take(0)
     assert a == b
     assert a != take(1)
@@ -116,7 +118,7 @@ def test_packed_batches_resume_exactly():
     resumed = fresh()
     resumed.load_state_dict(state)
     tail = list(itertools.islice(iter(resumed), 7))
-    for x, y in zip(head + tail, full):
+    for x, y in zip(head + tail, full, strict=True):
         for k in ("input_ids", "labels", "position_ids"):
             assert torch.equal(x[k], y[k]), k
     assert resumed.mixture.skipped == whole.mixture.skipped and sum(whole.mixture.skipped.values()) > 0

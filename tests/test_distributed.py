@@ -61,7 +61,7 @@ def run_in_process(args: list[str]) -> None:
     run_recipe_in_process("pretrain_text", args)
 
 
-def _launch(config: str, args: list[str], *, extra: list[str] = (), timeout: int = 600) -> str:
+def _launch(config: str, args: list[str], *, extra: tuple[str, ...] = (), timeout: int = 600) -> str:
     cmd = [str(ACCELERATE), "launch", "--config_file", str(ACCEL / config), *extra, "-m", RECIPE_MODULE, *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=recipe_env(), cwd=REPO)
     out = proc.stdout + proc.stderr

@@ -359,7 +359,8 @@ def test_beam_search_option_is_for_text_outputs(setup, tmp_path):
     )
     assert asr[0]["id"] == "s1-en-fr" and asr[0]["hyp_text"] == want[0].text
     for r1, r2 in zip(
-        *[[json.loads(x) for x in (runs[b] / "outputs/TTS.jsonl").read_text().splitlines()] for b in (1, 2)]
+        *[[json.loads(x) for x in (runs[b] / "outputs/TTS.jsonl").read_text().splitlines()] for b in (1, 2)],
+        strict=True,
     ):
         assert (runs[1] / r1["audio"]).read_bytes() == (runs[2] / r2["audio"]).read_bytes()
     with pytest.raises(ValueError, match="num_beams"):

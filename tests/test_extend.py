@@ -22,6 +22,7 @@ from audiopalm.tokenizers import base
 
 def tiny_model(family: str, tied: bool, vocab_size: int):
     """A 2-layer model of ``family`` with hidden size 16 (llama, gpt2) or 32 (qwen2)."""
+    cfg: LlamaConfig | Qwen2Config | GPT2Config
     if family == "llama":
         cfg = LlamaConfig(
             vocab_size=vocab_size,

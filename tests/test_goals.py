@@ -272,8 +272,8 @@ def test_cli_runs_option(tmp_path):
 
 def test_focus_pair_keeps_all_its_rows_the_others_max_items():
     """A manifest like the demo's test split: 100 sentences per pair, 50 of them by the held-out voice."""
-    from audiopalm.evaluation.evaluate import is_full_pair, subset_of, task_items
     from audiopalm.data.tasks import parse_task
+    from audiopalm.evaluation.evaluate import is_full_pair, subset_of, task_items
 
     rows = []
     for i in range(100):

@@ -16,7 +16,7 @@ def _tiny_model(kind: str):
     """A codec with every dimension shrunk: ~10k parameters, builds in milliseconds."""
     from transformers import DacConfig, DacModel, EncodecConfig, EncodecModel, MimiConfig, MimiModel
 
-    conv = dict(
+    conv: dict = dict(
         hidden_size=16,
         num_filters=4,
         num_residual_layers=1,
@@ -27,6 +27,7 @@ def _tiny_model(kind: str):
         codebook_size=64,
         codebook_dim=16,
     )
+    model: torch.nn.Module
     if kind == "encodec":  # frame rate 500 Hz, 6 bits per code -> 3 kbps per codebook
         model = EncodecModel(
             EncodecConfig(
@@ -61,13 +62,11 @@ def _tiny_model(kind: str):
             DacConfig(
                 sampling_rate=SR,
                 encoder_hidden_size=4,
-                downsampling_ratios=[2, 4],
+                downsampling_ratios=[2, 4],  # (DacConfig derives upsampling_ratios and hidden_size from these)
                 decoder_hidden_size=8,
-                upsampling_ratios=[4, 2],
                 n_codebooks=3,
                 codebook_size=64,
                 codebook_dim=4,
-                hidden_size=16,
             )
         )
     # random codebooks (EnCodec initialises them to zeros, which would make every code 0)

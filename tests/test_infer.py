@@ -53,7 +53,7 @@ def test_speech_input_tasks_give_the_pipelines_outputs(setup, tmp_path, capsys):
     assert [r["input"] for r in lines] == wavs and all(r["task"] == "S2ST" for r in lines)
     want = pipe.generate("S2ST", wavs, "en", "fr", max_new_tokens=12)
     assert all(w.audio is not None for w in want) and not np.array_equal(want[0].audio, want[1].audio)
-    for i, (r, w) in enumerate(zip(lines, want), start=1):
+    for i, (r, w) in enumerate(zip(lines, want, strict=True), start=1):
         assert r["audio"] == str(out / f"{i:03d}_S2ST_fr.wav") and r["finished"] == w.finished
         wav, sr = audio_io.load(r["audio"])
         assert sr == w.sample_rate and np.allclose(wav, w.audio, atol=1e-4)  # 16-bit wav of the same speech

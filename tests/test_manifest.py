@@ -38,7 +38,7 @@ def corpus(tmp_path):
 
 
 def _write_lines(path, lines):
-    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
     return path
 
 
@@ -48,7 +48,7 @@ def test_round_trip(corpus):
         Record(id="u2", lang="de", text="der hund schläft.", audio=str(corpus / "wav/u2.wav"), split="test"),
     ]
     path = write_manifest(corpus / "m.jsonl", recs)
-    on_disk = [json.loads(l) for l in path.read_text().splitlines()]
+    on_disk = [json.loads(line) for line in path.read_text().splitlines()]
     assert on_disk[0]["audio"] == "wav/u1.wav"  # relative to the manifest's folder on disk
     assert "tgt_lang" not in on_disk[1]  # None fields are left out
     back = read_manifest(path)

@@ -165,7 +165,7 @@ def test_error_falls_as_codebooks_are_added(tok, corpus):
         xq = tok.dequantize(tok.quantize(x, k))
         l1 = (tok.features_to_log_mel(xq) - tok.features_to_log_mel(x)).abs()  # [B, M, n_mels]
         errors.append(float(l1.reshape(x.shape[0], x.shape[1], -1)[valid].mean()))
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False)), errors
 
 
 # ----------------------------------------------------------------------------- fit, save, load
@@ -237,16 +237,12 @@ def test_griffin_lim_recovers_a_consistent_spectrogram(tok, corpus):
     c = tok.config
     wav = torch.from_numpy(corpus[1])[None]
     wav = wav[:, : (wav.shape[1] // c.hop_length) * c.hop_length]
-    stft = lambda w: torch.stft(
-        w,
-        c.n_fft,
-        c.hop_length,
-        c.win_length,
-        tok.window,
-        center=True,  # noqa: E731
-        pad_mode="constant",
-        return_complex=True,
-    ).abs()
+
+    def stft(w):
+        return torch.stft(
+            w, c.n_fft, c.hop_length, c.win_length, tok.window, center=True, pad_mode="constant", return_complex=True
+        ).abs()
+
     mag = stft(wav)[:, :, :-1]  # [1, n_freq, M]: the frames griffin_lim is given
     out = tok.griffin_lim(mag)
     assert out.shape == wav.shape and torch.isfinite(out).all()

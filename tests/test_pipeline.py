@@ -84,7 +84,7 @@ def test_list_in_list_out_and_batched_equals_one_by_one(pipe):
     texts = ["the dog.", "a cat runs fast."]
     tts_b = pipe.tts(texts, "en", max_new_tokens=15)
     tts_1 = [pipe.tts(t, "en", max_new_tokens=15) for t in texts]
-    for b, s in zip(tts_b, tts_1):
+    for b, s in zip(tts_b, tts_1, strict=True):
         assert torch.equal(b.codes, s.codes) and np.allclose(b.audio, s.audio)
 
 
@@ -145,7 +145,7 @@ def test_save_pretrained_round_trips(pipe, tmp_path):
     again = AudioPaLM.from_pretrained(out, device="cpu")
     assert again.audio_tokenizer.fingerprint == pipe.audio_tokenizer.fingerprint
     assert again.vocab.layout == pipe.vocab.layout
-    for (n1, p1), (n2, p2) in zip(pipe.model.state_dict().items(), again.model.state_dict().items()):
+    for (n1, p1), (n2, p2) in zip(pipe.model.state_dict().items(), again.model.state_dict().items(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2), n1
     a = pipe.mt("the cat.", "en", "fr", max_new_tokens=8)
     b = again.mt("the cat.", "en", "fr", max_new_tokens=8)
@@ -220,9 +220,11 @@ def test_speech_is_sampled_by_default_text_is_greedy(pipe):
         texts = ["the dog.", "a cat runs fast."]
         sampled = pipe.tts(texts, "en", max_new_tokens=41)
         again = pipe.tts(texts, "en", max_new_tokens=41)
-        assert all(torch.equal(a.codes, b.codes) for a, b in zip(sampled, again))  # seeded: the same speech
+        assert all(
+            torch.equal(a.codes, b.codes) for a, b in zip(sampled, again, strict=True)
+        )  # seeded: the same speech
         greedy = pipe.tts(texts, "en", max_new_tokens=41, speech_sampling=None)
-        assert any(not torch.equal(a.codes, b.codes) for a, b in zip(sampled, greedy))
+        assert any(not torch.equal(a.codes, b.codes) for a, b in zip(sampled, greedy, strict=True))
         # the same default, reached explicitly, and an input alone gives the speech it gave in a batch
         assert torch.equal(
             pipe.tts(texts[1], "en", max_new_tokens=41, speech_sampling=SPEECH_SAMPLING).codes, sampled[1].codes
@@ -291,7 +293,7 @@ def test_do_sample_batched_equals_one_by_one(pipe):
         assert [o.translation for o in batched] != [o.translation for o in greedy]  # it did sample
         tts_b = pipe.tts(texts[:2], "en", max_new_tokens=30, batch_size=2, do_sample=True, temperature=1.2)
         tts_a = [pipe.tts(t, "en", max_new_tokens=30, do_sample=True, temperature=1.2) for t in texts[:2]]
-        assert all(torch.equal(a.codes, b.codes) for a, b in zip(tts_b, tts_a))
+        assert all(torch.equal(a.codes, b.codes) for a, b in zip(tts_b, tts_a, strict=True))
         with pytest.raises(PipelineError, match=r"do_sample=True with \['top_p'\]"):
             pipe.mt(texts[0], "en", "fr", do_sample=True, top_p=0.9)
     finally:

@@ -53,7 +53,7 @@ def test_cli_on_a_token_store_uses_each_wav_once(tmp_path):
     from audiopalm.data.token_store import load_token_store
 
     rows = load_token_store(world["store"]).dataset
-    wavs = {a for a, lang in zip(rows["audio"], rows["lang"]) if lang == "en"}
+    wavs = {a for a, lang in zip(rows["audio"], rows["lang"], strict=True) if lang == "en"}
     assert len(pairs) == len(wavs) and size == 16 and all(c.shape[0] == 2 for c, _ in pairs)
     out = tmp_path / "probe.json"
     args = [
@@ -96,7 +96,9 @@ def test_probe_judge_hears_a_wav_as_the_store_holds_its_codes(tmp_path):
     assert set(judge.probes) == {"en", "fr"}
     pairs, _ = probe_tokens.store_pairs(world["store"], "en")
     rows = load_token_store(world["store"]).dataset
-    paths = list(dict.fromkeys(a for a, lang in zip(rows["audio"], rows["lang"]) if lang == "en"))  # store order
+    paths = list(
+        dict.fromkeys(a for a, lang in zip(rows["audio"], rows["lang"], strict=True) if lang == "en")
+    )  # store order
     model, chars = judge.probes["en"]
     from_codes = probe_tokens.transcribe(model, chars, [c for c, _ in pairs])
     wavs = [load(p, tok.sample_rate)[0] for p in paths]
@@ -162,7 +164,7 @@ def test_probe_judge_hears_a_wav_as_the_store_holds_its_codes(tmp_path):
     assert value["TTS-WER [ctc-probe] (ref audio)"] == 0 and value["ASR-BLEU [ctc-probe] (ref audio)"] == 100
     assert value["ASR-BLEU [ctc-probe]"] == 100  # the S2ST "outputs" are the reference clips
     half = sum(1 for t in tts if t["audio"] is None)
-    words = sum(len(r.text.split()) for r, t in zip(rows, tts) if t["audio"] is None)
+    words = sum(len(r.text.split()) for r, t in zip(rows, tts, strict=True) if t["audio"] is None)
     assert half and value["TTS-WER [ctc-probe]"] == round(100 * words / sum(len(r.text.split()) for r in rows), 4)
     assert (
         value["TTS-CER [ctc-probe] (another's ref audio)"] > 0

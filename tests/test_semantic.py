@@ -49,7 +49,7 @@ def test_mfcc_units_shapes_range_and_rate(mfcc_tok):
 
 
 def test_mfcc_batch_equals_per_item(mfcc_tok):
-    wavs = [w[:n] for w, n in zip(_tone_wavs(3), (8000, 5000, 3333))]
+    wavs = [w[:n] for w, n in zip(_tone_wavs(3), (8000, 5000, 3333), strict=True)]
     batch, lengths = _pad(wavs)
     codes, frames = mfcc_tok.encode(batch, lengths)
     for i, w in enumerate(wavs):
@@ -181,7 +181,7 @@ def test_ssl_units(ssl_dir, tmp_path):
     tok = SemanticTokenizer(features="ssl", ssl_model=str(ssl_dir), layer=1, num_units=4)
     tok.fit(_tone_wavs(), progress=False)
     assert tok.dim == 16 and tok.frame_rate == 50.0  # 16 kHz / (5 * 64) = 50 frames per second
-    wavs = [w[:n] for w, n in zip(_tone_wavs(3), (8000, 4800, 6400))]
+    wavs = [w[:n] for w, n in zip(_tone_wavs(3), (8000, 4800, 6400), strict=True)]
     batch, lengths = _pad(wavs)
     codes, frames = tok.encode(batch, lengths)
     # conv front end: 400-sample receptive field, no padding; w2v-bert: 25 ms fbank frames, stacked in pairs

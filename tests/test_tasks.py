@@ -80,7 +80,7 @@ def test_audio_segments_invert_to_the_record_codes(vocab):
     ids = ex["input_ids"]
     starts = [i for i, t in enumerate(ids) if t == vocab.audio_start_id]
     ends = [i for i, t in enumerate(ids) if t == vocab.audio_end_id]
-    src, tgt = (vocab.ids_to_audio(ids[s : e + 1]) for s, e in zip(starts, ends))
+    src, tgt = (vocab.ids_to_audio(ids[s : e + 1]) for s, e in zip(starts, ends, strict=True))
     assert torch.equal(src, torch.tensor([[1, 2], [3, 0]]))
     assert torch.equal(tgt, torch.tensor([[0, 1, 2], [3, 3, 3]]))
 

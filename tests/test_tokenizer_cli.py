@@ -145,7 +145,7 @@ def test_bench_quick_writes_the_table(tmp_path):
     rows = result["reconstruction"]
     assert [r["num_codebooks"] for r in rows] == [1, 2, 4, 8]
     l1 = [r["mel_l1"] for r in rows]
-    assert all(a > b for a, b in zip(l1, l1[1:])), l1
+    assert all(a > b for a, b in zip(l1, l1[1:], strict=False)), l1
     for r in rows:
         assert 0 <= r["pocketsphinx_wer"] and r["reference_wer"] == rows[0]["reference_wer"]
     assert len(result["examples"]) == 4 and all(Path(p).is_file() for p in result["examples"])

@@ -174,7 +174,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
     for i, peak in enumerate(peaks):  # every group follows the same shape, scaled to its own peak
         curve = [lr[i] for lr in lrs]
         assert curve[:5] == pytest.approx([0, peak / 4, peak / 2, 3 * peak / 4, peak])
-        assert all(a >= b for a, b in zip(curve[4:], curve[5:]))
+        assert all(a >= b for a, b in zip(curve[4:], curve[5:], strict=False))
         assert sched.get_last_lr()[i] == pytest.approx(peak * 0.1)
 
 
@@ -243,14 +243,12 @@ def test_checkpoint_save_load_keep_last_and_atomicity(tmp_path):
     (root / "step_0000005").mkdir()  # a folder without trainer_state.json is not a checkpoint
     assert training.latest_checkpoint(root).name == "step_0000003"
 
-    torch.manual_seed(5)
-    want = torch.rand(2)
     model2 = _llama()
     opt2 = training.make_optimizer(model2, cfg)
     sched2 = training.make_scheduler(opt2, cfg, max_steps=10)
     state = training.load_checkpoint(root / "step_0000003", model=model2, optimizer=opt2, scheduler=sched2)
     assert state["step"] == 3 and state["tokens_seen"] == 48
-    for (n, a), b in zip(model.state_dict().items(), model2.state_dict().values()):
+    for (n, a), b in zip(model.state_dict().items(), model2.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
     assert model2.lm_head.weight.data_ptr() == model2.model.embed_tokens.weight.data_ptr()  # still tied
     assert sched2.get_last_lr() == sched.get_last_lr()
@@ -260,7 +258,7 @@ def test_checkpoint_save_load_keep_last_and_atomicity(tmp_path):
     _train_one_step(model, opt, sched)
     torch.manual_seed(7)
     _train_one_step(model2, opt2, sched2)
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), model2.parameters(), strict=True))
 
     from transformers import AutoModelForCausalLM
 

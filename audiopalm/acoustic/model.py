@@ -156,6 +156,7 @@ class AcousticModel(nn.Module):
         False) -> predicted features [B, F, feature_dim] (zero past each item's length)."""
         c = self.config
         if voice is None and prompt is not None and c.use_voice:
+            assert prompt_lengths is not None, "prompt needs prompt_lengths"
             voice = self.encode_voice(prompt, prompt_lengths)  # inside forward, so DDP sees the encoder used
         assert units.dim() == 2, f"units must be [B, F], got {tuple(units.shape)}"
         if c.use_voice:

@@ -41,6 +41,8 @@ DEFAULT_PROMPT_FRAMES = 75
 class AcousticStage(nn.Module):
     """An :class:`AcousticModel` bound to its codec (a fitted ``mel_rvq``) and to its unit tokenizer's fingerprint."""
 
+    default_voice: torch.Tensor  # a buffer (register_buffer below), declared for type checkers
+
     def __init__(
         self,
         config: AcousticConfig,
@@ -107,7 +109,12 @@ class AcousticStage(nn.Module):
     def voice_embedding(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Voice prompt waveform(s) [B, T] (or [T]) -> voice embedding [B, V]."""
         feats, n = self.prompt_features(wav, lengths)
-        return self.model.encode_voice(feats, n)  # [B, V]
+        voice = self.model.encode_voice(feats, n)  # [B, V]
+        if voice is None:
+            raise ValueError(
+                "this acoustic stage was trained without a voice (use_voice: false): it has no voice embedding"
+            )
+        return voice
 
     def check_units(
         self, units: torch.Tensor, lengths: torch.Tensor | None = None

@@ -168,6 +168,8 @@ def set_default_voice(stage: AcousticStage, utts: Utterances, *, max_utterances:
     for i, f in enumerate(feats):
         padded[i, : len(f)] = f
     stage.model.eval()
-    stage.default_voice.copy_(stage.model.encode_voice(padded, lengths).mean(0))
+    voice = stage.model.encode_voice(padded, lengths)  # [B, V]
+    assert voice is not None, "a default voice is set only for a stage with a voice encoder"
+    stage.default_voice.copy_(voice.mean(0))
     stage.default_voice_info = info
     return info

@@ -82,6 +82,9 @@ class LogMelConfig:
 class LogMel(nn.Module):
     """Waveforms -> log-mel frames. No trainable parameters; the filterbank is a buffer."""
 
+    fbank: torch.Tensor  # buffers (register_buffer below), declared for type checkers
+    window: torch.Tensor
+
     def __init__(self, config: LogMelConfig | None = None):
         super().__init__()
         self.config = config = config or LogMelConfig()
@@ -130,6 +133,8 @@ class LogMel(nn.Module):
         if isinstance(wav, (list, tuple)):
             items = [torch.as_tensor(np.asarray(w, dtype=np.float32)).reshape(-1) for w in wav]
         else:
+            if not isinstance(wav, torch.Tensor):
+                raise TypeError(f"LogMel expects a tensor [B, T] or a list of [T], got {type(wav).__name__}")
             if wav.dim() != 2:
                 raise ValueError(f"LogMel expects wav [B, T] or a list of [T], got shape {tuple(wav.shape)}")
             if lengths is None:

@@ -96,7 +96,7 @@ def generate(args) -> list[dict]:
     )
     out_dir = Path(args.out_dir)
     results = []
-    for i, (item, out) in enumerate(zip(inputs, outs), start=1):
+    for i, (item, out) in enumerate(zip(inputs, outs, strict=True), start=1):
         result = {
             "input": item,
             "task": spec.name,

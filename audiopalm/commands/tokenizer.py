@@ -165,6 +165,7 @@ def _fit(args) -> int:
     )
     out = tok.save_pretrained(args.out)
     info = tok.fit_info
+    assert info is not None, "fit() records fit_info"
     (Path(out) / "fit_info.json").write_text(
         json.dumps({"manifest": str(args.manifest), "split": args.split, **info}, indent=2) + "\n"
     )
@@ -184,7 +185,7 @@ def _fit_semantic(args) -> int:
     )
     tok.save_pretrained(args.out)
     print(
-        f"fitted {args.num_units} semantic units over {'layer %d of %s' % (args.layer, args.ssl_model) if args.ssl_model else 'MFCC'}; "
+        f"fitted {args.num_units} semantic units over {f'layer {args.layer} of {args.ssl_model}' if args.ssl_model else 'MFCC'}; "
         f"saved to {args.out} (fingerprint {tok.fingerprint})"
     )
     return 0
@@ -300,7 +301,7 @@ def _roundtrip(args) -> int:
     for rec in records:  # ids are file names here: every path checked before anything is written
         inside(out / f"{rec.id}.orig.wav", out, what=f"the roundtrip of id {rec.id!r}")
     for rec in records:
-        wav, sr = audio.load(rec.audio, tok.sample_rate)
+        wav, sr = audio.load(str(rec.audio), tok.sample_rate)  # (rows without audio were left out above)
         audio.save(out / f"{rec.id}.orig.wav", wav, sr)
         with torch.no_grad():
             codes, n = tok.encode(torch.from_numpy(wav)[None])  # [1, K, F]

@@ -231,13 +231,14 @@ class StoreRows(Sequence):
     """Rows of several token stores picked by ``(store index, row index)``, read lazily (memory-mapped)."""
 
     def __init__(self, datasets: list, index: list[tuple[int, int]]):
-        self.datasets, self.index = datasets, index
+        # (not `self.index`: that would hide Sequence.index)
+        self.datasets, self.picks = datasets, index
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.picks)
 
-    def __getitem__(self, i: int) -> dict:
-        s, r = self.index[i]
+    def __getitem__(self, i: int) -> dict:  # type: ignore[override]  # ints only: no slices of rows are taken
+        s, r = self.picks[i]
         return self.datasets[s][r]
 
 

@@ -143,7 +143,9 @@ class TaskSpec:
 
     def tag(self, lang: str, tgt_lang: str | None = None) -> str:
         """``"[ASR AST English French]"`` from ISO codes."""
-        words = [LANGUAGES[lang]] + ([LANGUAGES[tgt_lang]] if self.needs_tgt_lang else [])
+        if self.needs_tgt_lang and tgt_lang is None:
+            raise TaskError(f"{self.name}: a target language (tgt_lang) is needed")
+        words = [LANGUAGES[lang]] + ([LANGUAGES[str(tgt_lang)]] if self.needs_tgt_lang else [])
         return f"[{self.name} {' '.join(words)}]"
 
 

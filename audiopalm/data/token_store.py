@@ -34,6 +34,7 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from tqdm import tqdm
 
 from audiopalm.audio import io as audio_io
 from audiopalm.data.manifest import FIELDS, Record, read_manifest
+
+if TYPE_CHECKING:
+    import datasets  # imported where used: loading it costs seconds
 
 META_NAME = "token_store.json"
 DATASET_DIR = "dataset"
@@ -116,7 +120,7 @@ class TokenStore:
 
     path: Path
     """The store folder."""
-    dataset: datasets.Dataset  # noqa: F821
+    dataset: datasets.Dataset
     """One row per kept manifest row; ``store.dataset[i]["audio_codes"]`` is an int array [K, F]."""
     meta: StoreMeta
     """Contents of ``token_store.json``."""
@@ -260,7 +264,8 @@ def _plan(records: Sequence[Record], tokenizer, shard_size: int, skip_bad: bool)
 
 def _batches(paths: list[str], durations: dict, batch_seconds: float) -> list[list[str]]:
     """Greedy batches of duration-sorted paths whose padded size (n x longest) stays under ``batch_seconds``."""
-    out, cur = [], []
+    out: list[list[str]] = []
+    cur: list[str] = []
     for p in paths:
         if cur and (len(cur) + 1) * max(durations[p], durations[cur[-1]]) > batch_seconds:
             out.append(cur)
@@ -290,7 +295,7 @@ def _encode_shard(
     code_dtype,
 ) -> dict:
     """Encode one shard's files. Returns columns {"path", "codes", "error"}."""
-    cols = {"path": [], "codes": [], "error": []}
+    cols: dict[str, list] = {"path": [], "codes": [], "error": []}
     batches = _batches(sorted(paths, key=lambda p: (durations[p], p)), durations, batch_seconds)
     pending = [pool.submit(_load, p, tokenizer.sample_rate) for p in batches[0]] if batches else []
     for bi, batch in enumerate(batches):
@@ -298,7 +303,7 @@ def _encode_shard(
         if bi + 1 < len(batches):  # read the next batch while this one is encoded
             pending = [pool.submit(_load, p, tokenizer.sample_rate) for p in batches[bi + 1]]
         good = []
-        for p, w in zip(batch, wavs):
+        for p, w in zip(batch, wavs, strict=True):
             if isinstance(w, Exception):
                 if not skip_bad:
                     raise audio_io.AudioError(f"{w} (use skip_bad / --skip-bad to skip rows with bad audio)") from None
@@ -351,7 +356,7 @@ def _write_dataset(out_dir: Path, header_errors: dict, shard_dirs: list[str], ro
     bad = dict(header_errors)  # bad files: from headers (planning) and from decoding (shards)
     for d in shard_dirs:
         ds = datasets.load_from_disk(d)
-        for p, err in zip(ds["path"], ds["error"]):
+        for p, err in zip(ds["path"], ds["error"], strict=True):
             if err is not None:
                 bad[p] = err
     kept, skipped = [], []

@@ -178,7 +178,7 @@ class UnifiedVocab:
             codebook_size=codebook_size,
             pattern=pattern,
             vocab_size=len(tok),
-            special_tokens={r: {"token": t, "id": i} for (r, t), i in zip(roles.items(), ids)},
+            special_tokens={r: {"token": t, "id": i} for (r, t), i in zip(roles.items(), ids, strict=True)},
             audio_tokenizer=None
             if audio_tokenizer is None
             else {
@@ -237,7 +237,7 @@ class UnifiedVocab:
         ]
         got = self.tokenizer.convert_tokens_to_ids(strings)
         want = range(lay.audio_offset, lay.audio_offset + len(strings))
-        for s, g, w in zip(strings, got, want):
+        for s, g, w in zip(strings, got, want, strict=True):
             if g != w:
                 raise VocabError(f"audio token {s!r} has id {g}, expected {w}")
         for role, entry in lay.special_tokens.items():

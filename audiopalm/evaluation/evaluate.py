@@ -44,6 +44,7 @@ import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -181,6 +182,7 @@ def load_rows(cfg: EvalConfig, audio_tokenizer=None) -> tuple[list[dict], Path |
         return rows, Path(cfg.manifest).parent
     from audiopalm.data.token_store import load_token_store
 
+    assert cfg.store is not None  # EvalConfig: a manifest or a store
     store = load_token_store(cfg.store, expected_tokenizer=audio_tokenizer)
     rows = []
     for i in range(len(store)):
@@ -358,7 +360,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             )
             # speech outputs -> wavs on disk (and silence for the judge where nothing came out)
             wavs = []
-            for row, o in zip(items, outs):
+            for row, o in zip(items, outs, strict=True):
                 line = {
                     "id": row["id"],
                     "task": spec.name,
@@ -404,7 +406,7 @@ def evaluate(cfg: EvalConfig) -> dict:
                         r.get("audio") if speech_field == "audio_codes" else r.get("tgt_audio") for r in items
                     ]
                     if all(refs_audio):
-                        ref_wavs = [audio_io.load(p, sr)[0] for p in refs_audio]
+                        ref_wavs = [audio_io.load(p, sr)[0] for p in refs_audio if p is not None]
                         judged_ref = judge.transcribe(ref_wavs, sr, out_lang)
                 except ValueError as e:  # e.g. PocketSphinx has no model for this language
                     notes.append(f"{spec.name} {src}{'-' + tgt if tgt else ''}: no judged metric ({e})")
@@ -420,12 +422,12 @@ def evaluate(cfg: EvalConfig) -> dict:
             if peer is not None:
                 keep = first_per_subset(group_lines, cfg.peer_max_items)
 
-                def pick(xs: list) -> list:
+                def pick(xs: list, keep: list[int] = keep) -> list:
                     return [xs[i] for i in keep] if xs else xs
 
                 try:
                     metrics += peer_rows(
-                        peer, cfg.peer, spec, src, tgt, pick(items), pick(outs), pick(group_lines), pick(wavs), sr
+                        peer, str(cfg.peer), spec, src, tgt, pick(items), pick(outs), pick(group_lines), pick(wavs), sr
                     )
                 except ValueError as e:  # e.g. PocketSphinx has no model for this language
                     notes.append(f"{spec.name} {src}{'-' + tgt if tgt else ''}: no {cfg.peer} row ({e})")
@@ -436,7 +438,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             notes.append(f"{spec.name}: no usable utterances in the data")
             print(f"warning: {notes[-1]}", file=sys.stderr)
 
-    summary = {
+    summary: dict[str, Any] = {
         "checkpoint": str(cfg.checkpoint),
         "judge": cfg.judge,
         "text_decoding": describe_text_decoding(cfg.num_beams, cfg.beam_tasks),
@@ -506,14 +508,19 @@ def score_group(
                 continue
             # one judge pass served every subset: hand the metric the transcripts already made
             subset_texts = [transcripts[i] for i in idx]
-            fixed = CallableJudge(lambda w, sr, lang, t=subset_texts: t, name=judge_name)
+
+            def given(w, sr, lang, t=subset_texts):
+                return t
+
+            fixed = CallableJudge(given, name=judge_name)
             sub_wavs = [wavs[i] for i in idx]
             if "audio_codes" in out_fields:  # TTS: round trip against the input text
                 score, _ = tts_roundtrip_wer(sub_wavs, sample_rate, [items[i]["text"] for i in idx], src, fixed)
                 rows.append(summary_row(score, metric="TTS-WER" + suffix, **kw))
             else:  # S2ST: ASR-BLEU against the reference translation
-                score, _ = asr_bleu(sub_wavs, sample_rate, [items[i]["tgt_text"] for i in idx], tgt, fixed)
-                rows.append(summary_row(score, metric="ASR-BLEU" + suffix, **kw))
+                assert tgt is not None, spec.name  # a speech translation has a target language
+                bleu_score, _ = asr_bleu(sub_wavs, sample_rate, [items[i]["tgt_text"] for i in idx], tgt, fixed)
+                rows.append(summary_row(bleu_score, metric="ASR-BLEU" + suffix, **kw))
     return rows
 
 
@@ -540,13 +547,15 @@ def peer_rows(
 
     if spec.output_segments == [(TEXT, "text")] and spec.input_segment[0] == AUDIO:  # plain ASR
         heard = peer.transcribe([audio_io.load(r["audio"], sample_rate)[0] for r in items], sample_rate, src)
-        fake = [dataclasses.replace(o, text=t) for o, t in zip(outs, heard)]
+        fake = [dataclasses.replace(o, text=t) for o, t in zip(outs, heard, strict=True)]
         rows = score_group(spec, src, tgt, items, fake, lines, wavs, sample_rate, None, None, name)
     elif spec.output_segments == [(AUDIO, "audio_codes")]:  # TTS (speech-to-speech tasks: the judge's rows only)
         refs = [r.get("audio") for r in items]
         heard = peer.transcribe(wavs, sample_rate, src)
         heard_ref = (
-            peer.transcribe([audio_io.load(p, sample_rate)[0] for p in refs], sample_rate, src) if all(refs) else None
+            peer.transcribe([audio_io.load(p, sample_rate)[0] for p in refs if p is not None], sample_rate, src)
+            if all(refs)
+            else None
         )
         rows = [
             r

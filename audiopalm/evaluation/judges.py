@@ -133,7 +133,9 @@ class WhisperJudge:
 
             device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._processor = WhisperProcessor.from_pretrained(self.model)
-            self._model = WhisperForConditionalGeneration.from_pretrained(self.model).to(device).eval()
+            model = WhisperForConditionalGeneration.from_pretrained(self.model)
+            # transformers decorates .to with functools.wraps, whose typeshed type does not bind the instance
+            self._model = model.to(device).eval()  # type: ignore[arg-type]
         return self._model, self._processor
 
     def transcribe(self, wavs: Sequence[np.ndarray], sample_rate: int, lang: str) -> list[str]:

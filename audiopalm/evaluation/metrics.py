@@ -28,8 +28,8 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -140,7 +140,7 @@ def _check_pairs(refs: Sequence[str], hyps: Sequence[str], what: str) -> None:
         raise ValueError(f"{what}: {len(refs)} references but {len(hyps)} hypotheses")
     if not refs:
         raise ValueError(f"{what}: no utterances to score")
-    for i, (r, h) in enumerate(zip(refs, hyps)):
+    for i, (r, h) in enumerate(zip(refs, hyps, strict=True)):
         if not isinstance(r, str) or not isinstance(h, str):
             raise TypeError(f"{what}: utterance {i}: expected str/str, got {type(r).__name__}/{type(h).__name__}")
 
@@ -164,7 +164,7 @@ def _error_rate(metric: str, refs: Sequence[str], hyps: Sequence[str], lang: str
         else jiwer.process_characters(list(refs), list(hyps))
     )
     per_utt = []
-    for units, chunks in zip(ref_units, out.alignments):
+    for units, chunks in zip(ref_units, out.alignments, strict=True):
         edits = 0
         for c in chunks:
             if c.type in ("substitute", "delete"):
@@ -254,7 +254,7 @@ def _references(refs: Sequence[str] | Sequence[Sequence[str]], n_hyps: int, what
         raise ValueError(f"{what}: {len(refs)} references but {n_hyps} hypotheses")
     if n_hyps == 0:
         raise ValueError(f"{what}: no segments to score")
-    multi = [r if isinstance(r, (list, tuple)) else [r] for r in refs]
+    multi: list[Sequence[Any]] = [r if isinstance(r, (list, tuple)) else [r] for r in refs]
     k = len(multi[0])
     for i, r in enumerate(multi):
         if len(r) != k or not all(isinstance(x, str) for x in r):
@@ -383,7 +383,7 @@ def summary_row(
 
 # ----------------------------------------------------------------------------- CLI: audiopalm score
 
-SCORERS = {"wer": wer, "cer": cer, "bleu": bleu, "chrf": chrf}
+SCORERS: dict[str, Callable[..., Any]] = {"wer": wer, "cer": cer, "bleu": bleu, "chrf": chrf}
 
 
 def add_arguments(parser) -> None:

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import zlib
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -94,7 +96,7 @@ class SegmentConstraint(LogitsProcessor):
         task: str | TaskSpec,
         prompt_length: int,
         vocab_size: int,
-        max_audio_frames: list[int | None] | None = None,
+        max_audio_frames: Sequence[int | None] | None = None,
     ):
         if max_audio_frames is not None and any(f is not None and f < 1 for f in max_audio_frames):
             raise ValueError(f"max_audio_frames: expected caps >= 1 (or None), got {max_audio_frames}")
@@ -187,7 +189,7 @@ class SegmentConstraint(LogitsProcessor):
         )
         if incremental:
             new = input_ids[:, -1].tolist()
-            for st, tok in zip(self._states, new):
+            for st, tok in zip(self._states, new, strict=True):
                 self._feed(st, tok)
         else:  # first call, or rows were reordered (beam search): parse from the prompt
             self._states = []
@@ -218,9 +220,12 @@ class SegmentConstraint(LogitsProcessor):
             r = max(len(self._states) // len(caps), 1)
             caps = [caps[i // r] for i in range(len(self._states))]
         forbid = torch.stack(
-            [self._forbidden_row(*self._allowed(st, cap), scores.device) for st, cap in zip(self._states, caps)]
+            [
+                self._forbidden_row(*self._allowed(st, cap), scores.device)
+                for st, cap in zip(self._states, caps, strict=True)
+            ]
         )  # [N, V]
-        return scores.masked_fill(forbid, float("-inf"))
+        return cast(torch.FloatTensor, scores.masked_fill(forbid, float("-inf")))  # (the processor API's type)
 
     def in_speech(self) -> list[bool]:
         """Per row (as of the last call): True while it is inside an audio stream (after ``<|audio_start|>``,
@@ -270,7 +275,7 @@ class SpeechSampler(LogitsProcessor):
         index = torch.tensor(rows, device=scores.device)
         out = scores.index_fill(0, index, float("-inf"))
         out[index, token[:, 0]] = 0.0
-        return out
+        return cast(torch.FloatTensor, out)  # (the processor API's type)
 
 
 def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str | torch.Tensor]:
@@ -312,7 +317,7 @@ def generate(
     *,
     max_new_tokens: int = 256,
     constrained: bool = True,
-    max_audio_frames: list[int | None] | None = None,
+    max_audio_frames: Sequence[int | None] | None = None,
     speech_sampling: SpeechSampling | None = None,
     **generate_kwargs,
 ) -> list[list[int]]:

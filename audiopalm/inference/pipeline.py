@@ -505,15 +505,19 @@ class AudioPaLM(SpeechTextPipeline):
         except ValueError:  # only when cut short inside a delay-pattern audio segment: nothing whole to give
             assert not out.finished, ("a finished output that does not follow the template", ids)
             segments = []
-        for (kind, field), value in zip(spec.output_segments, segments):
+        # strict=False: an output cut short by max_new_tokens has only its completed segments
+        for (kind, field), value in zip(spec.output_segments, segments, strict=False):
             if kind == AUDIO:
+                assert isinstance(value, torch.Tensor), value  # split_segments: codes [k, F] for audio
                 if value.shape[1] == 0:
                     continue
                 out.codes = value  # [k, F]
                 out.audio = self.decode_codes(value, voice)  # [T]
                 out.sample_rate = self.output_sample_rate
             elif field == "text":
+                assert isinstance(value, str), value
                 out.text = value
             else:
+                assert isinstance(value, str), value
                 out.translation = value
         return out

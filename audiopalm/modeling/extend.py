@@ -35,6 +35,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -181,6 +182,7 @@ def extend_model(
             new.copy_(torch.zeros_like(new[0]) if init == "zeros" else weight[:text].mean(dim=0))
             if init == "codebook" and weight.dim() == 2:  # audio rows; special rows and a bias stay at the mean
                 audio = vocab.num_codebooks * vocab.codebook_size
+                assert code_vectors is not None  # checked above for init == "codebook"
                 new[:audio].copy_(codebook_rows(code_vectors.detach().cpu().float(), weight[:text].detach().cpu()))
     rows = _rows(model)
 
@@ -304,7 +306,7 @@ def load_checkpoint(directory: str | os.PathLike, **model_kwargs):
     check_complete(directory)
     vocab = UnifiedVocab.from_pretrained(directory)
     model = AutoModelForCausalLM.from_pretrained(str(directory), **model_kwargs)
-    rows = model.get_input_embeddings().weight.shape[0]
+    rows = _rows(model)
     if rows < len(vocab):
         raise CheckpointError(f"{directory}: the model's embedding has {rows} rows, the vocabulary {len(vocab)}")
     tok_dir = directory / AUDIO_TOKENIZER_DIR
@@ -327,7 +329,7 @@ def load_adapter_weights(model, path: str | os.PathLike) -> None:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    result = set_peft_model_state_dict(model, load_file(str(path)))
+    result: Any = set_peft_model_state_dict(model, load_file(str(path)))  # torch's _IncompatibleKeys
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
     tied = getattr(base.config, "tie_word_embeddings", False) and head is not None

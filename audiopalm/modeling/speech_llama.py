@@ -34,7 +34,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -300,8 +300,8 @@ class HFSpeechEncoder(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
-        cfg = model.config
+        self.model: Any = cast(Any, model)  # Whisper's encoder or an SSL model: their APIs differ
+        cfg = self.model.config
         self.model_type = cfg.model_type
         if self.model_type == "whisper":
             self.input_kind = "log_mel"
@@ -384,6 +384,13 @@ class Projector(nn.Module):
         x, lengths = stack_frames(h, lengths, self.stride)  # [B, N, s*E]
         return self.mlp(x), lengths  # [B, N, D]
 
+    @property
+    def first_weight(self) -> torch.Tensor:
+        """The first layer's weight: the device and dtype the speech modules are on."""
+        first = self.mlp[0]
+        assert isinstance(first, nn.Linear), first
+        return first.weight
+
 
 # ---- the model ----------------------------------------------------------------------------------
 
@@ -414,7 +421,8 @@ class SpeechLlama(nn.Module):
     def __init__(self, config: SpeechLlamaConfig, llm: nn.Module, *, encoder: nn.Module | None = None):
         super().__init__()
         self.config = config
-        self.encoder = encoder if encoder is not None else build_encoder(config)
+        # one of the encoder classes above (build_encoder): they share input_kind / output_dim, not a base class
+        self.encoder: Any = cast(Any, encoder if encoder is not None else build_encoder(config))
         if (
             config.encoder.startswith("hf:")
             and self.encoder.input_kind == "log_mel"
@@ -424,7 +432,7 @@ class SpeechLlama(nn.Module):
                 f"SpeechLlamaConfig.n_mels={config.n_mels} but the Whisper encoder "
                 f"{config.encoder!r} takes {self.encoder.n_mels} mel bands"
             )
-        llm_dim = llm.config.hidden_size
+        llm_dim = int(cast(Any, llm).config.hidden_size)
         self.projector = Projector(
             self.encoder.output_dim, config.projector_stride, config.projector_hidden or llm_dim, llm_dim
         )
@@ -437,14 +445,15 @@ class SpeechLlama(nn.Module):
 
             lora = LoraConfig(
                 r=config.lora_r,
-                lora_alpha=config.lora_alpha,
+                # peft types lora_alpha as int; it only scales (alpha / r), so a float alpha is used as given
+                lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
                 lora_dropout=config.lora_dropout,
                 target_modules=list(config.lora_target_modules),
                 bias="none",
                 task_type="CAUSAL_LM",
             )
             llm = get_peft_model(llm, lora)
-        self.llm = llm
+        self.llm: Any = cast(Any, llm)  # the causal LM, or the peft model around it
         self.encoder.requires_grad_(not config.freeze_encoder)
         self.projector.requires_grad_(not config.freeze_projector)
         if isinstance(self.encoder, HFSpeechEncoder) and self.encoder.model_type == "whisper":
@@ -615,6 +624,7 @@ class SpeechLlama(nn.Module):
         if isinstance(enc, HFSpeechEncoder) and enc.model_type != "whisper":
             frame = math.prod(enc.model.config.conv_stride) / c.sample_rate
         else:
+            assert self.log_mel is not None, "a log-mel encoder has its front end"
             hop = self.log_mel.config.hop_length / c.sample_rate
             frame = hop * (2 if isinstance(enc, HFSpeechEncoder) else enc.stack)
         return frame * c.projector_stride
@@ -631,11 +641,13 @@ class SpeechLlama(nn.Module):
         encoder's input: log-mel ``[B, F, n_mels]`` or, for waveform encoders, the zero-mean unit-variance
         waveform ``[B, T]`` (what their feature extractors do); plus lengths [B]."""
         if self.log_mel is not None:
-            self.log_mel.to(self.projector.mlp[0].weight.device)
+            self.log_mel.to(self.projector.first_weight.device)
             return self.log_mel(wav, lengths)
         if isinstance(wav, (list, tuple)):
             items = [torch.as_tensor(w, dtype=torch.float32).reshape(-1) for w in wav]
         else:
+            if not isinstance(wav, torch.Tensor):
+                raise TypeError(f"featurize expects a tensor [B, T] or a list of [T], got {type(wav).__name__}")
             n = lengths.tolist() if lengths is not None else [wav.shape[1]] * wav.shape[0]
             items = [wav[i, : int(k)].float() for i, k in enumerate(n)]
         items = [(w - w.mean()) / torch.sqrt(w.var(unbiased=False) + 1e-7) for w in items]
@@ -654,7 +666,7 @@ class SpeechLlama(nn.Module):
             or int(feat_lengths.max()) > feats.shape[1]
         ):
             raise ValueError(f"feat_lengths {feat_lengths.tolist()} do not fit feats {tuple(feats.shape)}")
-        w = self.projector.mlp[0].weight  # the speech modules' device and dtype (e.g. after .to(bfloat16))
+        w = self.projector.first_weight  # the speech modules' device and dtype (e.g. after .to(bfloat16))
         h, lengths = self.encoder(feats.to(w.device, w.dtype), feat_lengths.to(w.device))  # [B, T', E]
         emb, emb_lengths = self.projector(h, lengths)  # [B, N, D]
         emb = emb.masked_fill(~length_mask(emb_lengths, emb.shape[1])[..., None], 0.0)
@@ -821,7 +833,7 @@ def encode_text(
     ids = torch.full((len(rows), L), pad, dtype=torch.long)
     mask = torch.zeros(len(rows), L, dtype=torch.long)
     labels = torch.full((len(rows), L), -100, dtype=torch.long)
-    for i, (r, lab) in enumerate(zip(rows, label_rows)):
+    for i, (r, lab) in enumerate(zip(rows, label_rows, strict=True)):
         sl = slice(L - len(r), L) if targets is None else slice(0, len(r))
         ids[i, sl], mask[i, sl], labels[i, sl] = torch.tensor(r), 1, torch.tensor(lab)
     out = {"input_ids": ids, "attention_mask": mask}

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from audiopalm.training.recipe import Recipe
 
 RECIPES: dict[str, str] = {
     "pretrain_text": "audiopalm.recipes.pretrain_text:PretrainTextRecipe",
@@ -31,7 +35,7 @@ ACCELERATE_DIR = Path(__file__).resolve().parent / "accelerate"
 ``fsdp.yaml``."""
 
 
-def recipe_class(name: str) -> type:
+def recipe_class(name: str) -> type[Recipe]:
     """The :class:`~audiopalm.training.recipe.Recipe` subclass registered under ``name``."""
     if name not in RECIPES:
         from audiopalm.config import ConfigError

@@ -50,6 +50,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -166,9 +167,10 @@ class FinetuneAudioPaLMRecipe(Recipe):
         self._load_stores()
         self.filter_skips: Counter = Counter()  # rows left out before training (missing fields)
         self.render_skips: Counter = Counter()  # examples skipped while rendering (too long, bad codes), this run
-        sources, self.dev_sets = [], []
+        sources: list[MixtureSource] = []
+        self.dev_sets = []
         self.task_langs: dict[str, set[str]] = {}  # task -> languages (or pairs) of its training rows, for the card
-        for entry, name in zip(d.tasks, self.task_names):
+        for entry, name in zip(d.tasks, self.task_names, strict=True):
             spec = parse_task(entry.task)
             train_rows = self._select_rows(entry, spec, "train", self.filter_skips)
             if not train_rows:
@@ -193,6 +195,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             ]
             self.dev_sets.append((label, [x for x in dev if x is not None]))
         self.mixture = TaskMixture(sources, seed=tr.seed)
+        self.batches: PackedBatches | PaddedBatches
         if d.packing:
             self.batches = PackedBatches(
                 self.mixture, max_len=d.max_len, rows_per_batch=self.global_batch, pad_id=self.vocab.pad_id
@@ -206,7 +209,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             "task mixture: "
             + "; ".join(
                 f"{s.name} {len(s.rows)} rows, p={s.weight / weights:.2f}, dev {len(dev)}"
-                for s, (_, dev) in zip(sources, self.dev_sets)
+                for s, (_, dev) in zip(sources, self.dev_sets, strict=True)
             )
         )
         if self.filter_skips:
@@ -266,6 +269,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             self._write_base()
             lo = self.cfg.lora
             rows = trainable_token_indices(self.model, self.vocab)
+            extra: dict[str, Any]
             if lo.new_rows == "trainable_tokens":
                 extra = {"trainable_token_indices": rows}
             else:  # whole embedding (+ untied lm_head); a tied lm_head must follow the trained copy

@@ -21,7 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -45,6 +45,9 @@ def tokenizer_class(type_name: str) -> type[AudioTokenizer]:
         raise UserError(f"unknown audio tokenizer type {type_name!r}; known: {', '.join(TOKENIZERS)}")
     module, cls = TOKENIZERS[type_name].split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+_Tok = TypeVar("_Tok", bound="AudioTokenizer")
 
 
 class AudioTokenizer(torch.nn.Module, abc.ABC):
@@ -120,7 +123,7 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike) -> AudioTokenizer:
+    def from_pretrained(cls: type[_Tok], directory: str | os.PathLike) -> _Tok:
         """Rebuild from a folder written by :meth:`save_pretrained`.
 
         Refuses (:class:`~audiopalm.errors.UserError`) a folder whose weights are missing, truncated or
@@ -255,7 +258,8 @@ def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | Non
         for weights in sorted(path.rglob("*.safetensors")):  # every type's weights, before any loader reads them
             check_safetensors(weights)
         tok = cls.from_pretrained(path)
-        if cls.from_pretrained.__func__ is not AudioTokenizer.from_pretrained.__func__:
+        # (a classmethod bound to its class has __func__; typeshed types it as a plain callable)
+        if cls.from_pretrained.__func__ is not AudioTokenizer.from_pretrained.__func__:  # type: ignore[attr-defined]
             verify_fingerprint(path, meta, tok)  # (the base class's loader checks it itself)
         tok.loaded_from = path.resolve().name  # the folder's name (not its path), for the provenance of checkpoints
         return tok
@@ -268,4 +272,5 @@ def load_audio_tokenizer(name_or_path: str | os.PathLike, *, revision: str | Non
     # a transformers codec (EnCodec / Mimi / DAC): a hub name or a model folder
     if revision is not None:
         kwargs["revision"] = revision
-    return tokenizer_class("hf_codec").from_codec(str(name_or_path), **kwargs)
+    codec_cls: Any = tokenizer_class("hf_codec")  # HFCodecTokenizer, whose own constructor is from_codec
+    return codec_cls.from_codec(str(name_or_path), **kwargs)

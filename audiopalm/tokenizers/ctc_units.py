@@ -27,6 +27,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -89,6 +90,11 @@ class CTCUnitsTokenizer(UnitTokenizer):
     """k-means units over a character-CTC encoder's layer. Build with :meth:`fit` or :meth:`from_pretrained`."""
 
     type_name = "ctc_units"
+    # buffers (register_buffer below), declared so that type checkers see tensors, not Module attributes
+    centroids: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    fitted: torch.Tensor
 
     def __init__(self, **config):
         super().__init__()
@@ -212,12 +218,11 @@ class CTCUnitsTokenizer(UnitTokenizer):
                 tok.encoder, feats, [u[1] for u in utts], train, evals=evals or None, progress=progress
             )
         else:  # keep the encoder's own training record; score it on this manifest's dev rows
+            saved: dict[str, Any] = {
+                k: tuple(v) if isinstance(v, list) else v for k, v in (trained.record.get("train") or {}).items()
+            }
             train = (
-                EncoderTrainConfig(
-                    **{k: tuple(v) if isinstance(v, list) else v for k, v in trained.record["train"].items()}
-                )
-                if trained.record.get("train")
-                else None
+                EncoderTrainConfig(**saved) if trained.record.get("train") else None
             )  # unknown: the encoder was saved without its record
             curve = list(trained.record.get("curve", []))
             if evals:

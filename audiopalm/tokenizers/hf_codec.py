@@ -38,6 +38,7 @@ import json
 import math
 import os
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -119,11 +120,14 @@ class HFCodecTokenizer(AudioTokenizer):
         model_type = getattr(model.config, "model_type", None)
         if model_type not in CODECS:
             raise ValueError(f"unsupported codec model_type {model_type!r}; supported: {', '.join(CODECS)}")
-        self.model = model.eval()
+        # EnCodec, Mimi and DAC differ in their attributes and methods: typed by use, not by one class
+        self.model: Any = cast(Any, model.eval())
         self.model_type = model_type
         self.source = source
+        self.revision: str | None = None
+        """The hub commit loaded (set by :meth:`from_codec`; None for a local folder)."""
         self.feature_extractor = feature_extractor
-        cfg = model.config
+        cfg: Any = model.config
         if model_type == "encodec":
             if num_codebooks is not None:
                 raise ValueError(
@@ -139,8 +143,8 @@ class HFCodecTokenizer(AudioTokenizer):
             bandwidth = float(max(cfg.target_bandwidths) if bandwidth is None else bandwidth)
             if bandwidth not in [float(b) for b in cfg.target_bandwidths]:
                 raise ValueError(f"EnCodec bandwidth={bandwidth} kbps is not one of {cfg.target_bandwidths}")
-            self.bandwidth = bandwidth
-            self._num_codebooks = int(model.quantizer.get_num_quantizers_for_bandwidth(bandwidth))
+            self.bandwidth: float | None = bandwidth
+            self._num_codebooks = int(self.model.quantizer.get_num_quantizers_for_bandwidth(bandwidth))
         else:
             if bandwidth is not None:
                 raise ValueError(f"{model_type}: bandwidth= is an EnCodec option; use num_codebooks=")
@@ -244,7 +248,7 @@ class HFCodecTokenizer(AudioTokenizer):
             "bandwidth": self.bandwidth,
             "num_codebooks": self._num_codebooks,
             "source": self.source,
-            "revision": getattr(self, "revision", None),
+            "revision": self.revision,
         }
 
     @property

@@ -31,6 +31,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,6 +142,14 @@ class MelRVQTokenizer(AudioTokenizer):
     """
 
     type_name = "mel_rvq"
+    # buffers (register_buffer below), declared so that type checkers see tensors, not Module attributes
+    mel_fb: torch.Tensor
+    mel_fb_pinv: torch.Tensor
+    window: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    codebooks: torch.Tensor
+    fitted: torch.Tensor
 
     def __init__(self, **config):
         super().__init__()
@@ -346,7 +355,9 @@ class MelRVQTokenizer(AudioTokenizer):
         phase = torch.rand(mag.shape, generator=gen).to(mag.device) * (2 * math.pi)
         t = torch.polar(mag, phase)  # [B, n_freq, M + 1] complex
         c_prev = t
-        stft_kw = dict(n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window, center=True)
+        stft_kw: dict[str, Any] = dict(
+            n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, window=self.window, center=True
+        )
         for _ in range(c.griffin_lim_iters):
             wav = torch.istft(mag * _unit(t), length=length, **stft_kw)  # [B, length]
             c_n = torch.stft(wav, pad_mode="constant", return_complex=True, **stft_kw)  # [B, n_freq, M + 1]
@@ -383,8 +394,8 @@ class MelRVQTokenizer(AudioTokenizer):
         waves = _iter_audio(audio, tok.sample_rate, seed)
         frames, seconds = [], 0.0
         bar = tqdm(waves, desc="mel_rvq: features", unit="utt", disable=not progress)
-        for wav in bar:
-            wav = torch.as_tensor(np.asarray(wav, dtype=np.float32)).reshape(1, -1)  # [1, T]
+        for item in bar:
+            wav = torch.as_tensor(np.asarray(item, dtype=np.float32)).reshape(1, -1)  # [1, T]
             x, n = tok.features(wav, normalise=False)  # [1, F, D]
             frames.append(x[0, : int(n[0])])
             seconds += wav.shape[1] / tok.sample_rate

@@ -30,6 +30,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,7 +94,10 @@ def add_deltas(x: torch.Tensor, width: int = 2) -> torch.Tensor:
     """Regression deltas over time, edges repeated: [F, D] -> [F, D] (HTK's formula)."""
     f = x.shape[0]
     padded = torch.cat([x[:1].expand(width, -1), x, x[-1:].expand(width, -1)])  # [F + 2w, D]
-    num = sum(n * (padded[width + n : width + n + f] - padded[width - n : width - n + f]) for n in range(1, width + 1))
+    num = sum(
+        (n * (padded[width + n : width + n + f] - padded[width - n : width - n + f]) for n in range(1, width + 1)),
+        torch.zeros_like(x),
+    )
     return num / (2 * sum(n * n for n in range(1, width + 1)))  # [F, D]
 
 
@@ -101,13 +105,21 @@ class SemanticTokenizer(UnitTokenizer):
     """k-means units over MFCC or SSL features. Fit with :meth:`fit` before encoding."""
 
     type_name = "semantic"
+    # buffers (register_buffer below), declared so that type checkers see tensors, not Module attributes
+    mel_fb: torch.Tensor
+    dct: torch.Tensor
+    window: torch.Tensor
+    centroids: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    fitted: torch.Tensor
 
     def __init__(self, **config):
         super().__init__()
         self.config = SemanticConfig(**config)
         c = self.config
-        self.ssl = None
-        self.feature_extractor = None
+        self.ssl: Any = None  # any transformers speech encoder (HuBERT, wav2vec 2.0, w2v-BERT...)
+        self.feature_extractor: Any = None
         if c.features == "ssl":
             from transformers import AutoFeatureExtractor, AutoModel
 

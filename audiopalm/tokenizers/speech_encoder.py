@@ -175,7 +175,9 @@ class SpeechEncoder(nn.Module):
     def frame_rate(self) -> float:
         return self.config.frame_rate
 
-    def features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def features(
+        self, wav: torch.Tensor | Sequence, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``wav`` [B, T] (or a list of [T]) -> normalised log-mel [B, F, n_mels], [B] mel frames."""
         feats, mel_lengths = self.frontend(wav, lengths)
         return normalize_feats(feats, mel_lengths), mel_lengths
@@ -278,7 +280,7 @@ class SpeechEncoder(nn.Module):
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, chars: Sequence[str]) -> list[str]:
     """Best-path CTC: [B, F, C] log-probs, [B] lengths -> B strings (repeats merged, blanks dropped)."""
     out = []
-    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist()):
+    for row, n in zip(log_probs.argmax(-1).tolist(), lengths.tolist(), strict=True):
         prev, text = BLANK, []
         for j in row[:n]:
             if j != BLANK and j != prev:
@@ -347,7 +349,7 @@ def _mel_centres(config: LogMelConfig) -> np.ndarray:
 
     lo = hertz_to_mel(config.f_min, mel_scale="slaney")
     hi = hertz_to_mel(config.f_max or config.sample_rate / 2, mel_scale="slaney")
-    return mel_to_hertz(np.linspace(lo, hi, config.n_mels + 2)[1:-1], mel_scale="slaney")
+    return np.asarray(mel_to_hertz(np.linspace(lo, hi, config.n_mels + 2)[1:-1], mel_scale="slaney"))
 
 
 class Augmenter:
@@ -439,7 +441,7 @@ def evaluate_feats(model: SpeechEncoder, feats: list[torch.Tensor], texts: list[
         "cer": round(char_error_rate(refs, hyps), 2),
         "wer": round(100.0 * jiwer.wer(refs, hyps), 2),
         "utts": len(refs),
-        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps))[:2]],
+        "examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:2]],
     }
 
 
@@ -466,6 +468,7 @@ def manifest_utterances(
         ):
             if wav is None or text is None or wav in seen:
                 continue
+            assert lang is not None, (path, wav)  # read_manifest refuses tgt_text/tgt_audio without tgt_lang
             stem = Path(wav).stem
             seen[wav] = (wav, text, lang, speaker or (stem.split("-", 1)[1] if "-" in stem else None))
     out = [
@@ -573,7 +576,7 @@ def train_encoder(
                 point[name] = evaluate_feats(model, ef, et)
             curve.append(point)
             tqdm.write(
-                "step %d (%.0f s): " % (step + 1, point["seconds"])
+                f"step {step + 1} ({point['seconds']:.0f} s): "
                 + ", ".join(f"{name} CER {point[name]['cer']:.1f}" for name in evals)
             )
         elif last:

@@ -37,7 +37,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, cast
 
 import torch
 from tqdm.auto import tqdm
@@ -202,7 +202,8 @@ class Recipe:
     def setup(self) -> None:
         self._setup_accelerator()
         self.build_data()
-        self.model = self.build_model()
+        # Any: each recipe reaches its own model's attributes, and accelerate.prepare wraps it below
+        self.model: Any = cast(Any, self.build_model())
         if self.cfg.train.gradient_checkpointing:
             self._enable_gradient_checkpointing()
         # under ZeRO-3 each process holds a shard; ds_numel is the full size
@@ -276,7 +277,7 @@ class Recipe:
                     path.unlink()
 
     def _enable_gradient_checkpointing(self) -> None:
-        module = self.checkpointed_module()
+        module: Any = self.checkpointed_module()  # a transformers model (typed as the Module it is)
         # transformers >= 5 names it activation checkpointing; older versions only have the old name
         enable = getattr(module, "activation_checkpointing_enable", None) or module.gradient_checkpointing_enable
         enable()
@@ -365,7 +366,7 @@ class Recipe:
         out, total_loss, total_targets = {}, 0.0, 0.0
         for name, items in self.dev_sets:
             n = len(items) // self.world * self.world
-            loss_sum, targets = 0.0, 0
+            loss_sum, targets = 0.0, 0.0
             for chunk in core.chunked(items[self.rank : n : self.world], self.cfg.train.micro_batch_size):
                 res = self.forward_loss(self.collate_dev(chunk))
                 loss_sum, targets = loss_sum + res.loss.item(), targets + res.targets
