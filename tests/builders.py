@@ -11,6 +11,7 @@ import math
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -157,7 +158,7 @@ def tiny_llm():
 
 
 def tiny_config(**kw) -> SpeechLlamaConfig:
-    base = dict(
+    base: dict[str, Any] = dict(
         encoder="conformer",
         n_mels=N_MELS,
         encoder_dim=32,
@@ -369,7 +370,7 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
     torch.manual_seed(1234)
     AutoModelForCausalLM.from_config(config).save_pretrained(lm_exact)
 
-    opts = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
+    opts: dict[str, Any] = dict(num_codebooks=2, codebook_size=16, n_mels=20, kmeans_iters=5, progress=False)
     audio_tok = MelRVQTokenizer.fit(waves, seed=0, **opts)
     audio_tok.save_pretrained(root / "mel_rvq")
     MelRVQTokenizer.fit(waves, seed=1, **opts).save_pretrained(root / "mel_rvq_other")
@@ -382,6 +383,11 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
         "store": root / "store",
         "manifest": manifest,
     }
+
+
+def embedding_rows(model) -> int:
+    """Rows of a transformers model's input embedding (its vocabulary as built, which may exceed the tokenizer's)."""
+    return model.get_input_embeddings().weight.shape[0]
 
 
 def reset_accelerate() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import build_world, run_recipe_in_process, split_manifests
+from builders import build_world, embedding_rows, run_recipe_in_process, split_manifests
 from builders import finetune_audiopalm_args as common
 from builders import finetune_speech_llama_args as speech_llama_args
 
@@ -74,7 +74,7 @@ def test_lora_adapter_loads_the_peft_way_and_merges_to_final(world, tmp_path, lm
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     text_lm = AutoModelForCausalLM.from_pretrained(world[lm])
     assert base.config.tie_word_embeddings == text_lm.config.tie_word_embeddings
-    assert base.get_input_embeddings().weight.shape[0] > text_lm.get_input_embeddings().weight.shape[0]
+    assert embedding_rows(base) > embedding_rows(text_lm)
     model = PeftModel.from_pretrained(base, adapter_dir)
     merged = model.merge_and_unload()
     final = AutoModelForCausalLM.from_pretrained(final_dir)
@@ -125,7 +125,7 @@ def test_final_has_a_card_provenance_and_loads_from_a_new_place(full_run, world,
     assert summary and "mel_rvq" in text and "AudioPaLM.from_pretrained" in text
     model = AutoModelForCausalLM.from_pretrained(final)
     tok = AutoTokenizer.from_pretrained(final)
-    assert model.get_input_embeddings().weight.shape[0] >= len(tok)
+    assert embedding_rows(model) >= len(tok)
     pipe = AudioPaLM.from_pretrained(final)
     assert pipe.vocab.layout.audio_tokenizer["fingerprint"] == pipe.audio_tokenizer.fingerprint
 

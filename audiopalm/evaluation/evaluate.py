@@ -43,6 +43,7 @@ import os
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ def held_out_voices(cfg: EvalConfig, origin: Path | None) -> set[str] | None:
     return set(voices)
 
 
-def is_full_pair(src: str, tgt: str | None, full_pairs: list[str]) -> bool:
+def is_full_pair(src: str, tgt: str | None, full_pairs: Sequence[str]) -> bool:
     """Whether the group (src, tgt) is scored on all its rows (:attr:`EvalConfig.full_pairs`)."""
     if tgt is not None:
         return f"{src}-{tgt}" in full_pairs
@@ -221,7 +222,7 @@ def is_full_pair(src: str, tgt: str | None, full_pairs: list[str]) -> bool:
 
 
 def task_items(
-    spec, rows: list[dict], max_items: int | None, skipped: Counter, full_pairs: list[str] = ()
+    spec, rows: list[dict], max_items: int | None, skipped: Counter, full_pairs: Sequence[str] = ()
 ) -> dict[tuple, list[dict]]:
     """Rows usable for ``spec``, de-duplicated, grouped by (src, tgt), first ``max_items`` of each group
     (all of a group that ``full_pairs`` names: :func:`is_full_pair`).
@@ -247,7 +248,7 @@ def task_items(
             continue
         seen.add(key)
         group = groups[(row["lang"], tgt)]
-        if max_items is None or len(group) < max_items or is_full_pair(row["lang"], tgt, list(full_pairs)):
+        if max_items is None or len(group) < max_items or is_full_pair(row["lang"], tgt, full_pairs):
             group.append(row)
     return dict(groups)
 

@@ -11,7 +11,7 @@ the direct one). Everything about a goal is defined here once; the report render
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 MET, NOT_MET, NOT_MEASURED = "met", "not met", "not measured"
@@ -160,7 +160,7 @@ def measure_goals(
     goals: Iterable[Goal] = GOALS,
     *,
     max_items: int | None = None,
-    full_pairs: list[str] = (),
+    full_pairs: Sequence[str] = (),
 ) -> list[GoalResult]:
     """Each goal against the test-split ``metrics`` (summary.json rows: objects with task, src, tgt, split,
     subset, metric, value, n); ``judge``: summary.json's ``judge`` (speech judged by the model itself is not
@@ -203,7 +203,7 @@ def measure_goals(
         else:
             res.bound = g.target
         if measured.n is not None and measured.n < g.min_n:
-            capped = max_items is not None and not is_full_pair(g.src, g.tgt, list(full_pairs))
+            capped = max_items is not None and not is_full_pair(g.src, g.tgt, full_pairs)
             pair = f"{g.src}-{g.tgt}" if g.tgt else g.src
             why = f" (--max-items {max_items}: add --full-pairs {pair})" if capped else ""
             res.notes.append(f"n = {measured.n} < {g.min_n}{why}")
@@ -230,10 +230,13 @@ def plot_goals(results: list[GoalResult], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(shown) + 1.1), dpi=110)
     ys = list(range(len(shown)))[::-1]
     for y, r in zip(ys, shown, strict=True):
+        progress = r.progress
+        # (a progress implies a measured value and a bound: GoalResult.progress)
+        assert progress is not None and r.measured is not None and r.bound is not None, (r.goal.label, r.measured)
         color = {MET: "#2e7d32", NOT_MET: "#c62828"}.get(r.status, "#9e9e9e")
-        ax.barh(y, min(r.progress, cap), color=color, height=0.6)
+        ax.barh(y, min(progress, cap), color=color, height=0.6)
         ax.text(
-            min(r.progress, cap) + 0.02,
+            min(progress, cap) + 0.02,
             y,
             f"{r.measured.value:.1f} / {r.bound:.1f}",
             va="center",

@@ -516,7 +516,7 @@ def copy_examples(res: Results, rows: list[dict]) -> list[Example]:
     examples = []
     for i, r in enumerate(rows):
         where = r.get("_where", "outputs")
-        paths = {}
+        paths: dict[str, str | None] = {}
         for kind, field in (("input", "input_audio"), ("reference", "ref_audio"), ("ours", "audio")):
             rel = r.get(field)
             src = res.root / _rel_audio(res.root, rel, f"{where}: field {field!r}") if rel else None

@@ -152,6 +152,7 @@ class SpeechTextPipeline:
         file path). ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). Other keyword arguments go
         to the subclass's decoding (``batch_size``, ``max_new_tokens``, ``progress``, generation kwargs ...)."""
         spec = self._check_request(task, src, tgt)
+        assert src is not None, "_check_request refuses a missing src"
         single = is_single(inputs)
         try:
             items = [inputs] if single else list(inputs)

@@ -323,8 +323,8 @@ class AudioPaLM(SpeechTextPipeline):
         for i, rec in enumerate(records):
             try:
                 prompts.append(prompt_ids(rec, spec, self.vocab))
-            except TaskError as e:
-                raise PipelineError(f"input {i}: {e}") from None
+            except TaskError as err:
+                raise PipelineError(f"input {i}: {err}") from None
         for i, p in enumerate(prompts):
             if self.max_length is not None and len(p) >= self.max_length:
                 raise PipelineError(

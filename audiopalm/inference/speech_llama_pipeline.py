@@ -90,7 +90,7 @@ class SpeechLlamaPipeline(SpeechTextPipeline):
 
     # ---- SpeechTextPipeline's hooks -----------------------------------------------------------------
     def _check_task(self, spec: TaskSpec) -> None:
-        if spec.names not in ((n,) for n in SUPPORTED):
+        if len(spec.names) != 1 or spec.names[0] not in SUPPORTED:
             raise PipelineError(
                 f"task {spec.name}: a Speech-Llama model only does {', '.join(SUPPORTED)} (text output)"
             )

@@ -224,7 +224,7 @@ class FinetuneSpeechLlamaRecipe(Recipe):
         """``final/``: as a checkpoint, plus a copy of a local base LLM (a hub one is referenced), so the folder
         loads elsewhere with nothing else; the tokenizer beside."""
         self.accelerator.unwrap_model(self.model).save_pretrained(folder, state_dict=state_dict, copy_base=None)
-        self.checkpoint_tokenizer.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)  # (checkpoint_tokenizer: the same object, typed Optional by the base)
 
     def card(self, summary: dict) -> dict:
         from audiopalm.modeling.card import LIBRARY, is_local, source_of

@@ -190,7 +190,8 @@ class PretrainTextRecipe(Recipe):
 
     def card(self, summary: dict) -> dict:
         d, m = self.cfg.data, self.cfg.model
-        langs, pairs = set(), set()
+        langs: set[str] = set()
+        pairs: set[str] = set()
         for path in d.manifests:
             for rec in read_manifest(path):
                 if rec.split is None or rec.split in d.train_splits:

@@ -56,6 +56,10 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
     type_name: str = ""
     """Key of this class in :data:`TOKENIZERS`; written into ``audio_tokenizer.json``."""
 
+    loaded_from: str | None = None
+    """The saved folder's name (not its path) when :func:`load_audio_tokenizer` read it; None for one built in
+    memory. Checkpoints record it as the tokenizer's provenance (:mod:`audiopalm.data.sources`)."""
+
     # ---- what the LM needs to know -------------------------------------------------------------
     @property
     @abc.abstractmethod
