@@ -343,7 +343,7 @@ def _audio_model(out: Path, profile: Profile) -> list[str]:
     """The fine-tune's audio tokenizer overrides: the codec, or the units + the acoustic stage that speaks them."""
     if profile.tokens == "units":
         return [f"model.audio_tokenizer={out / 'units'}", f"model.acoustic_stage={out / 'acoustic/final'}"]
-    return [f"model.audio_tokenizer={out / 'tokenizer'}"]
+    return [f"model.audio_tokenizer={out / 'tokenizer'}", "model.acoustic_stage=null"]  # the codec speaks itself
 
 
 def _eval(out: Path, profile: Profile):
