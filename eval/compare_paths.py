@@ -197,6 +197,7 @@ def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, see
             "finetune_audiopalm",  # the shipped config
             f"model.name_or_path={d['llm']}",
             f"model.audio_tokenizer={d['tokenizer']}",
+            "model.acoustic_stage=null",  # the codec speaks its own codes
             f"data.stores=[{d['train_store']},{d['dev_store']}]",
             "data.tasks=[{task: ASR}, {task: AST}]",
             "data.packing=false",
