@@ -220,7 +220,8 @@ def test_speech_llama_final_has_a_card_and_loads_from_a_new_place(world, tmp_pat
 
 
 def test_sources_never_hold_a_local_path(tmp_path):
-    from audiopalm.modeling.card import is_local, pipeline_tag, source_of
+    from audiopalm.data.sources import is_local, source_of
+    from audiopalm.modeling.card import pipeline_tag
 
     (tmp_path / "my_lm").mkdir()
     assert source_of(tmp_path / "my_lm", fingerprint="ab") == {"local": "my_lm", "fingerprint": "ab"}

@@ -35,7 +35,8 @@ ADAPTER_CONFIG = "adapter_config.json"
 def write_base(model, vocab, out_dir: str | os.PathLike, *, source: str | None, is_main: bool = True) -> Path | None:
     """Write the extended, untrained base model (and its tokenizer and card) into ``out_dir`` unless a complete one
     is there already (a resumed run). Call on every process (ZeRO-3 gathers the weights); only ``is_main`` writes."""
-    from audiopalm.modeling.card import source_of, write_model_card
+    from audiopalm.data.sources import source_of
+    from audiopalm.modeling.card import write_model_card
 
     out = Path(out_dir)
     if (out / COMPLETE_MARKER).is_file():

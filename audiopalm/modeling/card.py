@@ -29,7 +29,7 @@ import json
 import os
 from pathlib import Path
 
-from audiopalm.data.sources import audio_tokenizer_source, is_local, source_of  # noqa: F401  (re-exported)
+from audiopalm.data.sources import is_local, source_of
 
 CARD_NAME = "README.md"
 """The model card's file name (what the hub shows)."""

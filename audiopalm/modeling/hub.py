@@ -20,9 +20,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from audiopalm.data.sources import is_local
 from audiopalm.errors import UserError
 from audiopalm.modeling.adapter import ADAPTER_CONFIG, set_adapter_base
-from audiopalm.modeling.card import CARD_NAME, add_eval_results, find_absolute_paths, is_local
+from audiopalm.modeling.card import CARD_NAME, add_eval_results, find_absolute_paths
 from audiopalm.modeling.extend import check_complete
 
 

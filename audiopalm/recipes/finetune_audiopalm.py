@@ -405,7 +405,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         super().save_final(summary)
 
     def card(self, summary: dict, adapter: bool = False) -> dict:
-        from audiopalm.modeling.card import audio_tokenizer_source, source_of
+        from audiopalm.data.sources import audio_tokenizer_source, source_of
 
         m, lo = self.cfg.model, self.cfg.lora
         tok = self.audio_tokenizer

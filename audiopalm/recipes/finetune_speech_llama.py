@@ -227,7 +227,8 @@ class FinetuneSpeechLlamaRecipe(Recipe):
         self.tokenizer.save_pretrained(folder)  # (checkpoint_tokenizer: the same object, typed Optional by the base)
 
     def card(self, summary: dict) -> dict:
-        from audiopalm.modeling.card import LIBRARY, is_local, source_of
+        from audiopalm.data.sources import is_local, source_of
+        from audiopalm.modeling.card import LIBRARY
 
         c = self.cfg.model
         return {

@@ -138,7 +138,8 @@ class TrainAcousticRecipe(Recipe):
         stage.save_pretrained(folder)
 
     def card(self, summary: dict) -> dict:
-        from audiopalm.modeling.card import LIBRARY, audio_tokenizer_source
+        from audiopalm.data.sources import audio_tokenizer_source
+        from audiopalm.modeling.card import LIBRARY
 
         def tok(t) -> dict:
             return {"type": t.type_name, "fingerprint": t.fingerprint, "source": audio_tokenizer_source(t)}
