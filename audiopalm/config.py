@@ -494,6 +494,10 @@ class FinetuneSpeechLlamaConfig:
     """The model config itself (:class:`audiopalm.modeling.speech_llama.SpeechLlamaConfig`): the LLM (hub name or
     local folder; frozen, its tokenizer loaded from the same place), the encoder, the projector and LoRA.
     ``ctc_vocab_size`` is set by the recipe (the LLM tokenizer's size when ``ctc.steps`` > 0)."""
+    lora: LoraConfig = dataclasses.field(default_factory=lambda: LoraConfig(enabled=True))
+    """LoRA on the frozen LLM (the paper: r 8, alpha 16 on q/k/v/o), the same section as finetune_audiopalm's;
+    ``enabled: false`` uses the LLM exactly as it is. It sets the model's ``lora_*`` fields, which the saved
+    ``speech_llama.json`` records (``new_rows`` does not apply: Speech-Llama adds no vocabulary)."""
     data: SpeechLlamaDataSection = dataclasses.field(default_factory=SpeechLlamaDataSection)
     """Manifests and tasks."""
     ctc: CTCSection = dataclasses.field(default_factory=CTCSection)
@@ -506,6 +510,23 @@ class FinetuneSpeechLlamaConfig:
     def __post_init__(self) -> None:
         _check(bool(self.model.llm), "model.llm", "must not be empty: a HF causal LM (hub name or local folder)")
         _check_recipe_config(self, "finetune_speech_llama")
+        lo = self.lora
+        derived = {
+            "lora_r": lo.r if lo.enabled else 0,
+            "lora_alpha": float(lo.alpha),
+            "lora_dropout": float(lo.dropout),
+            "lora_target_modules": tuple(lo.target_modules),
+        }
+        default = SpeechLlamaConfig(llm=self.model.llm)
+        for name, value in derived.items():
+            given = getattr(self.model, name)
+            section_name = {"lora_r": "r", "lora_target_modules": "target_modules"}.get(name, name[len("lora_") :])
+            _check(
+                given in (value, getattr(default, name)),
+                f"model.{name}",
+                f"set LoRA in the lora: section (lora.{section_name}), not in the model section",
+            )
+        self.model = dataclasses.replace(self.model, **derived)
 
 
 # Recipe name (the YAML's ``recipe:`` key) -> "module:Class". Add a line for a new recipe.
@@ -591,6 +612,15 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported annotation {_type_name(tp)}")
 
 
+def _section_default(field: dataclasses.Field) -> Any:
+    """The default value of a config field whose default is a section (a dataclass instance), else None."""
+    if field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        value = field.default
+    return value if dataclasses.is_dataclass(value) and not isinstance(value, type) else None
+
+
 def _from_dict(cls: type[T], data: dict, where: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls)) if f.init}  # (T: a config dataclass)
@@ -600,7 +630,14 @@ def _from_dict(cls: type[T], data: dict, where: str = "") -> T:
         close = difflib.get_close_matches(unknown[0], list(fields), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"{key}: unknown key; {hint}known keys here: {', '.join(fields)}")
-    kwargs = {name: _convert(value, hints[name], f"{where}.{name}" if where else name) for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        key, tp = f"{where}.{name}" if where else name, hints[name]
+        default = _section_default(fields[name])
+        if isinstance(value, dict) and isinstance(default, tp if isinstance(tp, type) else ()):
+            # a partial section sits on top of its field's default (e.g. optim's lr of a recipe), not the class's
+            value = {f.name: getattr(default, f.name) for f in dataclasses.fields(default) if f.init} | value
+        kwargs[name] = _convert(value, tp, key)
     try:
         return cls(**kwargs)
     except ConfigError as e:

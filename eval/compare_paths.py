@@ -216,8 +216,8 @@ def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, see
         f"data.train_manifests=[{d['train']}]",
         f"data.dev_manifest={d['dev']}",
         "data.tasks=[ASR, AST]",
-        "model.lora_r=8",
-        "model.lora_alpha=16",
+        "lora.r=8",
+        "lora.alpha=16",
         *loop,
         *p.speech_llama,
     ]

@@ -216,3 +216,27 @@ def test_model_section_is_the_model_config_and_its_errors_name_the_field():
     assert isinstance(cfg.model, SpeechLlamaConfig) and cfg.model.encoder_dim == 64
     with pytest.raises(ConfigError, match=r"^model.conv_kernel must be odd, got 4$"):
         load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.conv_kernel=4"])
+
+
+def test_speech_llama_lora_is_the_shared_lora_section():
+    from audiopalm.config import FinetuneSpeechLlamaConfig, LoraConfig, resolve_config
+
+    cfg = load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "lora.r=4", "lora.alpha=8", "lora.dropout=0"])
+    assert isinstance(cfg.lora, LoraConfig)
+    assert (cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_dropout) == (4, 8.0, 0.0)
+    off = load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "lora.enabled=false"])
+    assert off.model.lora_r == 0
+    shipped = load_config(FinetuneSpeechLlamaConfig, resolve_config("finetune_speech_llama"), [])
+    assert (shipped.model.lora_r, shipped.model.lora_alpha) == (8, 16.0)  # the paper's
+    with pytest.raises(ConfigError, match=r"^model.lora_r.*lora.r"):
+        load_config(FinetuneSpeechLlamaConfig, None, ["model.llm=lm", "model.lora_r=4"])
+
+
+def test_a_partial_section_keeps_the_recipes_defaults_of_the_fields_it_does_not_name():
+    from audiopalm.config import FinetuneAudioPaLMConfig, OptimConfig
+
+    recipe_default = FinetuneAudioPaLMConfig().optim.lr
+    assert recipe_default != OptimConfig().lr  # the recipe's own default, not the class's
+    cfg = load_config(FinetuneAudioPaLMConfig, None, ["optim.warmup_steps=5", "train.max_steps=20"])
+    assert (cfg.optim.lr, cfg.optim.warmup_steps) == (recipe_default, 5)
+    assert cfg.train.output_dir == FinetuneAudioPaLMConfig().train.output_dir
