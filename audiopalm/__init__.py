@@ -9,8 +9,8 @@ from its own layer or a lower one (``tests/test_layers.py`` checks every import,
     data         manifests, token stores, vocabulary, tasks, codebook patterns, batching, text tokenizer
     tokenizers   audio tokenizers (codecs, mel-RVQ, semantic units, the CTC speech encoder they build on)
     modeling     growing a causal LM's vocabulary, checkpoints, Speech-Llama
-    config       the typed recipe configs
     acoustic     the acoustic stage (semantic units + voice -> sound)
+    config       the typed recipe configs
     training     the training loop every recipe subclasses
     inference    constrained generation, the AudioPaLM and Speech-Llama pipelines
     evaluation   metrics, ASR judges, `audiopalm eval`, the report
@@ -36,8 +36,8 @@ LAYERS: tuple[str, ...] = (
     "audiopalm.data",
     "audiopalm.tokenizers",
     "audiopalm.modeling",
-    "audiopalm.config",
     "audiopalm.acoustic",
+    "audiopalm.config",
     "audiopalm.training",
     "audiopalm.inference",
     "audiopalm.evaluation",

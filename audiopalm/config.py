@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import yaml
 
+from audiopalm.acoustic.model import AcousticConfig
+from audiopalm.acoustic.stage import DEFAULT_PROMPT_FRAMES
 from audiopalm.data.manifest import LANGUAGES
 from audiopalm.modeling.speech_llama import SpeechLlamaConfig
 
@@ -511,7 +513,7 @@ class FinetuneSpeechLlamaConfig:
         _check(bool(self.model.llm), "model.llm", "must not be empty: a HF causal LM (hub name or local folder)")
         _check_recipe_config(self, "finetune_speech_llama")
         lo = self.lora
-        derived = {
+        derived: dict[str, Any] = {
             "lora_r": lo.r if lo.enabled else 0,
             "lora_alpha": float(lo.alpha),
             "lora_dropout": float(lo.dropout),
@@ -529,12 +531,75 @@ class FinetuneSpeechLlamaConfig:
         self.model = dataclasses.replace(self.model, **derived)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The acoustic stage: semantic units + a voice prompt -> codec features (audiopalm.recipes.train_acoustic)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class AcousticDataConfig:
+    """Where the pairs come from."""
+
+    manifests: list[str] = dataclasses.field(default_factory=list)
+    """Manifests whose ``audio`` files (with their ``speaker``) are the training utterances."""
+    unit_tokenizer: str = ""
+    """Folder of the unit tokenizer (any audiopalm tokenizer at the codec's frame rate; its first codebook is
+    the unit stream): a ``ctc_units`` or ``semantic`` tokenizer, or a mel_rvq codec for a development run."""
+    codec: str = ""
+    """Folder of the fitted ``mel_rvq`` codec whose features the stage predicts (saved inside the stage folder)."""
+    train_splits: list[str] = dataclasses.field(default_factory=lambda: ["train"])
+    """Manifest splits to train on."""
+    dev_split: str = "dev"
+    """Split for the dev L1 (empty: none)."""
+    max_utterances: int = 0
+    """Use only the first N training files of each manifest (0: all)."""
+    max_dev_utterances: int = 100
+    """Dev files scored at each evaluation (the first N)."""
+    max_frames: int = 150
+    """Targets longer than this (frames, 6 s at 25 Hz) are cropped to a random window: bounds batch memory."""
+    max_prompt_frames: int = DEFAULT_PROMPT_FRAMES
+    """Voice-prompt frames the stage reads (3 s at 25 Hz)."""
+    cache_dir: str = ""
+    """Where cached units/features go (empty: ``train.output_dir/cache``)."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_utterances >= 0, "data.max_utterances", f"must be >= 0, got {self.max_utterances}")
+        _check(self.max_dev_utterances >= 0, "data.max_dev_utterances", f"must be >= 0, got {self.max_dev_utterances}")
+        _check(self.max_frames >= 1, "data.max_frames", f"must be >= 1, got {self.max_frames}")
+        _check(self.max_prompt_frames >= 1, "data.max_prompt_frames", f"must be >= 1, got {self.max_prompt_frames}")
+
+
+@dataclasses.dataclass
+class TrainAcousticConfig:
+    """audiopalm.recipes.train_acoustic: units + voice prompt -> codec features."""
+
+    recipe: str = "train_acoustic"
+    """Which recipe this file configures (checked, so a config is never given to the wrong recipe)."""
+    model: AcousticConfig = dataclasses.field(default_factory=AcousticConfig)
+    """The network (``num_units`` and ``feature_dim`` are taken from the tokenizers, whatever is written here)."""
+    data: AcousticDataConfig = dataclasses.field(default_factory=AcousticDataConfig)
+    """The pairs."""
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    """Optimizer and schedule."""
+    train: TrainConfig = dataclasses.field(default_factory=lambda: TrainConfig(output_dir="runs/acoustic"))
+    """The loop."""
+
+    def __post_init__(self) -> None:
+        _check_recipe_config(self, "train_acoustic")
+        # a small conv stack over <= data.max_frames frames: its activations are not what fills memory
+        _check(
+            not self.train.gradient_checkpointing,
+            "train.gradient_checkpointing",
+            "not supported by the acoustic stage; lower train.micro_batch_size or data.max_frames instead",
+        )
+
+
 # Recipe name (the YAML's ``recipe:`` key) -> "module:Class". Add a line for a new recipe.
 CONFIGS: dict[str, str] = {
     "pretrain_text": "audiopalm.config:PretrainTextConfig",
     "finetune_audiopalm": "audiopalm.config:FinetuneAudioPaLMConfig",
     "finetune_speech_llama": "audiopalm.config:FinetuneSpeechLlamaConfig",
-    "train_acoustic": "audiopalm.acoustic.train:TrainAcousticConfig",
+    "train_acoustic": "audiopalm.config:TrainAcousticConfig",
 }
 
 
@@ -612,7 +677,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported annotation {_type_name(tp)}")
 
 
-def _section_default(field: dataclasses.Field) -> Any:
+def _section_default(field: dataclasses.Field) -> Any:  # a dataclass instance or None
     """The default value of a config field whose default is a section (a dataclass instance), else None."""
     if field.default_factory is not dataclasses.MISSING:
         value = field.default_factory()
@@ -630,13 +695,15 @@ def _from_dict(cls: type[T], data: dict, where: str = "") -> T:
         close = difflib.get_close_matches(unknown[0], list(fields), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ConfigError(f"{key}: unknown key; {hint}known keys here: {', '.join(fields)}")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key, tp = f"{where}.{name}" if where else name, hints[name]
-        default = _section_default(fields[name])
+        default: Any = _section_default(fields[name])
         if isinstance(value, dict) and isinstance(default, tp if isinstance(tp, type) else ()):
             # a partial section sits on top of its field's default (e.g. optim's lr of a recipe), not the class's
-            value = {f.name: getattr(default, f.name) for f in dataclasses.fields(default) if f.init} | value
+            value = {
+                f.name: getattr(default, f.name) for f in dataclasses.fields(typing.cast(Any, default)) if f.init
+            } | value
         kwargs[name] = _convert(value, tp, key)
     try:
         return cls(**kwargs)

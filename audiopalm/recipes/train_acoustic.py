@@ -33,23 +33,70 @@ import torch
 
 from audiopalm import training
 from audiopalm.acoustic import train as acoustic
-from audiopalm.acoustic.data import Batch, PairSampler
+from audiopalm.acoustic.data import Batch, PairSampler, Utterances, load_utterances, manifest_utterances
+from audiopalm.acoustic.stage import AcousticStage
+from audiopalm.config import ConfigError, TrainAcousticConfig
 from audiopalm.training.recipe import LossSum, Recipe
 
 UNCROPPED = 10**9
 """``max_frames`` of the dev sampler: dev utterances are scored whole."""
 
 
-class TrainAcousticRecipe(Recipe):
-    """The acoustic stage (units + voice prompt -> codec features); its parts are in :mod:`audiopalm.acoustic.train`."""
+def load_tokenizers(cfg: TrainAcousticConfig):
+    """(unit tokenizer, codec) named by ``cfg.data``; one-line errors when missing or of the wrong kind."""
+    from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
 
-    name, config_class = "train_acoustic", acoustic.TrainAcousticConfig
+    d = cfg.data
+    for field, path in (("data.unit_tokenizer", d.unit_tokenizer), ("data.codec", d.codec)):
+        if not path or not (Path(path) / CONFIG_NAME).is_file():
+            raise ConfigError(f"{field}: {path!r} is not a saved audiopalm tokenizer folder (no {CONFIG_NAME})")
+    units, codec = load_audio_tokenizer(d.unit_tokenizer), load_audio_tokenizer(d.codec)
+    if codec.type_name != "mel_rvq":
+        raise ConfigError(f"data.codec: {d.codec} is a {codec.type_name!r} tokenizer; the stage needs a mel_rvq codec")
+    return units, codec
+
+
+def build_data(
+    cfg: TrainAcousticConfig, unit_tokenizer, codec, *, progress: bool = True
+) -> tuple[Utterances, Utterances | None]:
+    """(train utterances, dev utterances or None), cached under ``data.cache_dir``."""
+    d = cfg.data
+    if not d.manifests:
+        raise ConfigError("data.manifests: empty; give data.manifests=[path/to/train.jsonl]")
+    cache = d.cache_dir or str(Path(cfg.train.output_dir) / "cache")
+
+    def load(splits: list[str], limit: int | None) -> Utterances | None:
+        # a manifest may hold only some splits (train.jsonl, dev.jsonl): those without rows here are skipped
+        parts = [
+            load_utterances(m, splits, unit_tokenizer, codec, cache_dir=cache, limit=limit, progress=progress)
+            for m in d.manifests
+            if manifest_utterances(m, splits)
+        ]
+        return (parts[0] if len(parts) == 1 else acoustic.concat(parts)) if parts else None
+
+    train = load(d.train_splits, d.max_utterances or None)
+    if train is None:
+        raise ValueError(f"data.manifests: no rows with audio in splits {d.train_splits} in {d.manifests}")
+    dev = load([d.dev_split], d.max_dev_utterances) if d.dev_split and d.max_dev_utterances else None
+    return train, dev
+
+
+def build_stage(cfg: TrainAcousticConfig, unit_tokenizer, codec) -> AcousticStage:
+    """A fresh stage, initialised from ``train.seed``."""
+    torch.manual_seed(cfg.train.seed)
+    return AcousticStage.build(cfg.model, codec, unit_tokenizer, max_prompt_frames=cfg.data.max_prompt_frames)
+
+
+class TrainAcousticRecipe(Recipe):
+    """The acoustic stage (units + voice prompt -> codec features); its loss and default voice are in :mod:`audiopalm.acoustic.train`."""
+
+    name, config_class = "train_acoustic", TrainAcousticConfig
 
     def build_data(self) -> None:
         acc, d = self.accelerator, self.cfg.data
-        self.unit_tokenizer, self.codec = acoustic.load_tokenizers(self.cfg)
+        self.unit_tokenizer, self.codec = load_tokenizers(self.cfg)
         with acc.main_process_first():  # the main process fills the feature cache; the others read it
-            self.train_utts, dev_utts = acoustic.build_data(
+            self.train_utts, dev_utts = build_data(
                 self.cfg, self.unit_tokenizer, self.codec, progress=acc.is_main_process
             )
         seed = self.cfg.train.seed
@@ -70,7 +117,7 @@ class TrainAcousticRecipe(Recipe):
         )
 
     def build_model(self) -> torch.nn.Module:
-        self.stage = acoustic.build_stage(self.cfg, self.unit_tokenizer, self.codec)
+        self.stage = build_stage(self.cfg, self.unit_tokenizer, self.codec)
         return self.stage.model
 
     def micro_batches(self) -> tuple[list[dict], int]:
