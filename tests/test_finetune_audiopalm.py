@@ -110,6 +110,10 @@ def test_final_checkpoint_loads_with_plain_transformers_and_generates(full_run, 
 
     model, vocab, audio_tok = load_checkpoint(final)
     assert vocab.num_codebooks == 2 and "ASR AST S2ST" in vocab.tasks
+    # the languages of each task's training rows (what lets the pipeline fill in a language left out)
+    langs = vocab.layout.task_languages
+    assert set(langs) == set(vocab.tasks) and {"en-fr", "fr-en"} <= set(langs["ASR AST S2ST"]), langs
+    assert all("-" not in x for x in langs["ASR"]) and all("-" in x for x in langs["AST"]), langs
     row = load_token_store(world["store"])[0]
     for task in ("ASR", "TTS", "ASR AST S2ST"):
         [ids] = generate(model, vocab, [prompt_ids(row, task, vocab)], task, max_new_tokens=24)

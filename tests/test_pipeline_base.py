@@ -115,3 +115,24 @@ def test_call_runs_the_task_it_is_named(pipes):
     audiopalm = pipes[0]
     chain = audiopalm("asr ast", tone(0.5, 300), "en", "fr", max_new_tokens=8)  # any chain, through generate
     assert chain.task == "ASR AST"
+
+
+def test_a_language_left_out_is_taken_from_what_the_checkpoint_was_trained_on(tmp_path):
+    import json
+
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    layout = json.loads((ckpt / "audiopalm.json").read_text())
+    layout["task_languages"] = {"ASR": ["en"], "AST": ["en-de", "en-fr"], "TTS": ["en", "fr"], "MT": ["fr-en"]}
+    (ckpt / "audiopalm.json").write_text(json.dumps(layout))
+    pipe = AudioPaLM.from_pretrained(ckpt, device="cpu")
+    wav = tone(0.5, 300, sr=pipe.sample_rate)
+    assert pipe.asr(wav, max_new_tokens=3).ids == pipe.asr(wav, lang="en", max_new_tokens=3).ids
+    assert pipe.mt("le chat", max_new_tokens=3).ids == pipe.mt("le chat", src="fr", tgt="en", max_new_tokens=3).ids
+    with pytest.raises(
+        PipelineError, match=r"give the target language \(tgt=\); this model was trained on en to: de, fr"
+    ):
+        pipe.ast(wav, src="en")
+    with pytest.raises(
+        PipelineError, match=r"give the language of the input \(lang= / src=\); this model was trained on: en, fr"
+    ):
+        pipe.tts("the cat")

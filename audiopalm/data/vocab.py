@@ -74,6 +74,9 @@ class VocabLayout:
     """``{"type", "fingerprint", "num_codebooks"}`` of the audio tokenizer the codes come from."""
     tasks: list = dataclasses.field(default_factory=list)
     """Task names (``"ASR"``, ``"ASR AST S2ST"``, ...) the model was trained on."""
+    task_languages: dict = dataclasses.field(default_factory=dict)
+    """Task name -> the languages (``"en"``) or, for translation tasks, pairs (``"en-fr"``) of its training rows
+    (empty: not recorded). The pipeline fills in a language the user leaves out when only one fits."""
     format_version: int = FORMAT_VERSION
     """Version of this file's layout."""
 

@@ -74,6 +74,12 @@ def default_device(device: str | torch.device | None) -> str | torch.device:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _pair(languages: str) -> tuple[str, str | None]:
+    """``"en-fr"`` -> ``("en", "fr")``; ``"en"`` -> ``("en", None)``."""
+    src, _, tgt = languages.partition("-")
+    return src, tgt or None
+
+
 def is_single(inputs: Any) -> bool:
     """Whether ``inputs`` is one input (a text, a path, a waveform) rather than a list of them."""
     return isinstance(inputs, (str, os.PathLike, np.ndarray, torch.Tensor))
@@ -107,6 +113,11 @@ class SpeechTextPipeline:
 
     def _check_task(self, spec: TaskSpec) -> None:
         """Refuse a task this model cannot run (after the language checks)."""
+
+    def trained_languages(self, spec: TaskSpec) -> list[str]:
+        """Languages (``en``) or pairs (``en-fr``, translation tasks) the model was trained on for ``spec``; empty
+        when the checkpoint does not say. A language the user leaves out is taken from here when only one fits."""
+        return []
 
     def _record(self, spec: TaskSpec, item, src: str, tgt: str | None, sample_rate: int | None, index: int) -> dict:
         """One user input -> a task record (``id``, ``lang``, ``tgt_lang`` and the task's input field)."""
@@ -151,8 +162,7 @@ class SpeechTextPipeline:
         ``inputs``: text or speech (a waveform [T] at ``sample_rate``, default :attr:`sample_rate`, or an audio
         file path). ``src``/``tgt``: ISO codes (``tgt`` only for translation tasks). Other keyword arguments go
         to the subclass's decoding (``batch_size``, ``max_new_tokens``, ``progress``, generation kwargs ...)."""
-        spec = self._check_request(task, src, tgt)
-        assert src is not None, "_check_request refuses a missing src"
+        spec, src, tgt = self._check_request(task, src, tgt)
         single = is_single(inputs)
         try:
             items = [inputs] if single else list(inputs)
@@ -172,7 +182,7 @@ class SpeechTextPipeline:
         spec = None
         needs_tgt = self._parse(task).needs_tgt_lang
         for pair in dict.fromkeys((r.get("lang"), r.get("tgt_lang") if needs_tgt else None) for r in records):
-            spec = self._check_request(task, *pair)
+            spec, *_ = self._check_request(task, *pair, fill=False)
         spec = spec or self._parse(task)
         self._check_records(spec, records, kwargs)
         return self._run(spec, records, **kwargs)
@@ -188,28 +198,35 @@ class SpeechTextPipeline:
         except TaskError as e:
             raise PipelineError(str(e)) from None
 
-    def _check_request(self, task, src, tgt) -> TaskSpec:
-        """Parse the task and check the languages and the task before any work."""
+    def _check_request(self, task, src, tgt, *, fill: bool = True) -> tuple[TaskSpec, str, str | None]:
+        """Parse the task and check the languages and the task before any work: ``(spec, src, tgt)``, with a
+        language left out filled in (``fill``) when the model was trained on one that fits only."""
         spec = self._parse(task)
         for name, code in (("src", src), ("tgt", tgt)):
             if code is not None and code not in LANGUAGES:
                 raise PipelineError(f"{name}: unknown language {code!r}; known: {', '.join(sorted(LANGUAGES))}")
+        trained = [_pair(x) for x in self.trained_languages(spec)]
+        fits = [(s, t) for s, t in trained if src in (None, s) and (tgt is None or t == tgt)]
+        if fill and (src is None or (spec.needs_tgt_lang and tgt is None)) and len(fits) == 1:
+            src, tgt = fits[0][0], fits[0][1] if spec.needs_tgt_lang else tgt
         if src is None:
+            known = sorted({s for s, _ in trained}) or sorted(LANGUAGES)
+            where = "; this model was trained on" if trained else ", one of"
             raise PipelineError(
-                f"task {spec.name}: give the language of the input (lang= / src=), one of: "
-                + ", ".join(sorted(LANGUAGES))
+                f"task {spec.name}: give the language of the input (lang= / src=){where}: " + ", ".join(known)
             )
         if spec.needs_tgt_lang and tgt is None:
+            known = sorted({t for s, t in trained if s == src and t}) or sorted(set(LANGUAGES) - {src})
+            where = f"; this model was trained on {src} to" if trained else ", one of"
             raise PipelineError(
-                f"task {spec.name} translates: give the target language (tgt=), one of: "
-                + ", ".join(sorted(set(LANGUAGES) - {src}))
+                f"task {spec.name} translates: give the target language (tgt=){where}: " + ", ".join(known)
             )
         if not spec.needs_tgt_lang and tgt is not None:
             raise PipelineError(f"task {spec.name} does not translate, but tgt={tgt!r} was given")
         if tgt is not None and tgt == src:
             raise PipelineError(f"src and tgt are both {src!r}; translation tasks need two languages")
         self._check_task(spec)
-        return spec
+        return spec, src, tgt
 
     def load_audio(self, item, *, sample_rate: int | None = None, name: str = "input") -> np.ndarray:
         """A waveform [T] (at ``sample_rate``, default :attr:`sample_rate`) or an audio file path -> float32 [T]

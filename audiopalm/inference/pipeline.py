@@ -244,6 +244,10 @@ class AudioPaLM(SpeechTextPipeline):
         """Task names the checkpoint was trained on (from ``audiopalm.json``; may be empty)."""
         return list(self.vocab.tasks)
 
+    def trained_languages(self, spec: TaskSpec) -> list[str]:
+        """Languages or pairs the checkpoint was trained on for ``spec`` (``audiopalm.json``; may be empty)."""
+        return list(self.vocab.layout.task_languages.get(spec.name, []))
+
     # ---- one method per task (asr and ast: SpeechTextPipeline) ----------------------------------------
     def tts(self, text, lang: str | None = None, **kwargs):
         """Text -> speech (``Output.audio`` [T] at ``Output.sample_rate``, ``Output.codes`` [k, F])."""

@@ -194,6 +194,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
                 for i in range(len(dev_rows))
             ]
             self.dev_sets.append((label, [x for x in dev if x is not None]))
+        self.vocab.layout.task_languages = {t: sorted(v) for t, v in self.task_langs.items()}  # -> audiopalm.json
         self.mixture = TaskMixture(sources, seed=tr.seed)
         self.batches: PackedBatches | PaddedBatches
         if d.packing:
