@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -370,6 +371,17 @@ def _readme(corpus: dict) -> str:
     return "\n".join(lines)
 
 
+def check_langs(langs: Sequence[str]) -> tuple[str, ...]:
+    """``langs`` in the grammar's order, checked: known codes, English (the pivot) and at least one other."""
+    unknown = [x for x in langs if x not in LANGS]
+    if unknown or "en" not in langs or len(set(langs)) < 2:
+        raise UserError(
+            f"--langs: expected English and at least one of {', '.join(LANGS[1:])} (codes of {', '.join(LANGS)}), "
+            f"got {' '.join(langs) or 'none'}"
+        )
+    return tuple(x for x in LANGS if x in langs)
+
+
 def synthesize(
     out_dir: str | os.PathLike,
     *,
@@ -379,11 +391,14 @@ def synthesize(
     seed: int = 0,
     jobs: int | None = None,
     progress: bool = True,
+    langs: Sequence[str] = LANGS,
 ) -> dict:
     """Build the corpus in ``out_dir`` (see the module docstring) and return the corpus.json content.
 
-    ``train``/``dev``/``test`` are numbers of sentences; each gives one wav per language and six
-    manifest lines. ``jobs`` worker processes speak in parallel (default: all cores). Re-running into
+    ``train``/``dev``/``test`` are numbers of sentences; each gives one wav per language and two
+    manifest lines per language besides English (six with all four). ``langs``: the languages spoken (English
+    and at least one other; a subset speaks exactly the wavs the full corpus has for those languages).
+    ``jobs`` worker processes speak in parallel (default: all cores). Re-running into
     the same folder with the same seed skips what exists; a folder made with another seed (or
     another grammar / voice table) is refused rather than silently mixed.
     """
@@ -391,6 +406,8 @@ def synthesize(
     jobs = (os.cpu_count() or 1) if jobs is None else jobs
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
+    langs = check_langs(langs)
+    pairs = [(a, b) for a, b in PAIRS if a in langs and b in langs]
     all_voices = [v for vs in VOICES.values() for v in vs]
     version = check_espeak(all_voices)
     voices_json = {lang: [dataclasses.asdict(v) for v in vs] for lang, vs in VOICES.items()}
@@ -419,7 +436,7 @@ def synthesize(
     wav_of: dict[tuple[str, str], tuple[str, Voice]] = {}  # (sentence id, lang) -> (path, voice)
     for split, sentences in splits.items():
         for i, s in enumerate(sentences):
-            for lang in LANGS:
+            for lang in langs:
                 voice = voice_for(seed, s, lang, split, test_index=i)
                 path = str((out / "wav" / lang / f"{s.id}-{voice.id}.wav").resolve())
                 wav_of[(s.id, lang)] = (path, voice)
@@ -432,21 +449,21 @@ def synthesize(
     n_new = sum(not existed for _, _, existed in results)
 
     counts: dict[str, dict[str, Any]] = {
-        "wavs": {lang: 0 for lang in LANGS},
+        "wavs": {lang: 0 for lang in langs},
         "seconds": {},
         "utterances_by_voice": {v.id: 0 for v in all_voices},
     }
     for path, _text, voice, split in speech_jobs:
         counts["wavs"][voice.lang] += 1
         counts["utterances_by_voice"][voice.id] += 1
-        by_lang = counts["seconds"].setdefault(split, {lang: 0.0 for lang in LANGS})
+        by_lang = counts["seconds"].setdefault(split, {lang: 0.0 for lang in langs})
         by_lang[voice.lang] = round(by_lang[voice.lang] + seconds_of[path], 3)
 
     records_per_split = {}
     for split, sentences in splits.items():
         records = []
         for s in sentences:
-            for src, tgt in PAIRS:
+            for src, tgt in pairs:
                 src_path, src_voice = wav_of[(s.id, src)]
                 records.append(
                     Record(
@@ -469,15 +486,15 @@ def synthesize(
         "seed": seed,
         "grammar_version": GRAMMAR_VERSION,
         "espeak_ng": version,
-        "languages": list(LANGS),
-        "pairs": [f"{s}-{t}" for s, t in PAIRS],
+        "languages": list(langs),
+        "pairs": [f"{s}-{t}" for s, t in pairs],
         "sample_rate": SAMPLE_RATE,
         "text_case": "lowercase with punctuation",
         "sentences": {split: len(splits[split]) for split in ("train", "dev", "test")},
         "records": {split: records_per_split[split] for split in ("train", "dev", "test")},
         "manifests": {split: f"{split}.jsonl" for split in ("train", "dev", "test")},
         "voices": voices_json,
-        "held_out_voices": [v.id for v in all_voices if v.held_out],
+        "held_out_voices": [v.id for v in all_voices if v.held_out and v.lang in langs],
         "counts": counts,
         "complete": True,
     }
@@ -512,6 +529,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument("--seed", type=int, default=0, help="fixes texts, voices, ids and audio (default 0)")
     parser.add_argument(
+        "--langs",
+        nargs="+",
+        default=list(LANGS),
+        metavar="CODE",
+        help=f"languages to speak: en and at least one other (default: all, {' '.join(LANGS)}); "
+        "a subset gets exactly the full corpus's wavs of those languages",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=os.cpu_count() or 1,
@@ -531,10 +556,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 TEXT_ONLY_NAME = "text_only.jsonl"
 
 
-def write_text_only(out_dir: str | os.PathLike, n: int, *, train: int, dev: int, test: int, seed: int = 0) -> Path:
+def write_text_only(
+    out_dir: str | os.PathLike,
+    n: int,
+    *,
+    train: int,
+    dev: int,
+    test: int,
+    seed: int = 0,
+    langs: Sequence[str] = LANGS,
+) -> Path:
     """Write ``OUT/text_only.jsonl``: sentences ``train+dev+test .. +n-1`` of the ``seed`` sequence (never in
-    the spoken corpus of those sizes) as text-only rows, one per directed pair, split ``test``. If ``OUT``
-    holds a corpus, its seed and sizes are used and must agree."""
+    the spoken corpus of those sizes) as text-only rows, one per directed pair of ``langs``, split ``test``. If
+    ``OUT`` holds a corpus, its seed, sizes and languages are used (the seed must agree)."""
     if not isinstance(n, int) or n < 1:
         raise UserError(f"--text-only: expected a positive number of sentences, got {n!r}")
     out = Path(out_dir)
@@ -548,6 +582,8 @@ def write_text_only(out_dir: str | os.PathLike, n: int, *, train: int, dev: int,
             )
         if meta.get("sentences"):
             train, dev, test = (meta["sentences"][k] for k in ("train", "dev", "test"))
+        langs = meta.get("languages") or langs
+    langs = check_langs(langs)
     start = train + dev + test
     records = [
         Record(
@@ -559,6 +595,7 @@ def write_text_only(out_dir: str | os.PathLike, n: int, *, train: int, dev: int,
             split="test",
         )
         for p in generate_pairs(n, seed, start=start)
+        if p["src_lang"] in langs and p["tgt_lang"] in langs
     ]
     out.mkdir(parents=True, exist_ok=True)
     return write_manifest(out / TEXT_ONLY_NAME, records)
@@ -570,14 +607,16 @@ def run(args) -> int:
         if getattr(args, split) is not None:
             sizes[split] = getattr(args, split)
     if args.text_only is not None:
-        path = write_text_only(args.out, args.text_only, seed=args.seed, **sizes)
+        path = write_text_only(args.out, args.text_only, seed=args.seed, langs=args.langs, **sizes)
         if not args.quiet:
             print(format_summary(check_manifest(path, decode=False, progress=False)))
         print(path)
         return 0
     t0 = time.perf_counter()
     try:
-        corpus = synthesize(args.out, **sizes, seed=args.seed, jobs=args.jobs, progress=not args.quiet)
+        corpus = synthesize(
+            args.out, **sizes, seed=args.seed, jobs=args.jobs, progress=not args.quiet, langs=args.langs
+        )
     except RuntimeError as e:  # espeak-ng missing or failing: the machine, not the input (bad values: exit 2)
         print(f"audiopalm synth: error: {e}", file=sys.stderr)
         return 1

@@ -390,3 +390,21 @@ def test_text_only_mt_manifest_of_unseen_sentences(corpus_dir, tmp_path, capsys)
     assert not spoken & {r.text for r in rows}  # unseen: no sentence of the spoken corpus
     assert main(["synth", "--out", str(tmp_path), "--seed", str(SEED + 1), "--text-only", "5", "--quiet"]) == 2
     assert "seed" in capsys.readouterr().err
+
+
+def test_a_language_subset_speaks_the_full_corpus_wavs_of_those_languages(corpus_dir, tmp_path):
+    corpus = sc.synthesize(tmp_path / "enfr", **SIZES, seed=SEED, jobs=1, progress=False, langs=["fr", "en"])
+    assert corpus["languages"] == ["en", "fr"] and corpus["pairs"] == ["en-fr", "fr-en"]
+    assert corpus["held_out_voices"] == ["en-v09", "fr-v09"]
+    full, sub = _records(corpus_dir), _records(tmp_path / "enfr")
+    for split in ("train", "dev", "test"):
+        want = [r for r in full[split] if {r.lang, r.tgt_lang} == {"en", "fr"}]
+        assert [r.id for r in sub[split]] == [r.id for r in want]
+        for a, b in zip(sub[split], want, strict=True):
+            assert (a.text, a.tgt_text, a.speaker) == (b.text, b.tgt_text, b.speaker)
+            assert Path(a.audio).read_bytes() == Path(b.audio).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "enfr" / "wav").iterdir()) == ["en", "fr"]
+    only = sc.write_text_only(tmp_path / "enfr", 3, **SIZES, seed=SEED)  # the folder's languages
+    assert {(r.lang, r.tgt_lang) for r in read_manifest(only)} <= {("en", "fr"), ("fr", "en")}
+    with pytest.raises(sc.UserError, match="--langs: expected English"):
+        sc.synthesize(tmp_path / "x", **SIZES, seed=SEED, jobs=1, progress=False, langs=["fr", "de"])

@@ -60,6 +60,8 @@ class Profile:
     mt_sentences: int = 0
     """Unseen sentences added to the evaluation as text-only rows (``audiopalm synth --text-only``): MT is scored
     on them too, so its figure rests on more than the spoken test split."""
+    langs: tuple[str, ...] = ()
+    """Languages the corpus speaks (English and at least one other; empty: all four of the grammar)."""
 
 
 def _args(line: str) -> tuple[str, ...]:
@@ -173,9 +175,10 @@ def _stage(out: Path, name: str, fn, *, force: bool = False) -> Path:
 def _corpus(profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         from audiopalm.data.manifest import check_manifest, format_summary
-        from data_prep.synth_corpus import synthesize, write_text_only
+        from data_prep.synth_corpus import LANGS, synthesize, write_text_only
 
-        synthesize(folder, train=profile.train, dev=profile.dev, test=profile.test, seed=seed)
+        langs = profile.langs or LANGS
+        synthesize(folder, train=profile.train, dev=profile.dev, test=profile.test, seed=seed, langs=langs)
         for split in ("train", "dev", "test"):
             print(format_summary(check_manifest(folder / f"{split}.jsonl", decode=False, progress=False)))
         written = f"{folder}/{{train,dev,test}}.jsonl, wav/, corpus.json, README.md"
