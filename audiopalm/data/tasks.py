@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from typing import overload
 
 import torch
 
@@ -249,6 +250,10 @@ def target_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[
     return ids + [vocab.eos_id]
 
 
+@overload
+def render(record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: None = None) -> dict: ...
+@overload
+def render(record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: Counter) -> dict | None: ...
 def render(
     record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: Counter | None = None
 ) -> dict | None:

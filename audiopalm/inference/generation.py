@@ -211,7 +211,7 @@ class SegmentConstraint(LogitsProcessor):
             row = self._forbidden[key] = (~allow).to(device)  # [V]
         return row
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.FloatTensor:
         self._sync(input_ids)  # input_ids [N, L], scores [N, V]
         caps = self.max_audio_frames
         if caps is None:
@@ -251,7 +251,7 @@ class SpeechSampler(LogitsProcessor):
         ]
         self._generators: list[torch.Generator] | None = None
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.FloatTensor:
         speech = self.constraint.in_speech()
         if len(speech) != len(self.seeds):
             raise ValueError(
@@ -261,7 +261,7 @@ class SpeechSampler(LogitsProcessor):
             self._generators = [torch.Generator(device=scores.device).manual_seed(s) for s in self.seeds]
         rows = list(range(len(speech))) if self.sampling.text else [i for i, on in enumerate(speech) if on]
         if not rows:
-            return scores
+            return cast(torch.FloatTensor, scores)  # (the processor API's type)
         logits = scores[rows].float() / self.sampling.temperature  # [n, V]
         if self.sampling.top_k:  # only the k best take part: draw among them
             logits, ids = logits.topk(min(self.sampling.top_k, logits.shape[-1]), dim=-1)  # [n, k], [n, k]

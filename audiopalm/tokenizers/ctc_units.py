@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
         layer: int | None = None,
         dedup: bool = False,
         train: EncoderTrainConfig | None = None,
-        encoder: dict | None = None,
+        encoder: Mapping[str, Any] | None = None,
         max_frames: int = 200_000,
         kmeans_iters: int = 50,
         exclude_voices: tuple[str, ...] = (),
