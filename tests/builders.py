@@ -387,7 +387,16 @@ def build_world(root: Path, *, train: int = 12, dev: int = 3) -> dict[str, Path]
 
 def embedding_rows(model) -> int:
     """Rows of a transformers model's input embedding (its vocabulary as built, which may exceed the tokenizer's)."""
-    return model.get_input_embeddings().weight.shape[0]
+    return weight_of(model.get_input_embeddings()).shape[0]
+
+
+def weight_of(module: torch.nn.Module | None) -> torch.Tensor:
+    """The ``weight`` of an embedding or LM head (``get_input_embeddings()``, ``get_output_embeddings()``), also
+    through a wrapper that exposes it (PEFT's trainable-token layers)."""
+    assert module is not None, "the model has no such module"
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor), (type(module), type(weight))
+    return weight
 
 
 def reset_accelerate() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -179,7 +180,8 @@ def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     assert meta["default_voice"]["speaker"] in SPEAKERS
     loaded = AcousticStage.from_pretrained(folder)
     assert torch.equal(loaded.default_voice, trained.default_voice) and loaded.default_voice.abs().sum() > 0
-    for kw in ({"voice_wav": prompt}, {}):
+    voices: list[dict[str, Any]] = [{"voice_wav": prompt}, {}]
+    for kw in voices:
         assert torch.equal(loaded.synthesize(units, **kw), trained.synthesize(units, **kw)), kw
     # saving again over the folder replaces it whole
     trained.save_pretrained(folder)
@@ -276,10 +278,10 @@ def test_recipe_trains_saves_a_loadable_stage_and_resumes_bit_for_bit(corpus, to
     moved = shutil.copytree(out / "final", tmp_path / "elsewhere" / "final")
     (out / "final").rename(out / "final.away")
     try:
-        again = AcousticStage.from_pretrained(moved).state_dict()
+        copied = AcousticStage.from_pretrained(moved).state_dict()
         assert (
-            all(torch.equal(again[k], v) for k, v in stage.state_dict().items())
-            and again.keys() == stage.state_dict().keys()
+            all(torch.equal(copied[k], v) for k, v in stage.state_dict().items())
+            and copied.keys() == stage.state_dict().keys()
         )
     finally:
         (out / "final.away").rename(out / "final")

@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def bench():
     spec = importlib.util.spec_from_file_location("eval_bench_train", REPO / "eval" / "bench_train.py")
+    assert spec is not None and spec.loader is not None, spec
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)

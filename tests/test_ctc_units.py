@@ -4,6 +4,7 @@ A tiny corpus of two-tone "words": each character is a tone, so a small encoder 
 dozen steps on CPU."""
 
 import json
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from audiopalm.audio import io as audio_io
 from audiopalm.data.manifest import Record, write_manifest
-from audiopalm.evaluation.judges import make_judge
+from audiopalm.evaluation.judges import CTCJudge, make_judge
 from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
 from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units
 from audiopalm.tokenizers.speech_encoder import (
@@ -27,7 +28,19 @@ from audiopalm.tokenizers.speech_encoder import (
 
 SR = 16000
 TONES = {"a": 300.0, "b": 900.0, "é": 1800.0}
-TINY = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0)
+
+
+class EncoderSize(TypedDict):
+    """The size fields of :class:`SpeechEncoderConfig` that the tests shrink."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    ffn_size: int
+    dropout: float
+
+
+TINY = EncoderSize(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0)
 
 
 def _say(text: str, seed: int = 0) -> np.ndarray:
@@ -158,6 +171,7 @@ def test_dedup_encoding_and_durations_invert(fitted):
 def test_ctc_judge_transcribes_any_rate(fitted):
     tok, out = fitted
     judge = make_judge("ctc", model=str(out))
+    assert isinstance(judge, CTCJudge), judge
     wav = _say("ab")
     at_24k = audio_io.resample(wav, SR, 24000)
     # the fit records the training transcripts' words; the judge decodes French with them
@@ -217,6 +231,7 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     )
     assert rc == 0 and "encoder dev CER" in capsys.readouterr().out
     tok = load_audio_tokenizer(out)
+    assert isinstance(tok, CTCUnitsTokenizer), tok
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
     assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
     assert tok.fit_info["train"]["augment"]

@@ -22,12 +22,18 @@ def _example(ids, prompt_len):
     return {"input_ids": ids, "labels": [IGNORE_INDEX] * prompt_len + ids[prompt_len:]}
 
 
-def _tiny(kind):
-    common = dict(vocab_size=97, num_hidden_layers=2, num_attention_heads=2)
-    if kind == "llama":
-        cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_key_value_heads=1, **common)
-    elif kind == "qwen2":
-        cfg = transformers.Qwen2Config(hidden_size=32, intermediate_size=64, num_key_value_heads=1, **common)
+def _tiny(kind: str) -> transformers.PreTrainedModel:
+    cfg: transformers.PretrainedConfig
+    if kind in ("llama", "qwen2"):
+        config_class = transformers.LlamaConfig if kind == "llama" else transformers.Qwen2Config
+        cfg = config_class(
+            vocab_size=97,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+        )
     else:
         cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, vocab_size=97, n_positions=64)
     return transformers.AutoModelForCausalLM.from_config(cfg).eval()

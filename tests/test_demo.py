@@ -222,7 +222,7 @@ def test_ablation_speech_columns_are_the_mean_over_seeds():
 def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_path):
     from audiopalm.commands import demo
 
-    calls = []
+    calls: list[list[str]] = []
     monkeypatch.setattr(demo, "_run", calls.append)
     profile = demo.PROFILES["smoke"]
     demo._text_lm(tmp_path / "corpus", profile, 0)(tmp_path / "text_lm")

@@ -104,7 +104,7 @@ def test_deepspeed_zero2_two_processes_match_one(corpus, one_process, tmp_path):
     log = _launch(
         "deepspeed_zero2.yaml",
         _common(corpus, out) + ["train.micro_batch_size=1", "train.grad_accum_steps=2", "train.save_every=0"],
-        extra=["--mixed_precision", "no"],
+        extra=("--mixed_precision", "no"),
     )
     assert "DEEPSPEED x2" in log and "DeepSpeedZeroOptimizer, ZeRO stage 2" in log, log[-3000:]
     _assert_close(losses(out), one_process)
@@ -124,7 +124,7 @@ def test_deepspeed_zero3_two_processes_train_and_save_a_full_model(corpus, tmp_p
     log = _launch(
         "deepspeed_zero3.yaml",
         _common(corpus, out) + ["train.micro_batch_size=2", "train.save_every=0"],
-        extra=["--mixed_precision", "no"],
+        extra=("--mixed_precision", "no"),
     )
     assert "DEEPSPEED x2" in log and "DeepSpeedZeroOptimizer_Stage3, ZeRO stage 3" in log, log[-3000:]
     got = losses(out)
@@ -165,6 +165,7 @@ def test_sigkill_then_resume_matches_unbroken_run(corpus, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stderr is not None  # stderr=PIPE
     deadline = time.time() + 90
     try:
         while time.time() < deadline and proc.poll() is None:

@@ -85,7 +85,7 @@ def test_task_items_dedup_and_grouping(setup):
     from audiopalm.data.manifest import read_manifest
 
     rows = [dataclasses.asdict(r) for r in read_manifest(setup[1])]
-    skipped = collections.Counter()
+    skipped = collections.Counter[str]()
     asr = task_items(parse_task("ASR"), rows, None, skipped)
     assert {k: [r["id"] for r in v] for k, v in asr.items()} == {
         ("en", None): ["s1-en-fr", "s2-en-fr"],
@@ -121,7 +121,7 @@ def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     got = {(m["task"], m["src"], m["tgt"], m["subset"], m["metric"]) for m in summary["metrics"]}
-    want = set()
+    want: set[tuple[str, str, str | None, str, str]] = set()  # task, src, tgt, subset, metric
     for src, subset in (("en", "seen_voices"), ("en", "heldout_voice"), ("fr", "seen_voices")):
         want |= {("ASR", src, None, subset, m) for m in ("WER", "CER")}
     for src, tgt, subset in (
@@ -408,6 +408,7 @@ def test_bench_generate_quick_writes_the_figures(tmp_path):
 
     path = Path(__file__).resolve().parent.parent / "eval" / "bench_generate.py"
     spec = importlib.util.spec_from_file_location("bench_generate", path)
+    assert spec is not None and spec.loader is not None, path
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     n = torch.get_num_threads()

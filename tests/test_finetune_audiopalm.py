@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import build_world, losses, recipe_env, reset_accelerate
+from builders import build_world, losses, recipe_env, reset_accelerate, weight_of
 from builders import finetune_audiopalm_args as common
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +106,8 @@ def test_final_checkpoint_loads_with_plain_transformers_and_generates(full_run, 
     plain = AutoModelForCausalLM.from_pretrained(final)
     tok = AutoTokenizer.from_pretrained(final)
     assert plain.config.vocab_size % 64 == 0 and plain.config.vocab_size >= len(tok)
-    assert tok.convert_tokens_to_ids("<a_1_15>") > tok.convert_tokens_to_ids("<a_0_0>")
+    last, first = tok.convert_tokens_to_ids("<a_1_15>"), tok.convert_tokens_to_ids("<a_0_0>")
+    assert isinstance(last, int) and isinstance(first, int) and last > first, (last, first)
 
     model, vocab, audio_tok = load_checkpoint(final)
     assert vocab.num_codebooks == 2 and "ASR AST S2ST" in vocab.tasks
@@ -215,7 +216,7 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
 
     world = {**world, "lm": world["lm_exact"]}
     base = AutoModelForCausalLM.from_pretrained(world["lm"])
-    assert base.config.tie_word_embeddings and base.config.vocab_size == base.get_input_embeddings().weight.shape[0]
+    assert base.config.tie_word_embeddings and base.config.vocab_size == weight_of(base.get_input_embeddings()).shape[0]
     args = [
         "lora.enabled=true",
         "lora.dropout=0.1",
@@ -239,7 +240,7 @@ def test_lora_saves_adapter_and_merged_model_changes_only_lora_and_new_rows_and_
     vocab = UnifiedVocab.from_pretrained(out / "final")
     text, n = vocab.audio_offset, len(vocab)
     assert n > base.config.vocab_size and merged.config.tie_word_embeddings  # the tied embedding grew
-    emb0, emb1 = base.get_input_embeddings().weight, merged.get_input_embeddings().weight
+    emb0, emb1 = weight_of(base.get_input_embeddings()), weight_of(merged.get_input_embeddings())
     assert torch.equal(emb1[:text], emb0[:text]), "text rows must stay bit-identical"
     assert not torch.allclose(emb1[text:n], emb0[:text].mean(0).expand(n - text, -1)), "new rows must train"
     base_sd, merged_sd = base.state_dict(), merged.state_dict()
@@ -328,6 +329,7 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert proc.stderr is not None  # stderr=PIPE
     deadline = time.time() + 120
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -365,21 +367,21 @@ def test_lora_modules_to_save_trains_the_whole_tied_embedding(world, tmp_path):
     assert sum(got[i] for i in range(5, 9)) < sum(got[i] for i in range(1, 5)) - 0.8, got
     base = AutoModelForCausalLM.from_pretrained(world["lm"])
     merged = AutoModelForCausalLM.from_pretrained(out / "final")
-    emb = merged.get_input_embeddings().weight
-    assert merged.config.tie_word_embeddings and merged.get_output_embeddings().weight.data_ptr() == emb.data_ptr()
-    assert not torch.equal(emb[:100], base.get_input_embeddings().weight[:100])
+    emb = weight_of(merged.get_input_embeddings())
+    assert merged.config.tie_word_embeddings and weight_of(merged.get_output_embeddings()).data_ptr() == emb.data_ptr()
+    assert not torch.equal(emb[:100], weight_of(base.get_input_embeddings())[:100])
 
 
 def test_from_scratch_reinitialises_and_zeros_init_starts_new_rows_at_zero(world, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(world["lm"]).get_input_embeddings().weight
+    base = weight_of(AutoModelForCausalLM.from_pretrained(world["lm"]).get_input_embeddings())
     pretrained = _setup_in_process(world, tmp_path, ["model.init=zeros"])
-    emb = pretrained.accelerator.unwrap_model(pretrained.model).get_input_embeddings().weight
+    emb = weight_of(pretrained.accelerator.unwrap_model(pretrained.model).get_input_embeddings())
     text = pretrained.vocab.audio_offset
     assert torch.equal(emb[:text], base[:text]) and not emb[text:].any()
     scratch = _setup_in_process(world, tmp_path, ["model.from_scratch=true"])
-    emb = scratch.accelerator.unwrap_model(scratch.model).get_input_embeddings().weight
+    emb = weight_of(scratch.accelerator.unwrap_model(scratch.model).get_input_embeddings())
     assert emb.shape == base.shape and not torch.allclose(emb[:text], base[:text])
 
 

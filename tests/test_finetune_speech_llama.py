@@ -184,25 +184,26 @@ def test_sigkill_then_resume_matches_unbroken_run(world, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(
+    child = subprocess.Popen(
         [*RECIPE_CMD, *common(world, out), *args],
         env=recipe_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert child.stderr is not None  # stderr=PIPE
     deadline = time.time() + 300
     try:
-        while time.time() < deadline and proc.poll() is None:
+        while time.time() < deadline and child.poll() is None:
             if (out / "checkpoints" / "step_0000004").is_dir() and max(losses(out) or [0]) >= 6:
                 break
             time.sleep(0.01)
-        assert proc.poll() is None, f"the run ended before it could be killed:\n{proc.stderr.read()[-3000:]}"
-        os.kill(proc.pid, signal.SIGKILL)
+        assert child.poll() is None, f"the run ended before it could be killed:\n{child.stderr.read()[-3000:]}"
+        os.kill(child.pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        if child.poll() is None:
+            child.kill()
+        child.wait()
     killed_at = max(losses(out))
     assert 6 <= killed_at < 16, killed_at
     proc = subprocess.run(

@@ -1,5 +1,8 @@
 """audiopalm.inference.generation: constrained decoding always follows the task's output template."""
 
+from collections.abc import Sequence
+from typing import TypedDict
+
 import pytest
 import torch
 import transformers
@@ -159,7 +162,7 @@ def test_audio_frame_cap_ends_each_row_at_its_own_cap(pattern, k):
     for out, cap in zip(capped, (2, 5), strict=True):
         assert out[-1] == vocab.eos_id, out[-5:]
         (codes,) = split_segments(out, "S2ST", vocab)
-        assert codes.shape == (k, cap)
+        assert isinstance(codes, torch.Tensor) and codes.shape == (k, cap), codes
     # the cap only closes the segment: up to it the tokens are the uncapped run's
     assert capped[0][1 : 1 + 2 * k] == free[0][1 : 1 + 2 * k]
 
@@ -179,7 +182,7 @@ def test_audio_frame_cap_with_beam_search_and_chains():
     )
     for out, cap in zip(outs, (1, 3), strict=True):
         text, translation, codes = split_segments(out, "ASR AST S2ST", vocab)
-        assert out[-1] == vocab.eos_id and codes.shape == (2, cap)
+        assert out[-1] == vocab.eos_id and isinstance(codes, torch.Tensor) and codes.shape == (2, cap)
     with pytest.raises(ValueError, match="one cap per prompt"):
         generate(model, vocab, prompts, "S2ST", max_audio_frames=[2])
     with pytest.raises(ValueError, match=">= 1"):
@@ -188,6 +191,19 @@ def test_audio_frame_cap_with_beam_search_and_chains():
 
 def _chained_prompts(vocab, k=2):
     return [prompt_ids(_record(f, k, seed=f), "ASR AST S2ST", vocab) for f in (3, 5, 4)]
+
+
+class GenerateKwargs(TypedDict):
+    """The :func:`generate` keywords that a test's calls share."""
+
+    max_new_tokens: int
+    max_audio_frames: Sequence[int | None]
+
+
+def _as_codes(segment: str | torch.Tensor) -> torch.Tensor:
+    """An audio segment of :func:`split_segments`: codes [k, F]."""
+    assert isinstance(segment, torch.Tensor), segment
+    return segment
 
 
 def _distinct_rows(model):
@@ -201,8 +217,8 @@ def test_speech_sampling_keeps_text_greedy_and_samples_audio():
     model, vocab = _setup()
     model = _distinct_rows(model)
     prompts, task, caps = _chained_prompts(vocab), "ASR AST S2ST", [6, 6, 6]
-    kw = {"max_new_tokens": 120, "max_audio_frames": caps, "logits_processor": [_PushToEnd(vocab)]}
-    greedy = generate(model, vocab, prompts, task, **kw)
+    kw = GenerateKwargs(max_new_tokens=120, max_audio_frames=caps)  # and a new _PushToEnd for each call
+    greedy = generate(model, vocab, prompts, task, logits_processor=[_PushToEnd(vocab)], **kw)
     state = torch.random.get_rng_state()
     runs = {
         seed: generate(
@@ -211,18 +227,19 @@ def test_speech_sampling_keeps_text_greedy_and_samples_audio():
             prompts,
             task,
             speech_sampling=SpeechSampling(temperature=1.5, seed=seed),
-            **{**kw, "logits_processor": [_PushToEnd(vocab)]},
+            logits_processor=[_PushToEnd(vocab)],
+            **kw,
         )
         for seed in (0, 1)
     }
     assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG is not touched
-    codes = {}
+    codes: dict[tuple[int, int], torch.Tensor] = {}  # (seed, prompt) -> speech codes
     for seed, outs in runs.items():
         for b, (out, ref) in enumerate(zip(outs, greedy, strict=True)):
             text, translation, audio = split_segments(out, task, vocab)
             assert [text, translation] == split_segments(ref, task, vocab)[:2]  # text: exactly greedy search
-            codes[seed, b] = audio
-    greedy_codes = [split_segments(o, task, vocab)[2] for o in greedy]
+            codes[seed, b] = _as_codes(audio)
+    greedy_codes = [_as_codes(split_segments(o, task, vocab)[2]) for o in greedy]
     # the speech is drawn: it differs from greedy and between seeds
     assert any(not torch.equal(codes[0, b], greedy_codes[b]) for b in range(3))
     assert any(not torch.equal(codes[0, b], codes[1, b]) for b in range(3))
@@ -232,8 +249,10 @@ def test_speech_sampling_keeps_text_greedy_and_samples_audio():
         vocab,
         prompts[2:],
         task,
+        max_new_tokens=kw["max_new_tokens"],
+        max_audio_frames=caps[2:],
         speech_sampling=SpeechSampling(temperature=1.5, seed=0),
-        **{**kw, "max_audio_frames": caps[2:], "logits_processor": [_PushToEnd(vocab)]},
+        logits_processor=[_PushToEnd(vocab)],
     )
     assert alone[0] == runs[0][2]
 
@@ -242,7 +261,7 @@ def test_speech_sampling_top_1_is_greedy_and_bad_settings_are_refused():
     model, vocab = _setup("delay", 3)
     model = _distinct_rows(model)
     prompts = _chained_prompts(vocab, k=3)
-    kw = {"max_new_tokens": 120, "max_audio_frames": [4, 4, 4]}
+    kw = GenerateKwargs(max_new_tokens=120, max_audio_frames=[4, 4, 4])
     greedy = generate(model, vocab, prompts, "ASR AST S2ST", logits_processor=[_PushToEnd(vocab)], **kw)
     top1 = generate(
         model,

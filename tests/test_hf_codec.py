@@ -142,7 +142,7 @@ def test_code_vectors_sum_to_the_quantizers_latent(codec_dir):
             latent = q.from_codes(codes)[0]
         else:
             latent = q.decode(codes)
-    want = sum(vectors[i][codes[0, i]] for i in range(k))  # [F, D]
+    want = torch.stack([vectors[i][codes[0, i]] for i in range(k)]).sum(0)  # [F, D]
     assert torch.allclose(latent[0].T, want, atol=1e-4), (latent[0].T - want).abs().max()
 
 
@@ -183,16 +183,16 @@ def test_pinned_hub_codec_is_referenced_not_copied(codec_dir, tmp_path, monkeypa
     kind, path = codec_dir
     kwargs = {"bandwidth": 6.0} if kind == "encodec" else {"num_codebooks": 2}
     fetched = []
-    real = HFCodecTokenizer.from_codec.__func__
+    real = HFCodecTokenizer.from_codec  # the original, bound to the class before the patch
 
     def from_codec(cls, name_or_path, **kw):
         if str(name_or_path) == "org/tiny-codec":  # the fake hub: this id at this revision is the local folder
             assert kw.get("revision") == "abc123", kw
             fetched.append(kw["revision"])
-            tok = real(cls, path, **{k: v for k, v in kw.items() if k != "revision"})
+            tok = real(path, **{k: v for k, v in kw.items() if k != "revision"})
             tok.source, tok.revision = "org/tiny-codec", "abc123"
             return tok
-        return real(cls, name_or_path, **kw)
+        return real(name_or_path, **kw)
 
     monkeypatch.setattr(HFCodecTokenizer, "from_codec", classmethod(from_codec))
     tok = HFCodecTokenizer.from_codec("org/tiny-codec", revision="abc123", **kwargs)

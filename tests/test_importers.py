@@ -5,6 +5,7 @@ column names and feature types, or in the corpora's release folder layout.
 """
 
 import os
+from pathlib import Path
 
 import pytest
 from fixtures import hf_corpora as fx
@@ -16,7 +17,9 @@ from data_prep import covost2, cvss, fleurs, librispeech
 from data_prep import hf_common as hc
 
 
-def _dur(path):
+def _dur(path: str | None) -> tuple[float, int]:
+    """Seconds and sample rate of a record's wav (its ``audio`` or ``tgt_audio``, which the importer must have set)."""
+    assert path is not None, "the record has no wav"
     wav, sr = audio.load(path)
     return len(wav) / sr, sr
 
@@ -73,7 +76,7 @@ def test_librispeech_saved_copy(tmp_path):
     for i, r in enumerate(recs):
         dur, sr = _dur(r.audio)
         assert sr == 16000 and abs(dur - fx.seconds_of(i)) < 1e-3, (r.id, dur, sr)
-        assert os.path.dirname(r.audio) == str((out / "audio" / "librispeech").resolve())
+        assert r.audio is not None and os.path.dirname(r.audio) == str((out / "audio" / "librispeech").resolve())
 
 
 def test_librispeech_max_items_resample_and_keep_case(tmp_path):
@@ -85,16 +88,25 @@ def test_librispeech_max_items_resample_and_keep_case(tmp_path):
     assert sr == 24000 and abs(dur - fx.seconds_of(1)) < 1e-3
 
 
+def _mtimes(manifest: Path) -> dict[str, int]:
+    """Each record's wav -> its modification time (ns)."""
+    mtimes = {}
+    for r in read_manifest(manifest):
+        assert r.audio is not None, r
+        mtimes[r.audio] = os.stat(r.audio).st_mtime_ns
+    return mtimes
+
+
 def test_librispeech_is_idempotent(tmp_path, capsys):
     src = fx.librispeech_saved(tmp_path / "ls", n=3)
     out = tmp_path / "out"
     man = librispeech.prepare(src, out, progress=False)
-    first = {r.audio: os.stat(r.audio).st_mtime_ns for r in read_manifest(man)}
+    first = _mtimes(man)
     assert "3 wavs written, 0 kept" in capsys.readouterr().err
     man2 = librispeech.prepare(src, out, progress=False)
     assert man2 == man
     assert "0 wavs written, 3 kept" in capsys.readouterr().err
-    assert {r.audio: os.stat(r.audio).st_mtime_ns for r in read_manifest(man)} == first
+    assert _mtimes(man) == first
     assert not list(out.rglob("*.partial.wav"))
 
 
@@ -181,6 +193,7 @@ def test_cvss_release_joined_with_covost(tmp_path, capsys):
     tgt_dur, tgt_sr = _dur(r.tgt_audio)
     assert (src_sr, tgt_sr) == (16000, 24000)
     assert abs(src_dur - fx.seconds_of(1)) < 1e-3 and abs(tgt_dur - 2 * fx.seconds_of(1)) < 1e-3
+    assert r.tgt_audio is not None and r.audio is not None, r
     assert "/audio/cvss_c/" in r.tgt_audio and "/audio/commonvoice/" in r.audio
 
     dev = read_manifest(
@@ -196,11 +209,11 @@ def test_cvss_release_joined_with_covost(tmp_path, capsys):
         )
     )
     assert [r.tgt_text for r in dev] == [fx.EN[0], fx.EN[1]]  # clips 5, 6: CoVoST's own translation
-    assert all("/audio/cvss_t/" in r.tgt_audio for r in dev)
+    assert all(r.tgt_audio is not None and "/audio/cvss_t/" in r.tgt_audio for r in dev)
 
 
 def test_cvss_saved_target_copy_and_max_items(tmp_path):
-    tgt = fx.cvss_saved(tmp_path / "cvss", ids=[0, 1, 2])
+    tgt = fx.cvss_saved(tmp_path / "cvss", ids=(0, 1, 2))
     srcs = fx.covost_saved(tmp_path / "cv", n=5, splits=("train",))
     recs = read_manifest(cvss.prepare(tgt, tmp_path / "out", covost=srcs, pair="fr_en", max_items=2, progress=False))
     assert len(recs) == 2 and recs[0].tgt_text == fx.EN[0].upper()
@@ -391,6 +404,7 @@ def test_importer_rewrites_a_truncated_wav(tmp_path):
     src = fx.librispeech_saved(tmp_path / "ls", n=2)
     man = librispeech.prepare(src, tmp_path / "out", progress=False)
     wav = read_manifest(man)[1].audio
+    assert wav is not None
     whole = open(wav, "rb").read()
     open(wav, "wb").write(whole[: len(whole) // 2])
     librispeech.prepare(src, tmp_path / "out", progress=False)

@@ -105,7 +105,7 @@ def test_duplicate_id(tmp_path):
 def test_skip_bad_counts_and_keeps_good(tmp_path, capsys):
     lines = [GOOD, BAD_LINES[0][0], {**GOOD, "id": "u2"}, BAD_LINES[2][0]]
     path = _write_lines(tmp_path / "mixed.jsonl", lines)
-    errors = []
+    errors: list[ManifestError] = []
     recs = read_manifest(path, skip_bad=True, errors=errors)
     assert [r.id for r in recs] == ["u1", "u2"]
     assert [e.line for e in errors] == [2, 4]

@@ -5,6 +5,7 @@ random Whisper)."""
 import math
 import shutil
 import subprocess
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,8 +71,9 @@ def test_rule_whitespace_collapsed():
 
 
 def test_normalize_rejects_non_str():
+    not_a_str: Any = None  # a caller without type checking
     with pytest.raises(TypeError, match="expects a str"):
-        normalize(None)
+        normalize(not_a_str)
 
 
 # ----------------------------------------------------------------------------- WER / CER
@@ -225,7 +227,8 @@ def test_judge_returning_wrong_count_is_an_error():
 def test_registry():
     assert set(asr_judges.JUDGES) == {"pocketsphinx", "whisper", "ctc", "callable"}
     assert isinstance(make_judge("pocketsphinx"), PocketSphinxJudge)
-    assert make_judge("whisper", model="/nowhere").model == "/nowhere"
+    whisper = make_judge("whisper", model="/nowhere")
+    assert isinstance(whisper, WhisperJudge) and whisper.model == "/nowhere"
     with pytest.raises(KeyError, match="unknown ASR judge 'nope'"):
         make_judge("nope")
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
@@ -282,7 +285,13 @@ def _tiny_whisper(folder):
     )
     specials = ["<|startoftranscript|>", "<|en|>", "<|fr|>", "<|translate|>", "<|transcribe|>", "<|notimestamps|>"]
     tok.add_special_tokens({"additional_special_tokens": specials})
-    ids = {t: tok.convert_tokens_to_ids(t) for t in [eot] + specials}
+
+    def token_id(token: str) -> int:
+        i = tok.convert_tokens_to_ids(token)  # one token in, one id out
+        assert isinstance(i, int), (token, i)
+        return i
+
+    ids = {t: token_id(t) for t in [eot] + specials}
     cfg = WhisperConfig(
         vocab_size=len(tok),
         num_mel_bins=80,

@@ -3,6 +3,7 @@ AudioPaLM.from_pretrained."""
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -89,9 +90,14 @@ def test_list_in_list_out_and_batched_equals_one_by_one(pipe):
 
 
 def test_one_generate_call_per_batch(pipe, monkeypatch):
-    calls = []
+    calls: list[torch.Size] = []
     original = pipe.model.generate
-    monkeypatch.setattr(pipe.model, "generate", lambda *a, **k: calls.append(k["input_ids"].shape) or original(*a, **k))
+
+    def generate(*a, **k):
+        calls.append(k["input_ids"].shape)
+        return original(*a, **k)
+
+    monkeypatch.setattr(pipe.model, "generate", generate)
     pipe.mt(["a.", "b.", "c.", "d.", "e."], "en", "fr", batch_size=2, max_new_tokens=3)
     assert [s[0] for s in calls] == [2, 2, 1]
 
@@ -155,7 +161,7 @@ def test_save_pretrained_round_trips(pipe, tmp_path):
 def test_push_to_hub_builds_the_upload(pipe, monkeypatch):
     import huggingface_hub
 
-    calls = []
+    calls: list[tuple[Any, ...]] = []  # (method, its arguments ...)
 
     class FakeApi:
         def __init__(self, token=None):

@@ -1,5 +1,7 @@
 """A checkpoint whose audio tokens are semantic units (no decoder) speaks through the acoustic stage it holds."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ import transformers
 from builders import tiny_text_tokenizer, tone
 
 from audiopalm.acoustic import AcousticConfig, AcousticStage
+from audiopalm.acoustic.model import ConvBlock
 from audiopalm.data.vocab import UnifiedVocab
 from audiopalm.inference.pipeline import AudioPaLM, PipelineError
 from audiopalm.modeling.extend import extend_model, save_checkpoint
@@ -31,6 +34,7 @@ def parts():
     assert units.frame_rate == codec.frame_rate == 50
     stage = AcousticStage.build(TINY_STAGE, codec, units, max_prompt_frames=20).eval()
     for block in stage.model.blocks:  # FiLM starts as the identity; a trained stage hears the voice
+        assert isinstance(block, ConvBlock) and block.film is not None, block
         torch.nn.init.normal_(block.film.weight, std=0.5)
     vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=units, tasks=["TTS", "S2ST"])
     cfg = transformers.LlamaConfig(
@@ -76,7 +80,7 @@ def test_s2st_can_keep_the_source_voice(parts, tmp_path):
     units, stage, model, vocab = parts
     pipe = AudioPaLM(model, vocab, units, acoustic=stage, device="cpu")
     src = tone(0.8, 200)
-    kw = dict(chained=False, max_new_tokens=9, speech_sampling=None)
+    kw: dict[str, Any] = {"chained": False, "max_new_tokens": 9, "speech_sampling": None}
     kept = pipe.s2st(src, "en", "fr", voice="source", **kw)
     given = pipe.s2st(src, "en", "fr", voice=src, **kw)  # the same prompt given explicitly
     np.testing.assert_allclose(kept.audio, given.audio, rtol=0, atol=1e-6)

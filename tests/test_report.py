@@ -7,6 +7,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from audiopalm.evaluation import report
 REPO = Path(__file__).resolve().parents[1]
 
 
-METRICS = [
+METRICS: list[dict[str, Any]] = [  # summary.json's rows
     {
         "task": "ASR",
         "src": "en",

@@ -1,6 +1,7 @@
 """SemanticTokenizer: MFCC units and SSL-layer units (tiny random HuBERT / wav2vec 2.0 built from configs)."""
 
 import json
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -125,11 +126,26 @@ def test_deltas_of_a_ramp_are_its_slope():
     assert torch.allclose(d[2:-2], torch.full((6, 1), 3.0))
 
 
+class SmallSSL(TypedDict):
+    """The sizes of a tiny HuBERT or wav2vec 2.0 (their configs share these fields)."""
+
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    conv_dim: tuple[int, ...]
+    conv_stride: tuple[int, ...]
+    conv_kernel: tuple[int, ...]
+    num_conv_pos_embeddings: int
+    num_conv_pos_embedding_groups: int
+
+
 @pytest.fixture(scope="module", params=["hubert-group-norm", "wav2vec2-layer-norm", "w2v-bert-fbank"])
 def ssl_dir(request, tmp_path_factory):
     from transformers import (
         HubertConfig,
         HubertModel,
+        PreTrainedModel,
         SeamlessM4TFeatureExtractor,
         Wav2Vec2BertConfig,
         Wav2Vec2BertModel,
@@ -138,7 +154,8 @@ def ssl_dir(request, tmp_path_factory):
         Wav2Vec2Model,
     )
 
-    small = dict(
+    model: PreTrainedModel
+    small = SmallSSL(
         hidden_size=16,
         num_hidden_layers=2,
         num_attention_heads=2,
@@ -193,6 +210,7 @@ def test_ssl_units(ssl_dir, tmp_path):
     tok.save_pretrained(tmp_path / "sem")
     assert (tmp_path / "sem" / "ssl" / "model.safetensors").is_file()
     back = load_audio_tokenizer(tmp_path / "sem")
+    assert isinstance(back, SemanticTokenizer), back
     assert back.fingerprint == tok.fingerprint and back.config.ssl_model == str(ssl_dir)
     assert torch.equal(back.encode(batch, lengths)[0], codes)
 

@@ -295,6 +295,7 @@ def test_encode_text_layout():
 
 def test_ctc_head_trains():
     model = SpeechLlama(tiny_config(ctc_vocab_size=10), tiny_llm())
+    assert model.ctc_head is not None  # ctc_vocab_size > 0 builds it
     feats, lengths = batch((30, 20))
     targets, target_lengths = torch.tensor([[1, 2, 3, 4], [5, 6, 0, 0]]), torch.tensor([4, 2])
     opt = torch.optim.AdamW(list(model.encoder.parameters()) + list(model.ctc_head.parameters()), lr=3e-3)
@@ -339,7 +340,7 @@ def test_whisper_encoder_by_path(tmp_path):
     tiny_llm().save_pretrained(tmp_path / "llm")
     model = SpeechLlama.from_config(tiny_config(encoder=f"hf:{tmp_path / 'whisper'}"), str(tmp_path / "llm")).eval()
     randomize_lora(model)
-    assert model.input_kind == "log_mel" and model.log_mel.config.style == "whisper"
+    assert model.input_kind == "log_mel" and model.log_mel is not None and model.log_mel.config.style == "whisper"
     wav = torch.randn(2, 4000) * 0.1
     feats, lengths = model.featurize(wav, torch.tensor([4000, 2500]))  # 25 frames; this Whisper takes up to 2 * 40
     emb, emb_lengths = model.encode_audio(feats, lengths)
@@ -411,9 +412,9 @@ def test_learns_to_transcribe_espeak_speech(tmp_path):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
     sentences = ["the cat sat", "the dog ran", "the cat ran", "the dog sat"]
     wavs = []
-    for i, text in enumerate(sentences):
+    for i, sentence in enumerate(sentences):
         path = tmp_path / f"{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), text], check=True)
+        subprocess.run(["espeak-ng", "-v", "en", "-w", str(path), sentence], check=True)
         wavs.append(load(path, 16000)[0])
     tok = tiny_tokenizer()
     model = SpeechLlama(tiny_config(n_mels=40, encoder="transformer"), tiny_llm())

@@ -3,10 +3,12 @@
 import dataclasses
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 import pytest
@@ -14,11 +16,22 @@ import soundfile as sf
 
 from audiopalm.audio import io as audio
 from audiopalm.audio.io import AudioError
-from audiopalm.data.manifest import check_manifest, read_manifest
+from audiopalm.data.manifest import Record, check_manifest, read_manifest
 from data_prep import grammar as g
 from data_prep import synth_corpus as sc
 
-SIZES = dict(train=12, dev=4, test=4)
+
+class Sizes(TypedDict):
+    """Sentences per split: :func:`synth_corpus.synthesize`'s ``train``/``dev``/``test``."""
+
+    train: int
+    dev: int
+    test: int
+
+
+SIZES = Sizes(train=12, dev=4, test=4)
+Split = Literal["train", "dev", "test"]
+SPLITS: tuple[Split, ...] = ("train", "dev", "test")
 SEED = 3
 
 
@@ -29,8 +42,8 @@ def corpus_dir(tmp_path_factory):
     return out
 
 
-def _records(corpus_dir):
-    return {split: read_manifest(corpus_dir / f"{split}.jsonl") for split in ("train", "dev", "test")}
+def _records(corpus_dir: Path) -> dict[Split, list[Record]]:
+    return {split: read_manifest(corpus_dir / f"{split}.jsonl") for split in SPLITS}
 
 
 # ----------------------------------------------------------------------------------- grammar
@@ -108,7 +121,8 @@ def _fr_article(det, gender, plural, next_word):
 
 
 def _meanings(n, seed, pred):
-    rng, out = __import__("random").Random(seed), []
+    rng = random.Random(seed)
+    out: list[g.Meaning] = []
     while len(out) < n:
         m = g.sample_meaning(rng)
         if pred(m):
@@ -242,9 +256,10 @@ def test_outputs_and_manifests(corpus_dir):
         assert {(r.lang, r.tgt_lang) for r in recs} == set(g.PAIRS)
         assert all(r.split == split and r.tgt_audio and r.speaker for r in recs)
         for r in recs:  # the speaker is the voice named in the source wav's file name
+            assert r.audio is not None and r.speaker is not None, r
             assert Path(r.audio).stem.endswith(r.speaker) and r.speaker.startswith(r.lang), r
     wavs = sorted((corpus_dir / "wav").rglob("*.wav"))
-    assert len(wavs) == 4 * sum(SIZES.values())  # one wav per (sentence, language), no temp files left
+    assert len(wavs) == 4 * sum(SIZES[s] for s in SPLITS)  # one wav per (sentence, language), no temp files left
     summary = check_manifest(corpus_dir / "test.jsonl", decode=True, progress=False)
     assert not summary["bad_lines"] and not summary["audio_errors"], summary
 
@@ -255,7 +270,7 @@ def test_splits_share_no_sentence(corpus_dir):
     assert not ids["train"] & ids["dev"] and not ids["train"] & ids["test"] and not ids["dev"] & ids["test"]
     for lang in g.LANGS:
         texts = {
-            split: {r.text for r in rs if r.lang == lang} | {r.tgt_text for r in rs if r.tgt_lang == lang}
+            split: {*(r.text for r in rs if r.lang == lang), *(r.tgt_text for r in rs if r.tgt_lang == lang)}
             for split, rs in recs.items()
         }
         assert len(texts["train"]) == SIZES["train"], lang
@@ -280,6 +295,7 @@ def test_audio_is_16k_with_plausible_durations(corpus_dir):
     recs = read_manifest(corpus_dir / "dev.jsonl")
     for r in recs:
         for path, text in ((r.audio, r.text), (r.tgt_audio, r.tgt_text)):
+            assert path is not None and text is not None, r  # every synthetic pair is speech to speech
             assert sf.info(path).samplerate == 16000 and sf.info(path).channels == 1
             wav, sr = audio.load(path)
             seconds = len(wav) / sr
@@ -402,6 +418,7 @@ def test_a_language_subset_speaks_the_full_corpus_wavs_of_those_languages(corpus
         assert [r.id for r in sub[split]] == [r.id for r in want]
         for a, b in zip(sub[split], want, strict=True):
             assert (a.text, a.tgt_text, a.speaker) == (b.text, b.tgt_text, b.speaker)
+            assert a.audio is not None and b.audio is not None, (a, b)
             assert Path(a.audio).read_bytes() == Path(b.audio).read_bytes()
     assert sorted(p.name for p in (tmp_path / "enfr" / "wav").iterdir()) == ["en", "fr"]
     only = sc.write_text_only(tmp_path / "enfr", 3, **SIZES, seed=SEED)  # the folder's languages

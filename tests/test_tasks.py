@@ -144,7 +144,7 @@ def test_too_long_is_an_error_or_a_counted_skip_never_a_truncation(vocab):
     assert render(record(), "ASR AST S2ST", vocab, max_len=n) is not None
     with pytest.raises(TaskError, match=rf"record 'en-0001', task 'ASR AST S2ST': {n} tokens .* > max_len {n - 1}"):
         render(record(), "ASR AST S2ST", vocab, max_len=n - 1)
-    skip = Counter()
+    skip = Counter[str]()
     assert render(record(), "ASR AST S2ST", vocab, max_len=n - 1, skip=skip) is None
     assert render(record(tgt_audio_codes=None), "S2ST", vocab, max_len=256, skip=skip) is None
     assert render(record(tgt_audio_codes=None), "S2ST", vocab, max_len=256, skip=skip) is None

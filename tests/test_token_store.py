@@ -13,6 +13,7 @@ from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.data.token_store import (
     META_NAME,
     SHARDS_DIR,
+    TokenStore,
     TokenStoreError,
     TokenStoreMismatch,
     build_token_store,
@@ -22,6 +23,13 @@ from audiopalm.data.token_store import (
 from audiopalm.tokenizers.semantic import SemanticTokenizer
 
 SR = 16000
+
+
+def _codes(store: TokenStore, i: int, field: str = "audio_codes") -> np.ndarray:
+    """Row ``i``'s codes, which the test knows the row has."""
+    codes = store.codes(i, field)
+    assert codes is not None, (i, field)
+    return codes
 
 
 def _tone(freq, seconds, sr=SR):
@@ -91,14 +99,14 @@ def test_round_trip_codes_equal_direct_encoding(tok, corpus, tmp_path):
         assert row["text"] == rec.text and row["audio"] == rec.audio and row["tgt_lang"] == rec.tgt_lang
         wav, _ = audio_io.load(rec.audio, SR)
         direct, frames = tok.encode(torch.from_numpy(wav)[None])
-        assert np.array_equal(store.codes(i), direct[0, :, : int(frames[0])].numpy()), row["id"]
+        assert np.array_equal(_codes(store, i), direct[0, :, : int(frames[0])].numpy()), row["id"]
         assert row["audio_codes"].shape == (1, int(frames[0]))
         if rec.tgt_audio is None:
             assert row["tgt_audio_codes"] is None and store.codes(i, "tgt_audio_codes") is None
         else:
             twav, _ = audio_io.load(rec.tgt_audio, SR)
             assert np.array_equal(
-                store.codes(i, "tgt_audio_codes"), tok.encode(torch.from_numpy(twav)[None])[0][0].numpy()
+                _codes(store, i, "tgt_audio_codes"), tok.encode(torch.from_numpy(twav)[None])[0][0].numpy()
             )
     summary = check_token_store(tmp_path / "store", progress=False)
     assert summary["rows"] == 8 and summary["skipped"] == 0 and summary["tgt_frames"] > 0
@@ -112,13 +120,13 @@ def test_resume_after_deleted_shard_recomputes_only_it(tok, corpus, tmp_path):
     manifest, _ = corpus
     out = tmp_path / "store"
     first = build_token_store(manifest, tok, out, num_proc=1, shard_size=2, progress=False, keep_shards=True)
-    before = [first.codes(i) for i in range(len(first))]
+    before = [_codes(first, i) for i in range(len(first))]
     (out / META_NAME).unlink()  # as if killed before the end
     shutil.rmtree(out / SHARDS_DIR / "shard-00001")
     counting = CountingTokenizer(tok)
     store = build_token_store(manifest, counting, out, num_proc=1, shard_size=2, progress=False)
     assert len(counting.files) == 2 and store.stats["computed"] == 1 and store.stats["reused"] == 2
-    assert all(np.array_equal(a, store.codes(i)) for i, a in enumerate(before))
+    assert all(np.array_equal(a, _codes(store, i)) for i, a in enumerate(before))
 
 
 def test_resume_after_kill(tok, corpus, tmp_path):
@@ -239,7 +247,7 @@ def test_text_only_rows_are_stored_without_codes(tok, corpus, tmp_path, capsys):
     vocab = UnifiedVocab.build(
         tiny_text_tokenizer("gpt2"), codebook_size=tok.codebook_size, num_codebooks=1, pattern="flatten"
     )
-    row, skipped = store[i], Counter()
+    row, skipped = store[i], Counter[str]()
     assert render(row, "ASR", vocab, max_len=512, skip=skipped) is None
     assert render(row, "TTS", vocab, max_len=512, skip=skipped) is None
     assert skipped == {"ASR: missing audio_codes": 1, "TTS: missing audio_codes": 1}

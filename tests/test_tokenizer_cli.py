@@ -136,6 +136,7 @@ def test_bench_quick_writes_the_table(tmp_path):
     spec = importlib.util.spec_from_file_location(
         "bench_tokenizers", Path(__file__).parents[1] / "eval" / "bench_tokenizers.py"
     )
+    assert spec is not None and spec.loader is not None, spec
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = tmp_path / "bench" / "tokenizers.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -119,7 +120,7 @@ def test_mean_of_micro_batch_means_would_differ():
     halves = [
         training.token_loss_sum(model(x[i]), labels[i]) / training.count_targets(labels[i]) for i in ([0, 1], [2, 3])
     ]
-    assert not torch.allclose(full, sum(halves) / 2)
+    assert not torch.allclose(full, (halves[0] + halves[1]) / 2)
 
 
 def test_loss_scale_refuses_no_targets():
@@ -182,7 +183,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_tree_round_trip_keeps_types_and_int_keys(tmp_path):
-    tree = {
+    tree: dict[str, Any] = {
         "state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(2, 3)}},
         "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.95), "params": [0, 1], "foreach": None}],
         "arr": np.arange(5, dtype=np.uint32),
@@ -241,7 +242,8 @@ def test_checkpoint_save_load_keep_last_and_atomicity(tmp_path):
     assert [p.name for p in training.list_checkpoints(root)] == ["step_0000002", "step_0000003"]
     (root / ".tmp-step_0000004").mkdir()  # a save killed half-way
     (root / "step_0000005").mkdir()  # a folder without trainer_state.json is not a checkpoint
-    assert training.latest_checkpoint(root).name == "step_0000003"
+    latest = training.latest_checkpoint(root)
+    assert latest is not None and latest.name == "step_0000003", latest
 
     model2 = _llama()
     opt2 = training.make_optimizer(model2, cfg)
