@@ -391,8 +391,8 @@ def embedding_rows(model) -> int:
 
 
 def weight_of(module: torch.nn.Module | None) -> torch.Tensor:
-    """The ``weight`` of an embedding or LM head (``get_input_embeddings()``, ``get_output_embeddings()``), also
-    through a wrapper that exposes it (PEFT's trainable-token layers)."""
+    """The ``weight`` tensor of a model's embedding or LM head (``get_input_embeddings()``,
+    ``get_output_embeddings()``), which ``nn.Module`` attribute access types as ``Tensor | Module``."""
     assert module is not None, "the model has no such module"
     weight = module.weight
     assert isinstance(weight, torch.Tensor), (type(module), type(weight))

@@ -180,8 +180,8 @@ def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     assert meta["default_voice"]["speaker"] in SPEAKERS
     loaded = AcousticStage.from_pretrained(folder)
     assert torch.equal(loaded.default_voice, trained.default_voice) and loaded.default_voice.abs().sum() > 0
-    voices: list[dict[str, Any]] = [{"voice_wav": prompt}, {}]
-    for kw in voices:
+    voice_kwargs: list[dict[str, Any]] = [{"voice_wav": prompt}, {}]  # a prompt's voice, the default voice
+    for kw in voice_kwargs:
         assert torch.equal(loaded.synthesize(units, **kw), trained.synthesize(units, **kw)), kw
     # saving again over the folder replaces it whole
     trained.save_pretrained(folder)
