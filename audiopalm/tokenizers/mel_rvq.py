@@ -496,14 +496,19 @@ def phase_gradient_init(mag: torch.Tensor, start: torch.Tensor, hop: int, n_fft:
     integration across bins), summed by the trapezoid rule from ``start`` [n_freq] at frame 0.
     """
     b, n, n_freq = mag.shape
-    logmag = torch.log(mag + 1e-5 * mag.amax(dim=(1, 2), keepdim=True).clamp_min(1e-30))  # [B, N, n_freq]
+    # floored 60 dB under the item's peak: below it a bin's slope is noise, and a tiny change of the magnitude
+    # there would move the phase a lot (a batch's and a lone item's features differ by float rounding)
+    logmag = torch.log(mag + 1e-3 * mag.amax(dim=(1, 2), keepdim=True).clamp_min(1e-30))  # [B, N, n_freq]
     slope = torch.zeros_like(logmag)
     slope[..., 1:-1] = (logmag[..., 2:] - logmag[..., :-2]) / 2  # d log|X| / dk (bins)
     gamma = HANN_GAMMA * win_length**2
-    bins = torch.arange(n_freq, device=mag.device, dtype=mag.dtype)
-    advance = (2 * math.pi * hop / n_fft) * bins + (hop * n_fft / gamma) * slope  # [B, N, n_freq] rad per hop
+    # float64 and wrapped steps: a float32 running sum of thousands of radians would round the phase by ~1e-2
+    bins = torch.arange(n_freq, device=mag.device, dtype=torch.float64)
+    centre = torch.remainder((2 * math.pi * hop / n_fft) * bins, 2 * math.pi)  # [n_freq] rad per hop
+    advance = centre + (hop * n_fft / gamma) * slope.double()  # [B, N, n_freq]
     steps = (advance[:, 1:] + advance[:, :-1]) / 2  # [B, N - 1, n_freq]
-    return start + torch.cat([torch.zeros_like(advance[:, :1]), torch.cumsum(steps, dim=1)], dim=1)  # [B, N, n_freq]
+    phase = torch.cat([torch.zeros_like(advance[:, :1]), torch.cumsum(steps, dim=1)], dim=1)  # [B, N, n_freq]
+    return (start + torch.remainder(phase, 2 * math.pi)).to(mag.dtype)
 
 
 class _FramedSTFT:
