@@ -20,6 +20,10 @@ same predicted features, and is scored by:
 - ``decoder_mel_l1``: mean |log-mel re-analysed from the wav - the stage's predicted log-mel| (natural log,
   per bin and 10 ms frame): what the decoder loses of what the network asked for.
 
+Two more rows at the stage's own decoder settings put the stage between a ceiling and a floor:
+``codec`` (the reference audio through the codec, all codebooks, and its decoder: what the stage would
+reach with perfect features) and ``default_voice`` (the stage without the prompt, its stored voice).
+
 Each setting's parts are timed on the same items, one after another, in one process: timings on a shared
 CPU are noisy (the JSON records the load average before and after); ``rtf`` ratios between settings are
 more stable than the absolute values. ``--profile`` adds one utterance's breakdown (each STFT / inverse STFT
@@ -260,6 +264,15 @@ def main(argv: list[str] | None = None) -> int:
         rows[setting] = row
         print(f"[bench_acoustic] {setting}: {row}", flush=True)
     result["settings"] = rows
+    gl, nnls = stage.griffin_lim_iters, stage.nnls_iters
+    codec_wavs, default_wavs = [], []
+    for it in tqdm(items, desc="codec and default-voice rows"):
+        codes, _ = codec.encode(it["wav"][None])
+        codec_wavs.append(codec.decode(codes, griffin_lim_iters=gl, nnls_iters=nnls)[0].numpy())
+        default_wavs.append(stage.synthesize(it["units"])[0].numpy())
+    result["codec"] = score(codec_wavs)
+    result["default_voice"] = score(default_wavs)
+    print(f"[bench_acoustic] codec: {result['codec']}; default voice: {result['default_voice']}", flush=True)
     if args.profile:
         gl, nnls = stage.griffin_lim_iters, stage.nnls_iters
         longest = max(range(len(items)), key=lambda i: items[i]["units"].shape[1])
