@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-DEFAULT_SETTINGS = ["48:30", "48:30:random", "32:10", "16:10", "16:0", "8:0", "16:10:random"]
+DEFAULT_SETTINGS = ["48:30:random", "48:30", "32:0", "20:0", "20:0:random", "16:10", "8:0", "4:0"]
 
 
 def utterances(manifest: str, max_items: int | None, langs: list[str] | None) -> list[dict]:
