@@ -8,15 +8,16 @@ It plays the role SoundStream / EnCodec play in AudioPaLM (acoustic tokens, K re
         ──▶ codes [B, K, F]
 
     codes ──sum of code vectors──▶ de-normalise ──unstack──▶ log-mel ──▶ mel magnitude
-        ──non-negative least squares through the filterbank──▶ |X| ──fast Griffin-Lim──▶ wav [B, F*S*hop]
+        ──filterbank pseudo-inverse (+ optional non-negative least squares steps)──▶ |X|
+        ──fast Griffin-Lim──▶ wav [B, F*S*hop]
 
 Griffin-Lim starts from the phase that the magnitude's own shape implies (each bin's phase advanced
 frame by frame at the frequency its log-magnitude slope across bins points to, as in phase-gradient
 heap integration, Prusa et al. 2017, along time only), not from random phase: it then needs fewer
 iterations for the same consistency. The STFT pair in the loop is framed by hand (``unfold`` + ``rfft``;
-``irfft`` + overlap-add by hop-sized blocks with the window envelope computed once per call), which is
-~2x cheaper per iteration on a CPU than ``torch.stft`` / ``torch.istft`` (which recompute the envelope every
-call) and equal to them to float rounding (tested).
+``irfft`` + overlap-add by hop-sized blocks with the window envelope computed once per call): its inverse
+is 2-3x cheaper on a CPU than ``torch.istft`` (which recomputes the envelope on every call), and both equal
+``torch.stft`` / ``torch.istft`` to float rounding (tested).
 
 The codebooks are fitted by k-means on a sample of the corpus (:meth:`MelRVQTokenizer.fit`, see
 :mod:`audiopalm.tokenizers.kmeans`): k-means++ seeding, Lloyd iterations, dead codes re-seeded on the
@@ -84,8 +85,8 @@ class MelRVQConfig:
     """Momentum of fast Griffin-Lim (Perraudin et al. 2013); 0 gives plain Griffin-Lim."""
     nnls_iters: int = 0
     """Multiplicative-update iterations that refine mel -> linear magnitude (0: clamped pseudo-inverse only);
-    a decoder setting like ``griffin_lim_iters``. Off by default: after Griffin-Lim, 10 of them changed the
-    re-analysed mel and the judge's WER less than the 4 Griffin-Lim iterations the same time buys."""
+    a decoder setting like ``griffin_lim_iters``. Off by default: after Griffin-Lim, they bring the waveform's
+    re-analysed mel less close to the wanted one than the Griffin-Lim iterations the same time buys."""
 
     def __post_init__(self):
         def need(ok: bool, field: str, why: str):
