@@ -20,13 +20,13 @@ same predicted features, and is scored by:
 - ``decoder_mel_l1``: mean |log-mel re-analysed from the wav - the stage's predicted log-mel| (natural log,
   per bin and 10 ms frame): what the decoder loses of what the network asked for.
 
-Two more rows at the stage's own decoder settings put the stage between a ceiling and a floor:
-``codec`` (the reference audio through the codec, all codebooks, and its decoder: what the stage would
-reach with perfect features) and ``default_voice`` (the stage without the prompt, its stored voice).
+Two more rows, at the stage's own decoder settings: ``codec`` (the reference audio through the codec, all
+codebooks, and its decoder: the ceiling, what the stage would reach with perfect features) and
+``default_voice`` (the stage without the prompt, with its stored voice: what the prompt adds).
 
-Each setting's parts are timed on the same items, one after another, in one process: timings on a shared
-CPU are noisy (the JSON records the load average before and after); ``rtf`` ratios between settings are
-more stable than the absolute values. ``--profile`` adds one utterance's breakdown (each STFT / inverse STFT
+Each setting's parts are timed on the same items, one after another, in one process. On a shared CPU the
+timings follow the load (the JSON records the load average before and after): rows of one run can differ by
+~20% from load changes alone, and runs compare only at equal load. ``--profile`` adds one utterance's breakdown (each STFT / inverse STFT
 of a Griffin-Lim iteration). A few minutes on one core for the default 4 x 100 dev utterances.
 """
 
