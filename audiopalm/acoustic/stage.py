@@ -18,10 +18,10 @@ The unit tokenizer itself is not stored (the LM emits units; only their meaning 
 fingerprint is: :meth:`AcousticStage.check_units` refuses units from another tokenizer.
 
 ``decoder``: the Griffin-Lim settings :meth:`AcousticStage.synthesize` uses when a call names none (the
-stage's attributes ``griffin_lim_iters`` / ``nnls_iters``). They are the stage's, not read from the codec's
-config, because the codec's config is hashed into its fingerprint (which token stores and this folder
-record): changing its decoder settings would orphan them. A folder saved without ``decoder`` gets the
-``MelRVQConfig`` defaults.
+stage's attributes ``griffin_lim_iters`` / ``nnls_iters``; default: ``MelRVQConfig``'s defaults, also for a
+folder saved without ``decoder``). They are the stage's, not the codec's config's: a codec's config is hashed
+into its fingerprint, which token stores and this folder record, so a saved codec keeps the decoder settings
+it was fitted with (the demo's: the former, slow defaults) and changing them would orphan its stores.
 """
 
 from __future__ import annotations
@@ -101,11 +101,8 @@ class AcousticStage(nn.Module):
     @classmethod
     def build(cls, config: AcousticConfig, codec, unit_tokenizer, **kwargs) -> AcousticStage:
         """A fresh stage for ``unit_tokenizer`` (any :class:`AudioTokenizer`; its first codebook is the unit
-        stream) and ``codec`` (a fitted mel_rvq); ``num_units`` and ``feature_dim`` are filled in from them, the
-        decoder settings (unless given) from the codec's config."""
+        stream) and ``codec`` (a fitted mel_rvq); ``num_units`` and ``feature_dim`` are filled in from them."""
         config = dataclasses.replace(config, num_units=unit_tokenizer.codebook_size, feature_dim=codec.config.dim)
-        kwargs.setdefault("griffin_lim_iters", codec.config.griffin_lim_iters)
-        kwargs.setdefault("nnls_iters", codec.config.nnls_iters)
         return cls(config, codec, unit_tokenizer=describe_units(unit_tokenizer), **kwargs)
 
     # ---- the work ---------------------------------------------------------------------------
