@@ -188,6 +188,37 @@ def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     assert AcousticStage.from_pretrained(folder).codec.fingerprint == trained.codec.fingerprint
 
 
+def test_decoder_settings_are_the_stages_saved_and_overridable(trained, tmp_path):
+    """A stage decodes with MelRVQConfig's default settings, not its codec's config's; they are saved in
+    acoustic.json and reloaded; a folder saved before they existed gets the defaults; a call's own settings
+    override them for that call."""
+    from audiopalm.tokenizers.mel_rvq import MelRVQConfig
+
+    defaults = MelRVQConfig()
+    codec_cfg = trained.codec.config
+    assert (codec_cfg.griffin_lim_iters, codec_cfg.nnls_iters) != (defaults.griffin_lim_iters, defaults.nnls_iters)
+    assert (trained.griffin_lim_iters, trained.nnls_iters) == (defaults.griffin_lim_iters, defaults.nnls_iters)
+    units = torch.randint(0, trained.config.num_units, (1, 20))
+    folder = trained.save_pretrained(tmp_path / "stage")
+    meta = json.loads((folder / "acoustic.json").read_text())
+    assert meta["decoder"] == {"griffin_lim_iters": defaults.griffin_lim_iters, "nnls_iters": defaults.nnls_iters}
+    meta["decoder"] = {"griffin_lim_iters": 3, "nnls_iters": 1}
+    (folder / "acoustic.json").write_text(json.dumps(meta))
+    loaded = AcousticStage.from_pretrained(folder)
+    assert (loaded.griffin_lim_iters, loaded.nnls_iters) == (3, 1)
+    assert torch.equal(loaded.synthesize(units), trained.synthesize(units, griffin_lim_iters=3, nnls_iters=1))
+    assert not torch.allclose(loaded.synthesize(units), trained.synthesize(units))
+    loaded.griffin_lim_iters = defaults.griffin_lim_iters  # the attribute is what a plain call uses
+    assert torch.equal(loaded.synthesize(units, nnls_iters=defaults.nnls_iters), trained.synthesize(units))
+    del meta["decoder"]
+    (folder / "acoustic.json").write_text(json.dumps(meta))
+    old = AcousticStage.from_pretrained(folder)
+    assert (old.griffin_lim_iters, old.nnls_iters) == (defaults.griffin_lim_iters, defaults.nnls_iters)
+    assert old.codec.config.griffin_lim_iters == codec_cfg.griffin_lim_iters  # the codec's own config is untouched
+    with pytest.raises(ValueError, match="griffin_lim_iters = 0"):
+        AcousticStage(trained.config, trained.codec, unit_tokenizer=trained.unit_tokenizer, griffin_lim_iters=0)
+
+
 def test_synthesize_is_deterministic_and_batched_equals_one_by_one(trained):
     rng = np.random.default_rng(1)
     units = torch.randint(0, trained.config.num_units, (3, 40))

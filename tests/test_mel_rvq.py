@@ -270,3 +270,106 @@ def test_mel_to_magnitude_inverts_the_filterbank(tok, corpus):
     mel = logmel.exp()
     rel = float((mel_again - mel).norm() / mel.norm())
     assert rel < 0.1, rel
+
+
+# ----------------------------------------------------------------------------- the fast decoder's parts
+
+
+@pytest.mark.parametrize("n_fft,win_length,hop", [(400, 400, 160), (512, 400, 160), (256, 256, 64)])
+def test_framed_stft_matches_torch_stft_and_istft(n_fft, win_length, hop):
+    """The hand-framed STFT pair equals torch.stft / torch.istft (centred, zero-padded, one length)."""
+    from audiopalm.tokenizers.mel_rvq import _FramedSTFT
+
+    length = 37 * hop
+    window = torch.hann_window(win_length)
+    kw = dict(n_fft=n_fft, hop_length=hop, win_length=win_length, window=window, center=True)
+    stft = _FramedSTFT(window, n_fft, hop, length)
+    wav = torch.randn(2, length, generator=torch.Generator().manual_seed(0))
+    want = torch.stft(wav, pad_mode="constant", return_complex=True, **kw)  # [2, n_freq, N]
+    got = stft.forward(wav)  # [2, N, n_freq]
+    torch.testing.assert_close(got.transpose(1, 2), want, atol=1e-4, rtol=1e-4)
+    spec = torch.polar(torch.rand(want.shape), torch.rand(want.shape) * 2 * math.pi)  # inconsistent on purpose
+    torch.testing.assert_close(stft.inverse(spec.transpose(1, 2)), torch.istft(spec, length=length, **kw))
+    torch.testing.assert_close(stft.inverse(got), wav, atol=1e-5, rtol=1e-5)
+
+
+def test_phase_gradient_init_follows_a_sinusoid_between_bins(tok):
+    """For a steady tone between two bins, the starting phase advances per frame at the tone's frequency,
+    not at the nearest bin's centre frequency (the 'advance' a zero-slope magnitude would give)."""
+    from audiopalm.tokenizers.mel_rvq import phase_gradient_init
+
+    c = tok.config
+    freq = 1000.0 + 0.3 * SR / c.n_fft  # 0.3 bins above a bin centre
+    wav = torch.sin(2 * math.pi * freq * torch.arange(SR // 2) / SR)[None]
+    spec = torch.stft(
+        wav, c.n_fft, c.hop_length, c.win_length, tok.window, center=True, pad_mode="constant", return_complex=True
+    ).transpose(1, 2)  # [1, N, n_freq]
+    phase = phase_gradient_init(spec.abs(), torch.zeros(spec.shape[2]), c.hop_length, c.n_fft, c.win_length)
+    true_step = 2 * math.pi * freq * c.hop_length / SR
+    mid = spec.shape[1] // 2  # away from the edges
+    for k in (round(freq * c.n_fft / SR), round(freq * c.n_fft / SR) + 1):  # the two bins around the tone
+        step = float(phase[0, mid + 1, k] - phase[0, mid, k])
+        centre_step = 2 * math.pi * k * c.hop_length / c.n_fft
+        err = abs(math.remainder(step - true_step, 2 * math.pi))
+        assert err < 0.5 * abs(math.remainder(centre_step - true_step, 2 * math.pi)), (k, step, true_step)
+
+
+def test_phase_gradient_start_needs_fewer_iterations_than_random(tok, corpus):
+    c = tok.config
+
+    def stft(w):
+        return torch.stft(
+            w, c.n_fft, c.hop_length, c.win_length, tok.window, center=True, pad_mode="constant", return_complex=True
+        ).abs()
+
+    for wav in corpus[:3]:
+        wav = torch.from_numpy(wav)[None]
+        wav = wav[:, : (wav.shape[1] // c.hop_length) * c.hop_length]
+        mag = stft(wav)[:, :, :-1]  # [1, n_freq, M]
+        err = {
+            init: float((stft(tok.griffin_lim(mag, iters=4, init=init))[:, :, :-1] - mag).norm() / mag.norm())
+            for init in ("phase_gradient", "random")
+        }
+        assert err["phase_gradient"] < 0.85 * err["random"], err
+    with pytest.raises(ValueError, match="init must be"):
+        tok.griffin_lim(mag, init="zero")
+
+
+def test_griffin_lim_of_a_batch_equals_each_item_alone(tok, corpus):
+    batch, _ = pad_batch(corpus[:2])
+    logmel, _ = tok.log_mel(batch)  # [2, M, n_mels]: equal lengths (padding is silence)
+    mag = tok.log_mel_to_magnitude(logmel)  # [2, n_freq, M]
+    both = tok.griffin_lim(mag)
+    for i in range(2):
+        torch.testing.assert_close(both[i], tok.griffin_lim(mag[i : i + 1])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_more_nnls_iterations_never_fit_the_mel_worse(tok, corpus):
+    """Lee & Seung's multiplicative updates do not increase the least-squares residual."""
+    logmel, _ = tok.log_mel(torch.from_numpy(corpus[3])[None])
+    mel = logmel.exp()
+    res = [
+        float((tok.log_mel_to_magnitude(logmel, nnls_iters=k).transpose(1, 2) @ tok.mel_fb - mel).norm())
+        for k in (1, 5, 20)
+    ]
+    assert res[0] >= res[1] >= res[2], res
+
+
+def test_decoder_settings_per_call(tok, corpus):
+    """decode(..., griffin_lim_iters=, nnls_iters=) overrides the config for that call only."""
+    codes, _ = tok.encode(torch.from_numpy(corpus[0])[None])
+    default = tok.decode(codes)
+    fewer = tok.decode(codes, griffin_lim_iters=2, nnls_iters=0)
+    assert fewer.shape == default.shape and not torch.allclose(fewer, default)
+    assert torch.equal(tok.decode(codes), default)  # the config is unchanged
+    c = tok.config
+    old = (c.griffin_lim_iters, c.nnls_iters)
+    try:
+        c.griffin_lim_iters, c.nnls_iters = 2, 0
+        assert torch.equal(tok.decode(codes), fewer)
+    finally:
+        c.griffin_lim_iters, c.nnls_iters = old
+    with pytest.raises(ValueError, match="griffin_lim_iters = 0"):
+        tok.decode(codes, griffin_lim_iters=0)
+    with pytest.raises(ValueError, match="nnls_iters = -1"):
+        tok.decode(codes, nnls_iters=-1)

@@ -9,12 +9,19 @@
 The folder (written atomically by :meth:`AcousticStage.save_pretrained`)::
 
     acoustic.json          {"config": AcousticConfig, "unit_tokenizer": {fingerprint, type, frame_rate, codebook_size},
-                            "codec_fingerprint", "max_prompt_frames", "default_voice": {speaker, utterances}}
+                            "codec_fingerprint", "max_prompt_frames", "default_voice": {speaker, utterances},
+                            "decoder": {griffin_lim_iters, nnls_iters}}
     acoustic.safetensors   the network and the default voice embedding
     codec/                 the mel_rvq codec whose features the network predicts (and whose Griffin-Lim decodes them)
 
 The unit tokenizer itself is not stored (the LM emits units; only their meaning must match), its
 fingerprint is: :meth:`AcousticStage.check_units` refuses units from another tokenizer.
+
+``decoder``: the Griffin-Lim settings :meth:`AcousticStage.synthesize` uses when a call names none (the
+stage's attributes ``griffin_lim_iters`` / ``nnls_iters``; default: ``MelRVQConfig``'s defaults, also for a
+folder saved without ``decoder``). They are the stage's, not the codec's config's: a codec's config is hashed
+into its fingerprint, which token stores and this folder record, so a saved codec keeps the decoder settings
+it was fitted with (the demo's: the former, slow defaults) and changing them would orphan its stores.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 from torch import nn
 
 from audiopalm.acoustic.model import AcousticConfig, AcousticModel
+from audiopalm.tokenizers.mel_rvq import MelRVQConfig
 
 CONFIG_NAME = "acoustic.json"
 WEIGHTS_NAME = "acoustic.safetensors"
@@ -51,6 +59,8 @@ class AcousticStage(nn.Module):
         unit_tokenizer: dict,
         max_prompt_frames: int = DEFAULT_PROMPT_FRAMES,
         default_voice_info: dict | None = None,
+        griffin_lim_iters: int | None = None,
+        nnls_iters: int | None = None,
     ):
         super().__init__()
         if getattr(codec, "type_name", None) != "mel_rvq":
@@ -76,6 +86,16 @@ class AcousticStage(nn.Module):
         self.max_prompt_frames = int(max_prompt_frames)
         self.default_voice_info = dict(default_voice_info or {})
         self.register_buffer("default_voice", torch.zeros(config.voice_dim))  # [V]
+        defaults = MelRVQConfig()
+        self.griffin_lim_iters = defaults.griffin_lim_iters if griffin_lim_iters is None else int(griffin_lim_iters)
+        """Griffin-Lim iterations of :meth:`synthesize` when the call gives none (saved in ``acoustic.json``)."""
+        self.nnls_iters = defaults.nnls_iters if nnls_iters is None else int(nnls_iters)
+        """mel -> magnitude refinement iterations of :meth:`synthesize` when the call gives none."""
+        if self.griffin_lim_iters < 1 or self.nnls_iters < 0:
+            raise ValueError(
+                f"decoder settings griffin_lim_iters = {self.griffin_lim_iters} (must be >= 1), "
+                f"nnls_iters = {self.nnls_iters} (must be >= 0)"
+            )
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod
@@ -189,23 +209,17 @@ class AcousticStage(nn.Module):
     ) -> torch.Tensor:
         """Normalised features [B, F, D] + lengths [B] -> waveform [B, F * samples_per_frame], zero past each length.
 
-        ``griffin_lim_iters`` / ``nnls_iters``: the codec's decoder settings for this call (None: the codec's);
-        they set the speed (docs/acoustic_stage.md). Each item is decoded alone on its own frames: Griffin-Lim's
-        phases depend on the signal length, so this makes a batch give exactly the items' one-by-one outputs."""
+        ``griffin_lim_iters`` / ``nnls_iters``: the decoder settings for this call (None: the stage's attributes
+        of those names); they set the speed (docs/acoustic_stage.md). Each item is decoded alone on its own
+        frames: Griffin-Lim's phases depend on the signal length, so this makes a batch give exactly the items'
+        one-by-one outputs."""
         spf = self.codec.samples_per_frame
         out = feats.new_zeros(feats.shape[0], feats.shape[1] * spf)
-        cfg = self.codec.config
-        old = (cfg.griffin_lim_iters, cfg.nnls_iters)
-        try:
-            if griffin_lim_iters is not None:
-                cfg.griffin_lim_iters = int(griffin_lim_iters)
-            if nnls_iters is not None:
-                cfg.nnls_iters = int(nnls_iters)
-            for i, n in enumerate(lengths.tolist()):
-                logmel = self.codec.features_to_log_mel(feats[i : i + 1, :n])  # [1, n * stack, n_mels]
-                out[i, : n * spf] = self.codec.log_mel_to_wav(logmel)[0]
-        finally:
-            cfg.griffin_lim_iters, cfg.nnls_iters = old
+        gl = self.griffin_lim_iters if griffin_lim_iters is None else griffin_lim_iters
+        nnls = self.nnls_iters if nnls_iters is None else nnls_iters
+        for i, n in enumerate(lengths.tolist()):
+            logmel = self.codec.features_to_log_mel(feats[i : i + 1, :n])  # [1, n * stack, n_mels]
+            out[i, : n * spf] = self.codec.log_mel_to_wav(logmel, griffin_lim_iters=gl, nnls_iters=nnls)[0]
         return out  # [B, F * spf]
 
     @torch.no_grad()
@@ -242,6 +256,7 @@ class AcousticStage(nn.Module):
             "codec_fingerprint": self.codec.fingerprint,
             "max_prompt_frames": self.max_prompt_frames,
             "default_voice": self.default_voice_info,
+            "decoder": {"griffin_lim_iters": self.griffin_lim_iters, "nnls_iters": self.nnls_iters},
         }
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
@@ -291,12 +306,15 @@ class AcousticStage(nn.Module):
                 f"{directory / CODEC_DIR}: codec fingerprint {codec.fingerprint} differs from "
                 f"{meta['codec_fingerprint']} recorded in {CONFIG_NAME}; the folder was altered"
             )
+        decoder = meta.get("decoder") or {}  # absent in folders saved before it existed: the defaults
         stage = cls(
             AcousticConfig(**meta["config"]),
             codec,
             unit_tokenizer=meta["unit_tokenizer"],
             max_prompt_frames=meta["max_prompt_frames"],
             default_voice_info=meta.get("default_voice"),
+            griffin_lim_iters=decoder.get("griffin_lim_iters"),
+            nnls_iters=decoder.get("nnls_iters"),
         )
         missing, unexpected = stage.load_state_dict(load_file(str(directory / WEIGHTS_NAME)), strict=False)
         missing = [k for k in missing if not k.startswith("codec.")]
