@@ -511,3 +511,35 @@ def test_full_pairs_keep_all_rows_and_runs_give_loss_curves(setup, tmp_path):
         EvalConfig(
             checkpoint=str(ckpt), out=str(tmp_path / "r3"), tasks=["ASR"], manifest=str(manifest), full_pairs=["en>fr"]
         )
+
+
+def test_pairs_a_checkpoint_was_not_trained_on_are_skipped_and_counted(setup, tmp_path):
+    """A checkpoint that records its training languages (audiopalm.json ``task_languages``) is scored on those
+    only: an untrained direction would only measure the prior of the tasks it was trained on."""
+    import shutil
+
+    from audiopalm.evaluation.evaluate import evaluate
+
+    ckpt, manifest, _ = setup
+    mine = tmp_path / "ckpt"
+    shutil.copytree(ckpt, mine)
+    layout = json.loads((mine / "audiopalm.json").read_text())
+    layout["task_languages"] = {"ASR": ["en"], "MT": ["en-fr"]}
+    (mine / "audiopalm.json").write_text(json.dumps(layout))
+    cfg = EvalConfig(
+        checkpoint=str(mine),
+        out=str(tmp_path / "r"),
+        tasks=["ASR", "MT"],
+        manifest=str(manifest),
+        max_new_tokens=4,
+        report=False,
+        progress=False,
+    )
+    summary = evaluate(cfg)
+    assert {(m["task"], m["src"], m.get("tgt")) for m in summary["metrics"]} <= {
+        ("ASR", "en", None),
+        ("MT", "en", "fr"),
+    }
+    assert any(m["task"] == "ASR" for m in summary["metrics"]) and any(m["task"] == "MT" for m in summary["metrics"])
+    skipped = {r["reason"]: r["count"] for r in summary["extra_tables"]["Skipped utterances"]}
+    assert skipped == {"ASR: fr not trained": 1, "MT: en-es not trained": 1, "MT: fr-en not trained": 1}, skipped

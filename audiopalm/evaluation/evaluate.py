@@ -331,7 +331,11 @@ def evaluate(cfg: EvalConfig) -> dict:
         speech_field = next((f for k, f in spec.output_segments if k == AUDIO), None)
         slug = _slug(spec.name)
         lines: list[dict] = []
+        trained = pipe.trained_languages(spec)  # empty: the checkpoint does not say, every pair is scored
         for (src, tgt), items in task_items(spec, rows, cfg.max_items, skipped, cfg.full_pairs).items():
+            if trained and (f"{src}-{tgt}" if tgt else src) not in trained:
+                skipped[f"{spec.name}: {src}{'-' + tgt if tgt else ''} not trained"] += len(items)
+                continue
             records = []
             for row in tqdm(
                 items,
