@@ -183,6 +183,11 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert mt["n"] == len(en_fr) + len(en_fr_text_only) and en_fr_text_only, (mt, len(en_fr), len(en_fr_text_only))
     # the report plots the loss curves of the training stages
     assert "audiopalm" in json.dumps(summary.get("train_logs", {})), summary.keys()
+    # the default's corpus and mixture: English and French, translation trained (and scored) en->fr only
+    assert json.loads((out / "corpus/corpus.json").read_text())["languages"] == ["en", "fr"]
+    scored = {(m["task"], m["src"], m["tgt"]) for m in summary["metrics"]}
+    assert ("ASR", "fr", None) in scored and ("AST", "en", "fr") in scored, scored
+    assert not [t for t in scored if t[0] in ("AST", "S2ST", "MT") and t[1] == "fr"], scored
 
 
 def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):

@@ -4,7 +4,7 @@ Each stage writes into its own folder under --out and is skipped when its output
 (a stage writes a `.done` marker last), so re-running resumes where it stopped; the training stages
 also continue from their newest checkpoint. Stages:
 
-  corpus      data_prep/synth_corpus.py: the four-language parallel corpus spoken by espeak-ng
+  corpus      data_prep/synth_corpus.py: the parallel corpus spoken by espeak-ng (default: English and French)
   tokenizer   audiopalm tokenizer fit: the built-in mel-RVQ codec fitted on the training audio
   units       (units profiles) audiopalm tokenizer fit-ctc-units: a CTC speech encoder trained on the
               corpus transcripts, k-means of its states = the semantic units the LM reads and writes
@@ -34,7 +34,7 @@ class Profile:
     """Sizes of one demo run."""
 
     train: int
-    """Training sentences (each spoken in en, fr, es, de)."""
+    """Training sentences (each spoken in every language of ``langs``)."""
     dev: int
     """Dev sentences."""
     test: int
@@ -84,37 +84,50 @@ _JUDGE = _args("--augment --num-units 64 --max-frames 20000 --kmeans-iters 5")
 # every task of en->fr (and ASR / TTS of en) on all its test utterances (50 seen-voice + 50 held-out), the other
 # pairs on 10; PocketSphinx as the peer ASR on 25 English utterances per voice subset
 _EVAL = _args("--full-pairs en-fr --max-items 10 --batch-size 16 --peer pocketsphinx --peer-max-items 25")
+# the default's mixture on its English-French corpus: every goal is English or English->French, so the examples go
+# there (French ASR and TTS too: the LM reads and writes French units for S2ST); 3e-3 for a 4M model, 600 steps
+_ENFR_MIXTURE = (
+    "data.tasks=[{task: ASR, weight: 3, pairs: [en-fr]}, {task: ASR, weight: 1, pairs: [fr-en]}, "
+    "{task: AST, weight: 1.5, pairs: [en-fr]}, {task: TTS, weight: 1, pairs: [en-fr, fr-en]}, "
+    "{task: S2ST, weight: 0.5, pairs: [en-fr]}, {task: MT, weight: 1, pairs: [en-fr]}, "
+    "{task: ASR AST S2ST, weight: 1, pairs: [en-fr]}]",
+    "optim.lr=3e-3",
+)
+_ENFR_FINETUNE = (*_ENFR_MIXTURE, *_args("train.max_steps=600 train.save_every=200 train.eval_every=200"))
 EVAL_MANIFEST = "eval.jsonl"
 """The corpus file the eval stage reads when a profile adds text-only sentences (``Profile.mt_sentences``)."""
 
-# default: the AudioLM / AudioPaLM hierarchy with the config files as they are: a CTC speech encoder trained on the
-# corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's features -> sound.
-# mel_rvq: the same with the codec's first codebook as the LM's audio tokens (the ablation arm). smoke / smoke_units:
-# every stage of mel_rvq / default on a tiny corpus (the slow tests). long: the default with 4x the sentences
-# (1500 are memorised by ~2000 steps) and 3x the steps.
+# default: the AudioLM / AudioPaLM hierarchy on an English-French corpus of 6000 sentences (English ASR on 1500
+# sentences is memorised: its dev loss rises after ~250 steps; on 6000 it still falls at 600): a CTC speech encoder
+# trained on the corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's features
+# -> sound. mel_rvq: the same with the codec's first codebook as the LM's audio tokens (the ablation arm).
+# smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus (the slow tests). long: all four languages,
+# 6000 sentences and the shipped mixture, with 3x the steps.
 PROFILES = {
     "default": Profile(
-        train=1500,
+        train=6000,
         dev=100,
         test=100,
         tokenizer_args=_UNITS_CODEC,
         text_lm_overrides=(),
-        finetune_overrides=(),
+        finetune_overrides=_ENFR_FINETUNE,
         eval_args=_EVAL,
         tokens="units",
         judge_args=_JUDGE,
         mt_sentences=500,
+        langs=("en", "fr"),
     ),
     "mel_rvq": Profile(
-        train=1500,
+        train=6000,
         dev=100,
         test=100,
         tokenizer_args=_args("--num-codebooks 4 --codebook-size 256"),
         text_lm_overrides=(),
-        finetune_overrides=(),
+        finetune_overrides=_ENFR_FINETUNE,
         eval_args=_EVAL,
         judge_args=_JUDGE,
         mt_sentences=500,
+        langs=("en", "fr"),
     ),
     "long": Profile(
         train=6000,
@@ -143,7 +156,7 @@ PROFILES = {
         test=10,
         tokenizer_args=_args("--num-codebooks 1 --codebook-size 16 --kmeans-iters 3"),
         text_lm_overrides=_SMOKE_TEXT_LM,
-        finetune_overrides=_SMOKE_FINETUNE,
+        finetune_overrides=(*_ENFR_MIXTURE, *_SMOKE_FINETUNE),  # the default's languages and mixture, tiny
         eval_args=_args("--full-pairs en-fr --max-items 2 --max-new-tokens 200"),
         tokens="units",
         units_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 32 --kmeans-iters 3"),
@@ -153,6 +166,7 @@ PROFILES = {
             "model.hidden_size=32 model.voice_dim=8 model.voice_hidden=8"
         ),
         mt_sentences=5,
+        langs=("en", "fr"),
     ),
 }
 
@@ -389,9 +403,9 @@ def add_arguments(parser) -> None:
         choices=sorted(PROFILES),
         default="default",
         help="default: the README's demo, the AudioLM hierarchy (CTC-encoder units -> LM -> acoustic stage -> sound, "
-        "judged by a second CTC encoder); mel_rvq: the same budget with the codec's codes as the LM's audio tokens "
-        "(the ablation arm); long: the default with 4x the sentences and 3x the fine-tune steps; smoke / "
-        "smoke_units: every stage of mel_rvq / default on a tiny corpus, in minutes",
+        "judged by a second CTC encoder) on 6000 English-French sentences; mel_rvq: the same budget with the codec's "
+        "codes as the LM's audio tokens (the ablation arm); long: all four languages on 6000 sentences, 3x the "
+        "fine-tune steps; smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus, in minutes",
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)"
