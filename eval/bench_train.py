@@ -1,17 +1,24 @@
-"""Benchmark training throughput: packed batches vs dynamic padding vs a plain ``transformers.Trainer``.
+"""Benchmark training throughput: packed batches vs dynamic padding vs ``transformers.Trainer``, padded and flattened.
 
     python eval/bench_train.py --quick --out runs/bench/train.json     # < 1 min on 2 CPU cores
     python eval/bench_train.py --out runs/bench/train.json             # stage-0 model size, longer
     python eval/bench_train.py --store runs/demo/tokens/train --out runs/bench/train.json   # real codes
 
-Three ways to train the same model on the same multitask data, with the same global batch in tokens:
+Four ways to train the same model on the same multitask data, with the same global batch in tokens:
 
 (a) ``packed``: :class:`audiopalm.data.batching.PackedBatches` — examples laid end to end in rows of ``max_len``
     tokens, restarting ``position_ids``, no attention mask, ``use_cache=False``;
 (b) ``padded``: :class:`audiopalm.data.batching.PaddingCollator` — one example per row, right-padded to the
     longest in the batch (dynamic padding), our own training loop;
 (c) ``hf_trainer``: a plain ``transformers.Trainer`` with ``DataCollatorForSeq2Seq`` (dynamic padding,
-    no length grouping), the baseline most people start from.
+    no length grouping), the baseline most people start from;
+(d) ``hf_flatten``: the same ``transformers.Trainer`` with HF's own packing, ``DataCollatorWithFlattening``: the
+    step's examples laid end to end in one row, ``position_ids`` restarting per example, no padding, no
+    attention mask. transformers (>= 4.53's ``masking_utils``) then builds a block-diagonal causal mask from the
+    restarting positions for SDPA / eager attention too (flash-attention is not needed for correctness), so
+    no token attends across examples: the bench checks this on the model before timing
+    (``hf_flatten_masks_across_examples``) and refuses to time a version where it does not hold. It trains on the
+    same examples in the same order as (c), the same tokens.
 
 The model is a small Llama built from a config (no hub), extended with the audio vocabulary
 (``--num-codebooks`` x ``--codebook-size`` codes, flatten pattern) by
@@ -31,6 +38,7 @@ and their collation is inside the timed region.
 Measured (written to ``--out`` as JSON and printed as a markdown table; ``.md`` beside the JSON):
 
 - ``*_tokens_per_s``: useful (non-pad: prompt + target) tokens per second of training;
+  ``*_target_tokens_per_s``: the target tokens among them (the ones the loss is computed on);
 - ``*_tokens_per_cpu_s``: the same per CPU second of this process (all its threads): on a machine
   shared with other work, wall time stretches with their load, CPU time much less;
 - ``*_nonpad_fraction``: non-pad tokens / token slots the model computed on;
@@ -74,7 +82,7 @@ from audiopalm.data.batching import IGNORE_INDEX, MixtureSource, PackedBatches, 
 from audiopalm.data.tasks import render, tag_lines
 from audiopalm.data.vocab import UnifiedVocab
 
-METHODS = ("packed", "padded", "hf_trainer")
+METHODS = ("packed", "padded", "hf_trainer", "hf_flatten")
 
 # Utterance length of the built-in corpus (data_prep/synth_corpus.py: espeak-ng voices at 140..170 wpm,
 # silence trimmed to 0.1 s each side), measured on 48 of its sentences (12 sentences x 4 languages):
@@ -366,6 +374,8 @@ class Measurement:
     """Examples in the timed steps."""
     steps: int
     """Timed optimizer steps."""
+    targets: int = 0
+    """Target tokens (labels the loss is computed on) in the timed steps."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -374,6 +384,10 @@ class Measurement:
     @property
     def tokens_per_cpu_s(self) -> float:
         return self.useful_tokens / self.cpu_seconds
+
+    @property
+    def targets_per_s(self) -> float:
+        return self.targets / self.seconds
 
 
 def _optimizer(model, lr: float):
@@ -393,7 +407,7 @@ def _own_loop(model, batches: Iterator[dict], cfg: BenchConfig, pad_id: int, des
     """Our training loop: collate, forward with labels (the model's loss), backward, clip, AdamW step."""
     model.train()
     opt = _optimizer(model, cfg.lr)
-    useful = slots = examples = 0
+    useful = slots = examples = targets = 0
     t0 = c0 = 0.0  # set when the warm-up steps are done
     for step in tqdm(range(cfg.warmup_steps + cfg.steps), desc=desc, leave=False):
         if step == cfg.warmup_steps:
@@ -405,12 +419,13 @@ def _own_loop(model, batches: Iterator[dict], cfg: BenchConfig, pad_id: int, des
             useful += int((ids != pad_id).sum())  # render() never emits the pad id: non-pad = example tokens
             slots += ids.numel()
             examples += _examples_in(batch, pad_id)
+            targets += int((batch["labels"] != IGNORE_INDEX).sum())
         loss = model(**batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-    return Measurement(time.perf_counter() - t0, time.process_time() - c0, useful, slots, examples, cfg.steps)
+    return Measurement(time.perf_counter() - t0, time.process_time() - c0, useful, slots, examples, cfg.steps, targets)
 
 
 def run_packed(model, examples, cfg: BenchConfig, pad_id: int) -> Measurement:
@@ -424,20 +439,52 @@ def run_padded(model, examples, cfg: BenchConfig, pad_id: int, batch_size: int) 
     return _own_loop(model, padded_stream(examples, batch_size=batch_size, pad_id=pad_id), cfg, pad_id, "padded")
 
 
-def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int) -> Measurement:
-    """A plain ``transformers.Trainer`` (DataCollatorForSeq2Seq, sequential order, no length grouping)."""
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback, TrainingArguments
+def hf_flatten_masks_across_examples(model, examples: list[dict]) -> bool:
+    """Whether the model, fed a ``DataCollatorWithFlattening`` row (no attention mask), gives every example the
+    logits it gets alone: i.e. transformers masks attention between the packed examples (model in eval mode)."""
+    from transformers import DataCollatorWithFlattening
+
+    feats = [{"input_ids": ex["input_ids"], "labels": ex["labels"]} for ex in examples]
+    batch = DataCollatorWithFlattening()(feats)  # input_ids / position_ids [1, sum L]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        flat = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        at, same = 0, True
+        for f in feats:
+            n = len(f["input_ids"])
+            alone = model(input_ids=torch.tensor([list(f["input_ids"])]), use_cache=False).logits[0]  # [n, V]
+            same = same and torch.allclose(flat[at : at + n], alone, atol=1e-4, rtol=1e-4)
+            at += n
+    model.train(was_training)
+    return same
+
+
+def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int, *, flatten: bool = False):
+    """A plain ``transformers.Trainer`` (sequential order, no length grouping): DataCollatorForSeq2Seq (dynamic
+    padding), or with ``flatten`` HF's packing, DataCollatorWithFlattening (one row, restarting position ids)."""
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        DataCollatorWithFlattening,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     total = cfg.warmup_steps + cfg.steps
     needed = total * batch_size
     data = [{"input_ids": ex["input_ids"], "labels": ex["labels"]} for ex in examples]
     data = (data * math.ceil(needed / len(data)))[:needed]  # the same examples, in the same order, as `padded`
-    inner = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
-    seen: list[tuple[int, int]] = []  # (non-pad tokens, slots) of each batch, in step order
+    if flatten:
+        inner = DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
+    else:
+        inner = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=IGNORE_INDEX)
+    seen: list[tuple[int, int, int]] = []  # (non-pad tokens, slots, target tokens) of each batch, in step order
 
     def collate(features):
         batch = inner(features)
-        seen.append((int(batch["attention_mask"].sum()), batch["input_ids"].numel()))
+        useful = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        seen.append((useful, batch["input_ids"].numel(), int((batch["labels"] != IGNORE_INDEX).sum())))
         return batch
 
     stamps: list[tuple[float, float]] = []  # (wall, CPU) time at the end of each step
@@ -482,7 +529,13 @@ def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int
     timed = seen[cfg.warmup_steps : total]  # batch i is step i (one batch per step, no workers, no prefetch)
     (w0, c0), (w1, c1) = stamps[cfg.warmup_steps - 1], stamps[total - 1]
     return Measurement(
-        w1 - w0, c1 - c0, sum(u for u, _ in timed), sum(s for _, s in timed), batch_size * cfg.steps, cfg.steps
+        w1 - w0,
+        c1 - c0,
+        sum(u for u, _, _ in timed),
+        sum(s for _, s, _ in timed),
+        batch_size * cfg.steps,
+        cfg.steps,
+        sum(t for _, _, t in timed),
     )
 
 
@@ -563,10 +616,18 @@ def benchmark(cfg: BenchConfig, args) -> dict:
     base = build_model(cfg, vocab)
     n_params = count_parameters(base)
     peaks = [matmul_peak_flops(cfg.peak_size)]  # measured again before every run: the best is kept (see below)
+    flatten_masked = hf_flatten_masks_across_examples(base, examples[:4])
+    if not flatten_masked:
+        raise RuntimeError(
+            f"transformers {__import__('transformers').__version__} lets a DataCollatorWithFlattening row attend "
+            "across examples with this model's attention: the hf_flatten baseline would not train on the same "
+            "task; use transformers >= 4.53 or flash-attention"
+        )
 
     runs: dict[str, list[Measurement]] = {m: [] for m in METHODS}
     for r in range(cfg.repeats):
-        for method in METHODS[r % 3 :] + METHODS[: r % 3]:  # rotated, so that no method always runs last
+        k = r % len(METHODS)
+        for method in METHODS[k:] + METHODS[:k]:  # rotated, so that no method always runs last
             peaks.append(matmul_peak_flops(cfg.peak_size, reps=3))
             model = copy.deepcopy(base)  # every run starts from the same weights
             torch.manual_seed(cfg.seed)
@@ -575,7 +636,7 @@ def benchmark(cfg: BenchConfig, args) -> dict:
             elif method == "padded":
                 m = run_padded(model, examples, cfg, pad_id, batch_size)
             else:
-                m = run_hf_trainer(model, examples, cfg, vocab.tokenizer, batch_size)
+                m = run_hf_trainer(model, examples, cfg, vocab.tokenizer, batch_size, flatten=method == "hf_flatten")
             runs[method].append(m)
             print(
                 f"[bench_train] repeat {r + 1}/{cfg.repeats} {method:>10}: {m.tokens_per_s:8.1f} useful tok/s "
@@ -595,6 +656,8 @@ def benchmark(cfg: BenchConfig, args) -> dict:
         out[f"{method}_tokens_per_s"] = round(tok_s, 1)
         out[f"{method}_tokens_per_s_all"] = [round(m.tokens_per_s, 1) for m in ms]
         out[f"{method}_tokens_per_cpu_s"] = round(statistics.median(m.tokens_per_cpu_s for m in ms), 1)
+        out[f"{method}_target_tokens_per_s"] = round(statistics.median(m.targets_per_s for m in ms), 1)
+        out[f"{method}_target_tokens_per_step"] = round(sum(m.targets for m in ms) / sum(m.steps for m in ms), 1)
         out[f"{method}_nonpad_fraction"] = round(sum(m.useful_tokens for m in ms) / sum(m.slots for m in ms), 4)
         out[f"{method}_useful_tokens_per_step"] = round(sum(m.useful_tokens for m in ms) / sum(m.steps for m in ms), 1)
         out[f"{method}_slots_per_step"] = round(sum(m.slots for m in ms) / sum(m.steps for m in ms), 1)
@@ -604,7 +667,13 @@ def benchmark(cfg: BenchConfig, args) -> dict:
     out["mfu"] = out["packed_mfu"]
     out["mfu_padded"] = out["padded_mfu"]
     out["mfu_hf_trainer"] = out["hf_trainer_mfu"]
-    for other in ("hf_trainer", "padded"):  # median of the ratios within each round (paired under similar load)
+    out["mfu_hf_flatten"] = out["hf_flatten_mfu"]
+    out["hf_flatten_masks_across_examples"] = flatten_masked
+    for other in (
+        "hf_trainer",
+        "hf_flatten",
+        "padded",
+    ):  # median of the ratios within each round (paired under similar load)
         out[f"packed_vs_{other}"] = round(
             statistics.median(
                 a.tokens_per_s / b.tokens_per_s for a, b in zip(runs["packed"], runs[other], strict=True)
@@ -650,27 +719,29 @@ def benchmark(cfg: BenchConfig, args) -> dict:
 
 
 def markdown(res: dict) -> str:
-    """The table the README quotes."""
+    """The table the docs quote: each method against both HF baselines (padded and flattened Trainer)."""
     names = {
         "packed": "packed (PackedBatches)",
         "padded": "dynamic padding (PaddingCollator)",
-        "hf_trainer": "transformers.Trainer + DataCollatorForSeq2Seq",
+        "hf_trainer": "transformers.Trainer + DataCollatorForSeq2Seq (padded)",
+        "hf_flatten": "transformers.Trainer + DataCollatorWithFlattening",
     }
+
+    def ratio(m: str, base: str, key: str) -> float:
+        return res[f"{m}_{key}"] / res[f"{base}_{key}"]
+
     lines = [
-        "| batching | useful tokens/s | vs Trainer | useful tokens / CPU s | vs Trainer (CPU) | non-pad fraction "
-        "| tokens/step (useful / slots) | MFU | MFU (CPU time) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| batching | useful tokens/s | target tokens/s | vs HF padded | vs HF flattening | useful tokens / CPU s "
+        "| vs HF padded (CPU) | vs HF flattening (CPU) | non-pad fraction | tokens/step (useful / slots) | MFU "
+        "| MFU (CPU time) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in METHODS:
-        ratio = {"packed": res["packed_vs_hf_trainer"], "hf_trainer": 1.0}.get(
-            m, res["padded_tokens_per_s"] / res["hf_trainer_tokens_per_s"]
-        )
-        ratio_cpu = {"packed": res["packed_vs_hf_trainer_cpu_time"], "hf_trainer": 1.0}.get(
-            m, res["padded_tokens_per_cpu_s"] / res["hf_trainer_tokens_per_cpu_s"]
-        )
         lines.append(
-            f"| {names[m]} | {res[f'{m}_tokens_per_s']:.0f} | {ratio:.2f}x | "
-            f"{res[f'{m}_tokens_per_cpu_s']:.0f} | {ratio_cpu:.2f}x | "
+            f"| {names[m]} | {res[f'{m}_tokens_per_s']:.0f} | {res[f'{m}_target_tokens_per_s']:.0f} | "
+            f"{ratio(m, 'hf_trainer', 'tokens_per_s'):.2f}x | {ratio(m, 'hf_flatten', 'tokens_per_s'):.2f}x | "
+            f"{res[f'{m}_tokens_per_cpu_s']:.0f} | {ratio(m, 'hf_trainer', 'tokens_per_cpu_s'):.2f}x | "
+            f"{ratio(m, 'hf_flatten', 'tokens_per_cpu_s'):.2f}x | "
             f"{res[f'{m}_nonpad_fraction']:.3f} | {res[f'{m}_useful_tokens_per_step']:.0f} / "
             f"{res[f'{m}_slots_per_step']:.0f} | {100 * res[f'{m}_mfu']:.2f}% | "
             f"{100 * res[f'{m}_mfu_cpu_time']:.2f}% |"
@@ -685,7 +756,8 @@ def markdown(res: dict) -> str:
         f"{res['threads']} thread(s), fp32 matmul peak {res['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
         f"({res['matmul_peak_flops_per_cpu_s'] / 1e9:.1f} per CPU second); "
         f"load average {res['loadavg_before'][0]} before, {res['loadavg_after'][0]} after. "
-        "Packed vs Trainer: median of the per-round ratios."
+        "Ratios: of the medians (the JSON's packed_vs_* are medians of the per-round ratios). "
+        f"HF flattening masks attention between its examples here: {res['hf_flatten_masks_across_examples']}."
     )
     return "\n".join(lines) + "\n"
 

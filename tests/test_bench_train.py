@@ -105,6 +105,11 @@ def test_tiny_quick_run_writes_consistent_results(bench, tmp_path):
     assert res["hf_trainer_nonpad_fraction"] == res["padded_nonpad_fraction"]
     assert res["hf_trainer_useful_tokens_per_step"] == res["padded_useful_tokens_per_step"]
     assert res["hf_trainer_examples_per_step"] == res["padded_examples_per_step"]
+    # HF's flattening trained on the same examples with no padding at all, masked between examples
+    assert res["hf_flatten_nonpad_fraction"] == 1.0
+    assert res["hf_flatten_useful_tokens_per_step"] == res["hf_trainer_useful_tokens_per_step"]
+    assert res["hf_flatten_target_tokens_per_step"] == res["hf_trainer_target_tokens_per_step"] > 0
+    assert res["hf_flatten_masks_across_examples"] is True and res["hf_flatten_tokens_per_s"] > 0
     # same global batch in tokens: packed slots are rows x max_len; useful tokens per step roughly match
     assert res["packed_slots_per_step"] == 4 * res["max_len"]
     ratio = res["padded_useful_tokens_per_step"] / res["packed_useful_tokens_per_step"]
@@ -112,7 +117,7 @@ def test_tiny_quick_run_writes_consistent_results(bench, tmp_path):
     mfu = 6 * res["parameters"] * res["packed_tokens_per_s"] / res["matmul_peak_flops"]
     assert res["mfu"] == pytest.approx(mfu, rel=2e-3)
     table = out.with_suffix(".md").read_text()
-    assert table.count("\n|") == 4 and "Trainer" in table and "packed" in table, table
+    assert table.count("\n|") == 5 and "DataCollatorWithFlattening" in table and "packed" in table, table
 
 
 def test_rows_from_a_token_store(bench, tmp_path):
