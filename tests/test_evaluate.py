@@ -428,9 +428,21 @@ def test_bench_generate_quick_writes_the_figures(tmp_path):
     ):
         assert isinstance(res[key], float), (key, res[key])
     assert res["cached_tokens_per_s"] > 0 and res["uncached_tokens_per_s"] > 0 and res["sampled_tokens_per_s"] > 0
-    assert set(res["per_batch"]) == {"1", "2"} and res["headline_batch_size"] == 2
+    assert set(res["per_batch"]) == {"1", "2"} and res["headline_batch_size"] == 1
+    assert "uncached_tokens_per_s" not in res["per_batch"]["2"]  # uncached: batch 1 only by default
     assert res["setup"]["audio_tokens"] == 6 and 0 <= res["constraint_time_fraction"] < 1
     assert 0 < res["sampler_time_fraction"] < 1
+    # the static cache decodes exactly what the dynamic one does (greedy), at both batch sizes
+    assert all(row["static_cache_same_output"] is True for row in res["per_batch"].values())
+    lim = res["limits"]
+    assert lim["flops_per_token"] == 2 * res["setup"]["parameters"]
+    assert lim["compute_limit_tokens_per_s"] == pytest.approx(lim["matmul_peak_flops"] / lim["flops_per_token"], 1e-3)
+    share = res["profile"]["share"]
+    assert 0 < share["model_forward"] < 1 and 0 < share["segment_constraint"] <= share["logits_processors"] < 1
+    parts = share["model_forward"] + share["logits_processors"] + share["generate_loop_rest"]
+    assert parts == pytest.approx(1, abs=2e-3)
+    calls = res["speech_output"]["decoder_calls_per_audio_s"]
+    assert calls["codec_k2_flatten"] == 50 and calls["units_acoustic_stage"] == 25
 
 
 def test_mt_is_scored_on_text_only_rows(setup, tmp_path):
