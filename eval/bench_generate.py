@@ -178,6 +178,7 @@ def generate_once(
     constrained: bool,
     sampled: bool = False,
     cache_implementation: str | None = None,
+    compile_config=None,
 ) -> tuple[float, float, torch.Tensor, float]:
     """One greedy run of exactly ``new_tokens`` (``sampled``: with the default speech sampling); returns
     (wall seconds, process CPU seconds, ids [B, P + N], wall seconds inside the constraint, or inside the
@@ -210,6 +211,7 @@ def generate_once(
             pad_token_id=vocab.pad_id,
             eos_token_id=vocab.eos_id,
             cache_implementation=cache_implementation,
+            **({} if compile_config is None else {"compile_config": compile_config}),
         )  # [B, P + N]
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -259,6 +261,31 @@ def profile_decode(model, vocab, prompt: list[int], new_tokens: int) -> dict:
     }
 
 
+def compiled_decode(model, vocab, prompt: list[int], new_tokens: int, repeats: int, reference: torch.Tensor) -> dict:
+    """Batch-1 decoding with the static cache and transformers' own compiled step (torch.compile, inductor;
+    transformers compiles only on accelerators unless told, hence the flag it documents for testing on CPU):
+    the first call's seconds (compilation included), the best of ``repeats`` after it, and whether the ids equal
+    the eager dynamic-cache run's ``reference`` [1, P + N]."""
+    from transformers.generation.configuration_utils import CompileConfig
+
+    config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    config._compile_all_devices = True  # type: ignore[assignment]  # typed None in transformers; True is its switch
+    kw: dict[str, Any] = dict(use_cache=True, constrained=True, cache_implementation="static", compile_config=config)
+    t_first, _, ids, _ = generate_once(model, vocab, prompt, 1, new_tokens, **kw)
+    same = torch.equal(ids, reference)
+    t_best = c_best = float("inf")
+    for _ in range(repeats):
+        t, c, ids, _ = generate_once(model, vocab, prompt, 1, new_tokens, **kw)
+        t_best, c_best, same = min(t_best, t), min(c_best, c), same and torch.equal(ids, reference)
+    torch._dynamo.reset()  # the profiled run after this one is eager
+    return {
+        "tokens_per_s": round(new_tokens / t_best, 1),
+        "tokens_per_cpu_s": round(new_tokens / c_best, 1),
+        "first_call_seconds": round(t_first, 2),
+        "same_output": same,
+    }
+
+
 def speech_output(batch1_tokens_per_s: float, codebooks: int, acoustic_rtf: float | None) -> dict:
     """LM decoder calls per second of generated speech (and, at the measured batch-1 rate, LM seconds per second
     of speech): the codec's ``codebooks`` streams flattened, one semantic-unit stream (the acoustic stage's input),
@@ -287,6 +314,7 @@ def run_bench(
     device: str,
     peak_size: int = 2048,
     profile: bool = True,
+    compiled: bool = False,
 ) -> dict:
     bench_train = _bench_train()
     load_before = os.getloadavg()
@@ -377,6 +405,8 @@ def run_bench(
                 {"uncached_constrained": round(t_unc, 4), "cpu_uncached_constrained": round(c_unc, 4)}
             )
         per_batch[str(b)] = row
+        if b == min(batch_sizes):
+            out_batch1 = out
         print(f"batch {b}: {row}", file=sys.stderr)
     peak, peak_cpu = max(p[0] for p in peaks), max(p[1] for p in peaks)
     stream, stream_cpu = max(p[0] for p in streams), max(p[1] for p in streams)
@@ -418,6 +448,8 @@ def run_bench(
         "per_batch": per_batch,
         "speech_output": speech_output(head["cached_tokens_per_s"], codebooks, acoustic_rtf),
     }
+    if compiled:
+        result["compiled"] = compiled_decode(model, vocab, prompt, new, repeats, out_batch1)
     if profile:
         result["profile"] = profile_decode(model, vocab, prompt, new)
     result["setup"] = {
@@ -461,6 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--peak-size", type=int, help="side of the matmul that measures the peak (default 2048)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled batch-1 decode")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time batch 1 with the static cache and a compiled step"
+    )
     parser.add_argument("--repeats", type=int, help="timed runs per setting, best kept (default 3; --quick: 1)")
     parser.add_argument("--codebooks", type=int, default=2, help="audio codebooks in the vocabulary (default 2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -486,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         repeats=repeats,
         peak_size=args.peak_size or (1024 if args.quick else 2048),
         profile=not args.no_profile,
+        compiled=args.compile,
         codebooks=args.codebooks,
         device=args.device,
     )
