@@ -475,6 +475,7 @@ def run_hf_trainer(model, examples, cfg: BenchConfig, tokenizer, batch_size: int
     needed = total * batch_size
     data = [{"input_ids": ex["input_ids"], "labels": ex["labels"]} for ex in examples]
     data = (data * math.ceil(needed / len(data)))[:needed]  # the same examples, in the same order, as `padded`
+    inner: Any
     if flatten:
         inner = DataCollatorWithFlattening(separator_id=IGNORE_INDEX)
     else:

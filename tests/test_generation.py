@@ -99,6 +99,30 @@ def test_batched_equals_one_by_one_greedy():
     assert batched == single
 
 
+def test_static_cache_gives_the_dynamic_caches_greedy_outputs():
+    """``cache_implementation="static"`` (what a compiled decoding step needs) passes through ``generate`` and
+    decodes exactly the ids of the default dynamic cache: left-padded batch, constrained, speech sampled too."""
+    model, vocab = _setup()
+    prompts = [prompt_ids(_record(f, seed=f), "ASR AST S2ST", vocab) for f in (2, 7, 4)]
+    for sampling in (None, SpeechSampling(top_k=4)):
+        push = [_PushToEnd(vocab)]
+        dynamic = generate(
+            model, vocab, prompts, "ASR AST S2ST", max_new_tokens=60, speech_sampling=sampling, logits_processor=push
+        )
+        static = generate(
+            model,
+            vocab,
+            prompts,
+            "ASR AST S2ST",
+            max_new_tokens=60,
+            speech_sampling=sampling,
+            logits_processor=push,
+            cache_implementation="static",
+        )
+        assert static == dynamic
+        assert any(vocab.is_audio(i) for out in dynamic for i in out)  # the audio segment was reached
+
+
 def test_beam_search_text_task():
     model, vocab = _setup()
     prompts = [prompt_ids(_record(3), "ASR", vocab), prompt_ids(_record(5, seed=1), "ASR", vocab)]
