@@ -14,7 +14,7 @@ Four ways to train the same model on the same multitask data, with the same glob
     no length grouping), the baseline most people start from;
 (d) ``hf_flatten``: the same ``transformers.Trainer`` with HF's own packing, ``DataCollatorWithFlattening``: the
     step's examples laid end to end in one row, ``position_ids`` restarting per example, no padding, no
-    attention mask. transformers (>= 4.53's ``masking_utils``) then builds a block-diagonal causal mask from the
+    attention mask. transformers (its ``masking_utils``, here 5.x) then builds a block-diagonal causal mask from the
     restarting positions for SDPA / eager attention too (flash-attention is not needed for correctness), so
     no token attends across examples: the bench checks this on the model before timing
     (``hf_flatten_masks_across_examples``) and refuses to time a version where it does not hold. It trains on the
@@ -622,7 +622,7 @@ def benchmark(cfg: BenchConfig, args) -> dict:
         raise RuntimeError(
             f"transformers {__import__('transformers').__version__} lets a DataCollatorWithFlattening row attend "
             "across examples with this model's attention: the hf_flatten baseline would not train on the same "
-            "task; use transformers >= 4.53 or flash-attention"
+            "task; use a transformers release that builds packed masks (5.x does) or flash-attention"
         )
 
     runs: dict[str, list[Measurement]] = {m: [] for m in METHODS}
