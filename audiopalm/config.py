@@ -512,22 +512,20 @@ class FinetuneSpeechLlamaConfig:
     def __post_init__(self) -> None:
         _check(bool(self.model.llm), "model.llm", "must not be empty: a HF causal LM (hub name or local folder)")
         _check_recipe_config(self, "finetune_speech_llama")
-        lo = self.lora
-        derived: dict[str, Any] = {
-            "lora_r": lo.r if lo.enabled else 0,
-            "lora_alpha": float(lo.alpha),
-            "lora_dropout": float(lo.dropout),
-            "lora_target_modules": tuple(lo.target_modules),
-        }
-        default = SpeechLlamaConfig(llm=self.model.llm)
-        for name, value in derived.items():
-            given = getattr(self.model, name)
-            section_name = {"lora_r": "r", "lora_target_modules": "target_modules"}.get(name, name[len("lora_") :])
+        lo, default = self.lora, SpeechLlamaConfig(llm=self.model.llm)
+        derived: dict[str, Any] = {}  # model field -> its value from the lora: section
+        for field, section_field, value in (
+            ("lora_r", "r", lo.r if lo.enabled else 0),
+            ("lora_alpha", "alpha", float(lo.alpha)),
+            ("lora_dropout", "dropout", float(lo.dropout)),
+            ("lora_target_modules", "target_modules", tuple(lo.target_modules)),
+        ):
             _check(
-                given in (value, getattr(default, name)),
-                f"model.{name}",
-                f"set LoRA in the lora: section (lora.{section_name}), not in the model section",
+                getattr(self.model, field) in (value, getattr(default, field)),  # derived already, or left alone
+                f"model.{field}",
+                f"set LoRA in the lora: section (lora.{section_field}), not in the model section",
             )
+            derived[field] = value
         self.model = dataclasses.replace(self.model, **derived)
 
 

@@ -382,6 +382,11 @@ def check_langs(langs: Sequence[str]) -> tuple[str, ...]:
     return tuple(x for x in LANGS if x in langs)
 
 
+def pairs_of(langs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The directed pairs of :data:`PAIRS` whose two languages are both in ``langs``, in :data:`PAIRS` order."""
+    return tuple((a, b) for a, b in PAIRS if a in langs and b in langs)
+
+
 def synthesize(
     out_dir: str | os.PathLike,
     *,
@@ -407,7 +412,7 @@ def synthesize(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     langs = check_langs(langs)
-    pairs = [(a, b) for a, b in PAIRS if a in langs and b in langs]
+    pairs = pairs_of(langs)
     all_voices = [v for vs in VOICES.values() for v in vs]
     version = check_espeak(all_voices)
     voices_json = {lang: [dataclasses.asdict(v) for v in vs] for lang, vs in VOICES.items()}
@@ -583,7 +588,7 @@ def write_text_only(
         if meta.get("sentences"):
             train, dev, test = (meta["sentences"][k] for k in ("train", "dev", "test"))
         langs = meta.get("languages") or langs
-    langs = check_langs(langs)
+    pairs = pairs_of(check_langs(langs))
     start = train + dev + test
     records = [
         Record(
@@ -594,8 +599,7 @@ def write_text_only(
             tgt_text=p["tgt_text"],
             split="test",
         )
-        for p in generate_pairs(n, seed, start=start)
-        if p["src_lang"] in langs and p["tgt_lang"] in langs
+        for p in generate_pairs(n, seed, start=start, pairs=pairs)
     ]
     out.mkdir(parents=True, exist_ok=True)
     return write_manifest(out / TEXT_ONLY_NAME, records)

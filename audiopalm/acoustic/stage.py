@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from audiopalm.acoustic.model import AcousticConfig, AcousticModel
-from audiopalm.tokenizers.mel_rvq import MelRVQConfig
+from audiopalm.tokenizers.mel_rvq import MelRVQConfig, check_iters
 
 CONFIG_NAME = "acoustic.json"
 WEIGHTS_NAME = "acoustic.safetensors"
@@ -87,15 +87,12 @@ class AcousticStage(nn.Module):
         self.default_voice_info = dict(default_voice_info or {})
         self.register_buffer("default_voice", torch.zeros(config.voice_dim))  # [V]
         defaults = MelRVQConfig()
-        self.griffin_lim_iters = defaults.griffin_lim_iters if griffin_lim_iters is None else int(griffin_lim_iters)
+        self.griffin_lim_iters = check_iters(
+            defaults.griffin_lim_iters if griffin_lim_iters is None else griffin_lim_iters, "griffin_lim_iters", 1
+        )
         """Griffin-Lim iterations of :meth:`synthesize` when the call gives none (saved in ``acoustic.json``)."""
-        self.nnls_iters = defaults.nnls_iters if nnls_iters is None else int(nnls_iters)
+        self.nnls_iters = check_iters(defaults.nnls_iters if nnls_iters is None else nnls_iters, "nnls_iters", 0)
         """mel -> magnitude refinement iterations of :meth:`synthesize` when the call gives none."""
-        if self.griffin_lim_iters < 1 or self.nnls_iters < 0:
-            raise ValueError(
-                f"decoder settings griffin_lim_iters = {self.griffin_lim_iters} (must be >= 1), "
-                f"nnls_iters = {self.nnls_iters} (must be >= 0)"
-            )
 
     # ---- construction -----------------------------------------------------------------------
     @classmethod

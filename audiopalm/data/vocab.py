@@ -47,6 +47,17 @@ EOS_TOKEN = "<|eos|>"  # added only when the text tokenizer has no eos token
 AUDIO_TOKEN_FORMAT = "<a_{q}_{code}>"
 
 
+def language_key(lang: str, tgt_lang: str | None = None) -> str:
+    """How :attr:`VocabLayout.task_languages` names a task's languages: ``"en"``, or ``"en-fr"`` with a target."""
+    return f"{lang}-{tgt_lang}" if tgt_lang else lang
+
+
+def split_language_key(key: str) -> tuple[str, str | None]:
+    """``"en-fr"`` -> ``("en", "fr")``; ``"en"`` -> ``("en", None)`` (the inverse of :func:`language_key`)."""
+    lang, _, tgt = key.partition("-")
+    return lang, tgt or None
+
+
 class VocabError(ValueError):
     """A tokenizer and an ``audiopalm.json`` that do not describe the same vocabulary."""
 

@@ -302,6 +302,7 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     from audiopalm.audio import io as audio_io
     from audiopalm.data.tasks import AUDIO, parse_task
+    from audiopalm.data.vocab import language_key
     from audiopalm.inference.pipeline import AudioPaLM
     from audiopalm.inference.speech_llama_pipeline import SpeechLlamaPipeline, find_run
 
@@ -333,8 +334,9 @@ def evaluate(cfg: EvalConfig) -> dict:
         lines: list[dict] = []
         trained = pipe.trained_languages(spec)  # empty: the checkpoint does not say, every pair is scored
         for (src, tgt), items in task_items(spec, rows, cfg.max_items, skipped, cfg.full_pairs).items():
-            if trained and (f"{src}-{tgt}" if tgt else src) not in trained:
-                skipped[f"{spec.name}: {src}{'-' + tgt if tgt else ''} not trained"] += len(items)
+            key = language_key(src, tgt)
+            if trained and key not in trained:
+                skipped[f"{spec.name}: {key} not trained"] += len(items)
                 continue
             records = []
             for row in tqdm(

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from audiopalm.audio import io as audio_io
 from audiopalm.data.manifest import LANGUAGES
 from audiopalm.data.tasks import TaskError, TaskSpec, parse_task
+from audiopalm.data.vocab import split_language_key
 
 DEFAULT_TEXT_TOKENS = 256
 """Longest text output when the caller gives no ``max_new_tokens``: a few long sentences."""
@@ -72,12 +73,6 @@ def default_device(device: str | torch.device | None) -> str | torch.device:
     if device is not None:
         return device
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _pair(languages: str) -> tuple[str, str | None]:
-    """``"en-fr"`` -> ``("en", "fr")``; ``"en"`` -> ``("en", None)``."""
-    src, _, tgt = languages.partition("-")
-    return src, tgt or None
 
 
 def is_single(inputs: Any) -> bool:
@@ -205,7 +200,7 @@ class SpeechTextPipeline:
         for name, code in (("src", src), ("tgt", tgt)):
             if code is not None and code not in LANGUAGES:
                 raise PipelineError(f"{name}: unknown language {code!r}; known: {', '.join(sorted(LANGUAGES))}")
-        trained = [_pair(x) for x in self.trained_languages(spec)]
+        trained = [split_language_key(x) for x in self.trained_languages(spec)]
         fits = [(s, t) for s, t in trained if src in (None, s) and (tgt is None or t == tgt)]
         if fill and (src is None or (spec.needs_tgt_lang and tgt is None)) and len(fits) == 1:
             src, tgt = fits[0][0], fits[0][1] if spec.needs_tgt_lang else tgt

@@ -58,6 +58,7 @@ from audiopalm import training
 from audiopalm.config import ConfigError, FinetuneAudioPaLMConfig, TaskEntry
 from audiopalm.data.batching import MixtureSource, PackedBatches, PaddedBatches, PaddingCollator, StoreRows, TaskMixture
 from audiopalm.data.tasks import TaskSpec, parse_task, render
+from audiopalm.data.vocab import language_key
 from audiopalm.training.recipe import LossSum, Recipe
 
 # Store columns that hold plain metadata (read once to filter rows), and the column that says whether a code
@@ -221,7 +222,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         out = set()
         for s, r in rows:
             lang, tgt = self.store_meta[s]["lang"][r], self.store_meta[s]["tgt_lang"][r]
-            out.add(f"{lang}-{tgt}" if spec.needs_tgt_lang and tgt else lang)
+            out.add(language_key(lang, tgt if spec.needs_tgt_lang else None))
         return out
 
     def _probe(self, name: str, spec: TaskSpec, rows: StoreRows) -> None:

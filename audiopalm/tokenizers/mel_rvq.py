@@ -341,7 +341,7 @@ class MelRVQTokenizer(AudioTokenizer):
         Solves mel = |X| @ fb for |X| >= 0: the pseudo-inverse clamped at 0, then ``nnls_iters`` (None: the
         config's) multiplicative updates (Lee & Seung's non-negative least squares step), which keep |X| >= 0.
         """
-        iters = self.config.nnls_iters if nnls_iters is None else _check_iters(nnls_iters, "nnls_iters", 0)
+        iters = self.config.nnls_iters if nnls_iters is None else check_iters(nnls_iters, "nnls_iters", 0)
         mel = logmel.exp().clamp_min(0.0)  # [B, M, n_mels]
         mag = torch.matmul(mel, self.mel_fb_pinv).clamp_min(0.0)  # [B, M, n_freq]
         if iters:
@@ -374,7 +374,7 @@ class MelRVQTokenizer(AudioTokenizer):
         the batch it is in (at equal length).
         """
         c = self.config
-        iters = c.griffin_lim_iters if iters is None else _check_iters(iters, "griffin_lim_iters", 1)
+        iters = c.griffin_lim_iters if iters is None else check_iters(iters, "griffin_lim_iters", 1)
         b, n_freq, m = mag.shape
         length = m * c.hop_length
         # an STFT of `length` samples has m + 1 centred frames: give the extra one the last frame's magnitude
@@ -474,8 +474,9 @@ class MelRVQTokenizer(AudioTokenizer):
         return tok
 
 
-def _check_iters(value: int, field: str, minimum: int) -> int:
-    """A decoder iteration count given per call, validated like the config field of the same name."""
+def check_iters(value: int, field: str, minimum: int) -> int:
+    """A decoder iteration count given per call (or kept by an acoustic stage), validated like the config field of
+    the same name."""
     value = int(value)
     if value < minimum:
         raise ValueError(f"{field} = {value}: must be >= {minimum}")
