@@ -125,6 +125,10 @@ class TrainConfig:
     """Write a metrics line (and TensorBoard scalars) every N steps."""
     eval_every: int = 200
     """Compute the dev loss every N steps and at the end (0 = only at the end)."""
+    export_every: int = 0
+    """Also write the model as ``final/`` holds it (loadable, scored by ``audiopalm eval``) to
+    ``exports/step_N`` every N steps (0 = never): a task metric's curve over steps, not only the dev loss's.
+    Exports are never deleted."""
     log_with: str = "tensorboard"
     """Trackers accelerate logs to (``log_with``), comma-separated: one of :data:`TRACKERS` each (``wandb``,
     ``mlflow``... need their package); logs go under ``output_dir/logs``. ``none``: metrics.jsonl only."""
@@ -138,7 +142,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("max_steps", "micro_batch_size", "grad_accum_steps", "log_every"):
             _check(getattr(self, name) >= 1, f"train.{name}", f"must be >= 1, got {getattr(self, name)}")
-        for name in ("save_every", "eval_every", "seed"):
+        for name in ("save_every", "eval_every", "export_every", "seed"):
             _check(getattr(self, name) >= 0, f"train.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(self.keep_last >= 1, "train.keep_last", f"must be >= 1, got {self.keep_last}")
         _check(bool(self.output_dir), "train.output_dir", "must not be empty")
@@ -160,6 +164,7 @@ RESUME_MAY_CHANGE = (
     "train.keep_last",
     "train.log_every",
     "train.eval_every",
+    "train.export_every",
     "train.log_with",
     "train.resume",
     "train.overwrite",
@@ -424,6 +429,12 @@ class FinetuneAudioPaLMConfig:
 
     def __post_init__(self) -> None:
         _check_recipe_config(self, "finetune_audiopalm")
+        _check(
+            not (self.lora.enabled and self.train.export_every),
+            "train.export_every",
+            "is not supported with lora.enabled (the export merges the adapter into the weights being trained); "
+            "resume from a checkpoint and let it finish instead",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

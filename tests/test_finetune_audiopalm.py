@@ -53,9 +53,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def full_run(world, tmp_path_factory) -> tuple[Path, str]:
-    """Full fine-tune, 8 steps (checkpoints at 4 and 8 -> step 4 kept as resumable, final at 8)."""
+    """Full fine-tune, 8 steps (checkpoints at 4 and 8 -> step 4 kept as resumable, final at 8; an export at 4)."""
     out = tmp_path_factory.mktemp("full")
-    proc = run_recipe(common(world, out) + ["train.log_with=tensorboard"])
+    proc = run_recipe(common(world, out) + ["train.log_with=tensorboard", "train.export_every=4"])
     return out, proc.stdout + proc.stderr
 
 
@@ -121,6 +121,25 @@ def test_final_checkpoint_loads_with_plain_transformers_and_generates(full_run, 
         assert len(ids) >= 1
         segments = split_segments(ids, task, vocab)
         assert isinstance(segments[0], str if task.startswith("ASR") else torch.Tensor), (task, segments)
+
+
+def test_exports_are_evaluable_models_of_their_step(full_run):
+    """``train.export_every``: ``exports/step_N`` loads as ``final/`` does, holds step N's weights (not the final
+    ones) and its card names its step; the last step is ``final/`` itself, not exported twice."""
+    from audiopalm.modeling.extend import COMPLETE_MARKER, load_checkpoint
+    from audiopalm.training import read_jsonl
+
+    out, _ = full_run
+    assert sorted(p.name for p in (out / "exports").iterdir()) == ["step_0000004"]
+    export = out / "exports" / "step_0000004"
+    model, vocab, _ = load_checkpoint(export)
+    final, final_vocab, _ = load_checkpoint(out / "final")
+    assert vocab.layout == final_vocab.layout
+    same = [torch.equal(a, b) for a, b in zip(model.state_dict().values(), final.state_dict().values(), strict=True)]
+    assert not all(same), "the export holds the final weights"
+    assert json.loads((export / COMPLETE_MARKER).read_text())["step"] == 4
+    dev = [r for r in read_jsonl(out / "metrics.jsonl") if r.get("step") == 4 and "dev_loss/all" in r]
+    assert f"| all | {dev[0]['dev_loss/all']:.4g} |" in (export / "README.md").read_text()
 
 
 def test_checkpoints_are_complete_and_pruned(full_run):
@@ -279,6 +298,8 @@ def test_config_errors_name_the_field():
         load_config(FinetuneAudioPaLMConfig, TINY, ["data.tasks=[{task: AST, pairs: [en_fr]}]"])
     with pytest.raises(ConfigError, match="lora.r: must be >= 1"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["lora.r=0"])
+    with pytest.raises(ConfigError, match="train.export_every: is not supported with lora.enabled"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["lora.enabled=true", "train.export_every=4"])
     with pytest.raises(ConfigError, match="recipe: this config is for 'finetune_audiopalm'"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["recipe=pretrain_text"])
 

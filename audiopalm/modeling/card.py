@@ -144,7 +144,12 @@ def write_model_card(
             "",
         ]
     if dev:
-        body += ["## Dev figures (end of training)", "", _table([{"set": k, "loss": v} for k, v in dev.items()]), ""]
+        body += [
+            "## Dev figures (at the step the training table gives)",
+            "",
+            _table([{"set": k, "loss": v} for k, v in dev.items()]),
+            "",
+        ]
     if training:
         body += ["## Training", "", _table([training]), ""]
     body += ["## How to load", "", "```python", load_code.strip(), "```", ""]

@@ -57,6 +57,7 @@ from audiopalm.training import core
 # What a run writes into its output folder (removed by --overwrite; nothing else there is touched).
 RUN_ARTEFACTS = (
     "checkpoints",
+    "exports",
     "final",
     ".tmp-final",
     ".old-final",
@@ -428,6 +429,12 @@ class Recipe:
                     self.log(f"step {self.step}: dev loss " + ", ".join(f"{k} {v:.4f}" for k, v in dev.items()))
             if tr.save_every and self.step % tr.save_every == 0 and self.step < tr.max_steps:
                 self.save_checkpoint()
+            if tr.export_every and self.step % tr.export_every == 0 and self.step < tr.max_steps:
+                fresh = bool(tr.eval_every) and self.step % tr.eval_every == 0  # the dev loss of this very step
+                self.export_model(
+                    Path("exports") / core.checkpoint_name(self.step),
+                    {"steps": self.step, "train_loss": loss, "dev_loss": dev if fresh else {}},
+                )
             bar.update(1)
         bar.close()
         summary = {
@@ -469,18 +476,26 @@ class Recipe:
             },
         )
 
-    def save_final(self, summary: dict) -> None:
-        """``output_dir/final`` (atomic: a temporary folder, the completion marker last, a rename) and
-        ``summary.json``."""
+    def export_model(self, name: str | Path, summary: dict) -> Path:
+        """``output_dir/NAME``: the model as a loadable folder with its card (atomic: a temporary folder, the
+        completion marker last, a rename); call on every process."""
         from audiopalm.modeling.extend import atomic_folder
 
         acc = self.accelerator
         acc.wait_for_everyone()
         state_dict = acc.get_state_dict(self.model)  # every process: ZeRO-3 gathers the shards
         if acc.is_main_process:
-            with atomic_folder(self.out / "final", {"recipe": self.name, "step": self.step}) as tmp:
+            with atomic_folder(self.out / name, {"recipe": self.name, "step": self.step}) as tmp:
                 self.write_final(tmp, state_dict)
                 self.write_card(tmp, summary)
+        acc.wait_for_everyone()
+        return self.out / name
+
+    def save_final(self, summary: dict) -> None:
+        """``output_dir/final`` (see :meth:`export_model`) and ``summary.json``."""
+        acc = self.accelerator
+        self.export_model("final", summary)
+        if acc.is_main_process:
             tmp_summary = self.out / ".summary.json.tmp"
             tmp_summary.write_text(json.dumps(summary, indent=1), encoding="utf-8")
             os.replace(tmp_summary, self.out / "summary.json")
