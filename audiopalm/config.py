@@ -304,6 +304,10 @@ class FinetuneModelConfig:
     """Folder of a trained acoustic stage (``train_acoustic``'s ``final/``: semantic units + voice -> sound) for an
     audio tokenizer without a decoder (``ctc_units``, ``semantic``); copied into the checkpoint's ``acoustic/`` so
     the saved model speaks with no extra argument. It must have been trained on this audio tokenizer's units."""
+    input_dedup: bool = False
+    """Read input audio (ASR, AST, S2ST) with each run of a repeated unit collapsed into one token (SpeechGPT-style);
+    output speech keeps every frame. Fewer tokens per example when runs are long (small K); one codebook only. The
+    checkpoint records it, so the pipeline reads audio the same way."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "must not be empty")
@@ -312,6 +316,11 @@ class FinetuneModelConfig:
             self.num_codebooks is None or self.num_codebooks >= 1,
             "model.num_codebooks",
             f"must be >= 1 or null, got {self.num_codebooks}",
+        )
+        _check(
+            not self.input_dedup or self.num_codebooks == 1,
+            "model.input_dedup",
+            f"needs model.num_codebooks=1 (runs of one code stream are collapsed), got {self.num_codebooks}",
         )
 
 

@@ -298,6 +298,8 @@ def test_config_errors_name_the_field():
         load_config(FinetuneAudioPaLMConfig, TINY, ["data.tasks=[{task: AST, pairs: [en_fr]}]"])
     with pytest.raises(ConfigError, match="lora.r: must be >= 1"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["lora.r=0"])
+    with pytest.raises(ConfigError, match="model.input_dedup: needs model.num_codebooks=1"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["model.input_dedup=true", "model.num_codebooks=2"])
     with pytest.raises(ConfigError, match="train.export_every: is not supported with lora.enabled"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["lora.enabled=true", "train.export_every=4"])
     with pytest.raises(ConfigError, match="recipe: this config is for 'finetune_audiopalm'"):

@@ -18,7 +18,7 @@ from audiopalm.data.tasks import (
     render,
     tag_lines,
 )
-from audiopalm.data.vocab import UnifiedVocab
+from audiopalm.data.vocab import UnifiedVocab, VocabError
 
 A_SRC = "<|audio_start|><a_0_1><a_1_3><a_0_2><a_1_0><|audio_end|>"  # audio_codes, flatten, 2 codebooks
 A_TGT = "<|audio_start|><a_0_0><a_1_3><a_0_1><a_1_3><a_0_2><a_1_3><|audio_end|>"  # tgt_audio_codes
@@ -88,6 +88,27 @@ def test_audio_segments_invert_to_the_record_codes(vocab):
 def test_prompt_needs_only_input_fields(vocab):
     rec = {"id": "x", "lang": "en", "audio_codes": [[1, 2], [3, 0]], "tgt_lang": "fr"}
     assert vocab.tokenizer.decode(prompt_ids(rec, "S2ST", vocab)) == EXPECTED["S2ST"][0]
+
+
+def test_input_dedup_collapses_runs_of_the_input_audio_only(tmp_path):
+    """``input_dedup``: the prompt's audio is read one token per run of a repeated unit; speech the model writes
+    (the S2ST target) keeps every frame; a TTS target too."""
+    v = UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=4, num_codebooks=1, input_dedup=True)
+    rec = record(audio_codes=[[1, 1, 2, 2, 2, 1, 3]], tgt_audio_codes=[[0, 0, 3, 3]])
+    ex = render(rec, "S2ST", v, max_len=256)
+    text = v.tokenizer.decode(ex["input_ids"])
+    src = "<|audio_start|><a_0_1><a_0_2><a_0_1><a_0_3><|audio_end|>"
+    tgt = "<|audio_start|><a_0_0><a_0_0><a_0_3><a_0_3><|audio_end|>"
+    assert text == f"[S2ST English French]{src}<|sep|>{tgt}{EOS}", text
+    assert v.tokenizer.decode(render(rec, "TTS", v, max_len=256)["input_ids"]).endswith(
+        "<|audio_start|><a_0_1><a_0_1><a_0_2><a_0_2><a_0_2><a_0_1><a_0_3><|audio_end|>" + EOS
+    )
+    frames = UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=4, num_codebooks=1)
+    assert len(prompt_ids(rec, "ASR", frames)) - len(prompt_ids(rec, "ASR", v)) == 3  # 7 frames -> 4 runs
+    v.save_pretrained(tmp_path)  # audiopalm.json records it: a loaded checkpoint reads audio the same way
+    assert prompt_ids(rec, "ASR", UnifiedVocab.from_pretrained(tmp_path)) == prompt_ids(rec, "ASR", v)
+    with pytest.raises(VocabError, match="input_dedup: needs one codebook"):
+        UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=4, num_codebooks=2, input_dedup=True)
 
 
 def test_bos_comes_first_when_the_tokenizer_has_one():

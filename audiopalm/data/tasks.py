@@ -200,8 +200,11 @@ def _lang(record: dict, spec: TaskSpec, field: str) -> str:
     return code
 
 
-def _segment_ids(record: dict, spec: TaskSpec, kind: str, field: str, vocab: UnifiedVocab) -> list[int]:
-    """Token ids of one text or audio segment of ``record``."""
+def _segment_ids(
+    record: dict, spec: TaskSpec, kind: str, field: str, vocab: UnifiedVocab, *, dedup: bool = False
+) -> list[int]:
+    """Token ids of one text or audio segment of ``record``; ``dedup``: runs of a repeated code (one codebook) as
+    one token."""
     value = _field(record, spec, field)
     if kind == TEXT:
         return vocab.text_ids(value)
@@ -214,6 +217,8 @@ def _segment_ids(record: dict, spec: TaskSpec, kind: str, field: str, vocab: Uni
             field=field,
             reason=f"bad {field}",
         )
+    if dedup and codes.shape[0] == 1:
+        codes = torch.unique_consecutive(codes[0])[None]  # [1, runs]
     try:
         return vocab.audio_to_ids(codes)
     except (PatternError, VocabError) as e:
@@ -225,7 +230,8 @@ def _segment_ids(record: dict, spec: TaskSpec, kind: str, field: str, vocab: Uni
 def prompt_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[int]:
     """The prompt (what generation starts from): [bos] tag, input segment, ``<|sep|>``.
 
-    Only the languages and the input field of ``record`` are needed."""
+    Only the languages and the input field of ``record`` are needed. Input audio is collapsed into runs when the
+    vocabulary says so (:attr:`audiopalm.data.vocab.VocabLayout.input_dedup`)."""
     spec = parse_task(task)
     lang = _lang(record, spec, "lang")
     tgt_lang = _lang(record, spec, "tgt_lang") if spec.needs_tgt_lang else None
@@ -235,7 +241,7 @@ def prompt_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[
     if kind == TEXT:  # tag and text in one string, as a person would write it
         ids += vocab.text_ids(f"{tag} {_field(record, spec, field)}")
     else:
-        ids += vocab.text_ids(tag) + _segment_ids(record, spec, kind, field, vocab)
+        ids += vocab.text_ids(tag) + _segment_ids(record, spec, kind, field, vocab, dedup=vocab.layout.input_dedup)
     return ids + [vocab.sep_id]
 
 

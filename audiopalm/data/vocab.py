@@ -88,6 +88,10 @@ class VocabLayout:
     task_languages: dict = dataclasses.field(default_factory=dict)
     """Task name -> the languages (``"en"``) or, for translation tasks, pairs (``"en-fr"``) of its training rows
     (empty: not recorded). The pipeline fills in a language the user leaves out when only one fits."""
+    input_dedup: bool = False
+    """The model reads its input audio with each run of a repeated code collapsed into one token (SpeechGPT-style:
+    fewer tokens per second of speech) and writes speech frame by frame (the acoustic stage needs every frame).
+    One codebook only."""
     format_version: int = FORMAT_VERSION
     """Version of this file's layout."""
 
@@ -111,6 +115,8 @@ class VocabLayout:
                 raise VocabError(
                     f"special_tokens.{role}: expected {{'token', 'id' < {self.vocab_size}}}, got {entry!r}"
                 )
+        if self.input_dedup and self.num_codebooks != 1:
+            raise VocabError(f"input_dedup: needs one codebook, got num_codebooks={self.num_codebooks}")
         if self.format_version != FORMAT_VERSION:
             raise VocabError(f"format_version: {self.format_version} (this audiopalm reads {FORMAT_VERSION})")
 
@@ -138,8 +144,10 @@ class UnifiedVocab:
         pattern: str = "flatten",
         audio_tokenizer=None,
         tasks=(),
+        input_dedup: bool = False,
     ) -> UnifiedVocab:
-        """Extend a copy of ``text_tokenizer`` with ``num_codebooks * codebook_size`` audio tokens.
+        """Extend a copy of ``text_tokenizer`` with ``num_codebooks * codebook_size`` audio tokens (``input_dedup``:
+        see :attr:`VocabLayout.input_dedup`).
 
         With ``audio_tokenizer`` (an :class:`~audiopalm.tokenizers.base.AudioTokenizer`) the codebook
         size defaults to its own, ``num_codebooks`` to all of its K, and its type and fingerprint are
@@ -202,6 +210,7 @@ class UnifiedVocab:
                 "source": audio_tokenizer_source(audio_tokenizer),
             },
             tasks=list(tasks),
+            input_dedup=input_dedup,
         )
         return cls(tok, layout)
 

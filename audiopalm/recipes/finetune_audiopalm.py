@@ -111,6 +111,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             num_codebooks=k,
             pattern=m.pattern,
             tasks=list(dict.fromkeys(self.task_names)),
+            input_dedup=m.input_dedup,
         )
         self.log(
             f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
