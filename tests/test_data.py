@@ -111,6 +111,17 @@ def test_mixture_counts_skips():
     assert set(mix.skipped) == {"A", "B"}
 
 
+def test_mixture_example_at_renders_the_stream_again():
+    mix = TaskMixture(_sources(render_skip_every=4), seed=0, examples_per_epoch=25)
+    stream = list(itertools.islice(iter(mix), 60))  # across epochs 0, 1 and 2
+    state = mix.state_dict()
+    assert [mix.example_at(ex["address"]) for ex in reversed(stream)] == stream[::-1]
+    assert mix.state_dict() == state  # position and skip counts untouched
+    skipped = next(p for p in range(25) if (0, p) not in {ex["address"] for ex in stream})
+    with pytest.raises(ValueError, match="renders to nothing"):
+        mix.example_at((0, skipped))
+
+
 def test_packed_batches_resume_exactly():
     def fresh():
         return PackedBatches(TaskMixture(_sources(render_skip_every=7), seed=3), max_len=16, rows_per_batch=2, pad_id=0)

@@ -56,7 +56,9 @@ class TaskMixture:
     One epoch draws ``examples_per_epoch`` examples (default: the total number of rows); each draw picks a
     source with probability proportional to its weight, then that source's next row in a per-epoch
     permutation (cycling if a heavily weighted source runs out). The order depends only on
-    ``(seed, epoch)``, so ``load_state_dict(state_dict())`` continues exactly where a run stopped.
+    ``(seed, epoch)``, so ``load_state_dict(state_dict())`` continues exactly where a run stopped, and every
+    example has an address, ``(epoch, position in that epoch's plan)``, from which :meth:`example_at`
+    renders it again (``render`` is deterministic).
     """
 
     def __init__(self, sources: Sequence[MixtureSource], *, seed: int = 0, examples_per_epoch: int | None = None):
@@ -68,9 +70,12 @@ class TaskMixture:
         self.epoch = 0
         self.position = 0  # examples of the current epoch already yielded (rendered or skipped)
         self.skipped: dict[str, int] = {s.name: 0 for s in self.sources}
+        self._plans: dict[int, list[tuple[int, int]]] = {}  # the last epoch's plan, kept for example_at
 
     def _plan(self, epoch: int) -> list[tuple[int, int]]:
         """The epoch's (source index, row index) draws."""
+        if epoch in self._plans:
+            return self._plans[epoch]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         weights = torch.tensor([s.weight for s in self.sources], dtype=torch.float64)
         picks = torch.multinomial(weights, self.examples_per_epoch, replacement=True, generator=g).tolist()
@@ -81,23 +86,39 @@ class TaskMixture:
             perm = perms[src]
             plan.append((src, perm[used[src] % len(perm)]))
             used[src] += 1
+        self._plans = {epoch: plan}
         return plan
 
+    def _render(self, epoch: int, position: int) -> tuple[str, dict | None]:
+        """The source's name and its example at ``(epoch, position)``, tagged (None: ``render`` skips the row)."""
+        src, row = self._plan(epoch)[position]
+        source = self.sources[src]
+        example = source.render(source.rows[row])
+        if example is None:
+            return source.name, None
+        return source.name, {**example, "source": source.name, "address": (epoch, position)}
+
     def __iter__(self) -> Iterator[dict]:
-        """Yields examples forever, epoch after epoch, each tagged with ``"source"`` (its name)."""
+        """Yields examples forever, epoch after epoch, each tagged with ``"source"`` (its name) and
+        ``"address"`` (``(epoch, position)``)."""
         while True:
-            plan = self._plan(self.epoch)
-            while self.position < len(plan):
-                src, row = plan[self.position]
+            while self.position < self.examples_per_epoch:
+                name, example = self._render(self.epoch, self.position)
                 self.position += 1
-                source = self.sources[src]
-                example = source.render(source.rows[row])
                 if example is None:
-                    self.skipped[source.name] += 1
+                    self.skipped[name] += 1
                     continue
-                yield {**example, "source": source.name}
+                yield example
             self.epoch += 1
             self.position = 0
+
+    def example_at(self, address: Sequence[int]) -> dict:
+        """The example the stream yielded at ``address`` (``(epoch, position)``), rendered again; the stream's
+        position and skip counts are left as they are."""
+        _, example = self._render(*address)
+        if example is None:
+            raise ValueError(f"mixture address {tuple(address)}: that row renders to nothing (a skipped row)")
+        return example
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "skipped": dict(self.skipped), "seed": self.seed}
