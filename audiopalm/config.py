@@ -402,8 +402,8 @@ class FinetuneDataConfig:
     max_len: int = 512
     """Tokens per packed row; a longer example is skipped and counted (never truncated)."""
     packing: bool = True
-    """Pack several examples per row (block-diagonal attention through restarting position ids); ``false``: one
-    example per row, padded, with an attention mask."""
+    """Pack several examples per row, best fit over a pool of open rows (block-diagonal attention through restarting
+    position ids); ``false``: one example per row, padded, with an attention mask."""
     dev_examples_per_task: int = 64
     """Dev examples scored per task at each evaluation (the first N in store order, after filters)."""
 

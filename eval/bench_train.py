@@ -7,7 +7,7 @@
 Four ways to train the same model on the same multitask data, with the same global batch in tokens:
 
 (a) ``packed``: :class:`audiopalm.data.batching.PackedBatches` — examples laid end to end in rows of ``max_len``
-    tokens, restarting ``position_ids``, no attention mask, ``use_cache=False``;
+    tokens (best fit over a pool of open rows), restarting ``position_ids``, no attention mask, ``use_cache=False``;
 (b) ``padded``: :class:`audiopalm.data.batching.PaddingCollator` — one example per row, right-padded to the
     longest in the batch (dynamic padding), our own training loop;
 (c) ``hf_trainer``: a plain ``transformers.Trainer`` with ``DataCollatorForSeq2Seq`` (dynamic padding,

@@ -8,7 +8,9 @@ targets only), as :func:`audiopalm.data.tasks.render` makes them. Two ways to ba
   transformers' causal-mask builder (``masking_utils.find_packed_sequence_indices``) turns restarting
   position ids into a block-diagonal causal mask, so attention never crosses examples (tested against
   unpacked forward passes in tests/test_data.py). Call the model with ``use_cache=False``: with a KV
-  cache transformers skips the packing check and the examples would see each other. Nearly every token in a packed batch is useful work::
+  cache transformers skips the packing check and the examples would see each other.
+  :class:`PackedBatches` chooses the rows by best fit over a few open rows, so nearly every token in a packed
+  batch is useful work::
 
       row 0:  [ex3 ex3 ex3 ex3 | ex7 ex7 ex7 | ex1 ex1 | pad]
       pos:    [ 0   1   2   3  |  0   1   2  |  0   1  |  0 ]
@@ -17,11 +19,13 @@ targets only), as :func:`audiopalm.data.tasks.render` makes them. Two ways to ba
   with a 2-D attention mask — the usual dynamic-padding baseline.
 
 :class:`TaskMixture` draws examples from one or more token stores for a weighted list of tasks,
-deterministically for a seed, and can resume mid-epoch from ``state_dict()``.
+deterministically for a seed, and can resume mid-epoch from ``state_dict()``; :class:`PackedBatches` and
+:class:`PaddedBatches` turn it into endless batches that resume exactly as well.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 
@@ -56,7 +60,9 @@ class TaskMixture:
     One epoch draws ``examples_per_epoch`` examples (default: the total number of rows); each draw picks a
     source with probability proportional to its weight, then that source's next row in a per-epoch
     permutation (cycling if a heavily weighted source runs out). The order depends only on
-    ``(seed, epoch)``, so ``load_state_dict(state_dict())`` continues exactly where a run stopped.
+    ``(seed, epoch)``, so ``load_state_dict(state_dict())`` continues exactly where a run stopped, and every
+    example has an address, ``(epoch, position in that epoch's plan)``, from which :meth:`example_at`
+    renders it again (``render`` is deterministic).
     """
 
     def __init__(self, sources: Sequence[MixtureSource], *, seed: int = 0, examples_per_epoch: int | None = None):
@@ -68,9 +74,12 @@ class TaskMixture:
         self.epoch = 0
         self.position = 0  # examples of the current epoch already yielded (rendered or skipped)
         self.skipped: dict[str, int] = {s.name: 0 for s in self.sources}
+        self._plans: dict[int, list[tuple[int, int]]] = {}  # the last epoch's plan, kept for example_at
 
     def _plan(self, epoch: int) -> list[tuple[int, int]]:
         """The epoch's (source index, row index) draws."""
+        if epoch in self._plans:
+            return self._plans[epoch]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         weights = torch.tensor([s.weight for s in self.sources], dtype=torch.float64)
         picks = torch.multinomial(weights, self.examples_per_epoch, replacement=True, generator=g).tolist()
@@ -81,23 +90,39 @@ class TaskMixture:
             perm = perms[src]
             plan.append((src, perm[used[src] % len(perm)]))
             used[src] += 1
+        self._plans = {epoch: plan}
         return plan
 
+    def _render(self, epoch: int, position: int) -> tuple[str, dict | None]:
+        """The source's name and its example at ``(epoch, position)``, tagged (None: ``render`` skips the row)."""
+        src, row = self._plan(epoch)[position]
+        source = self.sources[src]
+        example = source.render(source.rows[row])
+        if example is None:
+            return source.name, None
+        return source.name, {**example, "source": source.name, "address": (epoch, position)}
+
     def __iter__(self) -> Iterator[dict]:
-        """Yields examples forever, epoch after epoch, each tagged with ``"source"`` (its name)."""
+        """Yields examples forever, epoch after epoch, each tagged with ``"source"`` (its name) and
+        ``"address"`` (``(epoch, position)``)."""
         while True:
-            plan = self._plan(self.epoch)
-            while self.position < len(plan):
-                src, row = plan[self.position]
+            while self.position < self.examples_per_epoch:
+                name, example = self._render(self.epoch, self.position)
                 self.position += 1
-                source = self.sources[src]
-                example = source.render(source.rows[row])
                 if example is None:
-                    self.skipped[source.name] += 1
+                    self.skipped[name] += 1
                     continue
-                yield {**example, "source": source.name}
+                yield example
             self.epoch += 1
             self.position = 0
+
+    def example_at(self, address: Sequence[int]) -> dict:
+        """The example the stream yielded at ``address`` (``(epoch, position)``), rendered again; the stream's
+        position and skip counts are left as they are."""
+        _, example = self._render(*address)
+        if example is None:
+            raise ValueError(f"mixture address {tuple(address)}: that row renders to nothing (a skipped row)")
+        return example
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "position": self.position, "skipped": dict(self.skipped), "seed": self.seed}
@@ -180,28 +205,41 @@ def count_target_tokens(labels: torch.Tensor) -> torch.Tensor:
 
 
 class PackedBatches:
-    """Endless packed batches from a mixture, resumable exactly.
+    """Endless packed batches from a mixture, best fit over a pool of open rows, resumable exactly.
 
-    Examples are laid into rows in mixture order (next-fit: an example that does not fit closes the row
-    and starts the next one); every ``rows_per_batch`` closed rows make a batch. :meth:`state_dict` is the
-    mixture's state just before the first example not yet in a yielded batch, so a run restored from it
-    yields the same batches as an uninterrupted one. An example longer than ``max_len`` is an error:
-    targets are never silently truncated (``render`` should have refused it).
+    Up to ``open_rows`` rows are open at a time. Each example from the mixture goes into the open row with the
+    least room left that still fits it; when none fits it starts a new row, and if the pool is full the fullest
+    open row closes first to make room. A row that is exactly full closes at once. Every ``rows_per_batch``
+    closed rows make a batch, in the order they closed. Nothing is dropped, duplicated or truncated: an example
+    longer than ``max_len`` is an error (``render`` should have refused it). ``open_rows=1`` is next-fit (an
+    example that does not fit closes the row), which leaves more of each row empty.
+
+    :meth:`state_dict` holds the mixture's state after the last example drawn and the addresses
+    (:meth:`TaskMixture.example_at`) of the examples that wait in closed and open rows, row by row, so a run
+    restored from it yields exactly the batches an uninterrupted one does. Iterating starts from that state.
     """
 
-    def __init__(self, mixture: TaskMixture, *, max_len: int, rows_per_batch: int, pad_id: int):
+    def __init__(
+        self, mixture: TaskMixture, *, max_len: int, rows_per_batch: int, pad_id: int, open_rows: int | None = None
+    ):
+        # 2 batches' worth. Measured on 40..430-token examples (log-normal, mean 150 like eval/bench_train.py's mix),
+        # 448-token rows, 4 rows a batch: next-fit (1 open row) leaves 19% of the slots empty, 2x 3.6%, 4x 3.1%, but
+        # with 4x the slowest 1% of the examples wait ~30 batches in open rows (2x: ~10)
+        open_rows = 2 * rows_per_batch if open_rows is None else open_rows
+        if rows_per_batch < 1 or open_rows < 1:
+            raise ValueError(f"rows_per_batch and open_rows must be >= 1, got {rows_per_batch} and {open_rows}")
         self.mixture = mixture
-        self.max_len, self.rows_per_batch = max_len, rows_per_batch
+        self.max_len, self.rows_per_batch, self.open_rows = max_len, rows_per_batch, open_rows
         self.collate = PackedCollator(max_len=max_len, pad_id=pad_id)
-        self._resume = mixture.state_dict()
+        self._resume: dict = {"mixture": mixture.state_dict(), "closed": [], "open": []}
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        self.mixture.load_state_dict(self._resume["mixture"])
+        closed = [[self.mixture.example_at(a) for a in row] for row in self._resume["closed"]]  # in closing order
+        pool = [[self.mixture.example_at(a) for a in row] for row in self._resume["open"]]  # in opening order
+        room = [self.max_len - sum(len(ex["input_ids"]) for ex in row) for row in pool]  # free slots per open row
         stream = iter(self.mixture)
-        rows: list[list[dict]] = []
-        current: list[dict] = []
-        used = 0
         while True:
-            before = self.mixture.state_dict()
             ex = next(stream)
             n = len(ex["input_ids"])
             if n > self.max_len:
@@ -209,22 +247,39 @@ class PackedBatches:
                     f"example of {n} tokens is longer than max_len={self.max_len} "
                     f"(source {ex['source']}); render() should have refused it"
                 )
-            if used + n > self.max_len:
-                rows.append(current)
-                current, used = [], 0
-                if len(rows) == self.rows_per_batch:
-                    self._resume = before  # `ex` (not yet in a batch) is drawn again on resume
-                    yield self.collate(rows)
-                    rows = []
-            current.append(ex)
-            used += n
+            fits = [r for r in range(len(pool)) if room[r] >= n]
+            if fits:
+                at = min(fits, key=room.__getitem__)  # best fit; the oldest row on a tie
+            else:
+                if len(pool) == self.open_rows:
+                    fullest = min(range(len(pool)), key=room.__getitem__)
+                    closed.append(pool.pop(fullest))
+                    room.pop(fullest)
+                pool.append([])
+                room.append(self.max_len)
+                at = len(pool) - 1
+            pool[at].append(ex)
+            room[at] -= n
+            if room[at] == 0:
+                closed.append(pool.pop(at))
+                room.pop(at)
+            while len(closed) >= self.rows_per_batch:
+                batch, closed = closed[: self.rows_per_batch], closed[self.rows_per_batch :]
+                self._resume = {
+                    "mixture": self.mixture.state_dict(),
+                    "closed": [[list(e["address"]) for e in row] for row in closed],
+                    "open": [[list(e["address"]) for e in row] for row in pool],
+                }
+                yield self.collate(batch)
 
     def state_dict(self) -> dict:
-        return dict(self._resume)
+        return copy.deepcopy(self._resume)
 
     def load_state_dict(self, state: dict) -> None:
-        self.mixture.load_state_dict(state)
-        self._resume = dict(state)
+        if len(state["open"]) > self.open_rows:
+            raise ValueError(f"packer state has {len(state['open'])} open rows, this packer keeps {self.open_rows}")
+        self.mixture.load_state_dict(state["mixture"])
+        self._resume = copy.deepcopy(state)
 
 
 class StoreRows(Sequence):

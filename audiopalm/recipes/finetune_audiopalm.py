@@ -23,8 +23,9 @@ Features:
   counted (never truncated); the skip summary is printed and saved. ASR/TTS sources are
   de-duplicated by source audio / text by default (the synthetic corpus repeats each source
   utterance once per target language).
-- Batches: examples packed into rows of ``data.max_len`` (block-diagonal attention through
-  restarting ``position_ids``; the model is called with ``use_cache=False`` and no attention mask),
+- Batches: examples packed into rows of ``data.max_len``, best fit over a pool of open rows
+  (:class:`audiopalm.data.batching.PackedBatches`; block-diagonal attention through restarting
+  ``position_ids``; the model is called with ``use_cache=False`` and no attention mask),
   or padded (``data.packing=false``). Every process builds the same global batch stream and takes
   its own rows, so 1 and N processes (and any accumulation split) see identical global batches.
 - Full fine-tune, or LoRA (``lora.enabled``) on ``lora.target_modules`` with the new rows trained
