@@ -162,6 +162,8 @@ def test_packed_batches_resume_exactly(max_len, open_rows):
         again = list(itertools.islice(iter(first), 24 - at))  # iterating again continues after the last batch too
         assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(again, full[at:], strict=True))
     assert sum(whole.mixture.skipped.values()) > 0
+    with pytest.raises(ValueError, match="not a best-fit packer's"):  # an older checkpoint's mixture-only state
+        fresh().load_state_dict(state["mixture"])
     assert waiting["open"] > 0  # the restore points had examples waiting in open rows ...
     if max_len == 6:
         assert waiting["closed"] > 0  # ... and, with 6-token rows, a closed row short of a batch

@@ -147,7 +147,8 @@ def test_checkpoints_are_complete_and_pruned(full_run):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000004"]
     ck = out / "checkpoints" / "step_0000004"
     state = json.loads((ck / "trainer_state.json").read_text())
-    assert state["step"] == 4 and set(state["data"]) == {"epoch", "position", "skipped", "seed"}
+    assert state["step"] == 4 and set(state["data"]) == {"mixture", "closed", "open"}  # the packer's state
+    assert set(state["data"]["mixture"]) == {"epoch", "position", "skipped", "seed"}
     for name in ("model.safetensors", "tokenizer.json", "optimizer.safetensors", "scheduler.json", "rng_rank0.json"):
         assert (ck / name).is_file(), name
 

@@ -276,6 +276,11 @@ class PackedBatches:
         return copy.deepcopy(self._resume)
 
     def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"mixture", "closed", "open"}:
+            raise ValueError(
+                f"packer state with keys {sorted(state)}: not a best-fit packer's (a checkpoint of an older audiopalm, "
+                "which packed by next fit); it cannot be resumed exactly: start the run again"
+            )
         if len(state["open"]) > self.open_rows:
             raise ValueError(f"packer state has {len(state['open'])} open rows, this packer keeps {self.open_rows}")
         self.mixture.load_state_dict(state["mixture"])
