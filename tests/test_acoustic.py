@@ -235,7 +235,9 @@ def test_synthesize_is_deterministic_and_batched_equals_one_by_one(trained):
     for i in range(3):
         n = int(lengths[i])
         one = trained.synthesize(units[i : i + 1, :n], voice_wav=torch.from_numpy(prompts[i]))  # [1, n * spf]
-        torch.testing.assert_close(wav[i, : n * spf], one[0], atol=1e-4, rtol=1e-4)
+        # Griffin-Lim's iterations amplify the last-bit differences of multi-threaded batched reductions (2 threads:
+        # up to 3e-4 on a 0.6 peak); a padding or masking error moves samples by the signal's own size
+        torch.testing.assert_close(wav[i, : n * spf], one[0], atol=1e-3 * float(one.abs().max()), rtol=0)
         assert (wav[i, n * spf :] == 0).all()
     # the voice changes the output: two speakers' prompts give different sound for the same units
     a = trained.predict_features(units[:1], voice_wav=torch.from_numpy(prompts[0]))[0]
