@@ -203,8 +203,8 @@ def _lang(record: dict, spec: TaskSpec, field: str) -> str:
 def _segment_ids(
     record: dict, spec: TaskSpec, kind: str, field: str, vocab: UnifiedVocab, *, dedup: bool = False
 ) -> list[int]:
-    """Token ids of one text or audio segment of ``record``; ``dedup``: runs of a repeated code (one codebook) as
-    one token."""
+    """Token ids of one text or audio segment of ``record``; ``dedup``: each run of a repeated code in the first
+    codebook as one token."""
     value = _field(record, spec, field)
     if kind == TEXT:
         return vocab.text_ids(value)
@@ -217,7 +217,7 @@ def _segment_ids(
             field=field,
             reason=f"bad {field}",
         )
-    if dedup and codes.shape[0] == 1:
+    if dedup:  # the vocabulary reads one codebook (VocabLayout checks it): the first, however many the store holds
         codes = torch.unique_consecutive(codes[0])[None]  # [1, runs]
     try:
         return vocab.audio_to_ids(codes)
