@@ -63,6 +63,33 @@ def test_packed_forward_equals_separate_forwards(kind):
     assert not torch.allclose(with_cache[5:14], packed[5:14], atol=1e-4)  # the check above can fail
 
 
+def test_packed_and_padded_steps_give_the_same_loss_and_gradients():
+    """A step's loss (token sum / target tokens) and its gradients do not depend on how the same examples are
+    batched: packed rows (no mask, restarting positions) train the model exactly as padded rows with a mask do."""
+    from audiopalm.training.core import count_targets, token_loss_sum
+
+    model = _tiny("llama").train()
+    g = torch.Generator().manual_seed(2)
+    lens = torch.randint(6, 20, (9,), generator=g).tolist()
+    exs = [_example(torch.randint(1, 97, (n,), generator=g).tolist(), n // 3) for n in lens]
+
+    def step(batch, keys):
+        model.zero_grad()
+        logits = model(**{k: batch[k] for k in keys}, use_cache=False).logits
+        loss = token_loss_sum(logits, batch["labels"]) / count_targets(batch["labels"])
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    packed = PackedCollator(max_len=64, pad_id=0)([exs[:3], exs[3:6], exs[6:]])
+    loss_packed, grad_packed = step(packed, ("input_ids", "position_ids"))
+    loss_padded, grad_padded = step(PaddingCollator(pad_id=0)(exs), ("input_ids", "attention_mask"))
+    torch.testing.assert_close(loss_packed, loss_padded, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grad_packed, grad_padded, atol=1e-6, rtol=1e-4)
+    # the check can fail: without its position ids the packed rows are one long sequence each
+    _, grad_unmasked = step(packed, ("input_ids",))
+    assert not torch.allclose(grad_unmasked, grad_padded, atol=1e-4)
+
+
 def test_padding_collator():
     exs = [_example([5, 6, 7, 8], 2), _example([9, 10], 1)]
     b = PaddingCollator(pad_id=0, pad_to_multiple_of=8)(exs)
