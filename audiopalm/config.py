@@ -296,10 +296,12 @@ class FinetuneModelConfig:
     """k: the LM models the first k codebooks (null: all of the tokenizer's). AudioPaLM uses few; each adds tokens."""
     pattern: Literal["flatten", "delay"] = "flatten"
     """How the k codebooks of a frame become one token stream (audiopalm/data/patterns.py)."""
-    init: Literal["mean", "zeros", "codebook"] = "mean"
-    """Initial value of the new embedding / lm_head rows: mean of the text rows, zeros (the AudioPaLM paper), or
+    init: Literal["mean", "zeros", "codebook", "letters"] = "mean"
+    """Initial value of the new embedding / lm_head rows: mean of the text rows, zeros (the AudioPaLM paper),
     ``codebook``: audio rows from the audio tokenizer's code vectors (PCA, scaled to the text rows; codes that
-    sound alike start close), see :func:`audiopalm.modeling.extend.codebook_rows`."""
+    sound alike start close), see :func:`audiopalm.modeling.extend.codebook_rows`, or ``letters``: each unit's row
+    is the mix of the text rows of the characters the units' CTC encoder hears in it
+    (:func:`audiopalm.modeling.extend.letter_rows`; ``ctc_units`` clustered at the encoder's last layer)."""
     acoustic_stage: str | None = None
     """Folder of a trained acoustic stage (``train_acoustic``'s ``final/``: semantic units + voice -> sound) for an
     audio tokenizer without a decoder (``ctc_units``, ``semantic``); copied into the checkpoint's ``acoustic/`` so

@@ -136,6 +136,21 @@ def test_fit_save_reload_fingerprint_and_record(fitted):
         again.decode(torch.zeros(1, 1, 3, dtype=torch.long))
 
 
+def test_unit_characters_are_the_ctc_head_at_each_centre(fitted):
+    """A unit's characters: the encoder's CTC distribution at its k-means centre (what init: letters reads).
+    Clustered below the head's layer: none."""
+    tok, _ = fitted
+    chars, probs = tok.unit_characters()
+    assert chars == tok.encoder.config.chars and probs.shape == (8, 1 + len(chars))
+    torch.testing.assert_close(probs.sum(-1), torch.ones(8))
+    # a state at a unit's centre (in the encoder's own space) is assigned that unit, and the head reads it as probs
+    states = tok.centroids * tok.std + tok.mean  # [8, D]
+    assert tok._assign(states[None], torch.tensor([8]))[0].tolist() == list(range(8))
+    torch.testing.assert_close(tok.encoder.head(tok.encoder.norm(states)).softmax(-1), probs)
+    shallow = CTCUnitsTokenizer(**{**tok.get_config(), "layer": 0})
+    assert shallow.unit_characters() is None
+
+
 def test_encode_deterministic_and_batched_equals_one_by_one(fitted):
     _, out = fitted
     tok = load_audio_tokenizer(out)

@@ -12,6 +12,7 @@ from audiopalm.modeling.extend import (
     CheckpointError,
     codebook_rows,
     extend_model,
+    letter_rows,
     load_checkpoint,
     new_token_ids,
     save_checkpoint,
@@ -125,6 +126,55 @@ def test_codebook_init_needs_matching_code_vectors():
         extend_model(model, vocab, init="centroids")
 
 
+@pytest.mark.parametrize("family, tied", [("llama", True), ("llama", False), ("gpt2", True)])
+def test_letters_init_starts_each_unit_at_the_characters_it_sounds_like(family, tied):
+    """init='letters': a unit the encoder hears as "a" starts at the text row that spells "a", a blank unit at the
+    mean text row, a 50/50 "a"/"b" unit halfway; text and special rows as before."""
+    text_tok = tiny_text_tokenizer(family)
+    model = tiny_model(family, tied, len(text_tok))
+    vocab = UnifiedVocab.build(text_tok, audio_tokenizer=TinyCodec(num_codebooks=1), tasks=["ASR"])
+    old_emb, old_head = _weights(model)
+    text, c = vocab.audio_offset, vocab.codebook_size
+    chars = [" ", "a", "b"]
+    probs = torch.full((c, 4), 0.25)  # every other unit: a quarter each
+    probs[0], probs[1], probs[2] = (
+        torch.tensor([0.0, 0, 1, 0]),
+        torch.tensor([1.0, 0, 0, 0]),
+        torch.tensor([0, 0, 0.5, 0.5]),
+    )
+    extend_model(model, vocab, init="letters", unit_characters=(chars, probs))
+    emb, head = _weights(model)
+    assert torch.equal(emb[:text], old_emb) and torch.equal(head[:text], old_head)
+    spell = {ch: text_tok.encode(ch, add_special_tokens=False) for ch in chars}
+    assert spell["a"] and spell["b"], spell  # the test's premise: the tokenizer spells both letters
+    for new, old in ((emb, old_emb), (head, old_head)):
+        mean = old.mean(0)
+        a, b = old[spell["a"]].mean(0), old[spell["b"]].mean(0)
+        torch.testing.assert_close(new[text], a)
+        torch.testing.assert_close(new[text + 1], mean)
+        torch.testing.assert_close(new[text + 2], (a + b) / 2)
+        assert torch.equal(new[text + c :], mean.expand(new.shape[0] - text - c, -1))  # special + padding rows
+    assert not torch.allclose(emb[text], emb[text + 2])
+
+
+def test_letters_init_needs_one_codebook_of_units_with_characters():
+    model, vocab, _ = _setup("llama", True)  # two codebooks
+    with pytest.raises(ValueError, match="init='letters' needs one codebook"):
+        extend_model(model, vocab, init="letters", unit_characters=(["a"], torch.ones(vocab.codebook_size, 2) / 2))
+    one = UnifiedVocab.build(tiny_text_tokenizer("llama"), audio_tokenizer=TinyCodec(num_codebooks=1), tasks=["ASR"])
+    with pytest.raises(ValueError, match="init='letters' needs one codebook"):
+        extend_model(tiny_model("llama", True, len(one.tokenizer)), one, init="letters")  # e.g. a codec: None
+    with pytest.raises(ValueError, match=r"gives \(8, 3\) probabilities"):
+        extend_model(
+            tiny_model("llama", True, len(one.tokenizer)),
+            one,
+            init="letters",
+            unit_characters=(["a"], torch.ones(8, 3)),
+        )
+    with pytest.raises(ValueError, match="2 characters in char_probs but 1"):
+        letter_rows(torch.ones(4, 3) / 3, [[1]], torch.randn(5, 2))
+
+
 def test_codebook_rows_project_wider_vectors_onto_their_top_directions():
     """D > H: the rows keep the H principal directions of the codes (the variance along the rest is lost)."""
     gen = torch.Generator().manual_seed(1)
@@ -209,7 +259,7 @@ def test_checkpoint_errors(tmp_path):
         save_checkpoint(model, vocab, codec, tmp_path)
     with pytest.raises(CheckpointError, match=r"audio tokenizer \(2 codebooks of 4\) does not fit"):
         save_checkpoint(model, vocab, TinyCodec(codebook_size=4), tmp_path)
-    with pytest.raises(ValueError, match="init: expected 'mean', 'zeros' or 'codebook', got 'normal'"):
+    with pytest.raises(ValueError, match="init: expected 'mean', 'zeros', 'codebook' or 'letters', got 'normal'"):
         extend_model(model, vocab, init="normal")
     small = tiny_model("gpt2", True, 10)
     with pytest.raises(CheckpointError, match="embedding has 10 rows but the text tokenizer has 257"):

@@ -126,6 +126,23 @@ def codebook_rows(code_vectors: torch.Tensor, text_rows: torch.Tensor, *, seed: 
     return torch.cat(rows)
 
 
+def letter_rows(char_probs: torch.Tensor, char_tokens: list[list[int]], text_rows: torch.Tensor) -> torch.Tensor:
+    """Embedding rows for units from what a CTC encoder hears in them.
+
+    ``char_probs`` [C, 1 + n]: unit c's distribution over the CTC blank (column 0) and n characters;
+    ``char_tokens``: for each character, the text tokens that spell it (empty: the text tokenizer has none);
+    ``text_rows`` [T, H] -> [C, H]: each unit's row is its characters' rows (a character's row: the mean of its
+    tokens' rows) weighted by their probabilities, the blank and spell-less characters standing at the mean text
+    row. A unit that sounds like "s" starts near the text row of "s", one between words near the mean.
+    """
+    c, n1 = char_probs.shape
+    if len(char_tokens) != n1 - 1:
+        raise ValueError(f"letter_rows: {n1 - 1} characters in char_probs but {len(char_tokens)} in char_tokens")
+    mean = text_rows.double().mean(dim=0)
+    rows = [mean] + [text_rows[ids].double().mean(dim=0) if ids else mean for ids in char_tokens]
+    return (char_probs.double() @ torch.stack(rows)).to(text_rows.dtype)  # [C, 1 + n] @ [1 + n, H]
+
+
 def extend_model(
     model,
     vocab: UnifiedVocab,
@@ -133,21 +150,38 @@ def extend_model(
     init: str = "mean",
     pad_to_multiple_of: int = 64,
     code_vectors: torch.Tensor | None = None,
+    unit_characters: tuple[list[str], torch.Tensor] | None = None,
 ):
     """Grow ``model``'s input embedding and lm_head to cover ``vocab``; returns ``model`` (changed in place).
 
     Rows ``[0, vocab.audio_offset)`` keep their exact values; rows from ``audio_offset`` on are set to
     the mean of the old text rows (``init="mean"``) or zeros (``init="zeros"``); with ``init="codebook"`` the
     audio rows come from ``code_vectors`` (the audio tokenizer's ``code_vectors()``, see :func:`codebook_rows`)
-    and the special rows from the mean. Each is done separately for the
+    and the special rows from the mean; with ``init="letters"`` the audio rows of a one-codebook vocabulary come
+    from ``unit_characters`` (the audio tokenizer's ``unit_characters()``, see :func:`letter_rows`), each character
+    spelled by the vocabulary's text tokenizer. Each is done separately for the
     input embedding and an untied lm_head (and its bias, if any). The row count is rounded up to a
     multiple of ``pad_to_multiple_of`` (64: matmuls over the vocabulary run on GPU tensor cores only
     when that dimension is a multiple of 8/64, so the lm_head matmul is markedly faster) and never
     shrinks. Sets ``config.vocab_size`` and the pad/bos/eos ids of the config and generation config.
     Call it once, on a text LM, before training (``accelerator.prepare``).
     """
-    if init not in ("mean", "zeros", "codebook"):
-        raise ValueError(f"init: expected 'mean', 'zeros' or 'codebook', got {init!r}")
+    if init not in ("mean", "zeros", "codebook", "letters"):
+        raise ValueError(f"init: expected 'mean', 'zeros', 'codebook' or 'letters', got {init!r}")
+    char_tokens: list[list[int]] = []
+    if init == "letters":
+        if unit_characters is None or vocab.num_codebooks != 1:
+            raise ValueError(
+                "init='letters' needs one codebook of units whose tokenizer can say what each sounds like "
+                "(unit_characters(): a ctc_units tokenizer clustered at its encoder's last layer)"
+            )
+        chars, char_probs = unit_characters
+        if char_probs.shape != (vocab.codebook_size, 1 + len(chars)):
+            raise ValueError(
+                f"init='letters': unit_characters gives {tuple(char_probs.shape)} probabilities, the vocabulary needs "
+                f"[{vocab.codebook_size}, {1 + len(chars)}]"
+            )
+        char_tokens = [vocab.tokenizer.encode(ch, add_special_tokens=False) for ch in chars]
     if init == "codebook":
         need = (vocab.num_codebooks, vocab.codebook_size)
         if (
@@ -184,6 +218,11 @@ def extend_model(
                 audio = vocab.num_codebooks * vocab.codebook_size
                 assert code_vectors is not None  # checked above for init == "codebook"
                 new[:audio].copy_(codebook_rows(code_vectors.detach().cpu().float(), weight[:text].detach().cpu()))
+            if init == "letters" and weight.dim() == 2:
+                assert unit_characters is not None  # checked above for init == "letters"
+                new[: vocab.codebook_size].copy_(
+                    letter_rows(unit_characters[1].cpu(), char_tokens, weight[:text].detach().cpu())
+                )
     rows = _rows(model)
 
     # config: vocab_size (resize sets it; set it again for configs that keep it on a text sub-config)

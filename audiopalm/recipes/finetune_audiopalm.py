@@ -266,6 +266,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             self.vocab,
             init=m.init,
             code_vectors=self.audio_tokenizer.code_vectors() if m.init == "codebook" else None,
+            unit_characters=self.audio_tokenizer.unit_characters() if m.init == "letters" else None,
         )
         if self.cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model

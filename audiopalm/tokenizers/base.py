@@ -107,6 +107,12 @@ class AudioTokenizer(torch.nn.Module, abc.ABC):
         tokenizer has none to offer. The LM's ``init: codebook`` starts its audio rows from them."""
         return None
 
+    def unit_characters(self) -> tuple[list[str], torch.Tensor] | None:
+        """What each code of the first codebook sounds like, as characters: ``(chars, probs)`` with ``probs``
+        ``[C, 1 + len(chars)]`` (code -> P(nothing), then P(each character)), or None where the tokenizer cannot
+        say (it was not trained to transcribe). The LM's ``init: letters`` starts its audio rows from them."""
+        return None
+
     # ---- persistence ------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the weights as safetensors (if there are any), then ``audio_tokenizer.json``, each atomically

@@ -126,6 +126,16 @@ class CTCUnitsTokenizer(UnitTokenizer):
         """The k-means centres (standardised state space) as one codebook, [1, units, D]."""
         return self.centroids.detach().clone()[None]
 
+    @torch.no_grad()
+    def unit_characters(self) -> tuple[list[str], torch.Tensor] | None:
+        """The encoder's CTC distribution at each k-means centre, ``[units, 1 + chars]`` (column 0: the blank),
+        when the clustered layer is the one its CTC head reads (the last); None for an earlier layer."""
+        if self.config.layer != self.encoder.config.num_layers:
+            return None
+        states = self.centroids * self.std + self.mean  # [k, D], back from the standardised space
+        probs = self.encoder.head(self.encoder.norm(states)).softmax(-1)  # [k, 1 + chars]
+        return list(self.encoder.config.chars), probs.detach().clone()
+
     def _assign(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """[B, F, D] -> unit ids [B, F] (0 past each item's frames)."""
         from audiopalm.tokenizers.kmeans import nearest
