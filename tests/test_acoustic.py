@@ -14,7 +14,8 @@ import torch
 
 from audiopalm.acoustic import AcousticConfig, AcousticStage
 from audiopalm.acoustic import train as acoustic
-from audiopalm.acoustic.data import PairSampler, load_utterances
+from audiopalm.acoustic.data import PairSampler, encode_utterance, load_utterances
+from audiopalm.audio import io as audio_io
 from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 
@@ -125,6 +126,10 @@ def test_units_and_features_are_frame_aligned_and_cached(corpus, tokenizers, tmp
     u, f = first.item(0)
     assert len(u) == len(f) and abs(len(f) - int(n[0])) <= 2
     torch.testing.assert_close(f, feats[0, : len(f)])
+    # encoded on one worker per core, each file lands at its own place (manifest order)
+    for i, path in enumerate(first.paths):
+        u_i, f_i = encode_utterance(audio_io.load(path, codec.sample_rate)[0], units_tok, codec)
+        assert torch.equal(first.item(i)[0], u_i) and torch.equal(first.item(i)[1], f_i), path
     # the cached copy is read without the audio
     moved = tmp_path / "moved"
     moved.mkdir()
