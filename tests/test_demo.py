@@ -228,7 +228,7 @@ def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_
     from audiopalm.commands import demo
 
     calls: list[list[str]] = []
-    monkeypatch.setattr(demo, "_run", lambda cmd, lane=None: calls.append(cmd))
+    monkeypatch.setattr(demo, "_run", calls.append)
     profile = demo.PROFILES["smoke"]
     demo._text_lm(tmp_path / "corpus", profile, 0)(tmp_path / "text_lm")
     demo._audiopalm(tmp_path, profile, 0)(tmp_path / "audiopalm")
@@ -237,58 +237,3 @@ def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_
         ["train", "finetune_audiopalm", "--config", "finetune_audiopalm"],
     ]
     assert all(c[0].endswith("audiopalm") and not any(a.endswith(".py") for a in c) for c in calls), calls
-
-
-def test_a_lane_sets_the_threads_and_logs_a_stage_that_runs_beside_the_others(tmp_path):
-    from audiopalm.commands import demo
-
-    log = tmp_path / "beside.log"
-    lane = demo.Lane(threads=1, log=log)
-    demo._run([sys.executable, "-c", "import os; print('threads', os.environ['OMP_NUM_THREADS'])"], lane)
-    assert log.read_text().splitlines()[1:] == ["threads 1"]  # after the echoed command
-    assert not demo._BESIDE  # a finished command is forgotten
-    failing = demo._Beside(lambda: demo._run([sys.executable, "-c", "raise SystemExit(3)"], lane))
-    with pytest.raises(subprocess.CalledProcessError) as err:
-        failing.wait()  # the thread's error reaches the main sequence
-    assert err.value.returncode == 3
-
-
-def test_jobs_2_trains_the_text_lm_beside_the_audio_stages(monkeypatch, tmp_path):
-    """With --jobs 2 the text LM's command starts before the audio stages' and runs on its own lane (half the cores,
-    a log); every stage still runs once, and the fine-tune starts after both sides are done."""
-    import argparse
-    import threading
-
-    from audiopalm.commands import demo
-
-    started = threading.Event()
-    calls: list[tuple[str, demo.Lane]] = []
-
-    def fake_run(cmd, lane=None):
-        what = cmd[2] if cmd[1] == "train" else " ".join(cmd[1:3])
-        if what == "tokenizer fit":
-            assert started.wait(10)  # the text LM was started first
-        calls.append((what, lane))
-        if what == "pretrain_text":
-            started.set()
-
-    monkeypatch.setattr(demo, "_run", fake_run)
-    monkeypatch.setattr(demo, "_corpus", lambda profile, seed: lambda folder: None)
-    monkeypatch.setattr(demo.os, "cpu_count", lambda: 4)
-    args = argparse.Namespace(profile="smoke_units", out=str(tmp_path / "demo"), seed=0, force=False, jobs=2)
-    assert demo.run(args) == 0
-    assert [w for w, _ in calls] == [
-        "pretrain_text",
-        "tokenizer fit",
-        "tokenizer fit-ctc-units",  # the units
-        "train_acoustic",
-        "tokenizer fit-ctc-units",  # the judge
-        *["tokenize --manifest"] * 3,
-        "finetune_audiopalm",
-        "eval --checkpoint",
-    ]
-    lanes = dict(calls)
-    assert lanes["pretrain_text"] == demo.Lane(threads=2, log=tmp_path / "demo/text_lm.log")
-    for audio_stage in ("tokenizer fit", "tokenizer fit-ctc-units", "train_acoustic", "tokenize --manifest"):
-        assert lanes[audio_stage] == demo.Lane(threads=2), audio_stage
-    assert lanes["finetune_audiopalm"] is lanes["eval --checkpoint"] is None  # all cores, in this terminal

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shlex
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -212,56 +210,10 @@ def _corpus(profile: Profile, seed: int):
     return fn
 
 
-@dataclasses.dataclass(frozen=True)
-class Lane:
-    """Where a stage's commands run: on how many torch threads (None: torch's default, every core) and with their
-    output in this terminal or appended to a log file (a stage that runs beside another)."""
-
-    threads: int | None = None
-    log: Path | None = None
-
-
-def _run(cmd: list[str], lane: Lane = Lane()) -> None:
+def _run(cmd: list[str]) -> None:
     """Run one stage's command as a user would, echoing it; a failure stops the demo with its exit code."""
-    env = None if lane.threads is None else {**os.environ, "OMP_NUM_THREADS": str(lane.threads)}
-    if lane.log is None:
-        print("+ " + shlex.join(cmd), flush=True)
-        subprocess.run(cmd, check=True, env=env)
-        return
-    with open(lane.log, "a", encoding="utf-8") as log:
-        print("+ " + shlex.join(cmd), file=log, flush=True)
-        with subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT) as proc:
-            _BESIDE.add(proc)
-            try:
-                code = proc.wait()
-            finally:
-                _BESIDE.discard(proc)
-        if code:
-            raise subprocess.CalledProcessError(code, cmd)
-
-
-_BESIDE: set[subprocess.Popen] = set()
-"""Commands running beside the main sequence (a :class:`Lane` with a log); stopped when the demo fails."""
-
-
-class _Beside:
-    """A stage run in a thread beside the main sequence; :meth:`wait` joins it and raises its error, if any."""
-
-    def __init__(self, work) -> None:
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._main, args=(work,), daemon=True)
-        self.thread.start()
-
-    def _main(self, work) -> None:
-        try:
-            work()
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread by wait()
-            self.error = e
-
-    def wait(self) -> None:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
+    print("+ " + shlex.join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
 
 
 def _bin(name: str) -> str:
@@ -269,7 +221,7 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def _tokenizer(corpus: Path, profile: Profile, seed: int, lane: Lane = Lane()):
+def _tokenizer(corpus: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         _run(
             [
@@ -283,15 +235,14 @@ def _tokenizer(corpus: Path, profile: Profile, seed: int, lane: Lane = Lane()):
                 "--seed",
                 str(seed),
                 *profile.tokenizer_args,
-            ],
-            lane,
+            ]
         )
         return str(folder)
 
     return fn
 
 
-def _units(corpus: Path, args: tuple[str, ...], seed: int, lane: Lane = Lane()):
+def _units(corpus: Path, args: tuple[str, ...], seed: int):
     """A CTC speech encoder trained on the corpus transcripts + k-means of its states: the semantic units (or, with
     another seed and augmentation, the independent ASR judge of generated speech)."""
 
@@ -310,15 +261,14 @@ def _units(corpus: Path, args: tuple[str, ...], seed: int, lane: Lane = Lane()):
                 "--seed",
                 str(seed),
                 *args,
-            ],
-            lane,
+            ]
         )
         return f"{folder} (encoder/ holds the CTC encoder alone; fit_info.json its dev CER)"
 
     return fn
 
 
-def _acoustic(out: Path, profile: Profile, seed: int, lane: Lane = Lane()):
+def _acoustic(out: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         corpus = out / "corpus"
         _run(
@@ -335,15 +285,14 @@ def _acoustic(out: Path, profile: Profile, seed: int, lane: Lane = Lane()):
                 f"train.seed={seed}",
                 *profile.acoustic_overrides,
                 "--resume",
-            ],
-            lane,
+            ]
         )
         return f"{folder}/final (units + voice -> codec features), {folder}/metrics.jsonl"
 
     return fn
 
 
-def _tokens(corpus: Path, tokenizer: Path, lane: Lane = Lane()):
+def _tokens(corpus: Path, tokenizer: Path):
     def fn(folder: Path) -> str:
         for split in ("train", "dev", "test"):
             _run(
@@ -356,15 +305,14 @@ def _tokens(corpus: Path, tokenizer: Path, lane: Lane = Lane()):
                     str(tokenizer),
                     "--out",
                     str(folder / split),
-                ],
-                lane,
+                ]
             )
         return f"{folder}/{{train,dev,test}}"
 
     return fn
 
 
-def _text_lm(corpus: Path, profile: Profile, seed: int, lane: Lane = Lane()):
+def _text_lm(corpus: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         _run(
             [
@@ -378,8 +326,7 @@ def _text_lm(corpus: Path, profile: Profile, seed: int, lane: Lane = Lane()):
                 f"train.seed={seed}",
                 *profile.text_lm_overrides,
                 "--resume",
-            ],
-            lane,
+            ]
         )  # a demo killed mid-training continues from the newest checkpoint
         return f"{folder}/final (HF model + tokenizer), {folder}/metrics.jsonl"
 
@@ -465,14 +412,6 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
     parser.add_argument("--force", action="store_true", help="redo stages that are done already")
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        choices=(1, 2),
-        default=2 if (os.cpu_count() or 1) >= 2 else 1,
-        help="2: the text LM trains beside the audio stages (tokenizer to tokens), each side on half the cores, its "
-        "output in OUT/text_lm.log; 1: every stage in turn on all cores (default: %(default)s here)",
-    )
 
 
 def run(args) -> int:
@@ -492,30 +431,14 @@ def run(args) -> int:
     marker.write_text(json.dumps(settings) + "\n")
     t0 = time.time()
     corpus = _stage(out, "corpus", _corpus(profile, args.seed), force=args.force)
-    # the text LM needs the corpus only: with --jobs 2 it trains beside the audio stages, each side on half the cores
-    # (a 4M-parameter model gains little from a second thread, and the audio stages' feature passes run on one)
-    audio, text_lm = Lane(), None
-    if args.jobs > 1:
-        cores = os.cpu_count() or 1
-        audio = Lane(threads=max(1, cores // 2))
-        text = Lane(threads=max(1, cores - cores // 2), log=out / "text_lm.log")
-        print(f"[text_lm] training beside the audio stages on {text.threads} thread(s); output: {text.log}", flush=True)
-        text_lm = _Beside(lambda: _stage(out, "text_lm", _text_lm(corpus, profile, args.seed, text), force=args.force))
-    try:
-        tokenizer = _stage(out, "tokenizer", _tokenizer(corpus, profile, args.seed, audio), force=args.force)
-        if profile.tokens == "units":
-            tokenizer = _stage(out, "units", _units(corpus, profile.units_args, args.seed, audio), force=args.force)
-            _stage(out, "acoustic", _acoustic(out, profile, args.seed, audio), force=args.force)
-        if profile.judge_args:
-            _stage(out, "judge", _units(corpus, profile.judge_args, args.seed + 1, audio), force=args.force)
-        _stage(out, "tokens", _tokens(corpus, tokenizer, audio), force=args.force)
-        if text_lm is None:
-            _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
-        else:
-            text_lm.wait()
-    finally:
-        for proc in list(_BESIDE):  # the audio side failed (or was interrupted): stop the text LM (it resumes)
-            proc.terminate()
+    tokenizer = _stage(out, "tokenizer", _tokenizer(corpus, profile, args.seed), force=args.force)
+    if profile.tokens == "units":
+        tokenizer = _stage(out, "units", _units(corpus, profile.units_args, args.seed), force=args.force)
+        _stage(out, "acoustic", _acoustic(out, profile, args.seed), force=args.force)
+    if profile.judge_args:
+        _stage(out, "judge", _units(corpus, profile.judge_args, args.seed + 1), force=args.force)
+    _stage(out, "tokens", _tokens(corpus, tokenizer), force=args.force)
+    _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
     _stage(out, "audiopalm", _audiopalm(out, profile, args.seed), force=args.force)
     _stage(out, "eval", _eval(out, profile), force=args.force)
     print(
