@@ -135,9 +135,9 @@ def letter_rows(char_probs: torch.Tensor, char_tokens: list[list[int]], text_row
     tokens' rows) weighted by their probabilities, the blank and spell-less characters standing at the mean text
     row. A unit that sounds like "s" starts near the text row of "s", one between words near the mean.
     """
-    c, n1 = char_probs.shape
-    if len(char_tokens) != n1 - 1:
-        raise ValueError(f"letter_rows: {n1 - 1} characters in char_probs but {len(char_tokens)} in char_tokens")
+    n = char_probs.shape[1] - 1
+    if len(char_tokens) != n:
+        raise ValueError(f"letter_rows: {n} characters in char_probs but {len(char_tokens)} in char_tokens")
     mean = text_rows.double().mean(dim=0)
     rows = [mean] + [text_rows[ids].double().mean(dim=0) if ids else mean for ids in char_tokens]
     return (char_probs.double() @ torch.stack(rows)).to(text_rows.dtype)  # [C, 1 + n] @ [1 + n, H]

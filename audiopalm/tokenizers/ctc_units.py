@@ -133,8 +133,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
         if self.config.layer != self.encoder.config.num_layers:
             return None
         states = self.centroids * self.std + self.mean  # [k, D], back from the standardised space
-        probs = self.encoder.head(self.encoder.norm(states)).softmax(-1)  # [k, 1 + chars]
-        return list(self.encoder.config.chars), probs.detach().clone()
+        return list(self.encoder.config.chars), self.encoder.head(self.encoder.norm(states)).softmax(-1)  # [k, 1+chars]
 
     def _assign(self, states: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """[B, F, D] -> unit ids [B, F] (0 past each item's frames)."""
