@@ -15,6 +15,7 @@ from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.evaluation.judges import CTCJudge, make_judge
 from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
 from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units
+from audiopalm.tokenizers.speech_encoder import CONFIG_NAME as ENCODER_CONFIG
 from audiopalm.tokenizers.speech_encoder import (
     EncoderTrainConfig,
     SpeechEncoder,
@@ -82,6 +83,42 @@ def test_conv_lengths_match_the_convolutions():
     for n in (1, 2, 3, 4, 5, 97, 100):
         states, lengths = model.forward_feats(torch.zeros(1, n, 80), torch.tensor([n]))
         assert states[0].shape[1] == int(conv_lengths(torch.tensor(n))) == int(lengths[0]), n
+
+
+@pytest.mark.parametrize("conv_kernel", [7, 0])
+def test_states_do_not_depend_on_what_pads_the_batch(conv_kernel):
+    """An utterance's states alone equal its states beside a longer one: the attention masks padding keys and the
+    convolution modules zero the padding frames (whose states are not zero after a layer) before they convolve."""
+    torch.manual_seed(0)
+    model = SpeechEncoder(SpeechEncoderConfig(**{**TINY, "conv_kernel": conv_kernel})).eval()
+    short, long = torch.randn(1, 41, 80), torch.randn(1, 90, 80)
+    batch = torch.cat([torch.cat([short, torch.zeros(1, 49, 80)], 1), long])  # mel padding is zeros
+    with torch.no_grad():
+        alone, n = model.forward_feats(short, torch.tensor([41]))
+        together, lengths = model.forward_feats(batch, torch.tensor([41, 90]))
+    assert int(lengths[0]) == int(n[0])
+    for a, b in zip(alone, together, strict=True):
+        torch.testing.assert_close(b[0, : int(n[0])], a[0, : int(n[0])], atol=1e-4, rtol=1e-4)
+
+
+def test_conv_kernel_is_checked_and_older_encoders_load_without_convolutions(tmp_path):
+    with pytest.raises(ValueError, match="conv_kernel"):
+        SpeechEncoderConfig(**{**TINY, "conv_kernel": 4})
+    assert SpeechEncoder(SpeechEncoderConfig(**TINY)).convs is not None
+    plain = SpeechEncoder(SpeechEncoderConfig(**{**TINY, "conv_kernel": 0}))
+    assert plain.convs is None
+    folder = plain.save_pretrained(tmp_path / "enc")
+    meta = json.loads((folder / ENCODER_CONFIG).read_text())
+    del meta["config"]["conv_kernel"]  # written before the field existed
+    (folder / ENCODER_CONFIG).write_text(json.dumps(meta))
+    again = SpeechEncoder.from_pretrained(folder)
+    assert again.config.conv_kernel == 0
+    x = torch.randn(2, 60, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            again.log_probs_from_feats(x, torch.tensor([60, 50]))[0],
+            plain.eval().log_probs_from_feats(x, torch.tensor([60, 50]))[0],
+        )
 
 
 def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
@@ -234,6 +271,8 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
             "32",
             "--num-layers",
             "1",
+            "--conv-kernel",
+            "3",
             "--num-units",
             "6",
             "--dedup",
@@ -248,6 +287,7 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     tok = load_audio_tokenizer(out)
     assert isinstance(tok, CTCUnitsTokenizer), tok
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
+    assert tok.encoder.config.conv_kernel == 3 and tok.encoder.convs is not None
     assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
     assert tok.fit_info["train"]["augment"]
 

@@ -88,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--num-units", type=int, default=None, help="k-means units (default: CTCUnitsConfig's)")
     p.add_argument("--hidden-size", type=int, default=None, help="encoder width (default: SpeechEncoderConfig's)")
     p.add_argument("--num-layers", type=int, default=None, help="transformer layers (default: SpeechEncoderConfig's)")
+    p.add_argument(
+        "--conv-kernel",
+        type=int,
+        default=None,
+        help="depthwise convolution width of the module after each layer, odd; 0: none (default: SpeechEncoderConfig's)",
+    )
     p.add_argument("--dedup", action="store_true", help="collapse repeated units when encoding (SpeechGPT-style)")
     p.add_argument(
         "--augment",
@@ -208,7 +214,15 @@ def _fit_ctc_units(args) -> int:
             if v is not None
         },
     )
-    encoder = {k: v for k, v in (("hidden_size", args.hidden_size), ("num_layers", args.num_layers)) if v is not None}
+    encoder = {
+        k: v
+        for k, v in (
+            ("hidden_size", args.hidden_size),
+            ("num_layers", args.num_layers),
+            ("conv_kernel", args.conv_kernel),
+        )
+        if v is not None
+    }
     if "hidden_size" in encoder:  # keep the usual ratios: 64-wide heads, a 4x feed-forward
         encoder.update(num_heads=max(encoder["hidden_size"] // 64, 1), ffn_size=4 * encoder["hidden_size"])
     SpeechEncoderConfig(**encoder)  # a bad size fails here, before any audio is read

@@ -3,8 +3,13 @@
 ::
 
     wav [B, T] 16 kHz -> LogMel (audiopalm.audio.features, 100 Hz) -> per-utterance mean/var normalisation
-        -> two stride-2 Conv1d + GELU (25 Hz) -> sinusoidal positions -> N pre-norm transformer layers
-        -> LayerNorm -> Linear over characters + the CTC blank (id 0)
+        -> two stride-2 Conv1d + GELU (25 Hz) -> sinusoidal positions
+        -> N x (pre-norm transformer layer -> convolution module) -> LayerNorm -> Linear over characters + the CTC blank (id 0)
+
+The convolution module after each layer is the Conformer's (Gulati et al. 2020), with a per-frame LayerNorm
+where the Conformer has BatchNorm (so a frame's state never depends on what else is in the batch):
+LayerNorm -> Linear to 2D -> GLU -> depthwise Conv1d (``conv_kernel``) -> LayerNorm -> SiLU -> Linear, residual.
+On the demo corpus it halves the CER at a given training time (docs/semantic_units.md).
 
 AudioPaLM's audio tokens are k-means ids of an ASR-trained encoder's states (USM); this is that
 encoder at demo scale. :meth:`SpeechEncoder.transcribe` is greedy CTC (best path, repeats merged,
@@ -88,16 +93,20 @@ class SpeechEncoderConfig:
     n_mels: int = 80
     """Log-mel bands of the front end (:class:`audiopalm.audio.features.LogMel`, 10 ms hop)."""
     hidden_size: int = 144
-    """Width of the convolutions and transformer layers. 144 x 3 layers (1.0 M parameters) trains 400 steps
-    in the demo's few-minute budget on 2 cores; see docs/semantic_units.md for its CER curve."""
+    """Width of the convolutions and layers. 144 x 3 layers (1.05 M parameters with the convolution modules)
+    trains 400 steps in the demo's few-minute budget on 2 cores; see docs/semantic_units.md for its CER."""
     num_layers: int = 3
     """Pre-norm transformer layers at 25 Hz."""
     num_heads: int = 2
     """Attention heads per layer."""
     ffn_size: int = 576
     """Feed-forward width of each layer (4 x hidden_size)."""
-    dropout: float = 0.1
-    """Dropout in the transformer layers (training only)."""
+    conv_kernel: int = 7
+    """Width (frames, odd) of the depthwise convolution in the module after each transformer layer; 0: no
+    convolution modules (a plain transformer encoder)."""
+    dropout: float = 0.0
+    """Dropout in the transformer layers and convolution modules (training only). Off by default: the demo's
+    encoder sees each utterance about once, and dropout slows it down (docs/semantic_units.md)."""
 
     def __post_init__(self):
         if not self.chars or len(set(self.chars)) != len(self.chars) or any(len(c) != 1 for c in self.chars):
@@ -109,6 +118,8 @@ class SpeechEncoderConfig:
             raise ValueError(
                 f"SpeechEncoderConfig.hidden_size={self.hidden_size} must be a multiple of num_heads={self.num_heads}"
             )
+        if self.conv_kernel < 0 or (self.conv_kernel and self.conv_kernel % 2 == 0):
+            raise ValueError(f"SpeechEncoderConfig.conv_kernel must be 0 or odd, got {self.conv_kernel}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"SpeechEncoderConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -128,12 +139,14 @@ def _sinusoids(length: int, dim: int) -> torch.Tensor:
     return pe
 
 
+def _halved(n: torch.Tensor) -> torch.Tensor:
+    """Frames after one convolution of kernel 3, stride 2, padding 1."""
+    return (n - 1) // 2 + 1
+
+
 def conv_lengths(mel_lengths: torch.Tensor) -> torch.Tensor:
     """Encoder frames for ``mel_lengths`` [B] mel frames (two convolutions, kernel 3, stride 2, padding 1)."""
-    n = mel_lengths
-    for _ in range(2):
-        n = (n - 1) // 2 + 1
-    return n
+    return _halved(_halved(mel_lengths))
 
 
 def normalize_feats(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -145,6 +158,26 @@ def normalize_feats(feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mean = (feats * mask).sum(1, keepdim=True) / n  # [B, 1, M]
     var = (((feats - mean) * mask) ** 2).sum(1, keepdim=True) / n
     return (feats - mean) / (var + 1e-5).sqrt() * mask
+
+
+class ConvModule(nn.Module):
+    """The Conformer convolution module with per-frame LayerNorms; residual. Padding frames are zeroed before the
+    depthwise convolution, so no frame hears past its utterance's end."""
+
+    def __init__(self, dim: int, kernel: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.expand = nn.Linear(dim, 2 * dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.mid_norm = nn.LayerNorm(dim)
+        self.project = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+        """``x`` [B, F, D], ``pad`` [B, F] (True = padding) -> [B, F, D]."""
+        y = nn.functional.glu(self.expand(self.norm(x)), dim=-1).masked_fill(pad[..., None], 0.0)
+        y = self.depthwise(y.transpose(1, 2)).transpose(1, 2)
+        return x + self.dropout(self.project(nn.functional.silu(self.mid_norm(y))))
 
 
 class SpeechEncoder(nn.Module):
@@ -165,6 +198,11 @@ class SpeechEncoder(nn.Module):
                 c.hidden_size, c.num_heads, c.ffn_size, c.dropout, activation="gelu", batch_first=True, norm_first=True
             )
             for _ in range(c.num_layers)
+        )
+        self.convs = (
+            nn.ModuleList(ConvModule(c.hidden_size, c.conv_kernel, c.dropout) for _ in range(c.num_layers))
+            if c.conv_kernel
+            else None
         )
         self.norm = nn.LayerNorm(c.hidden_size)
         self.head = nn.Linear(c.hidden_size, len(c.chars) + 1)
@@ -187,13 +225,20 @@ class SpeechEncoder(nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Normalised log-mel [B, F, M], [B] -> states after the convolutions and after each layer (up to
         layer ``upto``; default all), each [B, F', D], and the frame lengths [B]."""
-        x = self.conv(feats.transpose(1, 2)).transpose(1, 2)  # [B, F', D]
-        lengths = conv_lengths(mel_lengths.to(x.device)).clamp(max=x.shape[1])
+        x = feats.transpose(1, 2)  # [B, M, F]
+        n = mel_lengths.to(x.device)
+        for conv in (self.conv[:2], self.conv[2:]):  # zero the frames past each item's end between the two
+            x = conv(x.masked_fill(torch.arange(x.shape[2], device=x.device)[None, None, :] >= n[:, None, None], 0.0))
+            n = _halved(n)  # so that what pads a batch never reaches an utterance's last frames
+        x = x.transpose(1, 2)  # [B, F', D]
+        lengths = n.clamp(max=x.shape[1])
         x = x + _sinusoids(x.shape[1], x.shape[2]).to(x)
         pad = torch.arange(x.shape[1], device=x.device)[None, :] >= lengths[:, None]  # [B, F'] True = padding
         states = [x]
-        for layer in self.layers[: len(self.layers) if upto is None else upto]:
-            x = layer(x, src_key_padding_mask=pad)
+        for i in range(len(self.layers) if upto is None else upto):
+            x = self.layers[i](x, src_key_padding_mask=pad)
+            if self.convs is not None:
+                x = self.convs[i](x, pad)
             states.append(x)
         return states, lengths
 
@@ -271,6 +316,7 @@ class SpeechEncoder(nn.Module):
                 f"{directory}: no {CONFIG_NAME}; train one with `audiopalm tokenizer fit-ctc-units` (it saves encoder/)"
             )
         meta = json.loads((directory / CONFIG_NAME).read_text())
+        meta["config"].setdefault("conv_kernel", 0)  # encoders saved before convolution modules existed have none
         model = cls(SpeechEncoderConfig(**meta["config"]))
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
         model.record = meta.get("record", {})
@@ -296,11 +342,11 @@ class EncoderTrainConfig:
     """How :func:`train_encoder` trains a :class:`SpeechEncoder`."""
 
     steps: int = 400
-    """Optimizer steps. On the English-French demo corpus (2 idle cores): dev CER 27.7 after 400 steps (79 s),
-    15.0 after 1600 (291 s); the demo keeps 400 for its time budget (docs/semantic_units.md)."""
+    """Optimizer steps. On the English-French demo corpus (2 idle cores, the default encoder): dev CER 14.3 after
+    400 steps, about one pass over its 12,000 wavs (docs/semantic_units.md)."""
     batch_size: int = 32
     """Utterances per step."""
-    lr: float = 2e-3
+    lr: float = 4e-3
     """Peak AdamW learning rate (linear warm-up over ``warmup`` steps, then cosine to 5%)."""
     warmup: int = 60
     """Warm-up steps."""
