@@ -408,9 +408,15 @@ class FinetuneDataConfig:
     position ids); ``false``: one example per row, padded, with an attention mask."""
     dev_examples_per_task: int = 64
     """Dev examples scored per task at each evaluation (the first N in store order, after filters)."""
+    read_weight: float = 0.0
+    """Weight of the reading loss added to the training loss: at each position of an input audio segment whose
+    transcript the row holds, CTC from the LM's own output distribution to the transcript's text tokens (blank: the
+    pad token; :func:`audiopalm.training.core.reading_loss_sum`). It teaches the LM to hear the words where the audio
+    is, which next-token loss on the target alone teaches slowly. 0: off. Dev losses never include it."""
 
     def __post_init__(self) -> None:
         _check(self.max_len >= 16, "data.max_len", f"must be >= 16, got {self.max_len}")
+        _check(self.read_weight >= 0, "data.read_weight", f"must be >= 0, got {self.read_weight}")
         _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
         _check(len(self.train_splits) > 0, "data.train_splits", "give at least one split")
         _check(

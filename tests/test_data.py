@@ -90,6 +90,62 @@ def test_packed_and_padded_steps_give_the_same_loss_and_gradients():
     assert not torch.allclose(grad_unmasked, grad_padded, atol=1e-4)
 
 
+def _reading(ids, prompt_len, lo, hi, words):
+    return {**_example(ids, prompt_len), "read": (lo, hi, list(words))}
+
+
+def test_read_fields_follow_packing_and_the_reading_loss_is_ctc_per_span():
+    """The reading spans land where their examples do in packed and padded batches; the reading loss is, span by
+    span, the CTC of the model's output there against the transcript, the same however the batch is laid out."""
+    from audiopalm.training.core import reading_loss_sum
+
+    g = torch.Generator().manual_seed(3)
+    exs = [
+        _reading(torch.randint(1, 97, (12,), generator=g).tolist(), 8, 2, 7, [5, 6]),
+        _example(torch.randint(1, 97, (6,), generator=g).tolist(), 3),  # a text-input example: no span
+        _reading(torch.randint(1, 97, (15,), generator=g).tolist(), 10, 1, 9, [7, 7, 8]),
+    ]
+    packed = PackedCollator(max_len=40, pad_id=0)([exs])
+    assert packed["read_span"][0].tolist() == [0, 0] + [1] * 5 + [0] * 12 + [2] * 8 + [0] * 13
+    assert packed["read_targets"].tolist() == [[[5, 6, IGNORE_INDEX], [7, 7, 8]]]
+    padded = PaddingCollator(pad_id=0)(exs)
+    assert padded["read_span"].tolist() == [
+        [0, 0, 1, 1, 1, 1, 1] + [0] * 8,
+        [0] * 15,
+        [0] + [1] * 8 + [0] * 6,
+    ]
+    assert padded["read_targets"][1].tolist() == [[IGNORE_INDEX] * 3]
+    assert "read_span" not in PaddingCollator(pad_id=0)([exs[1]])  # nothing to read: no fields
+
+    model = _tiny("llama")
+    with torch.no_grad():
+        logits_packed = model(
+            input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False
+        ).logits
+        logits_padded = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    by_hand = sum(
+        torch.nn.functional.ctc_loss(
+            logits_padded[b, lo:hi].log_softmax(-1)[:, None],
+            torch.tensor([words]),
+            torch.tensor([hi - lo]),
+            torch.tensor([len(words)]),
+            blank=0,
+            reduction="sum",
+        )
+        for b, (lo, hi, words) in ((0, exs[0]["read"]), (2, exs[2]["read"]))
+    )
+    got_padded = reading_loss_sum(logits_padded, padded["read_span"], padded["read_targets"], blank=0)
+    got_packed = reading_loss_sum(logits_packed, packed["read_span"], packed["read_targets"], blank=0)
+    torch.testing.assert_close(got_padded, by_hand, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(got_packed, by_hand, atol=1e-4, rtol=1e-5)
+    assert float(by_hand) > 0
+    # it trains the model: its gradient reaches the weights
+    model.train().zero_grad()
+    logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    reading_loss_sum(logits, padded["read_span"], padded["read_targets"], blank=0).backward()
+    assert model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
 def test_padding_collator():
     exs = [_example([5, 6, 7, 8], 2), _example([9, 10], 1)]
     b = PaddingCollator(pad_id=0, pad_to_multiple_of=8)(exs)

@@ -3,6 +3,7 @@ token store of toy 4-language sentences spoken as word tones (seconds)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -188,6 +190,25 @@ def _setup_in_process(world, tmp_path, overrides: list[str]):
     finally:
         reset_accelerate()
     return recipe
+
+
+def test_read_weight_adds_the_reading_loss_to_training_batches_only(world, tmp_path):
+    """``data.read_weight``: training batches carry the input audio's reading spans and the step's loss is the token
+    loss plus read_weight x the reading loss of those spans; dev batches and the default (0) have none."""
+    from audiopalm.training.core import reading_loss_sum, token_loss_sum
+
+    recipe = _setup_in_process(world, tmp_path, ["data.read_weight=0.5", "data.tasks=[{task: ASR}, {task: TTS}]"])
+    batch = next(iter(recipe.batches))
+    # the accelerator state was reset after setup: forward_loss needs only its device and autocast
+    recipe.accelerator = types.SimpleNamespace(device=torch.device("cpu"), autocast=contextlib.nullcontext)
+    assert int((batch["read_span"] > 0).sum()) > 0 and "read_span" not in recipe.collate_dev(recipe.dev_sets[0][1])
+    with torch.no_grad():
+        got = recipe.forward_loss(batch).loss
+        logits = recipe.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+    reading = reading_loss_sum(logits, batch["read_span"], batch["read_targets"], blank=recipe.vocab.pad_id)
+    assert float(reading) > 0
+    torch.testing.assert_close(got, token_loss_sum(logits, batch["labels"]) + 0.5 * reading, atol=1e-3, rtol=1e-5)
+    assert "read_span" not in next(iter(_setup_in_process(world, tmp_path, []).batches))
 
 
 def test_store_from_another_tokenizer_is_refused(world, tmp_path):

@@ -85,6 +85,24 @@ def test_audio_segments_invert_to_the_record_codes(vocab):
     assert torch.equal(tgt, torch.tensor([[0, 1, 2], [3, 3, 3]]))
 
 
+@pytest.mark.parametrize("task", sorted(EXPECTED))
+def test_read_span_is_the_input_audio_and_its_transcript(task, vocab):
+    """``read=True`` marks the input audio segment and the words spoken in it, for the reading loss; the rendered
+    sequence is the same with or without it."""
+    plain = render(record(), task, vocab, max_len=256)
+    ex = render(record(), task, vocab, max_len=256, read=True)
+    assert ex["input_ids"] == plain["input_ids"] and ex["labels"] == plain["labels"] and "read" not in plain
+    if parse_task(task).input_segment[0] == "text":
+        assert "read" not in ex
+        return
+    lo, hi, words = ex["read"]
+    assert vocab.tokenizer.decode(ex["input_ids"][lo:hi]) == A_SRC
+    assert all(lab == IGNORE_INDEX for lab in ex["labels"][lo:hi])
+    assert words == vocab.text_ids("the dog sleeps.")
+    # a row that holds no transcript of its audio reads nothing (and still renders)
+    assert "read" not in render(record(text=None), "S2ST", vocab, max_len=256, read=True)
+
+
 def test_prompt_needs_only_input_fields(vocab):
     rec = {"id": "x", "lang": "en", "audio_codes": [[1, 2], [3, 0]], "tgt_lang": "fr"}
     assert vocab.tokenizer.decode(prompt_ids(rec, "S2ST", vocab)) == EXPECTED["S2ST"][0]

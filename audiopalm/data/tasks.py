@@ -233,16 +233,20 @@ def prompt_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[
     Only the languages and the input field of ``record`` are needed. Input audio is collapsed into runs when the
     vocabulary says so (:attr:`audiopalm.data.vocab.VocabLayout.input_dedup`)."""
     spec = parse_task(task)
+    head, audio = _prompt_parts(record, spec, vocab)
+    return head + audio + [vocab.sep_id]
+
+
+def _prompt_parts(record: dict, spec: TaskSpec, vocab: UnifiedVocab) -> tuple[list[int], list[int]]:
+    """The prompt before ``<|sep|>``, in two parts: ([bos] tag [text input], the input audio segment or [])."""
     lang = _lang(record, spec, "lang")
     tgt_lang = _lang(record, spec, "tgt_lang") if spec.needs_tgt_lang else None
     tag = spec.tag(lang, tgt_lang)
     kind, field = spec.input_segment
     ids = [vocab.bos_id] if vocab.bos_id is not None and vocab.bos_id != vocab.eos_id else []
     if kind == TEXT:  # tag and text in one string, as a person would write it
-        ids += vocab.text_ids(f"{tag} {_field(record, spec, field)}")
-    else:
-        ids += vocab.text_ids(tag) + _segment_ids(record, spec, kind, field, vocab, dedup=vocab.layout.input_dedup)
-    return ids + [vocab.sep_id]
+        return ids + vocab.text_ids(f"{tag} {_field(record, spec, field)}"), []
+    return ids + vocab.text_ids(tag), _segment_ids(record, spec, kind, field, vocab, dedup=vocab.layout.input_dedup)
 
 
 def target_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[int]:
@@ -257,13 +261,28 @@ def target_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[
 
 
 @overload
-def render(record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: None = None) -> dict: ...
-@overload
-def render(record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: Counter) -> dict | None: ...
 def render(
-    record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: Counter | None = None
+    record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: None = None, read: bool = False
+) -> dict: ...
+@overload
+def render(
+    record: dict, task: str | TaskSpec, vocab: UnifiedVocab, *, max_len: int, skip: Counter, read: bool = False
+) -> dict | None: ...
+def render(
+    record: dict,
+    task: str | TaskSpec,
+    vocab: UnifiedVocab,
+    *,
+    max_len: int,
+    skip: Counter | None = None,
+    read: bool = False,
 ) -> dict | None:
     """One training example: ``{"input_ids": prompt + target, "labels": [-100] * len(prompt) + target}``.
+
+    ``read``: when the input is audio whose transcript the record holds (``text`` for ``audio_codes``, ``tgt_text``
+    for ``tgt_audio_codes``), the example also gets ``"read": (start, end, text_ids)``: the input audio segment's
+    positions ``[start, end)`` and the transcript's text token ids, for the reading loss
+    (:func:`audiopalm.training.core.reading_loss_sum`).
 
     A record that cannot be rendered (missing field, unknown language, bad codes, longer than
     ``max_len``) raises :class:`TaskError` naming the record, task and field; with a ``skip`` counter
@@ -274,7 +293,8 @@ def render(
     if not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len: expected a positive integer, got {max_len!r}")
     try:
-        prompt = prompt_ids(record, spec, vocab)
+        head, audio = _prompt_parts(record, spec, vocab)
+        prompt = head + audio + [vocab.sep_id]
         target = target_ids(record, spec, vocab)
         total = len(prompt) + len(target)
         if total > max_len:
@@ -289,4 +309,12 @@ def render(
             raise
         skip[f"{spec.name}: {e.reason}"] += 1
         return None
-    return {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
+    example = {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
+    transcript = record.get(_TRANSCRIPTS.get(spec.input_segment[1], ""))
+    if read and audio and isinstance(transcript, str) and transcript.strip():
+        example["read"] = (len(head), len(head) + len(audio), vocab.text_ids(transcript))
+    return example
+
+
+_TRANSCRIPTS = {"audio_codes": "text", "tgt_audio_codes": "tgt_text"}
+"""The record field that transcribes each audio field (what the reading loss reads the audio as)."""

@@ -188,7 +188,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             label = f"{name} #{len(sources)}" if name in {s.name.split(" #")[0] for s in sources} else name
 
             def render_one(row, spec=spec):
-                return render(row, spec, self.vocab, max_len=d.max_len, skip=self.render_skips)
+                return render(row, spec, self.vocab, max_len=d.max_len, skip=self.render_skips, read=d.read_weight > 0)
 
             sources.append(MixtureSource(name=label, rows=rows, render=render_one, weight=entry.weight))
             dev_rows = self._select_rows(entry, spec, "dev", Counter())[: d.dev_examples_per_task]
@@ -330,7 +330,13 @@ class FinetuneAudioPaLMRecipe(Recipe):
             if "attention_mask" in batch
             else (batch["input_ids"] != self.vocab.pad_id).sum()
         )
-        return LossSum(training.token_loss_sum(logits, labels), training.count_targets(labels), real)
+        loss = training.token_loss_sum(logits, labels)
+        if "read_span" in batch:  # training batches with data.read_weight > 0 (dev batches never)
+            read = training.reading_loss_sum(
+                logits, batch["read_span"].to(acc.device), batch["read_targets"].to(acc.device), blank=self.vocab.pad_id
+            )
+            loss = loss + self.cfg.data.read_weight * read
+        return LossSum(loss, training.count_targets(labels), real)
 
     def collate_dev(self, items: list) -> dict:
         return self.dev_collate(items)

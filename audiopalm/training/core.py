@@ -110,6 +110,49 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
+def reading_loss_sum(
+    logits: torch.Tensor, read_span: torch.Tensor, read_targets: torch.Tensor, *, blank: int
+) -> torch.Tensor:
+    """Sum over the batch's read spans of the CTC loss (nats) from the model's own output distribution at each
+    position of an input audio segment to that audio's transcript (text token ids), ``blank`` as the CTC blank.
+
+    The prompt's positions are otherwise never scored, so this asks the LM to spell out, at the audio it is
+    given, the words it hears: joint CTC / attention training (Kim, Hori and Watanabe 2017) with the LM's own
+    output layer as the CTC head, no new weights. logits [B, L, V]; read_span [B, L] (k = the row's k-th span,
+    0 = none); read_targets [B, S, U] (-100 padded). Computed in fp32; a span shorter than its transcript
+    contributes 0 (``zero_infinity``).  # []
+    """
+    mask = read_span > 0  # [B, L]
+    if not bool(mask.any()):
+        return logits.sum() * 0.0
+    # every read position at once, in row-major order, so each span is a contiguous run of rows
+    selected = logits[mask].float().log_softmax(-1)  # [P, V]
+    rows = mask.nonzero()[:, 0]  # [P]
+    span_keys, counts = torch.unique_consecutive(
+        rows * (int(read_span.max()) + 1) + read_span[mask], return_counts=True
+    )
+    log_probs, targets = [], []
+    for key, lp in zip(span_keys.tolist(), selected.split(counts.tolist()), strict=True):
+        b, k = divmod(key, int(read_span.max()) + 1)
+        row = read_targets[b, k - 1]
+        # only the blank's and the transcript's distinct tokens' columns enter CTC (span-local classes: 0 the blank,
+        # 1.. its distinct tokens), which spares CTC the whole vocabulary
+        tokens, target = torch.unique(row[row != IGNORE_INDEX], return_inverse=True)  # [C], [U]
+        log_probs.append(lp[:, torch.cat([tokens.new_tensor([blank]), tokens])])  # [T, C + 1]
+        targets.append(target + 1)
+    classes = max(x.shape[1] for x in log_probs)
+    padded = [F.pad(x, (0, classes - x.shape[1]), value=-math.inf) for x in log_probs]
+    return F.ctc_loss(
+        torch.nn.utils.rnn.pad_sequence(padded),  # [T, N, classes]
+        torch.cat(targets),
+        torch.tensor([len(x) for x in log_probs]),
+        torch.tensor([len(t) for t in targets]),
+        blank=0,
+        reduction="sum",
+        zero_infinity=True,
+    )
+
+
 def loss_scale(global_targets: int, *, world_size: int, grad_accum_steps: int) -> float:
     """Factor for each micro-batch's ``token_loss_sum`` before ``accelerator.backward``.
 
