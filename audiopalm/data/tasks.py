@@ -309,7 +309,7 @@ def render(
             raise
         skip[f"{spec.name}: {e.reason}"] += 1
         return None
-    example = {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
+    example: dict = {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
     transcript = record.get(_TRANSCRIPTS.get(spec.input_segment[1], ""))
     if read and audio and isinstance(transcript, str) and transcript.strip():
         example["read"] = (len(head), len(head) + len(audio), vocab.text_ids(transcript))
