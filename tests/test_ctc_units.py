@@ -90,7 +90,7 @@ def test_states_do_not_depend_on_what_pads_the_batch(conv_kernel):
     """An utterance's states alone equal its states beside a longer one: the attention masks padding keys and the
     convolution modules zero the padding frames (whose states are not zero after a layer) before they convolve."""
     torch.manual_seed(0)
-    model = SpeechEncoder(SpeechEncoderConfig(**{**TINY, "conv_kernel": conv_kernel})).eval()
+    model = SpeechEncoder(SpeechEncoderConfig(**TINY, conv_kernel=conv_kernel)).eval()
     short, long = torch.randn(1, 41, 80), torch.randn(1, 90, 80)
     batch = torch.cat([torch.cat([short, torch.zeros(1, 49, 80)], 1), long])  # mel padding is zeros
     with torch.no_grad():
@@ -103,9 +103,9 @@ def test_states_do_not_depend_on_what_pads_the_batch(conv_kernel):
 
 def test_conv_kernel_is_checked_and_older_encoders_load_without_convolutions(tmp_path):
     with pytest.raises(ValueError, match="conv_kernel"):
-        SpeechEncoderConfig(**{**TINY, "conv_kernel": 4})
+        SpeechEncoderConfig(**TINY, conv_kernel=4)
     assert SpeechEncoder(SpeechEncoderConfig(**TINY)).convs is not None
-    plain = SpeechEncoder(SpeechEncoderConfig(**{**TINY, "conv_kernel": 0}))
+    plain = SpeechEncoder(SpeechEncoderConfig(**TINY, conv_kernel=0))
     assert plain.convs is None
     folder = plain.save_pretrained(tmp_path / "enc")
     meta = json.loads((folder / ENCODER_CONFIG).read_text())
