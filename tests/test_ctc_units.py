@@ -173,6 +173,24 @@ def test_fit_save_reload_fingerprint_and_record(fitted):
         again.decode(torch.zeros(1, 1, 3, dtype=torch.long))
 
 
+def test_a_tokenizer_saved_before_conv_kernel_existed_loads_as_it_was(fitted, tmp_path):
+    """Folders (and checkpoints holding them) written before the convolution modules name no ``conv_kernel``: they
+    load as encoders without them, with the fingerprint they were saved with, and encode as before."""
+    tok, _ = fitted
+    config = tok.get_config()
+    old = CTCUnitsTokenizer(**{**config, "encoder": {k: v for k, v in config["encoder"].items() if k != "conv_kernel"}})
+    assert old.encoder.convs is None and tok.encoder.convs is not None
+    missing, unexpected = old.load_state_dict(tok.state_dict(), strict=False)
+    assert not missing and unexpected and all(".convs." in k for k in unexpected)
+    folder = old.save_pretrained(tmp_path / "old_units")
+    assert "conv_kernel" not in json.loads((folder / CONFIG_NAME).read_text())["config"]["encoder"]
+    again = load_audio_tokenizer(folder)
+    assert isinstance(again, CTCUnitsTokenizer) and again.encoder.convs is None
+    assert again.fingerprint == old.fingerprint
+    wav = torch.as_tensor(_say("a bé", seed=4))[None]
+    assert torch.equal(again.encode(wav)[0], old.encode(wav)[0])
+
+
 def test_unit_characters_are_the_ctc_head_at_each_centre(fitted):
     """A unit's characters: the encoder's CTC distribution at its k-means centre (what init: letters reads).
     Clustered below the head's layer: none."""

@@ -44,6 +44,7 @@ from audiopalm.tokenizers.speech_encoder import (
     load_feats,
     manifest_utterances,
     normalize_feats,
+    saved_config,
     train_encoder,
 )
 
@@ -68,7 +69,9 @@ class CTCUnitsConfig:
     """The encoder's shape, which layer is clustered, and into how many units."""
 
     encoder: dict = dataclasses.field(default_factory=dict)
-    """Keyword arguments of :class:`audiopalm.tokenizers.speech_encoder.SpeechEncoderConfig` (chars, sizes)."""
+    """Keyword arguments of :class:`audiopalm.tokenizers.speech_encoder.SpeechEncoderConfig` (chars, sizes), as
+    :meth:`CTCUnitsTokenizer.fit` writes them (every field); without ``conv_kernel`` (tokenizers saved before the
+    field existed) the encoder has no convolution modules (:func:`~audiopalm.tokenizers.speech_encoder.saved_config`)."""
     layer: int | None = None
     """Encoder layer whose states are clustered (0: after the convolutions; i: after transformer layer i);
     None: the last (set to its number here, so a saved config names it)."""
@@ -78,7 +81,7 @@ class CTCUnitsConfig:
     """Collapse runs of a repeated unit in :meth:`CTCUnitsTokenizer.encode` (frame lengths then count runs)."""
 
     def __post_init__(self):
-        enc = SpeechEncoderConfig(**self.encoder)  # validates the encoder's fields
+        enc = saved_config(self.encoder)  # validates the encoder's fields
         if self.layer is None:
             self.layer = enc.num_layers
         if not 0 <= self.layer <= enc.num_layers:
@@ -100,7 +103,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
     def __init__(self, **config):
         super().__init__()
         self.config = c = CTCUnitsConfig(**config)
-        self.encoder = SpeechEncoder(SpeechEncoderConfig(**c.encoder)).eval()
+        self.encoder = SpeechEncoder(saved_config(c.encoder)).eval()
         dim = self.encoder.config.hidden_size
         self.register_buffer("centroids", torch.zeros(c.num_units, dim))  # [k, D]
         self.register_buffer("mean", torch.zeros(dim))  # [D]

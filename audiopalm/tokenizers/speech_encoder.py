@@ -129,6 +129,13 @@ class SpeechEncoderConfig:
         return self.sample_rate / LogMelConfig(sample_rate=self.sample_rate).hop_length / SUBSAMPLING
 
 
+def saved_config(fields: dict) -> SpeechEncoderConfig:
+    """The :class:`SpeechEncoderConfig` of a saved encoder's fields. Fields without ``conv_kernel`` were saved before
+    the convolution modules existed and describe an encoder without them (``conv_kernel=0``), so older encoders,
+    ``ctc_units`` tokenizers and the checkpoints that hold them load as they were trained."""
+    return SpeechEncoderConfig(**{"conv_kernel": 0, **fields})
+
+
 def _sinusoids(length: int, dim: int) -> torch.Tensor:
     """Transformer sinusoidal positions [length, dim]."""
     pos = torch.arange(length, dtype=torch.float32)[:, None]
@@ -316,8 +323,7 @@ class SpeechEncoder(nn.Module):
                 f"{directory}: no {CONFIG_NAME}; train one with `audiopalm tokenizer fit-ctc-units` (it saves encoder/)"
             )
         meta = json.loads((directory / CONFIG_NAME).read_text())
-        meta["config"].setdefault("conv_kernel", 0)  # encoders saved before convolution modules existed have none
-        model = cls(SpeechEncoderConfig(**meta["config"]))
+        model = cls(saved_config(meta["config"]))
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
         model.record = meta.get("record", {})
         return model.eval()
