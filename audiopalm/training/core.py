@@ -127,13 +127,11 @@ def reading_loss_sum(
         return logits.sum() * 0.0
     # every read position at once, in row-major order, so each span is a contiguous run of rows
     selected = logits[mask].float().log_softmax(-1)  # [P, V]
-    rows = mask.nonzero()[:, 0]  # [P]
-    span_keys, counts = torch.unique_consecutive(
-        rows * (int(read_span.max()) + 1) + read_span[mask], return_counts=True
-    )
+    stride = int(read_span.max()) + 1  # key = row * stride + span number: one key per span
+    span_keys, counts = torch.unique_consecutive(mask.nonzero()[:, 0] * stride + read_span[mask], return_counts=True)
     log_probs, targets = [], []
     for key, lp in zip(span_keys.tolist(), selected.split(counts.tolist()), strict=True):
-        b, k = divmod(key, int(read_span.max()) + 1)
+        b, k = divmod(key, stride)
         row = read_targets[b, k - 1]
         # only the blank's and the transcript's distinct tokens' columns enter CTC (span-local classes: 0 the blank,
         # 1.. its distinct tokens), which spares CTC the whole vocabulary
