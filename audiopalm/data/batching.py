@@ -152,24 +152,21 @@ class PackedCollator:
         input_ids = torch.full((B, self.max_len), self.pad_id, dtype=torch.long)  # [B, L]
         labels = torch.full((B, self.max_len), IGNORE_INDEX, dtype=torch.long)  # [B, L]
         position_ids = torch.zeros((B, self.max_len), dtype=torch.long)  # [B, L]
-        starts: list[list[int]] = []  # where each example of each row begins
         for b, row in enumerate(rows):
             at = 0
-            starts.append([])
             for ex in row:
                 n = len(ex["input_ids"])
                 assert at + n <= self.max_len, (at, n, self.max_len)
                 input_ids[b, at : at + n] = torch.as_tensor(ex["input_ids"])
                 labels[b, at : at + n] = torch.as_tensor(ex["labels"])
                 position_ids[b, at : at + n] = torch.arange(n)
-                starts[b].append(at)
                 at += n
             position_ids[b, at:] = torch.arange(self.max_len - at)
         return {
             "input_ids": input_ids,
             "labels": labels,
             "position_ids": position_ids,
-            **read_fields(rows, starts, self.max_len),
+            **read_fields(rows, self.max_len),
             "num_target_tokens": count_target_tokens(labels),
         }
 
@@ -199,36 +196,35 @@ class PaddingCollator:
             "input_ids": input_ids,
             "labels": labels,
             "attention_mask": attention_mask,
-            **read_fields([[ex] for ex in examples], [[0]] * B, L),
+            **read_fields([[ex] for ex in examples], L),
             "num_target_tokens": count_target_tokens(labels),
         }
 
 
-def read_fields(
-    rows: Sequence[Sequence[dict]], starts: Sequence[Sequence[int]], length: int
-) -> dict[str, torch.Tensor]:
+def read_fields(rows: Sequence[Sequence[dict]], length: int) -> dict[str, torch.Tensor]:
     """The reading loss's fields of a batch whose examples carry ``"read"`` spans (``render(..., read=True)``);
-    {} when none does. ``rows[b]`` are the examples of row ``b``, ``starts[b]`` where each begins.
+    {} when none does. ``rows[b]`` are the examples of row ``b``, laid one after another from position 0.
 
     ``read_span`` [B, L]: k at the positions of row b's k-th span (1-based), 0 elsewhere; ``read_targets``
     [B, S, U]: the k-th span's transcript ids at ``[b, k - 1]``, -100 after its end. Both are indexed by row first,
     so a micro-batch is a slice of rows like the other fields."""
-    spans = [
-        [
-            (at + ex["read"][0], at + ex["read"][1], ex["read"][2])
-            for ex, at in zip(row, at_, strict=True)
-            if "read" in ex
-        ]
-        for row, at_ in zip(rows, starts, strict=True)
-    ]
+    spans: list[list[tuple[int, int, list[int]]]] = []
+    for row in rows:
+        spans.append([])
+        at = 0
+        for ex in row:
+            if "read" in ex:
+                lo, hi, target = ex["read"]
+                spans[-1].append((at + lo, at + hi, target))
+            at += len(ex["input_ids"])
     if not any(spans):
         return {}
     S = max(len(r) for r in spans)
     U = max(len(t) for r in spans for _, _, t in r)
     read_span = torch.zeros((len(rows), length), dtype=torch.long)  # [B, L]
     read_targets = torch.full((len(rows), S, U), IGNORE_INDEX, dtype=torch.long)  # [B, S, U]
-    for b, row in enumerate(spans):
-        for k, (lo, hi, target) in enumerate(row):
+    for b, row_spans in enumerate(spans):
+        for k, (lo, hi, target) in enumerate(row_spans):
             read_span[b, lo:hi] = k + 1
             read_targets[b, k, : len(target)] = torch.as_tensor(target)
     return {"read_span": read_span, "read_targets": read_targets}
