@@ -1,18 +1,22 @@
 """AudioPaLM vs Speech-Llama on the same corpus, the same stage-0 LLM, the same steps, batch, LR and seed.
 
     python eval/compare_paths.py --profile smoke --out runs/compare_smoke
-    python eval/compare_paths.py --profile default --out runs/compare      # the README's demo corpus
+    python eval/compare_paths.py --profile default --out runs/compare      # codec codes, the mel_rvq demo corpus
+    python eval/compare_paths.py --profile units --data runs/demo --out runs/compare_units   # one encoder, both ways
 
 Steps (each one's output is kept, a finished step is skipped when the command is run again):
 
 1. data: ``audiopalm demo --profile P --out OUT/data`` (synthetic corpus, mel-RVQ audio tokenizer, token
    stores, stage-0 text LM), or ``--data DIR`` laid out the same way (``corpus/{train,dev,test}.jsonl``,
-   ``tokenizer/``, ``tokens/{train,dev}``, ``text_lm/final``).
+   ``tokenizer/`` or, for a units profile, ``units/``, ``tokens/{train,dev}``, ``text_lm/final``).
 2. AudioPaLM: recipes/finetune_audiopalm.py, tasks ASR + AST, LoRA r=8 alpha=16 on q/k/v/o plus the new
    audio-token rows (``lora.new_rows=trainable_tokens``), padded batches (one example per row, so both paths
    see the same number of examples per step) -> ``OUT/audiopalm``.
 3. Speech-Llama: recipes/finetune_speech_llama.py, tasks ASR + AST, the same LoRA, encoder + projector
-   trained -> ``OUT/speech_llama``.
+   trained -> ``OUT/speech_llama``. The ``units`` profile asks the paper's question with everything else equal:
+   Speech-Llama reads the continuous states of the encoder the AudioPaLM arm's units are k-means of (frozen, the
+   clustered layer, one embedding per unit frame: ``model.encoder=units:DATA/units``), so the two arms differ
+   only in how the same 25 states per second reach the LLM: projected, or quantised into new vocabulary rows.
 4. ``audiopalm eval`` of both on the test manifest (sentences never seen in training) -> ``OUT/eval_*``.
 5. ``OUT/comparison.md`` and ``OUT/comparison.json``: per path, ASR WER and AST BLEU (all test utterances,
    seen voices, the held-out voice; the n-weighted mean over language pairs of the per-pair corpus scores),
@@ -91,6 +95,9 @@ class CompareProfile:
     """Overrides of recipes/configs/finetune_speech_llama.yaml (encoder size)."""
     audiopalm: tuple[str, ...] = ()
     """Overrides of recipes/configs/finetune_audiopalm.yaml."""
+    units: bool = False
+    """The data's ``units/`` (a ``ctc_units`` tokenizer) is AudioPaLM's audio tokenizer, and its encoder, frozen,
+    is Speech-Llama's (states at the clustered layer, projector stride 1): one encoder, both ways."""
 
 
 PROFILES = {
@@ -135,6 +142,10 @@ PROFILES = {
     "default": CompareProfile(
         demo_profile="mel_rvq", steps=2000, batch=8, lr=1e-3, warmup=50, max_items=None, max_new_tokens=64
     ),
+    # the default demo's units and their encoder (`--data runs/demo`); the fine-tune's LR
+    "units": CompareProfile(
+        demo_profile="default", steps=1000, batch=8, lr=3e-3, warmup=50, max_items=None, max_new_tokens=64, units=True
+    ),
 }
 
 
@@ -157,13 +168,13 @@ def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def data_layout(data: Path) -> dict[str, Path]:
-    """The files both paths read, checked to exist."""
+def data_layout(data: Path, units: bool = False) -> dict[str, Path]:
+    """The files both paths read, checked to exist (``units``: the audio tokenizer is ``units/``)."""
     paths = {
         "train": data / "corpus" / "train.jsonl",
         "dev": data / "corpus" / "dev.jsonl",
         "test": data / "corpus" / "test.jsonl",
-        "tokenizer": data / "tokenizer",
+        "tokenizer": data / ("units" if units else "tokenizer"),
         "train_store": data / "tokens" / "train",
         "dev_store": data / "tokens" / "dev",
         "llm": data / "text_lm" / "final",
@@ -197,7 +208,7 @@ def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, see
             "finetune_audiopalm",  # the shipped config
             f"model.name_or_path={d['llm']}",
             f"model.audio_tokenizer={d['tokenizer']}",
-            "model.acoustic_stage=null",  # the codec speaks its own codes
+            "model.acoustic_stage=null",  # both tasks read speech; neither speaks
             f"data.stores=[{d['train_store']},{d['dev_store']}]",
             "data.tasks=[{task: ASR}, {task: AST}]",
             "data.packing=false",
@@ -218,6 +229,11 @@ def recipe_args(path: str, d: dict[str, Path], p: CompareProfile, out: Path, see
         "data.tasks=[ASR, AST]",
         "lora.r=8",
         "lora.alpha=16",
+        *(
+            [f"model.encoder=units:{d['tokenizer']}", "model.freeze_encoder=true", "model.projector_stride=1"]
+            if p.units
+            else []
+        ),
         *loop,
         *p.speech_llama,
     ]
@@ -350,7 +366,7 @@ def compare(
                 str(seed),
             ]
         )
-    d = data_layout(data)
+    d = data_layout(data, units=p.units)
     if test is not None:
         d["test"] = Path(test)
     rows = []
@@ -398,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         choices=sorted(PROFILES),
         default="smoke",
-        help="smoke: minutes on a CPU (default); default: the README's demo corpus; tiny: tests",
+        help="smoke: minutes on a CPU (default); default: codec codes on the mel_rvq demo corpus; units: the "
+        "default demo's units against their own encoder's states (use --data runs/demo); tiny: tests",
     )
     parser.add_argument("--out", default="runs/compare_paths", help="output folder (default: runs/compare_paths)")
     parser.add_argument("--data", help="prepared data folder (`audiopalm demo --out DIR` layout); default: make it")

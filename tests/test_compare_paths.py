@@ -68,3 +68,26 @@ def test_missing_data_is_named(tmp_path):
     cp = _compare_module()
     with pytest.raises(FileNotFoundError, match="text_lm/final"):
         cp.data_layout(tmp_path)
+
+
+def test_units_profile_gives_both_paths_the_same_encoder(tmp_path):
+    """The units profile: AudioPaLM reads the data's units/, Speech-Llama the frozen states of their encoder."""
+    cp = _compare_module()
+    with pytest.raises(FileNotFoundError, match="units"):
+        cp.data_layout(tmp_path, units=True)
+    for name in ("corpus/train.jsonl", "corpus/dev.jsonl", "corpus/test.jsonl", "units", "text_lm/final"):
+        (tmp_path / name).mkdir(parents=True)
+    for name in ("tokens/train", "tokens/dev"):
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "text_lm/final/config.json").write_text('{"max_position_embeddings": 256}')
+    d = cp.data_layout(tmp_path, units=True)
+    p = cp.PROFILES["units"]
+    ap = cp.recipe_args("audiopalm", d, p, tmp_path / "run", 0)
+    sl = cp.recipe_args("speech_llama", d, p, tmp_path / "run", 0)
+    assert f"model.audio_tokenizer={tmp_path / 'units'}" in ap and "data.max_len=256" in ap
+    assert f"model.encoder=units:{tmp_path / 'units'}" in sl
+    assert {"model.freeze_encoder=true", "model.projector_stride=1"} <= set(sl)
+    same = {a for a in ap if a.startswith(("train.", "optim."))}
+    assert same == {a for a in sl if a.startswith(("train.", "optim."))} and f"optim.lr={p.lr}" in same
+    codes = cp.recipe_args("speech_llama", d, cp.PROFILES["default"], tmp_path, 0)
+    assert not any(a.startswith("model.encoder=") for a in codes)  # the codec profiles train their own encoder

@@ -432,3 +432,71 @@ def test_learns_to_transcribe_espeak_speech(tmp_path):
     prompts = encode_text(tok, ["[ASR English]"] * 4)
     out = model.generate(feats, lengths, prompts["input_ids"], prompts["attention_mask"], max_new_tokens=6)
     assert tok.batch_decode(out, skip_special_tokens=True) == sentences, loss.item()
+
+
+def _units_tokenizer(folder, n_mels=N_MELS):
+    """A ctc_units tokenizer with a random tiny encoder, centres and standardisation, saved in ``folder``."""
+    from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer
+
+    torch.manual_seed(0)
+    enc = dict(n_mels=n_mels, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, conv_kernel=3)
+    tok = CTCUnitsTokenizer(encoder=enc, layer=1, num_units=6)
+    with torch.no_grad():
+        for p in tok.encoder.parameters():
+            p.normal_(std=0.3)
+        tok.centroids.normal_()
+        tok.mean.normal_()
+        tok.std.uniform_(0.5, 2.0)
+        tok.fitted.fill_(True)
+    tok.save_pretrained(folder)
+    return tok.eval()
+
+
+def test_units_encoder_gives_the_states_the_tokenizer_clusters(tmp_path):
+    """``units:<folder>``: the ctc_units tokenizer's encoder at its clustered layer, standardised as its k-means saw
+    the states, so the nearest centre of each state is the tokenizer's unit; a save reloads without the folder."""
+    from audiopalm.tokenizers.kmeans import nearest
+
+    tok = _units_tokenizer(tmp_path / "units")
+    tiny_llm().save_pretrained(tmp_path / "llm")
+    config = tiny_config(encoder=f"units:{tmp_path / 'units'}", freeze_encoder=True, projector_stride=1)
+    model = SpeechLlama.from_config(config, str(tmp_path / "llm"))
+    wav = torch.randn(2, 8000) * 0.1
+    lengths = torch.tensor([8000, 5200])
+    feats, mel_lengths = model.featurize(wav, lengths)
+    with torch.no_grad():
+        states, frames = model.encoder(feats, mel_lengths)
+        units, unit_frames = tok.units(wav, lengths)
+    assert frames.tolist() == unit_frames.tolist() == [13, 9]
+    for b, n in enumerate(frames.tolist()):
+        ids, _ = nearest(states[b, :n], tok.centroids)
+        assert ids.tolist() == units[b, :n].tolist()
+    assert model.seconds_per_embedding == pytest.approx(0.04)  # 25 states per second, stride 1
+    # frozen: no gradient reaches the encoder, and training mode leaves it as it made the units (eval)
+    model.train()
+    assert not model.encoder.encoder.training and model.projector.training
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert all(p.requires_grad for p in model.projector.parameters())
+    model.eval()
+    randomize_lora(model)
+    ids = torch.tensor([[BOS, 4, 5], [BOS, 6, 7]])
+    with torch.no_grad():
+        before = model(feats, mel_lengths, ids).logits
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "encoder" / "units_encoder.json").is_file()
+    import shutil
+
+    shutil.rmtree(tmp_path / "units")  # the saved model holds the encoder; its tokenizer folder is not needed
+    loaded = SpeechLlama.from_pretrained(tmp_path / "ckpt")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(feats, mel_lengths, ids).logits, before, rtol=0, atol=0)
+
+
+def test_units_encoder_refuses_a_mismatch(tmp_path):
+    _units_tokenizer(tmp_path / "units", n_mels=N_MELS + 4)
+    with pytest.raises(ValueError, match=f"takes {N_MELS + 4} mel bands"):
+        SpeechLlama(tiny_config(encoder=f"units:{tmp_path / 'units'}"), tiny_llm())
+    with pytest.raises(FileNotFoundError, match="fit-ctc-units"):
+        SpeechLlama(tiny_config(encoder=f"units:{tmp_path / 'nothing'}"), tiny_llm())
+    with pytest.raises(ValueError, match="units:<ctc_units tokenizer folder>"):
+        tiny_config(encoder="units:")

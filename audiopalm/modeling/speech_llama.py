@@ -9,8 +9,10 @@ reads a sequence of audio *embeddings* made by an encoder over log-mel frames::
 
 - Encoder (``SpeechLlamaConfig.encoder``): ``"conformer"`` (transformers' ``Wav2Vec2BertModel``, a
   Conformer over mel frames, built from config at our size), ``"transformer"`` (``torch.nn.TransformerEncoder``),
-  or ``"hf:<name or path>"``: a pretrained Whisper encoder, or a wav2vec 2.0 / HuBERT / WavLM model
-  (these read the raw waveform instead of mel frames; :meth:`SpeechLlama.featurize` gives each its input).
+  ``"hf:<name or path>"``: a pretrained Whisper encoder, or a wav2vec 2.0 / HuBERT / WavLM model
+  (these read the raw waveform instead of mel frames; :meth:`SpeechLlama.featurize` gives each its input), or
+  ``"units:<folder>"``: the trained encoder of a ``ctc_units`` tokenizer, at the layer its k-means clusters
+  (:class:`UnitsSpeechEncoder`: the same encoder AudioPaLM's units come from, before quantisation).
 - Projector: ``projector_stride`` consecutive encoder frames are concatenated, then a 2-layer MLP maps
   them to the LLM's hidden size. The paper studies 80 ms to 960 ms of audio per embedding.
 - LLM: frozen; LoRA (peft) on the attention projections q/k/v/o only, r=8, alpha=16 as in the paper
@@ -19,7 +21,8 @@ reads a sequence of audio *embeddings* made by an encoder over log-mel frames::
   paper does before attaching it to the LLM.
 
 A checkpoint folder (:meth:`SpeechLlama.save_pretrained`) holds ``speech_llama.json`` (this config),
-``speech_modules.safetensors`` (encoder + projector + CTC head), ``encoder/config.json`` for a HF encoder,
+``speech_modules.safetensors`` (encoder + projector + CTC head), ``encoder/config.json`` for a HF encoder
+(``encoder/units_encoder.json`` for a ``units:`` one),
 and ``adapter/`` (peft's LoRA adapter). A hub base LLM is referenced by its id (``config.llm``), not copied; a
 local one is copied into ``llm/`` (``copy_base``; the recipe's ``final/``), since its path means nothing on another
 machine: ``speech_llama.json`` then says ``"llm": "./llm"``. No absolute path is saved; a folder saved without its
@@ -49,6 +52,10 @@ ENCODER_CONFIG_DIR = "encoder"
 LLM_DIR = "llm"
 """Sub-folder holding a copy of a local base LLM; ``speech_llama.json`` names it ``./llm``."""
 BUILTIN_ENCODERS = ("conformer", "transformer")
+UNITS_PREFIX = "units:"
+"""``SpeechLlamaConfig.encoder`` prefix naming a ``ctc_units`` tokenizer folder whose encoder is used."""
+UNITS_ENCODER_CONFIG = "units_encoder.json"
+"""A saved model's ``encoder/`` file that rebuilds a ``units:`` encoder (its weights are in ``WEIGHTS_NAME``)."""
 # HF model types that read raw 16 kHz waveforms ("input_values") rather than mel frames.
 WAVEFORM_ENCODERS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech", "unispeech-sat", "sew", "sew-d")
 
@@ -61,8 +68,10 @@ class SpeechLlamaConfig:
     """Base causal LM: hub name or local path. Recorded so :meth:`SpeechLlama.from_pretrained` can reload
     it; may stay empty when the model is always given as ``base_model=``."""
     encoder: str = "conformer"
-    """"conformer", "transformer" (small encoders built from this config over log-mel frames), or
-    "hf:<hub name or path>" (a pretrained Whisper encoder, or wav2vec 2.0 / HuBERT / WavLM via AutoModel)."""
+    """"conformer", "transformer" (small encoders built from this config over log-mel frames),
+    "hf:<hub name or path>" (a pretrained Whisper encoder, or wav2vec 2.0 / HuBERT / WavLM via AutoModel), or
+    "units:<folder>" (the speech encoder of a ``ctc_units`` tokenizer, ``audiopalm tokenizer fit-ctc-units``: its
+    states at the layer the tokenizer clusters, before the k-means; the ``encoder_*`` sizes are then unused)."""
     sample_rate: int = 16000
     """Sample rate of the waveforms :meth:`SpeechLlama.featurize` accepts."""
     n_mels: int = 80
@@ -106,10 +115,12 @@ class SpeechLlamaConfig:
 
     def __post_init__(self):
         self.lora_target_modules = tuple(self.lora_target_modules)
-        if self.encoder not in BUILTIN_ENCODERS and not (self.encoder.startswith("hf:") and len(self.encoder) > 3):
+        if self.encoder not in BUILTIN_ENCODERS and not any(
+            self.encoder.startswith(prefix) and len(self.encoder) > len(prefix) for prefix in ("hf:", UNITS_PREFIX)
+        ):
             raise ValueError(
-                f"SpeechLlamaConfig.encoder must be one of {BUILTIN_ENCODERS} or 'hf:<name or path>', "
-                f"got {self.encoder!r}"
+                f"SpeechLlamaConfig.encoder must be one of {BUILTIN_ENCODERS}, 'hf:<name or path>' or "
+                f"'{UNITS_PREFIX}<ctc_units tokenizer folder>', got {self.encoder!r}"
             )
         for name in (
             "sample_rate",
@@ -361,12 +372,95 @@ class HFSpeechEncoder(nn.Module):
         return h, out_lengths  # [B, T', E], [B]
 
 
+class UnitsSpeechEncoder(nn.Module):
+    """The speech encoder of a ``ctc_units`` tokenizer, its states where the tokenizer's k-means reads them.
+
+    Log-mel -> the encoder's per-utterance normalisation, convolutions (25 Hz) and layers up to the clustered one
+    -> states standardised with the k-means' mean and std: the continuous twin of the units that AudioPaLM's
+    extended vocabulary reads (same encoder, same frames, no quantisation), so that Speech-Llama on these states
+    and AudioPaLM on their units compare the two ways of giving an LLM speech with everything else equal.
+    """
+
+    input_kind = "log_mel"
+    stack = 4
+    """Log-mel frames (10 ms) per state: the encoder's two stride-2 convolutions."""
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, encoder: nn.Module, layer: int):
+        super().__init__()
+        from audiopalm.tokenizers.speech_encoder import SUBSAMPLING, SpeechEncoder
+
+        if not isinstance(encoder, SpeechEncoder):
+            raise TypeError(f"UnitsSpeechEncoder wraps a SpeechEncoder, got {type(encoder).__name__}")
+        if not 0 <= layer <= encoder.config.num_layers:
+            raise ValueError(f"layer={layer}: the encoder has layers 0..{encoder.config.num_layers}")
+        assert SUBSAMPLING == self.stack, SUBSAMPLING
+        self.encoder = encoder
+        self.layer = layer
+        self.output_dim = encoder.config.hidden_size
+        self.n_mels = encoder.config.n_mels
+        self.sample_rate = encoder.config.sample_rate
+        self.register_buffer("mean", torch.zeros(self.output_dim))  # [D]
+        self.register_buffer("std", torch.ones(self.output_dim))  # [D]
+
+    @classmethod
+    def from_tokenizer(cls, folder: str | os.PathLike) -> UnitsSpeechEncoder:
+        """The encoder, layer and standardisation of the ``ctc_units`` tokenizer saved in ``folder``."""
+        from audiopalm.tokenizers.base import CONFIG_NAME, load_audio_tokenizer
+        from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer
+
+        if not (Path(folder) / CONFIG_NAME).is_file():
+            raise FileNotFoundError(
+                f"{folder}: not an audio tokenizer folder (no {CONFIG_NAME}); make a ctc_units one with "
+                "`audiopalm tokenizer fit-ctc-units`"
+            )
+        tok = load_audio_tokenizer(folder)
+        if not isinstance(tok, CTCUnitsTokenizer):
+            raise ValueError(f"{folder}: a {tok.type_name} tokenizer; units: needs a ctc_units one (fit-ctc-units)")
+        enc = cls(tok.encoder, int(tok.config.layer or 0))
+        enc.mean.copy_(tok.mean)
+        enc.std.copy_(tok.std)
+        return enc
+
+    def save_config(self, directory: str | os.PathLike) -> None:
+        """Write what :meth:`from_config_dir` rebuilds the architecture from (the weights go with the model's)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"config": dataclasses.asdict(self.encoder.config), "layer": self.layer}
+        (directory / UNITS_ENCODER_CONFIG).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def from_config_dir(cls, directory: str | os.PathLike) -> UnitsSpeechEncoder:
+        """The architecture saved by :meth:`save_config`, with untrained weights (the caller loads them)."""
+        from audiopalm.tokenizers.speech_encoder import SpeechEncoder, saved_config
+
+        meta = json.loads((Path(directory) / UNITS_ENCODER_CONFIG).read_text())
+        return cls(SpeechEncoder(saved_config(meta["config"])), int(meta["layer"]))
+
+    def train(self, mode: bool = True) -> UnitsSpeechEncoder:
+        super().train(mode)
+        if not any(p.requires_grad for p in self.encoder.parameters()):
+            self.encoder.eval()  # a frozen encoder computes what its units were made from (no dropout)
+        return self
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from audiopalm.tokenizers.speech_encoder import normalize_feats
+
+        states, frames = self.encoder.forward_feats(normalize_feats(feats, lengths), lengths, upto=self.layer)
+        return (states[self.layer] - self.mean) / self.std, frames  # [B, T', D], [B]
+
+
 def build_encoder(c: SpeechLlamaConfig, saved_dir: str | os.PathLike | None = None) -> nn.Module:
-    """The encoder named by ``c.encoder``. ``saved_dir``: rebuild a HF encoder from its saved config."""
+    """The encoder named by ``c.encoder``. ``saved_dir``: rebuild a HF or ``units:`` encoder from its saved config."""
     if c.encoder == "conformer":
         return ConformerSpeechEncoder(c)
     if c.encoder == "transformer":
         return TransformerSpeechEncoder(c)
+    if c.encoder.startswith(UNITS_PREFIX):
+        if saved_dir is not None:
+            return UnitsSpeechEncoder.from_config_dir(saved_dir)
+        return UnitsSpeechEncoder.from_tokenizer(c.encoder[len(UNITS_PREFIX) :])
     if saved_dir is not None:
         return HFSpeechEncoder.from_config_dir(saved_dir)
     return HFSpeechEncoder.load(c.encoder[3:])
@@ -431,6 +525,13 @@ class SpeechLlama(nn.Module):
             raise ValueError(
                 f"SpeechLlamaConfig.n_mels={config.n_mels} but the Whisper encoder "
                 f"{config.encoder!r} takes {self.encoder.n_mels} mel bands"
+            )
+        if isinstance(self.encoder, UnitsSpeechEncoder) and (
+            self.encoder.n_mels != config.n_mels or self.encoder.sample_rate != config.sample_rate
+        ):
+            raise ValueError(
+                f"SpeechLlamaConfig n_mels={config.n_mels}, sample_rate={config.sample_rate} but the encoder of "
+                f"{config.encoder!r} takes {self.encoder.n_mels} mel bands at {self.encoder.sample_rate} Hz"
             )
         llm_dim = int(cast(Any, llm).config.hidden_size)
         self.projector = Projector(
@@ -540,6 +641,8 @@ class SpeechLlama(nn.Module):
             )
         if isinstance(self.encoder, HFSpeechEncoder):
             self.encoder.model.config.save_pretrained(save_dir / ENCODER_CONFIG_DIR)
+        elif isinstance(self.encoder, UnitsSpeechEncoder):
+            self.encoder.save_config(save_dir / ENCODER_CONFIG_DIR)
         if self.config.lora_r > 0:
             llm_state = (
                 None
