@@ -413,10 +413,15 @@ class FinetuneDataConfig:
     transcript the row holds, CTC from the LM's own output distribution to the transcript's text tokens (blank: the
     pad token; :func:`audiopalm.training.core.reading_loss_sum`). It teaches the LM to hear the words where the audio
     is, which next-token loss on the target alone teaches slowly. 0: off. Dev losses never include it."""
+    read_layer: int = 0
+    """Which layer the reading loss reads: 0, the model's output; k >= 1, the output of decoder layer k, through the
+    model's final norm and output layer (:func:`audiopalm.training.core.layer_logits`), so that the layers above it
+    can use the words it hears when they write the target."""
 
     def __post_init__(self) -> None:
         _check(self.max_len >= 16, "data.max_len", f"must be >= 16, got {self.max_len}")
         _check(self.read_weight >= 0, "data.read_weight", f"must be >= 0, got {self.read_weight}")
+        _check(self.read_layer >= 0, "data.read_layer", f"must be >= 0 (0: the model's output), got {self.read_layer}")
         _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
         _check(len(self.train_splits) > 0, "data.train_splits", "give at least one split")
         _check(

@@ -63,6 +63,38 @@ def test_packed_forward_equals_separate_forwards(kind):
     assert not torch.allclose(with_cache[5:14], packed[5:14], atol=1e-4)  # the check above can fail
 
 
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_layer_logits_read_a_layer_as_the_model_cut_there_would(kind):
+    """``layer_logits`` on decoder layer 1's output = the logits of the same model cut to 1 layer (its final norm and
+    output layer kept), bare and inside peft; a model with no known final norm is refused by name."""
+    import peft
+
+    from audiopalm.training.core import layer_logits
+
+    model = _tiny(kind)
+    cut = _tiny(kind)
+    if kind == "gpt2":
+        cut.transformer.h = cut.transformer.h[:1]
+        cut.config.n_layer = 1
+    else:
+        cut.model.layers = cut.model.layers[:1]
+        cut.config.num_hidden_layers = 1
+    cut.load_state_dict(model.state_dict(), strict=False)
+    ids = torch.randint(1, 97, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+        want = cut(input_ids=ids).logits
+        torch.testing.assert_close(layer_logits(model, hidden), want, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(model(input_ids=ids).logits, want, atol=1e-3)  # the check above can fail
+        target = ["q_proj"] if kind == "llama" else ["c_attn"]
+        wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=target))
+        torch.testing.assert_close(layer_logits(wrapped, hidden), want, atol=1e-5, rtol=1e-4)
+    bare = transformers.LlamaForCausalLM(model.config if kind == "llama" else _tiny("llama").config)
+    del bare.model.norm
+    with pytest.raises(ValueError, match="LlamaForCausalLM: no final norm found"):
+        layer_logits(bare, hidden)
+
+
 def test_packed_and_padded_steps_give_the_same_loss_and_gradients():
     """A step's loss (token sum / target tokens) and its gradients do not depend on how the same examples are
     batched: packed rows (no mask, restarting positions) train the model exactly as padded rows with a mask do."""

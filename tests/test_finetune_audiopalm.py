@@ -211,6 +211,31 @@ def test_read_weight_adds_the_reading_loss_to_training_batches_only(world, tmp_p
     assert "read_span" not in next(iter(_setup_in_process(world, tmp_path, []).batches))
 
 
+def test_read_layer_reads_an_inner_layer(world, tmp_path):
+    """``data.read_layer=1``: the reading loss reads decoder layer 1 through the final norm and output layer (the
+    target's loss still reads the output); a layer the model does not have is refused before training."""
+    from audiopalm.training.core import layer_logits, reading_loss_sum, token_loss_sum
+
+    recipe = _setup_in_process(world, tmp_path, ["data.read_weight=0.5", "data.read_layer=1"])
+    batch = next(iter(recipe.batches))
+    recipe.accelerator = types.SimpleNamespace(
+        device=torch.device("cpu"), autocast=contextlib.nullcontext, unwrap_model=lambda m: m
+    )
+    with torch.no_grad():
+        got = recipe.forward_loss(batch).loss
+        out = recipe.model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False, output_hidden_states=True
+        )
+        inner = layer_logits(recipe.model, out.hidden_states[1])
+    span, targets = batch["read_span"], batch["read_targets"]
+    reading = reading_loss_sum(inner, span, targets, blank=recipe.vocab.pad_id)
+    torch.testing.assert_close(got, token_loss_sum(out.logits, batch["labels"]) + 0.5 * reading, atol=1e-3, rtol=1e-5)
+    at_output = reading_loss_sum(out.logits, span, targets, blank=recipe.vocab.pad_id)
+    assert abs(float(reading - at_output)) > 1e-2  # the layer read is not the output
+    with pytest.raises(ValueError, match="data.read_layer=2: .* has 2 decoder layers; read one of 1..1"):
+        _setup_in_process(world, tmp_path, ["data.read_weight=0.5", "data.read_layer=2"])
+
+
 def test_store_from_another_tokenizer_is_refused(world, tmp_path):
     from audiopalm.data.token_store import TokenStoreMismatch
 

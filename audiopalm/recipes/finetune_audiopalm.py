@@ -260,6 +260,14 @@ class FinetuneAudioPaLMRecipe(Recipe):
                 f"data.max_len={self.cfg.data.max_len} is longer than the model's context "
                 f"({context} positions, {m.name_or_path}); lower data.max_len or use a longer-context model"
             )
+        layers = self.model.config.num_hidden_layers
+        if self.cfg.data.read_layer >= layers:
+            raise ValueError(
+                f"data.read_layer={self.cfg.data.read_layer}: {m.name_or_path} has {layers} decoder layers; read one "
+                f"of 1..{layers - 1}, or 0 for the model's output"
+            )
+        if self.cfg.data.read_layer:
+            training.final_norm(self.model)  # a model whose final norm is not found is refused before training
         text_rows = self.model.config.vocab_size  # the full count, also when ZeRO-3 shards the weight
         extend_model(
             self.model,
@@ -322,7 +330,11 @@ class FinetuneAudioPaLMRecipe(Recipe):
         with acc.autocast():
             # packed rows: no attention mask + restarting position_ids = block-diagonal causal attention (needs
             # use_cache=False, see audiopalm/data/batching.py)
-            logits = self.model(**inputs, use_cache=False).logits  # [B, L, V]
+            read_layer = self.cfg.data.read_layer if "read_span" in batch else 0
+            out = self.model(**inputs, use_cache=False, output_hidden_states=read_layer > 0)
+            logits = out.logits  # [B, L, V]
+            if read_layer:  # the reading loss reads decoder layer k's output through the final norm and output layer
+                read_logits = training.layer_logits(acc.unwrap_model(self.model), out.hidden_states[read_layer])
         labels = batch["labels"].to(acc.device)
         # tokens of the examples (prompt and target), not the padding
         real = int(
@@ -333,7 +345,10 @@ class FinetuneAudioPaLMRecipe(Recipe):
         loss = training.token_loss_sum(logits, labels)
         if "read_span" in batch:  # training batches with data.read_weight > 0 (dev batches never)
             read = training.reading_loss_sum(
-                logits, batch["read_span"].to(acc.device), batch["read_targets"].to(acc.device), blank=self.vocab.pad_id
+                read_logits if read_layer else logits,
+                batch["read_span"].to(acc.device),
+                batch["read_targets"].to(acc.device),
+                blank=self.vocab.pad_id,
             )
             loss = loss + self.cfg.data.read_weight * read
         return LossSum(loss, training.count_targets(labels), real)
