@@ -332,7 +332,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             # use_cache=False, see audiopalm/data/batching.py)
             read_layer = self.cfg.data.read_layer if "read_span" in batch else 0
             out = self.model(**inputs, use_cache=False, output_hidden_states=read_layer > 0)
-            logits = out.logits  # [B, L, V]
+            logits = read_logits = out.logits  # [B, L, V]
             if read_layer:  # the reading loss reads decoder layer k's output through the final norm and output layer
                 read_logits = training.layer_logits(acc.unwrap_model(self.model), out.hidden_states[read_layer])
         labels = batch["labels"].to(acc.device)
@@ -345,7 +345,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         loss = training.token_loss_sum(logits, labels)
         if "read_span" in batch:  # training batches with data.read_weight > 0 (dev batches never)
             read = training.reading_loss_sum(
-                read_logits if read_layer else logits,
+                read_logits,
                 batch["read_span"].to(acc.device),
                 batch["read_targets"].to(acc.device),
                 blank=self.vocab.pad_id,

@@ -151,21 +151,21 @@ def reading_loss_sum(
     )
 
 
+_FINAL_NORMS = ("norm", "ln_f", "final_layer_norm", "decoder.final_layer_norm")
+
+
 def final_norm(model) -> torch.nn.Module:
     """The norm a Hugging Face causal LM applies to its last layer's output before the output layer (Llama, Qwen,
     Mistral: ``norm``; GPT-2: ``ln_f``; GPT-NeoX: ``final_layer_norm``; OPT: ``decoder.final_layer_norm``). ``model``:
     the causal LM, or a peft model around it."""
-    if hasattr(model, "get_base_model"):  # peft
-        model = model.get_base_model()
-    inner = model.base_model
-    for path in ("norm", "ln_f", "final_layer_norm", "decoder.final_layer_norm"):
-        module = inner
-        for name in path.split("."):
-            module = getattr(module, name, None)
-        if isinstance(module, torch.nn.Module):
-            return module
+    inner = (model.get_base_model() if hasattr(model, "get_base_model") else model).base_model  # peft: its base
+    for path in _FINAL_NORMS:
+        try:
+            return inner.get_submodule(path)
+        except AttributeError:
+            continue
     raise ValueError(
-        f"{type(model).__name__}: no final norm found (looked for norm, ln_f, final_layer_norm on "
+        f"{type(model).__name__}: no final norm found (looked for {', '.join(_FINAL_NORMS)} on "
         f"{type(inner).__name__}); an intermediate layer cannot be read through the output layer"
     )
 
@@ -173,9 +173,8 @@ def final_norm(model) -> torch.nn.Module:
 def layer_logits(model, hidden: torch.Tensor) -> torch.Tensor:
     """Logits of the output layer read off an intermediate layer's hidden states (the "logit lens": the model's
     final norm, then its output layer), e.g. ``output_hidden_states`` entry k for decoder layer k. hidden [B, L, D]
-    → [B, L, V]."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.get_output_embeddings()(final_norm(base)(hidden))
+    → [B, L, V]. ``model``: the causal LM, or a peft model around it (which hands on ``get_output_embeddings``)."""
+    return model.get_output_embeddings()(final_norm(model)(hidden))
 
 
 def loss_scale(global_targets: int, *, world_size: int, grad_accum_steps: int) -> float:
