@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", required=True, help="rows with audio + text (and tgt_audio + tgt_text)")
     p.add_argument("--pair", default="en-fr", help="language pair of the rows to use (default en-fr)")
     p.add_argument("--max-items", type=int, default=100)
+    p.add_argument(
+        "--stage",
+        help="an acoustic stage folder (train_acoustic's final/) to score instead of the one the demo's checkpoint holds",
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     demo = Path(args.demo)
@@ -43,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         if (r.lang, r.tgt_lang) == (src, tgt) and r.audio and r.tgt_audio and r.tgt_text
     ]
     rows = rows[: args.max_items]
-    stage = AcousticStage.from_pretrained(demo / "audiopalm/final/acoustic")
+    stage = AcousticStage.from_pretrained(args.stage or demo / "audiopalm/final/acoustic")
     units = load_audio_tokenizer(demo / "units")
     judge = make_judge("ctc", model=str(demo / "judge"))
-    result = {}
+    result: dict = {"stage": str(args.stage or demo / "audiopalm/final/acoustic")}
     sides = (
         (src, [str(r.audio) for r in rows], [r.text for r in rows]),
         (tgt, [str(r.tgt_audio) for r in rows], [str(r.tgt_text) for r in rows]),

@@ -237,3 +237,24 @@ def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_
         ["train", "finetune_audiopalm", "--config", "finetune_audiopalm"],
     ]
     assert all(c[0].endswith("audiopalm") and not any(a.endswith(".py") for a in c) for c in calls), calls
+
+
+@pytest.mark.parametrize("name", ["default", "mel_rvq", "long", "smoke", "smoke_units"])
+def test_every_profile_overrides_load_against_the_shipped_configs(name):
+    """A profile's key=value overrides are checked when its stage starts, which for `long` is an hour in: check them
+    all here, with the values they set."""
+    from audiopalm.commands import demo
+    from audiopalm.config import CONFIG_DIR, load_any
+
+    profile = demo.PROFILES[name]
+    for config, overrides in (
+        ("pretrain_text", profile.text_lm_overrides),
+        ("finetune_audiopalm", profile.finetune_overrides),
+        ("train_acoustic", profile.acoustic_overrides),
+    ):
+        cfg = load_any(CONFIG_DIR / f"{config}.yaml", list(overrides))
+        for item in overrides:
+            key, value = item.split("=", 1)
+            if key in ("train.max_steps", "optim.lr"):
+                section, field = key.split(".")
+                assert getattr(getattr(cfg, section), field) == float(value), (name, config, key)
