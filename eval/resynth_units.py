@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         if (r.lang, r.tgt_lang) == (src, tgt) and r.audio and r.tgt_audio and r.tgt_text
     ]
     rows = rows[: args.max_items]
-    stage = AcousticStage.from_pretrained(args.stage or demo / "audiopalm/final/acoustic")
+    stage_dir = args.stage or demo / "audiopalm/final/acoustic"
+    stage = AcousticStage.from_pretrained(stage_dir)
     units = load_audio_tokenizer(demo / "units")
     judge = make_judge("ctc", model=str(demo / "judge"))
-    result: dict = {"stage": str(args.stage or demo / "audiopalm/final/acoustic")}
+    result: dict = {"stage": str(stage_dir)}
     sides = (
         (src, [str(r.audio) for r in rows], [r.text for r in rows]),
         (tgt, [str(r.tgt_audio) for r in rows], [str(r.tgt_text) for r in rows]),

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from audiopalm.commands.demo import PROFILES
+
 AUDIOPALM = str(Path(sys.executable).with_name("audiopalm"))
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("corpus", "tokenizer", "tokens", "text_lm", "audiopalm", "eval")
@@ -239,14 +241,13 @@ def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_
     assert all(c[0].endswith("audiopalm") and not any(a.endswith(".py") for a in c) for c in calls), calls
 
 
-@pytest.mark.parametrize("name", ["default", "mel_rvq", "long", "smoke", "smoke_units"])
+@pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_profile_overrides_load_against_the_shipped_configs(name):
     """A profile's key=value overrides are checked when its stage starts, which for `long` is an hour in: check them
     all here, with the values they set."""
-    from audiopalm.commands import demo
     from audiopalm.config import CONFIG_DIR, load_any
 
-    profile = demo.PROFILES[name]
+    profile = PROFILES[name]
     for config, overrides in (
         ("pretrain_text", profile.text_lm_overrides),
         ("finetune_audiopalm", profile.finetune_overrides),
