@@ -245,7 +245,7 @@ def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_
 def test_every_profile_overrides_load_against_the_shipped_configs(name):
     """A profile's key=value overrides are checked when its stage starts, which for `long` is an hour in: check them
     all here, with the values they set."""
-    from audiopalm.config import CONFIG_DIR, load_any
+    from audiopalm.config import load_any, resolve_config
 
     profile = PROFILES[name]
     for config, overrides in (
@@ -253,7 +253,7 @@ def test_every_profile_overrides_load_against_the_shipped_configs(name):
         ("finetune_audiopalm", profile.finetune_overrides),
         ("train_acoustic", profile.acoustic_overrides),
     ):
-        cfg = load_any(CONFIG_DIR / f"{config}.yaml", list(overrides))
+        cfg = load_any(resolve_config(config), list(overrides))  # as the stage's `--config NAME` finds it
         for item in overrides:
             key, value = item.split("=", 1)
             if key in ("train.max_steps", "optim.lr"):
