@@ -79,10 +79,10 @@ _SMOKE_FINETUNE = _args(
 )
 # with units the codec only speaks: the acoustic stage predicts its features, its codebooks are never read
 _UNITS_CODEC = _args("--num-codebooks 1 --codebook-size 64 --kmeans-iters 5")
-# the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
 # the LM's units: the CTC encoder's last layer in 1024 k-means classes (English ASR alone reads them better than 512:
 # dev loss 1.92 against 2.05 at 600 steps, test WER 69.5 / 76.4 against 84.7 / 93.3; docs/results.md)
 _UNITS = _args("--num-units 1024")
+# the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
 _JUDGE = _args("--augment --num-units 64 --max-frames 20000 --kmeans-iters 5")
 # every task of en->fr (and ASR / TTS of en) on all its test utterances (50 seen-voice + 50 held-out), the other
 # pairs on 10; PocketSphinx as the peer ASR on 25 English utterances per voice subset
