@@ -63,11 +63,15 @@ def test_tensorboard_and_wandb_offline_log_the_run_under_output_dir(tmp_path, mo
             "train.save_every=0",
         ]
     )
+    import wandb
+
+    wandb.teardown()  # the run file is written by wandb's service process: stop it so every record is on disk
     assert list(cwd.iterdir()) == []  # wandb would write ./wandb by default
     runs = list((out / "logs" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, sorted(str(p) for p in (out / "logs").rglob("*"))
     history = _wandb_history(runs[0])
-    assert [int(h["_step"]) for h in history if "train/loss" in h] == [1, 2, 3], history
+    debug = "".join(p.read_text()[-3000:] for p in runs[0].parent.glob("logs/debug*.log"))
+    assert [int(h["_step"]) for h in history if "train/loss" in h] == [1, 2, 3], (history, debug)
     assert [int(h["_step"]) for h in history if "dev/loss/all" in h] == [3], history
 
     # the stage-0 text LM's final/ is hub-ready too: a card, no absolute path, loads from a new place
