@@ -175,6 +175,37 @@ def test_overfits_one_utterance(utts, tokenizers):
     assert final < 0.1 * constant_l1, (final, constant_l1, codec_l1)
 
 
+def test_codebook_unit_init_starts_units_at_their_code_vectors(tokenizers):
+    """``unit_init=codebook``: the unit rows are the tokenizer's code vectors up to a rotation and one scale (the PCA
+    keeps all 12 units' variance), spread as the random rows were; the padding row keeps its random start."""
+    units_tok = load(tokenizers[0])
+    torch.manual_seed(0)
+    plain = AcousticStage.build(
+        AcousticConfig(**{**vars(TINY_MODEL), "unit_init": "random"}), load(tokenizers[1]), units_tok
+    ).model
+    torch.manual_seed(0)
+    coded = AcousticStage.build(
+        AcousticConfig(**{**vars(TINY_MODEL), "unit_init": "codebook"}), load(tokenizers[1]), units_tok
+    )
+    k = units_tok.codebook_size
+    rows, random_rows = coded.model.embed.weight[:k].detach(), plain.embed.weight[:k].detach()
+    vectors = units_tok.code_vectors()[0].double()  # [k, D]
+
+    def spread(x):
+        return float((x - x.mean(0)).pow(2).sum(1).mean().sqrt())
+
+    d_rows, d_vec = torch.cdist(rows.double(), rows.double()), torch.cdist(vectors, vectors)
+    assert torch.allclose(d_rows / d_rows.max(), d_vec / d_vec.max(), atol=1e-4)
+    d_random = torch.cdist(random_rows.double(), random_rows.double())
+    assert not torch.allclose(d_random / d_random.max(), d_vec / d_vec.max(), atol=1e-2)  # the check can fail
+    assert spread(rows) == pytest.approx(spread(random_rows), rel=1e-4)
+    assert torch.equal(coded.model.embed.weight[k], plain.embed.weight[k])
+
+    units_tok.code_vectors = lambda: None  # a tokenizer without code vectors is refused by name
+    with pytest.raises(ValueError, match="unit_init=codebook"):
+        AcousticStage.build(AcousticConfig(unit_init="codebook"), load(tokenizers[1]), units_tok)
+
+
 def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     units = torch.randint(0, trained.config.num_units, (2, 30))
     prompt = torch.from_numpy(voice(0.8, 110.0, 700.0, np.random.default_rng(5)))
@@ -188,9 +219,14 @@ def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     voice_kwargs: list[dict[str, Any]] = [{"voice_wav": prompt}, {}]  # a prompt's voice, the default voice
     for kw in voice_kwargs:
         assert torch.equal(loaded.synthesize(units, **kw), trained.synthesize(units, **kw)), kw
+    assert loaded.config.unit_init == trained.config.unit_init == "codebook"
     # saving again over the folder replaces it whole
     trained.save_pretrained(folder)
     assert AcousticStage.from_pretrained(folder).codec.fingerprint == trained.codec.fingerprint
+    # a folder saved before unit_init existed was trained from random rows, and says so
+    del meta["config"]["unit_init"]
+    (folder / "acoustic.json").write_text(json.dumps(meta))
+    assert AcousticStage.from_pretrained(folder).config.unit_init == "random"
 
 
 def test_decoder_settings_are_the_stages_saved_and_overridable(trained, tmp_path):
@@ -266,6 +302,8 @@ def test_config_validation_names_the_field():
         AcousticConfig(kernel_size=4)
     with pytest.raises(ValueError, match="AcousticConfig.dropout"):
         AcousticConfig(dropout=1.0)
+    with pytest.raises(ValueError, match="AcousticConfig.unit_init"):
+        AcousticConfig(unit_init="letters")
 
 
 # -------------------------------------------------------------------------------------------------------- the recipe

@@ -100,7 +100,16 @@ class AcousticStage(nn.Module):
         """A fresh stage for ``unit_tokenizer`` (any :class:`AudioTokenizer`; its first codebook is the unit
         stream) and ``codec`` (a fitted mel_rvq); ``num_units`` and ``feature_dim`` are filled in from them."""
         config = dataclasses.replace(config, num_units=unit_tokenizer.codebook_size, feature_dim=codec.config.dim)
-        return cls(config, codec, unit_tokenizer=describe_units(unit_tokenizer), **kwargs)
+        stage = cls(config, codec, unit_tokenizer=describe_units(unit_tokenizer), **kwargs)
+        if config.unit_init == "codebook":
+            vectors = unit_tokenizer.code_vectors()  # [codebooks, units, D]: the first codebook is the unit stream
+            if vectors is None:
+                raise ValueError(
+                    f"model.unit_init=codebook: the unit tokenizer ({type(unit_tokenizer).__name__}) has no code "
+                    "vectors; use model.unit_init=random"
+                )
+            stage.model.init_unit_rows(vectors[0])
+        return stage
 
     # ---- the work ---------------------------------------------------------------------------
     @property
@@ -305,7 +314,7 @@ class AcousticStage(nn.Module):
             )
         decoder = meta.get("decoder") or {}  # absent in folders saved before it existed: the defaults
         stage = cls(
-            AcousticConfig(**meta["config"]),
+            AcousticConfig(**{"unit_init": "random", **meta["config"]}),  # saved before unit_init existed: random
             codec,
             unit_tokenizer=meta["unit_tokenizer"],
             max_prompt_frames=meta["max_prompt_frames"],
