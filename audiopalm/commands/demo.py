@@ -79,9 +79,10 @@ _SMOKE_FINETUNE = _args(
 )
 # with units the codec only speaks: the acoustic stage predicts its features, its codebooks are never read
 _UNITS_CODEC = _args("--num-codebooks 1 --codebook-size 64 --kmeans-iters 5")
-# the LM's units: the CTC encoder's last layer in 1024 k-means classes (English ASR alone reads them better than 512:
-# dev loss 1.92 against 2.05 at 600 steps, test WER 69.5 / 76.4 against 84.7 / 93.3; docs/results.md)
-_UNITS = _args("--num-units 1024")
+# the LM's units: the CTC encoder's last layer in 2048 k-means classes (the default mixture reads them better than
+# 1024 in two batch orders: English ASR test WER 78.9 / 79.9 and 74.2 / 80.6 against 76.0 / 91.5 and 87.3 / 91.9;
+# docs/results.md)
+_UNITS = _args("--num-units 2048")
 # the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
 _JUDGE = _args("--augment --num-units 64 --max-frames 20000 --kmeans-iters 5")
 # every task of en->fr (and ASR / TTS of en) on all its test utterances (50 seen-voice + 50 held-out), the other
@@ -110,9 +111,9 @@ EVAL_MANIFEST = "eval.jsonl"
 # trained on the corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's features
 # -> sound. mel_rvq: the same with the codec's first codebook as the LM's audio tokens (the ablation arm).
 # smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus (the slow tests). long: all four languages,
-# 6000 sentences and the shipped mixture, with 3x the steps, and the acoustic stage 8x (it then speaks the
-# reference's units at judge WER 26.7 instead of 38.8; the default's LM does not write units good enough for that to
-# show in its TTS, so the default keeps 600 steps: docs/acoustic_stage.md).
+# 6000 sentences and the shipped mixture, with 3x the steps, and the acoustic stage 8x (K 512 units from random rows:
+# the reference's units at judge WER 26.7 instead of 38.8; the default's stage, its K 2048 rows started at the
+# k-means centres, speaks them at 28.8 in 600 steps: docs/acoustic_stage.md).
 PROFILES = {
     "default": Profile(
         train=6000,
