@@ -302,8 +302,9 @@ def test_config_validation_names_the_field():
         AcousticConfig(kernel_size=4)
     with pytest.raises(ValueError, match="AcousticConfig.dropout"):
         AcousticConfig(dropout=1.0)
+    unknown: Any = "letters"  # as a YAML or JSON file can give it
     with pytest.raises(ValueError, match="AcousticConfig.unit_init"):
-        AcousticConfig(unit_init="letters")
+        AcousticConfig(unit_init=unknown)
 
 
 # -------------------------------------------------------------------------------------------------------- the recipe

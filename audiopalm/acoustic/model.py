@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -55,7 +56,7 @@ class AcousticConfig:
     """Condition on the voice prompt. False: a voice-free model (the floor of the benchmark)."""
     dropout: float = 0.0
     """Dropout inside the blocks (0: the 2-3 minute default budget is far from overfitting)."""
-    unit_init: str = "codebook"
+    unit_init: Literal["codebook", "random"] = "codebook"
     """How a fresh model's unit embedding rows start: ``codebook``: from the unit tokenizer's code vectors (for
     ``ctc_units`` the k-means centres in the encoder's state space; PCA, scaled like random rows:
     :func:`audiopalm.modeling.extend.codebook_rows`), so that units the encoder hears alike start alike; or
