@@ -3,6 +3,7 @@ pairs each target with another utterance of its speaker, and its recipe runs and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -181,12 +182,10 @@ def test_codebook_unit_init_starts_units_at_their_code_vectors(tokenizers):
     units_tok = load(tokenizers[0])
     torch.manual_seed(0)
     plain = AcousticStage.build(
-        AcousticConfig(**{**vars(TINY_MODEL), "unit_init": "random"}), load(tokenizers[1]), units_tok
+        dataclasses.replace(TINY_MODEL, unit_init="random"), load(tokenizers[1]), units_tok
     ).model
     torch.manual_seed(0)
-    coded = AcousticStage.build(
-        AcousticConfig(**{**vars(TINY_MODEL), "unit_init": "codebook"}), load(tokenizers[1]), units_tok
-    )
+    coded = AcousticStage.build(dataclasses.replace(TINY_MODEL, unit_init="codebook"), load(tokenizers[1]), units_tok)
     k = units_tok.codebook_size
     rows, random_rows = coded.model.embed.weight[:k].detach(), plain.embed.weight[:k].detach()
     vectors = units_tok.code_vectors()[0].double()  # [k, D]

@@ -154,7 +154,7 @@ class AcousticModel(nn.Module):
         if code_vectors.dim() != 2 or code_vectors.shape[0] != k:
             raise ValueError(f"init_unit_rows: expected [{k}, D] code vectors, got {tuple(code_vectors.shape)}")
         rows = self.embed.weight[:k]
-        rows.copy_(codebook_rows(code_vectors[None].to(rows.dtype), rows.clone()))
+        rows.copy_(codebook_rows(code_vectors[None], rows))  # computed from the random rows before they are replaced
 
     def encode_voice(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
         """Prompt features [B, P, feature_dim] + lengths [B] -> voice embedding [B, V] (None without voice)."""
