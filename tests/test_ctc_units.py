@@ -336,3 +336,53 @@ def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):
     wav, _ = audio_io.load(row["audio"], SR)
     direct, n = tok.encode(torch.from_numpy(wav)[None])
     assert np.array_equal(np.asarray(row["audio_codes"]).reshape(1, -1), direct[0, :, : int(n[0])].numpy())
+
+
+def test_encode_words_gives_the_units_of_encode_and_a_start_per_word(fitted):
+    tok, _ = fitted
+    wavs = [torch.as_tensor(_say(t, seed=5)) for t in ("a bé", "bab")]
+    lengths = torch.tensor([len(w) for w in wavs])
+    batch = torch.zeros(2, int(lengths.max()))
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = w
+    codes, frames = tok.encode(batch, lengths)
+    codes_w, frames_w, starts = tok.encode_words(batch, lengths, ["A bé ?", None])
+    assert torch.equal(codes, codes_w) and torch.equal(frames, frames_w)
+    assert starts[1] is None  # no transcript, no words
+    first = starts[0]
+    assert len(first) == 3 and first[0] == 0 and first == sorted(first) and first[-1] <= int(frames[0]), first
+    assert first[2] == int(frames[0])  # "?" has no letter: no frames of its own, at the end
+    dedup = CTCUnitsTokenizer(**{**tok.get_config(), "dedup": True})
+    dedup.load_state_dict(tok.state_dict())
+    with pytest.raises(ValueError, match="dedup"):
+        dedup.encode_words(batch, lengths, ["a", "b"])
+
+
+def test_audiopalm_tokenize_words_stores_a_start_per_word(fitted, corpus, tmp_path, capsys):
+    from audiopalm.commands.main import main
+    from audiopalm.data.token_store import build_token_store, load_token_store
+    from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
+
+    tok, out = fitted
+    args = ["tokenize", "--manifest", str(corpus), "--tokenizer", str(out), "--num-proc", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "words"), "--words"]) == 0
+    store = load_token_store(tmp_path / "words")
+    assert store.meta.words
+    for i in range(len(store)):
+        row = store.dataset[i]
+        wav, _ = audio_io.load(row["audio"], SR)
+        codes, frames, (starts,) = tok.encode_words(torch.from_numpy(wav)[None], None, [row["text"]])
+        assert np.array_equal(np.asarray(row["audio_codes"]).reshape(1, -1), codes[0, :, : int(frames[0])].numpy())
+        assert list(row["audio_words"]) == starts and len(starts) == len(row["text"].split())
+        assert row["tgt_audio_words"] is None  # no target audio in this corpus
+    # the same manifest without --words is another store: a finished one is not taken for it
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    plain = load_token_store(tmp_path / "plain")
+    assert not plain.meta.words and "audio_words" not in plain.dataset.column_names
+    assert plain.meta.plan_hash != store.meta.plan_hash
+    mel = tmp_path / "mel"
+    MelRVQTokenizer(num_codebooks=1, codebook_size=4).save_pretrained(mel)
+    assert main([*args[:4], str(mel), "--out", str(tmp_path / "no"), "--words", "--no-progress"]) == 2
+    assert "no CTC head to align words" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cannot align words"):
+        build_token_store(corpus, load_audio_tokenizer(mel), tmp_path / "no", words=True, progress=False)

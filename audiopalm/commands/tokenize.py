@@ -3,6 +3,7 @@
     audiopalm tokenize --manifest data/train.jsonl --tokenizer runs/tok --out runs/store/train
     audiopalm tokenize --manifest M.jsonl --tokenizer facebook/encodec_24khz --bandwidth 6 --out STORE
     audiopalm tokenize --check STORE
+    audiopalm tokenize --manifest M.jsonl --tokenizer runs/demo/units --words --out STORE   # + word starts
 
 The tokenizer is a folder saved by audiopalm (mel_rvq, hf_codec, semantic) or a transformers codec
 (EnCodec / Mimi / DAC) by hub name or local folder. Files are sorted by duration, batched up to
@@ -37,6 +38,12 @@ def add_arguments(parser) -> None:
         help="leave out rows with unreadable audio (counted, listed in the store) instead of failing",
     )
     parser.add_argument("--keep-shards", action="store_true", help="keep the shards/ folder after finishing")
+    parser.add_argument(
+        "--words",
+        action="store_true",
+        help="also store where each word of the transcripts starts in the codes (ctc_units tokenizers: their CTC "
+        "head aligns the text): what a model that writes its speech word by word (model.output_words) trains on",
+    )
     parser.add_argument(
         "--revision",
         default=None,
@@ -80,6 +87,10 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     tok = tok.to(device).eval()
     # bad rows, audio or stores raise (ManifestError, AudioError, TokenStoreError): one line, exit 2 (cli)
+    if args.words and not hasattr(tok, "encode_words"):
+        raise UserError(
+            f"--words: {args.tokenizer} is a {tok.type_name} tokenizer, which has no CTC head to align words"
+        )
     store = build_token_store(
         args.manifest,
         tok,
@@ -90,6 +101,7 @@ def run(args) -> int:
         skip_bad=args.skip_bad,
         progress=not args.no_progress,
         keep_shards=args.keep_shards,
+        words=args.words,
     )
     print(f"{args.out}: {len(store)} rows, {len(store.meta.skipped)} skipped; {store.meta.describe()}")
     print(json.dumps(store.stats))

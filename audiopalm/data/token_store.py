@@ -9,7 +9,9 @@ Layout of a store folder::
                            id, lang, text, audio, tgt_lang, tgt_text, tgt_audio, speaker, split
                            (audio paths absolute), audio_codes [K, F] and tgt_audio_codes [K, F']
                            (None when the row has no audio / tgt_audio: a text-only row keeps its
-                           text for MT and LM tasks), codes as int16 (int32 if they need it)
+                           text for MT and LM tasks), codes as int16 (int32 if they need it); with
+                           ``words`` also audio_words and tgt_audio_words: the frame at which each word
+                           of text / tgt_text starts in those codes (audiopalm/tokenizers/ctc_align.py)
       shards/              work in progress (removed when done unless keep_shards): plan.json and
                            one finished shard of unique audio files per folder
 
@@ -51,6 +53,8 @@ DATASET_DIR = "dataset"
 SHARDS_DIR = "shards"
 PLAN_NAME = "plan.json"
 CODE_COLUMNS = ("audio_codes", "tgt_audio_codes")
+WORD_COLUMNS = {"audio_codes": "audio_words", "tgt_audio_codes": "tgt_audio_words"}
+"""Per code column, the column of its word starts (stores built with ``words``)."""
 
 
 class TokenStoreError(ValueError):
@@ -89,6 +93,8 @@ class StoreMeta:
     """Hash of (rows, audio files, tokenizer): a re-run with the same inputs finds the store done."""
     skipped: list = dataclasses.field(default_factory=list)
     """``{"id", "field", "error"}`` of each manifest row left out because of bad audio (``skip_bad``)."""
+    words: bool = False
+    """Whether the rows hold ``audio_words`` / ``tgt_audio_words``: where each word of the transcript starts."""
 
     def describe(self) -> str:
         """One line naming the tokenizer, for error messages."""
@@ -293,9 +299,11 @@ def _encode_shard(
     skip_bad: bool,
     bar,
     code_dtype,
+    texts: dict | None = None,
 ) -> dict:
-    """Encode one shard's files. Returns columns {"path", "codes", "error"}."""
-    cols: dict[str, list] = {"path": [], "codes": [], "error": []}
+    """Encode one shard's files. Returns columns {"path", "codes", "error"}, and "words" (the frame at which each
+    word of the file's transcript starts) when ``texts`` maps each path to its transcript (or None)."""
+    cols: dict[str, list] = {"path": [], "codes": [], "error": [], **({"words": []} if texts is not None else {})}
     batches = _batches(sorted(paths, key=lambda p: (durations[p], p)), durations, batch_seconds)
     pending = [pool.submit(_load, p, tokenizer.sample_rate) for p in batches[0]] if batches else []
     for bi, batch in enumerate(batches):
@@ -310,6 +318,8 @@ def _encode_shard(
                 cols["path"].append(p)
                 cols["codes"].append(None)
                 cols["error"].append(str(w))
+                if texts is not None:
+                    cols["words"].append(None)
             else:
                 good.append((p, w))
         if good:
@@ -318,7 +328,11 @@ def _encode_shard(
             for i, (_, w) in enumerate(good):
                 wav[i, : len(w)] = torch.from_numpy(w)
             with torch.inference_mode():
-                codes, frames = tokenizer.encode(wav, lengths)  # [B, K, F], [B]
+                if texts is None:
+                    codes, frames = tokenizer.encode(wav, lengths)  # [B, K, F], [B]
+                else:
+                    codes, frames, starts = tokenizer.encode_words(wav, lengths, [texts.get(p) for p, _ in good])
+                    cols["words"] += starts
             codes = codes.cpu().numpy()
             for i, (p, _) in enumerate(good):
                 c = codes[i, :, : int(frames[i])]
@@ -332,8 +346,8 @@ def _encode_shard(
     return cols
 
 
-def _row_generator(records: list[dict], shard_dirs: list[str]):
-    """Rows of the final dataset: manifest fields + codes looked up (memory-mapped) by path."""
+def _row_generator(records: list[dict], shard_dirs: list[str], words: bool = False):
+    """Rows of the final dataset: manifest fields + codes (and word starts) looked up (memory-mapped) by path."""
     import datasets
 
     shards = [datasets.load_from_disk(d) for d in shard_dirs]
@@ -346,10 +360,14 @@ def _row_generator(records: list[dict], shard_dirs: list[str]):
         for field, col in (("audio", "audio_codes"), ("tgt_audio", "tgt_audio_codes")):
             p = rec.get(field)
             row[col] = None if p is None else shards[where[p][0]][where[p][1]]["codes"]
+            if words:
+                row[WORD_COLUMNS[col]] = None if p is None else shards[where[p][0]][where[p][1]]["words"]
         yield row
 
 
-def _write_dataset(out_dir: Path, header_errors: dict, shard_dirs: list[str], rows_json: list[dict], code_dtype):
+def _write_dataset(
+    out_dir: Path, header_errors: dict, shard_dirs: list[str], rows_json: list[dict], code_dtype, words: bool = False
+):
     """Join manifest rows with their shards' codes into ``out_dir/dataset``. Returns (kept, skipped, bad files)."""
     import datasets
 
@@ -369,15 +387,16 @@ def _write_dataset(out_dir: Path, header_errors: dict, shard_dirs: list[str], ro
     if not kept:
         raise TokenStoreError(f"{out_dir}: every row has bad audio ({len(skipped)} skipped); first: {skipped[0]}")
     code_feature = datasets.List(datasets.List(datasets.Value(np.dtype(code_dtype).name)))
+    word_feature = {c: datasets.List(datasets.Value("int32")) for c in WORD_COLUMNS.values()} if words else {}
     features = datasets.Features(
-        {**{f: datasets.Value("string") for f in FIELDS}, **{c: code_feature for c in CODE_COLUMNS}}
+        {**{f: datasets.Value("string") for f in FIELDS}, **{c: code_feature for c in CODE_COLUMNS}, **word_feature}
     )
     cache = out_dir / ".cache"
     ds = datasets.Dataset.from_generator(
         _row_generator,
         features=features,
         cache_dir=str(cache),
-        gen_kwargs={"records": tuple(kept), "shard_dirs": tuple(shard_dirs)},
+        gen_kwargs={"records": tuple(kept), "shard_dirs": tuple(shard_dirs), "words": words},
     )  # tuples: not split
     tmp = out_dir / (DATASET_DIR + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -400,6 +419,7 @@ def build_token_store(
     skip_bad: bool = False,
     progress: bool = True,
     keep_shards: bool = False,
+    words: bool = False,
 ) -> TokenStore:
     """Encode every audio file of ``manifest`` with ``tokenizer`` into a store at ``out_dir``.
 
@@ -409,6 +429,9 @@ def build_token_store(
     - ``skip_bad``: a row whose audio or tgt_audio is unreadable is left out, counted, and listed in
       the metadata and a printed summary; otherwise the first bad file raises :class:`AudioError`.
     - ``keep_shards``: keep ``shards/`` after the dataset is written (default: delete it).
+    - ``words``: also store where each word of a file's transcript (``text`` for ``audio``, ``tgt_text`` for
+      ``tgt_audio``) starts in its codes (columns ``audio_words`` / ``tgt_audio_words``), aligned by the
+      tokenizer's own CTC head (``ctc_units`` without dedup: :meth:`encode_words`), in the same pass.
 
     Re-running after an interruption recomputes only the missing shards; re-running a finished store
     with the same manifest and tokenizer returns it at once.
@@ -426,13 +449,33 @@ def build_token_store(
         records = list(manifest)
     if not records:
         raise ValueError(f"{manifest_path or 'manifest'}: no rows to tokenize")
+    texts: dict[str, str | None] | None = None
+    if words:
+        if not hasattr(tokenizer, "encode_words") or tokenizer.get_config().get("dedup"):
+            raise ValueError(
+                f"words: the {tokenizer.type_name} tokenizer cannot align words to its frames (a ctc_units tokenizer "
+                "without dedup can: its CTC head spells the transcript)"
+            )
+        texts = {}
+        for rec in records:
+            for path, text in ((rec.audio, rec.text), (rec.tgt_audio, rec.tgt_text)):
+                if path is not None:
+                    texts.setdefault(path, text or None)
     fingerprint = tokenizer.fingerprint
     shards, durations, header_errors = _plan(records, tokenizer, shard_size, skip_bad)
-    plan = {"fingerprint": fingerprint, "shard_size": shard_size, "shards": shards}
+    plan = {
+        "fingerprint": fingerprint,
+        "shard_size": shard_size,
+        "shards": shards,
+        **({"words": True} if words else {}),
+    }
     rows_json = [{f: getattr(r, f) for f in FIELDS} for r in records]
     # what the finished store depends on (not how the work was cut into shards or batches)
     plan_hash = hashlib.sha256(
-        json.dumps([fingerprint, rows_json, sorted(durations), sorted(header_errors)], sort_keys=True).encode()
+        json.dumps(
+            [fingerprint, rows_json, sorted(durations), sorted(header_errors), *(["words"] if words else [])],
+            sort_keys=True,
+        ).encode()
     ).hexdigest()[:16]
 
     if (out_dir / META_NAME).is_file():
@@ -481,6 +524,7 @@ def build_token_store(
             "path": datasets.Value("string"),
             "codes": datasets.List(datasets.List(datasets.Value(np.dtype(code_dtype).name))),
             "error": datasets.Value("string"),
+            **({"words": datasets.List(datasets.Value("int32"))} if words else {}),
         }
     )
     try:
@@ -504,12 +548,13 @@ def build_token_store(
                     skip_bad=skip_bad,
                     bar=bar,
                     code_dtype=code_dtype,
+                    texts=texts,
                 )
                 tmp = Path(shard_dirs[i] + ".tmp")
                 shutil.rmtree(tmp, ignore_errors=True)
                 datasets.Dataset.from_dict(cols, features=shard_features).save_to_disk(str(tmp))
                 os.replace(tmp, shard_dirs[i])  # a shard is there whole or not at all
-        _assembled = _write_dataset(out_dir, header_errors, shard_dirs, rows_json, code_dtype)
+        _assembled = _write_dataset(out_dir, header_errors, shard_dirs, rows_json, code_dtype, words)
     finally:
         torch.set_num_threads(threads_before)
         if bars_before:
@@ -529,6 +574,7 @@ def build_token_store(
         manifest=manifest_path,
         plan_hash=plan_hash,
         skipped=skipped,
+        words=words,
     )
     tmp_meta = out_dir / (META_NAME + ".tmp")  # the "complete" marker: whole or absent
     tmp_meta.write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")

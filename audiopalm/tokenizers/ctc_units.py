@@ -170,6 +170,32 @@ class CTCUnitsTokenizer(UnitTokenizer):
             out[b, 0, : len(r)] = r
         return out, lengths_out
 
+    @torch.inference_mode()
+    def encode_words(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None, texts: list[str | None]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[list[int] | None]]:
+        """:meth:`encode` plus where each word of each transcript starts, in the same encoder pass: ``texts[b]``
+        (None: no transcript, no words) aligned to item ``b``'s frames by the encoder's own CTC head
+        (:func:`audiopalm.tokenizers.ctc_align.word_starts`). Needs frame-aligned units (no ``dedup``)."""
+        from audiopalm.tokenizers.ctc_align import word_starts
+
+        if not bool(self.fitted):
+            raise RuntimeError("this CTCUnitsTokenizer is not fitted: use CTCUnitsTokenizer.fit or from_pretrained")
+        if self.config.dedup:
+            raise ValueError("encode_words: word starts are frames, and this tokenizer collapses runs (dedup=True)")
+        if len(texts) != wav.shape[0]:
+            raise ValueError(f"encode_words: {len(texts)} transcripts for {wav.shape[0]} waveforms")
+        feats, mel_lengths = self.encoder.features(wav.float(), lengths)
+        states, frames = self.encoder.forward_feats(feats, mel_lengths)
+        ids = self._assign(states[self.config.layer], frames)  # [B, F]
+        log_probs = self.encoder.head(self.encoder.norm(states[-1])).log_softmax(-1).cpu().numpy()  # [B, F, 1+C]
+        chars = self.encoder.config.chars
+        starts = [
+            None if text is None else word_starts(log_probs[b, : int(n)], text, chars)
+            for b, (text, n) in enumerate(zip(texts, frames.tolist(), strict=True))
+        ]
+        return ids[:, None, :], frames, starts
+
     # ---- fitting -------------------------------------------------------------------------------
     @classmethod
     def fit(
