@@ -310,6 +310,11 @@ class FinetuneModelConfig:
     """Read input audio (ASR, AST, S2ST) with each run of a repeated unit collapsed into one token (SpeechGPT-style);
     output speech keeps every frame. Fewer tokens per example when runs are long (small K); one codebook only. The
     checkpoint records it, so the pipeline reads audio the same way."""
+    output_words: bool = False
+    """Write speech word by word: in every speech output (TTS, S2ST) each word's text comes before the units that
+    speak it (an inner monologue, as Moshi's), so the model keeps its place in what it says. Needs token stores
+    made with ``audiopalm tokenize --words`` (where each word starts); one codebook. The checkpoint records it;
+    the text is dropped before the units become sound."""
 
     def __post_init__(self) -> None:
         _check(bool(self.name_or_path), "model.name_or_path", "must not be empty")
@@ -323,6 +328,11 @@ class FinetuneModelConfig:
             not self.input_dedup or self.num_codebooks == 1,
             "model.input_dedup",
             f"needs model.num_codebooks=1 (runs of one code stream are collapsed), got {self.num_codebooks}",
+        )
+        _check(
+            not self.output_words or (self.num_codebooks == 1 and self.pattern == "flatten"),
+            "model.output_words",
+            f"needs model.num_codebooks=1 and pattern=flatten, got {self.num_codebooks} and {self.pattern}",
         )
 
 

@@ -244,6 +244,13 @@ def test_store_from_another_tokenizer_is_refused(world, tmp_path):
     assert str(world["store"]) in str(e.value) and "mel_rvq" in str(e.value)
 
 
+def test_output_words_refuse_a_store_without_word_starts(world, tmp_path):
+    from audiopalm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.output_words: the token store .* has no word starts"):
+        _setup_in_process(world, tmp_path, ["model.output_words=true", "model.num_codebooks=1"])
+
+
 def test_max_len_over_the_model_context_is_refused(world, tmp_path):
     with pytest.raises(ValueError, match="data.max_len=100000 is longer than the model's context"):
         _setup_in_process(world, tmp_path, ["data.max_len=100000"])
@@ -347,6 +354,8 @@ def test_config_errors_name_the_field():
         load_config(FinetuneAudioPaLMConfig, TINY, ["lora.r=0"])
     with pytest.raises(ConfigError, match="model.input_dedup: needs model.num_codebooks=1"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["model.input_dedup=true", "model.num_codebooks=2"])
+    with pytest.raises(ConfigError, match="model.output_words: needs model.num_codebooks=1 and pattern=flatten"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["model.output_words=true", "model.num_codebooks=2"])
     with pytest.raises(ConfigError, match="train.export_every: is not supported with lora.enabled"):
         load_config(FinetuneAudioPaLMConfig, TINY, ["lora.enabled=true", "train.export_every=4"])
     with pytest.raises(ConfigError, match="recipe: this config is for 'finetune_audiopalm'"):

@@ -156,6 +156,114 @@ def test_flatten_audio_end_only_at_frame_boundaries():
     assert torch.isfinite(out[0]).sum() == 1 and out[0, vocab.eos_id] == 0
 
 
+def test_output_words_allow_text_inside_speech_that_does_not_count_as_frames():
+    """A vocabulary that writes speech word by word: inside the stream a word's text or a unit, never a segment
+    end; the frame cap counts units only; generated outputs read back as their units alone."""
+    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=1, output_words=True)
+    proc = SegmentConstraint(vocab, "TTS", prompt_length=0, vocab_size=len(vocab), max_audio_frames=[2])
+    scores = torch.zeros(1, len(vocab))
+    word = vocab.text_ids(" dog")[0]
+    seq = [vocab.audio_start_id]
+    out = proc(torch.tensor([seq]), scores)  # a word or a unit; no end before a frame
+    assert out[0, word] == 0 and out[0, vocab.audio_token_id(0, 3)] == 0
+    assert all(out[0, i] == float("-inf") for i in (vocab.audio_end_id, vocab.sep_id, vocab.eos_id))
+    for token in (word, vocab.audio_token_id(0, 3), word, vocab.audio_token_id(0, 4)):
+        assert proc(torch.tensor([seq]), scores)[0, token] == 0
+        seq.append(token)
+    out = proc(torch.tensor([seq]), scores)  # two frames (the cap), two words: only the end
+    assert torch.isfinite(out[0]).sum() == 1 and out[0, vocab.audio_end_id] == 0
+    model = extend_model(
+        transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(
+                vocab_size=len(vocab.tokenizer),
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+            )
+        ),
+        vocab,
+    ).eval()
+    prompts = [prompt_ids(_record(3, k=1, seed=s), "S2ST", vocab) for s in (0, 1)]
+    outs = generate(
+        model, vocab, prompts, "S2ST", max_new_tokens=40, max_audio_frames=[3, 3], speech_sampling=SpeechSampling()
+    )
+    for ids in outs:
+        (codes,) = split_segments(ids, "S2ST", vocab)
+        assert isinstance(codes, torch.Tensor) and ids[-1] == vocab.eos_id
+        assert codes.shape[0] == 1 and 1 <= codes.shape[1] <= 3, ids
+        units = [i for i in ids if vocab.is_audio(i)]
+        assert codes[0].tolist() == [i - vocab.audio_offset for i in units]
+
+
+def _words_vocab_and_model(seed=0):
+    torch.manual_seed(seed)
+    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=1, output_words=True)
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(vocab.tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    return vocab, extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
+
+
+def _said(ids, vocab):
+    """The text written inside the audio segment of generated ids."""
+    start = ids.index(vocab.audio_start_id)
+    return vocab.decode_text([i for i in ids[start:] if not vocab.is_audio(i)]).strip()
+
+
+def test_forced_words_are_said_in_order_each_with_a_unit_and_the_end_waits_for_them():
+    from audiopalm.data.tasks import speech_words
+
+    vocab, model = _words_vocab_and_model()
+    text = "the dog sleeps ."
+    words = speech_words(text, vocab)
+    proc = SegmentConstraint(vocab, "TTS", prompt_length=0, vocab_size=len(vocab), speech_words=[words])
+    scores = torch.randn(1, len(vocab))
+    seq = [vocab.audio_start_id]
+    out = proc(torch.tensor([seq]), scores)  # speech opens with the first word
+    assert torch.isfinite(out[0]).sum() == 1 and torch.isfinite(out[0, words[0][0]])
+    seq += words[0]
+    out = proc(torch.tensor([seq]), scores)  # a word with letters: a unit before anything else
+    assert torch.isfinite(out[0]).sum() == 16 and bool(torch.isfinite(out[0, vocab.audio_token_id(0, 0) :][:16]).all())
+    seq.append(vocab.audio_token_id(0, 5))
+    out = proc(torch.tensor([seq]), scores)  # a unit or the next word, which takes the score of writing any text
+    assert torch.isfinite(out[0]).sum() == 17 and out[0, vocab.audio_end_id] == float("-inf")
+    assert torch.isclose(out[0, words[1][0]], torch.logsumexp(scores[0, proc._masks["words"]], 0))
+    for w in words[1:]:
+        seq += [*w, vocab.audio_token_id(0, 1)]
+    out = proc(torch.tensor([seq]), scores)  # every word said: units or the end
+    assert torch.isfinite(out[0]).sum() == 17 and torch.isfinite(out[0, vocab.audio_end_id])
+    # generation: TTS says the given words; a chain's speech says the translation it wrote; caps still end speech
+    prompts = [prompt_ids({"lang": "en", "text": t}, "TTS", vocab) for t in ("the dog sleeps .", "a cat")]
+    given = [speech_words(t, vocab) for t in ("the dog sleeps .", "a cat")]
+    outs = generate(
+        model, vocab, prompts, "TTS", max_new_tokens=80, speech_sampling=SpeechSampling(), speech_words=given
+    )
+    for o, t in zip(outs, ("the dog sleeps .", "a cat"), strict=True):
+        assert o[-1] == vocab.eos_id and _said(o, vocab) == t, vocab.tokenizer.decode(o)
+    capped = generate(model, vocab, prompts, "TTS", max_new_tokens=80, max_audio_frames=[2, 2], speech_words=given)
+    for o in capped:
+        (codes,) = split_segments(o, "TTS", vocab)
+        assert isinstance(codes, torch.Tensor) and codes.shape[1] <= 2 and o[-1] == vocab.eos_id
+    chain = [prompt_ids(_record(4, k=1, seed=s), "ASR AST S2ST", vocab) for s in (0, 1)]
+    chained = generate(model, vocab, chain, "ASR AST S2ST", max_new_tokens=120, logits_processor=[_PushToEnd(vocab)])
+    assert all(o[-1] == vocab.eos_id for o in chained)
+    for o in chained:
+        _, translation, _ = split_segments(o, "ASR AST S2ST", vocab)
+        assert isinstance(translation, str) and _said(o, vocab) == " ".join(translation.split()), (
+            vocab.tokenizer.decode(o)
+        )
+    plain = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=1)
+    with pytest.raises(ValueError, match="output_words is off"):
+        SegmentConstraint(plain, "TTS", prompt_length=0, vocab_size=len(plain), speech_words=[words])
+
+
 class _NeverEnd(transformers.LogitsProcessor):
     """Lower the logits of every way to end audio, so a random model never ends its speech by itself."""
 

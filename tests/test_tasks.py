@@ -17,6 +17,7 @@ from audiopalm.data.tasks import (
     prompt_ids,
     render,
     tag_lines,
+    target_ids,
 )
 from audiopalm.data.vocab import UnifiedVocab, VocabError
 
@@ -208,3 +209,42 @@ def test_speaks_is_whether_an_output_is_speech():
         True,
         True,
     ]
+
+
+def test_output_words_writes_each_word_before_the_units_that_speak_it(tmp_path):
+    """``output_words``: a speech output holds each word's text, then its frames (the record's word starts); the
+    prompt and text outputs are unchanged, and the written words are dropped when the speech is read back."""
+    from audiopalm.inference.generation import split_segments
+
+    v = UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=4, num_codebooks=1, output_words=True)
+    rec = record(
+        audio_codes=[[1, 1, 2, 3, 3]],
+        audio_words=[0, 2, 3],  # the, dog, sleeps.
+        tgt_audio_codes=[[0, 2, 2, 1]],
+        tgt_audio_words=[0, 1, 4],  # le, chien, dort. (no frames: an alignment can give a word none)
+    )
+    tts = v.tokenizer.decode(render(rec, "TTS", v, max_len=256)["input_ids"])
+    speech = "<|audio_start|> the<a_0_1><a_0_1> dog<a_0_2> sleeps.<a_0_3><a_0_3><|audio_end|>"
+    assert tts == f"[TTS English] the dog sleeps.<|sep|>{speech}{EOS}", tts
+    chained = v.tokenizer.decode(render(rec, "ASR AST S2ST", v, max_len=256)["input_ids"])
+    tgt = "<|audio_start|> le<a_0_0> chien<a_0_2><a_0_2><a_0_1> dort.<|audio_end|>"
+    src = "<|audio_start|><a_0_1><a_0_1><a_0_2><a_0_3><a_0_3><|audio_end|>"  # the input: frames only
+    assert chained == f"[ASR AST S2ST English French]{src}<|sep|>the dog sleeps.<|sep|>le chien dort.<|sep|>{tgt}{EOS}"
+    text, translation, codes = split_segments(target_ids(rec, "ASR AST S2ST", v), "ASR AST S2ST", v)
+    assert (text, translation) == ("the dog sleeps.", "le chien dort.")
+    assert isinstance(codes, torch.Tensor) and torch.equal(codes, torch.tensor([[0, 2, 2, 1]]))
+    v.save_pretrained(tmp_path)  # audiopalm.json records it: the pipeline reads the speech the same way
+    assert UnifiedVocab.from_pretrained(tmp_path).layout.output_words
+    # a record without word starts, or with starts that do not fit its words and frames: an error naming it
+    skips: Counter = Counter()
+    bare = record(audio_codes=[[1, 1, 2, 3, 3]])
+    assert render(bare, "TTS", v, max_len=256, skip=skips) is None
+    assert skips == Counter({"TTS: no audio_words": 1})
+    with pytest.raises(TaskError, match="tokenize with --words"):
+        render(bare, "TTS", v, max_len=256)
+    for starts in ([0, 2], [0, 3, 2], [0, 2, 6]):
+        with pytest.raises(TaskError, match="word starts"):
+            render(record(audio_codes=[[1, 1, 2, 3, 3]], audio_words=starts), "TTS", v, max_len=256)
+    assert render(bare, "ASR", v, max_len=256)  # reading needs no word starts
+    with pytest.raises(VocabError, match="output_words: needs one codebook"):
+        UnifiedVocab.build(tiny_text_tokenizer("gpt2"), codebook_size=4, num_codebooks=2, output_words=True)

@@ -15,7 +15,13 @@ speech, in one pass. Segments are separated by ``<|sep|>``; audio is ``<|audio_s
                   `--------- prompt (labels -100) --------'  `----------- target (scored) -----------'
 
 (``a`` = audio tokens of ``audio_codes`` through the vocabulary's codebook pattern; a bos token, if
-the text tokenizer has one distinct from eos, comes first.) A text segment of the target ends at
+the text tokenizer has one distinct from eos, comes first.) With
+:attr:`~audiopalm.data.vocab.VocabLayout.output_words` the speech a target holds is written word by word,
+each word's text before its units (the record's ``audio_words`` / ``tgt_audio_words`` say where each word
+starts)::
+
+    TTS           [TTS English] the dog sleeps.<|sep|> | <|audio_start|> the a a dog a sleeps. a a<|audio_end|></s>
+ A text segment of the target ends at
 ``<|sep|>`` or at eos; that, and :func:`output_template`, is what the constrained decoder needs.
 
 A record is a token-store row: a dict with the manifest fields (``id``, ``lang``, ``text``,
@@ -256,8 +262,52 @@ def target_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[
     for i, (kind, field) in enumerate(spec.output_segments):
         if i:
             ids.append(vocab.sep_id)
-        ids += _segment_ids(record, spec, kind, field, vocab)
+        if kind == AUDIO and vocab.layout.output_words:
+            ids += _worded_speech_ids(record, spec, field, vocab)
+        else:
+            ids += _segment_ids(record, spec, kind, field, vocab)
     return ids + [vocab.eos_id]
+
+
+WORD_FIELDS = {"audio_codes": "audio_words", "tgt_audio_codes": "tgt_audio_words"}
+"""The record field holding where each word of an audio field's transcript starts (token stores built with
+``words``)."""
+
+
+def _worded_speech_ids(record: dict, spec: TaskSpec, field: str, vocab: UnifiedVocab) -> list[int]:
+    """An output audio segment written word by word: ``<|audio_start|>`` then, per word of the transcript, the
+    word's text tokens (with its leading space) and the units of its frames, then ``<|audio_end|>``."""
+    ids = _segment_ids(record, spec, AUDIO, field, vocab)  # checks the codes; [start, units..., end]
+    units = ids[1:-1]
+    starts, text = record.get(WORD_FIELDS[field]), record.get(TRANSCRIPTS[field])
+    words = text.split() if isinstance(text, str) else []
+    if starts is None or not words:
+        raise TaskError(
+            "no word starts: the model writes speech word by word (output_words); tokenize with --words",
+            record_id=record.get("id"),
+            task=spec.name,
+            field=WORD_FIELDS[field],
+            reason=f"no {WORD_FIELDS[field]}",
+        )
+    starts = [int(s) for s in starts]
+    if len(starts) != len(words) or starts != sorted(starts) or starts[-1] > len(units):
+        raise TaskError(
+            f"{len(starts)} word starts {starts[:8]} for {len(words)} words and {len(units)} frames",
+            record_id=record.get("id"),
+            task=spec.name,
+            field=WORD_FIELDS[field],
+            reason=f"bad {WORD_FIELDS[field]}",
+        )
+    out = [ids[0]]
+    for i, word in enumerate(speech_words(" ".join(words), vocab)):
+        end = starts[i + 1] if i + 1 < len(words) else len(units)
+        out += word + units[starts[i] if i else 0 : end]
+    return out + [ids[-1]]
+
+
+def speech_words(text: str, vocab: UnifiedVocab) -> list[list[int]]:
+    """The text tokens of each word of ``text`` as speech written word by word holds them (with a leading space)."""
+    return [vocab.text_ids(" " + word) for word in text.split()]
 
 
 @overload
@@ -310,11 +360,11 @@ def render(
         skip[f"{spec.name}: {e.reason}"] += 1
         return None
     example: dict = {"input_ids": prompt + target, "labels": [IGNORE_INDEX] * len(prompt) + target}
-    transcript = record.get(_TRANSCRIPTS.get(spec.input_segment[1], ""))
+    transcript = record.get(TRANSCRIPTS.get(spec.input_segment[1], ""))
     if read and audio and isinstance(transcript, str) and transcript.strip():
         example["read"] = (len(head), len(head) + len(audio), vocab.text_ids(transcript))
     return example
 
 
-_TRANSCRIPTS = {"audio_codes": "text", "tgt_audio_codes": "tgt_text"}
+TRANSCRIPTS = {"audio_codes": "text", "tgt_audio_codes": "tgt_text"}
 """The record field that transcribes each audio field (what the reading loss reads the audio as)."""

@@ -92,6 +92,10 @@ class VocabLayout:
     """The model reads its input audio with each run of a repeated code collapsed into one token (SpeechGPT-style:
     fewer tokens per second of speech) and writes speech frame by frame (the acoustic stage needs every frame).
     One codebook only."""
+    output_words: bool = False
+    """The model writes its speech word by word: inside an output audio segment each word's text tokens come
+    before the units that speak it (an inner monologue, as Moshi's; the word starts come from the token store's
+    ``audio_words``). The text is dropped before the units are turned into sound. One codebook, flatten pattern."""
     format_version: int = FORMAT_VERSION
     """Version of this file's layout."""
 
@@ -117,6 +121,10 @@ class VocabLayout:
                 )
         if self.input_dedup and self.num_codebooks != 1:
             raise VocabError(f"input_dedup: needs one codebook, got num_codebooks={self.num_codebooks}")
+        if self.output_words and (self.num_codebooks != 1 or self.pattern != "flatten"):
+            raise VocabError(
+                f"output_words: needs one codebook and the flatten pattern, got {self.num_codebooks} ({self.pattern})"
+            )
         if self.format_version != FORMAT_VERSION:
             raise VocabError(f"format_version: {self.format_version} (this audiopalm reads {FORMAT_VERSION})")
 
@@ -145,9 +153,10 @@ class UnifiedVocab:
         audio_tokenizer=None,
         tasks=(),
         input_dedup: bool = False,
+        output_words: bool = False,
     ) -> UnifiedVocab:
-        """Extend a copy of ``text_tokenizer`` with ``num_codebooks * codebook_size`` audio tokens (``input_dedup``:
-        see :attr:`VocabLayout.input_dedup`).
+        """Extend a copy of ``text_tokenizer`` with ``num_codebooks * codebook_size`` audio tokens (``input_dedup``,
+        ``output_words``: see :class:`VocabLayout`).
 
         With ``audio_tokenizer`` (an :class:`~audiopalm.tokenizers.base.AudioTokenizer`) the codebook
         size defaults to its own, ``num_codebooks`` to all of its K, and its type and fingerprint are
@@ -211,6 +220,7 @@ class UnifiedVocab:
             },
             tasks=list(tasks),
             input_dedup=input_dedup,
+            output_words=output_words,
         )
         return cls(tok, layout)
 

@@ -9,7 +9,8 @@ and sets the logits of every token that would break it to -inf:
 * in an audio segment: ``<|audio_start|>``, then exactly the codebook the codebook pattern expects at each
   position (``flatten``: q0 q1 .. qk-1 per frame; ``delay``: the MusicGen slots with ``<|audio_pad|>``
   fillers), ``<|audio_end|>`` only where the stream is a whole number of frames (>= 1), then
-  ``<|sep|>`` or eos.
+  ``<|sep|>`` or eos. A vocabulary that writes speech word by word (``output_words``) also allows text
+  tokens inside the stream (each word's text before its units); they do not count as frames.
 
 So a generated audio segment always reverts to codes ``[k, F]``. An optional per-row cap on frames
 (``max_audio_frames``) closes a row's audio segment once it holds that many frames, as ESPnet's
@@ -36,7 +37,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from audiopalm.data.patterns import DelayPattern
-from audiopalm.data.tasks import AUDIO, TEXT, TaskSpec, output_template, parse_task
+from audiopalm.data.tasks import AUDIO, TEXT, TRANSCRIPTS, TaskSpec, output_template, parse_task, speech_words
 from audiopalm.data.vocab import UnifiedVocab
 
 # what a row may emit next: a mask name, plus single ids
@@ -80,6 +81,12 @@ class _RowState:
     stream: int = 0  # audio stream tokens emitted in the current audio segment
     frames: int | None = None  # delay pattern: F, once codebook 0 emitted its first trailing filler
     closed: bool = False  # audio: <|audio_end|> emitted, waiting for <|sep|>/eos
+    row: int = 0  # the row's index at parse time (its prompt: row // rows per prompt)
+    text: list = dataclasses.field(default_factory=list)  # ids of the current / last text segment
+    words: list | None = None  # forced words: those still to write in this audio segment (None: free)
+    word: list = dataclasses.field(default_factory=list)  # the rest of the word being written
+    spoken: list = dataclasses.field(default_factory=list)  # the tokens of that word written so far
+    voiced: bool = False  # a forced word with letters was just written: a unit must come before the next word
 
 
 class SegmentConstraint(LogitsProcessor):
@@ -88,6 +95,13 @@ class SegmentConstraint(LogitsProcessor):
     ``prompt_length`` is the (left-padded) prompt length: generated ids start there.
     ``max_audio_frames``: one cap per prompt (None: no cap) on the frames of each audio segment; with
     beam search or several sequences per prompt the rows of prompt ``b`` share its cap.
+
+    ``speech_words`` (a vocabulary that writes speech word by word): per prompt, the words its speech says, as
+    :func:`audiopalm.data.tasks.speech_words` gives them (TTS: the input text), or None. A speech segment that
+    follows the text segment transcribing it (a chain's translation before its translated speech) says that
+    text's words. Those words are then forced in order: inside the stream a row writes units, or the next word
+    (all of its tokens), and ends only once every word is written (or at its frame cap); the model decides
+    only where each word begins and the units that speak it. Speech with neither (direct S2ST) writes its own.
     """
 
     def __init__(
@@ -97,12 +111,22 @@ class SegmentConstraint(LogitsProcessor):
         prompt_length: int,
         vocab_size: int,
         max_audio_frames: Sequence[int | None] | None = None,
+        speech_words: Sequence[Sequence[Sequence[int]] | None] | None = None,
     ):
         if max_audio_frames is not None and any(f is not None and f < 1 for f in max_audio_frames):
             raise ValueError(f"max_audio_frames: expected caps >= 1 (or None), got {max_audio_frames}")
         self.vocab = vocab
         self.max_audio_frames = max_audio_frames
         self.template = [kind for kind, _ in output_template(task)]
+        fields = [field for _, field in output_template(task)]
+        # per audio segment: whether the text segment just before it is its transcript (its words are said)
+        self._says_text = [
+            i > 0 and kind == AUDIO and fields[i - 1] == TRANSCRIPTS.get(fields[i])
+            for i, kind in enumerate(self.template)
+        ]
+        if speech_words is not None and not vocab.layout.output_words:
+            raise ValueError("speech_words: this vocabulary writes speech frames only (output_words is off)")
+        self.speech_words = speech_words
         self.prompt_length = prompt_length
         self.k = vocab.num_codebooks
         self.delay = isinstance(vocab.pattern, DelayPattern) and self.k > 1
@@ -112,6 +136,13 @@ class SegmentConstraint(LogitsProcessor):
             if special is not None and special < V:
                 text[special] = False
         self._masks = {"text": text, **{f"q{q}": vocab.codebook_mask(q, V) for q in range(self.k)}}
+        self.words = vocab.layout.output_words  # one codebook, flatten (the layout checks it)
+        if self.words:
+            words = text.clone()
+            words[[i for i in (vocab.audio_start_id, vocab.audio_end_id, vocab.audio_pad_id) if i < V]] = False
+            # where a row must begin a given word, the model's wish to write any text is its score
+            self._masks["units"], self._masks["words"] = self._masks["q0"], words
+            self._masks["q0"] = self._masks["q0"] | words  # a word's text, or a unit
         # (mask name, extra ids) -> [V] True where forbidden, on the scores' device. A template has only a
         # handful of distinct states, so each step is one stack + one masked_fill, whatever the batch size.
         self._forbidden: dict[tuple, torch.Tensor] = {}
@@ -133,6 +164,17 @@ class SegmentConstraint(LogitsProcessor):
             return "text", ([self._terminator(st)] if st.pos > 0 else [])
         if st.pos < 0:
             return None, [v.audio_start_id]
+        if st.words is not None:  # forced words (one codebook, flatten)
+            if st.word:  # inside a word: its next token
+                return None, [st.word[0]]
+            capped = cap is not None and st.stream >= cap
+            if st.voiced and not capped:  # a word is spoken in one frame at least
+                return "units", []
+            if st.words and (st.pos == 0 or not capped):  # speech opens with the first word
+                return (None if st.pos == 0 else "units"), [st.words[0][0]]
+            if capped:
+                return None, [v.audio_end_id]
+            return "units", ([v.audio_end_id] if st.stream > 0 else [])
         k, n = self.k, st.stream
         whole = n > 0 and n % k == 0
         if not self.delay:
@@ -160,15 +202,29 @@ class SegmentConstraint(LogitsProcessor):
             return
         if st.closed or (self.template[st.segment] == TEXT and token in (v.sep_id, v.eos_id)):
             st.segment, st.pos, st.stream, st.frames, st.closed = st.segment + 1, -1, 0, None, False
+            st.words, st.word = None, []
             return
         if self.template[st.segment] == TEXT:
+            if st.pos <= 0:
+                st.text = []
+            st.text.append(token)
             st.pos = max(st.pos, 0) + 1
             return
         if st.pos < 0:  # <|audio_start|>
             st.pos = 0
+            st.words = self._words_to_say(st)
             return
         if token == v.audio_end_id:
             st.closed = True
+            return
+        if self.words and not v.is_audio(token) and token != v.audio_pad_id:  # a word's text: not a frame
+            if st.words is not None:
+                if not st.word:
+                    st.word = list(st.words.pop(0))
+                st.word.pop(0)
+                st.voiced = not st.word and any(ch.isalpha() for ch in v.decode_text(st.spoken + [token]))
+                st.spoken = [] if not st.word else [*st.spoken, token]
+            st.pos += 1
             return
         if self.delay and st.frames is None and token == v.audio_pad_id:
             step, q = divmod(st.stream, self.k)
@@ -176,6 +232,19 @@ class SegmentConstraint(LogitsProcessor):
                 st.frames = step
         st.stream += 1
         st.pos += 1
+        st.voiced = False
+
+    def _words_to_say(self, st: _RowState) -> list | None:
+        """At ``<|audio_start|>``: the words this speech segment must say (a copy), or None (free)."""
+        if not self.words:
+            return None
+        if self._says_text[st.segment]:
+            return speech_words(self.vocab.decode_text(st.text), self.vocab)
+        if self.speech_words is not None and st.segment == 0:
+            r = max(len(self._states) // len(self.speech_words), 1)
+            given = self.speech_words[min(st.row // r, len(self.speech_words) - 1)]
+            return None if given is None else [list(w) for w in given]
+        return None
 
     # ---- the processor -----------------------------------------------------------------------
     def _sync(self, input_ids: torch.Tensor) -> None:
@@ -192,12 +261,11 @@ class SegmentConstraint(LogitsProcessor):
             for st, tok in zip(self._states, new, strict=True):
                 self._feed(st, tok)
         else:  # first call, or rows were reordered (beam search): parse from the prompt
-            self._states = []
-            for row in input_ids[:, self.prompt_length :].tolist():
-                st = _RowState()
+            rows = input_ids[:, self.prompt_length :].tolist()
+            self._states = [_RowState(row=i) for i in range(len(rows))]
+            for st, row in zip(self._states, rows, strict=True):
                 for tok in row:
                     self._feed(st, tok)
-                self._states.append(st)
         self._seen = input_ids
 
     def _forbidden_row(self, mask_name: str | None, ids: list[int], device: torch.device) -> torch.Tensor:
@@ -225,6 +293,22 @@ class SegmentConstraint(LogitsProcessor):
                 for st, cap in zip(self._states, caps, strict=True)
             ]
         )  # [N, V]
+        # forced words: where the model would begin a word (any word), it begins the next one of the text
+        turns = [
+            (i, st.words[0][0])
+            for i, st in enumerate(self._states)
+            if st.words
+            and not st.word
+            and not st.voiced
+            and st.pos > 0
+            and not st.closed
+            and self.template[st.segment] == AUDIO
+        ]
+        if turns:
+            rows, first = (torch.tensor(x, device=scores.device) for x in zip(*turns, strict=True))
+            words = self._masks["words"].to(scores.device)
+            scores = scores.clone()
+            scores[rows, first] = torch.logsumexp(scores[rows][:, words[: scores.shape[1]]], dim=-1)
         return cast(torch.FloatTensor, scores.masked_fill(forbid, float("-inf")))  # (the processor API's type)
 
     def in_speech(self) -> list[bool]:
@@ -299,6 +383,9 @@ def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str |
         else:
             if not seg or seg[0] != vocab.audio_start_id:
                 raise ValueError(f"audio segment does not start with <|audio_start|>: {seg[:5]}")
+            if vocab.layout.output_words:  # the words written between the units: not sound
+                keep = (vocab.audio_start_id, vocab.audio_end_id, vocab.audio_pad_id)
+                seg = [i for i in seg if vocab.is_audio(i) or i in keep]
             if seg[-1] != vocab.audio_end_id:  # cut short: keep whole frames (flatten only)
                 stream = seg[1:]
                 stream = stream[: len(stream) - len(stream) % vocab.num_codebooks]
@@ -319,6 +406,7 @@ def generate(
     constrained: bool = True,
     max_audio_frames: Sequence[int | None] | None = None,
     speech_sampling: SpeechSampling | None = None,
+    speech_words: Sequence[Sequence[Sequence[int]] | None] | None = None,
     **generate_kwargs,
 ) -> list[list[int]]:
     """Batched generation from prompt ids (as :func:`audiopalm.data.tasks.prompt_ids` makes them).
@@ -327,8 +415,9 @@ def generate(
     (greedy by default; pass ``do_sample=True, temperature=..., top_k=..., top_p=...`` or
     ``num_beams=...``). ``max_audio_frames``: a frame cap per prompt on its audio output (see
     :class:`SegmentConstraint`; needs ``constrained``). ``speech_sampling``: sample audio tokens, keep text
-    greedy (:class:`SpeechSampling`; needs ``constrained`` and excludes the other decoding options). Returns
-    the generated ids of each prompt, up to and including eos.
+    greedy (:class:`SpeechSampling`; needs ``constrained`` and excludes the other decoding options).
+    ``speech_words``: per prompt, the words its speech says (a vocabulary with ``output_words``; see
+    :class:`SegmentConstraint`). Returns the generated ids of each prompt, up to and including eos.
     """
     parse_task(task)
     if not prompts:
@@ -357,7 +446,12 @@ def generate(
     processors = LogitsProcessorList(generate_kwargs.pop("logits_processor", []))
     if constrained:
         constraint = SegmentConstraint(
-            vocab, task, P, model.get_output_embeddings().weight.shape[0], max_audio_frames=max_audio_frames
+            vocab,
+            task,
+            P,
+            model.get_output_embeddings().weight.shape[0],
+            max_audio_frames=max_audio_frames,
+            speech_words=speech_words,
         )
         processors.append(constraint)
         if speech_sampling is not None:  # it draws the audio tokens itself; greedy search takes them

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from audiopalm.audio import io as audio_io
-from audiopalm.data.tasks import AUDIO, TEXT, TaskError, TaskSpec, prompt_ids
+from audiopalm.data.tasks import AUDIO, TEXT, TRANSCRIPTS, TaskError, TaskSpec, prompt_ids, speech_words
 from audiopalm.inference.base import DEFAULT_TEXT_TOKENS, Output, PipelineError, SpeechTextPipeline, default_device
 from audiopalm.inference.generation import DECODING_KWARGS, SpeechSampling, split_segments
 from audiopalm.inference.generation import generate as constrained_generate
@@ -58,6 +58,8 @@ DEFAULT_SPEECH_SECONDS = 20.0
 # text input (TTS): SPEECH_SECONDS_PER_CHAR per character (people speak ~15 characters a second, ~0.07 s
 # each; espeak-ng's demo voices 0.06-0.08 s); never under MIN_SPEECH_SECONDS.
 SPEECH_LENGTH_RATIO = 2.5
+# Speech written word by word (``output_words``) holds its words' text too: tokens per frame, with room to spare.
+WORDED_SPEECH_TOKENS = 1.5
 SPEECH_SECONDS_PER_CHAR = 0.2
 MIN_SPEECH_SECONDS = 1.0
 # Speech outputs are sampled (AudioLM and VALL-E do the same): greedy audio decoding loops on a frame pattern
@@ -337,6 +339,7 @@ class AudioPaLM(SpeechTextPipeline):
                     "shorten the text or audio"
                 )
         caps = self.speech_frame_caps(spec, records) if cap_speech else None
+        words = self.speech_words(spec, records)
         outs: list[Output] = []
         for s, e in self._batches(spec, len(prompts), batch_size, progress):
             batch = prompts[s:e]
@@ -349,6 +352,7 @@ class AudioPaLM(SpeechTextPipeline):
                 max_new_tokens=budget,
                 max_audio_frames=None if caps is None else caps[s:e],
                 speech_sampling=speech_sampling,
+                speech_words=None if words is None else words[s:e],
                 **generate_kwargs,
             )
             outs.extend(self._output(spec, row, voices[s + j]) for j, row in enumerate(ids))
@@ -387,6 +391,18 @@ class AudioPaLM(SpeechTextPipeline):
             return SpeechSampling(temperature=float(temperature), top_k=int(top_k or 0), seed=seed, text=True)
         except ValueError as e:
             raise PipelineError(str(e)) from None
+
+    def speech_words(self, spec: TaskSpec, records: Sequence[dict]) -> list[list[list[int]]] | None:
+        """For a checkpoint that writes speech word by word: when the task speaks its input text first (TTS), the
+        words each record's speech must say (forced while decoding, :class:`SegmentConstraint`); else None (a
+        chain's speech says the translation it just wrote; direct S2ST chooses its own words)."""
+        kind, field = spec.input_segment
+        first_kind, first_field = spec.output_segments[0]
+        if not self.vocab.layout.output_words or kind != TEXT or first_kind != AUDIO:
+            return None
+        if TRANSCRIPTS.get(first_field) != field:
+            return None
+        return [speech_words(rec[field], self.vocab) for rec in records]
 
     def speech_frame_caps(self, spec: TaskSpec, records: Sequence[dict]) -> list[int] | None:
         """The most audio frames each record's speech output may have (None: the task outputs no speech)."""
@@ -470,6 +486,8 @@ class AudioPaLM(SpeechTextPipeline):
         if max_new_tokens is None:
             n_text = sum(kind == TEXT for kind, _ in spec.output_segments)
             per_second = self.audio_tokenizer.frame_rate * self.vocab.num_codebooks
+            if self.vocab.layout.output_words:  # the words written between the units (~3 text tokens a second)
+                per_second *= WORDED_SPEECH_TOKENS
             max_new_tokens = n_text * DEFAULT_TEXT_TOKENS + (
                 int(DEFAULT_SPEECH_SECONDS * per_second) + 2 if spec.speaks else 0
             )

@@ -113,6 +113,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             pattern=m.pattern,
             tasks=list(dict.fromkeys(self.task_names)),
             input_dedup=m.input_dedup,
+            output_words=m.output_words,
         )
         self.log(
             f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
@@ -130,6 +131,11 @@ class FinetuneAudioPaLMRecipe(Recipe):
         for path in d.stores:
             # Refuses (TokenStoreMismatch, naming both tokenizers) a store made by another audio tokenizer.
             store = load_token_store(path, expected_tokenizer=self.audio_tokenizer)
+            if self.cfg.model.output_words and not store.meta.words:
+                raise ConfigError(
+                    f"model.output_words: the token store {path} has no word starts; make it with "
+                    "`audiopalm tokenize --words` (or set model.output_words=false)"
+                )
             self.stores.append(store.dataset)
             self.store_meta.append(store.dataset.select_columns(list(META_COLUMNS)).with_format(None).to_dict())
 
