@@ -148,6 +148,8 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     store = json.loads((out / "tokens/train/token_store.json").read_text())
     assert units["fingerprint"] in json.dumps(store)
     final = out / "audiopalm/final"
+    # the LM writes its speech word by word: the stores hold word starts, the checkpoint records it
+    assert store["words"] and json.loads((final / "audiopalm.json").read_text())["output_words"]
     assert (final / "acoustic/acoustic.json").is_file()
     gen = subprocess.run(
         [
