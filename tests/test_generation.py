@@ -14,9 +14,11 @@ from audiopalm.inference.generation import SegmentConstraint, SpeechSampling, ge
 from audiopalm.modeling.extend import extend_model
 
 
-def _setup(pattern="flatten", k=2, seed=0):
+def _setup(pattern="flatten", k=2, seed=0, output_words=False):
     torch.manual_seed(seed)
-    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=k, pattern=pattern)
+    vocab = UnifiedVocab.build(
+        tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=k, pattern=pattern, output_words=output_words
+    )
     cfg = transformers.LlamaConfig(
         vocab_size=len(vocab.tokenizer),
         hidden_size=32,
@@ -159,7 +161,7 @@ def test_flatten_audio_end_only_at_frame_boundaries():
 def test_output_words_allow_text_inside_speech_that_does_not_count_as_frames():
     """A vocabulary that writes speech word by word: inside the stream a word's text or a unit, never a segment
     end; the frame cap counts units only; generated outputs read back as their units alone."""
-    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=1, output_words=True)
+    model, vocab = _setup(k=1, output_words=True)
     proc = SegmentConstraint(vocab, "TTS", prompt_length=0, vocab_size=len(vocab), max_audio_frames=[2])
     scores = torch.zeros(1, len(vocab))
     word = vocab.text_ids(" dog")[0]
@@ -172,19 +174,6 @@ def test_output_words_allow_text_inside_speech_that_does_not_count_as_frames():
         seq.append(token)
     out = proc(torch.tensor([seq]), scores)  # two frames (the cap), two words: only the end
     assert torch.isfinite(out[0]).sum() == 1 and out[0, vocab.audio_end_id] == 0
-    model = extend_model(
-        transformers.LlamaForCausalLM(
-            transformers.LlamaConfig(
-                vocab_size=len(vocab.tokenizer),
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                num_key_value_heads=1,
-            )
-        ),
-        vocab,
-    ).eval()
     prompts = [prompt_ids(_record(3, k=1, seed=s), "S2ST", vocab) for s in (0, 1)]
     outs = generate(
         model, vocab, prompts, "S2ST", max_new_tokens=40, max_audio_frames=[3, 3], speech_sampling=SpeechSampling()
@@ -197,20 +186,6 @@ def test_output_words_allow_text_inside_speech_that_does_not_count_as_frames():
         assert codes[0].tolist() == [i - vocab.audio_offset for i in units]
 
 
-def _words_vocab_and_model(seed=0):
-    torch.manual_seed(seed)
-    vocab = UnifiedVocab.build(tiny_text_tokenizer("llama"), codebook_size=16, num_codebooks=1, output_words=True)
-    cfg = transformers.LlamaConfig(
-        vocab_size=len(vocab.tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
-    return vocab, extend_model(transformers.LlamaForCausalLM(cfg), vocab).eval()
-
-
 def _said(ids, vocab):
     """The text written inside the audio segment of generated ids."""
     start = ids.index(vocab.audio_start_id)
@@ -220,7 +195,7 @@ def _said(ids, vocab):
 def test_forced_words_are_said_in_order_each_with_a_unit_and_the_end_waits_for_them():
     from audiopalm.data.tasks import speech_words
 
-    vocab, model = _words_vocab_and_model()
+    model, vocab = _setup(k=1, output_words=True)
     text = "the dog sleeps ."
     words = speech_words(text, vocab)
     proc = SegmentConstraint(vocab, "TTS", prompt_length=0, vocab_size=len(vocab), speech_words=[words])
