@@ -39,6 +39,7 @@ import torch
 
 from audiopalm.data.manifest import LANGUAGES
 from audiopalm.data.patterns import PatternError
+from audiopalm.data.token_store import WORD_COLUMNS
 from audiopalm.data.vocab import UnifiedVocab, VocabError
 
 IGNORE_INDEX = -100
@@ -269,25 +270,20 @@ def target_ids(record: dict, task: str | TaskSpec, vocab: UnifiedVocab) -> list[
     return ids + [vocab.eos_id]
 
 
-WORD_FIELDS = {"audio_codes": "audio_words", "tgt_audio_codes": "tgt_audio_words"}
-"""The record field holding where each word of an audio field's transcript starts (token stores built with
-``words``)."""
-
-
 def _worded_speech_ids(record: dict, spec: TaskSpec, field: str, vocab: UnifiedVocab) -> list[int]:
     """An output audio segment written word by word: ``<|audio_start|>`` then, per word of the transcript, the
     word's text tokens (with its leading space) and the units of its frames, then ``<|audio_end|>``."""
     ids = _segment_ids(record, spec, AUDIO, field, vocab)  # checks the codes; [start, units..., end]
     units = ids[1:-1]
-    starts, text = record.get(WORD_FIELDS[field]), record.get(TRANSCRIPTS[field])
+    starts, text = record.get(WORD_COLUMNS[field]), record.get(TRANSCRIPTS[field])
     words = text.split() if isinstance(text, str) else []
     if starts is None or not words:
         raise TaskError(
             "no word starts: the model writes speech word by word (output_words); tokenize with --words",
             record_id=record.get("id"),
             task=spec.name,
-            field=WORD_FIELDS[field],
-            reason=f"no {WORD_FIELDS[field]}",
+            field=WORD_COLUMNS[field],
+            reason=f"no {WORD_COLUMNS[field]}",
         )
     starts = [int(s) for s in starts]
     if len(starts) != len(words) or starts != sorted(starts) or starts[-1] > len(units):
@@ -295,8 +291,8 @@ def _worded_speech_ids(record: dict, spec: TaskSpec, field: str, vocab: UnifiedV
             f"{len(starts)} word starts {starts[:8]} for {len(words)} words and {len(units)} frames",
             record_id=record.get("id"),
             task=spec.name,
-            field=WORD_FIELDS[field],
-            reason=f"bad {WORD_FIELDS[field]}",
+            field=WORD_COLUMNS[field],
+            reason=f"bad {WORD_COLUMNS[field]}",
         )
     out = [ids[0]]
     for i, word in enumerate(speech_words(" ".join(words), vocab)):

@@ -359,9 +359,10 @@ def _row_generator(records: list[dict], shard_dirs: list[str], words: bool = Fal
         row = dict(rec)
         for field, col in (("audio", "audio_codes"), ("tgt_audio", "tgt_audio_codes")):
             p = rec.get(field)
-            row[col] = None if p is None else shards[where[p][0]][where[p][1]]["codes"]
+            hit = None if p is None else shards[where[p][0]][where[p][1]]  # one read of the shard row
+            row[col] = None if hit is None else hit["codes"]
             if words:
-                row[WORD_COLUMNS[col]] = None if p is None else shards[where[p][0]][where[p][1]]["words"]
+                row[WORD_COLUMNS[col]] = None if hit is None else hit["words"]
         yield row
 
 

@@ -83,9 +83,9 @@ class _RowState:
     closed: bool = False  # audio: <|audio_end|> emitted, waiting for <|sep|>/eos
     row: int = 0  # the row's index at parse time (its prompt: row // rows per prompt)
     text: list = dataclasses.field(default_factory=list)  # ids of the current / last text segment
-    words: list | None = None  # forced words: those still to write in this audio segment (None: free)
+    words: list | None = None  # forced words still to write in this audio segment, (ids, has a letter) (None: free)
     word: list = dataclasses.field(default_factory=list)  # the rest of the word being written
-    spoken: list = dataclasses.field(default_factory=list)  # the tokens of that word written so far
+    lettered: bool = False  # whether the word being written has a letter
     voiced: bool = False  # a forced word with letters was just written: a unit must come before the next word
 
 
@@ -171,7 +171,7 @@ class SegmentConstraint(LogitsProcessor):
             if st.voiced and not capped:  # a word is spoken in one frame at least
                 return "units", []
             if st.words and (st.pos == 0 or not capped):  # speech opens with the first word
-                return (None if st.pos == 0 else "units"), [st.words[0][0]]
+                return (None if st.pos == 0 else "units"), [st.words[0][0][0]]
             if capped:
                 return None, [v.audio_end_id]
             return "units", ([v.audio_end_id] if st.stream > 0 else [])
@@ -205,9 +205,8 @@ class SegmentConstraint(LogitsProcessor):
             st.words, st.word = None, []
             return
         if self.template[st.segment] == TEXT:
-            if st.pos <= 0:
-                st.text = []
-            st.text.append(token)
+            if self.words:  # a chain's speech says the text just written
+                st.text = [token] if st.pos <= 0 else [*st.text, token]
             st.pos = max(st.pos, 0) + 1
             return
         if st.pos < 0:  # <|audio_start|>
@@ -220,10 +219,10 @@ class SegmentConstraint(LogitsProcessor):
         if self.words and not v.is_audio(token) and token != v.audio_pad_id:  # a word's text: not a frame
             if st.words is not None:
                 if not st.word:
-                    st.word = list(st.words.pop(0))
+                    ids, st.lettered = st.words.pop(0)
+                    st.word = list(ids)
                 st.word.pop(0)
-                st.voiced = not st.word and any(ch.isalpha() for ch in v.decode_text(st.spoken + [token]))
-                st.spoken = [] if not st.word else [*st.spoken, token]
+                st.voiced = not st.word and st.lettered
             st.pos += 1
             return
         if self.delay and st.frames is None and token == v.audio_pad_id:
@@ -235,16 +234,21 @@ class SegmentConstraint(LogitsProcessor):
         st.voiced = False
 
     def _words_to_say(self, st: _RowState) -> list | None:
-        """At ``<|audio_start|>``: the words this speech segment must say (a copy), or None (free)."""
+        """At ``<|audio_start|>``: the words this speech segment must say, each as (its ids, whether it has a
+        letter), or None (free)."""
         if not self.words:
             return None
+        given: Sequence[Sequence[int]] | None
         if self._says_text[st.segment]:
-            return speech_words(self.vocab.decode_text(st.text), self.vocab)
-        if self.speech_words is not None and st.segment == 0:
+            given = speech_words(self.vocab.decode_text(st.text), self.vocab)
+        elif self.speech_words is not None and st.segment == 0:
             r = max(len(self._states) // len(self.speech_words), 1)
             given = self.speech_words[min(st.row // r, len(self.speech_words) - 1)]
-            return None if given is None else [list(w) for w in given]
-        return None
+        else:
+            return None
+        if given is None:
+            return None
+        return [(list(w), any(ch.isalpha() for ch in self.vocab.decode_text(w))) for w in given]
 
     # ---- the processor -----------------------------------------------------------------------
     def _sync(self, input_ids: torch.Tensor) -> None:
@@ -295,7 +299,7 @@ class SegmentConstraint(LogitsProcessor):
         )  # [N, V]
         # forced words: where the model would begin a word (any word), it begins the next one of the text
         turns = [
-            (i, st.words[0][0])
+            (i, st.words[0][0][0])
             for i, st in enumerate(self._states)
             if st.words
             and not st.word
