@@ -14,7 +14,7 @@ from audiopalm.audio import io as audio_io
 from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.evaluation.judges import CTCJudge, make_judge
 from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
-from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units
+from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units, pool_starts
 from audiopalm.tokenizers.speech_encoder import CONFIG_NAME as ENCODER_CONFIG
 from audiopalm.tokenizers.speech_encoder import (
     EncoderTrainConfig,
@@ -386,3 +386,41 @@ def test_audiopalm_tokenize_words_stores_a_start_per_word(fitted, corpus, tmp_pa
     assert "no CTC head to align words" in capsys.readouterr().err
     with pytest.raises(ValueError, match="cannot align words"):
         build_token_store(corpus, load_audio_tokenizer(mel), tmp_path / "no", words=True, progress=False)
+
+
+def test_stride_pools_encoder_frames_into_units(fitted, corpus, tmp_path):
+    """``stride=2``: one unit per 2 encoder frames (12.5 Hz), the nearest centre of their mean state (an odd last
+    frame alone); k-means fitted on those means; padding-invariant; recorded in the config and fingerprint, while a
+    stride-1 config hashes as one without the field."""
+    tok, out = fitted
+    assert "stride" not in tok.get_config()
+    half = CTCUnitsTokenizer.fit(corpus, num_units=4, stride=2, pretrained=out / "encoder", progress=False)
+    assert half.frame_rate == 12.5 and half.get_config()["stride"] == 2
+    again = load_audio_tokenizer(half.save_pretrained(tmp_path / "half"))
+    assert again.fingerprint == half.fingerprint and again.config.stride == 2
+    wavs = [torch.as_tensor(_say(t, seed=6)) for t in ("a bé", "bab", "b")]
+    lengths = torch.tensor([len(w) for w in wavs])
+    batch = torch.zeros(3, int(lengths.max()))
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = w
+    codes, units = again.encode(batch, lengths)
+    for i, w in enumerate(wavs):
+        states, frames = again.encoder.hidden_states(w[None], layer=again.config.layer)  # [1, F, D]
+        f = int(frames[0])
+        means = torch.stack([states[0, a : min(a + 2, f)].mean(0) for a in range(0, f, 2)])  # [ceil(F/2), D]
+        want = again._assign(means[None], torch.tensor([len(means)]))[0]
+        assert int(units[i]) == len(means) == -(-f // 2)
+        torch.testing.assert_close(codes[i, 0, : len(means)], want, rtol=0, atol=0)
+        one, n = again.encode(w[None])
+        assert torch.equal(one[0, 0], codes[i, 0, : int(n[0])])
+    # word starts in units: the frame starts pooled, every word inside the utterance, in order
+    codes_w, units_w, starts = again.encode_words(batch, lengths, ["a bé", "bab", None])
+    assert torch.equal(codes_w, codes) and torch.equal(units_w, units)
+    _, _, frame_starts = tok.encode_words(batch, lengths, ["a bé", "bab", None])
+    assert starts[0] == pool_starts(frame_starts[0], 2, int(units[0])) and starts[1] == [0] and starts[2] is None
+
+
+def test_pool_starts_keeps_a_unit_for_each_word_that_had_frames():
+    assert pool_starts([0, 3, 4, 9, 9, 12], 2, 7) == [0, 1, 2, 4, 4, 6]  # 3 and 4 share unit 1: the second moves on
+    assert pool_starts([0, 10, 11], 2, 6) == [0, 5, 5]  # no unit left to move to
+    assert pool_starts([0, 2, 4], 1, 5) == [0, 2, 4]

@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "character CTC loss on the transcripts of a manifest (audio+text and "
         "tgt_audio+tgt_text, every language), with speed / VTLP / noise / SpecAugment "
         "augmentation; then fit --num-units k-means units on layer --layer of its states "
-        "(the ctc_units tokenizer, 25 Hz, no decoder). Prints the encoder's dev CER.",
+        "(the ctc_units tokenizer, 25 Hz / --stride, no decoder). Prints the encoder's dev CER.",
     )
     p.add_argument("--manifest", required=True, help="JSONL manifest to train on")
     p.add_argument("--out", required=True, help="folder to write the tokenizer to (the encoder alone in OUT/encoder)")
@@ -95,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="depthwise convolution width of the module after each layer, odd; 0: none (default: SpeechEncoderConfig's)",
     )
     p.add_argument("--dedup", action="store_true", help="collapse repeated units when encoding (SpeechGPT-style)")
+    p.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        help="encoder frames averaged into one unit (default 1: 25 Hz units; 2: 12.5 Hz, half the LM's tokens)",
+    )
     p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -235,6 +241,7 @@ def _fit_ctc_units(args) -> int:
         num_units=args.num_units or units_defaults.num_units,
         layer=args.layer,
         dedup=args.dedup,
+        stride=args.stride,
         exclude_voices=tuple(args.exclude_voices),
         pretrained=args.encoder,
         max_frames=args.max_frames,

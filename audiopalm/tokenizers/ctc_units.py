@@ -5,10 +5,10 @@ with the small encoder of :mod:`audiopalm.tokenizers.speech_encoder`, trained on
 transcripts (every language at once) by :meth:`CTCUnitsTokenizer.fit`::
 
     tok = CTCUnitsTokenizer.fit("corpus/train.jsonl", num_units=512, train=EncoderTrainConfig(steps=400))
-    codes, frames = tok.encode(wav, lengths)           # [B, 1, F] long at 25 Hz, [B]
+    codes, frames = tok.encode(wav, lengths)           # [B, 1, F] long at 25 Hz (stride 1), [B]
     units, durations = dedup_units(codes[0, 0, :frames[0]])   # SpeechGPT-style, with run lengths
 
-One stream (K = 1) of ``num_units`` codes per 40 ms frame; frames standardised with the fitted
+One stream (K = 1) of ``num_units`` codes per 40 ms frame (per ``stride`` frames when pooled); frames standardised with the fitted
 per-dimension mean/std, then the nearest k-means centre (:mod:`audiopalm.tokenizers.kmeans`). With
 ``dedup=True`` :meth:`encode` collapses runs of a repeated unit (the LM then reads about a third as
 many tokens; the durations, lost there, come from :func:`dedup_units` for the acoustic stage).
@@ -79,6 +79,10 @@ class CTCUnitsConfig:
     """k: k-means centres, the codebook size."""
     dedup: bool = False
     """Collapse runs of a repeated unit in :meth:`CTCUnitsTokenizer.encode` (frame lengths then count runs)."""
+    stride: int = 1
+    """Encoder frames averaged into one unit before k-means: 1 gives 25 Hz units, 2 gives 12.5 Hz (Mimi's rate:
+    the LM reads and writes half as many tokens per second of speech; the acoustic stage then makes 2 codec frames
+    of each unit). The last unit of an utterance averages what frames are left."""
 
     def __post_init__(self):
         enc = saved_config(self.encoder)  # validates the encoder's fields
@@ -88,6 +92,35 @@ class CTCUnitsConfig:
             raise ValueError(f"CTCUnitsConfig.layer={self.layer}: the encoder has layers 0..{enc.num_layers}")
         if self.num_units < 2:
             raise ValueError(f"CTCUnitsConfig.num_units must be >= 2, got {self.num_units}")
+        if self.stride < 1:
+            raise ValueError(f"CTCUnitsConfig.stride must be >= 1, got {self.stride}")
+
+
+def pool_frames(states: torch.Tensor, frames: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each ``stride`` consecutive valid frames: ``states`` [B, F, D], ``frames`` [B] ->
+    ([B, ceil(F / stride), D], ceil(frames / stride) [B]); the last group of an item averages its valid frames only."""
+    if stride == 1:
+        return states, frames
+    b, f, d = states.shape
+    g = -(-f // stride)
+    valid = (torch.arange(g * stride, device=states.device)[None] < frames[:, None].to(states.device)).to(states.dtype)
+    padded = states.new_zeros(b, g * stride, d)
+    padded[:, :f] = states
+    w = valid.reshape(b, g, stride, 1)  # [B, G, s, 1]
+    pooled = (padded.reshape(b, g, stride, d) * w).sum(2) / w.sum(2).clamp_min(1.0)  # [B, G, D]
+    return pooled, -(-frames // stride)
+
+
+def pool_starts(starts: list[int], stride: int, units: int) -> list[int]:
+    """Word starts in encoder frames -> in units of ``stride`` frames, for an utterance of ``units`` units: the unit
+    holding each start, moved one on where a word that took frames would otherwise get no unit (when there is room)."""
+    out: list[int] = []
+    for i, s in enumerate(starts):
+        u = s // stride
+        if i and s > starts[i - 1] and u <= out[-1] and out[-1] + 1 < units:
+            u = out[-1] + 1
+        out.append(max(u, out[-1]) if out else u)
+    return out
 
 
 class CTCUnitsTokenizer(UnitTokenizer):
@@ -119,11 +152,15 @@ class CTCUnitsTokenizer(UnitTokenizer):
 
     @property
     def frame_rate(self) -> float:
-        """Encoder frames per second (25); with ``dedup`` the mean rate is lower (runs, not frames)."""
-        return self.encoder.frame_rate
+        """Units per second: the encoder's frame rate (25) / ``stride``; with ``dedup`` the mean rate is lower (runs,
+        not frames)."""
+        return self.encoder.frame_rate / self.config.stride
 
     def get_config(self) -> dict:
-        return dataclasses.asdict(self.config)
+        config = dataclasses.asdict(self.config)
+        if config["stride"] == 1:  # hashed as a config without the field, so stride-1 fingerprints stay as saved
+            del config["stride"]
+        return config
 
     def code_vectors(self) -> torch.Tensor:
         """The k-means centres (standardised state space) as one codebook, [1, units, D]."""
@@ -149,12 +186,13 @@ class CTCUnitsTokenizer(UnitTokenizer):
 
     @torch.inference_mode()
     def units(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Frame-aligned units whatever ``dedup`` says: [B, T], [B] -> [B, F] long (25 Hz), [B] frames."""
+        """Frame-aligned units whatever ``dedup`` says: [B, T], [B] -> [B, F] long (:attr:`frame_rate`), [B] frames."""
         if not bool(self.fitted):
             raise RuntimeError("this CTCUnitsTokenizer is not fitted: use CTCUnitsTokenizer.fit or from_pretrained")
         if wav.dim() != 2:
             raise ValueError(f"expected wav [B, T], got shape {tuple(wav.shape)}")
         states, frames = self.encoder.hidden_states(wav.float(), lengths, layer=self.config.layer)  # [B, F, D], [B]
+        states, frames = pool_frames(states, frames, self.config.stride)  # [B, F / stride, D]
         return self._assign(states, frames), frames
 
     @torch.inference_mode()
@@ -187,14 +225,16 @@ class CTCUnitsTokenizer(UnitTokenizer):
             raise ValueError(f"encode_words: {len(texts)} transcripts for {wav.shape[0]} waveforms")
         feats, mel_lengths = self.encoder.features(wav.float(), lengths)
         states, frames = self.encoder.forward_feats(feats, mel_lengths)
-        ids = self._assign(states[self.config.layer], frames)  # [B, F]
+        stride = self.config.stride
+        pooled, units = pool_frames(states[self.config.layer], frames, stride)
+        ids = self._assign(pooled, units)  # [B, U]
         log_probs = self.encoder.head(self.encoder.norm(states[-1])).log_softmax(-1).cpu().numpy()  # [B, F, 1+C]
         chars = self.encoder.config.chars
         starts = [
-            None if text is None else word_starts(log_probs[b, : int(n)], text, chars)
-            for b, (text, n) in enumerate(zip(texts, frames.tolist(), strict=True))
+            None if text is None else pool_starts(word_starts(log_probs[b, : int(n)], text, chars), stride, int(u))
+            for b, (text, n, u) in enumerate(zip(texts, frames.tolist(), units.tolist(), strict=True))
         ]
-        return ids[:, None, :], frames, starts
+        return ids[:, None, :], units, starts
 
     # ---- fitting -------------------------------------------------------------------------------
     @classmethod
@@ -207,6 +247,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
         num_units: int = 512,
         layer: int | None = None,
         dedup: bool = False,
+        stride: int = 1,
         train: EncoderTrainConfig | None = None,
         encoder: Mapping[str, Any] | None = None,
         max_frames: int = 200_000,
@@ -219,7 +260,8 @@ class CTCUnitsTokenizer(UnitTokenizer):
         """Train the encoder with CTC on the ``split`` rows of ``manifest`` (audio + text, tgt_audio + tgt_text,
         every language), score its greedy CER on the ``dev_split`` rows (if any) of ``dev_manifest`` (default:
         ``manifest``), then fit ``num_units`` k-means
-        centres on up to ``max_frames`` frames of layer ``layer`` (default: the last) of the training audio.
+        centres on up to ``max_frames`` frames of layer ``layer`` (default: the last) of the training audio, each the
+        mean of ``stride`` encoder frames.
 
         ``pretrained``: a saved encoder folder (``SpeechEncoder.save_pretrained``, or a tokenizer's
         ``encoder/``) to cluster instead of training one (``train`` and ``encoder`` are then ignored)."""
@@ -236,7 +278,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
         else:
             enc_config = SpeechEncoderConfig(**{**(encoder or {}), "chars": build_chars([t for _, t, _, _ in utts])})
         layer = enc_config.num_layers if layer is None else layer
-        tok = cls(encoder=dataclasses.asdict(enc_config), layer=layer, num_units=num_units, dedup=dedup)
+        tok = cls(encoder=dataclasses.asdict(enc_config), layer=layer, num_units=num_units, dedup=dedup, stride=stride)
         if trained is not None:
             tok.encoder.load_state_dict(trained.state_dict())
         feats = load_feats([u[0] for u in utts], tok.encoder.frontend, progress=progress, desc="log-mel (train)")
@@ -275,8 +317,9 @@ class CTCUnitsTokenizer(UnitTokenizer):
             for i in tqdm(range(0, len(order), 64), desc="encoder states", disable=not progress, leave=False):
                 x, n = _pad([feats[j] for j in order[i : i + 64]])
                 states, frames = tok.encoder.forward_feats(normalize_feats(x, n), n, upto=layer)
+                pooled, frames = pool_frames(states[layer], frames, stride)
                 for b, f in enumerate(frames.tolist()):
-                    chunks.append(states[layer][b, :f])
+                    chunks.append(pooled[b, :f])
                     total += f
                 if total >= max_frames:
                     break
