@@ -145,22 +145,73 @@ def test_units_and_features_are_frame_aligned_and_cached(corpus, tokenizers, tmp
     assert again.speakers == first.speakers
 
 
-def test_unit_rate_must_match_the_codec(tokenizers):
-    other = MelRVQTokenizer(**{**TINY, "stack": 4}, num_codebooks=1, codebook_size=4)
-    with pytest.raises(ValueError, match="must match"):
-        AcousticStage.build(TINY_MODEL, load(tokenizers[1]), other)
+def test_the_codec_rate_must_be_a_whole_multiple_of_the_unit_rate(tokenizers):
+    for stack in (3, 1):  # 33.3 Hz units (1.5 codec frames each), 100 Hz units (half a frame each)
+        other = MelRVQTokenizer(**{**TINY, "stack": stack}, num_codebooks=1, codebook_size=4)
+        with pytest.raises(ValueError, match="multiple of the units'"):
+            AcousticStage.build(TINY_MODEL, load(tokenizers[1]), other)
+    stage = AcousticStage.build(TINY_MODEL, load(tokenizers[1]), load(tokenizers[0]))
+    with pytest.raises(ValueError, match="frames_per_unit = 2 but"):  # a config that disagrees with the two rates
+        AcousticStage(
+            dataclasses.replace(stage.config, frames_per_unit=2), stage.codec, unit_tokenizer=stage.unit_tokenizer
+        )
+
+
+@pytest.fixture(scope="module")
+def half_rate_units(corpus, tmp_path_factory) -> Path:
+    """A one-codebook unit tokenizer at 25 Hz, half the codec's 50 Hz: 2 codec frames per unit."""
+    from audiopalm.tokenizers.mel_rvq import manifest_waves
+
+    units = MelRVQTokenizer.fit(
+        manifest_waves(corpus, SR),
+        num_codebooks=1,
+        codebook_size=12,
+        seed=1,
+        kmeans_iters=5,
+        progress=False,
+        **{**TINY, "stack": 4},
+    )
+    return units.save_pretrained(tmp_path_factory.mktemp("half_rate") / "units")
+
+
+def test_units_at_half_the_codec_rate_span_two_frames_and_crop_whole(corpus, tokenizers, half_rate_units):
+    units_tok, codec = load(half_rate_units), load(tokenizers[1])
+    utts = load_utterances(corpus, ["train"], units_tok, codec, progress=False)
+    for i, path in enumerate(utts.paths):
+        u, f = utts.item(i)
+        assert len(u) == len(f) and len(u) % 2 == 0 and torch.equal(u[0::2], u[1::2]), path
+        codes, n = units_tok.encode(torch.from_numpy(audio_io.load(path, SR)[0])[None])
+        assert torch.equal(u[0::2], codes[0, 0, : len(u) // 2]) and int(n[0]) - len(u) // 2 in (0, 1), path
+    sampler = PairSampler(utts, max_frames=11, max_prompt_frames=8, seed=0, frames_per_unit=2)
+    batch = sampler.batch(sampler.targets, step=0)
+    assert batch.frames_per_unit == 2 and batch.feats.shape[1] == 2 * batch.units.shape[1] == 10
+    for row, i in enumerate(sampler.targets):  # each crop starts on a unit: its units are the crop's every other
+        n, (u, f) = int(batch.lengths[row]), utts.item(i)
+        at = [a for a in range(len(f) - n + 1) if torch.equal(f[a : a + n], batch.feats[row, :n])]
+        assert at and at[0] % 2 == 0 and n % 2 == 0, (i, at, n)
+        assert torch.equal(batch.units[row, : n // 2], u[at[0] : at[0] + n : 2])
+        assert torch.equal(batch.unit_lengths[row], torch.tensor(n // 2))
+    part = batch.select([1, 2])
+    assert part.units.shape[1] * 2 == part.feats.shape[1] == int(part.lengths.max())
 
 
 # --------------------------------------------------------------------------------------------------------- the model
 
 
-def test_overfits_one_utterance(utts, tokenizers):
+@pytest.mark.parametrize("rate", ["codec", "half"])
+def test_overfits_one_utterance(corpus, utts, tokenizers, half_rate_units, rate):
     """Trained on one utterance (prompt: another utterance of its speaker), the stage reproduces its features with an
     L1 below a tenth of the utterance's own spread: |x - mean frame| averaged, what a model that ignores the units
-    and predicts the best constant frame scores. The 2-codebook codec's own quantisation error is printed beside it."""
+    and predicts the best constant frame scores. The 2-codebook codec's own quantisation error is printed beside it.
+    With units at half the codec's rate the two frames of a unit differ only by their place in it."""
+    units_tok = load(tokenizers[0] if rate == "codec" else half_rate_units)
+    if rate == "half":
+        utts = load_utterances(corpus, ["train"], units_tok, load(tokenizers[1]), progress=False)
     torch.manual_seed(0)
-    stage = AcousticStage.build(TINY_MODEL, load(tokenizers[1]), load(tokenizers[0]), max_prompt_frames=20)
-    sampler = PairSampler(utts, max_frames=10**6, max_prompt_frames=20, seed=0)
+    stage = AcousticStage.build(TINY_MODEL, load(tokenizers[1]), units_tok, max_prompt_frames=20)
+    r = stage.config.frames_per_unit
+    assert r == (1 if rate == "codec" else 2)
+    sampler = PairSampler(utts, max_frames=10**6, max_prompt_frames=20, seed=0, frames_per_unit=r)
     batch = sampler.batch([0], step=0)
     target = batch.feats[0, : int(batch.lengths[0])]  # [F, D]
     constant_l1 = float((target - target.median(0).values).abs().mean())
@@ -174,6 +225,12 @@ def test_overfits_one_utterance(utts, tokenizers):
     codec = stage.codec
     codec_l1 = float((codec.dequantize(codec.quantize(target[None]))[0] - target).abs().mean())
     assert final < 0.1 * constant_l1, (final, constant_l1, codec_l1)
+    # what the stage says of the units: r frames of features, r * samples_per_frame samples, each
+    u = batch.units[:1, : int(batch.unit_lengths[0])]
+    feats, lengths = stage.predict_features(u)  # the default voice
+    assert feats.shape[1] == int(lengths[0]) == r * u.shape[1] == len(target)
+    wav = stage.synthesize(u, griffin_lim_iters=1, nnls_iters=0)
+    assert wav.shape == (1, r * u.shape[1] * codec.samples_per_frame)
 
 
 def test_codebook_unit_init_starts_units_at_their_code_vectors(tokenizers):

@@ -3,11 +3,12 @@
 :func:`load_utterances` reads each distinct ``audio`` file of a manifest's rows (its ``speaker`` comes
 from the row) once, computes
 
-- units ``[F]``: the unit tokenizer's first codebook (a 25 Hz semantic tokenizer has only that one), and
+- units ``[F]``: the unit tokenizer's first codebook (a semantic tokenizer has only that one), each unit repeated
+  over the codec frames it spans (``frames_per_unit``: 1 for 25 Hz units, 2 for 12.5 Hz), and
 - features ``[F, D]``: the codec's normalised stacked log-mel (``MelRVQTokenizer.features``), the target,
 
-trims both to the shorter (the two front ends may round the last frame differently, at most
-:data:`MAX_FRAME_MISMATCH` frames) and caches them in one safetensors file per (manifest, split,
+trims both to the shorter whole number of units (the two front ends may round the last frame differently, at
+most :data:`MAX_FRAME_MISMATCH` frames) and caches them in one safetensors file per (manifest, split,
 tokenizers) under ``cache_dir``, so a second run (or a resumed one) reads no audio.
 
 :class:`PairSampler` makes the batch of a step as a pure function of (seed, step), like
@@ -45,7 +46,7 @@ class Utterances:
     offsets: torch.Tensor
     """[N + 1] long: utterance i is frames ``offsets[i]:offsets[i + 1]``."""
     units: torch.Tensor
-    """[sum F] long: unit ids."""
+    """[sum F] long: the unit id of each codec frame (a unit spanning r frames is there r times)."""
     feats: torch.Tensor
     """[sum F, D] float32: normalised codec features (the regression target)."""
 
@@ -96,19 +97,24 @@ def manifest_utterances(manifest: str | os.PathLike, splits: list[str] | None) -
 
 
 def encode_utterance(wav: np.ndarray, unit_tokenizer, codec) -> tuple[torch.Tensor, torch.Tensor]:
-    """One mono waveform [T] -> (units [F] long, normalised codec features [F, D])."""
+    """One mono waveform [T] -> (the unit of each codec frame [F] long, normalised codec features [F, D]), F a
+    whole number of units."""
+    from audiopalm.acoustic.stage import frames_per_unit
+
+    r = frames_per_unit(unit_tokenizer.frame_rate, codec.frame_rate)
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32))[None]  # [1, T]
     with torch.inference_mode():
         codes, n_units = unit_tokenizer.encode(x)  # [1, K, Fu]
         feats, n_feats = codec.features(x)  # [1, Ff, D]
     nu, nf = int(n_units[0]), int(n_feats[0])
-    if abs(nu - nf) > MAX_FRAME_MISMATCH:
+    if abs(nu * r - nf) > MAX_FRAME_MISMATCH + r - 1:
         raise ValueError(
-            f"unit tokenizer gives {nu} frames and codec {nf} for the same {x.shape[1]} samples: "
-            f"frame rates {unit_tokenizer.frame_rate} vs {codec.frame_rate} Hz must be equal"
+            f"unit tokenizer gives {nu} units and codec {nf} frames for the same {x.shape[1]} samples: "
+            f"at {unit_tokenizer.frame_rate:g} and {codec.frame_rate:g} Hz they should be {r} frames per unit"
         )
-    f = min(nu, nf)
-    return codes[0, 0, :f].long().clone(), feats[0, :f].float().clone()
+    u = min(nu, nf // r)
+    units = codes[0, 0, :u].long().repeat_interleave(r)  # [u * r]
+    return units, feats[0, : u * r].float().clone()
 
 
 def cache_key(manifest: str | os.PathLike, splits: list[str] | None, unit_tokenizer, codec, limit: int | None) -> str:
@@ -194,11 +200,28 @@ def load_utterances(
 class Batch:
     """A padded batch of pairs. Frames past a length are zero (features) / 0 (units) and never scored."""
 
-    units: torch.Tensor  # [B, F] long
-    lengths: torch.Tensor  # [B] long
-    feats: torch.Tensor  # [B, F, D] target features
+    units: torch.Tensor  # [B, U] long
+    lengths: torch.Tensor  # [B] long: valid codec frames, a whole number of units
+    feats: torch.Tensor  # [B, F, D] target features, F = U * frames_per_unit
     prompt: torch.Tensor  # [B, P, D] voice-prompt features (another utterance of the same speaker)
     prompt_lengths: torch.Tensor  # [B] long
+
+    @property
+    def frames_per_unit(self) -> int:
+        return self.feats.shape[1] // max(self.units.shape[1], 1)
+
+    @property
+    def unit_lengths(self) -> torch.Tensor:
+        """[B] long: valid units."""
+        return self.lengths // self.frames_per_unit
+
+    def select(self, idx: list[int]) -> Batch:
+        """Rows ``idx``, trimmed to their longest item."""
+        f, p = int(self.lengths[idx].max()), int(self.prompt_lengths[idx].max())
+        u = f // self.frames_per_unit
+        return Batch(
+            self.units[idx, :u], self.lengths[idx], self.feats[idx, :f], self.prompt[idx, :p], self.prompt_lengths[idx]
+        )
 
     def to(self, device) -> Batch:
         return Batch(*(getattr(self, f.name).to(device) for f in dataclasses.fields(self)))
@@ -217,11 +240,15 @@ class PairSampler:
     """Batches of (utterance, prompt from another utterance of its speaker) as a pure function of (seed, step).
 
     Only utterances whose speaker has at least two utterances are targets. Targets longer than
-    ``max_frames`` and prompts longer than ``max_prompt_frames`` are cropped to a random window.
+    ``max_frames`` and prompts longer than ``max_prompt_frames`` are cropped to a random window (a target's at
+    whole units of ``frames_per_unit`` codec frames).
     """
 
-    def __init__(self, utts: Utterances, *, max_frames: int, max_prompt_frames: int, seed: int = 0):
+    def __init__(
+        self, utts: Utterances, *, max_frames: int, max_prompt_frames: int, seed: int = 0, frames_per_unit: int = 1
+    ):
         self.utts, self.max_frames, self.max_prompt_frames, self.seed = utts, max_frames, max_prompt_frames, seed
+        self.frames_per_unit = frames_per_unit
         by_speaker: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(utts.speakers):
             by_speaker[s].append(i)
@@ -240,20 +267,21 @@ class PairSampler:
         return start, start + limit
 
     def pair(self, i: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(units [F], feats [F, D], prompt feats [P, D]) for target utterance ``i``."""
+        """(units [U], feats [U * frames_per_unit, D], prompt feats [P, D]) for target utterance ``i``."""
         others = [j for j in self.by_speaker[self.utts.speakers[i]] if j != i]
         j = others[int(torch.randint(0, len(others), (1,), generator=gen))]
         u, f = self.utts.item(i)
-        a, b = self._crop(len(u), self.max_frames, gen)
+        r = self.frames_per_unit
+        a, b = self._crop(len(u) // r, max(self.max_frames // r, 1), gen)  # in units
         _, pf = self.utts.item(j)
         pa, pb = self._crop(len(pf), self.max_prompt_frames, gen)
-        return u[a:b], f[a:b], pf[pa:pb]
+        return u[a * r : b * r : r], f[a * r : b * r], pf[pa:pb]
 
     def batch(self, indices: list[int], step: int) -> Batch:
         """The batch of target utterances ``indices`` at ``step`` (prompts and crops drawn from (seed, step))."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         triples = [self.pair(i, gen) for i in indices]
-        units, lengths = _pad([t[0] for t in triples])
-        feats, _ = _pad([t[1] for t in triples])
+        units, _ = _pad([t[0] for t in triples])
+        feats, lengths = _pad([t[1] for t in triples])
         prompt, prompt_lengths = _pad([t[2] for t in triples])
         return Batch(units, lengths, feats, prompt, prompt_lengths)

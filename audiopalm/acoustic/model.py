@@ -9,7 +9,8 @@
 
 One unit frame (25 Hz) predicts the ``stack`` 10 ms log-mel frames of the codec's frame (4 by default), so
 the output has exactly as many frames as the input and needs no duration model: the units are
-frame-aligned (not de-duplicated). The whole sequence is predicted at once by an L1 regression: units
+frame-aligned (not de-duplicated). Units at a lower rate (12.5 Hz: ``frames_per_unit`` 2) are repeated to the
+codec's rate, each copy with a learned row for its place within the unit, before the blocks. The whole sequence is predicted at once by an L1 regression: units
 carry what is said; the FiLM from the voice embedding carries who says it (pitch, formants, rate).
 
 Why convolutions and not attention: mel frames depend mostly on the units within a few hundred
@@ -48,6 +49,9 @@ class AcousticConfig:
     dilations: tuple[int, ...] = (1, 2, 4, 8)
     """Dilation of each block's convolution (cycled if shorter than ``num_blocks``); 1, 2, 4, 8 with kernel 3
     see 31 frames (1.2 s at 25 Hz): a few syllables either side."""
+    frames_per_unit: int = 1
+    """Codec frames per unit: the codec's frame rate over the units' (1 for 25 Hz units, 2 for 12.5 Hz); set by
+    :meth:`audiopalm.acoustic.AcousticStage.build` from the two tokenizers."""
     voice_dim: int = 64
     """Size V of the voice embedding."""
     voice_hidden: int = 64
@@ -69,7 +73,16 @@ class AcousticConfig:
                 raise ValueError(f"AcousticConfig.{field} = {getattr(self, field)!r}: {why}")
 
         self.dilations = tuple(int(d) for d in self.dilations)
-        for name in ("num_units", "feature_dim", "hidden_size", "num_blocks", "voice_dim", "voice_hidden"):
+        names = (
+            "num_units",
+            "feature_dim",
+            "hidden_size",
+            "num_blocks",
+            "frames_per_unit",
+            "voice_dim",
+            "voice_hidden",
+        )
+        for name in names:
             need(getattr(self, name) >= 1, name, "must be >= 1")
         need(self.kernel_size >= 1 and self.kernel_size % 2 == 1, "kernel_size", "must be odd and >= 1")
         need(
@@ -133,12 +146,14 @@ class VoiceEncoder(nn.Module):
 
 
 class AcousticModel(nn.Module):
-    """Units [B, F] + voice embedding [B, V] -> normalised stacked log-mel [B, F, feature_dim]."""
+    """Units [B, U] + voice embedding [B, V] -> normalised stacked log-mel [B, U * frames_per_unit, feature_dim]."""
 
     def __init__(self, config: AcousticConfig):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.num_units + 1, c.hidden_size)  # + 1: the padding id
+        # where a codec frame lies within its unit (only when a unit spans several frames)
+        self.phase = nn.Embedding(c.frames_per_unit, c.hidden_size) if c.frames_per_unit > 1 else None
         self.blocks = nn.ModuleList([ConvBlock(c, c.dilations[i % len(c.dilations)]) for i in range(c.num_blocks)])
         self.norm = nn.LayerNorm(c.hidden_size)
         self.head = nn.Linear(c.hidden_size, c.feature_dim)
@@ -171,9 +186,10 @@ class AcousticModel(nn.Module):
         prompt: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``units`` [B, F] long, ``lengths`` [B] valid frames, and the voice as an embedding ``voice`` [B, V] or as
+        """``units`` [B, U] long, ``lengths`` [B] valid units, and the voice as an embedding ``voice`` [B, V] or as
         prompt features ``prompt`` [B, P, feature_dim] + ``prompt_lengths`` [B] (neither when ``use_voice`` is
-        False) -> predicted features [B, F, feature_dim] (zero past each item's length)."""
+        False) -> predicted features [B, F, feature_dim], F = U * ``frames_per_unit`` (zero past each item's
+        ``lengths * frames_per_unit`` frames)."""
         c = self.config
         if voice is None and prompt is not None and c.use_voice:
             assert prompt_lengths is not None, "prompt needs prompt_lengths"
@@ -187,8 +203,13 @@ class AcousticModel(nn.Module):
         units = torch.where(mask, units, torch.full_like(units, c.pad_id))
         lo, hi = int(units.min()), int(units.max())
         assert lo >= 0 and hi <= c.pad_id, f"unit ids must be in [0, {c.num_units}), got min {lo} max {hi}"
+        h = self.embed(units)  # [B, U, d]
+        if self.phase is not None:  # [B, U, d] -> [B, U * r, d], each copy marked with its place in the unit
+            r = c.frames_per_unit
+            h = h.repeat_interleave(r, dim=1) + self.phase.weight.repeat(units.shape[1], 1)[None]
+            mask = mask.repeat_interleave(r, dim=1)
         mask = mask.float()[..., None]  # [B, F, 1]
-        h = self.embed(units) * mask  # [B, F, d]
+        h = h * mask  # [B, F, d]
         for block in self.blocks:
             h = block(h, mask, voice)
         return self.head(self.norm(h)) * mask  # [B, F, feature_dim]

@@ -72,10 +72,11 @@ class AcousticStage(nn.Module):
                 f"AcousticConfig.feature_dim = {config.feature_dim} but the codec's frames have "
                 f"{codec.config.dim} values (stack * n_mels)"
             )
-        if abs(float(unit_tokenizer["frame_rate"]) - codec.frame_rate) > 1e-6:
+        r = frames_per_unit(float(unit_tokenizer["frame_rate"]), codec.frame_rate)
+        if r != config.frames_per_unit:
             raise ValueError(
-                f"unit_tokenizer: units at {unit_tokenizer['frame_rate']} Hz, codec frames at "
-                f"{codec.frame_rate} Hz; the stage maps one unit to one codec frame, so they must match"
+                f"AcousticConfig.frames_per_unit = {config.frames_per_unit} but units at "
+                f"{unit_tokenizer['frame_rate']:g} Hz and codec frames at {codec.frame_rate:g} Hz make {r}"
             )
         if max_prompt_frames < 1:
             raise ValueError(f"max_prompt_frames = {max_prompt_frames}: must be >= 1")
@@ -99,7 +100,12 @@ class AcousticStage(nn.Module):
     def build(cls, config: AcousticConfig, codec, unit_tokenizer, **kwargs) -> AcousticStage:
         """A fresh stage for ``unit_tokenizer`` (any :class:`AudioTokenizer`; its first codebook is the unit
         stream) and ``codec`` (a fitted mel_rvq); ``num_units`` and ``feature_dim`` are filled in from them."""
-        config = dataclasses.replace(config, num_units=unit_tokenizer.codebook_size, feature_dim=codec.config.dim)
+        config = dataclasses.replace(
+            config,
+            num_units=unit_tokenizer.codebook_size,
+            feature_dim=codec.config.dim,
+            frames_per_unit=frames_per_unit(unit_tokenizer.frame_rate, codec.frame_rate),
+        )
         stage = cls(config, codec, unit_tokenizer=describe_units(unit_tokenizer), **kwargs)
         if config.unit_init == "codebook":
             vectors = unit_tokenizer.code_vectors()  # [codebooks, units, D]: the first codebook is the unit stream
@@ -198,11 +204,12 @@ class AcousticStage(nn.Module):
         voice=None,
         voice_lengths=None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Units [B, F] -> (normalised codec features [B, F, D], lengths [B]); voice as in :meth:`synthesize`."""
+        """Units [B, U] -> (normalised codec features [B, F, D], frame lengths [B]), F = U * ``frames_per_unit``;
+        voice as in :meth:`synthesize`."""
         units, lengths = self.check_units(units, lengths)
         v = self._voice(units.shape[0], voice_wav, voice, voice_lengths)
         self.model.eval()
-        return self.model(units, lengths, v), lengths  # [B, F, D]
+        return self.model(units, lengths, v), lengths * self.config.frames_per_unit  # [B, F, D]
 
     @torch.no_grad()
     def features_to_wav(
@@ -240,7 +247,7 @@ class AcousticStage(nn.Module):
         griffin_lim_iters: int | None = None,
         nnls_iters: int | None = None,
     ) -> torch.Tensor:
-        """Units [B, F] (25 Hz, frame-aligned) -> waveform [B, F * samples_per_frame] at :attr:`sample_rate`.
+        """Units [B, U] (frame-aligned) -> waveform [B, U * frames_per_unit * samples_per_frame] at :attr:`sample_rate`.
 
         The voice: ``voice_wav`` (a prompt of the wanted voice, [B, T] or one [T] for all, with optional
         ``voice_lengths``), or ``voice`` (embeddings [B, V] from :meth:`voice_embedding`), or neither
@@ -327,6 +334,17 @@ class AcousticStage(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_NAME}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return stage.eval()
+
+
+def frames_per_unit(unit_rate: float, codec_rate: float) -> int:
+    """Codec frames per unit (``codec_rate / unit_rate``); the stage needs a whole number of them."""
+    r = codec_rate / unit_rate
+    if r < 1 - 1e-6 or abs(r - round(r)) > 1e-6:
+        raise ValueError(
+            f"units at {unit_rate:g} Hz, codec frames at {codec_rate:g} Hz: the stage makes a whole number of codec "
+            "frames of each unit, so the codec's rate must be a multiple of the units'"
+        )
+    return round(r)
 
 
 def describe_units(tokenizer) -> dict:

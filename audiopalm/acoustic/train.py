@@ -31,8 +31,8 @@ def concat(parts: list[Utterances]) -> Utterances:
 def l1_errors(model, batch: Batch) -> torch.Tensor:
     """|predicted - target| in normalised feature units, zero past each length.  # [B, F, D] float32
     ``model`` is the stage's :class:`AcousticModel` (possibly wrapped by accelerate)."""
-    pred = model(batch.units, batch.lengths, prompt=batch.prompt, prompt_lengths=batch.prompt_lengths)  # [B, F, D]
-    mask = (torch.arange(batch.units.shape[1], device=pred.device)[None] < batch.lengths[:, None]).float()  # [B, F]
+    pred = model(batch.units, batch.unit_lengths, prompt=batch.prompt, prompt_lengths=batch.prompt_lengths)  # [B, F, D]
+    mask = (torch.arange(pred.shape[1], device=pred.device)[None] < batch.lengths[:, None]).float()  # [B, F]
     return (pred.float() - batch.feats).abs() * mask[..., None]
 
 

@@ -34,7 +34,7 @@ import torch
 from audiopalm import training
 from audiopalm.acoustic import train as acoustic
 from audiopalm.acoustic.data import Batch, PairSampler, Utterances, load_utterances, manifest_utterances
-from audiopalm.acoustic.stage import AcousticStage
+from audiopalm.acoustic.stage import AcousticStage, frames_per_unit
 from audiopalm.config import ConfigError, TrainAcousticConfig
 from audiopalm.training.recipe import LossSum, Recipe
 
@@ -100,14 +100,19 @@ class TrainAcousticRecipe(Recipe):
                 self.cfg, self.unit_tokenizer, self.codec, progress=acc.is_main_process
             )
         seed = self.cfg.train.seed
+        r = frames_per_unit(self.unit_tokenizer.frame_rate, self.codec.frame_rate)
         self.pairs = PairSampler(
-            self.train_utts, max_frames=d.max_frames, max_prompt_frames=d.max_prompt_frames, seed=seed
+            self.train_utts,
+            max_frames=d.max_frames,
+            max_prompt_frames=d.max_prompt_frames,
+            seed=seed,
+            frames_per_unit=r,
         )
         self.sampler = training.StepSampler(len(self.pairs.targets), self.global_batch, seed=seed)
         self.dev_pairs = None
         if dev_utts is not None:
             self.dev_pairs = PairSampler(
-                dev_utts, max_frames=UNCROPPED, max_prompt_frames=d.max_prompt_frames, seed=seed
+                dev_utts, max_frames=UNCROPPED, max_prompt_frames=d.max_prompt_frames, seed=seed, frames_per_unit=r
             )
             self.dev_sets = [("l1", list(self.dev_pairs.targets))]
         self.log(
@@ -126,8 +131,7 @@ class TrainAcousticRecipe(Recipe):
         batch = self.pairs.batch(gidx, self.step)  # the whole global batch: prompts and crops fixed by the step
         micros = [
             {
-                "pairs": _select(
-                    batch,
+                "pairs": batch.select(
                     training.StepSampler.micro_batch(
                         list(range(len(gidx))),
                         m,
@@ -208,14 +212,6 @@ class TrainAcousticRecipe(Recipe):
 
     def summary_extra(self) -> dict:
         return {"train_utterances": len(self.train_utts), "train_targets": len(self.pairs.targets)}
-
-
-def _select(batch: Batch, idx: list[int]) -> Batch:
-    """Rows ``idx`` of a batch, trimmed to their longest item."""
-    f, p = int(batch.lengths[idx].max()), int(batch.prompt_lengths[idx].max())
-    return Batch(
-        batch.units[idx, :f], batch.lengths[idx], batch.feats[idx, :f], batch.prompt[idx, :p], batch.prompt_lengths[idx]
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
