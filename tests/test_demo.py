@@ -243,6 +243,41 @@ def test_demo_runs_the_recipes_through_the_package_not_by_path(monkeypatch, tmp_
     assert all(c[0].endswith("audiopalm") and not any(a.endswith(".py") for a in c) for c in calls), calls
 
 
+def test_finetune_steps_replace_the_profiles_and_mark_the_folder(monkeypatch, tmp_path, capsys):
+    """``--finetune-steps N``: the fine-tune runs N steps (its overrides come last, so they win), and the folder
+    records N, so a folder fine-tuned another number of steps is refused rather than mixed."""
+    import argparse
+
+    from audiopalm.commands import demo
+    from audiopalm.config import load_any, resolve_config
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(demo, "_run", calls.append)
+
+    def stage(out, name, fn, *, force=False):  # only the fine-tune's command is made; nothing runs
+        if name == "audiopalm":
+            fn(out / name)
+        return out / name
+
+    monkeypatch.setattr(demo, "_stage", stage)
+
+    def args(steps):
+        return argparse.Namespace(profile="default", out=str(tmp_path / "d"), seed=0, finetune_steps=steps, force=False)
+
+    assert demo.run(args(1800)) == 0
+    (cmd,) = calls
+    overrides = [a for a in cmd if "=" in a and not a.startswith("--")]
+    cfg = load_any(resolve_config("finetune_audiopalm"), overrides)
+    assert (cfg.train.max_steps, cfg.train.save_every, cfg.train.eval_every) == (1800, 600, 600)
+    assert json.loads((tmp_path / "d/demo.json").read_text()) == {
+        "profile": "default",
+        "seed": 0,
+        "finetune_steps": 1800,
+    }
+    assert demo.run(args(None)) == 2 and "finetune_steps" in capsys.readouterr().err
+    assert demo.run(args(0)) == 2 and len(calls) == 1
+
+
 @pytest.mark.parametrize("name", sorted(PROFILES))
 def test_every_profile_overrides_load_against_the_shipped_configs(name):
     """A profile's key=value overrides are checked when its stage starts, which for `long` is an hour in: check them

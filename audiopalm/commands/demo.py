@@ -83,9 +83,14 @@ _SMOKE_FINETUNE = _args(
 # with units the codec only speaks: the acoustic stage predicts its features, its codebooks are never read
 _UNITS_CODEC = _args("--num-codebooks 1 --codebook-size 64 --kmeans-iters 5")
 # the LM's units: the CTC encoder's last layer in 2048 k-means classes (the default mixture reads them better than
-# 1024 in two batch orders: English ASR test WER 78.9 / 79.9 and 74.2 / 80.6 against 76.0 / 91.5 and 87.3 / 91.9;
+# 1024 in two batch orders: English ASR test WER 78.9 / 79.9 and 74.2 / 80.6 against 76.0 / 91.5 and 87.3 / 91.9),
+# each the class of 2 encoder frames' mean: 12.5 units a second, so a 512-token row holds more utterances (at 600
+# steps English ASR 69.5 / 72.2 against 79.3 / 80.6 at 25 Hz, AST 12.1 / 9.2 against 4.8 / 8.9, MT 72.3 against 65.7;
 # docs/results.md)
-_UNITS = _args("--num-units 2048")
+_UNITS = _args("--num-units 2048 --stride 2")
+# the acoustic stage makes 2 codec frames of each 12.5 Hz unit; 2400 steps (about 90 s more than 600) bring its
+# speech of the reference's own units to judge WER 31.7 from 38.5 (25 Hz units at 600 steps: 28.8)
+_ACOUSTIC = _args("train.max_steps=2400")
 # the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
 _JUDGE = _args("--augment --num-units 64 --max-frames 20000 --kmeans-iters 5")
 # every task of en->fr (and ASR / TTS of en) on all its test utterances (50 seen-voice + 50 held-out), the other
@@ -117,8 +122,8 @@ EVAL_MANIFEST = "eval.jsonl"
 # the LM's audio tokens (the ablation arm).
 # smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus (the slow tests). long: all four languages,
 # 6000 sentences and the shipped mixture, with 3x the steps, and the acoustic stage 8x (K 512 units from random rows:
-# the reference's units at judge WER 26.7 instead of 38.8; the default's stage, its K 2048 rows started at the
-# k-means centres, speaks them at 28.8 in 600 steps: docs/acoustic_stage.md).
+# the reference's units at judge WER 26.7 instead of 38.8; with 25 Hz K 2048 units, their rows started at the
+# k-means centres, the stage speaks them at 28.8 in 600 steps, 12.5 Hz ones at 31.7 in 2400: docs/acoustic_stage.md).
 PROFILES = {
     "default": Profile(
         train=6000,
@@ -131,6 +136,7 @@ PROFILES = {
         tokens="units",
         units_args=_UNITS,
         judge_args=_JUDGE,
+        acoustic_overrides=_ACOUSTIC,
         mt_sentences=500,
         langs=("en", "fr"),
         words=True,
@@ -180,7 +186,7 @@ PROFILES = {
         finetune_overrides=(*_ENFR_MIXTURE, *_SMOKE_FINETUNE),  # the default's languages and mixture, tiny
         eval_args=_args("--full-pairs en-fr --max-items 2 --max-new-tokens 200"),
         tokens="units",
-        units_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 32 --kmeans-iters 3"),
+        units_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 32 --kmeans-iters 3 --stride 2"),
         judge_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 8 --kmeans-iters 2 --augment"),
         acoustic_overrides=_args(
             "train.max_steps=10 optim.warmup_steps=2 train.save_every=5 train.eval_every=5 "
@@ -435,6 +441,13 @@ def add_arguments(parser) -> None:
         "--out", default=None, help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
+    parser.add_argument(
+        "--finetune-steps",
+        type=int,
+        default=None,
+        help="fine-tune steps instead of the profile's (one cosine schedule; saved and scored on dev every third); "
+        "the default profile's 1800-step figures in docs/results.md come from --finetune-steps 1800",
+    )
     parser.add_argument("--force", action="store_true", help="redo stages that are done already")
 
 
@@ -442,7 +455,23 @@ def run(args) -> int:
     profile = PROFILES[args.profile]
     out = Path(args.out or ("runs/demo" if args.profile == "default" else f"runs/demo_{args.profile}"))
     # a folder holds one profile and seed: mixing them would pair e.g. a smoke corpus with default stages
-    settings = {"profile": args.profile, "seed": args.seed}
+    settings: dict = {"profile": args.profile, "seed": args.seed}
+    steps = getattr(args, "finetune_steps", None)
+    if steps is not None:
+        if steps < 1:
+            print(f"error: --finetune-steps {steps}: must be >= 1", file=sys.stderr)
+            return 2
+        every = max(steps // 3, 1)
+        profile = dataclasses.replace(
+            profile,
+            finetune_overrides=(
+                *profile.finetune_overrides,
+                f"train.max_steps={steps}",
+                f"train.save_every={every}",
+                f"train.eval_every={every}",
+            ),
+        )
+        settings["finetune_steps"] = steps
     marker = out / "demo.json"
     if marker.is_file() and json.loads(marker.read_text()) != settings:
         print(

@@ -118,7 +118,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         self.log(
             f"vocabulary: {self.vocab.audio_offset} text + {k} x {self.vocab.codebook_size} audio + specials "
             f"= {len(self.vocab)} tokens ({m.pattern} pattern); audio tokenizer {self.audio_tokenizer.type_name} "
-            f"{self.audio_tokenizer.tokens_per_second(k):.0f} tokens/s"
+            f"{self.audio_tokenizer.tokens_per_second(k):g} tokens/s"
         )
 
     def _load_stores(self) -> None:
