@@ -56,6 +56,16 @@ def _say(text: str, seed: int = 0) -> np.ndarray:
     return (wav + 0.005 * rng.standard_normal(len(wav))).astype(np.float32)
 
 
+def _said(texts: tuple[str, ...], seed: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Each text :func:`_say`-ed: (the waveforms, them zero-padded into one batch [B, T], their lengths [B])."""
+    wavs = [torch.as_tensor(_say(t, seed=seed)) for t in texts]
+    lengths = torch.tensor([len(w) for w in wavs])
+    batch = torch.zeros(len(wavs), int(lengths.max()))
+    for i, w in enumerate(wavs):
+        batch[i, : len(w)] = w
+    return wavs, batch, lengths
+
+
 TEXTS = ["ab", "ba", "a bé", "éa", "bab", "é b"]
 
 
@@ -209,11 +219,7 @@ def test_unit_characters_are_the_ctc_head_at_each_centre(fitted):
 def test_encode_deterministic_and_batched_equals_one_by_one(fitted):
     _, out = fitted
     tok = load_audio_tokenizer(out)
-    wavs = [torch.as_tensor(_say(t, seed=9)) for t in ("ab", "a bé", "b")]
-    lengths = torch.tensor([len(w) for w in wavs])
-    batch = torch.zeros(3, int(lengths.max()))
-    for i, w in enumerate(wavs):
-        batch[i, : len(w)] = w
+    wavs, batch, lengths = _said(("ab", "a bé", "b"), seed=9)
     codes, frames = tok.encode(batch, lengths)
     assert codes.shape == (3, 1, int(frames.max())) and codes.dtype == torch.long
     assert torch.equal(codes, tok.encode(batch, lengths)[0])
@@ -340,11 +346,7 @@ def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):
 
 def test_encode_words_gives_the_units_of_encode_and_a_start_per_word(fitted):
     tok, _ = fitted
-    wavs = [torch.as_tensor(_say(t, seed=5)) for t in ("a bé", "bab")]
-    lengths = torch.tensor([len(w) for w in wavs])
-    batch = torch.zeros(2, int(lengths.max()))
-    for i, w in enumerate(wavs):
-        batch[i, : len(w)] = w
+    wavs, batch, lengths = _said(("a bé", "bab"), seed=5)
     codes, frames = tok.encode(batch, lengths)
     codes_w, frames_w, starts = tok.encode_words(batch, lengths, ["A bé ?", None])
     assert torch.equal(codes, codes_w) and torch.equal(frames, frames_w)
@@ -398,11 +400,7 @@ def test_stride_pools_encoder_frames_into_units(fitted, corpus, tmp_path):
     assert half.frame_rate == 12.5 and half.get_config()["stride"] == 2
     again = load_audio_tokenizer(half.save_pretrained(tmp_path / "half"))
     assert again.fingerprint == half.fingerprint and again.config.stride == 2
-    wavs = [torch.as_tensor(_say(t, seed=6)) for t in ("a bé", "bab", "b")]
-    lengths = torch.tensor([len(w) for w in wavs])
-    batch = torch.zeros(3, int(lengths.max()))
-    for i, w in enumerate(wavs):
-        batch[i, : len(w)] = w
+    wavs, batch, lengths = _said(("a bé", "bab", "b"), seed=6)
     codes, units = again.encode(batch, lengths)
     for i, w in enumerate(wavs):
         states, frames = again.encoder.hidden_states(w[None], layer=again.config.layer)  # [1, F, D]
