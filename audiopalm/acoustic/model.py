@@ -10,8 +10,9 @@
 One unit frame (25 Hz) predicts the ``stack`` 10 ms log-mel frames of the codec's frame (4 by default), so
 the output has exactly as many frames as the input and needs no duration model: the units are
 frame-aligned (not de-duplicated). Units at a lower rate (12.5 Hz: ``frames_per_unit`` 2) are repeated to the
-codec's rate, each copy with a learned row for its place within the unit, before the blocks. The whole sequence is predicted at once by an L1 regression: units
-carry what is said; the FiLM from the voice embedding carries who says it (pitch, formants, rate).
+codec's rate, each copy with a learned row for its place within the unit, before the blocks. The whole sequence
+is predicted at once by an L1 regression: units carry what is said; the FiLM from the voice embedding carries who
+says it (pitch, formants, rate).
 
 Why convolutions and not attention: mel frames depend mostly on the units within a few hundred
 milliseconds; dilations 1, 2, 4, 8 reach ~1.2 s with kernel 3 in 4 blocks, cost O(F) and run far

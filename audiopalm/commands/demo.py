@@ -116,14 +116,15 @@ EVAL_MANIFEST = "eval.jsonl"
 
 # default: the AudioLM / AudioPaLM hierarchy on an English-French corpus of 6000 sentences (English ASR on 1500
 # sentences is memorised: its dev loss rises after ~250 steps; on 6000 it still falls at 600): a CTC speech encoder
-# trained on the corpus -> k-means units the LM reads and writes -> an acoustic stage back to the codec's features
-# -> sound; the LM writes its speech word by word (each word's text before its units: TTS judge WER 79.4 against 91.1
-# at 600 steps, 61.7 against 90.0 at 1800; docs/results.md). mel_rvq: the same with the codec's first codebook as
-# the LM's audio tokens (the ablation arm).
+# trained on the corpus -> k-means units (12.5 a second) the LM reads and writes -> an acoustic stage back to the
+# codec's features -> sound; the LM writes its speech word by word (each word's text before its units: TTS judge WER
+# 79.4 against 91.1 at 600 steps, 61.7 against 90.0 at 1800, 25 Hz units; docs/results.md). mel_rvq: the same with
+# the codec's first codebook as the LM's audio tokens (the ablation arm).
 # smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus (the slow tests). long: all four languages,
-# 6000 sentences and the shipped mixture, with 3x the steps, and the acoustic stage 8x (K 512 units from random rows:
-# the reference's units at judge WER 26.7 instead of 38.8; with 25 Hz K 2048 units, their rows started at the
-# k-means centres, the stage speaks them at 28.8 in 600 steps, 12.5 Hz ones at 31.7 in 2400: docs/acoustic_stage.md).
+# 6000 sentences and the shipped mixture, with 3x the steps, and the acoustic stage 4800 steps (K 512 units from
+# random rows: the reference's units at judge WER 26.7 instead of 38.8; with 25 Hz K 2048 units, their rows started
+# at the k-means centres, the stage speaks them at 28.8 in 600 steps, 12.5 Hz ones at 31.7 in 2400:
+# docs/acoustic_stage.md).
 PROFILES = {
     "default": Profile(
         train=6000,

@@ -8,8 +8,9 @@ transcripts (every language at once) by :meth:`CTCUnitsTokenizer.fit`::
     codes, frames = tok.encode(wav, lengths)           # [B, 1, F] long at 25 Hz (stride 1), [B]
     units, durations = dedup_units(codes[0, 0, :frames[0]])   # SpeechGPT-style, with run lengths
 
-One stream (K = 1) of ``num_units`` codes per 40 ms frame (per ``stride`` frames when pooled); frames standardised with the fitted
-per-dimension mean/std, then the nearest k-means centre (:mod:`audiopalm.tokenizers.kmeans`). With
+One stream (K = 1) of ``num_units`` codes per 40 ms frame (per mean of ``stride`` frames: ``stride=2`` gives
+12.5 Hz); frames standardised with the fitted per-dimension mean/std, then the nearest k-means centre
+(:mod:`audiopalm.tokenizers.kmeans`). With
 ``dedup=True`` :meth:`encode` collapses runs of a repeated unit (the LM then reads about a third as
 many tokens; the durations, lost there, come from :func:`dedup_units` for the acoustic stage).
 Units keep what is said and drop most of the voice: :attr:`can_decode` is False; the acoustic stage
