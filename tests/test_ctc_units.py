@@ -399,6 +399,7 @@ def test_stride_pools_encoder_frames_into_units(fitted, corpus, tmp_path):
     half = CTCUnitsTokenizer.fit(corpus, num_units=4, stride=2, pretrained=out / "encoder", progress=False)
     assert half.frame_rate == 12.5 and half.get_config()["stride"] == 2
     again = load_audio_tokenizer(half.save_pretrained(tmp_path / "half"))
+    assert isinstance(again, CTCUnitsTokenizer)
     assert again.fingerprint == half.fingerprint and again.config.stride == 2
     wavs, batch, lengths = _said(("a bé", "bab", "b"), seed=6)
     codes, units = again.encode(batch, lengths)
