@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from audiopalm.acoustic.model import frames_per_unit
+
 MAX_FRAME_MISMATCH = 2
 """Largest difference (frames) allowed between the unit and the codec frame counts of one file."""
 
@@ -99,8 +101,6 @@ def manifest_utterances(manifest: str | os.PathLike, splits: list[str] | None) -
 def encode_utterance(wav: np.ndarray, unit_tokenizer, codec) -> tuple[torch.Tensor, torch.Tensor]:
     """One mono waveform [T] -> (the unit of each codec frame [F] long, normalised codec features [F, D]), F a
     whole number of units."""
-    from audiopalm.acoustic.stage import frames_per_unit
-
     r = frames_per_unit(unit_tokenizer.frame_rate, codec.frame_rate)
     x = torch.as_tensor(np.asarray(wav, dtype=np.float32))[None]  # [1, T]
     with torch.inference_mode():

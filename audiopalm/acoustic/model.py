@@ -98,6 +98,17 @@ class AcousticConfig:
         return self.num_units
 
 
+def frames_per_unit(unit_rate: float, codec_rate: float) -> int:
+    """Codec frames per unit (``codec_rate / unit_rate``); the stage needs a whole number of them."""
+    r = codec_rate / unit_rate
+    if r < 1 - 1e-6 or abs(r - round(r)) > 1e-6:
+        raise ValueError(
+            f"units at {unit_rate:g} Hz, codec frames at {codec_rate:g} Hz: the stage makes a whole number of codec "
+            "frames of each unit, so the codec's rate must be a multiple of the units'"
+        )
+    return round(r)
+
+
 class ConvBlock(nn.Module):
     """Pre-norm residual block: LayerNorm -> FiLM(voice) -> dilated conv -> GELU -> linear, added back."""
 

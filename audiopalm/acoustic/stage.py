@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from audiopalm.acoustic.model import AcousticConfig, AcousticModel
+from audiopalm.acoustic.model import AcousticConfig, AcousticModel, frames_per_unit
 from audiopalm.tokenizers.mel_rvq import MelRVQConfig, check_iters
 
 CONFIG_NAME = "acoustic.json"
@@ -334,17 +334,6 @@ class AcousticStage(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_NAME}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return stage.eval()
-
-
-def frames_per_unit(unit_rate: float, codec_rate: float) -> int:
-    """Codec frames per unit (``codec_rate / unit_rate``); the stage needs a whole number of them."""
-    r = codec_rate / unit_rate
-    if r < 1 - 1e-6 or abs(r - round(r)) > 1e-6:
-        raise ValueError(
-            f"units at {unit_rate:g} Hz, codec frames at {codec_rate:g} Hz: the stage makes a whole number of codec "
-            "frames of each unit, so the codec's rate must be a multiple of the units'"
-        )
-    return round(r)
 
 
 def describe_units(tokenizer) -> dict:

@@ -457,7 +457,7 @@ def run(args) -> int:
     out = Path(args.out or ("runs/demo" if args.profile == "default" else f"runs/demo_{args.profile}"))
     # a folder holds one profile and seed: mixing them would pair e.g. a smoke corpus with default stages
     settings: dict = {"profile": args.profile, "seed": args.seed}
-    steps = getattr(args, "finetune_steps", None)
+    steps = args.finetune_steps
     if steps is not None:
         if steps < 1:
             print(f"error: --finetune-steps {steps}: must be >= 1", file=sys.stderr)

@@ -34,7 +34,8 @@ import torch
 from audiopalm import training
 from audiopalm.acoustic import train as acoustic
 from audiopalm.acoustic.data import Batch, PairSampler, Utterances, load_utterances, manifest_utterances
-from audiopalm.acoustic.stage import AcousticStage, frames_per_unit
+from audiopalm.acoustic.model import frames_per_unit
+from audiopalm.acoustic.stage import AcousticStage
 from audiopalm.config import ConfigError, TrainAcousticConfig
 from audiopalm.training.recipe import LossSum, Recipe
 
