@@ -4,6 +4,8 @@ The offline stand-in for CoVoST 2 / CVSS: sentences come from the grammar in
 :mod:`data_prep.grammar` (one meaning, rendered with real agreement in four languages), and each
 sentence is spoken once per language by an espeak-ng "voice" (a language voice, a variant, a speed
 and a pitch; see :data:`VOICES`). One voice per language is held out: it speaks only test utterances.
+``--voices N`` gives each language N seen voices instead of 9 (:func:`voice_table`: the table's 9, then
+further espeak-ng variants at other speeds and pitches); the held-out voice is the same whatever N.
 
 Writes, under ``--out DIR``::
 
@@ -27,6 +29,7 @@ Examples::
     audiopalm synth --out data/synth                       # demo size: 1500/100/100 sentences
     audiopalm synth --out /tmp/smoke --profile smoke       # 60/10/10 sentences, for tests
     audiopalm synth --out data/big --train 20000 --jobs 16 --seed 1
+    audiopalm synth --out data/many --voices 30              # 30 seen voices per language, not 9
     audiopalm synth --out data/synth --text-only 500        # + text_only.jsonl: 500 unseen sentences x 6 pairs
 """
 
@@ -57,6 +60,8 @@ from data_prep.grammar import GRAMMAR_VERSION, LANGS, PAIRS, Sentence, generate_
 __all__ = [
     "Voice",
     "VOICES",
+    "SEEN_VOICES",
+    "voice_table",
     "PROFILES",
     "SAMPLE_RATE",
     "synthesize",
@@ -202,13 +207,56 @@ VOICES: dict[str, list[Voice]] = {
 }
 
 
-def voice_for(seed: int, sentence: Sentence, lang: str, split: str, test_index: int = 0) -> Voice:
-    """The voice that speaks ``sentence`` in ``lang``: a seen voice drawn from (seed, sentence, lang);
-    in the test split, every other utterance (alternating by sentence and language) is the held-out voice."""
-    voices = VOICES[lang]
+SEEN_VOICES = 9
+"""Seen voices per language of :data:`VOICES` (``--voices`` asks for more, see :func:`voice_table`)."""
+# espeak-ng variants that sound like a person (no whisper, croak, robots or announcers), for voices beyond the
+# table; none is a held-out voice's variant (f1, m4, m6)
+EXTRA_VARIANTS = (
+    "m8 klatt klatt2 klatt3 klatt4 adam Alex Alicia Andrea Andy Annie antonio aunty belinda benjamin boris caleb "
+    "david ed edward Gene gustave Henrique Hugo iven Jacky john Lee linda marcelo Marco Mario max Michael michel "
+    "miguel Mike Nguyen pablo paul pedro quincy rob robert steph zac anika grandpa grandma norbert sandro shelby "
+    "travis victor"
+).split()
+
+
+def voice_table(seen: int = SEEN_VOICES) -> dict[str, list[Voice]]:
+    """Every language's voices with ``seen`` seen voices: :data:`VOICES`'s nine first, then ``<lang>-v10``,
+    ``v11``, ...: the table's accents of the language in turn, a variant of :data:`EXTRA_VARIANTS` (each once per
+    language, in an order fixed per language), a speed of 130-185 words a minute and a pitch of 30-75. The held-out
+    voice keeps its id (``<lang>-v09``) and settings whatever ``seen`` is, so the held-out test audio is the same."""
+    if not SEEN_VOICES <= seen <= SEEN_VOICES + len(EXTRA_VARIANTS):
+        raise UserError(
+            f"--voices: expected {SEEN_VOICES} to {SEEN_VOICES + len(EXTRA_VARIANTS)} seen voices, got {seen}"
+        )
+    table = {}
+    for lang, voices in VOICES.items():
+        accents = list(dict.fromkeys(v.espeak_voice for v in voices if not v.held_out))
+        variants = random.Random(f"voices/{lang}").sample(EXTRA_VARIANTS, len(EXTRA_VARIANTS))
+        extra = [
+            Voice(
+                f"{lang}-v{SEEN_VOICES + 1 + i:02d}",
+                lang,
+                accents[i % len(accents)],
+                variants[i],
+                130 + (i * 23) % 56,
+                30 + (i * 17) % 46,
+            )
+            for i in range(seen - SEEN_VOICES)
+        ]
+        table[lang] = [*voices, *extra]
+    return table
+
+
+def voice_for(
+    seed: int, sentence: Sentence, lang: str, split: str, test_index: int = 0, voices: dict[str, list[Voice]] = VOICES
+) -> Voice:
+    """The voice that speaks ``sentence`` in ``lang``: a seen voice of ``voices`` (:func:`voice_table`) drawn from
+    (seed, sentence, lang); in the test split, every other utterance (alternating by sentence and language) is the
+    held-out voice."""
+    own = voices[lang]
     if split == "test" and (test_index + LANGS.index(lang)) % 2 == 0:
-        return next(v for v in voices if v.held_out)
-    seen = [v for v in voices if not v.held_out]
+        return next(v for v in own if v.held_out)
+    seen = [v for v in own if not v.held_out]
     return seen[random.Random(f"{seed}/{sentence.id}/{lang}").randrange(len(seen))]
 
 
@@ -397,12 +445,14 @@ def synthesize(
     jobs: int | None = None,
     progress: bool = True,
     langs: Sequence[str] = LANGS,
+    voices: int = SEEN_VOICES,
 ) -> dict:
     """Build the corpus in ``out_dir`` (see the module docstring) and return the corpus.json content.
 
     ``train``/``dev``/``test`` are numbers of sentences; each gives one wav per language and two
     manifest lines per language besides English (six with all four). ``langs``: the languages spoken (English
     and at least one other; a subset speaks exactly the wavs the full corpus has for those languages).
+    ``voices``: seen voices per language (:func:`voice_table`; the held-out voice is the same whatever it is).
     ``jobs`` worker processes speak in parallel (default: all cores). Re-running into
     the same folder with the same seed skips what exists; a folder made with another seed (or
     another grammar / voice table) is refused rather than silently mixed.
@@ -413,9 +463,10 @@ def synthesize(
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     langs = check_langs(langs)
     pairs = pairs_of(langs)
-    all_voices = [v for vs in VOICES.values() for v in vs]
+    table = voice_table(voices)
+    all_voices = [v for vs in table.values() for v in vs]
     version = check_espeak(all_voices)
-    voices_json = {lang: [dataclasses.asdict(v) for v in vs] for lang, vs in VOICES.items()}
+    voices_json = {lang: [dataclasses.asdict(v) for v in vs] for lang, vs in table.items()}
     meta_path = out / "corpus.json"
     if meta_path.is_file():
         old = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -442,7 +493,7 @@ def synthesize(
     for split, sentences in splits.items():
         for i, s in enumerate(sentences):
             for lang in langs:
-                voice = voice_for(seed, s, lang, split, test_index=i)
+                voice = voice_for(seed, s, lang, split, test_index=i, voices=table)
                 path = str((out / "wav" / lang / f"{s.id}-{voice.id}.wav").resolve())
                 wav_of[(s.id, lang)] = (path, voice)
                 speech_jobs.append((path, s.texts[lang], voice, split))
@@ -534,6 +585,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument("--seed", type=int, default=0, help="fixes texts, voices, ids and audio (default 0)")
     parser.add_argument(
+        "--voices",
+        type=int,
+        default=SEEN_VOICES,
+        metavar="N",
+        help=f"seen voices per language (default {SEEN_VOICES}; up to {SEEN_VOICES + len(EXTRA_VARIANTS)}: more espeak-ng "
+        "variants, accents, speeds and pitches); the held-out voice is the same whatever N is",
+    )
+    parser.add_argument(
         "--langs",
         nargs="+",
         default=list(LANGS),
@@ -619,7 +678,13 @@ def run(args) -> int:
     t0 = time.perf_counter()
     try:
         corpus = synthesize(
-            args.out, **sizes, seed=args.seed, jobs=args.jobs, progress=not args.quiet, langs=args.langs
+            args.out,
+            **sizes,
+            seed=args.seed,
+            jobs=args.jobs,
+            progress=not args.quiet,
+            langs=args.langs,
+            voices=args.voices,
         )
     except RuntimeError as e:  # espeak-ng missing or failing: the machine, not the input (bad values: exit 2)
         print(f"audiopalm synth: error: {e}", file=sys.stderr)

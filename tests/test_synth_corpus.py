@@ -17,6 +17,7 @@ import soundfile as sf
 from audiopalm.audio import io as audio
 from audiopalm.audio.io import AudioError
 from audiopalm.data.manifest import Record, check_manifest, read_manifest
+from audiopalm.errors import UserError
 from data_prep import grammar as g
 from data_prep import synth_corpus as sc
 
@@ -351,6 +352,94 @@ def test_voice_for_alternates_held_out_in_test():
         assert [p.held_out for p in picks] == expected, lang
     assert all(not sc.voice_for(0, x, lang, "train").held_out for x in s for lang in g.LANGS)
     assert sc.voice_for(0, s[0], "de", "train") == sc.voice_for(0, s[0], "de", "train")
+
+
+def test_voice_table_adds_seen_voices_and_keeps_the_held_out_one():
+    assert sc.voice_table() == sc.VOICES  # the default is the table itself: default corpora are unchanged
+    table = sc.voice_table(30)
+    held_variants = {v.variant for vs in sc.VOICES.values() for v in vs if v.held_out}
+    for lang, voices in table.items():
+        seen = [v for v in voices if not v.held_out]
+        assert voices[:10] == sc.VOICES[lang] and len(seen) == 30  # the nine and the held-out voice first, as they were
+        assert [v.id for v in voices[10:]] == [f"{lang}-v{i}" for i in range(10, 31)] and len(
+            {v.id for v in voices}
+        ) == 31
+        extra = voices[10:]
+        assert len({v.variant for v in extra}) == 21 and not {v.variant for v in extra} & held_variants
+        table_accents = {v.espeak_voice for v in sc.VOICES[lang] if not v.held_out}
+        assert {v.espeak_voice for v in extra} == table_accents  # the language's seen accents only, each used
+        assert all(130 <= v.speed <= 185 and 30 <= v.pitch <= 75 for v in extra)
+    assert sc.voice_table(12)["fr"] == table["fr"][:13]  # more voices extend, never reorder
+    sc.check_espeak([v for vs in table.values() for v in vs])  # espeak-ng knows every extra variant
+    s = g.generate_sentences(200, seed=0)
+    drawn = {sc.voice_for(0, x, "en", "train", voices=table).id for x in s}
+    assert len(drawn) > 20 and not drawn & {"en-v09"}  # training draws from the new voices, never the held-out one
+    assert [sc.voice_for(0, x, "en", "test", test_index=i, voices=table).id for i, x in enumerate(s[:6])][::2] == [
+        "en-v09"
+    ] * 3
+    for bad in (8, 9 + len(sc.EXTRA_VARIANTS) + 1):
+        with pytest.raises(UserError, match="--voices"):
+            sc.voice_table(bad)
+
+
+def test_a_corpus_with_more_voices(tmp_path, capsys):
+    from audiopalm.commands.main import main
+
+    out = tmp_path / "c"
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--train",
+                "20",
+                "--dev",
+                "2",
+                "--test",
+                "2",
+                "--langs",
+                "en",
+                "fr",
+                "--voices",
+                "20",
+                "--seed",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    meta = json.loads((out / "corpus.json").read_text())
+    assert [len(meta["voices"][lang]) for lang in g.LANGS] == [21] * 4 and meta["held_out_voices"] == [
+        "en-v09",
+        "fr-v09",
+    ]
+    speakers = {r.speaker for r in read_manifest(out / "train.jsonl")}
+    assert any(int(x.rsplit("v", 1)[1]) > 9 for x in speakers), speakers  # new voices speak training audio
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(out),
+                "--train",
+                "20",
+                "--dev",
+                "2",
+                "--test",
+                "2",
+                "--langs",
+                "en",
+                "fr",
+                "--seed",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 2
+    )  # the folder's voices differ from the nine asked now: refused
+    assert "different voices" in capsys.readouterr().err
 
 
 def test_trim_silence_and_voice_validation():
