@@ -85,14 +85,17 @@ _SMOKE_FINETUNE = _args(
 # with units the codec only speaks: the acoustic stage predicts its features, its codebooks are never read
 _UNITS_CODEC = _args("--num-codebooks 1 --codebook-size 64 --kmeans-iters 5")
 # the LM's units: the CTC encoder's last layer in 2048 k-means classes (the default mixture reads them better than
-# 1024 in two batch orders: English ASR test WER 78.9 / 79.9 and 74.2 / 80.6 against 76.0 / 91.5 and 87.3 / 91.9),
-# each the class of 2 encoder frames' mean: 12.5 units a second, so a 512-token row holds more utterances (at 600
-# steps English ASR 69.5 / 72.2 against 79.3 / 80.6 at 25 Hz, AST 12.1 / 9.2 against 4.8 / 8.9, MT 72.3 against 65.7;
-# docs/results.md); the encoder trained 1200 steps, not 400 (dev CER 5.7 against 14.1, about 150 s more): at 600
-# fine-tune steps English ASR 47.3 / 60.9 and, in a second whole run, 54.2 / 68.0 against 69.5 / 72.2; AST
-# 16.5 / 16.1 and 14.3 / 14.1 against 12.1 / 9.2
-_UNITS = _args("--num-units 2048 --stride 2 --steps 1200")
-# the acoustic stage makes 2 codec frames of each 12.5 Hz unit; 2400 steps (about 90 s more than 600) bring its
+# 1024 in two batch orders: English ASR test WER 78.9 / 79.9 and 74.2 / 80.6 against 76.0 / 91.5 and 87.3 / 91.9);
+# the encoder trained 1200 steps, not 400 (dev CER 5.7 against 14.1, about 150 s more: at 600 fine-tune steps and
+# 12.5 Hz English ASR 47.3 / 60.9 and 54.2 / 68.0 in two whole runs against 69.5 / 72.2). Long: each unit the class of
+# 2 encoder frames' mean, 12.5 a second (at 1800 steps 8.3 Hz reads no better, 20.7 / 40.5 against 22.2 / 40.5, and
+# speaks worse, TTS judge WER 63.0 against 58.1). Default: of 3 frames' mean, 8.3 a second, so a 512-token row holds
+# more utterances for the 600 steps: English ASR 38.5 / 58.1 against 54.2 / 68.0 on the same encoder, AST 19.3 / 19.4
+# against 14.3 / 14.1, TTS 75.7 against 78.9, though the acoustic stage speaks the reference's own units at 36.3
+# against 30.4. 20 Lloyd iterations, not 50: the k-means inertia is 0.35% above 50's, about 45 s less (docs/results.md)
+_UNITS_LONG = _args("--num-units 2048 --stride 2 --steps 1200")
+_UNITS = _args("--num-units 2048 --stride 3 --steps 1200 --kmeans-iters 20")
+# the acoustic stage makes 2 (3) codec frames of each 12.5 (8.3) Hz unit; 2400 steps (about 90 s more than 600) bring its
 # speech of the reference's own units to judge WER 31.7 from 38.5 (25 Hz units at 600 steps: 28.8)
 _ACOUSTIC = _args("train.max_steps=2400")
 # the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
@@ -120,7 +123,7 @@ EVAL_MANIFEST = "eval.jsonl"
 
 # default: the AudioLM / AudioPaLM hierarchy on an English-French corpus of 6000 sentences (English ASR on 1500
 # sentences is memorised: its dev loss rises after ~250 steps; on 6000 it still falls at 600): a CTC speech encoder
-# trained on the corpus -> k-means units (12.5 a second) the LM reads and writes -> an acoustic stage back to the
+# trained on the corpus -> k-means units (8.3 a second) the LM reads and writes -> an acoustic stage back to the
 # codec's features -> sound; the LM writes its speech word by word (each word's text before its units: TTS judge WER
 # 79.4 against 91.1 at 600 steps, 61.7 against 90.0 at 1800, 25 Hz units; docs/results.md). mel_rvq: the same with
 # the codec's first codebook as the LM's audio tokens (the ablation arm).
@@ -167,7 +170,7 @@ PROFILES = {
         finetune_overrides=_args("train.max_steps=3600 train.save_every=600 train.eval_every=600"),
         eval_args=_EVAL,
         tokens="units",
-        units_args=_UNITS,
+        units_args=_UNITS_LONG,
         judge_args=_JUDGE,
         acoustic_overrides=_args("train.max_steps=4800 train.save_every=1200 train.eval_every=1200"),
         mt_sentences=500,
