@@ -62,8 +62,6 @@ class Profile:
     on them too, so its figure rests on more than the spoken test split."""
     langs: tuple[str, ...] = ()
     """Languages the corpus speaks (English and at least one other; empty: all four of the grammar)."""
-    voices: int = 9
-    """Seen espeak-ng voices per language (``audiopalm synth --voices``; the held-out voice is the same whatever)."""
     words: bool = False
     """The LM writes its speech word by word (``model.output_words``: each word's text before its units; the token
     stores hold where each word starts, ``audiopalm tokenize --words``). ``units`` only."""
@@ -228,15 +226,7 @@ def _corpus(profile: Profile, seed: int):
         from data_prep.synth_corpus import LANGS, synthesize, write_text_only
 
         langs = profile.langs or LANGS
-        synthesize(
-            folder,
-            train=profile.train,
-            dev=profile.dev,
-            test=profile.test,
-            seed=seed,
-            langs=langs,
-            voices=profile.voices,
-        )
+        synthesize(folder, train=profile.train, dev=profile.dev, test=profile.test, seed=seed, langs=langs)
         for split in ("train", "dev", "test"):
             print(format_summary(check_manifest(folder / f"{split}.jsonl", decode=False, progress=False)))
         written = f"{folder}/{{train,dev,test}}.jsonl, wav/, corpus.json, README.md"
