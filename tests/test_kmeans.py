@@ -1,8 +1,9 @@
 """k-means convergence: Lloyd iterations run until the error stops improving, not just once."""
 
+import pytest
 import torch
 
-from audiopalm.tokenizers.kmeans import kmeans, nearest
+from audiopalm.tokenizers.kmeans import kmeans, kmeans_plus_plus, nearest
 
 
 def _overlapping_blobs(seed: int = 0) -> torch.Tensor:
@@ -30,3 +31,22 @@ def test_kmeans_tolerance_stops_early_but_not_after_one_step():
     loose = kmeans(x, 8, iters=200, seed=0, tol=1e-2)
     one = kmeans(x, 8, iters=1, seed=0)
     assert loose.inertia < one.inertia, (one.inertia, loose.inertia)
+
+
+def test_seeding_on_a_sample_draws_centres_from_the_points_and_converges_as_well():
+    x = _overlapping_blobs(2)
+    g = torch.Generator().manual_seed(0)
+    seeds = kmeans_plus_plus(x, 8, g, max_points=40)
+    # every centre is one of the points, and the 8 are distinct
+    assert (seeds[:, None, :] == x[None, :, :]).all(-1).any(1).all()
+    assert len({tuple(r.tolist()) for r in seeds}) == 8
+    sampled = kmeans(x, 8, iters=200, seed=0, seed_points_per_centre=5)
+    full = kmeans(x, 8, iters=200, seed=0, seed_points_per_centre=None)
+    assert sampled.inertia <= full.inertia * 1.02, (sampled.inertia, full.inertia)
+    # a cap at or above the number of points seeds on all of them: the same fit as no cap
+    assert torch.equal(
+        kmeans(x, 8, iters=5, seed=0, seed_points_per_centre=400).centroids,
+        kmeans(x, 8, iters=5, seed=0, seed_points_per_centre=None).centroids,
+    )
+    with pytest.raises(ValueError, match="seed_points_per_centre"):
+        kmeans(x, 8, seed_points_per_centre=0)

@@ -112,6 +112,33 @@ def pool_frames(states: torch.Tensor, frames: torch.Tensor, stride: int) -> tupl
     return pooled, -(-frames // stride)
 
 
+def unit_states(
+    encoder: SpeechEncoder,
+    feats: list[torch.Tensor],
+    *,
+    layer: int,
+    stride: int,
+    max_frames: int,
+    seed: int,
+    progress: bool = False,
+) -> torch.Tensor:
+    """What :meth:`CTCUnitsTokenizer.fit` clusters: layer ``layer``'s states of the utterances' log-mels ``feats``
+    in a seeded random order, each the mean of ``stride`` encoder frames, until ``max_frames`` -> [N, D]."""
+    order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed)).tolist()
+    chunks, total = [], 0
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(order), 64), desc="encoder states", disable=not progress, leave=False):
+            x, n = _pad([feats[j] for j in order[i : i + 64]])
+            states, frames = encoder.forward_feats(normalize_feats(x, n), n, upto=layer)
+            pooled, frames = pool_frames(states[layer], frames, stride)
+            for b, f in enumerate(frames.tolist()):
+                chunks.append(pooled[b, :f])
+                total += f
+            if total >= max_frames:
+                break
+    return torch.cat(chunks)[:max_frames]  # [N, D]
+
+
 def pool_starts(starts: list[int], stride: int, units: int) -> list[int]:
     """Word starts in encoder frames -> in units of ``stride`` frames, for an utterance of ``units`` units: the unit
     holding each start, moved one on where a word that took frames would otherwise get no unit (when there is room)."""
@@ -312,19 +339,9 @@ class CTCUnitsTokenizer(UnitTokenizer):
         t_train = time.perf_counter() - t0 - t_feats
 
         # k-means over the layer's states of the (unaugmented) training audio, in a seeded random order
-        order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed)).tolist()
-        chunks, total = [], 0
-        with torch.inference_mode():
-            for i in tqdm(range(0, len(order), 64), desc="encoder states", disable=not progress, leave=False):
-                x, n = _pad([feats[j] for j in order[i : i + 64]])
-                states, frames = tok.encoder.forward_feats(normalize_feats(x, n), n, upto=layer)
-                pooled, frames = pool_frames(states[layer], frames, stride)
-                for b, f in enumerate(frames.tolist()):
-                    chunks.append(pooled[b, :f])
-                    total += f
-                if total >= max_frames:
-                    break
-        x = torch.cat(chunks)[:max_frames]  # [N, D]
+        x = unit_states(
+            tok.encoder, feats, layer=layer, stride=stride, max_frames=max_frames, seed=seed, progress=progress
+        )  # [N, D]
         if len(x) < num_units:
             raise ValueError(f"fit: only {len(x)} frames for num_units={num_units}; give more audio")
         mean, std = x.mean(0), x.std(0).clamp_min(1e-5)
