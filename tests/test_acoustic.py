@@ -165,7 +165,7 @@ def half_rate_units(corpus, tmp_path_factory) -> Path:
     units = MelRVQTokenizer.fit(
         manifest_waves(corpus, SR),
         num_codebooks=1,
-        codebook_size=12,
+        codebook_size=32,
         seed=1,
         kmeans_iters=5,
         progress=False,
