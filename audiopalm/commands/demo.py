@@ -200,11 +200,8 @@ PROFILES = {
         test=10,
         tokenizer_args=_args("--num-codebooks 1 --codebook-size 16 --kmeans-iters 3"),
         text_lm_overrides=_SMOKE_TEXT_LM,
-        finetune_overrides=(
-            *_ENFR_MIXTURE,
-            "optim.lr=1.5e-3",
-            *_SMOKE_FINETUNE,
-        ),  # the default's languages and mixture, tiny
+        # the default's languages and mixture, tiny (at the lr its smoke test was set up with)
+        finetune_overrides=(*_ENFR_MIXTURE, "optim.lr=1.5e-3", *_SMOKE_FINETUNE),
         eval_args=_args("--full-pairs en-fr --max-items 2 --max-new-tokens 200"),
         tokens="units",
         units_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 32 --kmeans-iters 3 --stride 2"),

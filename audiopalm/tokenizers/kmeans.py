@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 # Points per distance block: 16384 x 1024 float32 distances = 64 MiB, small enough for any machine.
 ASSIGN_CHUNK = 16384
-# k-means++ seeds on at most this many points per centre (``eval/bench_kmeans_seeding.py`` measures what it costs)
+# k-means++ seeds on at most this many points per centre (``eval/bench_kmeans.py`` measures what it costs)
 SEED_POINTS_PER_CENTRE = 16
 
 
@@ -67,8 +67,10 @@ def kmeans_plus_plus(
 ) -> torch.Tensor:
     """k-means++ seeding: ``k`` rows of ``x`` [N, D] -> centres [k, D]; over a random sample of ``max_points``
     rows of ``x`` when it has more (None: every row)."""
-    if max_points is not None and x.shape[0] > max(max_points, k):
-        x = x[torch.randperm(x.shape[0], generator=generator)[: max(max_points, k)]]
+    if max_points is not None:
+        cap = max(max_points, k)
+        if x.shape[0] > cap:
+            x = x[torch.randperm(x.shape[0], generator=generator)[:cap]]
     n = x.shape[0]
     x_sq = (x * x).sum(-1)  # [N]
     picks = [int(torch.randint(n, (1,), generator=generator).item())]
@@ -109,10 +111,10 @@ def kmeans(
         raise ValueError(f"k-means needs 1 <= k <= number of points, got k={k} with {n} points")
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
-    x = x.float().contiguous()
-    generator = torch.Generator(device="cpu").manual_seed(seed)
     if seed_points_per_centre is not None and seed_points_per_centre < 1:
         raise ValueError(f"seed_points_per_centre must be >= 1 or None, got {seed_points_per_centre}")
+    x = x.float().contiguous()
+    generator = torch.Generator(device="cpu").manual_seed(seed)
     cap = None if seed_points_per_centre is None else seed_points_per_centre * k
     centroids = kmeans_plus_plus(x, k, generator, max_points=cap).to(x.device)  # [k, D]
     reseeded = 0
