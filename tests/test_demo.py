@@ -192,6 +192,30 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     scored = {(m["task"], m["src"], m["tgt"]) for m in summary["metrics"]}
     assert ("ASR", "fr", None) in scored and ("AST", "en", "fr") in scored, scored
     assert not [t for t in scored if t[0] in ("AST", "S2ST", "MT") and t[1] == "fr"], scored
+    # the stages that need only the corpus ran in two lanes: the second lane's output is in OUT/STAGE.log
+    assert all((out / f"{s}.log").is_file() for s in ("tokenizer", "judge", "text_lm")), sorted(out.iterdir())
+    assert not (out / "units.log").exists() and "runs beside the units stage" in run.stdout
+
+    # eval/bench_lanes.py on this demo: every arm trains and reports its speed
+    bench = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "eval/bench_lanes.py"),
+            *("--demo", str(out), "--profile", "smoke_units", "--steps", "20", "--repeats", "1"),
+            *("--out", str(tmp_path / "lanes.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    lanes = json.loads((tmp_path / "lanes.json").read_text())
+    for stage in ("stage0", "finetune"):
+        got = lanes[stage]
+        pair = sum(r["tokens_per_s"] for r in got["two side by side"])
+        assert got["two side by side / all cores"] == round(pair / got["all cores"]["tokens_per_s"], 3) > 0
+    assert set(lanes["finetune rows"]) == {"rows of 512 x 4", "rows of 256 x 8"}
+    assert all(r["median tokens_per_s"] > 0 for r in lanes["finetune rows"].values())
 
 
 def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):
@@ -262,7 +286,9 @@ def test_finetune_steps_replace_the_profiles_and_mark_the_folder(monkeypatch, tm
     monkeypatch.setattr(demo, "_stage", stage)
 
     def args(steps):
-        return argparse.Namespace(profile="default", out=str(tmp_path / "d"), seed=0, finetune_steps=steps, force=False)
+        return argparse.Namespace(
+            profile="default", out=str(tmp_path / "d"), seed=0, finetune_steps=steps, force=False, sequential=False
+        )
 
     assert demo.run(args(1800)) == 0
     (cmd,) = calls
@@ -296,3 +322,61 @@ def test_every_profile_overrides_load_against_the_shipped_configs(name):
             if key in ("train.max_steps", "optim.lr"):
                 section, field = key.split(".")
                 assert getattr(getattr(cfg, section), field) == float(value), (name, config, key)
+
+
+def _py(code: str):
+    """A stage whose command is ``python -c code`` (nothing of audiopalm imported: quick)."""
+    from audiopalm.commands import demo
+
+    def fn(folder: Path) -> str:
+        demo._run([sys.executable, "-c", code])
+        return str(folder)
+
+    return fn
+
+
+def test_lanes_run_side_by_side_on_a_share_of_the_cores(monkeypatch, tmp_path, capfd):
+    """Two lanes run at once (the first lane's command waits for the second's: run one after the other, it would
+    time out and fail), each command with cores / lanes OMP threads; the second lane's output goes to OUT/NAME.log,
+    the first's to the terminal; every stage is marked done."""
+    from audiopalm.commands import demo
+
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 4)
+    flag = tmp_path / "b_started"
+    wait = (
+        f"import os, pathlib, sys, time\nprint('a threads', os.environ['OMP_NUM_THREADS'])\n"
+        f"t = time.time()\nwhile not pathlib.Path({str(flag)!r}).exists():\n"
+        f"    time.sleep(0.05)\n    if time.time() - t > 60: sys.exit(5)\nprint('a saw b')"
+    )
+    start = (
+        f"import os, pathlib\npathlib.Path({str(flag)!r}).touch()\nprint('b threads', os.environ['OMP_NUM_THREADS'])"
+    )
+    lanes = [[("a", _py(wait))], [("b", _py(start)), ("c", _py("print('c ran')"))]]
+    demo._side_by_side(tmp_path, lanes, sequential=False, force=False)
+    terminal = capfd.readouterr().out
+    assert "a threads 2" in terminal and "a saw b" in terminal and "b threads 2" not in terminal
+    assert "b threads 2" in (tmp_path / "b.log").read_text() and "c ran" in (tmp_path / "c.log").read_text()
+    assert all((tmp_path / s / ".done").is_file() for s in "abc")
+
+    # --sequential: in turn, every command on all cores (OMP's default), all output on the terminal
+    (tmp_path / "seq").mkdir()
+    show = "import os; print('threads', os.environ.get('OMP_NUM_THREADS', 'default'))"
+    demo._side_by_side(tmp_path / "seq", [[("x", _py(show))], [("y", _py(show))]], sequential=True, force=False)
+    assert capfd.readouterr().out.count("threads default") == 2 and not list((tmp_path / "seq").glob("*.log"))
+
+
+def test_a_failing_lane_stops_the_other(monkeypatch, tmp_path):
+    """The second lane's command fails at once: the first lane's long command is stopped (not waited for), the
+    failure is raised with its exit code, and neither stage is marked done."""
+    import time
+
+    from audiopalm.commands import demo
+
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 2)
+    lanes = [[("slow", _py("import time; time.sleep(120)"))], [("bad", _py("import sys; sys.exit(3)"))]]
+    t0 = time.time()
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        demo._side_by_side(tmp_path, lanes, sequential=False, force=False)
+    assert time.time() - t0 < 60 and failed.value.returncode == 3
+    assert not (tmp_path / "slow/.done").exists() and not (tmp_path / "bad/.done").exists()
+    assert not demo._RUNNING

@@ -15,18 +15,24 @@ also continue from their newest checkpoint. Stages:
   audiopalm   audiopalm train finetune_audiopalm: extend it with audio tokens, fine-tune on the task mixture
   eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
 
-Every stage runs the same command a user would (printed before it runs), so each can be re-run by hand.
+The stages that need only the corpus run in two lanes side by side, each on half the cores (units | tokenizer,
+judge, text_lm; `--sequential`: one at a time). Every stage runs the same command a user would (printed before it
+runs), so each can be re-run by hand.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,10 +262,71 @@ def _corpus(profile: Profile, seed: int):
     return fn
 
 
+_LANE = threading.local()
+"""The lane a stage runs in when stages run side by side (:func:`_side_by_side`): ``threads`` (its commands'
+OMP_NUM_THREADS) and ``log`` (the file their output goes to; None: the terminal). Unset: all cores, the terminal."""
+_RUNNING: set[subprocess.Popen] = set()
+"""The stage commands running now (every lane's), so that the first failure can stop the others."""
+
+
 def _run(cmd: list[str]) -> None:
     """Run one stage's command as a user would, echoing it; a failure stops the demo with its exit code."""
     print("+ " + shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
+    threads, log = getattr(_LANE, "threads", None), getattr(_LANE, "log", None)
+    env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    with contextlib.ExitStack() as stack:
+        sink = None if log is None else stack.enter_context(open(log, "a", encoding="utf-8"))
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=None if sink is None else subprocess.STDOUT)
+        _RUNNING.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            _RUNNING.discard(proc)
+    if code:
+        raise subprocess.CalledProcessError(code, cmd)
+
+
+def _side_by_side(out: Path, lanes: list[list[tuple[str, Any]]], *, sequential: bool, force: bool) -> None:
+    """Run ``lanes`` (each a list of ``(stage name, fn)`` run in turn) at the same time, each lane's commands on
+    cores / lanes threads: these small models keep two cores busy badly, and two 1-thread trainings do about 1.3x
+    the work of one 2-thread training (docs/benchmarks.md). The first lane prints to the terminal, the others to
+    ``out/NAME.log``; the first failure stops every lane. ``sequential``: one stage after another, all cores each."""
+    lanes = [lane for lane in lanes if lane]
+    if sequential or len(lanes) < 2 or (os.cpu_count() or 1) < 2:
+        for lane in lanes:
+            for name, fn in lane:
+                _stage(out, name, fn, force=force)
+        return
+    threads = max(1, (os.cpu_count() or 1) // len(lanes))
+    failed = threading.Event()
+    errors: list[BaseException] = []
+
+    def work(index: int, lane: list[tuple[str, Any]]) -> None:
+        _LANE.threads = threads
+        for name, fn in lane:
+            if failed.is_set():
+                return
+            _LANE.log = None if index == 0 else out / f"{name}.log"
+            if _LANE.log is not None and not (out / name / ".done").is_file():
+                print(f"[{name}] runs beside the {lanes[0][0][0]} stage, {threads} thread(s); output: {_LANE.log}")
+            try:
+                _stage(out, name, fn, force=force)
+            except BaseException as e:  # noqa: BLE001 - re-raised by the caller once every lane has stopped
+                if _LANE.log is not None:
+                    print(f"[{name}] failed; its output: {_LANE.log}", file=sys.stderr)
+                errors.append(e)
+                failed.set()
+                for proc in list(_RUNNING):
+                    proc.terminate()
+                return
+
+    workers = [threading.Thread(target=work, args=(i, lane)) for i, lane in enumerate(lanes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
 
 
 def _bin(name: str) -> str:
@@ -467,6 +534,12 @@ def add_arguments(parser) -> None:
         "the longer and shorter fine-tunes in docs/results.md come from it",
     )
     parser.add_argument("--force", action="store_true", help="redo stages that are done already")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="run every stage alone on all cores (default: the stages that need only the corpus run in two lanes "
+        "side by side, each on half the cores, the second lane's output in OUT/STAGE.log)",
+    )
 
 
 def run(args) -> int:
@@ -502,14 +575,24 @@ def run(args) -> int:
     marker.write_text(json.dumps(settings) + "\n")
     t0 = time.time()
     corpus = _stage(out, "corpus", _corpus(profile, args.seed), force=args.force)
-    tokenizer = _stage(out, "tokenizer", _tokenizer(corpus, profile, args.seed), force=args.force)
-    if profile.tokens == "units":
-        tokenizer = _stage(out, "units", _units(corpus, profile.units_args, args.seed), force=args.force)
+    units = profile.tokens == "units"
+    # the stages that need the corpus only: the units' encoder beside the codec, the judge and the text LM
+    _side_by_side(
+        out,
+        [
+            [("units", _units(corpus, profile.units_args, args.seed))] if units else [],
+            [
+                ("tokenizer", _tokenizer(corpus, profile, args.seed)),
+                *([("judge", _units(corpus, profile.judge_args, args.seed + 1))] if profile.judge_args else []),
+                ("text_lm", _text_lm(corpus, profile, args.seed)),
+            ],
+        ],
+        sequential=args.sequential,
+        force=args.force,
+    )
+    if units:
         _stage(out, "acoustic", _acoustic(out, profile, args.seed), force=args.force)
-    if profile.judge_args:
-        _stage(out, "judge", _units(corpus, profile.judge_args, args.seed + 1), force=args.force)
-    _stage(out, "tokens", _tokens(corpus, tokenizer, profile.words), force=args.force)
-    _stage(out, "text_lm", _text_lm(corpus, profile, args.seed), force=args.force)
+    _stage(out, "tokens", _tokens(corpus, out / ("units" if units else "tokenizer"), profile.words), force=args.force)
     _stage(out, "audiopalm", _audiopalm(out, profile, args.seed), force=args.force)
     _stage(out, "eval", _eval(out, profile), force=args.force)
     print(
