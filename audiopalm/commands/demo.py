@@ -133,6 +133,10 @@ _ENFR_FINETUNE = (
     *_ENFR_MIXTURE,
     *_args("optim.lr=3e-3 train.max_steps=1200 train.save_every=400 train.eval_every=400"),
 )
+# the default's examples (8.3 units a second) all fit rows of 256 tokens: 8 such rows a step instead of 4 of 512 (the
+# same tokens a step; packed examples never see each other, but each row's attention is computed whole, so half as
+# long rows cost less): 1.26x the tokens a second (docs/benchmarks.md). The mel_rvq arm's 25 Hz examples need 512.
+_SHORT_ROWS = _args("data.max_len=256 train.micro_batch_size=8")
 EVAL_MANIFEST = "eval.jsonl"
 """The corpus file the eval stage reads when a profile adds text-only sentences (``Profile.mt_sentences``)."""
 
@@ -154,7 +158,7 @@ PROFILES = {
         test=100,
         tokenizer_args=_UNITS_CODEC,
         text_lm_overrides=_SMALL_LM,
-        finetune_overrides=_ENFR_FINETUNE,
+        finetune_overrides=(*_ENFR_FINETUNE, *_SHORT_ROWS),
         eval_args=_EVAL,
         tokens="units",
         units_args=_UNITS,
