@@ -238,7 +238,9 @@ def _stage(out: Path, name: str, fn, *, force: bool = False) -> Path:
     t0 = time.time()
     written = fn(folder)
     marker.write_text(json.dumps({"seconds": round(time.time() - t0, 1)}) + "\n")
-    print(f"[{name}] {time.time() - t0:.0f} s: wrote {written or folder}")
+    # a stage in a second lane ends while the first lane's progress bar holds the terminal's line: start a new one
+    lead = "\n" if getattr(_LANE, "log", None) is not None else ""
+    print(f"{lead}[{name}] {time.time() - t0:.0f} s: wrote {written or folder}")
     return folder
 
 
@@ -275,8 +277,8 @@ _RUNNING: set[subprocess.Popen] = set()
 
 def _run(cmd: list[str]) -> None:
     """Run one stage's command as a user would, echoing it; a failure stops the demo with its exit code."""
-    print("+ " + shlex.join(cmd), flush=True)
     threads, log = getattr(_LANE, "threads", None), getattr(_LANE, "log", None)
+    print(("\n" if log is not None else "") + "+ " + shlex.join(cmd), flush=True)
     env = None if threads is None else {**os.environ, "OMP_NUM_THREADS": str(threads)}
     with contextlib.ExitStack() as stack:
         sink = None if log is None else stack.enter_context(open(log, "a", encoding="utf-8"))
@@ -312,7 +314,7 @@ def _side_by_side(out: Path, lanes: list[list[tuple[str, Any]]], *, sequential: 
                 return
             _LANE.log = None if index == 0 else out / f"{name}.log"
             if _LANE.log is not None and not (out / name / ".done").is_file():
-                print(f"[{name}] runs beside the {lanes[0][0][0]} stage, {threads} thread(s); output: {_LANE.log}")
+                print(f"\n[{name}] runs beside the {lanes[0][0][0]} stage, {threads} thread(s); output: {_LANE.log}")
             try:
                 _stage(out, name, fn, force=force)
             except BaseException as e:  # noqa: BLE001 - re-raised by the caller once every lane has stopped
