@@ -135,7 +135,7 @@ _ENFR_FINETUNE = (
 )
 # the default's examples (8.3 units a second) all fit rows of 256 tokens: 8 such rows a step instead of 4 of 512 (the
 # same tokens a step; packed examples never see each other, but each row's attention is computed whole, so half as
-# long rows cost less): 1.26x the tokens a second (docs/benchmarks.md). The mel_rvq arm's 25 Hz examples need 512.
+# long rows cost less): 1.12x the tokens a second (docs/benchmarks.md). The mel_rvq arm's 25 Hz examples need 512.
 _SHORT_ROWS = _args("data.max_len=256 train.micro_batch_size=8")
 EVAL_MANIFEST = "eval.jsonl"
 """The corpus file the eval stage reads when a profile adds text-only sentences (``Profile.mt_sentences``)."""
@@ -294,7 +294,7 @@ def _run(cmd: list[str]) -> None:
 
 def _side_by_side(out: Path, lanes: list[list[tuple[str, Any]]], *, sequential: bool, force: bool) -> None:
     """Run ``lanes`` (each a list of ``(stage name, fn)`` run in turn) at the same time, each lane's commands on
-    cores / lanes threads: these small models keep two cores busy badly, and two 1-thread trainings do about 1.3x
+    cores / lanes threads: these small models keep two cores busy badly, and two 1-thread trainings do 1.07-1.34x
     the work of one 2-thread training (docs/benchmarks.md). The first lane prints to the terminal, the others to
     ``out/NAME.log``; the first failure stops every lane. ``sequential``: one stage after another, all cores each."""
     lanes = [lane for lane in lanes if lane]
