@@ -306,6 +306,7 @@ class CTCUnitsTokenizer(UnitTokenizer):
         else:
             enc_config = SpeechEncoderConfig(**{**(encoder or {}), "chars": build_chars([t for _, t, _, _ in utts])})
         layer = enc_config.num_layers if layer is None else layer
+        torch.manual_seed(seed)  # the layers' construction-time init (their biases) from the seed too: a repeatable fit
         tok = cls(encoder=dataclasses.asdict(enc_config), layer=layer, num_units=num_units, dedup=dedup, stride=stride)
         if trained is not None:
             tok.encoder.load_state_dict(trained.state_dict())
