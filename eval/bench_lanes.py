@@ -6,8 +6,8 @@ units, acoustic stage and token stores) for a few steps each into a scratch fold
 
 - ``all cores``: one run on every core (OMP's default), as ``audiopalm demo --sequential`` runs a stage;
 - ``1 thread``: one run with ``OMP_NUM_THREADS=1``;
-- ``two side by side``: two such 1-thread runs at once, as ``audiopalm demo`` runs its two lanes; their summed
-  speed against ``all cores`` is what the lanes buy;
+- ``two side by side``: two runs at once through the demo's own lanes (each on half the cores: one thread on 2
+  cores); their summed speed against ``all cores`` is what the lanes buy;
 - fine-tune only, ``rows of N``: the profile's fine-tune with ``data.max_len=N`` and as many rows a step as keep its
   tokens a step (512 x 4 = 256 x 8), on all cores, ``--repeats`` times interleaved (the median is reported).
 
@@ -24,7 +24,6 @@ import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -49,20 +48,17 @@ def _timed(make, folder: Path, threads: int | None) -> dict:
     return {"wall_s": round(time.perf_counter() - t0, 1), "tokens_per_s": round(_speed(folder), 1)}
 
 
-def _side_by_side(make, folders: list[Path]) -> list[dict]:
-    results: list[dict] = [{} for _ in folders]
-
-    def one(i: int) -> None:
-        results[i] = _timed(make, folders[i], 1)
-
-    workers = [threading.Thread(target=one, args=(i,)) for i in range(len(folders))]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    if any(not r for r in results):
-        raise SystemExit("a side-by-side run failed (its log is beside its folder)")
-    return results
+def _pair(make, scratch: Path, name: str) -> list[dict]:
+    """Two runs of ``make`` at once, as ``audiopalm demo`` runs its two lanes (each on half the cores)."""
+    names = [f"{name}_a", f"{name}_b"]
+    demo._side_by_side(scratch, [[(n, make)] for n in names], sequential=False, force=False)
+    return [
+        {
+            "wall_s": json.loads((scratch / n / ".done").read_text())["seconds"],
+            "tokens_per_s": round(_speed(scratch / n), 1),
+        }
+        for n in names
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, make in stages.items():
             alone = _timed(make, scratch / f"{name}_all", None)
             one = _timed(make, scratch / f"{name}_1", 1)
-            pair = _side_by_side(make, [scratch / f"{name}_a", scratch / f"{name}_b"])
+            pair = _pair(make, scratch, name)
             together = sum(r["tokens_per_s"] for r in pair)
             record[name] = {
                 "all cores": alone,
