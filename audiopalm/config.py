@@ -583,6 +583,10 @@ class AcousticDataConfig:
 
     manifests: list[str] = dataclasses.field(default_factory=list)
     """Manifests whose ``audio`` files (with their ``speaker``) are the training utterances."""
+    stores: list[str] = dataclasses.field(default_factory=list)
+    """Instead of ``manifests``: token stores that ``unit_tokenizer`` made (``audiopalm tokenize``; ``--words`` for
+    ``model.use_letters``): the units (and word starts) are read from them, only the codec's features are computed
+    from their ``audio`` files (the demo's default: its units are in the fine-tune's stores already)."""
     unit_tokenizer: str = ""
     """Folder of the unit tokenizer (any audiopalm tokenizer at the codec's frame rate; its first codebook is
     the unit stream): a ``ctc_units`` or ``semantic`` tokenizer, or a mel_rvq codec for a development run."""
@@ -602,8 +606,12 @@ class AcousticDataConfig:
     """Voice-prompt frames the stage reads (3 s at 25 Hz)."""
     cache_dir: str = ""
     """Where cached units/features go (empty: ``train.output_dir/cache``)."""
+    letter_dropout: float = 0.1
+    """With ``model.use_letters``: the share of training targets given without their letters (all padding), so
+    that the stage also speaks units that come without words."""
 
     def __post_init__(self) -> None:
+        _check(0 <= self.letter_dropout <= 1, "data.letter_dropout", f"must be in [0, 1], got {self.letter_dropout}")
         _check(self.max_utterances >= 0, "data.max_utterances", f"must be >= 0, got {self.max_utterances}")
         _check(self.max_dev_utterances >= 0, "data.max_dev_utterances", f"must be >= 0, got {self.max_dev_utterances}")
         _check(self.max_frames >= 1, "data.max_frames", f"must be >= 1, got {self.max_frames}")

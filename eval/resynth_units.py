@@ -5,7 +5,9 @@ an ASR judge beside the judge's score on the reference audio itself (the upper b
         --out eval/results/resynth_units.json
 
 The voice prompt is the utterance itself (an upper bound); sources: ``audio`` with ``text`` and ``tgt_audio``
-with ``tgt_text`` of the English->French rows.
+with ``tgt_text`` of the English->French rows. A stage that reads letters (``model.use_letters``) gets the words of
+the transcript where the unit tokenizer's CTC head places them (``encode_words``), as the LM's speech written word by
+word gives them; ``--no-words`` speaks the units alone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import jiwer
@@ -37,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "--stage",
         help="an acoustic stage folder (train_acoustic's final/) to score instead of the one the demo's checkpoint holds",
     )
+    p.add_argument("--no-words", action="store_true", help="give a letter-reading stage the units without their words")
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     demo = Path(args.demo)
@@ -51,18 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     stage = AcousticStage.from_pretrained(stage_dir)
     units = load_audio_tokenizer(demo / "units")
     judge = make_judge("ctc", model=str(demo / "judge"))
-    result: dict = {"stage": str(stage_dir)}
+    with_words = stage.config.use_letters and not args.no_words
+    result: dict = {"stage": str(stage_dir), "words": with_words}
     sides = (
         (src, [str(r.audio) for r in rows], [r.text for r in rows]),
         (tgt, [str(r.tgt_audio) for r in rows], [str(r.tgt_text) for r in rows]),
     )
     for lang, paths, texts in sides:
         wavs, resyn, t0 = [], [], time.perf_counter()
-        for path in tqdm(paths, desc=f"resynthesis {lang}"):
+        for path, text in tqdm(zip(paths, texts, strict=True), total=len(paths), desc=f"resynthesis {lang}"):
             wav, _ = audio_io.load(path, units.sample_rate)
             w = torch.as_tensor(wav)[None]  # [1, T]
-            codes, n = units.encode(w)
-            resyn.append(stage.synthesize(codes[0, 0, : int(n[0])][None], voice_wav=w)[0].numpy())
+            words: list[Sequence[tuple[str, int]] | None] | None = None
+            if with_words:
+                codes, n, starts = units.encode_words(w, None, [text])  # type: ignore[operator]
+                words = [list(zip(text.split(), starts[0], strict=True))]
+            else:
+                codes, n = units.encode(w)
+            resyn.append(stage.synthesize(codes[0, 0, : int(n[0])][None], voice_wav=w, words=words)[0].numpy())
             wavs.append(wav)
         seconds = time.perf_counter() - t0
         refs = [normalize_text(t) for t in texts]

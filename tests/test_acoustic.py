@@ -108,7 +108,7 @@ def test_prompt_is_another_utterance_of_the_same_speaker(utts):
     sampler = PairSampler(utts, max_frames=10**6, max_prompt_frames=10**6, seed=0)
     gen = torch.Generator().manual_seed(0)
     for i in sampler.targets:
-        _, feats, prompt = sampler.pair(i, gen)
+        _, feats, prompt, _ = sampler.pair(i, gen)
         matches = [
             j for j in range(len(utts)) if utts.length(j) == len(prompt) and torch.equal(utts.item(j)[1], prompt)
         ]
@@ -129,7 +129,7 @@ def test_units_and_features_are_frame_aligned_and_cached(corpus, tokenizers, tmp
     torch.testing.assert_close(f, feats[0, : len(f)])
     # encoded on one worker per core, each file lands at its own place (manifest order)
     for i, path in enumerate(first.paths):
-        u_i, f_i = encode_utterance(audio_io.load(path, codec.sample_rate)[0], units_tok, codec)
+        u_i, f_i, _ = encode_utterance(audio_io.load(path, codec.sample_rate)[0], units_tok, codec)
         assert torch.equal(first.item(i)[0], u_i) and torch.equal(first.item(i)[1], f_i), path
     # the cached copy is read without the audio
     moved = tmp_path / "moved"

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from audiopalm.commands.demo import PROFILES
 
@@ -151,6 +152,11 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     # the LM writes its speech word by word: the stores hold word starts, the checkpoint records it
     assert store["words"] and json.loads((final / "audiopalm.json").read_text())["output_words"]
     assert (final / "acoustic/acoustic.json").is_file()
+    # the acoustic stage took its training units from those stores (made before it) instead of encoding the audio
+    acoustic_cfg = yaml.safe_load((out / "acoustic/config.yaml").read_text())
+    assert acoustic_cfg["data"]["stores"] == [str(out / "tokens/train"), str(out / "tokens/dev")]
+    assert not acoustic_cfg["data"]["manifests"]
+    assert (out / "tokens/.done").stat().st_mtime <= (out / "acoustic/.done").stat().st_mtime
     gen = subprocess.run(
         [
             AUDIOPALM,

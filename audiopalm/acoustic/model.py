@@ -61,6 +61,16 @@ class AcousticConfig:
     """Condition on the voice prompt. False: a voice-free model (the floor of the benchmark)."""
     dropout: float = 0.0
     """Dropout inside the blocks (0: the 2-3 minute default budget is far from overfitting)."""
+    use_letters: bool = False
+    """Also read the letters of the word each unit says (:mod:`audiopalm.acoustic.letters`): speech written word by
+    word (``model.output_words``) knows them. Units given without words get no letters (all padding)."""
+    letters: tuple[str, ...] = ()
+    """The alphabet of the letter input (set by :meth:`audiopalm.acoustic.AcousticStage.build` from the unit
+    tokenizer's CTC characters when ``use_letters``)."""
+    letter_width: int = 5
+    """Letters each unit reads: its own and ``letter_width // 2`` either side (odd)."""
+    letter_dim: int = 32
+    """Size of one letter's embedding."""
     unit_init: Literal["codebook", "random"] = "codebook"
     """How a fresh model's unit embedding rows start: ``codebook``: from the unit tokenizer's code vectors (for
     ``ctc_units`` the k-means centres in the encoder's state space; PCA, scaled like random rows:
@@ -74,6 +84,7 @@ class AcousticConfig:
                 raise ValueError(f"AcousticConfig.{field} = {getattr(self, field)!r}: {why}")
 
         self.dilations = tuple(int(d) for d in self.dilations)
+        self.letters = tuple(str(c) for c in self.letters)
         names = (
             "num_units",
             "feature_dim",
@@ -82,6 +93,7 @@ class AcousticConfig:
             "frames_per_unit",
             "voice_dim",
             "voice_hidden",
+            "letter_dim",
         )
         for name in names:
             need(getattr(self, name) >= 1, name, "must be >= 1")
@@ -90,6 +102,7 @@ class AcousticConfig:
             len(self.dilations) >= 1 and min(self.dilations) >= 1, "dilations", "must be a non-empty list of ints >= 1"
         )
         need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        need(self.letter_width >= 1 and self.letter_width % 2 == 1, "letter_width", "must be odd and >= 1")
         need(self.unit_init in ("random", "codebook"), "unit_init", "must be 'random' or 'codebook'")
 
     @property
@@ -164,6 +177,10 @@ class AcousticModel(nn.Module):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.num_units + 1, c.hidden_size)  # + 1: the padding id
+        self.letter_embed = self.letter_proj = None
+        if c.use_letters:  # ids: 0 padding, 1 unknown, 2 + i letters[i] (audiopalm.acoustic.letters)
+            self.letter_embed = nn.Embedding(len(c.letters) + 2, c.letter_dim)
+            self.letter_proj = nn.Linear(c.letter_width * c.letter_dim, c.hidden_size)
         # where a codec frame lies within its unit (only when a unit spans several frames)
         self.phase = nn.Embedding(c.frames_per_unit, c.hidden_size) if c.frames_per_unit > 1 else None
         self.blocks = nn.ModuleList([ConvBlock(c, c.dilations[i % len(c.dilations)]) for i in range(c.num_blocks)])
@@ -197,8 +214,11 @@ class AcousticModel(nn.Module):
         *,
         prompt: torch.Tensor | None = None,
         prompt_lengths: torch.Tensor | None = None,
+        letters: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``units`` [B, U] long, ``lengths`` [B] valid units, and the voice as an embedding ``voice`` [B, V] or as
+        """``units`` [B, U] long, ``lengths`` [B] valid units, ``letters`` [B, U, letter_width] long (the letters of
+        each unit's word, :func:`audiopalm.acoustic.letters.letter_windows`; None: none known, all padding; only
+        with ``use_letters``), and the voice as an embedding ``voice`` [B, V] or as
         prompt features ``prompt`` [B, P, feature_dim] + ``prompt_lengths`` [B] (neither when ``use_voice`` is
         False) -> predicted features [B, F, feature_dim], F = U * ``frames_per_unit`` (zero past each item's
         ``lengths * frames_per_unit`` frames)."""
@@ -216,6 +236,16 @@ class AcousticModel(nn.Module):
         lo, hi = int(units.min()), int(units.max())
         assert lo >= 0 and hi <= c.pad_id, f"unit ids must be in [0, {c.num_units}), got min {lo} max {hi}"
         h = self.embed(units)  # [B, U, d]
+        if self.letter_embed is not None:
+            assert self.letter_proj is not None
+            if letters is None:
+                letters = units.new_zeros(*units.shape, c.letter_width)
+            assert letters.shape == (*units.shape, c.letter_width), (
+                f"letters must be [B, U, {c.letter_width}] like the units {tuple(units.shape)}, got {tuple(letters.shape)}"
+            )
+            h = h + self.letter_proj(self.letter_embed(letters).flatten(2))  # [B, U, d]
+        else:
+            assert letters is None, "letters given to an acoustic model built without use_letters"
         if self.phase is not None:  # [B, U, d] -> [B, U * r, d], each copy marked with its place in the unit
             r = c.frames_per_unit
             h = h.repeat_interleave(r, dim=1) + self.phase.weight.repeat(units.shape[1], 1)[None]

@@ -5,6 +5,8 @@
     stage = AcousticStage.from_pretrained("runs/acoustic/final")
     wav = stage.synthesize(units, voice_wav=prompt)        # units [B, F] long, prompt [B, T] or [T] -> wav [B, T']
     wav = stage.synthesize(units)                          # the default voice stored in the folder
+    wav = stage.synthesize(units, words=[[("there", 0), ("are", 3), ("guitars", 5)]])  # use_letters: each word's
+                                                           # first unit; the stage reads the letters of each unit's word
 
 The folder (written atomically by :meth:`AcousticStage.save_pretrained`)::
 
@@ -36,6 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from audiopalm.acoustic.letters import WordSpans, letter_windows
 from audiopalm.acoustic.model import AcousticConfig, AcousticModel, frames_per_unit
 from audiopalm.tokenizers.mel_rvq import MelRVQConfig, check_iters
 
@@ -105,6 +108,7 @@ class AcousticStage(nn.Module):
             num_units=unit_tokenizer.codebook_size,
             feature_dim=codec.config.dim,
             frames_per_unit=frames_per_unit(unit_tokenizer.frame_rate, codec.frame_rate),
+            letters=unit_letters(unit_tokenizer) if config.use_letters else (),
         )
         stage = cls(config, codec, unit_tokenizer=describe_units(unit_tokenizer), **kwargs)
         if config.unit_init == "codebook":
@@ -194,6 +198,21 @@ class AcousticStage(nn.Module):
             )
         return voice
 
+    def letters(self, words: list[WordSpans | None] | None, units: torch.Tensor) -> torch.Tensor | None:
+        """The letter input [B, U, W] for units [B, U] from each item's (word, first unit) spans (None: no words,
+        all padding); None for a stage that reads no letters (which then refuses words)."""
+        c = self.config
+        if not c.use_letters:
+            if words is not None and any(words):
+                raise ValueError("words: this acoustic stage was trained without letters (model.use_letters: false)")
+            return None
+        if words is None:
+            words = [None] * units.shape[0]
+        if len(words) != units.shape[0]:
+            raise ValueError(f"words: {len(words)} lists for {units.shape[0]} unit rows")
+        n = units.shape[1]
+        return torch.stack([letter_windows(w, n, c.letters, c.letter_width) for w in words]).to(units.device)
+
     @torch.no_grad()
     def predict_features(
         self,
@@ -203,13 +222,15 @@ class AcousticStage(nn.Module):
         voice_wav=None,
         voice=None,
         voice_lengths=None,
+        words: list[WordSpans | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Units [B, U] -> (normalised codec features [B, F, D], frame lengths [B]), F = U * ``frames_per_unit``;
-        voice as in :meth:`synthesize`."""
+        voice and words as in :meth:`synthesize`."""
         units, lengths = self.check_units(units, lengths)
         v = self._voice(units.shape[0], voice_wav, voice, voice_lengths)
         self.model.eval()
-        return self.model(units, lengths, v), lengths * self.config.frames_per_unit  # [B, F, D]
+        spelled = self.letters(words, units)
+        return self.model(units, lengths, v, letters=spelled), lengths * self.config.frames_per_unit  # [B, F, D]
 
     @torch.no_grad()
     def features_to_wav(
@@ -246,6 +267,7 @@ class AcousticStage(nn.Module):
         voice_lengths: torch.Tensor | None = None,
         griffin_lim_iters: int | None = None,
         nnls_iters: int | None = None,
+        words: list[WordSpans | None] | None = None,
     ) -> torch.Tensor:
         """Units [B, U] (frame-aligned) -> waveform [B, U * frames_per_unit * samples_per_frame] at :attr:`sample_rate`.
 
@@ -253,10 +275,12 @@ class AcousticStage(nn.Module):
         ``voice_lengths``), or ``voice`` (embeddings [B, V] from :meth:`voice_embedding`), or neither
         (the default voice stored in the folder). ``lengths`` [B]: valid unit frames (None: all);
         samples past them are zero. ``griffin_lim_iters`` / ``nnls_iters``: the decoder's speed/quality
-        settings (see :meth:`features_to_wav`). Deterministic; a batch gives the items' one-by-one outputs.
+        settings (see :meth:`features_to_wav`). ``words`` (a stage with ``use_letters``): per item, the (word,
+        unit at which it starts) of what the units say, or None (:mod:`audiopalm.acoustic.letters`). Deterministic;
+        a batch gives the items' one-by-one outputs.
         """
         feats, lengths = self.predict_features(
-            units, lengths, voice_wav=voice_wav, voice=voice, voice_lengths=voice_lengths
+            units, lengths, voice_wav=voice_wav, voice=voice, voice_lengths=voice_lengths, words=words
         )
         return self.features_to_wav(feats, lengths, griffin_lim_iters=griffin_lim_iters, nnls_iters=nnls_iters)
 
@@ -334,6 +358,18 @@ class AcousticStage(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_NAME}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return stage.eval()
+
+
+def unit_letters(tokenizer) -> tuple[str, ...]:
+    """The alphabet of a letter-reading stage on ``tokenizer``'s units: its CTC encoder's characters (space aside)."""
+    encoder = getattr(tokenizer, "encoder", None)
+    chars = getattr(getattr(encoder, "config", None), "chars", None)
+    if not chars or not hasattr(tokenizer, "encode_words"):
+        raise ValueError(
+            f"model.use_letters: the {tokenizer.type_name} unit tokenizer cannot place words on its units "
+            "(a ctc_units tokenizer, whose CTC head aligns them, can)"
+        )
+    return tuple(c for c in chars if c != " ")
 
 
 def describe_units(tokenizer) -> dict:

@@ -25,13 +25,18 @@ def concat(parts: list[Utterances]) -> Utterances:
         torch.cat(offsets),
         torch.cat([p.units for p in parts]),
         torch.cat([p.feats for p in parts]),
+        None
+        if any(p.letters is None for p in parts)
+        else torch.cat([p.letters for p in parts if p.letters is not None]),
     )
 
 
 def l1_errors(model, batch: Batch) -> torch.Tensor:
     """|predicted - target| in normalised feature units, zero past each length.  # [B, F, D] float32
     ``model`` is the stage's :class:`AcousticModel` (possibly wrapped by accelerate)."""
-    pred = model(batch.units, batch.unit_lengths, prompt=batch.prompt, prompt_lengths=batch.prompt_lengths)  # [B, F, D]
+    pred = model(
+        batch.units, batch.unit_lengths, prompt=batch.prompt, prompt_lengths=batch.prompt_lengths, letters=batch.letters
+    )  # [B, F, D]
     mask = (torch.arange(pred.shape[1], device=pred.device)[None] < batch.lengths[:, None]).float()  # [B, F]
     return (pred.float() - batch.feats).abs() * mask[..., None]
 

@@ -372,21 +372,11 @@ def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str |
     The ids must follow the template (as :class:`SegmentConstraint` guarantees); an output cut short by
     ``max_new_tokens`` gives only the segments that were completed (an unfinished audio segment is cut to
     its whole frames)."""
-    ids = [int(i) for i in ids]
-    template = output_template(task)
     out: list[str | torch.Tensor] = []
-    at = 0
-    for kind, _ in template:
-        if at >= len(ids):
-            break
-        ends = [j for j in range(at, len(ids)) if ids[j] in (vocab.sep_id, vocab.eos_id)]
-        end = ends[0] if ends else len(ids)
-        seg = ids[at:end]
+    for kind, seg in _segments(ids, task, vocab):
         if kind == TEXT:
             out.append(vocab.decode_text(seg).strip())
         else:
-            if not seg or seg[0] != vocab.audio_start_id:
-                raise ValueError(f"audio segment does not start with <|audio_start|>: {seg[:5]}")
             if vocab.layout.output_words:  # the words written between the units: not sound
                 keep = (vocab.audio_start_id, vocab.audio_end_id, vocab.audio_pad_id)
                 seg = [i for i in seg if vocab.is_audio(i) or i in keep]
@@ -395,7 +385,53 @@ def split_segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[str |
                 stream = stream[: len(stream) - len(stream) % vocab.num_codebooks]
                 seg = [vocab.audio_start_id, *stream, vocab.audio_end_id]
             out.append(vocab.ids_to_audio(seg))  # [k, F]
+    return out
+
+
+def _segments(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[tuple[str, list[int]]]:
+    """Generated ids -> (kind, ids) of each template segment present (separators dropped); an audio segment is
+    checked to open with ``<|audio_start|>``."""
+    ids = [int(i) for i in ids]
+    out: list[tuple[str, list[int]]] = []
+    at = 0
+    for kind, _ in output_template(task):
+        if at >= len(ids):
+            break
+        ends = [j for j in range(at, len(ids)) if ids[j] in (vocab.sep_id, vocab.eos_id)]
+        end = ends[0] if ends else len(ids)
+        seg = ids[at:end]
+        if kind != TEXT and (not seg or seg[0] != vocab.audio_start_id):
+            raise ValueError(f"audio segment does not start with <|audio_start|>: {seg[:5]}")
+        out.append((kind, seg))
         at = end + 1
+    return out
+
+
+def speech_word_spans(ids, task: str | TaskSpec, vocab: UnifiedVocab) -> list[list[tuple[str, int]]]:
+    """Generated ids of speech written word by word (``output_words``) -> per audio segment of the template, the
+    (word, frame at which its units start) of each word written in it, in order (what a letter-reading acoustic
+    stage reads, :mod:`audiopalm.acoustic.letters`). A word's text is its tokens decoded; a word written after the
+    last frame starts at the segment's frame count. Empty lists where the vocabulary does not write words."""
+    out: list[list[tuple[str, int]]] = []
+    for kind, seg in _segments(ids, task, vocab):
+        if kind == TEXT:
+            continue
+        spans: list[tuple[str, int]] = []
+        if vocab.layout.output_words:
+            pending: list[int] = []
+            audio = 0  # audio tokens so far
+            special = (vocab.audio_start_id, vocab.audio_end_id, vocab.audio_pad_id)
+            for i in seg:
+                if vocab.is_audio(i) or i == vocab.audio_pad_id:
+                    if pending:
+                        spans.append((vocab.decode_text(pending).strip(), audio // vocab.num_codebooks))
+                        pending = []
+                    audio += 1
+                elif i not in special:
+                    pending.append(i)
+            if pending:
+                spans.append((vocab.decode_text(pending).strip(), audio // vocab.num_codebooks))
+        out.append(spans)
     return out
 
 

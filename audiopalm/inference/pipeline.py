@@ -46,7 +46,7 @@ import torch
 from audiopalm.audio import io as audio_io
 from audiopalm.data.tasks import AUDIO, TEXT, TRANSCRIPTS, TaskError, TaskSpec, prompt_ids, speech_words
 from audiopalm.inference.base import DEFAULT_TEXT_TOKENS, Output, PipelineError, SpeechTextPipeline, default_device
-from audiopalm.inference.generation import DECODING_KWARGS, SpeechSampling, split_segments
+from audiopalm.inference.generation import DECODING_KWARGS, SpeechSampling, speech_word_spans, split_segments
 from audiopalm.inference.generation import generate as constrained_generate
 
 # Longest speech output when the caller gives no max_new_tokens, in seconds of audio: utterances in
@@ -499,17 +499,19 @@ class AudioPaLM(SpeechTextPipeline):
         return max_new_tokens
 
     @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor, voice=None) -> np.ndarray:
+    def decode_codes(self, codes: torch.Tensor, voice=None, words=None) -> np.ndarray:
         """Codes [k, F] -> mono float32 waveform [T] at :attr:`output_sample_rate`.
 
         Semantic units go through the acoustic stage, in the voice of ``voice`` (a waveform [T] at
-        :attr:`output_sample_rate`: a few seconds of the wanted speaker) or the stage's default voice; a codec's
+        :attr:`output_sample_rate`: a few seconds of the wanted speaker) or the stage's default voice, with
+        ``words`` (the (word, first frame) of each word the speech says) where the stage reads letters; a codec's
         codes through the codec's own decoder (``voice`` is then refused: a codec has no voice prompt)."""
         if self.acoustic is not None:
             dev = _module_device(self.acoustic)
             units = codes[:1].to(dev)  # [1, F]: the unit stream
             prompt = None if voice is None else torch.as_tensor(np.asarray(voice), dtype=torch.float32, device=dev)
-            wav = self.acoustic.synthesize(units, voice_wav=prompt)  # [1, T]
+            spans = [words] if words and self.acoustic.config.use_letters else None
+            wav = self.acoustic.synthesize(units, voice_wav=prompt, words=spans)  # [1, T]
             return wav[0].float().cpu().numpy()
         if voice is not None:
             raise PipelineError(
@@ -527,14 +529,17 @@ class AudioPaLM(SpeechTextPipeline):
         except ValueError:  # only when cut short inside a delay-pattern audio segment: nothing whole to give
             assert not out.finished, ("a finished output that does not follow the template", ids)
             segments = []
+        spans = iter(speech_word_spans(ids, spec, self.vocab) if segments and self.acoustic is not None else [])
+        # (per audio segment: the words the speech says, for an acoustic stage that reads their letters)
         # strict=False: an output cut short by max_new_tokens has only its completed segments
         for (kind, field), value in zip(spec.output_segments, segments, strict=False):
             if kind == AUDIO:
                 assert isinstance(value, torch.Tensor), value  # split_segments: codes [k, F] for audio
+                words = next(spans, None)
                 if value.shape[1] == 0:
                     continue
                 out.codes = value  # [k, F]
-                out.audio = self.decode_codes(value, voice)  # [T]
+                out.audio = self.decode_codes(value, voice, words)  # [T]
                 out.sample_rate = self.output_sample_rate
             elif field == "text":
                 assert isinstance(value, str), value

@@ -33,9 +33,9 @@ import torch
 
 from audiopalm import training
 from audiopalm.acoustic import train as acoustic
-from audiopalm.acoustic.data import Batch, PairSampler, Utterances, load_utterances, manifest_utterances
+from audiopalm.acoustic.data import Batch, PairSampler, Utterances, has_audio, load_utterances
 from audiopalm.acoustic.model import frames_per_unit
-from audiopalm.acoustic.stage import AcousticStage
+from audiopalm.acoustic.stage import AcousticStage, unit_letters
 from audiopalm.config import ConfigError, TrainAcousticConfig
 from audiopalm.training.recipe import LossSum, Recipe
 
@@ -62,22 +62,40 @@ def build_data(
 ) -> tuple[Utterances, Utterances | None]:
     """(train utterances, dev utterances or None), cached under ``data.cache_dir``."""
     d = cfg.data
-    if not d.manifests:
-        raise ConfigError("data.manifests: empty; give data.manifests=[path/to/train.jsonl]")
+    if bool(d.manifests) == bool(d.stores):
+        raise ConfigError(
+            "data.manifests / data.stores: give one of them (manifests: data.manifests=[path/to/train.jsonl]; "
+            f"or token stores of the unit tokenizer: data.stores=[...]); got {d.manifests} and {d.stores}"
+        )
+    sources = d.stores or d.manifests
     cache = d.cache_dir or str(Path(cfg.train.output_dir) / "cache")
 
+    letters = None
+    if cfg.model.use_letters:  # the alphabet the stage will have (AcousticStage.build): the units' CTC characters
+        letters = unit_letters(unit_tokenizer)
+
     def load(splits: list[str], limit: int | None) -> Utterances | None:
-        # a manifest may hold only some splits (train.jsonl, dev.jsonl): those without rows here are skipped
+        # a manifest or store may hold only some splits (train.jsonl, dev.jsonl): those without rows here are skipped
         parts = [
-            load_utterances(m, splits, unit_tokenizer, codec, cache_dir=cache, limit=limit, progress=progress)
-            for m in d.manifests
-            if manifest_utterances(m, splits)
+            load_utterances(
+                m,
+                splits,
+                unit_tokenizer,
+                codec,
+                cache_dir=cache,
+                limit=limit,
+                progress=progress,
+                letters=letters,
+                letter_width=cfg.model.letter_width,
+            )
+            for m in sources
+            if has_audio(m, splits)
         ]
         return (parts[0] if len(parts) == 1 else acoustic.concat(parts)) if parts else None
 
     train = load(d.train_splits, d.max_utterances or None)
     if train is None:
-        raise ValueError(f"data.manifests: no rows with audio in splits {d.train_splits} in {d.manifests}")
+        raise ValueError(f"no rows with audio in splits {d.train_splits} in {sources}")
     dev = load([d.dev_split], d.max_dev_utterances) if d.dev_split and d.max_dev_utterances else None
     return train, dev
 
@@ -108,6 +126,7 @@ class TrainAcousticRecipe(Recipe):
             max_prompt_frames=d.max_prompt_frames,
             seed=seed,
             frames_per_unit=r,
+            letter_dropout=d.letter_dropout,
         )
         self.sampler = training.StepSampler(len(self.pairs.targets), self.global_batch, seed=seed)
         self.dev_pairs = None
