@@ -169,7 +169,7 @@ def test_eval_writes_outputs_summary_and_report(setup, tmp_path, capsys):
     s = SPEECH_SAMPLING
     assert summary["speech_decoding"] == f"sampled: temperature {s.temperature}, top-k {s.top_k}, seed {s.seed}"
     assert f"Speech decoding: {summary['speech_decoding']}" in (out / "report.md").read_text()
-    assert summary["text_decoding"] == "beam search (4 beams): MT; the other text greedy"  # the default
+    assert summary["text_decoding"] == "beam search (4 beams): ASR, AST, MT; the other text greedy"  # the default
 
 
 def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
@@ -368,7 +368,9 @@ def test_beam_search_option_is_for_text_outputs(setup, tmp_path):
     with pytest.raises(ValueError, match="S2ST speaks"):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), beam_tasks=["S2ST"])
     assert EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["MT"], manifest=str(manifest)).beam_tasks == [
-        "MT"
+        "ASR",
+        "AST",
+        "MT",
     ]
 
 

@@ -9,8 +9,8 @@ INPUT is an audio file (any format soundfile reads, resampled to the tokenizer's
 listen (ASR, AST, S2ST and chains), a sentence for those that read (TTS, MT); ``-`` reads one input per line
 from standard input. Each input prints its transcript / translation; speech outputs are written to
 ``--out-dir`` as ``NNN_TASK_LANG.wav`` (NNN: the input's number, from 001). ``--json`` prints one JSON object
-per input instead. Decoding is ``audiopalm eval``'s: MT beam-searched (``--num-beams``, ``--beam-tasks``), other
-text greedy, speech sampled (seeded), so the same command gives the same output. The checkpoint is a folder or
+per input instead. Decoding is ``audiopalm eval``'s: ASR, AST and MT beam-searched (``--num-beams``, ``--beam-tasks``),
+other text greedy, speech sampled (seeded), so the same command gives the same output. The checkpoint is a folder or
 a hub repo id (an AudioPaLM checkpoint, or a Speech-Llama run for ASR / AST).
 """
 
