@@ -423,6 +423,13 @@ class FinetuneDataConfig:
     transcript the row holds, CTC from the LM's own output distribution to the transcript's text tokens (blank: the
     pad token; :func:`audiopalm.training.core.reading_loss_sum`). It teaches the LM to hear the words where the audio
     is, which next-token loss on the target alone teaches slowly. 0: off. Dev losses never include it."""
+    unit_noise: float = 0.0
+    """In training, the share of the input audio's units (those the model reads, never those it writes) replaced by
+    one of their ``unit_noise_neighbours`` nearest units (the audio tokenizer's code vectors: for ``ctc_units`` the
+    k-means centres), drawn per example from (seed, its place in the mixture): the LM learns to read units a little
+    off, as another voice or accent gives them. 0: off. Needs one codebook and a tokenizer with code vectors."""
+    unit_noise_neighbours: int = 4
+    """How many nearest units a replaced unit is drawn from."""
     read_layer: int = 0
     """Which layer the reading loss reads: 0, the model's output; k >= 1, the output of decoder layer k, through the
     model's final norm and output layer (:func:`audiopalm.training.core.layer_logits`), so that the layers above it
@@ -431,6 +438,8 @@ class FinetuneDataConfig:
     def __post_init__(self) -> None:
         _check(self.max_len >= 16, "data.max_len", f"must be >= 16, got {self.max_len}")
         _check(self.read_weight >= 0, "data.read_weight", f"must be >= 0, got {self.read_weight}")
+        _check(0 <= self.unit_noise < 1, "data.unit_noise", f"must be in [0, 1), got {self.unit_noise}")
+        _check(self.unit_noise_neighbours >= 1, "data.unit_noise_neighbours", "must be >= 1")
         _check(self.read_layer >= 0, "data.read_layer", f"must be >= 0 (0: the model's output), got {self.read_layer}")
         _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
         _check(len(self.train_splits) > 0, "data.train_splits", "give at least one split")

@@ -345,3 +345,41 @@ def test_mixture_validates_sources():
         MixtureSource("x", [{}], lambda r: None, weight=0)
     with pytest.raises(ValueError, match="no rows"):
         MixtureSource("x", [], lambda r: None)
+
+
+def test_unit_noise_changes_only_input_units_by_address_and_resumes():
+    """UnitNoise replaces about p of the prompt's units (never a target's, never a token without neighbours) by a
+    neighbour, the same for an example however it is reached (stream, example_at, a resumed mixture)."""
+    from audiopalm.data.batching import UnitNoise, nearest_units
+
+    neighbours = {u: [u + 1000, u + 2000] for u in range(100, 200)}  # "units" 100..199; text tokens below 100
+    noise = UnitNoise(neighbours, 0.3)
+
+    def render(row):  # 3 text tokens, 40 input units, 10 target units
+        return _example([1, 2, 3, *range(100 + row["i"], 140 + row["i"]), *range(150, 160)], 43)
+
+    sources = [MixtureSource("A", [{"i": i} for i in range(20)], render)]
+    mix = TaskMixture(sources, seed=0, augment=noise)
+    stream = list(itertools.islice(iter(mix), 30))
+    changed = total = 0
+    for ex in stream:
+        ids, labels = ex["input_ids"], ex["labels"]
+        assert ids[:3] == [1, 2, 3] and ids[43:] == list(range(150, 160)) and labels[43:] == ids[43:]
+        for t in ids[3:43]:
+            total += 1
+            if t >= 1000:
+                changed += 1
+                assert 100 <= t % 1000 < 200
+    assert 0.2 < changed / total < 0.4, changed / total
+    assert [mix.example_at(ex["address"]) for ex in stream] == stream
+    first = TaskMixture(sources, seed=0, augment=noise)
+    list(itertools.islice(iter(first), 25))  # into the second epoch (20 rows an epoch)
+    resumed = TaskMixture(sources, seed=0, augment=noise)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert list(itertools.islice(iter(resumed), 5)) == stream[25:30]
+    other = list(itertools.islice(iter(TaskMixture(sources, seed=1, augment=noise)), 30))
+    assert [ex["input_ids"] for ex in other] != [ex["input_ids"] for ex in stream]
+    with pytest.raises(ValueError, match="p must be"):
+        UnitNoise(neighbours, 1.0)
+    vectors = torch.tensor([[0.0], [1.0], [3.0], [10.0]])
+    assert nearest_units(vectors, 2).tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]

@@ -518,3 +518,31 @@ def test_final_holds_the_acoustic_stage_it_was_given(world, tmp_path, capsys):
         reset_accelerate()
     assert code == 2 and "model.acoustic_stage: the acoustic stage was trained on units" in capsys.readouterr().err
     assert not (tmp_path / "refused" / "final").exists()
+
+
+def test_unit_noise_moves_only_input_units_to_their_nearest(world, tmp_path):
+    """``data.unit_noise``: training examples read some input units replaced by one of their nearest units (by the
+    tokenizer's code vectors); targets, text and dev examples are untouched; more than one codebook is refused."""
+    from audiopalm.config import ConfigError
+    from audiopalm.data.batching import nearest_units
+
+    over = ["model.num_codebooks=1", "data.tasks=[{task: ASR}, {task: TTS}]"]
+    clean = _setup_in_process(world, tmp_path, over)
+    noisy = _setup_in_process(world, tmp_path, [*over, "data.unit_noise=0.5", "data.unit_noise_neighbours=2"])
+    vocab = noisy.vocab
+    near = nearest_units(noisy.audio_tokenizer.code_vectors()[0], 2).tolist()
+    moved = kept = 0
+    for address in [(0, p) for p in range(12)]:
+        a, b = clean.mixture.example_at(address), noisy.mixture.example_at(address)
+        assert a["labels"] == b["labels"] and len(a["input_ids"]) == len(b["input_ids"])
+        for x, y, lab in zip(a["input_ids"], b["input_ids"], a["labels"], strict=True):
+            if x == y:
+                kept += vocab.is_audio(x) and lab == -100
+                continue
+            assert lab == -100 and vocab.is_audio(x), "only the units the model reads move"
+            assert y - vocab.audio_offset in near[x - vocab.audio_offset]
+            moved += 1
+    assert moved > 0 and 0.3 < moved / (moved + kept) < 0.7, (moved, kept)
+    assert noisy.dev_sets == clean.dev_sets
+    with pytest.raises(ConfigError, match="data.unit_noise: needs one codebook"):
+        _setup_in_process(world, tmp_path, ["model.num_codebooks=2", "data.unit_noise=0.1"])

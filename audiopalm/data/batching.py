@@ -31,7 +31,39 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from audiopalm.data.tasks import IGNORE_INDEX  # noqa: F401 - labels that the loss skips (prompt and padding)
+from audiopalm.data.tasks import IGNORE_INDEX  # labels that the loss skips (prompt and padding)
+
+
+class UnitNoise:
+    """Replaces each input audio token (one in the prompt, ``labels == -100``, that has neighbours) with probability
+    ``p`` by one of its neighbours, drawn from the given generator; targets are never changed.
+
+    ``neighbours``: token id -> the token ids it may become (:func:`nearest_units` mapped to the vocabulary)."""
+
+    def __init__(self, neighbours: dict[int, list[int]], p: float):
+        if not 0 <= p < 1:
+            raise ValueError(f"UnitNoise: p must be in [0, 1), got {p}")
+        self.neighbours, self.p = neighbours, p
+
+    def __call__(self, example: dict, gen: torch.Generator) -> dict:
+        ids, labels = example["input_ids"], example["labels"]
+        draws = torch.rand(len(ids), generator=gen).tolist()
+        picks = torch.randint(0, 1 << 30, (len(ids),), generator=gen).tolist()
+        out = list(ids)
+        for i, (t, lab) in enumerate(zip(ids, labels, strict=True)):
+            near = self.neighbours.get(t)
+            if lab == IGNORE_INDEX and near and draws[i] < self.p:
+                out[i] = near[picks[i] % len(near)]
+        return {**example, "input_ids": out}
+
+
+def nearest_units(vectors: torch.Tensor, k: int) -> torch.Tensor:
+    """Code vectors [K, D] -> [K, k] long: each unit's k nearest other units (Euclidean), nearest first."""
+    if not 1 <= k < vectors.shape[0]:
+        raise ValueError(f"nearest_units: k must be in 1..{vectors.shape[0] - 1}, got {k}")
+    d = torch.cdist(vectors.float(), vectors.float())  # [K, K]
+    d.fill_diagonal_(float("inf"))
+    return d.topk(k, largest=False).indices
 
 
 @dataclasses.dataclass
@@ -65,11 +97,20 @@ class TaskMixture:
     renders it again (``render`` is deterministic).
     """
 
-    def __init__(self, sources: Sequence[MixtureSource], *, seed: int = 0, examples_per_epoch: int | None = None):
+    def __init__(
+        self,
+        sources: Sequence[MixtureSource],
+        *,
+        seed: int = 0,
+        examples_per_epoch: int | None = None,
+        augment: Callable[[dict, torch.Generator], dict] | None = None,
+    ):
         if not sources:
             raise ValueError("TaskMixture needs at least one source")
         self.sources = list(sources)
         self.seed = seed
+        self.augment = augment
+        """Applied to each rendered example with a generator seeded by (seed, its address), e.g. :class:`UnitNoise`."""
         self.examples_per_epoch = examples_per_epoch or sum(len(s.rows) for s in self.sources)
         self.epoch = 0
         self.position = 0  # examples of the current epoch already yielded (rendered or skipped)
@@ -100,6 +141,9 @@ class TaskMixture:
         example = source.render(source.rows[row])
         if example is None:
             return source.name, None
+        if self.augment is not None:
+            gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + position)
+            example = self.augment(example, gen)
         return source.name, {**example, "source": source.name, "address": (epoch, position)}
 
     def __iter__(self) -> Iterator[dict]:

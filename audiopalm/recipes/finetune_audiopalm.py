@@ -57,7 +57,16 @@ import torch
 
 from audiopalm import training
 from audiopalm.config import ConfigError, FinetuneAudioPaLMConfig, TaskEntry
-from audiopalm.data.batching import MixtureSource, PackedBatches, PaddedBatches, PaddingCollator, StoreRows, TaskMixture
+from audiopalm.data.batching import (
+    MixtureSource,
+    PackedBatches,
+    PaddedBatches,
+    PaddingCollator,
+    StoreRows,
+    TaskMixture,
+    UnitNoise,
+    nearest_units,
+)
 from audiopalm.data.tasks import TaskSpec, parse_task, render
 from audiopalm.data.vocab import language_key
 from audiopalm.training.recipe import LossSum, Recipe
@@ -120,6 +129,27 @@ class FinetuneAudioPaLMRecipe(Recipe):
             f"= {len(self.vocab)} tokens ({m.pattern} pattern); audio tokenizer {self.audio_tokenizer.type_name} "
             f"{self.audio_tokenizer.tokens_per_second(k):g} tokens/s"
         )
+
+    def _unit_noise(self) -> UnitNoise | None:
+        """``data.unit_noise``: each unit's nearest units in the tokenizer's code-vector space, as vocabulary ids."""
+        d = self.cfg.data
+        if not d.unit_noise:
+            return None
+        vectors = self.audio_tokenizer.code_vectors()
+        if vectors is None or self.vocab.num_codebooks != 1:
+            raise ConfigError(
+                f"data.unit_noise: needs one codebook of units with code vectors (the {self.audio_tokenizer.type_name} "
+                f"tokenizer, {self.vocab.num_codebooks} codebooks here)"
+            )
+        near = nearest_units(vectors[0], d.unit_noise_neighbours).tolist()  # [K, k]
+        ids = {
+            self.vocab.audio_token_id(0, u): [self.vocab.audio_token_id(0, v) for v in row]
+            for u, row in enumerate(near)
+        }
+        self.log(
+            f"unit noise: {d.unit_noise:g} of the input units become one of their {d.unit_noise_neighbours} nearest"
+        )
+        return UnitNoise(ids, d.unit_noise)
 
     def _load_stores(self) -> None:
         from audiopalm.data.token_store import load_token_store
@@ -204,7 +234,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
             ]
             self.dev_sets.append((label, [x for x in dev if x is not None]))
         self.vocab.layout.task_languages = {t: sorted(v) for t, v in self.task_langs.items()}  # -> audiopalm.json
-        self.mixture = TaskMixture(sources, seed=tr.seed)
+        self.mixture = TaskMixture(sources, seed=tr.seed, augment=self._unit_noise())
         self.batches: PackedBatches | PaddedBatches
         if d.packing:
             self.batches = PackedBatches(
