@@ -88,6 +88,23 @@ class TinyCodec(AudioTokenizer):
         return {"num_codebooks": self._k, "codebook_size": self._c}
 
 
+# ---- tone "speech": one tone per character, for CTC encoders -------------------------------------------
+
+TONES = {"a": 300.0, "b": 900.0, "é": 1800.0}
+
+
+def say_tones(text: str, seed: int = 0) -> np.ndarray:
+    """One tone of 0.25 s per character of ``TONES`` (a space: 0.1 s of silence), with a little noise, at ``SR``."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for ch in text:
+        n = int(SR * (0.1 if ch == " " else 0.25))
+        t = np.arange(n) / SR
+        parts.append(np.zeros(n) if ch == " " else 0.3 * np.sin(2 * np.pi * TONES[ch] * t))
+    wav = np.concatenate([np.zeros(800), *parts, np.zeros(800)])
+    return (wav + 0.005 * rng.standard_normal(len(wav))).astype(np.float32)
+
+
 # ---- AudioPaLM checkpoints ---------------------------------------------------------------------------
 
 TASKS = ["ASR", "AST", "TTS", "S2ST", "MT", "ASR AST", "ASR AST S2ST"]

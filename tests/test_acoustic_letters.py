@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import say_tones
 
 from audiopalm.acoustic.letters import PAD, UNKNOWN, letter_windows, spell
 from audiopalm.acoustic.model import AcousticConfig, AcousticModel
@@ -77,11 +78,16 @@ def test_model_reads_letters_and_no_letters_is_all_padding():
 
 
 def test_speech_word_spans_read_the_words_written_between_units():
-    from test_generation import _setup
+    from builders import tiny_text_tokenizer
 
+    from audiopalm.data.vocab import UnifiedVocab
     from audiopalm.inference.generation import speech_word_spans, split_segments
 
-    _, vocab = _setup(k=1, output_words=True)
+    def vocab_of(output_words: bool) -> UnifiedVocab:
+        tok = tiny_text_tokenizer("llama")
+        return UnifiedVocab.build(tok, codebook_size=16, num_codebooks=1, pattern="flatten", output_words=output_words)
+
+    vocab = vocab_of(True)
     u = [vocab.audio_token_id(0, i) for i in (3, 4, 5, 6)]
     ids = [
         vocab.audio_start_id,
@@ -98,7 +104,7 @@ def test_speech_word_spans_read_the_words_written_between_units():
     assert speech_word_spans(ids, "TTS", vocab) == [[("there", 0), ("dogs", 2), (".", 4)]]
     (codes,) = split_segments(ids, "TTS", vocab)
     assert isinstance(codes, torch.Tensor) and codes[0].tolist() == [3, 4, 5, 6]
-    _, plain = _setup(k=1)
+    plain = vocab_of(False)
     ids = [plain.audio_start_id, plain.audio_token_id(0, 1), plain.audio_end_id, plain.eos_id]
     assert speech_word_spans(ids, "TTS", plain) == [[]]
     chained = [*plain.text_ids("the dog."), plain.sep_id, *plain.text_ids("le chien."), plain.sep_id, *ids]
@@ -115,10 +121,6 @@ WORDS = ["ab", "ba", "a bé", "éa", "bab", "é b", "ab ba", "bé a"]
 def tone_corpus(tmp_path_factory):
     """Tone 'speech' (one tone a letter, test_ctc_units) by two speakers, a ctc_units tokenizer with two units fitted
     on it, and a small codec: (manifest, units folder, codec folder)."""
-    from test_acoustic import TINY as CODEC
-    from test_ctc_units import TINY as ENCODER
-    from test_ctc_units import _say
-
     from audiopalm.audio import io as audio_io
     from audiopalm.data.manifest import Record, write_manifest
     from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer
@@ -131,15 +133,26 @@ def tone_corpus(tmp_path_factory):
         for i, text in enumerate(texts):
             for s in range(2):
                 path = root / f"{split}{i:02d}-s{s}.wav"
-                audio_io.save(path, _say(text, seed=10 * i + s), SR)
+                audio_io.save(path, say_tones(text, seed=10 * i + s), SR)
                 rec = Record(id=f"{split}{i}s{s}", lang="fr", text=text + ".", audio=str(path), speaker=f"s{s}")
                 records.append(dataclasses.replace(rec, split=split))
     manifest = root / "all.jsonl"
     write_manifest(manifest, records)
     train = EncoderTrainConfig(steps=40, batch_size=4, warmup=2, eval_every=0)
-    units = CTCUnitsTokenizer.fit(manifest, num_units=2, train=train, encoder=ENCODER, progress=False)
-    codec = MelRVQTokenizer.fit(
-        manifest_waves(manifest, SR), num_codebooks=1, codebook_size=8, seed=0, kmeans_iters=3, progress=False, **CODEC
+    encoder = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0)
+    units = CTCUnitsTokenizer.fit(manifest, num_units=2, train=train, encoder=encoder, progress=False)
+    codec = MelRVQTokenizer.fit(  # 40 mels, 10 ms hop, 2 frames stacked: 50 Hz frames, 2 a unit
+        manifest_waves(manifest, SR),
+        num_codebooks=1,
+        codebook_size=8,
+        seed=0,
+        kmeans_iters=3,
+        progress=False,
+        n_mels=40,
+        n_fft=400,
+        win_length=400,
+        hop_length=160,
+        stack=2,
     )
     return manifest, units.save_pretrained(root / "units"), codec.save_pretrained(root / "codec")
 
@@ -175,8 +188,6 @@ def test_letters_are_cached_beside_the_units_and_spell_the_transcript(tone_corpu
 def _train(tone_corpus, use_letters: bool, steps: int = 80):
     """A small stage trained on the tone corpus with every unit replaced by unit 0 (units that say nothing), letters
     on or off; returns (stage, dev L1 with letters, dev L1 without them)."""
-    from test_acoustic import TINY_MODEL
-
     from audiopalm.acoustic import AcousticStage
     from audiopalm.acoustic import train as acoustic
     from audiopalm.acoustic.data import PairSampler, load_utterances
@@ -192,7 +203,15 @@ def _train(tone_corpus, use_letters: bool, steps: int = 80):
     train.units.zero_()
     dev.units.zero_()
     torch.manual_seed(0)
-    config = dataclasses.replace(TINY_MODEL, use_letters=use_letters, unit_init="random")
+    config = AcousticConfig(
+        hidden_size=48,
+        num_blocks=3,
+        dilations=(1, 2, 4),
+        voice_dim=16,
+        voice_hidden=16,
+        use_letters=use_letters,
+        unit_init="random",
+    )
     stage = AcousticStage.build(config, codec, units, max_prompt_frames=20)
     sampler = PairSampler(train, max_frames=10**6, max_prompt_frames=20, seed=0, frames_per_unit=2)
     opt = torch.optim.AdamW(stage.model.parameters(), lr=3e-3)

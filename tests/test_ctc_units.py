@@ -9,6 +9,7 @@ from typing import TypedDict
 import numpy as np
 import pytest
 import torch
+from builders import say_tones
 
 from audiopalm.audio import io as audio_io
 from audiopalm.data.manifest import Record, write_manifest
@@ -28,7 +29,6 @@ from audiopalm.tokenizers.speech_encoder import (
 )
 
 SR = 16000
-TONES = {"a": 300.0, "b": 900.0, "é": 1800.0}
 
 
 class EncoderSize(TypedDict):
@@ -44,21 +44,9 @@ class EncoderSize(TypedDict):
 TINY = EncoderSize(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0)
 
 
-def _say(text: str, seed: int = 0) -> np.ndarray:
-    """One tone of 0.25 s per character (a space: 0.1 s of silence), with a little noise."""
-    rng = np.random.default_rng(seed)
-    parts = []
-    for ch in text:
-        n = int(SR * (0.1 if ch == " " else 0.25))
-        t = np.arange(n) / SR
-        parts.append(np.zeros(n) if ch == " " else 0.3 * np.sin(2 * np.pi * TONES[ch] * t))
-    wav = np.concatenate([np.zeros(800), *parts, np.zeros(800)])
-    return (wav + 0.005 * rng.standard_normal(len(wav))).astype(np.float32)
-
-
 def _said(texts: tuple[str, ...], seed: int) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Each text :func:`_say`-ed: (the waveforms, them zero-padded into one batch [B, T], their lengths [B])."""
-    wavs = [torch.as_tensor(_say(t, seed=seed)) for t in texts]
+    """Each text :func:`say_tones`-ed: (the waveforms, them zero-padded into one batch [B, T], their lengths [B])."""
+    wavs = [torch.as_tensor(say_tones(t, seed=seed)) for t in texts]
     lengths = torch.tensor([len(w) for w in wavs])
     batch = torch.zeros(len(wavs), int(lengths.max()))
     for i, w in enumerate(wavs):
@@ -76,7 +64,7 @@ def corpus(tmp_path_factory):
     for split, texts in (("train", TEXTS), ("dev", TEXTS[:2])):
         for i, text in enumerate(texts):
             path = root / f"{split}{i:02d}-v00.wav"
-            audio_io.save(path, _say(text, seed=i), SR)
+            audio_io.save(path, say_tones(text, seed=i), SR)
             records.append(Record(id=f"{split}{i}", lang="fr", text=text.upper() + ".", audio=str(path), split=split))
     manifest = root / "all.jsonl"
     write_manifest(manifest, records)
@@ -210,7 +198,7 @@ def test_a_tokenizer_saved_before_conv_kernel_existed_loads_as_it_was(fitted, tm
     again = load_audio_tokenizer(folder)
     assert isinstance(again, CTCUnitsTokenizer) and again.encoder.convs is None
     assert again.fingerprint == old.fingerprint
-    wav = torch.as_tensor(_say("a bé", seed=4))[None]
+    wav = torch.as_tensor(say_tones("a bé", seed=4))[None]
     assert torch.equal(again.encode(wav)[0], old.encode(wav)[0])
 
 
@@ -245,7 +233,7 @@ def test_encode_deterministic_and_batched_equals_one_by_one(fitted):
 
 def test_dedup_encoding_and_durations_invert(fitted):
     tok, out = fitted
-    wav = torch.as_tensor(_say("a bé"))[None]
+    wav = torch.as_tensor(say_tones("a bé"))[None]
     frames, n = tok.units(wav)
     u, d = dedup_units(frames[0, : int(n[0])])
     assert torch.equal(torch.repeat_interleave(u, d), frames[0, : int(n[0])])
@@ -261,7 +249,7 @@ def test_ctc_judge_transcribes_any_rate(fitted):
     tok, out = fitted
     judge = make_judge("ctc", model=str(out))
     assert isinstance(judge, CTCJudge), judge
-    wav = _say("ab")
+    wav = say_tones("ab")
     at_24k = audio_io.resample(wav, SR, 24000)
     # the fit records the training transcripts' words; the judge decodes French with them
     words = sorted({w for t in TEXTS for w in normalize_text(t).split()})
