@@ -34,6 +34,8 @@ TINY_CONFIGS = {
 """The tiny YAML config of each recipe that the tests run."""
 SR = 16000
 """Hz of every test waveform."""
+TINY_MEL = dict(n_mels=40, n_fft=400, win_length=400, hop_length=160, stack=2, griffin_lim_iters=8, nnls_iters=5)
+"""A small mel_rvq codec config: 40 mels, 10 ms hop, 2 frames stacked -> 50 Hz code frames of 80 values."""
 
 # ---- text tokenizers and codecs ------------------------------------------------------------------------
 

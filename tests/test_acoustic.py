@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from builders import TINY_MEL
 
 from audiopalm.acoustic import AcousticConfig, AcousticStage
 from audiopalm.acoustic import train as acoustic
@@ -21,8 +22,7 @@ from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.tokenizers.mel_rvq import MelRVQTokenizer
 
 SR = 16000
-# a small codec: 40 mels, 10 ms hop, 2 frames stacked -> 50 Hz code frames of 80 values
-TINY = dict(n_mels=40, n_fft=400, win_length=400, hop_length=160, stack=2, griffin_lim_iters=8, nnls_iters=5)
+TINY = TINY_MEL  # a small codec (builders.py)
 TINY_MODEL = AcousticConfig(hidden_size=48, num_blocks=3, dilations=(1, 2, 4), voice_dim=16, voice_hidden=16)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import say_tones
+from builders import TINY_MEL, say_tones
 
 from audiopalm.acoustic.letters import PAD, UNKNOWN, letter_windows, spell
 from audiopalm.acoustic.model import AcousticConfig, AcousticModel
@@ -141,18 +141,14 @@ def tone_corpus(tmp_path_factory):
     train = EncoderTrainConfig(steps=40, batch_size=4, warmup=2, eval_every=0)
     encoder = dict(hidden_size=32, num_layers=2, num_heads=2, ffn_size=64, dropout=0.0)
     units = CTCUnitsTokenizer.fit(manifest, num_units=2, train=train, encoder=encoder, progress=False)
-    codec = MelRVQTokenizer.fit(  # 40 mels, 10 ms hop, 2 frames stacked: 50 Hz frames, 2 a unit
+    codec = MelRVQTokenizer.fit(  # 50 Hz frames: 2 a unit
         manifest_waves(manifest, SR),
         num_codebooks=1,
         codebook_size=8,
         seed=0,
         kmeans_iters=3,
         progress=False,
-        n_mels=40,
-        n_fft=400,
-        win_length=400,
-        hop_length=160,
-        stack=2,
+        **TINY_MEL,
     )
     return manifest, units.save_pretrained(root / "units"), codec.save_pretrained(root / "codec")
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audiopalm.acoustic.letters import letter_windows
+from audiopalm.acoustic.letters import letter_windows, unit_letters
 from audiopalm.acoustic.model import frames_per_unit
 
 MAX_FRAME_MISMATCH = 2
@@ -134,11 +134,7 @@ def encode_utterance(
     starts = None
     with torch.inference_mode():
         if letters is not None:
-            if not hasattr(unit_tokenizer, "encode_words"):
-                raise ValueError(
-                    f"use_letters: the {unit_tokenizer.type_name} unit tokenizer cannot place words on its units "
-                    "(a ctc_units tokenizer can)"
-                )
+            unit_letters(unit_tokenizer)  # refuses a tokenizer that cannot place words on its units
             codes, n_units, found = unit_tokenizer.encode_words(x, None, [text])  # [1, K, Fu]
             starts = found[0]
         else:

@@ -27,6 +27,18 @@ WordSpans = Sequence[tuple[str, int]]
 """(word, the unit at which it starts) of one utterance, in order; the text of a word as written (normalised here)."""
 
 
+def unit_letters(tokenizer) -> tuple[str, ...]:
+    """The alphabet of a letter-reading stage on ``tokenizer``'s units: its CTC encoder's characters (space aside)."""
+    encoder = getattr(tokenizer, "encoder", None)
+    chars = getattr(getattr(encoder, "config", None), "chars", None)
+    if not chars or not hasattr(tokenizer, "encode_words"):
+        raise ValueError(
+            f"model.use_letters: the {tokenizer.type_name} unit tokenizer cannot place words on its units "
+            "(a ctc_units tokenizer, whose CTC head aligns them, can)"
+        )
+    return tuple(c for c in chars if c != " ")
+
+
 def spell(word: str, letters: Sequence[str]) -> list[int]:
     """The letter ids of ``word`` (normalised; spaces inside it dropped)."""
     index = {c: i + 2 for i, c in enumerate(letters)}

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from audiopalm.acoustic.letters import WordSpans, letter_windows
+from audiopalm.acoustic.letters import WordSpans, letter_windows, unit_letters
 from audiopalm.acoustic.model import AcousticConfig, AcousticModel, frames_per_unit
 from audiopalm.tokenizers.mel_rvq import MelRVQConfig, check_iters
 
@@ -358,18 +358,6 @@ class AcousticStage(nn.Module):
         if missing or unexpected:
             raise ValueError(f"{directory / WEIGHTS_NAME}: missing {missing[:5]}, unexpected {unexpected[:5]}")
         return stage.eval()
-
-
-def unit_letters(tokenizer) -> tuple[str, ...]:
-    """The alphabet of a letter-reading stage on ``tokenizer``'s units: its CTC encoder's characters (space aside)."""
-    encoder = getattr(tokenizer, "encoder", None)
-    chars = getattr(getattr(encoder, "config", None), "chars", None)
-    if not chars or not hasattr(tokenizer, "encode_words"):
-        raise ValueError(
-            f"model.use_letters: the {tokenizer.type_name} unit tokenizer cannot place words on its units "
-            "(a ctc_units tokenizer, whose CTC head aligns them, can)"
-        )
-    return tuple(c for c in chars if c != " ")
 
 
 def describe_units(tokenizer) -> dict:

@@ -510,8 +510,7 @@ class AudioPaLM(SpeechTextPipeline):
             dev = _module_device(self.acoustic)
             units = codes[:1].to(dev)  # [1, F]: the unit stream
             prompt = None if voice is None else torch.as_tensor(np.asarray(voice), dtype=torch.float32, device=dev)
-            spans = [words] if words and self.acoustic.config.use_letters else None
-            wav = self.acoustic.synthesize(units, voice_wav=prompt, words=spans)  # [1, T]
+            wav = self.acoustic.synthesize(units, voice_wav=prompt, words=[words] if words else None)  # [1, T]
             return wav[0].float().cpu().numpy()
         if voice is not None:
             raise PipelineError(
@@ -529,8 +528,9 @@ class AudioPaLM(SpeechTextPipeline):
         except ValueError:  # only when cut short inside a delay-pattern audio segment: nothing whole to give
             assert not out.finished, ("a finished output that does not follow the template", ids)
             segments = []
-        spans = iter(speech_word_spans(ids, spec, self.vocab) if segments and self.acoustic is not None else [])
-        # (per audio segment: the words the speech says, for an acoustic stage that reads their letters)
+        # per audio segment, the words the speech says: only for an acoustic stage that reads their letters
+        reads_letters = segments and self.acoustic is not None and self.acoustic.config.use_letters
+        spans = iter(speech_word_spans(ids, spec, self.vocab) if reads_letters else [])
         # strict=False: an output cut short by max_new_tokens has only its completed segments
         for (kind, field), value in zip(spec.output_segments, segments, strict=False):
             if kind == AUDIO:

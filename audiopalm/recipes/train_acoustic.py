@@ -34,8 +34,9 @@ import torch
 from audiopalm import training
 from audiopalm.acoustic import train as acoustic
 from audiopalm.acoustic.data import Batch, PairSampler, Utterances, has_audio, load_utterances
+from audiopalm.acoustic.letters import unit_letters
 from audiopalm.acoustic.model import frames_per_unit
-from audiopalm.acoustic.stage import AcousticStage, unit_letters
+from audiopalm.acoustic.stage import AcousticStage
 from audiopalm.config import ConfigError, TrainAcousticConfig
 from audiopalm.training.recipe import LossSum, Recipe
 
