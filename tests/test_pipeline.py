@@ -252,6 +252,39 @@ def test_speech_is_sampled_by_default_text_is_greedy(pipe):
             pipe.model.get_output_embeddings().weight.copy_(saved)
 
 
+def test_the_default_speech_sampling_is_the_checkpoints_own(pipe, monkeypatch):
+    """Speech written frame by frame is drawn at SPEECH_SAMPLING by default, speech written word by word at the
+    colder WORDED_SPEECH_SAMPLING; the default the pipeline reports is the one its outputs are drawn with."""
+    import dataclasses
+    import types
+
+    from audiopalm.inference.generation import SpeechSampling
+    from audiopalm.inference.pipeline import SPEECH_SAMPLING, WORDED_SPEECH_SAMPLING
+
+    assert WORDED_SPEECH_SAMPLING.temperature < SPEECH_SAMPLING.temperature
+    assert pipe.default_speech_sampling(3) == dataclasses.replace(SPEECH_SAMPLING, seed=3)
+    monkeypatch.setattr(pipe.vocab, "layout", types.SimpleNamespace(output_words=True))  # what the choice reads
+    assert pipe.default_speech_sampling() == WORDED_SPEECH_SAMPLING
+    monkeypatch.undo()
+    with torch.no_grad():  # break the ties of this random model's new audio rows
+        saved = pipe.model.get_output_embeddings().weight.clone()
+        pipe.model.get_output_embeddings().weight.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(0))
+    try:  # whatever the default is, an output drawn without a speech_sampling is drawn with it
+        hot = SpeechSampling(temperature=3.0, top_k=0, seed=5)
+        monkeypatch.setattr(type(pipe), "default_speech_sampling", lambda self, seed=0: hot)
+        texts = ["the dog.", "a cat runs fast.", "my red car."]
+        default = pipe.tts(texts, "en", max_new_tokens=41)
+        assert all(
+            torch.equal(a.codes, b.codes)
+            for a, b in zip(default, pipe.tts(texts, "en", max_new_tokens=41, speech_sampling=hot), strict=True)
+        )
+        usual = pipe.tts(texts, "en", max_new_tokens=41, speech_sampling=dataclasses.replace(SPEECH_SAMPLING))
+        assert any(not torch.equal(a.codes, b.codes) for a, b in zip(default, usual, strict=True))
+    finally:
+        with torch.no_grad():
+            pipe.model.get_output_embeddings().weight.copy_(saved)
+
+
 @pytest.mark.parametrize("name", ["runs/tiny_ckpt", "./ckpt", "/no/such/ckpt", "~/ckpt", "a/b/c", "EXISTS/ckpt"])
 def test_a_local_looking_name_is_never_fetched(name, tmp_path, monkeypatch):
     """A checkpoint path that does not exist but looks local (or whose first folder exists here) is refused

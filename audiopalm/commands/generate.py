@@ -89,7 +89,7 @@ def generate(args) -> list[dict]:
     else:  # (a Speech-Llama run has no speech outputs: its pipeline refuses the task)
         options = {
             "cap_speech": not args.no_speech_cap,
-            "speech_sampling": speech_sampling(args.speech_temperature, args.speech_top_k, args.seed),
+            "speech_sampling": speech_sampling(args.speech_temperature, args.speech_top_k, args.seed, pipe),
         }
     outs = pipe.generate(
         spec, inputs, args.src, args.tgt, max_new_tokens=args.max_new_tokens, progress=not args.quiet, **options

@@ -106,10 +106,10 @@ class EvalConfig:
     """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
     cap_speech: bool = True
     """End each speech output at a length set by its input (``AudioPaLM.generate``'s ``cap_speech``)."""
-    speech_temperature: float = 0.6
-    """Speech outputs are sampled at this temperature among the ``speech_top_k`` likeliest codes
-    (``audiopalm.inference.pipeline.SPEECH_SAMPLING``); 0: greedy speech. Text: greedy, or ``num_beams`` for
-    ``beam_tasks``."""
+    speech_temperature: float | None = None
+    """Speech outputs are sampled at this temperature among the ``speech_top_k`` likeliest codes; 0: greedy speech;
+    None: the checkpoint's own (``AudioPaLM.default_speech_sampling``: 0.6, or 0.2 for speech written word by
+    word). Text: greedy, or ``num_beams`` for ``beam_tasks``."""
     speech_top_k: int = 20
     """Top-k of the speech sampling (0: every allowed code)."""
     num_beams: int = 4
@@ -151,7 +151,7 @@ class EvalConfig:
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens: expected >= 1, got {self.max_new_tokens}")
         check_beam_search(self.num_beams, self.beam_tasks)
-        if self.speech_temperature < 0 or self.speech_top_k < 0:
+        if (self.speech_temperature or 0) < 0 or self.speech_top_k < 0:
             raise ValueError(
                 f"speech_temperature / speech_top_k: expected >= 0 (temperature 0: greedy speech), got "
                 f"{self.speech_temperature} / {self.speech_top_k}"
@@ -317,7 +317,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     peer = None if cfg.peer is None else make_eval_judge(cfg.peer, pipe, batch_size=cfg.batch_size, max_new_tokens=None)
     sr = getattr(pipe, "output_sample_rate", pipe.sample_rate)  # generated speech (an acoustic stage's rate, if any)
-    sampling = speech_sampling(cfg.speech_temperature, cfg.speech_top_k, cfg.seed)
+    sampling = speech_sampling(cfg.speech_temperature, cfg.speech_top_k, cfg.seed, pipe)
     metrics: list[dict] = []
     skipped: Counter = Counter()
     notes: list[str] = []
@@ -632,7 +632,8 @@ def add_decoding_arguments(parser: argparse.ArgumentParser) -> None:
         default=defaults["speech_temperature"],
         metavar="T",
         help="speech outputs are sampled at temperature T (text: greedy or --num-beams); "
-        "0: greedy speech, which tends to loop until the cap (default %(default)s)",
+        "0: greedy speech, which tends to loop until the cap (default: the checkpoint's: 0.2 for speech written "
+        "word by word, else 0.6)",
     )
     parser.add_argument(
         "--speech-top-k",
@@ -695,10 +696,15 @@ def describe_text_decoding(num_beams: int, beam_tasks: list[str]) -> str:
     return f"beam search ({num_beams} beams): {', '.join(beam_tasks)}; the other text greedy"
 
 
-def speech_sampling(temperature: float, top_k: int, seed: int):
-    """The pipeline's ``speech_sampling`` for these settings: None (greedy speech) at temperature 0."""
+def speech_sampling(temperature: float | None, top_k: int, seed: int, pipe=None):
+    """The pipeline's ``speech_sampling`` for these settings: None (greedy speech) at temperature 0; temperature None:
+    ``pipe``'s own (:meth:`audiopalm.inference.pipeline.AudioPaLM.default_speech_sampling`)."""
     from audiopalm.inference.generation import SpeechSampling
+    from audiopalm.inference.pipeline import SPEECH_SAMPLING
 
+    if temperature is None:
+        default = getattr(pipe, "default_speech_sampling", None)
+        temperature = (default() if default is not None else SPEECH_SAMPLING).temperature
     return SpeechSampling(temperature=temperature, top_k=top_k, seed=seed) if temperature > 0 else None
 
 

@@ -14,7 +14,7 @@ Every method takes one item (returns one :class:`Output`) or a list (returns a l
 into batches of ``batch_size`` and each batch is one ``model.generate`` call). Speech inputs are numpy or
 torch waveforms [T] at ``sample_rate`` (default: the audio tokenizer's) or audio file paths (read and
 resampled by :func:`audiopalm.audio.io.load`). Text is decoded greedily and speech is sampled
-(:data:`SPEECH_SAMPLING`, seeded per input: the same input gives the same audio in any batch) unless
+(:meth:`AudioPaLM.default_speech_sampling`, seeded per input: the same input gives the same audio in any batch) unless
 generation kwargs say otherwise (``num_beams=4``, ``do_sample=True``, ``speech_sampling=None`` for greedy
 speech). ``do_sample=True`` (with ``temperature`` / ``top_k``) is drawn by the same seeded per-input sampler,
 over text and speech, so sampled outputs too are equal batched and one by one; sampling options it cannot
@@ -32,6 +32,7 @@ pairs, so pairs cannot be checked beyond the language codes.)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -64,8 +65,11 @@ SPEECH_SECONDS_PER_CHAR = 0.2
 MIN_SPEECH_SECONDS = 1.0
 # Speech outputs are sampled (AudioLM and VALL-E do the same): greedy audio decoding loops on a frame pattern
 # and seldom ends (33 of 40 demo TTS outputs for dev sentences ran to the cap). Temperature and top-k were
-# chosen on the demo's dev split (README: "Sampling the speech").
+# chosen on the demo's dev split (docs/decoding.md, "Sampling the speech"). SPEECH_SAMPLING is also the
+# default value of ``speech_sampling``: a checkpoint that writes its speech word by word then samples colder
+# (WORDED_SPEECH_SAMPLING): its words keep it from looping, and its speech judges better the colder it is drawn.
 SPEECH_SAMPLING = SpeechSampling(temperature=0.6, top_k=20, seed=0)
+WORDED_SPEECH_SAMPLING = SpeechSampling(temperature=0.2, top_k=20, seed=0)
 # The key under which a record made from a user's speech input keeps that speech for ``voice="source"``.
 SOURCE_VOICE = "source_wav"
 
@@ -321,6 +325,8 @@ class AudioPaLM(SpeechTextPipeline):
             speech_sampling = None  # no speech to sample: the text is decoded as the kwargs say
         elif speech_sampling is SPEECH_SAMPLING and clash:
             speech_sampling = None  # the caller chose the decoding
+        elif speech_sampling is SPEECH_SAMPLING:
+            speech_sampling = self.default_speech_sampling()
         elif speech_sampling is not None and clash:
             raise PipelineError(
                 f"speech_sampling={speech_sampling} and {clash} both choose the decoding: give one of them"
@@ -357,6 +363,12 @@ class AudioPaLM(SpeechTextPipeline):
             )
             outs.extend(self._output(spec, row, voices[s + j]) for j, row in enumerate(ids))
         return outs
+
+    def default_speech_sampling(self, seed: int = 0) -> SpeechSampling:
+        """How this checkpoint's speech is drawn when the caller does not say: :data:`WORDED_SPEECH_SAMPLING` for
+        speech written word by word (``model.output_words``), else :data:`SPEECH_SAMPLING`; with ``seed``."""
+        base = WORDED_SPEECH_SAMPLING if self.vocab.layout.output_words else SPEECH_SAMPLING
+        return dataclasses.replace(base, seed=seed)
 
     def _seeded_sampling(self, speech_sampling: SpeechSampling | None, kwargs: dict) -> SpeechSampling:
         """``do_sample=True`` (+ ``temperature``, ``top_k``) -> the seeded per-row sampler over every token.
