@@ -430,6 +430,10 @@ class FinetuneDataConfig:
     off, as another voice or accent gives them. 0: off. Needs one codebook and a tokenizer with code vectors."""
     unit_noise_neighbours: int = 4
     """How many nearest units a replaced unit is drawn from."""
+    unit_shift: float = 0.0
+    """In training, the share of the input audio's units that take the unit before or after them instead (a unit
+    boundary moved by one unit, as another speaking rate or accent moves it); drawn like ``unit_noise``, apart from
+    it. 0: off."""
     read_layer: int = 0
     """Which layer the reading loss reads: 0, the model's output; k >= 1, the output of decoder layer k, through the
     model's final norm and output layer (:func:`audiopalm.training.core.layer_logits`), so that the layers above it
@@ -440,6 +444,11 @@ class FinetuneDataConfig:
         _check(self.read_weight >= 0, "data.read_weight", f"must be >= 0, got {self.read_weight}")
         _check(0 <= self.unit_noise < 1, "data.unit_noise", f"must be in [0, 1), got {self.unit_noise}")
         _check(self.unit_noise_neighbours >= 1, "data.unit_noise_neighbours", "must be >= 1")
+        _check(
+            0 <= self.unit_shift < 1 and self.unit_noise + self.unit_shift < 1,
+            "data.unit_shift",
+            f"must be in [0, 1) with data.unit_noise + data.unit_shift < 1, got {self.unit_shift}",
+        )
         _check(self.read_layer >= 0, "data.read_layer", f"must be >= 0 (0: the model's output), got {self.read_layer}")
         _check(len(self.tasks) > 0, "data.tasks", "give at least one task")
         _check(len(self.train_splits) > 0, "data.train_splits", "give at least one split")

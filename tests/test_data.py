@@ -379,7 +379,34 @@ def test_unit_noise_changes_only_input_units_by_address_and_resumes():
     assert list(itertools.islice(iter(resumed), 5)) == stream[25:30]
     other = list(itertools.islice(iter(TaskMixture(sources, seed=1, augment=noise)), 30))
     assert [ex["input_ids"] for ex in other] != [ex["input_ids"] for ex in stream]
-    with pytest.raises(ValueError, match="p must be"):
+    with pytest.raises(ValueError, match="p and shift must be"):
         UnitNoise(neighbours, 1.0)
     vectors = torch.tensor([[0.0], [1.0], [3.0], [10.0]])
     assert nearest_units(vectors, 2).tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]
+
+
+def test_unit_shift_takes_a_neighbouring_input_unit_and_keeps_the_length():
+    """UnitNoise(shift=q): about q of the prompt's units take the unit before or after them in the original sequence,
+    never a text token's or a target's; the length, the text and the targets stay; with p too, both kinds happen."""
+    from audiopalm.data.batching import UnitNoise
+
+    neighbours = {u: [u + 1000] for u in range(100, 300)}
+    orig = [1, 2, 3, *range(100, 140), 7, *range(250, 260)]  # text, 40 input units, a text token, 10 target units
+    shifted = left = right = total = 0
+    for seed in range(40):
+        ex = UnitNoise(neighbours, 0.0, shift=0.3)(_example(orig, 44), torch.Generator().manual_seed(seed))
+        ids = ex["input_ids"]
+        assert len(ids) == len(orig) and ids[:3] == [1, 2, 3] and ids[43:] == orig[43:]
+        for k in range(3, 43):
+            total += 1
+            if ids[k] != orig[k]:
+                shifted += 1
+                assert ids[k] in (orig[k - 1], orig[k + 1]) and 100 <= ids[k] < 140, "only an input unit's place"
+                left += ids[k] == orig[k - 1]
+                right += ids[k] == orig[k + 1]
+        assert ids[3] in (orig[3], orig[4]) and ids[42] in (orig[41], orig[42])
+    assert 0.22 < shifted / total < 0.38 and left > 0.3 * shifted and right > 0.3 * shifted, (shifted, left, right)
+    both = UnitNoise(neighbours, 0.2, shift=0.2)(_example(orig, 44), torch.Generator().manual_seed(0))["input_ids"]
+    assert any(t >= 1000 for t in both) and any(100 <= t < 140 and t != o for t, o in zip(both, orig, strict=True))
+    with pytest.raises(ValueError, match="p \\+ shift < 1"):
+        UnitNoise(neighbours, 0.5, shift=0.5)

@@ -544,5 +544,28 @@ def test_unit_noise_moves_only_input_units_to_their_nearest(world, tmp_path):
             moved += 1
     assert moved > 0 and 0.3 < moved / (moved + kept) < 0.7, (moved, kept)
     assert noisy.dev_sets == clean.dev_sets
-    with pytest.raises(ConfigError, match="data.unit_noise: needs one codebook"):
+    with pytest.raises(ConfigError, match="data.unit_noise / unit_shift: needs one codebook"):
         _setup_in_process(world, tmp_path, ["model.num_codebooks=2", "data.unit_noise=0.1"])
+
+
+def test_unit_shift_alone_moves_input_units_to_a_neighbouring_place(world, tmp_path):
+    """``data.unit_shift`` without ``unit_noise``: some input units take the unit before or after them; labels,
+    lengths and dev examples stay; unit_noise + unit_shift must stay under 1."""
+    from audiopalm.config import ConfigError, FinetuneAudioPaLMConfig, load_config
+
+    over = ["model.num_codebooks=1", "data.tasks=[{task: ASR}]"]
+    clean = _setup_in_process(world, tmp_path, over)
+    shifted = _setup_in_process(world, tmp_path, [*over, "data.unit_shift=0.4"])
+    moved = 0
+    for address in [(0, p) for p in range(8)]:
+        a, b = clean.mixture.example_at(address), shifted.mixture.example_at(address)
+        assert a["labels"] == b["labels"] and len(a["input_ids"]) == len(b["input_ids"])
+        ids = a["input_ids"]
+        for i, (x, y) in enumerate(zip(ids, b["input_ids"], strict=True)):
+            if x != y:
+                assert shifted.vocab.is_audio(x) and y in (ids[i - 1], ids[i + 1]), "a unit from beside it"
+                moved += 1
+    assert moved > 0
+    assert shifted.dev_sets == clean.dev_sets
+    with pytest.raises(ConfigError, match="data.unit_shift"):
+        load_config(FinetuneAudioPaLMConfig, TINY, ["data.unit_noise=0.6", "data.unit_shift=0.5"])

@@ -38,22 +38,35 @@ class UnitNoise:
     """Replaces each input audio token (one in the prompt, ``labels == -100``, that has neighbours) with probability
     ``p`` by one of its neighbours, drawn from the given generator; targets are never changed.
 
-    ``neighbours``: token id -> the token ids it may become (:func:`nearest_units` mapped to the vocabulary)."""
+    ``neighbours``: token id -> the token ids it may become (:func:`nearest_units` mapped to the vocabulary).
+    ``shift``: the probability that an input unit instead takes the unit before or after it (either, evenly; only
+    one that is itself an input unit): a boundary moved by one unit, as another speaking rate or accent moves it.
+    Every draw comes from the original sequence, so the length and the positions stay as they were."""
 
-    def __init__(self, neighbours: dict[int, list[int]], p: float):
-        if not 0 <= p < 1:
-            raise ValueError(f"UnitNoise: p must be in [0, 1), got {p}")
-        self.neighbours, self.p = neighbours, p
+    def __init__(self, neighbours: dict[int, list[int]], p: float, shift: float = 0.0):
+        if not 0 <= p < 1 or not 0 <= shift < 1 or p + shift >= 1:
+            raise ValueError(f"UnitNoise: p and shift must be in [0, 1) with p + shift < 1, got {p} and {shift}")
+        self.neighbours, self.p, self.shift = neighbours, p, shift
 
     def __call__(self, example: dict, gen: torch.Generator) -> dict:
         ids, labels = example["input_ids"], example["labels"]
         draws = torch.rand(len(ids), generator=gen).tolist()
         picks = torch.randint(0, 1 << 30, (len(ids),), generator=gen).tolist()
         out = list(ids)
-        for i, (t, lab) in enumerate(zip(ids, labels, strict=True)):
-            near = self.neighbours.get(t)
-            if lab == IGNORE_INDEX and near and draws[i] < self.p:
+
+        def unit(i: int) -> bool:  # an input unit the noise may change
+            return 0 <= i < len(ids) and labels[i] == IGNORE_INDEX and ids[i] in self.neighbours
+
+        for i in range(len(ids)):
+            if not unit(i):
+                continue
+            if draws[i] < self.p:
+                near = self.neighbours[ids[i]]
                 out[i] = near[picks[i] % len(near)]
+            elif draws[i] < self.p + self.shift:
+                j = i + (1 if picks[i] % 2 else -1)
+                if unit(j):
+                    out[i] = ids[j]
         return {**example, "input_ids": out}
 
 

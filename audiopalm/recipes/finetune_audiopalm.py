@@ -133,12 +133,12 @@ class FinetuneAudioPaLMRecipe(Recipe):
     def _unit_noise(self) -> UnitNoise | None:
         """``data.unit_noise``: each unit's nearest units in the tokenizer's code-vector space, as vocabulary ids."""
         d = self.cfg.data
-        if not d.unit_noise:
+        if not d.unit_noise and not d.unit_shift:
             return None
         vectors = self.audio_tokenizer.code_vectors()
         if vectors is None or self.vocab.num_codebooks != 1:
             raise ConfigError(
-                f"data.unit_noise: needs one codebook of units with code vectors (the {self.audio_tokenizer.type_name} "
+                f"data.unit_noise / unit_shift: needs one codebook of units with code vectors (the {self.audio_tokenizer.type_name} "
                 f"tokenizer, {self.vocab.num_codebooks} codebooks here)"
             )
         near = nearest_units(vectors[0], d.unit_noise_neighbours).tolist()  # [K, k]
@@ -147,9 +147,10 @@ class FinetuneAudioPaLMRecipe(Recipe):
             for u, row in enumerate(near)
         }
         self.log(
-            f"unit noise: {d.unit_noise:g} of the input units become one of their {d.unit_noise_neighbours} nearest"
+            f"unit noise: {d.unit_noise:g} of the input units become one of their {d.unit_noise_neighbours} nearest, "
+            f"{d.unit_shift:g} the unit before or after them"
         )
-        return UnitNoise(ids, d.unit_noise)
+        return UnitNoise(ids, d.unit_noise, d.unit_shift)
 
     def _load_stores(self) -> None:
         from audiopalm.data.token_store import load_token_store
