@@ -410,3 +410,31 @@ def test_unit_shift_takes_a_neighbouring_input_unit_and_keeps_the_length():
     assert any(t >= 1000 for t in both) and any(100 <= t < 140 and t != o for t, o in zip(both, orig, strict=True))
     with pytest.raises(ValueError, match="p \\+ shift < 1"):
         UnitNoise(neighbours, 0.5, shift=0.5)
+
+
+def test_store_rows_through_a_shared_row_cache_read_each_row_once():
+    """StoreRows over the same stores with one RowCache: every row equals the store's own, each is read from the
+    store once however many tasks' rows pick it, and the cache stays within its size."""
+    from audiopalm.data.batching import RowCache, StoreRows
+
+    class Store:  # counts its reads
+        def __init__(self, name, n):
+            self.rows = [{"id": f"{name}{i}", "codes": [i, i + 1]} for i in range(n)]
+            self.reads = 0
+
+        def __getitem__(self, r):
+            self.reads += 1
+            return self.rows[r]
+
+    stores = [Store("a", 5), Store("b", 3)]
+    picks = [(0, 0), (0, 3), (1, 2), (0, 4)]
+    cache = RowCache()
+    asr, tts = StoreRows(stores, picks, cache), StoreRows(stores, picks[::-1], cache)
+    plain = [StoreRows(stores, picks)[i] for i in range(4)]
+    assert [asr[i] for i in range(4)] == plain == [stores[s].rows[r] for s, r in picks]
+    before = sum(s.reads for s in stores)
+    assert [tts[i] for i in range(4)] == plain[::-1]
+    assert sum(s.reads for s in stores) == before, "the second task's rows come from the cache"
+    small = RowCache(size=2)
+    rows = StoreRows(stores, picks, small)
+    assert [rows[i]["id"] for i in range(4)] == ["a0", "a3", "b2", "a4"] and len(small.rows) <= 2

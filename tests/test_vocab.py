@@ -37,8 +37,14 @@ def test_layout_and_special_ids(text_tok):
     assert v.eos_id == v.tokenizer.eos_token_id and v.pad_id == v.tokenizer.pad_token_id
     assert v.pad_id is not None and v.eos_id is not None
     assert v.bos_id == text_tok.bos_token_id
-    # text ids are the text tokenizer's own
+    # text ids are the text tokenizer's own, kept for the next call (a copy each time), the cache bounded
     assert v.text_ids("the dog.") == text_tok.encode("the dog.", add_special_tokens=False)
+    v.text_ids("the dog.").append(-1)
+    assert v.text_ids("the dog.") == text_tok.encode("the dog.", add_special_tokens=False)
+    v.TEXT_CACHE = 3
+    for text in ("a", "b", "c", "d", "a cat."):
+        assert v.text_ids(text) == text_tok.encode(text, add_special_tokens=False)
+    assert len(v._text_ids) <= 3
     assert v.is_audio(n) and v.is_audio(n + 47) and not v.is_audio(n - 1) and not v.is_audio(v.audio_start_id)
     with pytest.raises(VocabError, match=r"\(codebook 3, code 0\) outside"):
         v.audio_token_id(3, 0)

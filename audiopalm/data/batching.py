@@ -375,19 +375,38 @@ class PackedBatches:
         self._resume = copy.deepcopy(state)
 
 
-class StoreRows(Sequence):
-    """Rows of several token stores picked by ``(store index, row index)``, read lazily (memory-mapped)."""
+class RowCache:
+    """Token-store rows already read, by ``(store index, row index)``, shared by the :class:`StoreRows` of every task
+    that reads the same stores (a row rendered as ASR is soon rendered as AST, TTS ...); at most ``size`` rows are
+    kept (then it starts again), so a corpus far larger than memory is still read lazily. Rows are read-only:
+    rendering never changes a row."""
 
-    def __init__(self, datasets: list, index: list[tuple[int, int]]):
+    def __init__(self, size: int = 200_000):
+        self.size, self.rows = size, {}
+
+    def get(self, datasets: list, s: int, r: int) -> dict:
+        row = self.rows.get((s, r))
+        if row is None:
+            if len(self.rows) >= self.size:
+                self.rows.clear()
+            row = self.rows[(s, r)] = datasets[s][r]
+        return row
+
+
+class StoreRows(Sequence):
+    """Rows of several token stores picked by ``(store index, row index)``, read lazily (memory-mapped), through a
+    :class:`RowCache` when given one."""
+
+    def __init__(self, datasets: list, index: list[tuple[int, int]], cache: RowCache | None = None):
         # (not `self.index`: that would hide Sequence.index)
-        self.datasets, self.picks = datasets, index
+        self.datasets, self.picks, self.cache = datasets, index, cache
 
     def __len__(self) -> int:
         return len(self.picks)
 
     def __getitem__(self, i: int) -> dict:  # type: ignore[override]  # ints only: no slices of rows are taken
         s, r = self.picks[i]
-        return self.datasets[s][r]
+        return self.datasets[s][r] if self.cache is None else self.cache.get(self.datasets, s, r)
 
 
 class PaddedBatches:

@@ -135,9 +135,13 @@ class UnifiedVocab:
     Make one with :meth:`build` (extends a copy of a text tokenizer) or :meth:`from_pretrained`.
     """
 
+    TEXT_CACHE = 65536
+    """Texts whose ids :meth:`text_ids` keeps (training renders the same sentences and words again and again)."""
+
     def __init__(self, tokenizer, layout: VocabLayout):
         self.tokenizer = tokenizer
         self.layout = layout
+        self._text_ids: dict[str, tuple[int, ...]] = {}
         self.pattern = get_pattern(layout.pattern, layout.num_codebooks)
         self._check()
 
@@ -360,8 +364,14 @@ class UnifiedVocab:
         return self.audio_offset <= token_id < self.audio_end_offset
 
     def text_ids(self, text: str) -> list[int]:
-        """Token ids of plain text (no bos/eos added)."""
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        """Token ids of plain text (no bos/eos added); the last :attr:`TEXT_CACHE` texts' ids are kept."""
+        ids = self._text_ids.get(text)
+        if ids is None:
+            ids = tuple(self.tokenizer.encode(text, add_special_tokens=False))
+            if len(self._text_ids) >= self.TEXT_CACHE:
+                self._text_ids.clear()
+            self._text_ids[text] = ids
+        return list(ids)
 
     def decode_text(self, ids) -> str:
         """The text of ``ids``, leaving out audio and special tokens."""

@@ -62,6 +62,7 @@ from audiopalm.data.batching import (
     PackedBatches,
     PaddedBatches,
     PaddingCollator,
+    RowCache,
     StoreRows,
     TaskMixture,
     UnitNoise,
@@ -210,6 +211,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
         sources: list[MixtureSource] = []
         self.dev_sets = []
         self.task_langs: dict[str, set[str]] = {}  # task -> languages (or pairs) of its training rows, for the card
+        cache = RowCache()  # one row is read once for all the tasks that render it
         for entry, name in zip(d.tasks, self.task_names, strict=True):
             spec = parse_task(entry.task)
             train_rows = self._select_rows(entry, spec, "train", self.filter_skips)
@@ -220,7 +222,7 @@ class FinetuneAudioPaLMRecipe(Recipe):
                     f"rows left out: {dict(self.filter_skips)}"
                 )
             self.task_langs.setdefault(name, set()).update(self._languages(train_rows, spec))
-            rows = StoreRows(self.stores, train_rows)
+            rows = StoreRows(self.stores, train_rows, cache)
             self._probe(name, spec, rows)
             label = f"{name} #{len(sources)}" if name in {s.name.split(" #")[0] for s in sources} else name
 
