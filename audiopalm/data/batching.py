@@ -382,7 +382,8 @@ class RowCache:
     rendering never changes a row."""
 
     def __init__(self, size: int = 200_000):
-        self.size, self.rows = size, {}
+        self.size = size
+        self.rows: dict[tuple[int, int], dict] = {}
 
     def get(self, datasets: list, s: int, r: int) -> dict:
         row = self.rows.get((s, r))
