@@ -12,7 +12,7 @@ from audiopalm.commands.demo import PROFILES
 
 AUDIOPALM = str(Path(sys.executable).with_name("audiopalm"))
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("corpus", "tokenizer", "tokens", "text_lm", "audiopalm", "eval")
+STAGES = ("corpus", "tokenizer", "tokens", "text_lm", "peer", "audiopalm", "eval")
 
 
 @pytest.mark.slow
@@ -141,7 +141,18 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
         [AUDIOPALM, "demo", "--profile", "smoke_units", "--out", str(out)], capture_output=True, text=True, timeout=1800
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    for stage in ("corpus", "tokenizer", "units", "acoustic", "judge", "tokens", "text_lm", "audiopalm", "eval"):
+    for stage in (
+        "corpus",
+        "tokenizer",
+        "units",
+        "acoustic",
+        "judge",
+        "tokens",
+        "text_lm",
+        "peer",
+        "audiopalm",
+        "eval",
+    ):
         assert (out / stage / ".done").is_file(), stage
     units = json.loads((out / "units/audio_tokenizer.json").read_text())
     assert units["type"] == "ctc_units"
@@ -199,7 +210,9 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert ("ASR", "fr", None) in scored and ("AST", "en", "fr") in scored, scored
     assert not [t for t in scored if t[0] in ("AST", "S2ST", "MT") and t[1] == "fr"], scored
     # the stages that need only the corpus ran in two lanes: the second lane's output is in OUT/STAGE.log
-    assert all((out / f"{s}.log").is_file() for s in ("tokenizer", "judge", "text_lm")), sorted(out.iterdir())
+    assert all((out / f"{s}.log").is_file() for s in ("tokenizer", "judge", "text_lm", "peer")), sorted(out.iterdir())
+    # the peer heard the test split's English audio in its own stage; eval took those transcripts
+    assert summary["peer_transcripts"] == str(out / "peer/transcripts.jsonl")
     assert not (out / "units.log").exists() and "runs beside the units stage" in run.stdout
 
     # eval/bench_lanes.py on this demo: every arm trains and reports its speed

@@ -286,6 +286,75 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), peer="model")
 
 
+def test_peer_transcripts_made_before_are_not_heard_again(setup, tmp_path, monkeypatch):
+    """`audiopalm transcribe` writes a peer's transcripts of a manifest's audio (each distinct file once, in manifest
+    order, only the languages asked); eval --peer-transcripts takes the input and reference audio's transcripts from
+    that file and hears only the generated speech; a file made by another judge, or given without --peer, is refused
+    before the model runs."""
+    from pathlib import Path
+
+    import audiopalm.evaluation.evaluate as ev
+    from audiopalm.commands.main import main as cli
+    from audiopalm.evaluation.judges import CallableJudge
+
+    heard = []
+
+    def fake_peer(wavs, sample_rate, lang):
+        if lang != "en":
+            raise ValueError(f"no model for {lang!r}")
+        heard.append(len(wavs))
+        return ["the dog sleeps."] * len(wavs)
+
+    real = ev.make_eval_judge
+    monkeypatch.setattr(
+        ev,
+        "make_eval_judge",
+        lambda name, pipe, **kw: (
+            CallableJudge(fake_peer, name="peer") if name == "pocketsphinx" else real(name, pipe, **kw)
+        ),
+    )
+    ckpt, manifest, _ = setup
+    made = tmp_path / "peer.jsonl"
+    transcribe = ["transcribe", "--manifest", str(manifest), "--judge", "pocketsphinx", "--quiet", "--out"]
+    assert cli([*transcribe, str(made), "--langs", "en"]) == 0
+    lines = [json.loads(line) for line in made.read_text().splitlines()]
+    assert [Path(x["audio"]).name for x in lines] == ["en-1.wav", "en-2.wav", "en-3.wav"]  # en-1 once, en-3 a target
+    assert {(x["lang"], x["judge"], x["text"]) for x in lines} == {("en", "pocketsphinx", "the dog sleeps.")}
+    assert heard == [3]
+    assert cli([*transcribe, str(tmp_path / "all.jsonl")]) == 2  # French too: this peer has no French model
+    assert not (tmp_path / "all.jsonl").exists()
+    # the held-out voice's clip (en-2) written down right by hand: eval takes it from the file instead of hearing it
+    lines[1]["text"] = "a cat runs."
+    made.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    heard.clear()
+    out = tmp_path / "results"
+    argv = ["--checkpoint", str(ckpt), "--manifest", str(manifest), "--tasks", "ASR", "TTS", "--out", str(out)]
+    argv += ["--peer", "pocketsphinx", "--max-new-tokens", "4", "--no-report", "--quiet"]
+    assert main([*argv, "--peer-transcripts", str(made)]) == 0
+    assert heard == [2]  # the TTS speech the model wrote, nothing else
+    summary = json.loads((out / "summary.json").read_text())
+    by_key = {(m["task"], m["subset"], m["metric"]): m["value"] for m in summary["metrics"] if m["src"] == "en"}
+    assert by_key[("ASR", "heldout_voice", "WER [pocketsphinx]")] == 0  # 100 when heard (the test above)
+    assert by_key[("ASR", "seen_voices", "WER [pocketsphinx]")] == 0
+    assert by_key[("TTS", "all", "TTS-WER [pocketsphinx] (ref audio)")] == 0
+    other = tmp_path / "other.jsonl"
+    other.write_text(made.read_text().replace('"pocketsphinx"', '"whisper:tiny"'))
+    for peer, transcripts, match in (
+        ("pocketsphinx", other, "not by the peer 'pocketsphinx'"),
+        (None, made, "give the peer"),
+        ("pocketsphinx", tmp_path / "none.jsonl", "no such"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            EvalConfig(
+                checkpoint=str(ckpt),
+                out=str(tmp_path),
+                tasks=["ASR"],
+                manifest=str(manifest),
+                peer=peer,
+                peer_transcripts=str(transcripts),
+            )
+
+
 def test_greedy_speech_option(setup, tmp_path):
     """--speech-temperature 0: greedy speech, and summary.json says so."""
     ckpt, manifest, _ = setup

@@ -10,13 +10,14 @@ also continue from their newest checkpoint. Stages:
               corpus transcripts, k-means of its states = the semantic units the LM reads and writes
   acoustic    (units profiles) audiopalm train train_acoustic: units + a voice prompt -> the codec's features
   judge       a second CTC encoder (another seed, augmented): the ASR judge of generated speech
+  peer        audiopalm transcribe: the peer ASR's (PocketSphinx's) transcripts of the test audio
   tokens      audiopalm tokenize: train/dev/test token stores (the units, or the codec's codes)
   text_lm     audiopalm train pretrain_text: the small text LLM (stage 0, the stand-in for a hub model)
   audiopalm   audiopalm train finetune_audiopalm: extend it with audio tokens, fine-tune on the task mixture
   eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
 
 The stages that need only the corpus run in two lanes side by side, each on half the cores (units | tokenizer,
-judge, text_lm; `--sequential`: one at a time). Every stage runs the same command a user would (printed before it
+judge, text_lm, peer; `--sequential`: one at a time). Every stage runs the same command a user would (printed before it
 runs), so each can be re-run by hand.
 """
 
@@ -68,6 +69,14 @@ class Profile:
     on them too, so its figure rests on more than the spoken test split."""
     langs: tuple[str, ...] = ()
     """Languages the corpus speaks (English and at least one other; empty: all four of the grammar)."""
+    peer: str | None = None
+    """A peer ASR scored beside the model (``pocketsphinx``): its transcripts of the test split's audio in
+    ``peer_langs`` are made by a stage of their own (`audiopalm transcribe`, in the second lane: it needs only the
+    corpus), so the eval stage hears only the generated speech with it."""
+    peer_langs: tuple[str, ...] = ("en",)
+    """Languages the peer transcribes (PocketSphinx: English only)."""
+    peer_max_items: int | None = None
+    """The peer's rows score the first N utterances of each voice subset (None: all)."""
     words: bool = False
     """The LM writes its speech word by word (``model.output_words``: each word's text before its units; the token
     stores hold where each word starts, ``audiopalm tokenize --words``). ``units`` only."""
@@ -105,8 +114,8 @@ _ACOUSTIC = _args("train.max_steps=2400")
 # the ASR judge of generated speech: a second CTC encoder, another seed, trained with augmentation
 _JUDGE = _args("--augment --num-units 64 --max-frames 20000 --kmeans-iters 5")
 # every task of en->fr (and ASR / TTS of en) on all its test utterances (50 seen-voice + 50 held-out), the other
-# pairs on 10; PocketSphinx as the peer ASR on 25 English utterances per voice subset
-_EVAL = _args("--full-pairs en-fr --max-items 10 --batch-size 16 --peer pocketsphinx --peer-max-items 25")
+# pairs on 10; PocketSphinx as the peer ASR on 50 English utterances per voice subset (Profile.peer)
+_EVAL = _args("--full-pairs en-fr --max-items 10 --batch-size 16")
 # the default's mixture on its English-French corpus: every goal is English or English->French, so the examples go
 # there (French ASR and TTS too: the LM reads and writes French units for S2ST); the reading loss at
 # 0.5 (English ASR dev loss 2.10-2.25 against 2.31 without it at 600 steps; 0.25 and 1.0 land within the spread
@@ -169,6 +178,8 @@ PROFILES = {
         units_args=_UNITS,
         judge_args=_JUDGE,
         acoustic_overrides=_ACOUSTIC,
+        peer="pocketsphinx",
+        peer_max_items=50,
         mt_sentences=500,
         langs=("en", "fr"),
         words=True,
@@ -182,6 +193,8 @@ PROFILES = {
         finetune_overrides=_ENFR_FINETUNE,
         eval_args=_EVAL,
         judge_args=_JUDGE,
+        peer="pocketsphinx",
+        peer_max_items=50,
         mt_sentences=500,
         langs=("en", "fr"),
     ),
@@ -197,6 +210,8 @@ PROFILES = {
         units_args=_UNITS_LONG,
         judge_args=_JUDGE,
         acoustic_overrides=_args("train.max_steps=4800 train.save_every=1200 train.eval_every=1200"),
+        peer="pocketsphinx",
+        peer_max_items=50,
         mt_sentences=500,
         words=True,
     ),
@@ -207,7 +222,8 @@ PROFILES = {
         tokenizer_args=_args("--num-codebooks 2 --codebook-size 64 --kmeans-iters 5"),
         text_lm_overrides=_SMOKE_TEXT_LM,
         finetune_overrides=_SMOKE_FINETUNE,
-        eval_args=_args("--max-items 2 --max-new-tokens 200 --peer pocketsphinx"),
+        eval_args=_args("--max-items 2 --max-new-tokens 200"),
+        peer="pocketsphinx",
     ),
     "smoke_units": Profile(
         train=60,
@@ -218,6 +234,7 @@ PROFILES = {
         # the default's languages and mixture, tiny (at the lr its smoke test was set up with)
         finetune_overrides=(*_ENFR_MIXTURE, "optim.lr=1.5e-3", *_UNIT_NOISE, *_SMOKE_FINETUNE),
         eval_args=_args("--full-pairs en-fr --max-items 2 --max-new-tokens 200"),
+        peer="pocketsphinx",
         tokens="units",
         units_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 32 --kmeans-iters 3 --stride 2"),
         judge_args=_args("--steps 20 --hidden-size 64 --num-layers 1 --num-units 8 --kmeans-iters 2 --augment"),
@@ -459,6 +476,31 @@ def _text_lm(corpus: Path, profile: Profile, seed: int):
     return fn
 
 
+def _peer(corpus: Path, profile: Profile):
+    """The peer ASR's transcripts of the test split's audio, made before the model exists (`audiopalm transcribe`)."""
+
+    def fn(folder: Path) -> str:
+        assert profile.peer is not None, "a peer stage runs only for a profile with a peer"
+        out = folder / "transcripts.jsonl"
+        _run(
+            [
+                _bin("audiopalm"),
+                "transcribe",
+                "--manifest",
+                str(corpus / "test.jsonl"),
+                "--judge",
+                profile.peer,
+                "--langs",
+                *profile.peer_langs,
+                "--out",
+                str(out),
+            ]
+        )
+        return str(out)
+
+    return fn
+
+
 def _audiopalm(out: Path, profile: Profile, seed: int):
     def fn(folder: Path) -> str:
         _run(
@@ -497,6 +539,11 @@ def _eval(out: Path, profile: Profile):
         runs = [str(out / r) for r in ("text_lm", "acoustic", "audiopalm") if (out / r / "metrics.jsonl").is_file()]
         # units: speech outputs are judged by a CTC encoder trained apart from the model (another seed, augmented)
         judge = ["--judge", f"ctc:{out / 'judge'}"] if profile.judge_args else []
+        peer = []
+        if profile.peer is not None:  # its transcripts of the test audio: the peer stage's
+            peer = ["--peer", profile.peer, "--peer-transcripts", str(out / "peer/transcripts.jsonl")]
+            if profile.peer_max_items is not None:
+                peer += ["--peer-max-items", str(profile.peer_max_items)]
         _run(
             [
                 _bin("audiopalm"),
@@ -516,6 +563,7 @@ def _eval(out: Path, profile: Profile):
                 "ASR AST S2ST",
                 "MT",
                 *judge,
+                *peer,
                 *profile.eval_args,
             ]
         )
@@ -597,6 +645,7 @@ def run(args) -> int:
                 ("tokenizer", _tokenizer(corpus, profile, args.seed)),
                 *([("judge", _units(corpus, profile.judge_args, args.seed + 1))] if profile.judge_args else []),
                 ("text_lm", _text_lm(corpus, profile, args.seed)),
+                *([("peer", _peer(corpus, profile))] if profile.peer is not None else []),
             ],
         ],
         sequential=args.sequential,

@@ -31,6 +31,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "audiopalm.evaluation.evaluate",
         "evaluate a checkpoint on tasks of a manifest: outputs, WER/BLEU/ASR-BLEU, report",
     ),
+    "transcribe": (
+        "audiopalm.evaluation.transcribe",
+        "transcribe a manifest's audio with an ASR judge (the peer's transcripts for audiopalm eval)",
+    ),
     "generate": (
         "audiopalm.commands.generate",
         "run a checkpoint on your audio files or sentences: text out, wav files out",

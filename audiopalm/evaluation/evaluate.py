@@ -102,6 +102,10 @@ class EvalConfig:
     """The peer hears the first N utterances of each voice subset of a task and pair only (None: all it is
     given): a CPU peer such as PocketSphinx takes about a second per clip, so scoring a focus pair in full
     (``full_pairs``) would triple its time; its rows state their own n."""
+    peer_transcripts: str | None = None
+    """A JSONL file of the peer's transcripts of input and reference audio, made before by `audiopalm transcribe`
+    with the same peer (:mod:`audiopalm.evaluation.transcribe`): those files are not heard again; generated speech
+    and files it lacks are."""
     max_new_tokens: int | None = None
     """Cap on generated tokens per output (None: the pipeline's default per output kind)."""
     cap_speech: bool = True
@@ -162,6 +166,12 @@ class EvalConfig:
             )
         if self.peer is not None and not (self.peer == "pocketsphinx" or re.fullmatch(r"(whisper|ctc):\S+", self.peer)):
             raise ValueError(f"peer: expected 'pocketsphinx', 'whisper:NAME' or 'ctc:FOLDER', got {self.peer!r}")
+        if self.peer_transcripts is not None:
+            from audiopalm.evaluation.transcribe import read_transcripts
+
+            if self.peer is None:
+                raise ValueError("peer_transcripts: give the peer they were made by (peer / --peer)")
+            read_transcripts(self.peer_transcripts, self.peer)  # refused now, not after the model's outputs
         from audiopalm.evaluation.report import ReportError, run_log
 
         for run in self.runs:  # refused now, not after the whole evaluation
@@ -316,6 +326,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     held_out = held_out_voices(cfg, origin)
     judge = make_eval_judge(cfg.judge, pipe, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens)
     peer = None if cfg.peer is None else make_eval_judge(cfg.peer, pipe, batch_size=cfg.batch_size, max_new_tokens=None)
+    known = {}  # the peer's transcripts of input and reference audio, made before (audiopalm transcribe)
+    if cfg.peer_transcripts is not None:
+        from audiopalm.evaluation.transcribe import read_transcripts
+
+        known = read_transcripts(cfg.peer_transcripts, str(cfg.peer))
     sr = getattr(pipe, "output_sample_rate", pipe.sample_rate)  # generated speech (an acoustic stage's rate, if any)
     sampling = speech_sampling(cfg.speech_temperature, cfg.speech_top_k, cfg.seed, pipe)
     metrics: list[dict] = []
@@ -435,7 +450,17 @@ def evaluate(cfg: EvalConfig) -> dict:
 
                 try:
                     metrics += peer_rows(
-                        peer, str(cfg.peer), spec, src, tgt, pick(items), pick(outs), pick(group_lines), pick(wavs), sr
+                        peer,
+                        str(cfg.peer),
+                        spec,
+                        src,
+                        tgt,
+                        pick(items),
+                        pick(outs),
+                        pick(group_lines),
+                        pick(wavs),
+                        sr,
+                        known,
                     )
                 except ValueError as e:  # e.g. PocketSphinx has no model for this language
                     notes.append(f"{spec.name} {src}{'-' + tgt if tgt else ''}: no {cfg.peer} row ({e})")
@@ -459,6 +484,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         "max_items": cfg.max_items,
         "full_pairs": list(cfg.full_pairs),
         "peer_max_items": cfg.peer_max_items,
+        "peer_transcripts": cfg.peer_transcripts,
         "metrics": metrics,
         "notes": notes,
     }
@@ -543,28 +569,26 @@ def peer_rows(
     lines: list[dict],
     wavs: list[np.ndarray],
     sample_rate: int,
+    known: dict | None = None,
 ) -> list[dict]:
     """summary.json rows of a second ASR system (``peer``) on the audio of one task and language pair, named
     ``<metric> [name]`` so the report puts them beside the model's: for ASR its own transcripts of the input
     audio (WER/CER), for TTS its transcripts of the generated and the reference speech (other tasks: none;
-    a CPU peer such as PocketSphinx takes about a second per clip).
+    a CPU peer such as PocketSphinx takes about 0.4 s per clip). ``known``: its transcripts of audio files made
+    before (:func:`audiopalm.evaluation.transcribe.read_transcripts`), used instead of hearing those files again.
 
     Raises ValueError where the peer has no model for the language."""
-    from audiopalm.audio import io as audio_io
     from audiopalm.data.tasks import AUDIO, TEXT
+    from audiopalm.evaluation.transcribe import transcribe_files
 
     if spec.output_segments == [(TEXT, "text")] and spec.input_segment[0] == AUDIO:  # plain ASR
-        heard = peer.transcribe([audio_io.load(r["audio"], sample_rate)[0] for r in items], sample_rate, src)
+        heard = transcribe_files(peer, [r["audio"] for r in items], sample_rate, src, known)
         fake = [dataclasses.replace(o, text=t) for o, t in zip(outs, heard, strict=True)]
         rows = score_group(spec, src, tgt, items, fake, lines, wavs, sample_rate, None, None, name)
     elif spec.output_segments == [(AUDIO, "audio_codes")]:  # TTS (speech-to-speech tasks: the judge's rows only)
         refs = [r.get("audio") for r in items]
         heard = peer.transcribe(wavs, sample_rate, src)
-        heard_ref = (
-            peer.transcribe([audio_io.load(p, sample_rate)[0] for p in refs if p is not None], sample_rate, src)
-            if all(refs)
-            else None
-        )
+        heard_ref = transcribe_files(peer, [p for p in refs if p], sample_rate, src, known) if all(refs) else None
         rows = [
             r
             for r in score_group(spec, src, tgt, items, outs, lines, wavs, sample_rate, heard, heard_ref, name)
@@ -758,6 +782,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a second ASR system on the same audio, reported beside the "
         "model: pocketsphinx (English only), whisper:NAME or ctc:FOLDER",
     )
+    parser.add_argument(
+        "--peer-transcripts",
+        metavar="FILE",
+        help="the peer's transcripts of the manifest's audio, made before by `audiopalm transcribe --judge PEER`: "
+        "those files are not heard again (generated speech always is)",
+    )
     add_decoding_arguments(parser)
     parser.add_argument("--no-report", action="store_true", help="do not write report.md / report.html")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -778,6 +808,7 @@ def run(args) -> int:
         judge=args.judge,
         peer=args.peer,
         peer_max_items=args.peer_max_items,
+        peer_transcripts=args.peer_transcripts,
         max_new_tokens=args.max_new_tokens,
         cap_speech=not args.no_speech_cap,
         speech_temperature=args.speech_temperature,
