@@ -211,18 +211,19 @@ def test_eval_from_a_token_store_without_corpus_json(setup, tmp_path):
     assert not (out / "report.html").exists()
 
 
-def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
-    """--peer: a second ASR system transcribes the ASR input audio and the generated / reference speech;
-    its rows are named "<metric> [peer]"; a language it lacks becomes a note, not a failure."""
+@pytest.fixture
+def heard(monkeypatch):
+    """The peer "pocketsphinx" replaced by a fake English-only ASR that hears "the dog sleeps." in every clip; the
+    list it returns holds the number of clips of each call."""
     import audiopalm.evaluation.evaluate as ev
     from audiopalm.evaluation.judges import CallableJudge
 
-    heard = []
+    calls: list[int] = []
 
     def fake_peer(wavs, sample_rate, lang):
         if lang != "en":
             raise ValueError(f"no model for {lang!r}")
-        heard.append(len(wavs))
+        calls.append(len(wavs))
         return ["the dog sleeps."] * len(wavs)
 
     real = ev.make_eval_judge
@@ -233,6 +234,12 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
             CallableJudge(fake_peer, name="peer") if name == "pocketsphinx" else real(name, pipe, **kw)
         ),
     )
+    return calls
+
+
+def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, heard):
+    """--peer: a second ASR system transcribes the ASR input audio and the generated / reference speech;
+    its rows are named "<metric> [peer]"; a language it lacks becomes a note, not a failure."""
     ckpt, manifest, _ = setup
     out = tmp_path / "results"
     assert (
@@ -286,33 +293,15 @@ def test_peer_asr_rows_sit_beside_the_models(setup, tmp_path, monkeypatch):
         EvalConfig(checkpoint=str(ckpt), out=str(tmp_path), tasks=["ASR"], manifest=str(manifest), peer="model")
 
 
-def test_peer_transcripts_made_before_are_not_heard_again(setup, tmp_path, monkeypatch):
+def test_peer_transcripts_made_before_are_not_heard_again(setup, tmp_path, heard):
     """`audiopalm transcribe` writes a peer's transcripts of a manifest's audio (each distinct file once, in manifest
     order, only the languages asked); eval --peer-transcripts takes the input and reference audio's transcripts from
     that file and hears only the generated speech; a file made by another judge, or given without --peer, is refused
     before the model runs."""
     from pathlib import Path
 
-    import audiopalm.evaluation.evaluate as ev
     from audiopalm.commands.main import main as cli
-    from audiopalm.evaluation.judges import CallableJudge
 
-    heard = []
-
-    def fake_peer(wavs, sample_rate, lang):
-        if lang != "en":
-            raise ValueError(f"no model for {lang!r}")
-        heard.append(len(wavs))
-        return ["the dog sleeps."] * len(wavs)
-
-    real = ev.make_eval_judge
-    monkeypatch.setattr(
-        ev,
-        "make_eval_judge",
-        lambda name, pipe, **kw: (
-            CallableJudge(fake_peer, name="peer") if name == "pocketsphinx" else real(name, pipe, **kw)
-        ),
-    )
     ckpt, manifest, _ = setup
     made = tmp_path / "peer.jsonl"
     transcribe = ["transcribe", "--manifest", str(manifest), "--judge", "pocketsphinx", "--quiet", "--out"]
