@@ -161,7 +161,9 @@ def _read_json(path: Path) -> object:
         raise ReportError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
 
 
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+def read_json_lines(path: Path, error: type[ValueError] = ReportError) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a JSONL file of objects; a line that is not one raises
+    ``error`` naming the file and line."""
     rows = []
     with path.open(encoding="utf-8") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -170,9 +172,9 @@ def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
             try:
                 obj = json.loads(raw)
             except json.JSONDecodeError as e:
-                raise ReportError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+                raise error(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
-                raise ReportError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                raise error(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             rows.append((lineno, obj))
     return rows
 
@@ -222,7 +224,7 @@ def _parse_table(name: str, obj: object, where: str) -> tuple[list[str], list[li
 
 def _read_run(path: Path) -> list[dict]:
     rows = []
-    for lineno, obj in _read_jsonl(path):
+    for lineno, obj in read_json_lines(path):
         step = obj.get("step")
         if isinstance(step, bool) or not isinstance(step, int):
             raise ReportError(f"{path}:{lineno}: field 'step': expected an integer, got {step!r}")
@@ -279,7 +281,7 @@ def _find_samples(root: Path, per_file: int, outputs: list[dict]) -> list[Sample
     samples = []
     for path in sorted((root / "outputs").glob("*.jsonl")):
         taken = 0
-        for lineno, obj in _read_jsonl(path):
+        for lineno, obj in read_json_lines(path):
             if not obj.get("audio"):
                 continue  # a text-only output (ASR, AST, MT): nothing to listen to
             where = f"{path}:{lineno}"

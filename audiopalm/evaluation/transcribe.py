@@ -49,15 +49,11 @@ def read_transcripts(path: str | os.PathLike, judge: str) -> dict[tuple[str, str
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such transcripts file (make it with `audiopalm transcribe`)")
+    from audiopalm.evaluation.report import read_json_lines
+
     known: dict[tuple[str, str], str] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{lineno}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or any(not isinstance(row.get(k), str) for k in TRANSCRIPT_FIELDS):
+    for lineno, row in read_json_lines(path, ValueError):
+        if any(not isinstance(row.get(k), str) for k in TRANSCRIPT_FIELDS):
             raise ValueError(f"{path}:{lineno}: expected string fields {', '.join(TRANSCRIPT_FIELDS)}")
         if row["judge"] != judge:
             raise ValueError(f"{path}:{lineno}: transcribed by {row['judge']!r}, not by the peer {judge!r}")
