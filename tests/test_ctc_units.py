@@ -18,6 +18,7 @@ from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokeni
 from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units, pool_starts
 from audiopalm.tokenizers.speech_encoder import CONFIG_NAME as ENCODER_CONFIG
 from audiopalm.tokenizers.speech_encoder import (
+    AUGMENTATIONS,
     EncoderTrainConfig,
     SpeechEncoder,
     SpeechEncoderConfig,
@@ -145,6 +146,49 @@ def test_augmentation_is_deterministic_and_keeps_shapes_close():
     assert torch.equal(a, b) and a.shape[1] == 80 and 85 <= a.shape[0] <= 115, a.shape
     c = aug(x, torch.Generator().manual_seed(4))
     assert c.shape != a.shape or not torch.equal(a, c)
+
+
+def test_augmentations_apply_only_the_kinds_named():
+    """Each kind does what it says and no other: VTLP keeps the frames, speed changes their number, noise only adds
+    power (never lowers a bin); the warps alone add none; and the config refuses a kind it does not know."""
+    from audiopalm.audio.features import LogMelConfig
+    from audiopalm.tokenizers.speech_encoder import Augmenter
+
+    x = torch.randn(100, 80) - 5
+
+    def runs(kinds: tuple[str, ...]) -> list[torch.Tensor]:
+        aug = Augmenter(EncoderTrainConfig(augmentations=kinds), LogMelConfig())
+        return [aug(x, torch.Generator().manual_seed(seed)) for seed in range(8)]
+
+    vtlp = runs(("vtlp",))
+    assert all(y.shape == x.shape for y in vtlp) and not any(torch.equal(y, x) for y in vtlp)
+    assert {y.shape[0] for y in runs(("speed",))} != {100}
+    noise = runs(("noise",))
+    assert all(y.shape == x.shape and bool((y >= x).all()) for y in noise)
+    assert sum(not torch.equal(y, x) for y in noise) >= 2  # half the utterances get noise
+    # the warps alone move the values of the bands (interpolating between them) but add no noise: on a constant
+    # input every band stays the constant
+    flat = torch.full((50, 80), -3.0)
+    warps = Augmenter(EncoderTrainConfig(augmentations=("speed", "vtlp")), LogMelConfig())
+    for seed in range(8):
+        assert torch.allclose(warps(flat, torch.Generator().manual_seed(seed)), torch.tensor(-3.0))
+    with pytest.raises(ValueError, match="subset of speed, vtlp, noise, specaugment; got echo"):
+        EncoderTrainConfig(augmentations=("echo",))
+    with pytest.raises(ValueError, match="non-empty"):
+        EncoderTrainConfig(augmentations=())
+
+
+def test_training_without_specaugment_never_masks(corpus, monkeypatch):
+    """``augmentations`` without ``specaugment``: the training loop does not mask; with it, it does."""
+    from audiopalm.tokenizers.speech_encoder import Augmenter
+
+    calls = []
+    monkeypatch.setattr(Augmenter, "mask", lambda self, x, g: calls.append(1) or x)
+    for kinds, masked in ((("speed", "vtlp"), False), (("vtlp", "specaugment"), True)):
+        calls.clear()
+        train = EncoderTrainConfig(steps=2, batch_size=3, warmup=1, augment=True, augmentations=kinds)
+        CTCUnitsTokenizer.fit(corpus, num_units=4, train=train, encoder=TINY, progress=False)
+        assert bool(calls) == masked, kinds
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +358,39 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
     assert tok.encoder.config.conv_kernel == 3 and tok.encoder.convs is not None
     assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
-    assert tok.fit_info["train"]["augment"]
+    assert tok.fit_info["train"]["augment"] and tok.fit_info["train"]["augmentations"] == list(AUGMENTATIONS)
+
+
+@pytest.mark.parametrize(
+    "flags, record",
+    [
+        (["--augment", "vtlp", "speed", "vtlp"], (True, ["vtlp", "speed"])),
+        (["--no-augment"], (False, list(AUGMENTATIONS))),
+        ([], (False, list(AUGMENTATIONS))),
+    ],
+)
+def test_cli_fit_ctc_units_augmentations(corpus, tmp_path, flags, record):
+    """``--augment KIND ...`` trains with those kinds (each once), ``--no-augment`` and no flag without any; the
+    record says which."""
+    from audiopalm.commands.main import main
+
+    out = tmp_path / "units"
+    base = ["tokenizer", "fit-ctc-units", "--manifest", str(corpus), "--out", str(out), "--steps", "2"]
+    tiny = ["--batch-size", "3", "--hidden-size", "32", "--num-layers", "1", "--num-units", "4", "--kmeans-iters", "2"]
+    assert main([*base, *tiny, *flags]) == 0
+    train = load_audio_tokenizer(out).fit_info["train"]
+    assert (train["augment"], train["augmentations"]) == record
+
+
+def test_cli_refuses_an_unknown_augmentation_and_names_the_same_kinds(corpus, tmp_path, capsys):
+    from audiopalm.commands import tokenizer as cli
+    from audiopalm.commands.main import main
+
+    assert cli.AUGMENTATIONS == AUGMENTATIONS
+    out = tmp_path / "units"
+    with pytest.raises(SystemExit) as e:
+        main(["tokenizer", "fit-ctc-units", "--manifest", str(corpus), "--out", str(out), "--augment", "echo"])
+    assert e.value.code == 2 and "invalid choice: 'echo'" in capsys.readouterr().err and not out.exists()
 
 
 def test_audiopalm_tokenize_stores_units(fitted, corpus, tmp_path):

@@ -19,6 +19,9 @@ import argparse
 import json
 from pathlib import Path
 
+AUGMENTATIONS = ("speed", "vtlp", "noise", "specaugment")
+"""speech_encoder.AUGMENTATIONS, named here so that building the parser imports no torch (a test keeps them equal)."""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -103,10 +106,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--augment",
-        action=argparse.BooleanOptionalAction,
+        nargs="*",
+        choices=AUGMENTATIONS,
+        metavar="KIND",
         default=None,
-        help="speed / VTLP / noise / SpecAugment augmentation (default: EncoderTrainConfig's, off)",
+        help="augment the encoder's training audio: alone, all four kinds (speed vtlp noise specaugment); with KINDs, "
+        "those (--augment speed vtlp: the warps of the voice alone, the default demo's units). Default: off",
     )
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False, help="no augmentation")
     p.add_argument(
         "--exclude-voices",
         nargs="*",
@@ -203,6 +210,16 @@ def _fit_semantic(args) -> int:
     return 0
 
 
+def _augment_fields(augment: list[str] | bool | None) -> dict:
+    """``--augment`` as EncoderTrainConfig fields: None (not given): its defaults; False (``--no-augment``): off;
+    [] (``--augment`` alone): all kinds; [KIND, ...]: those."""
+    if augment is None:
+        return {}
+    if augment is False:
+        return {"augment": False}
+    return {"augment": True, **({"augmentations": tuple(dict.fromkeys(augment))} if augment else {})}
+
+
 def _fit_ctc_units(args) -> int:
     import dataclasses
 
@@ -214,11 +231,8 @@ def _fit_ctc_units(args) -> int:
         train_defaults,
         seed=args.seed,
         eval_every=args.eval_every,
-        **{
-            k: v
-            for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("augment", args.augment))
-            if v is not None
-        },
+        **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None},
+        **_augment_fields(args.augment),
     )
     encoder = {
         k: v
