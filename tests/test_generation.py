@@ -388,3 +388,54 @@ def test_speech_sampling_top_1_is_greedy_and_bad_settings_are_refused():
         generate(model, vocab, prompts, "S2ST", speech_sampling=SpeechSampling(), num_beams=2)
     with pytest.raises(ValueError, match="constrained"):
         generate(model, vocab, prompts, "S2ST", speech_sampling=SpeechSampling(), constrained=False)
+
+
+class _Repeat(transformers.LogitsProcessor):
+    """Raise one text token far above the rest, so greedy search writes it over and over (a loop), and the segment
+    ends (``_PushToEnd``'s ids) above every other token, so a speech segment closes soon."""
+
+    def __init__(self, vocab, token):
+        self.token, self.ends = token, [vocab.sep_id, vocab.eos_id, vocab.audio_end_id]
+
+    def __call__(self, input_ids, scores):
+        scores[:, self.ends] += 50.0
+        scores[:, self.token] += 100.0
+        return scores
+
+
+@pytest.mark.parametrize("task", ["MT", "ASR AST S2ST"])
+def test_a_text_loop_ends_at_the_prompts_text_cap(task):
+    """A model that would write one word without end: every text segment (the chain's transcript and translation
+    alike) holds exactly text_token_cap(prompt length) tokens and the output still ends with eos; with
+    cap_text=False it runs to max_new_tokens."""
+    from audiopalm.inference.generation import text_token_cap
+
+    model, vocab = _setup(k=1)
+    word = vocab.text_ids(" dog")[0]
+    records = [_record(f, k=1, seed=f) | {"text": t} for f, t in ((3, "the dog."), (9, "a big cat is here."))]
+    prompts = [prompt_ids(rec, task, vocab) for rec in records]
+    assert len(set(map(len, prompts))) == 2  # two caps
+    outs = generate(model, vocab, prompts, task, max_new_tokens=200, logits_processor=[_Repeat(vocab, word)])
+    for p, out in zip(prompts, outs, strict=True):
+        cap = text_token_cap(len(p))
+        if task == "MT":
+            assert out == [word] * cap + [vocab.eos_id]
+        else:  # transcript, <|sep|>, translation, <|sep|>, speech, eos
+            assert out[: 2 * cap + 2] == [word] * cap + [vocab.sep_id] + [word] * cap + [vocab.sep_id]
+            assert out[-1] == vocab.eos_id and len(split_segments(out, task, vocab)) == 3
+    free = generate(
+        model, vocab, prompts, task, max_new_tokens=200, logits_processor=[_Repeat(vocab, word)], cap_text=False
+    )
+    assert all(len(out) == 200 and vocab.eos_id not in out for out in free)
+
+
+def test_the_text_cap_leaves_only_the_segments_end():
+    model, vocab = _setup(k=1)
+    proc = SegmentConstraint(vocab, "MT", prompt_length=0, vocab_size=len(vocab), max_text_tokens=[2])
+    scores = torch.zeros(1, len(vocab))
+    word = vocab.text_ids(" dog")[0]
+    assert proc(torch.tensor([[word]]), scores)[0, word] == 0  # one token: text or the end
+    out = proc(torch.tensor([[word, word]]), scores)  # two (the cap): the end only
+    assert torch.isfinite(out[0]).sum() == 1 and out[0, vocab.eos_id] == 0
+    with pytest.raises(ValueError, match="max_text_tokens: expected caps >= 1"):
+        SegmentConstraint(vocab, "MT", prompt_length=0, vocab_size=len(vocab), max_text_tokens=[0])

@@ -15,7 +15,10 @@ and sets the logits of every token that would break it to -inf:
 So a generated audio segment always reverts to codes ``[k, F]``. An optional per-row cap on frames
 (``max_audio_frames``) closes a row's audio segment once it holds that many frames, as ESPnet's
 ``maxlenratio`` bounds a TTS output by its input: a model that never emits ``<|audio_end|>`` then stops
-near the length a person would speak the input, not at ``max_new_tokens``. The processor keeps each row's parser
+near the length a person would speak the input, not at ``max_new_tokens``. Text segments have a cap too
+(``max_text_tokens``; :func:`generate` sets :func:`text_token_cap` of each prompt), as ESPnet's ``maxlenratio=0``
+bounds an ASR hypothesis by its encoder output's length: greedy text that falls into a loop (one word over and over)
+ends there. The processor keeps each row's parser
 state between steps (rows keep their order in greedy search and sampling) and re-parses from the prompt
 when rows were reordered (beam search), so it works with every ``model.generate`` mode and the KV cache.
 
@@ -39,6 +42,18 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from audiopalm.data.patterns import DelayPattern
 from audiopalm.data.tasks import AUDIO, TEXT, TRANSCRIPTS, TaskSpec, output_template, parse_task, speech_words
 from audiopalm.data.vocab import UnifiedVocab
+
+TEXT_CAP_MARGIN = 8
+"""Tokens a text segment may have beyond its prompt's length (:func:`text_token_cap`)."""
+
+
+def text_token_cap(prompt_length: int) -> int:
+    """The cap on each text segment's tokens for a prompt of ``prompt_length`` tokens: the prompt's length plus
+    :data:`TEXT_CAP_MARGIN`. A transcript has far fewer tokens than the speech it is read from (the default demo:
+    8.3 units a second against about 3 words), a translation about as many as its source text, so no output a
+    person would write is cut; a row that repeats one word without end stops there."""
+    return prompt_length + TEXT_CAP_MARGIN
+
 
 # what a row may emit next: a mask name, plus single ids
 _DONE = "done"
@@ -94,7 +109,8 @@ class SegmentConstraint(LogitsProcessor):
 
     ``prompt_length`` is the (left-padded) prompt length: generated ids start there.
     ``max_audio_frames``: one cap per prompt (None: no cap) on the frames of each audio segment; with
-    beam search or several sequences per prompt the rows of prompt ``b`` share its cap.
+    beam search or several sequences per prompt the rows of prompt ``b`` share its cap. ``max_text_tokens``:
+    the same for the tokens of each text segment (at the cap only its ``<|sep|>`` / eos may follow).
 
     ``speech_words`` (a vocabulary that writes speech word by word): per prompt, the words its speech says, as
     :func:`audiopalm.data.tasks.speech_words` gives them (TTS: the input text), or None. A speech segment that
@@ -112,11 +128,14 @@ class SegmentConstraint(LogitsProcessor):
         vocab_size: int,
         max_audio_frames: Sequence[int | None] | None = None,
         speech_words: Sequence[Sequence[Sequence[int]] | None] | None = None,
+        max_text_tokens: Sequence[int | None] | None = None,
     ):
-        if max_audio_frames is not None and any(f is not None and f < 1 for f in max_audio_frames):
-            raise ValueError(f"max_audio_frames: expected caps >= 1 (or None), got {max_audio_frames}")
+        for name, caps in (("max_audio_frames", max_audio_frames), ("max_text_tokens", max_text_tokens)):
+            if caps is not None and any(f is not None and f < 1 for f in caps):
+                raise ValueError(f"{name}: expected caps >= 1 (or None), got {caps}")
         self.vocab = vocab
         self.max_audio_frames = max_audio_frames
+        self.max_text_tokens = max_text_tokens
         self.template = [kind for kind, _ in output_template(task)]
         fields = [field for _, field in output_template(task)]
         # per audio segment: whether the text segment just before it is its transcript (its words are said)
@@ -153,14 +172,19 @@ class SegmentConstraint(LogitsProcessor):
     def _terminator(self, st: _RowState) -> int:
         return self.vocab.eos_id if st.segment == len(self.template) - 1 else self.vocab.sep_id
 
-    def _allowed(self, st: _RowState, cap: int | None = None) -> tuple[str | None, list[int]]:
-        """(mask name or None, extra ids) a row in state ``st`` may emit next; ``cap``: its frame cap."""
+    def _allowed(
+        self, st: _RowState, cap: int | None = None, text_cap: int | None = None
+    ) -> tuple[str | None, list[int]]:
+        """(mask name or None, extra ids) a row in state ``st`` may emit next; ``cap``: its frame cap,
+        ``text_cap``: its cap on a text segment's tokens."""
         v = self.vocab
         if st.segment >= len(self.template):
             return None, [v.eos_id if v.pad_id is None else v.pad_id, v.eos_id]
         if st.closed:
             return None, [self._terminator(st)]
         if self.template[st.segment] == TEXT:
+            if text_cap is not None and st.pos >= text_cap:
+                return None, [self._terminator(st)]
             return "text", ([self._terminator(st)] if st.pos > 0 else [])
         if st.pos < 0:
             return None, [v.audio_start_id]
@@ -285,16 +309,11 @@ class SegmentConstraint(LogitsProcessor):
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.FloatTensor:
         self._sync(input_ids)  # input_ids [N, L], scores [N, V]
-        caps = self.max_audio_frames
-        if caps is None:
-            caps = [None] * len(self._states)
-        else:  # beam search / num_return_sequences: the rows of prompt b are b*r .. b*r + r-1
-            r = max(len(self._states) // len(caps), 1)
-            caps = [caps[i // r] for i in range(len(self._states))]
+        caps, text_caps = self._per_row(self.max_audio_frames), self._per_row(self.max_text_tokens)
         forbid = torch.stack(
             [
-                self._forbidden_row(*self._allowed(st, cap), scores.device)
-                for st, cap in zip(self._states, caps, strict=True)
+                self._forbidden_row(*self._allowed(st, cap, text_cap), scores.device)
+                for st, cap, text_cap in zip(self._states, caps, text_caps, strict=True)
             ]
         )  # [N, V]
         # forced words: where the model would begin a word (any word), it begins the next one of the text
@@ -314,6 +333,14 @@ class SegmentConstraint(LogitsProcessor):
             scores = scores.clone()
             scores[rows, first] = torch.logsumexp(scores[rows][:, words[: scores.shape[1]]], dim=-1)
         return cast(torch.FloatTensor, scores.masked_fill(forbid, float("-inf")))  # (the processor API's type)
+
+    def _per_row(self, caps: Sequence[int | None] | None) -> list[int | None]:
+        """One cap per prompt -> one per row (beam search / num_return_sequences: the rows of prompt b are
+        b*r .. b*r + r-1)."""
+        if caps is None:
+            return [None] * len(self._states)
+        r = max(len(self._states) // len(caps), 1)
+        return [caps[i // r] for i in range(len(self._states))]
 
     def in_speech(self) -> list[bool]:
         """Per row (as of the last call): True while it is inside an audio stream (after ``<|audio_start|>``,
@@ -447,6 +474,7 @@ def generate(
     max_audio_frames: Sequence[int | None] | None = None,
     speech_sampling: SpeechSampling | None = None,
     speech_words: Sequence[Sequence[Sequence[int]] | None] | None = None,
+    cap_text: bool = True,
     **generate_kwargs,
 ) -> list[list[int]]:
     """Batched generation from prompt ids (as :func:`audiopalm.data.tasks.prompt_ids` makes them).
@@ -457,7 +485,9 @@ def generate(
     :class:`SegmentConstraint`; needs ``constrained``). ``speech_sampling``: sample audio tokens, keep text
     greedy (:class:`SpeechSampling`; needs ``constrained`` and excludes the other decoding options).
     ``speech_words``: per prompt, the words its speech says (a vocabulary with ``output_words``; see
-    :class:`SegmentConstraint`). Returns the generated ids of each prompt, up to and including eos.
+    :class:`SegmentConstraint`). ``cap_text``: end each text segment at :func:`text_token_cap` of its prompt's
+    length (needs ``constrained``; False: at ``max_new_tokens`` only). Returns the generated ids of each prompt, up
+    to and including eos.
     """
     parse_task(task)
     if not prompts:
@@ -492,6 +522,7 @@ def generate(
             model.get_output_embeddings().weight.shape[0],
             max_audio_frames=max_audio_frames,
             speech_words=speech_words,
+            max_text_tokens=[text_token_cap(len(p)) for p in prompts] if cap_text else None,
         )
         processors.append(constraint)
         if speech_sampling is not None:  # it draws the audio tokens itself; greedy search takes them
