@@ -16,7 +16,6 @@ from audiopalm.data.manifest import Record, write_manifest
 from audiopalm.evaluation.judges import CTCJudge, make_judge
 from audiopalm.tokenizers.base import CONFIG_NAME, TOKENIZERS, load_audio_tokenizer
 from audiopalm.tokenizers.ctc_units import CTCUnitsTokenizer, dedup_units, pool_starts
-from audiopalm.tokenizers.speech_encoder import CONFIG_NAME as ENCODER_CONFIG
 from audiopalm.tokenizers.speech_encoder import (
     AUGMENTATIONS,
     EncoderTrainConfig,
@@ -28,6 +27,7 @@ from audiopalm.tokenizers.speech_encoder import (
     normalize_text,
     train_encoder,
 )
+from audiopalm.tokenizers.speech_encoder import CONFIG_NAME as ENCODER_CONFIG
 
 SR = 16000
 
@@ -183,7 +183,12 @@ def test_training_without_specaugment_never_masks(corpus, monkeypatch):
     from audiopalm.tokenizers.speech_encoder import Augmenter
 
     calls = []
-    monkeypatch.setattr(Augmenter, "mask", lambda self, x, g: calls.append(1) or x)
+
+    def mask(self, x, g):
+        calls.append(1)
+        return x
+
+    monkeypatch.setattr(Augmenter, "mask", mask)
     for kinds, masked in ((("speed", "vtlp"), False), (("vtlp", "specaugment"), True)):
         calls.clear()
         train = EncoderTrainConfig(steps=2, batch_size=3, warmup=1, augment=True, augmentations=kinds)
@@ -378,8 +383,9 @@ def test_cli_fit_ctc_units_augmentations(corpus, tmp_path, flags, record):
     base = ["tokenizer", "fit-ctc-units", "--manifest", str(corpus), "--out", str(out), "--steps", "2"]
     tiny = ["--batch-size", "3", "--hidden-size", "32", "--num-layers", "1", "--num-units", "4", "--kmeans-iters", "2"]
     assert main([*base, *tiny, *flags]) == 0
-    train = load_audio_tokenizer(out).fit_info["train"]
-    assert (train["augment"], train["augmentations"]) == record
+    tok = load_audio_tokenizer(out)
+    assert isinstance(tok, CTCUnitsTokenizer), tok
+    assert (tok.fit_info["train"]["augment"], tok.fit_info["train"]["augmentations"]) == record
 
 
 def test_cli_refuses_an_unknown_augmentation_and_names_the_same_kinds(corpus, tmp_path, capsys):

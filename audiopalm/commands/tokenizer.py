@@ -215,8 +215,8 @@ def _augment_fields(augment: list[str] | bool | None) -> dict:
     [] (``--augment`` alone): all kinds; [KIND, ...]: those."""
     if augment is None:
         return {}
-    if augment is False:
-        return {"augment": False}
+    if isinstance(augment, bool):
+        return {"augment": augment}
     return {"augment": True, **({"augmentations": tuple(dict.fromkeys(augment))} if augment else {})}
 
 
