@@ -87,6 +87,12 @@ def _args(line: str) -> tuple[str, ...]:
     return tuple(line.split())
 
 
+def _steps(n: int) -> tuple[str, ...]:
+    """The overrides of a training run of ``n`` steps, saved and scored on dev every third of them."""
+    every = max(n // 3, 1)
+    return (f"train.max_steps={n}", f"train.save_every={every}", f"train.eval_every={every}")
+
+
 _SMOKE_TEXT_LM = _args(
     "model.hidden_size=64 model.num_layers=2 model.intermediate_size=128 data.vocab_size=512 "
     "train.max_steps=20 train.save_every=10 train.eval_every=10 train.log_with=none"
@@ -149,14 +155,8 @@ _SMALL_LM = _args("model.hidden_size=128 model.intermediate_size=344")
 # against 1.80 / 1.83); test English ASR 9.8 / 39.1 against 13.5 / 45.8, TTS judge WER 53.7 against 66.0, MT 93.9
 # against 92.3 (one run; docs/results.md). 1500 steps, not 1200, since the rendered rows and text ids are cached (about
 # the time 1200 took before): English ASR dev loss 0.37 against 0.40 (docs/results.md)
-_ENFR_FINETUNE = (
-    *_ENFR_MIXTURE,
-    *_args("optim.lr=3e-3 train.max_steps=1500 train.save_every=500 train.eval_every=500"),
-)
-_LONG_FINETUNE = (
-    *_ENFR_MIXTURE,
-    *_args("optim.lr=3e-3 train.max_steps=3000 train.save_every=1000 train.eval_every=1000"),
-)
+_ENFR_FINETUNE = (*_ENFR_MIXTURE, "optim.lr=3e-3", *_steps(1500))
+_LONG_FINETUNE = (*_ENFR_MIXTURE, "optim.lr=3e-3", *_steps(3000))
 # the default's examples (8.3 units a second) all fit rows of 256 tokens: 8 such rows a step instead of 4 of 512 (the
 # same tokens a step; packed examples never see each other, but each row's attention is computed whole, so half as
 # long rows cost less): 1.12x the tokens a second (docs/benchmarks.md). The mel_rvq arm's 25 Hz examples need 512.
@@ -593,7 +593,8 @@ def add_arguments(parser) -> None:
         help="default: the README's demo, the AudioLM hierarchy (CTC-encoder units -> LM -> acoustic stage -> sound, "
         "judged by a second CTC encoder) on 6000 English-French sentences; mel_rvq: the same budget with the codec's "
         "codes as the LM's audio tokens (the ablation arm); long: the default with twice the encoder and fine-tune "
-        "steps, encoder augmentation and a 4x larger acoustic stage (about 40 minutes here); smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus, in minutes",
+        "steps, encoder augmentation and a 4x larger acoustic stage (about 38 minutes here); smoke / smoke_units: "
+        "every stage of mel_rvq / default on a tiny corpus, in minutes",
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)"
@@ -625,16 +626,7 @@ def run(args) -> int:
         if steps < 1:
             print(f"error: --finetune-steps {steps}: must be >= 1", file=sys.stderr)
             return 2
-        every = max(steps // 3, 1)
-        profile = dataclasses.replace(
-            profile,
-            finetune_overrides=(
-                *profile.finetune_overrides,
-                f"train.max_steps={steps}",
-                f"train.save_every={every}",
-                f"train.eval_every={every}",
-            ),
-        )
+        profile = dataclasses.replace(profile, finetune_overrides=(*profile.finetune_overrides, *_steps(steps)))
         settings["finetune_steps"] = steps
     marker = out / "demo.json"
     if marker.is_file() and json.loads(marker.read_text()) != settings:
