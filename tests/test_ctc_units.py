@@ -23,6 +23,7 @@ from audiopalm.tokenizers.speech_encoder import (
     SpeechEncoderConfig,
     build_chars,
     conv_lengths,
+    length_batches,
     manifest_utterances,
     normalize_text,
     train_encoder,
@@ -133,6 +134,31 @@ def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
     assert sum(h == normalize_text(t) for h, t in zip(hyps, texts, strict=True)) >= 4, list(
         zip(hyps, texts, strict=True)
     )
+
+
+def test_length_batches_group_like_lengths_and_keep_every_utterance():
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(50, 400, (200,), generator=g).tolist()
+    feats = [torch.zeros(n, 2) for n in lengths]
+    order = torch.randperm(200, generator=g).tolist()
+
+    def padded(ids: list[int]) -> int:  # frames of the batches of 8 once padded
+        return sum(8 * max(lengths[i] for i in ids[j : j + 8]) for j in range(0, len(ids), 8))
+
+    cfg = EncoderTrainConfig(batch_size=8, bucket=4)
+    out = length_batches(order, feats, cfg, torch.Generator().manual_seed(1))
+    assert sorted(out) == list(range(200))  # every utterance once
+    # each batch comes from one run of 4 batches, and holds that run's utterances of about one length
+    for j in range(0, 200, 8):
+        batch = out[j : j + 8]
+        run = {order.index(i) // 32 for i in batch}
+        assert len(run) == 1, (j, run)
+    assert padded(out) < 0.8 * padded(order), (padded(out), padded(order))
+    assert out == length_batches(order, feats, cfg, torch.Generator().manual_seed(1))  # drawn from the generator
+    assert out != length_batches(order, feats, cfg, torch.Generator().manual_seed(2))
+    assert length_batches(order, feats, EncoderTrainConfig(batch_size=8, bucket=1), g) == order
+    with pytest.raises(ValueError, match="bucket"):
+        EncoderTrainConfig(bucket=0)
 
 
 def test_augmentation_is_deterministic_and_keeps_shapes_close():
@@ -341,6 +367,8 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
             "3",
             "--batch-size",
             "4",
+            "--bucket",
+            "2",
             "--hidden-size",
             "32",
             "--num-layers",
@@ -363,6 +391,7 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
     assert tok.encoder.config.conv_kernel == 3 and tok.encoder.convs is not None
     assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
+    assert tok.fit_info["train"]["bucket"] == 2
     assert tok.fit_info["train"]["augment"] and tok.fit_info["train"]["augmentations"] == list(AUGMENTATIONS)
 
 

@@ -97,6 +97,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="depthwise convolution width of the module after each layer, odd; 0: none (default: SpeechEncoderConfig's)",
     )
+    p.add_argument(
+        "--bucket",
+        type=int,
+        default=None,
+        help="batches drawn together and cut by length, so that a step pads little (1: plain random batches; "
+        "default: EncoderTrainConfig's, 16)",
+    )
     p.add_argument("--dedup", action="store_true", help="collapse repeated units when encoding (SpeechGPT-style)")
     p.add_argument(
         "--stride",
@@ -231,7 +238,11 @@ def _fit_ctc_units(args) -> int:
         train_defaults,
         seed=args.seed,
         eval_every=args.eval_every,
-        **{k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size)) if v is not None},
+        **{
+            k: v
+            for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("bucket", args.bucket))
+            if v is not None
+        },
         **_augment_fields(args.augment),
     )
     encoder = {
