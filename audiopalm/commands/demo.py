@@ -16,8 +16,8 @@ also continue from their newest checkpoint. Stages:
   audiopalm   audiopalm train finetune_audiopalm: extend it with audio tokens, fine-tune on the task mixture
   eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
 
-The stages that need only the corpus run in two lanes side by side, each on half the cores (units, tokenizer,
-peer | judge, text_lm; `--sequential`: one at a time). Every stage runs the same command a user would (printed before it
+The stages that need only the corpus run in two lanes side by side, each on half the cores (units, peer |
+tokenizer, judge, text_lm; `--sequential`: one at a time). Every stage runs the same command a user would (printed before it
 runs), so each can be re-run by hand.
 """
 
@@ -649,10 +649,10 @@ def run(args) -> int:
         [
             [
                 *([("units", _units(corpus, profile.units_args, args.seed))] if units else []),
-                ("tokenizer", _tokenizer(corpus, profile, args.seed)),
                 *([("peer", _peer(corpus, profile))] if profile.peer is not None else []),
             ],
             [
+                ("tokenizer", _tokenizer(corpus, profile, args.seed)),
                 *([("judge", _units(corpus, profile.judge_args, args.seed + 1))] if profile.judge_args else []),
                 ("text_lm", _text_lm(corpus, profile, args.seed)),
             ],
