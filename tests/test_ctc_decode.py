@@ -33,6 +33,20 @@ def test_decoder_snaps_a_misspelling_to_a_lexicon_word_and_restores_the_boundary
     assert decoder.decode(lp, lengths) == ["cat sat"]
 
 
+def test_decoder_keeps_the_last_word_when_no_space_follows_it():
+    # a model trained on transcripts without a final space is sure that none follows the last word; the lexicon spells
+    # each word with a closing space, which the decoder supplies at the end (else it gave "dog": the letters of "cat"
+    # cost less as blanks than a space at the end)
+    lp = emissions("dog cat", peak=0.6).unsqueeze(0)
+    lp[0, -7:, CHARS.index(" ") + 1] = -40.0  # from "c" on
+    lengths = torch.tensor([lp.shape[1]])
+    assert greedy_decode(lp, lengths, CHARS) == ["dog cat"]
+    assert LexiconCTCDecoder(CHARS, ["cat", "dog"]).decode(lp, lengths) == ["dog cat"]
+    # and a space heard at the end is not a second one
+    lp2 = emissions("dog cat ").unsqueeze(0)
+    assert LexiconCTCDecoder(CHARS, ["cat", "dog"]).decode(lp2, torch.tensor([lp2.shape[1]])) == ["dog cat"]
+
+
 def test_decoder_batches_respect_lengths_and_only_emit_lexicon_words():
     a, b = emissions("dog "), emissions("mat sat ")
     lp = torch.full((2, max(len(a), len(b)), len(CHARS) + 1), -30.0)

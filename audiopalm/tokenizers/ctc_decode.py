@@ -82,15 +82,22 @@ class LexiconCTCDecoder:
         self.decoder = LexiconDecoder(options, trie, self.lm, self.sil, BLANK, self.unk, [], False)
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        """[B, F, C] log-probs, [B] frame lengths -> B transcripts (words joined by spaces)."""
+        """[B, F, C] log-probs, [B] frame lengths -> B transcripts (words joined by spaces).
+
+        Each item's frames are followed by one frame that can only be the word separator, so the transcript ends its
+        last word: the lexicon spells every word with a closing space, which a CTC model trained on transcripts
+        without a final space never emits at the end, and without that frame the search dropped the last word
+        wherever the model heard no space after it (21 of the default demo's 100 English test references)."""
         assert log_probs.dim() == 3, f"log_probs must be [B, F, C], got {tuple(log_probs.shape)}"
         log_probs = log_probs.detach().float().cpu()
+        end = torch.full((1, log_probs.shape[2]), -1e9)  # [1, C]: only the separator
+        end[0, self.sil] = 0.0
         out = []
         for b, n in enumerate(lengths.tolist()):
-            emissions = log_probs[b, :n].contiguous()  # [F, C]
             if n == 0:
                 out.append("")
                 continue
+            emissions = torch.cat([log_probs[b, :n], end]).contiguous()  # [F + 1, C]
             best = self.decoder.decode(emissions.data_ptr(), emissions.shape[0], emissions.shape[1])[0]
             out.append(" ".join(self.word_dict.get_entry(i) for i in best.words if i >= 0 and i != self.unk))
         return out
