@@ -210,11 +210,11 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert ("ASR", "fr", None) in scored and ("AST", "en", "fr") in scored, scored
     assert not [t for t in scored if t[0] in ("AST", "S2ST", "MT") and t[1] == "fr"], scored
     # the stages that need only the corpus ran in two lanes: the second lane's output is in OUT/STAGE.log
-    assert all((out / f"{s}.log").is_file() for s in ("tokenizer", "judge", "text_lm")), sorted(out.iterdir())
-    assert not (out / "peer.log").exists(), sorted(out.iterdir())
+    assert all((out / f"{s}.log").is_file() for s in ("judge", "text_lm")), sorted(out.iterdir())
+    assert not any((out / f"{s}.log").exists() for s in ("tokenizer", "units", "peer")), sorted(out.iterdir())
     # the peer heard the test split's English audio in its own stage; eval took those transcripts
     assert summary["peer_transcripts"] == str(out / "peer/transcripts.jsonl")
-    assert not (out / "units.log").exists() and "runs beside the units stage" in run.stdout
+    assert "[judge] runs beside tokenizer / units / peer" in run.stdout
 
     # eval/bench_lanes.py on this demo: every arm trains and reports its speed
     bench = subprocess.run(

@@ -16,8 +16,8 @@ also continue from their newest checkpoint. Stages:
   audiopalm   audiopalm train finetune_audiopalm: extend it with audio tokens, fine-tune on the task mixture
   eval        audiopalm eval: every task on the test split -> outputs, summary.json, report.md/.html
 
-The stages that need only the corpus run in two lanes side by side, each on half the cores (units, peer |
-tokenizer, judge, text_lm; `--sequential`: one at a time). Every stage runs the same command a user would (printed before it
+The stages that need only the corpus run in two lanes side by side, each on half the cores (tokenizer, units,
+peer | judge, text_lm; `--sequential`: one at a time). Every stage runs the same command a user would (printed before it
 runs), so each can be re-run by hand.
 """
 
@@ -341,6 +341,7 @@ def _side_by_side(out: Path, lanes: list[list[tuple[str, Any]]], *, sequential: 
                 _stage(out, name, fn, force=force)
         return
     threads = max(1, (os.cpu_count() or 1) // len(lanes))
+    beside = " / ".join(name for name, _ in lanes[0])  # the first lane's stages, in the others' messages
     failed = threading.Event()
     errors: list[BaseException] = []
 
@@ -351,7 +352,7 @@ def _side_by_side(out: Path, lanes: list[list[tuple[str, Any]]], *, sequential: 
                 return
             _LANE.log = None if index == 0 else out / f"{name}.log"
             if _LANE.log is not None and not (out / name / ".done").is_file():
-                print(f"\n[{name}] runs beside the {lanes[0][0][0]} stage, {threads} thread(s); output: {_LANE.log}")
+                print(f"\n[{name}] runs beside {beside}, {threads} thread(s); output: {_LANE.log}")
             try:
                 _stage(out, name, fn, force=force)
             except BaseException as e:  # noqa: BLE001 - re-raised by the caller once every lane has stopped
@@ -643,16 +644,17 @@ def run(args) -> int:
     t0 = time.time()
     corpus = _stage(out, "corpus", _corpus(profile, args.seed), force=args.force)
     units = profile.tokens == "units"
-    # the stages that need the corpus only: the units' encoder beside the codec, the judge and the text LM
+    # the stages that need the corpus only, in two lanes of about equal time (runs 8-9): the codec (first: its features
+    # took 50 s beside stage 0's training, 18 s beside the others' start), the units and the peer | the judge, the text LM
     _side_by_side(
         out,
         [
             [
+                ("tokenizer", _tokenizer(corpus, profile, args.seed)),
                 *([("units", _units(corpus, profile.units_args, args.seed))] if units else []),
                 *([("peer", _peer(corpus, profile))] if profile.peer is not None else []),
             ],
             [
-                ("tokenizer", _tokenizer(corpus, profile, args.seed)),
                 *([("judge", _units(corpus, profile.judge_args, args.seed + 1))] if profile.judge_args else []),
                 ("text_lm", _text_lm(corpus, profile, args.seed)),
             ],
