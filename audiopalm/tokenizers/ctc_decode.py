@@ -87,7 +87,8 @@ class LexiconCTCDecoder:
         Each item's frames are followed by one frame that can only be the word separator, so the transcript ends its
         last word: the lexicon spells every word with a closing space, which a CTC model trained on transcripts
         without a final space never emits at the end, and without that frame the search dropped the last word
-        wherever the model heard no space after it (21 of the default demo's 100 English test references)."""
+        wherever the model heard no space after it (the default demo's judge heard its English test references at
+        12.3% WER without that frame, 9.8 with it)."""
         assert log_probs.dim() == 3, f"log_probs must be [B, F, C], got {tuple(log_probs.shape)}"
         log_probs = log_probs.detach().float().cpu()
         end = torch.full((1, log_probs.shape[2]), -1e9)  # [1, C]: only the separator
