@@ -53,6 +53,8 @@ class LexiconCTCDecoder:
             raise ValueError(f"LexiconCTCDecoder: beam must be >= 1, got {beam}")
         ids = {c: i + 1 for i, c in enumerate(chars)}
         self.sil = ids[" "]
+        self.end = torch.full((1, len(chars) + 1), -1e9)  # [1, C]: the frame after the last, only the separator
+        self.end[0, self.sil] = 0.0
         spell = {w: [list(w) + [" "]] for w in words if w and all(c in ids for c in w)}
         self.skipped = len(set(words)) - len(spell)
         if not spell:
@@ -91,14 +93,15 @@ class LexiconCTCDecoder:
         12.3% WER without that frame, 9.8 with it)."""
         assert log_probs.dim() == 3, f"log_probs must be [B, F, C], got {tuple(log_probs.shape)}"
         log_probs = log_probs.detach().float().cpu()
-        end = torch.full((1, log_probs.shape[2]), -1e9)  # [1, C]: only the separator
-        end[0, self.sil] = 0.0
+        assert log_probs.shape[2] == self.end.shape[1], (
+            f"{log_probs.shape[2]} classes, the decoder has {self.end.shape[1]}"
+        )
         out = []
         for b, n in enumerate(lengths.tolist()):
             if n == 0:
                 out.append("")
                 continue
-            emissions = torch.cat([log_probs[b, :n], end]).contiguous()  # [F + 1, C]
+            emissions = torch.cat([log_probs[b, :n], self.end]).contiguous()  # [F + 1, C]
             best = self.decoder.decode(emissions.data_ptr(), emissions.shape[0], emissions.shape[1])[0]
             out.append(" ".join(self.word_dict.get_entry(i) for i in best.words if i >= 0 and i != self.unk))
         return out
