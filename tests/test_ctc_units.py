@@ -136,6 +136,32 @@ def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
     )
 
 
+def test_bf16_training_runs_in_bfloat16_learns_and_repeats(corpus):
+    utts = manifest_utterances(corpus, split="train")
+    chars = build_chars([u[1] for u in utts])
+    feats = [
+        SpeechEncoder(SpeechEncoderConfig(chars=chars, **TINY)).frontend([audio_io.load(u[0], SR)[0]])[0][0]
+        for u in utts
+    ]
+    texts = [u[1] for u in utts]
+
+    def train(bf16: bool, steps: int) -> tuple[SpeechEncoder, list[dict]]:
+        torch.manual_seed(0)  # the biases' first values (train_encoder re-draws only the matrices)
+        model = SpeechEncoder(SpeechEncoderConfig(chars=chars, **TINY))
+        cfg = EncoderTrainConfig(steps=steps, batch_size=6, lr=5e-3, warmup=5, augment=False, bf16=bf16)
+        return model, train_encoder(model, feats, texts, cfg, progress=False)
+
+    model, curve = train(True, 40)
+    _, first = train(True, 1)
+    assert curve[-1]["loss"] < 0.5 * first[-1]["loss"], (first, curve)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay float32
+    again, _ = train(True, 40)
+    plain, _ = train(False, 40)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, again.state_dict()[name]), name
+    assert any(not torch.equal(t, plain.state_dict()[n]) for n, t in model.state_dict().items())  # it ran in bf16
+
+
 def test_length_batches_group_like_lengths_and_keep_every_utterance():
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(50, 400, (200,), generator=g).tolist()
@@ -383,6 +409,7 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
             "--seed",
             "2",
             "--augment",
+            "--bf16",
         ]
     )
     assert rc == 0 and "encoder dev CER" in capsys.readouterr().out
@@ -391,7 +418,7 @@ def test_cli_fit_ctc_units(corpus, tmp_path, capsys):
     assert tok.codebook_size == 6 and tok.config.dedup and tok.encoder.config.num_layers == 1
     assert tok.encoder.config.conv_kernel == 3 and tok.encoder.convs is not None
     assert tok.fit_info["train"]["seed"] == 2 and tok.fit_info["train"]["steps"] == 3
-    assert tok.fit_info["train"]["bucket"] == 2
+    assert tok.fit_info["train"]["bucket"] == 2 and tok.fit_info["train"]["bf16"]
     assert tok.fit_info["train"]["augment"] and tok.fit_info["train"]["augmentations"] == list(AUGMENTATIONS)
 
 

@@ -104,6 +104,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="batches drawn together and cut by length, so that a step pads little (1: plain random batches; "
         "default: EncoderTrainConfig's, 16)",
     )
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="train the encoder's forward pass in bfloat16 autocast (about 1.5x faster on a CPU with AVX512-BF16)",
+    )
     p.add_argument("--dedup", action="store_true", help="collapse repeated units when encoding (SpeechGPT-style)")
     p.add_argument(
         "--stride",
@@ -238,6 +243,7 @@ def _fit_ctc_units(args) -> int:
         train_defaults,
         seed=args.seed,
         eval_every=args.eval_every,
+        bf16=args.bf16,
         **{
             k: v
             for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("bucket", args.bucket))

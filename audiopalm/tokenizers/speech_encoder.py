@@ -390,6 +390,10 @@ class EncoderTrainConfig:
     """Widest frequency mask (mel bands)."""
     eval_every: int = 0
     """Score greedy CER on the eval sets every this many steps (0: only at the end)."""
+    bf16: bool = False
+    """Run the forward pass under CPU / GPU autocast to bfloat16 (weights, optimizer and the CTC loss stay float32).
+    On a CPU with AVX512-BF16 (this project's 2-core machine) a step of the demo's encoder takes about two thirds of
+    its float32 time, at the same dev CER (docs/benchmarks.md); without bf16 hardware it can be slower."""
     bucket: int = 16
     """Batches drawn together from the shuffled utterances and cut by length: each of these ``bucket`` batches
     holds utterances of about one length, so a step pads little (random batches of the demo corpus are 1.6x
@@ -654,7 +658,9 @@ def train_encoder(
             x = torch.stack([aug.mask(x[b], gen) for b in range(len(idx))]) * (
                 torch.arange(x.shape[1])[None, :, None] < n[:, None, None]
             )
-        log_probs, lengths = model.log_probs_from_feats(x, n)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=c.bf16):
+            log_probs, lengths = model.log_probs_from_feats(x, n)
+        log_probs = log_probs.float()
         tgt = [targets[i] for i in idx]
         loss = ctc(log_probs.transpose(0, 1), torch.cat(tgt), lengths, torch.tensor([len(t) for t in tgt]))
         opt.zero_grad(set_to_none=True)
