@@ -1,0 +1,135 @@
+"""What bfloat16 autocast buys each training stage of the demo, on this machine's CPU.
+
+Runs the demo's own stage-0, acoustic-stage and fine-tune commands (``audiopalm.commands.demo``, on a finished demo
+folder's corpus, units, codec and token stores) for a few steps each in float32 (``train.mixed_precision='no'``) and
+in bf16 (``train.mixed_precision=bf16``), interleaved, and reads their speed (tokens per second, padding excluded, the
+median of the logged values after the first) off ``metrics.jsonl``; and times the CTC speech encoder's training
+steps (:func:`audiopalm.tokenizers.speech_encoder.train_encoder`, the units' encoder as the demo sizes it, on the
+first utterances of the corpus) with ``EncoderTrainConfig.bf16`` off and on. Every run on ``--threads`` threads (the
+demo's lanes run one thread each on 2 cores; its later stages all cores). Nothing else should run meanwhile.
+
+  python eval/bench_bf16.py --demo runs/demo --out eval/results/bench_bf16.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from audiopalm.commands import demo
+
+PRECISIONS = {"fp32": "train.mixed_precision='no'", "bf16": "train.mixed_precision=bf16"}
+
+
+def _speed(folder: Path) -> float:
+    """Median logged tokens/s of a run, the first logged step left out (warm-up)."""
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    speeds = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]
+    if not speeds:
+        raise SystemExit(f"{folder}/metrics.jsonl logged no tokens_per_s: give more --steps")
+    return statistics.median(speeds)
+
+
+def _encoder_step_s(corpus: Path, steps: int, utterances: int, bf16: bool) -> float:
+    """Seconds per training step of the demo's units' encoder (its profile's steps aside) on the first utterances."""
+    from audiopalm.tokenizers.speech_encoder import (
+        EncoderTrainConfig,
+        SpeechEncoder,
+        SpeechEncoderConfig,
+        build_chars,
+        load_feats,
+        manifest_utterances,
+        train_encoder,
+    )
+
+    utts = manifest_utterances(corpus / "train.jsonl", split="train")[:utterances]
+    texts = [u[1] for u in utts]
+    model = SpeechEncoder(SpeechEncoderConfig(chars=build_chars(texts)))
+    feats = load_feats([u[0] for u in utts], model.frontend, progress=False)
+    cfg = EncoderTrainConfig(steps=steps, augment=True, augmentations=("speed", "vtlp"), bf16=bf16)
+    t0 = time.perf_counter()
+    train_encoder(model, feats, texts, cfg, progress=False)
+    return (time.perf_counter() - t0) / steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--demo", default="runs/demo", help="a finished units demo folder (default runs/demo)")
+    parser.add_argument("--profile", default="default", choices=sorted(demo.PROFILES), help="its profile")
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps of each recipe run (default 60)")
+    parser.add_argument("--encoder-steps", type=int, default=30, help="the encoder's timed steps (default 30)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP threads of every run (default 1)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each precision, interleaved (default 2)")
+    parser.add_argument("--out", required=True, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+
+    out = Path(args.demo)
+    missing = [s for s in ("corpus", "text_lm", "tokens", "acoustic", "audiopalm") if not (out / s / ".done").is_file()]
+    if missing:
+        parser.error(f"{out} is not a finished units demo folder (no {', '.join(missing)})")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    steps = (f"train.max_steps={args.steps}", "optim.warmup_steps=10", f"train.save_every={args.steps}")
+    quiet = ("train.eval_every=100000", "train.log_with=none", "train.log_every=10")
+    base = demo.PROFILES[args.profile]
+
+    def stages(precision: str) -> dict:
+        p = dataclasses.replace(
+            base,
+            text_lm_overrides=(*base.text_lm_overrides, *steps, *quiet, PRECISIONS[precision]),
+            finetune_overrides=(*base.finetune_overrides, *steps, *quiet, PRECISIONS[precision]),
+            acoustic_overrides=(*base.acoustic_overrides, *steps, *quiet, PRECISIONS[precision]),
+        )
+        return {
+            "stage0": demo._text_lm(out / "corpus", p, 0),
+            "acoustic": demo._acoustic(out, p, 0),
+            "finetune": demo._audiopalm(out, p, 0),
+        }
+
+    record: dict = {
+        "what": f"{args.steps} steps of the {args.profile} profile's stage-0, acoustic and fine-tune commands on "
+        f"{out}, and {args.encoder_steps} steps of its units' encoder, in fp32 and bf16 autocast",
+        "threads": args.threads,
+        "native_bf16": demo.native_bf16(),
+        "load_before": os.getloadavg()[0],
+    }
+    runs: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        demo._LANE.threads = args.threads
+        for repeat in range(args.repeats):
+            for precision in PRECISIONS:
+                for name, make in stages(precision).items():
+                    folder = scratch / f"{name}_{precision}_{repeat}"
+                    demo._LANE.log = folder.with_suffix(".log")
+                    make(folder)
+                    runs.setdefault(name, {}).setdefault(precision, []).append(round(_speed(folder), 1))
+                    print(name, precision, runs[name][precision][-1], "tokens/s", flush=True)
+                s = _encoder_step_s(out / "corpus", args.encoder_steps, 640, precision == "bf16")
+                runs.setdefault("encoder (s a step)", {}).setdefault(precision, []).append(round(s, 4))
+                print("encoder", precision, round(s, 4), "s a step", flush=True)
+    for name, r in runs.items():
+        med = {p: statistics.median(v) for p, v in r.items()}
+        speedup = med["fp32"] / med["bf16"] if name.startswith("encoder") else med["bf16"] / med["fp32"]
+        record[name] = {"runs": r, "median": med, "bf16 speed-up": round(speedup, 3)}
+    record["load_after"] = os.getloadavg()[0]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
