@@ -328,9 +328,10 @@ def test_finetune_steps_replace_the_profiles_and_mark_the_folder(monkeypatch, tm
 def test_every_profile_overrides_load_against_the_shipped_configs(name):
     """A profile's key=value overrides are checked when its stage starts, which for `long` is an hour in: check them
     all here, with the values they set."""
+    from audiopalm.commands.demo import with_bf16
     from audiopalm.config import load_any, resolve_config
 
-    profile = PROFILES[name]
+    profile = with_bf16(PROFILES[name]) if PROFILES[name].bf16 else PROFILES[name]
     for config, overrides in (
         ("pretrain_text", profile.text_lm_overrides),
         ("finetune_audiopalm", profile.finetune_overrides),
@@ -344,6 +345,35 @@ def test_every_profile_overrides_load_against_the_shipped_configs(name):
                 section, field = key.split(".")
                 got = getattr(getattr(cfg, section), field)
                 assert got == (float(wanted) if isinstance(got, float) else wanted), (name, config, key)
+
+
+def test_bf16_reaches_every_training_stage_and_only_where_native(monkeypatch, tmp_path, capsys):
+    """A profile with ``bf16`` trains its encoders with ``--bf16`` and its recipes with
+    ``train.mixed_precision=bf16`` where the machine computes bfloat16 natively, and in float32 elsewhere."""
+    from audiopalm.commands import demo
+
+    base = PROFILES["smoke_units"]
+    bf = demo.with_bf16(base)
+    assert bf.units_args[-1] == bf.judge_args[-1] == "--bf16"
+    for field in ("text_lm_overrides", "finetune_overrides", "acoustic_overrides"):
+        assert getattr(bf, field) == (*getattr(base, field), "train.mixed_precision=bf16"), field
+    assert demo.with_bf16(PROFILES["smoke"]).judge_args == ()  # no judge stage: none is made
+
+    seen: list[demo.Profile] = []
+    monkeypatch.setattr(demo, "PROFILES", {"p": demo.dataclasses.replace(base, bf16=True)})
+    monkeypatch.setattr(demo, "_corpus", lambda profile, seed: seen.append(profile))
+    monkeypatch.setattr(demo, "_stage", lambda out, name, fn, force=False: (_ for _ in ()).throw(KeyboardInterrupt))
+    import argparse
+
+    args = argparse.Namespace(
+        profile="p", out=str(tmp_path / "d"), seed=0, finetune_steps=None, force=False, sequential=False
+    )
+    for native in (True, False):
+        monkeypatch.setattr(demo, "native_bf16", lambda native=native: native)
+        with pytest.raises(KeyboardInterrupt):
+            demo.run(args)
+        assert ("--bf16" in seen[-1].units_args) is native
+        assert ("bfloat16 autocast" in capsys.readouterr().out) is native
 
 
 def _py(code: str):
