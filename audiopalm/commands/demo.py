@@ -171,11 +171,14 @@ _EVAL = _args("--full-pairs en-fr --max-items 10 --batch-size 16")
 # between seeds, 0.24). English ASR twice as often, or half the batch for twice the steps, also land within it.
 # TTS at 2 and S2ST at 1 (instead of 1 and 0.5) on run 10's stages: TTS judge WER 28.6 / 29.5 against 38.1 / 38.1 in two
 # batch orders, S2ST 23.8 / 22.9 and 21.9 / 17.0 against 22.6 / 16.7 and 22.2 / 13.9, English ASR 7.6 / 21.8 and
-# 9.1 / 19.0 against 7.3 / 16.9 and 9.5 / 20.8: docs/results.md
+# 9.1 / 19.0 against 7.3 / 16.9 and 9.5 / 20.8; TTS at 3 and S2ST at 1.5 on run 12's stages: TTS 20.9 / 22.9 against
+# 27.4 / 27.6 (means over three sampling seeds 21.6 / 23.9 against 26.4 / 26.6), S2ST 28.5 / 20.4 and 25.7 / 20.3
+# against 28.8 / 17.7 and 25.4 / 20.8, English ASR 5.1 / 16.9 and 8.0 / 19.4 (TTS at 3 alone: S2ST 24.7 / 15.5, AST
+# 72.0 / 55.2 in one order): docs/results.md
 _ENFR_MIXTURE = (
     "data.tasks=[{task: ASR, weight: 3, pairs: [en-fr]}, {task: ASR, weight: 1, pairs: [fr-en]}, "
-    "{task: AST, weight: 1.5, pairs: [en-fr]}, {task: TTS, weight: 2, pairs: [en-fr, fr-en]}, "
-    "{task: S2ST, weight: 1, pairs: [en-fr]}, {task: MT, weight: 1, pairs: [en-fr]}, "
+    "{task: AST, weight: 1.5, pairs: [en-fr]}, {task: TTS, weight: 3, pairs: [en-fr, fr-en]}, "
+    "{task: S2ST, weight: 1.5, pairs: [en-fr]}, {task: MT, weight: 1, pairs: [en-fr]}, "
     "{task: ASR AST S2ST, weight: 1, pairs: [en-fr]}]",
     "data.read_weight=0.5",
 )
