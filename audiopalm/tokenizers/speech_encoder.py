@@ -392,8 +392,8 @@ class EncoderTrainConfig:
     """Score greedy CER on the eval sets every this many steps (0: only at the end)."""
     bf16: bool = False
     """Run the forward pass under CPU / GPU autocast to bfloat16 (weights, optimizer and the CTC loss stay float32).
-    On a CPU with AVX512-BF16 (this project's 2-core machine) a step of the demo's encoder takes about two thirds of
-    its float32 time, at the same dev CER (docs/benchmarks.md); without bf16 hardware it can be slower."""
+    On a CPU with AVX512-BF16 (this project's 2-core machine) a step of the demo's encoder takes 0.8 of its float32
+    time, at the same dev CER (docs/benchmarks.md); without bf16 hardware it can be slower."""
     bucket: int = 16
     """Batches drawn together from the shuffled utterances and cut by length: each of these ``bucket`` batches
     holds utterances of about one length, so a step pads little (random batches of the demo corpus are 1.6x
