@@ -18,22 +18,17 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from audiopalm.commands import demo
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lanes import _speed  # noqa: E402  (eval/ is not a package: the same reading of metrics.jsonl)
+
 PRECISIONS = {"fp32": "train.mixed_precision='no'", "bf16": "train.mixed_precision=bf16"}
-
-
-def _speed(folder: Path) -> float:
-    """Median logged tokens/s of a run, the first logged step left out (warm-up)."""
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    speeds = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]
-    if not speeds:
-        raise SystemExit(f"{folder}/metrics.jsonl logged no tokens_per_s: give more --steps")
-    return statistics.median(speeds)
 
 
 def _encoder_step_s(corpus: Path, steps: int, utterances: int, bf16: bool) -> float:
