@@ -31,22 +31,28 @@ from bench_lanes import _speed  # noqa: E402  (eval/ is not a package: the same 
 PRECISIONS = {"fp32": "train.mixed_precision='no'", "bf16": "train.mixed_precision=bf16"}
 
 
-def _encoder_step_s(corpus: Path, steps: int, utterances: int, bf16: bool) -> float:
-    """Seconds per training step of the demo's units' encoder (its profile's steps aside) on the first utterances."""
+def _encoder_data(corpus: Path, utterances: int) -> tuple[list, list[str]]:
+    """The log-mel features and transcripts of the first ``utterances`` training utterances (read once, timed apart)."""
+    from audiopalm.audio.features import LogMel, LogMelConfig
+    from audiopalm.tokenizers.speech_encoder import SpeechEncoderConfig, load_feats, manifest_utterances
+
+    c = SpeechEncoderConfig()  # the encoder's own front end
+    mel = LogMel(LogMelConfig(sample_rate=c.sample_rate, n_mels=c.n_mels))
+    utts = manifest_utterances(corpus / "train.jsonl", split="train")[:utterances]
+    return load_feats([u[0] for u in utts], mel, progress=False), [u[1] for u in utts]
+
+
+def _encoder_step_s(feats: list, texts: list[str], steps: int, bf16: bool) -> float:
+    """Seconds per training step of the demo's units' encoder (its default size, batches of 32, the warps)."""
     from audiopalm.tokenizers.speech_encoder import (
         EncoderTrainConfig,
         SpeechEncoder,
         SpeechEncoderConfig,
         build_chars,
-        load_feats,
-        manifest_utterances,
         train_encoder,
     )
 
-    utts = manifest_utterances(corpus / "train.jsonl", split="train")[:utterances]
-    texts = [u[1] for u in utts]
     model = SpeechEncoder(SpeechEncoderConfig(chars=build_chars(texts)))
-    feats = load_feats([u[0] for u in utts], model.frontend, progress=False)
     cfg = EncoderTrainConfig(steps=steps, augment=True, augmentations=("speed", "vtlp"), bf16=bf16)
     t0 = time.perf_counter()
     train_encoder(model, feats, texts, cfg, progress=False)
@@ -74,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{out} is not a finished units demo folder (no {', '.join(missing)})")
     import torch
 
-    torch.set_num_threads(args.threads)
-    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)  # the encoder here; the stage commands get it from demo._LANE
     steps = (f"train.max_steps={args.steps}", "optim.warmup_steps=10", f"train.save_every={args.steps}")
     quiet = ("train.eval_every=100000", "train.log_with=none", "train.log_every=10")
     base = demo.PROFILES[args.profile]
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": os.getloadavg()[0],
     }
     runs: dict[str, dict[str, list[float]]] = {}
+    feats, texts = _encoder_data(out / "corpus", 640)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         demo._LANE.threads = args.threads
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     make(folder)
                     runs.setdefault(name, {}).setdefault(precision, []).append(round(_speed(folder), 1))
                     print(name, precision, runs[name][precision][-1], "tokens/s", flush=True)
-                s = _encoder_step_s(out / "corpus", args.encoder_steps, 640, precision == "bf16")
+                s = _encoder_step_s(feats, texts, args.encoder_steps, precision == "bf16")
                 runs.setdefault("encoder (s a step)", {}).setdefault(precision, []).append(round(s, 4))
                 print("encoder", precision, round(s, 4), "s a step", flush=True)
     for name, r in runs.items():

@@ -139,10 +139,8 @@ def test_ctc_loss_falls_when_overfitting_and_transcribes(corpus):
 def test_bf16_training_runs_in_bfloat16_learns_and_repeats(corpus):
     utts = manifest_utterances(corpus, split="train")
     chars = build_chars([u[1] for u in utts])
-    feats = [
-        SpeechEncoder(SpeechEncoderConfig(chars=chars, **TINY)).frontend([audio_io.load(u[0], SR)[0]])[0][0]
-        for u in utts
-    ]
+    frontend = SpeechEncoder(SpeechEncoderConfig(chars=chars, **TINY)).frontend  # one log-mel front end for all
+    feats = [frontend([audio_io.load(u[0], SR)[0]])[0][0] for u in utts]
     texts = [u[1] for u in utts]
 
     def train(bf16: bool, steps: int) -> tuple[SpeechEncoder, list[dict]]:
