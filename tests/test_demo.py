@@ -310,15 +310,15 @@ def test_finetune_steps_replace_the_profiles_and_mark_the_folder(monkeypatch, tm
             profile="default", out=str(tmp_path / "d"), seed=0, finetune_steps=steps, force=False, sequential=False
         )
 
-    assert demo.run(args(1800)) == 0
+    assert demo.run(args(2100)) == 0
     (cmd,) = calls
     overrides = [a for a in cmd if "=" in a and not a.startswith("--")]
     cfg = load_any(resolve_config("finetune_audiopalm"), overrides)
-    assert (cfg.train.max_steps, cfg.train.save_every, cfg.train.eval_every) == (1800, 600, 600)
+    assert (cfg.train.max_steps, cfg.train.save_every, cfg.train.eval_every) == (2100, 700, 700)
     assert json.loads((tmp_path / "d/demo.json").read_text()) == {
         "profile": "default",
         "seed": 0,
-        "finetune_steps": 1800,
+        "finetune_steps": 2100,
     }
     assert demo.run(args(None)) == 2 and "finetune_steps" in capsys.readouterr().err
     assert demo.run(args(0)) == 2 and len(calls) == 1
