@@ -152,8 +152,8 @@ _ACOUSTIC = _args("train.max_steps=2400 model.num_blocks=8")
 # long: the default's design with what its curves say the missed goals need and its 20 minutes cannot hold
 # (docs/results.md): the units' encoder twice the steps and with augmentation (at 1200 steps it heard the held-out
 # English accent at CER 10.7 against 14.7 without, and the seen voices at 5.2 against 2.2), an acoustic stage of 8
-# blocks x 256 (TTS 37.6, S2ST 20.3 / 14.1 against 44.5, 16.2 / 12.4 through the default's) and twice the fine-tune
-# steps (2400 against 1500: TTS 39.7 against 44.5, AST 83.2 / 60.7 against 80.6 / 50.9). Measured, about 38 minutes
+# blocks x 256 (TTS 37.6, S2ST 20.3 / 14.1 against 44.5, 16.2 / 12.4 through the default's) and 3000 fine-tune
+# steps (at 2400 against 1500: TTS 39.7 against 44.5, AST 83.2 / 60.7 against 80.6 / 50.9). Measured, about 38 minutes
 # here: English ASR 2.6 / 15.9, AST 86.3 / 67.6, TTS 31.8, S2ST 25.3 / 12.7 (docs/results.md#the-long-profile)
 _UNITS_LONG = _args("--num-units 2048 --stride 3 --steps 2400 --kmeans-iters 20 --augment")
 _ACOUSTIC_LONG = _args("train.max_steps=2400 model.num_blocks=8 model.hidden_size=256")
@@ -192,7 +192,7 @@ _SMALL_LM = _args("model.hidden_size=128 model.intermediate_size=344")
 # than at 1.5e-3 (English ASR 0.44 against 0.50 and 0.50 in two batch orders, AST 0.43 against 0.52 / 0.59, TTS 1.50
 # against 1.80 / 1.83); test English ASR 9.8 / 39.1 against 13.5 / 45.8, TTS judge WER 53.7 against 66.0, MT 93.9
 # against 92.3 (one run; docs/results.md). 1500 steps, not 1200, since the rendered rows and text ids are cached (about
-# the time 1200 took before): English ASR dev loss 0.37 against 0.40. 1800, not 1500 (about 75 s more), chosen on the
+# the time 1200 took before): English ASR dev loss 0.37 against 0.40. 1800, not 1500 (63 s more in a whole run), chosen on the
 # dev split with run 13's stages in two batch orders: TTS judge WER 23.6 / 25.6 against 24.5 / 26.5, S2ST ASR-BLEU
 # 22.1 / 24.0 against 21.5 / 21.9 (means over three sampling seeds); on the test split TTS 20.8 / 21.1 against
 # 21.6 / 23.9 (docs/results.md)
