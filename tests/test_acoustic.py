@@ -3,6 +3,7 @@ pairs each target with another utterance of its speaker, and its recipe runs and
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
@@ -262,6 +263,33 @@ def test_codebook_unit_init_starts_units_at_their_code_vectors(tokenizers):
         AcousticStage.build(AcousticConfig(unit_init="codebook"), load(tokenizers[1]), units_tok)
 
 
+def test_default_voice_is_the_speakers_average_each_speaker_counted_alike(trained, utts):
+    """The default voice is the mean over speakers of each one's mean voice embedding (its first ``per_speaker``
+    utterances, each alone through the voice encoder): a speaker with more utterances does not weigh more."""
+    stage = copy.deepcopy(trained)
+    first = next(i for i, s in enumerate(utts.speakers) if s == "en-a")
+    keep = [first] + [i for i, s in enumerate(utts.speakers) if s == "en-b"]  # en-a: 1 utterance, en-b: 6
+    few = utts.subset(keep)
+
+    def embed(i: int) -> torch.Tensor:
+        f = few.item(i)[1][: stage.max_prompt_frames]
+        return stage.model.encode_voice(f[None], torch.tensor([len(f)]))[0]
+
+    with torch.no_grad():
+        by_speaker = {s: torch.stack([embed(i) for i in range(len(few)) if few.speakers[i] == s]) for s in SPEAKERS}
+    info = acoustic.set_default_voice(stage, few)
+    assert info == {"speakers": 2, "utterances": 7}
+    alike = (by_speaker["en-a"].mean(0) + by_speaker["en-b"].mean(0)) / 2
+    flat = torch.cat(list(by_speaker.values())).mean(0)
+    assert not torch.allclose(alike, flat, atol=1e-3)  # the check can fail
+    torch.testing.assert_close(stage.default_voice, alike, atol=1e-5, rtol=1e-5)
+    # per_speaker caps each speaker's utterances: the first 2 of en-b
+    info = acoustic.set_default_voice(stage, few, per_speaker=2)
+    assert info == {"speakers": 2, "utterances": 3}
+    torch.testing.assert_close(stage.default_voice, (by_speaker["en-a"][0] + by_speaker["en-b"][:2].mean(0)) / 2)
+    assert stage.default_voice_info == info
+
+
 def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     units = torch.randint(0, trained.config.num_units, (2, 30))
     prompt = torch.from_numpy(voice(0.8, 110.0, 700.0, np.random.default_rng(5)))
@@ -269,7 +297,7 @@ def test_save_load_round_trip_gives_identical_outputs(trained, tmp_path):
     meta = json.loads((folder / "acoustic.json").read_text())
     assert meta["codec_fingerprint"] == trained.codec.fingerprint
     assert meta["unit_tokenizer"]["fingerprint"] == trained.unit_tokenizer["fingerprint"]
-    assert meta["default_voice"]["speaker"] in SPEAKERS
+    assert meta["default_voice"] == {"speakers": len(SPEAKERS), "utterances": 2 * 6}  # 6 a speaker, under 8
     loaded = AcousticStage.from_pretrained(folder)
     assert torch.equal(loaded.default_voice, trained.default_voice) and loaded.default_voice.abs().sum() > 0
     voice_kwargs: list[dict[str, Any]] = [{"voice_wav": prompt}, {}]  # a prompt's voice, the default voice

@@ -11,7 +11,7 @@
 The folder (written atomically by :meth:`AcousticStage.save_pretrained`)::
 
     acoustic.json          {"config": AcousticConfig, "unit_tokenizer": {fingerprint, type, frame_rate, codebook_size},
-                            "codec_fingerprint", "max_prompt_frames", "default_voice": {speaker, utterances},
+                            "codec_fingerprint", "max_prompt_frames", "default_voice": {speakers, utterances},
                             "decoder": {griffin_lim_iters, nnls_iters}}
     acoustic.safetensors   the network and the default voice embedding
     codec/                 the mel_rvq codec whose features the network predicts (and whose Griffin-Lim decodes them)
