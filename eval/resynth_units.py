@@ -4,7 +4,8 @@ an ASR judge beside the judge's score on the reference audio itself (the upper b
     python eval/resynth_units.py --demo runs/demo --manifest runs/demo/corpus/test.jsonl --max-items 100 \\
         --out eval/results/resynth_units.json
 
-The voice prompt is the utterance itself (an upper bound); sources: ``audio`` with ``text`` and ``tgt_audio``
+The voice prompt is the utterance itself (``--default-voice``: the stage's stored default voice, the voice of the
+pipeline's speech when none is given); sources: ``audio`` with ``text`` and ``tgt_audio``
 with ``tgt_text`` of the English->French rows. A stage that reads letters (``model.use_letters``) gets the words of
 the transcript where the unit tokenizer's CTC head places them (``encode_words``), as the LM's speech written word by
 word gives them; ``--no-words`` speaks the units alone.
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         help="an acoustic stage folder (train_acoustic's final/) to score instead of the one the demo's checkpoint holds",
     )
     p.add_argument("--no-words", action="store_true", help="give a letter-reading stage the units without their words")
+    p.add_argument(
+        "--default-voice",
+        action="store_true",
+        help="speak in the stage's stored default voice (as the pipeline's TTS and S2ST do) instead of the utterance's own",
+    )
     p.add_argument("--out", required=True, help="JSON file to write")
     args = p.parse_args(argv)
     demo = Path(args.demo)
@@ -56,7 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     units = load_audio_tokenizer(demo / "units")
     judge = make_judge("ctc", model=str(demo / "judge"))
     with_words = stage.config.use_letters and not args.no_words
-    result: dict = {"stage": str(stage_dir), "words": with_words}
+    result: dict = {
+        "stage": str(stage_dir),
+        "words": with_words,
+        "voice": "default" if args.default_voice else "utterance",
+    }
     sides = (
         (src, [str(r.audio) for r in rows], [r.text for r in rows]),
         (tgt, [str(r.tgt_audio) for r in rows], [str(r.tgt_text) for r in rows]),
@@ -72,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                 words = [list(zip(text.split(), starts[0], strict=True))]
             else:
                 codes, n = units.encode(w)
-            resyn.append(stage.synthesize(codes[0, 0, : int(n[0])][None], voice_wav=w, words=words)[0].numpy())
+            prompt = None if args.default_voice else w
+            resyn.append(stage.synthesize(codes[0, 0, : int(n[0])][None], voice_wav=prompt, words=words)[0].numpy())
             wavs.append(wav)
         seconds = time.perf_counter() - t0
         refs = [normalize_text(t) for t in texts]
