@@ -251,6 +251,7 @@ PROFILES = {
         peer_max_items=50,
         mt_sentences=500,
         langs=("en", "fr"),
+        bf16=True,  # the default's budget: its stage 0 and judge are made the same (in bf16) and so are comparable
     ),
     "long": Profile(
         train=6000,
@@ -268,6 +269,7 @@ PROFILES = {
         peer_max_items=50,
         mt_sentences=500,
         langs=("en", "fr"),
+        bf16=True,  # as the default: its shared stages (corpus, codec, judge, stage 0) are made the same
         words=True,
     ),
     "smoke": Profile(
