@@ -153,8 +153,9 @@ _ACOUSTIC = _args("train.max_steps=2400 model.num_blocks=8")
 # (docs/results.md): the units' encoder twice the steps and with augmentation (at 1200 steps it heard the held-out
 # English accent at CER 10.7 against 14.7 without, and the seen voices at 5.2 against 2.2), an acoustic stage of 8
 # blocks x 256 (TTS 37.6, S2ST 20.3 / 14.1 against 44.5, 16.2 / 12.4 through the default's) and 3000 fine-tune
-# steps (at 2400 against 1500: TTS 39.7 against 44.5, AST 83.2 / 60.7 against 80.6 / 50.9). Measured, about 38 minutes
-# here: English ASR 2.6 / 15.9, AST 86.3 / 67.6, TTS 31.8, S2ST 25.3 / 12.7 (docs/results.md#the-long-profile)
+# steps (at 2400 against 1500: TTS 39.7 against 44.5, AST 83.2 / 60.7 against 80.6 / 50.9). Measured on run 15's
+# stages, about 31 minutes here, every goal met: English ASR 5.8 / 14.4, AST 84.4 / 70.2, TTS 13.8, S2ST 29.1 / 25.2,
+# chained 33.6 / 28.3 (docs/results.md#the-long-profile)
 _UNITS_LONG = _args("--num-units 2048 --stride 3 --steps 2400 --kmeans-iters 20 --augment")
 _ACOUSTIC_LONG = _args("train.max_steps=2400 model.num_blocks=8 model.hidden_size=256")
 # the ASR judge of generated speech: a second CTC encoder, another seed, trained with all four augmentations; 800
@@ -637,8 +638,9 @@ def add_arguments(parser) -> None:
         default="default",
         help="default: the README's demo, the AudioLM hierarchy (CTC-encoder units -> LM -> acoustic stage -> sound, "
         "judged by a second CTC encoder) on 6000 English-French sentences; mel_rvq: the same budget with the codec's "
-        "codes as the LM's audio tokens (the ablation arm); long: the default with twice the encoder and fine-tune "
-        "steps, encoder augmentation and a 4x larger acoustic stage (about 38 minutes here); smoke / smoke_units: "
+        "codes as the LM's audio tokens (the ablation arm); long: the default with twice the encoder steps, all four "
+        "encoder augmentations, 3000 fine-tune steps and a 2x wider acoustic stage (about 31 minutes here); "
+        "smoke / smoke_units: "
         "every stage of mel_rvq / default on a tiny corpus, in minutes",
     )
     parser.add_argument(
