@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from audiopalm.acoustic.data import Batch, Utterances
+from audiopalm.acoustic.data import Batch, Utterances, _pad
 from audiopalm.acoustic.stage import AcousticStage
 
 
@@ -70,11 +70,7 @@ def set_default_voice(stage: AcousticStage, utts: Utterances, *, per_speaker: in
     stage.model.eval()
     means = []
     for speaker in sorted(by_speaker):
-        feats = [utts.item(i)[1][: stage.max_prompt_frames] for i in by_speaker[speaker]]
-        lengths = torch.tensor([len(f) for f in feats])
-        padded = torch.zeros(len(feats), int(lengths.max()), feats[0].shape[1])
-        for j, f in enumerate(feats):
-            padded[j, : len(f)] = f
+        padded, lengths = _pad([utts.item(i)[1][: stage.max_prompt_frames] for i in by_speaker[speaker]])
         voice = stage.model.encode_voice(padded, lengths)  # [n, V]
         assert voice is not None, "a default voice is set only for a stage with a voice encoder"
         means.append(voice.mean(0))

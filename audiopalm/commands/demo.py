@@ -640,8 +640,7 @@ def add_arguments(parser) -> None:
         "judged by a second CTC encoder) on 6000 English-French sentences; mel_rvq: the same budget with the codec's "
         "codes as the LM's audio tokens (the ablation arm); long: the default with twice the encoder steps, all four "
         "encoder augmentations, 3000 fine-tune steps and a 2x wider acoustic stage (about 31 minutes here); "
-        "smoke / smoke_units: "
-        "every stage of mel_rvq / default on a tiny corpus, in minutes",
+        "smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus, in minutes",
     )
     parser.add_argument(
         "--out", default=None, help="output folder (default: runs/demo, or runs/demo_PROFILE for another profile)"
