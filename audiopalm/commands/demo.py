@@ -153,9 +153,9 @@ _ACOUSTIC = _args("train.max_steps=2400 model.num_blocks=8")
 # (docs/results.md): the units' encoder twice the steps and with augmentation (at 1200 steps it heard the held-out
 # English accent at CER 10.7 against 14.7 without, and the seen voices at 5.2 against 2.2), an acoustic stage of 8
 # blocks x 256 (TTS 37.6, S2ST 20.3 / 14.1 against 44.5, 16.2 / 12.4 through the default's) and 3000 fine-tune
-# steps (at 2400 against 1500: TTS 39.7 against 44.5, AST 83.2 / 60.7 against 80.6 / 50.9). Measured on run 15's
-# stages, about 31 minutes here, every goal met: English ASR 5.8 / 14.4, AST 84.4 / 70.2, TTS 13.8, S2ST 29.1 / 25.2,
-# chained 33.6 / 28.3 (docs/results.md#the-long-profile)
+# steps (at 2400 against 1500: TTS 39.7 against 44.5, AST 83.2 / 60.7 against 80.6 / 50.9). Measured on run 16's
+# shared stages, about 31 minutes here: English ASR 4.0 / 14.1, AST 84.1 / 72.5, TTS 14.0, S2ST 34.4 / 29.0, chained
+# 32.8 / 29.1 (docs/results.md#the-long-profile)
 _UNITS_LONG = _args("--num-units 2048 --stride 3 --steps 2400 --kmeans-iters 20 --augment")
 _ACOUSTIC_LONG = _args("train.max_steps=2400 model.num_blocks=8 model.hidden_size=256")
 # the ASR judge of generated speech: a second CTC encoder, another seed, trained with all four augmentations; 800
