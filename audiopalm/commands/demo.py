@@ -149,7 +149,7 @@ _UNITS = _args("--num-units 2048 --stride 3 --steps 1200 --kmeans-iters 20 --aug
 # the test split's own units en 20.9 / fr 40.9 against 28.8 / 47.0, run 11's LM through it TTS 25.8 against 28.6;
 # 12 blocks: 174 s, 20.4 / 38.6, TTS 25.9; docs/acoustic_stage.md)
 _ACOUSTIC = _args("train.max_steps=2400 model.num_blocks=8")
-# long: the default's design with what its curves say the missed goals need and its 20 minutes cannot hold
+# long: the default's design with what its 20 minutes cannot hold
 # (docs/results.md): the units' encoder twice the steps and with augmentation (at 1200 steps it heard the held-out
 # English accent at CER 10.7 against 14.7 without, and the seen voices at 5.2 against 2.2), an acoustic stage of 8
 # blocks x 256 (TTS 37.6, S2ST 20.3 / 14.1 against 44.5, 16.2 / 12.4 through the default's) and 3000 fine-tune
