@@ -4,6 +4,7 @@ The data flow: corpus -> manifest -> token store -> task examples -> packed batc
 -> generate -> eval report. The package is layered (:data:`LAYERS`, lowest first); a module imports only
 from its own layer or a lower one (``tests/test_layers.py`` checks every import, module- and function-level)::
 
+    runtime      process settings every command applies first (the C allocator keeps freed memory)
     errors       one-line errors for refused inputs
     audio        audio file I/O, log-mel features
     data         manifests, token stores, vocabulary, tasks, codebook patterns, batching, text tokenizer
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 # The layer order, lowest first: a module of layer i may import modules of layers <= i only. The package root
 # (this file) stands above every layer: it only re-exports the public entry points, lazily.
 LAYERS: tuple[str, ...] = (
+    "audiopalm.runtime",
     "audiopalm.errors",
     "audiopalm.audio",
     "audiopalm.data",

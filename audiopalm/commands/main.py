@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from audiopalm import errors
+from audiopalm import errors, runtime
 
 # name -> (module, one-line help). A plain dict registry: add a line to add a subcommand.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     name = argv[0]
+    runtime.keep_freed_memory()  # before any torch work (audiopalm/runtime.py)
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
     module_name, help_ = COMMANDS[name]

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, NamedTuple, cast
 import torch
 from tqdm.auto import tqdm
 
+from audiopalm import runtime
 from audiopalm.config import (
     RESUME_MAY_CHANGE,
     ConfigError,
@@ -548,6 +549,7 @@ class Recipe:
     def run(cls, args: argparse.Namespace, overrides: list[str]) -> int:
         """Parse the config, then print it (``--print-config``) or train. A bad config or output folder is one
         line on stderr and exit code 2."""
+        runtime.keep_freed_memory()  # for `accelerate launch recipes/X.py` too (audiopalm/runtime.py)
         try:
             cfg = cls.parse_config(args, overrides)
             if args.print_config:
