@@ -237,6 +237,26 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert set(lanes["finetune rows"]) == {"rows of 512 x 4", "rows of 256 x 8"}
     assert all(r["median tokens_per_s"] > 0 for r in lanes["finetune rows"].values())
 
+    # eval/bench_malloc.py on this demo: glibc's defaults and keeping freed memory train the same weights bit for bit
+    bench = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "eval/bench_malloc.py"),
+            *("--demo", str(out), "--profile", "smoke_units", "--steps", "20", "--repeats", "1", "--threads", "1"),
+            *("--out", str(tmp_path / "malloc.json")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
+    malloc = json.loads((tmp_path / "malloc.json").read_text())
+    for stage in ("stage0", "acoustic", "finetune"):
+        got = malloc[f"{stage}, 1 thread(s)"]
+        assert got["same weights"] is True, got
+        assert set(got["median tokens/s"]) == {"glibc defaults", "keep freed memory"}, got
+        assert all(v > 0 for v in got["median tokens/s"].values()), got
+
 
 def test_ablations_refuse_an_unknown_arm_before_any_work(tmp_path):
     run = subprocess.run(
