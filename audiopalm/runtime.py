@@ -5,8 +5,9 @@ back to the kernel when it is freed, and trims the heap's free top back to the k
 and frees the same large tensors every step (the logits, their softmax and gradients: 36 MB each on the demo's
 fine-tune), so each step the kernel maps and zeroes them anew: on the demo's fine-tune a quarter of its CPU time was
 spent in the kernel (docs/benchmarks.md). :func:`keep_freed_memory` serves every allocation from the heap and keeps
-up to :data:`KEEP_BYTES` of freed memory for the next step; no number a model computes changes (the fine-tune's
-weights are equal bit for bit). ``AUDIOPALM_MALLOC=system`` keeps glibc's defaults; another C library is left as is.
+freed memory for the next step (the heap's free top goes back to the kernel only above :data:`KEEP_BYTES`), so a
+process's resident size stays near its peak; no number a model computes changes (the fine-tune's weights are equal
+bit for bit). ``AUDIOPALM_MALLOC=system`` keeps glibc's defaults; another C library is left as is.
 """
 
 from __future__ import annotations
