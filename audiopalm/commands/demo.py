@@ -154,7 +154,7 @@ _ACOUSTIC = _args("train.max_steps=2400 model.num_blocks=8")
 # English accent at CER 10.7 against 14.7 without, and the seen voices at 5.2 against 2.2), an acoustic stage of 8
 # blocks x 256 (TTS 37.6, S2ST 20.3 / 14.1 against 44.5, 16.2 / 12.4 through the default's) and 3000 fine-tune
 # steps (at 2400 against 1500: TTS 39.7 against 44.5, AST 83.2 / 60.7 against 80.6 / 50.9). Measured on run 16's
-# shared stages, about 31 minutes here: English ASR 4.0 / 14.1, AST 84.1 / 72.5, TTS 14.0, S2ST 34.4 / 29.0, chained
+# shared stages (28 minutes here from an empty folder): English ASR 4.0 / 14.1, AST 84.1 / 72.5, TTS 14.0, S2ST 34.4 / 29.0, chained
 # 32.8 / 29.1 (docs/results.md#the-long-profile)
 _UNITS_LONG = _args("--num-units 2048 --stride 3 --steps 2400 --kmeans-iters 20 --augment")
 _ACOUSTIC_LONG = _args("train.max_steps=2400 model.num_blocks=8 model.hidden_size=256")
@@ -642,7 +642,7 @@ def add_arguments(parser) -> None:
         help="default: the README's demo, the AudioLM hierarchy (CTC-encoder units -> LM -> acoustic stage -> sound, "
         "judged by a second CTC encoder) on 6000 English-French sentences; mel_rvq: the same budget with the codec's "
         "codes as the LM's audio tokens (the ablation arm); long: the default with twice the encoder steps, all four "
-        "encoder augmentations, 3000 fine-tune steps and a 2x wider acoustic stage (about 31 minutes here); "
+        "encoder augmentations, 3000 fine-tune steps and a 2x wider acoustic stage (28 minutes here); "
         "smoke / smoke_units: every stage of mel_rvq / default on a tiny corpus, in minutes",
     )
     parser.add_argument(
