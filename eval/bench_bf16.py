@@ -13,9 +13,6 @@ demo's lanes run one thread each on 2 cores; its later stages all cores). Nothin
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import os
 import statistics
 import sys
@@ -26,7 +23,8 @@ from pathlib import Path
 from audiopalm.commands import demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lanes import _speed  # noqa: E402  (eval/ is not a package: the same reading of metrics.jsonl)
+import demo_bench  # noqa: E402  (eval/ is not a package)
+from demo_bench import speed as _speed  # noqa: E402
 
 PRECISIONS = {"fp32": "train.mixed_precision='no'", "bf16": "train.mixed_precision=bf16"}
 
@@ -60,38 +58,19 @@ def _encoder_step_s(feats: list, texts: list[str], steps: int, bf16: bool) -> fl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--demo", default="runs/demo", help="a finished units demo folder (default runs/demo)")
-    parser.add_argument("--profile", default="default", choices=sorted(demo.PROFILES), help="its profile")
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps of each recipe run (default 60)")
+    parser = demo_bench.parser(__doc__, steps=60, repeats=2)
     parser.add_argument("--encoder-steps", type=int, default=30, help="the encoder's timed steps (default 30)")
     parser.add_argument("--threads", type=int, default=1, help="OMP threads of every run (default 1)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each precision, interleaved (default 2)")
-    parser.add_argument("--out", required=True, help="write the results here as JSON")
     args = parser.parse_args(argv)
 
-    out = Path(args.demo)
-    missing = [s for s in ("corpus", "text_lm", "tokens", "acoustic", "audiopalm") if not (out / s / ".done").is_file()]
-    if missing:
-        parser.error(f"{out} is not a finished units demo folder (no {', '.join(missing)})")
+    out = demo_bench.finished_demo(parser, args.demo, ("corpus", "text_lm", "tokens", "acoustic", "audiopalm"))
     import torch
 
     torch.set_num_threads(args.threads)  # the encoder here; the stage commands get it from demo._LANE
-    steps = (f"train.max_steps={args.steps}", "optim.warmup_steps=10", f"train.save_every={args.steps}")
-    quiet = ("train.eval_every=100000", "train.log_with=none", "train.log_every=10")
     base = demo.PROFILES[args.profile]
 
     def stages(precision: str) -> dict:
-        p = dataclasses.replace(
-            base,
-            text_lm_overrides=(*base.text_lm_overrides, *steps, *quiet, PRECISIONS[precision]),
-            finetune_overrides=(*base.finetune_overrides, *steps, *quiet, PRECISIONS[precision]),
-            acoustic_overrides=(*base.acoustic_overrides, *steps, *quiet, PRECISIONS[precision]),
-        )
+        p = demo_bench.short_runs(base, args.steps, PRECISIONS[precision])
         return {
             "stage0": demo._text_lm(out / "corpus", p, 0),
             "acoustic": demo._acoustic(out, p, 0),
@@ -125,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         med = {p: statistics.median(v) for p, v in r.items()}
         speedup = med["fp32"] / med["bf16"] if name.startswith("encoder") else med["bf16"] / med["fp32"]
         record[name] = {"runs": r, "median": med, "bf16 speed-up": round(speedup, 3)}
-    record["load_after"] = os.getloadavg()[0]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    demo_bench.write(record, args.out)
     return 0
 
 

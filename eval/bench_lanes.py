@@ -18,25 +18,20 @@ Nothing else should run on the machine meanwhile (wall-clock speeds).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from audiopalm.commands import demo
 
-
-def _speed(folder: Path) -> float:
-    """Median logged tokens/s of a run, the first logged step left out (warm-up)."""
-    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    speeds = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:]
-    if not speeds:
-        raise SystemExit(f"{folder}/metrics.jsonl logged no tokens_per_s: give more --steps")
-    return statistics.median(speeds)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo_bench  # noqa: E402  (eval/ is not a package)
+from demo_bench import speed as _speed  # noqa: E402
 
 
 def _timed(make, folder: Path, threads: int | None) -> dict:
@@ -62,31 +57,12 @@ def _pair(make, scratch: Path, name: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--demo", default="runs/demo", help="a finished demo folder (default runs/demo)")
-    parser.add_argument("--profile", default="default", choices=sorted(demo.PROFILES), help="its profile")
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps of each run (default 60)")
+    parser = demo_bench.parser(__doc__, steps=60, repeats=3, units=False)
     parser.add_argument("--rows", type=int, nargs="+", default=[512, 256], help="fine-tune row lengths to time")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each row length, interleaved (default 3)")
-    parser.add_argument("--out", required=True, help="write the results here as JSON")
     args = parser.parse_args(argv)
 
-    out = Path(args.demo)
-    missing = [s for s in ("corpus", "text_lm", "tokens", "audiopalm") if not (out / s / ".done").is_file()]
-    if missing:
-        parser.error(f"{out} is not a finished demo folder (no {', '.join(missing)})")
-    steps = (f"train.max_steps={args.steps}", "optim.warmup_steps=10", f"train.save_every={args.steps}")
-    quiet = ("train.eval_every=100000", "train.log_with=none", "train.log_every=10")
-    base = demo.PROFILES[args.profile]
-    profile = dataclasses.replace(
-        base,
-        text_lm_overrides=(*base.text_lm_overrides, *steps, *quiet),
-        finetune_overrides=(*base.finetune_overrides, *steps, *quiet),
-    )
+    out = demo_bench.finished_demo(parser, args.demo, ("corpus", "text_lm", "tokens", "audiopalm"))
+    profile = demo_bench.short_runs(demo.PROFILES[args.profile], args.steps)
     stages = {
         "stage0": demo._text_lm(out / "corpus", profile, 0),
         "finetune": demo._audiopalm(out, profile, 0),
@@ -131,10 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             key: {"runs": r, "median tokens_per_s": statistics.median(x["tokens_per_s"] for x in r)}
             for key, r in runs.items()
         }
-    record["load_after"] = os.getloadavg()[0]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    demo_bench.write(record, args.out)
     return 0
 
 

@@ -12,10 +12,7 @@ values after the first) off ``metrics.jsonl``, its wall, user and kernel CPU sec
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import hashlib
-import json
 import os
 import resource
 import statistics
@@ -28,7 +25,8 @@ from audiopalm import runtime
 from audiopalm.commands import demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_lanes import _speed  # noqa: E402  (eval/ is not a package: the same reading of metrics.jsonl)
+import demo_bench  # noqa: E402  (eval/ is not a package)
+from demo_bench import speed as _speed  # noqa: E402
 
 SETTINGS = {"glibc defaults": "system", "keep freed memory": ""}
 
@@ -76,33 +74,14 @@ def summarise(by: dict[str, list[dict]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--demo", default="runs/demo", help="a finished units demo folder (default runs/demo)")
-    parser.add_argument("--profile", default="default", choices=sorted(demo.PROFILES), help="its profile")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps of each run (default 100)")
+    parser = demo_bench.parser(__doc__, steps=100, repeats=2)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="OMP threads to time (default 1 2)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each setting, interleaved (default 2)")
-    parser.add_argument("--out", required=True, help="write the results here as JSON")
     args = parser.parse_args(argv)
 
-    out = Path(args.demo)
-    missing = [s for s in ("corpus", "text_lm", "tokens", "acoustic", "audiopalm") if not (out / s / ".done").is_file()]
-    if missing:
-        parser.error(f"{out} is not a finished units demo folder (no {', '.join(missing)})")
-    steps = (f"train.max_steps={args.steps}", "optim.warmup_steps=10", f"train.save_every={args.steps}")
-    quiet = ("train.eval_every=100000", "train.log_with=none", "train.log_every=10")
+    out = demo_bench.finished_demo(parser, args.demo, ("corpus", "text_lm", "tokens", "acoustic", "audiopalm"))
     p = demo.PROFILES[args.profile]
     p = demo.with_bf16(p) if p.bf16 and demo.native_bf16() else p  # as the demo trains here
-    p = dataclasses.replace(
-        p,
-        text_lm_overrides=(*p.text_lm_overrides, *steps, *quiet),
-        finetune_overrides=(*p.finetune_overrides, *steps, *quiet),
-        acoustic_overrides=(*p.acoustic_overrides, *steps, *quiet),
-    )
+    p = demo_bench.short_runs(p, args.steps)
     stages = {
         "stage0": demo._text_lm(out / "corpus", p, 0),
         "acoustic": demo._acoustic(out, p, 0),
@@ -125,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                         runs.setdefault(f"{name}, {threads} thread(s)", {}).setdefault(label, []).append(r)
                         print(name, threads, label, r, flush=True)
     record.update({key: summarise(by) for key, by in runs.items()})
-    record["load_after"] = os.getloadavg()[0]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    demo_bench.write(record, args.out)
     return 0
 
 
