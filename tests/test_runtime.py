@@ -56,3 +56,18 @@ def test_system_keeps_glibc_defaults():
     assert got["applied"] is False
     assert got["mmapped_while_held"] == 1
     assert got["kept_free"] < 64 << 20  # handed back to the kernel
+
+
+def test_the_cli_and_a_launched_recipe_apply_it_before_their_work(monkeypatch, capsys):
+    from audiopalm.commands.main import main
+    from audiopalm.recipes.pretrain_text import PretrainTextRecipe
+
+    calls: list[str] = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("applied") or True)
+    with pytest.raises(SystemExit):  # even a command that is then refused
+        main(["no-such-command"])
+    assert calls == ["applied"]
+    # `accelerate launch -m audiopalm.recipes.X` enters through Recipe.main, not the CLI
+    assert PretrainTextRecipe.main(["--config", "pretrain_text_tiny", "--print-config"]) == 0
+    assert "recipe: pretrain_text" in capsys.readouterr().out
+    assert calls == ["applied", "applied"]
