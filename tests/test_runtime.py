@@ -63,7 +63,12 @@ def test_the_cli_and_a_launched_recipe_apply_it_before_their_work(monkeypatch, c
     from audiopalm.recipes.pretrain_text import PretrainTextRecipe
 
     calls: list[str] = []
-    monkeypatch.setattr(runtime, "keep_freed_memory", lambda: calls.append("applied") or True)
+
+    def record() -> bool:
+        calls.append("applied")
+        return True
+
+    monkeypatch.setattr(runtime, "keep_freed_memory", record)
     with pytest.raises(SystemExit):  # even a command that is then refused
         main(["no-such-command"])
     assert calls == ["applied"]
