@@ -24,7 +24,6 @@ from audiopalm.commands import demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_bench  # noqa: E402  (eval/ is not a package)
-from demo_bench import speed as _speed  # noqa: E402
 
 PRECISIONS = {"fp32": "train.mixed_precision='no'", "bf16": "train.mixed_precision=bf16"}
 
@@ -88,14 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     feats, texts = _encoder_data(out / "corpus", 640)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        demo._LANE.threads = args.threads
         for repeat in range(args.repeats):
             for precision in PRECISIONS:
                 for name, make in stages(precision).items():
-                    folder = scratch / f"{name}_{precision}_{repeat}"
-                    demo._LANE.log = folder.with_suffix(".log")
-                    make(folder)
-                    runs.setdefault(name, {}).setdefault(precision, []).append(round(_speed(folder), 1))
+                    r = demo_bench.timed(make, scratch / f"{name}_{precision}_{repeat}", args.threads)
+                    runs.setdefault(name, {}).setdefault(precision, []).append(r["tokens_per_s"])
                     print(name, precision, runs[name][precision][-1], "tokens/s", flush=True)
                 s = _encoder_step_s(feats, texts, args.encoder_steps, precision == "bf16")
                 runs.setdefault("encoder (s a step)", {}).setdefault(precision, []).append(round(s, 4))

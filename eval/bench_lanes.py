@@ -24,23 +24,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from audiopalm.commands import demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_bench  # noqa: E402  (eval/ is not a package)
-from demo_bench import speed as _speed  # noqa: E402
-
-
-def _timed(make, folder: Path, threads: int | None) -> dict:
-    """Run one stage command (``make(folder)``) with ``threads`` OMP threads (None: the default), output to a log."""
-    demo._LANE.threads = threads
-    demo._LANE.log = folder.with_suffix(".log")
-    t0 = time.perf_counter()
-    make(folder)
-    return {"wall_s": round(time.perf_counter() - t0, 1), "tokens_per_s": round(_speed(folder), 1)}
 
 
 def _pair(make, scratch: Path, name: str) -> list[dict]:
@@ -50,7 +39,7 @@ def _pair(make, scratch: Path, name: str) -> list[dict]:
     return [
         {
             "wall_s": json.loads((scratch / n / ".done").read_text())["seconds"],
-            "tokens_per_s": round(_speed(scratch / n), 1),
+            "tokens_per_s": round(demo_bench.speed(scratch / n), 1),
         }
         for n in names
     ]
@@ -75,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         for name, make in stages.items():
-            alone = _timed(make, scratch / f"{name}_all", None)
-            one = _timed(make, scratch / f"{name}_1", 1)
+            alone = demo_bench.timed(make, scratch / f"{name}_all", None)
+            one = demo_bench.timed(make, scratch / f"{name}_1", 1)
             pair = _pair(make, scratch, name)
             together = sum(r["tokens_per_s"] for r in pair)
             record[name] = {
@@ -100,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 key = f"rows of {length} x {per_step}"
                 runs.setdefault(key, []).append(
-                    _timed(demo._audiopalm(out, rows_profile, 0), scratch / f"rows_{length}_{repeat}", None)
+                    demo_bench.timed(demo._audiopalm(out, rows_profile, 0), scratch / f"rows_{length}_{repeat}", None)
                 )
                 print(key, json.dumps(runs[key][-1]), flush=True)
         record["finetune rows"] = {

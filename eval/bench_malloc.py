@@ -18,7 +18,6 @@ import resource
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from audiopalm import runtime
@@ -26,7 +25,6 @@ from audiopalm.commands import demo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import demo_bench  # noqa: E402  (eval/ is not a package)
-from demo_bench import speed as _speed  # noqa: E402
 
 SETTINGS = {"glibc defaults": "system", "keep freed memory": ""}
 
@@ -45,13 +43,11 @@ def _weights_hash(folder: Path) -> str:
 def _timed(make, folder: Path, setting: str, threads: int) -> dict:
     """One stage command with the allocator ``setting`` on ``threads`` OMP threads: speed, wall and CPU seconds."""
     os.environ[runtime.MALLOC_ENV] = setting  # the command inherits it (demo._run passes the environment on)
-    demo._LANE.threads, demo._LANE.log = threads, folder.with_suffix(".log")
-    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    make(folder)
-    wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = demo_bench.timed(make, folder, threads)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {
-        "tokens_per_s": round(_speed(folder), 1),
-        "wall_s": round(wall, 1),
+        **run,
         "user_s": round(after.ru_utime - before.ru_utime, 1),
         "kernel_s": round(after.ru_stime - before.ru_stime, 1),
         "weights": _weights_hash(folder),

@@ -2,7 +2,7 @@
 
 Their command line (a finished demo folder, its profile, steps and repeats, the JSON to write), the check that the
 folder holds the stages they train on, a profile whose training stages run a few steps with no dev evaluation, the
-speed read off a run's ``metrics.jsonl``, and the JSON record they write. eval/ is not a package: each bench puts
+speed read off a run's ``metrics.jsonl`` and a timed run, and the JSON record they write. eval/ is not a package: each bench puts
 this folder on ``sys.path`` and imports this module.
 """
 
@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import statistics
+import time
 from pathlib import Path
 
 from audiopalm.commands import demo
@@ -71,6 +72,15 @@ def speed(folder: Path) -> float:
     if not speeds:
         raise SystemExit(f"{folder}/metrics.jsonl logged no tokens_per_s: give more --steps")
     return statistics.median(speeds)
+
+
+def timed(make, folder: Path, threads: int | None) -> dict:
+    """Run one stage command (``make(folder)``) as a demo lane does, on ``threads`` OMP threads (None: the default),
+    its output in ``folder``.log: its wall seconds and speed."""
+    demo._LANE.threads, demo._LANE.log = threads, folder.with_suffix(".log")
+    t0 = time.perf_counter()
+    make(folder)
+    return {"wall_s": round(time.perf_counter() - t0, 1), "tokens_per_s": round(speed(folder), 1)}
 
 
 def write(record: dict, out: str) -> None:

@@ -216,20 +216,21 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert summary["peer_transcripts"] == str(out / "peer/transcripts.jsonl")
     assert "[judge] runs beside tokenizer / units / peer" in run.stdout
 
+    def bench(script: str, *extra: str) -> dict:
+        """eval/SCRIPT on this demo, 20 steps a run, one repeat: the JSON it wrote."""
+        result = tmp_path / f"{script}.json"
+        run = subprocess.run(
+            [sys.executable, str(REPO / "eval" / script), "--demo", str(out), "--profile", "smoke_units"]
+            + ["--steps", "20", "--repeats", "1", *extra, "--out", str(result)],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        return json.loads(result.read_text())
+
     # eval/bench_lanes.py on this demo: every arm trains and reports its speed
-    bench = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "eval/bench_lanes.py"),
-            *("--demo", str(out), "--profile", "smoke_units", "--steps", "20", "--repeats", "1"),
-            *("--out", str(tmp_path / "lanes.json")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
-    lanes = json.loads((tmp_path / "lanes.json").read_text())
+    lanes = bench("bench_lanes.py")
     for stage in ("stage0", "finetune"):
         got = lanes[stage]
         pair = sum(r["tokens_per_s"] for r in got["two side by side"])
@@ -238,19 +239,7 @@ def test_smoke_units_demo_listens_and_speaks_through_units(tmp_path):
     assert all(r["median tokens_per_s"] > 0 for r in lanes["finetune rows"].values())
 
     # eval/bench_malloc.py on this demo: glibc's defaults and keeping freed memory train the same weights bit for bit
-    bench = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "eval/bench_malloc.py"),
-            *("--demo", str(out), "--profile", "smoke_units", "--steps", "20", "--repeats", "1", "--threads", "1"),
-            *("--out", str(tmp_path / "malloc.json")),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert bench.returncode == 0, bench.stdout[-3000:] + bench.stderr[-3000:]
-    malloc = json.loads((tmp_path / "malloc.json").read_text())
+    malloc = bench("bench_malloc.py", "--threads", "1")
     for stage in ("stage0", "acoustic", "finetune"):
         got = malloc[f"{stage}, 1 thread(s)"]
         assert got["same weights"] is True, got
